@@ -1,0 +1,47 @@
+#include "testing.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+int testing_passed, testing_failed;
+
+void testing_fail(const char *file, int line, const char *fmt, ...) {
+    testing_failed++;
+    fprintf(stderr, "FAIL %s:%d: ", file, line);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int testing_finish(void) {
+    printf("%d passed, %d failed\n", testing_passed, testing_failed);
+    return testing_failed ? 1 : 0;
+}
+
+const char *testing_fixture(const char *name) {
+    static char path[4096];
+    const char *dir = getenv("LION_BUILD_DIR");
+    snprintf(path, sizeof path, "%s/fixtures/%s", dir ? dir : "build", name);
+    return path;
+}
+
+double testing_max_abs_err(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (isnan(d)) return INFINITY;
+        if (d > m) m = d;
+    }
+    return m;
+}
+
+double testing_rel_err(const float *a, const float *b, size_t n) {
+    double scale = 1e-12;
+    for (size_t i = 0; i < n; i++)
+        if (fabs(b[i]) > scale) scale = fabs(b[i]);
+    return testing_max_abs_err(a, b, n) / scale;
+}

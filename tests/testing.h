@@ -1,0 +1,61 @@
+/* testing.h - the small harness every C test uses.
+ *
+ * CHECK* macros record a failure with file:line and go on, so one run reports every
+ * broken case. Each test binary ends with testing_finish(), which prints
+ * "N passed, N failed" and returns the process exit code.
+ *
+ * Reference data: a test named test_X may have tests/fixtures/gen_X.py, run by ctest
+ * first (as a fixture) with /usr/bin/python3 and torch; it writes its inputs and
+ * expected outputs under $LION_BUILD_DIR/fixtures/, found with testing_fixture(). */
+#ifndef LION_TESTING_H
+#define LION_TESTING_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+extern int testing_passed, testing_failed;
+
+void testing_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int testing_finish(void);
+/* Path of a fixture file in $LION_BUILD_DIR/fixtures (static buffer, valid until the next call). */
+const char *testing_fixture(const char *name);
+/* max |a-b| / max(max|b|, tiny): the relative error the issues state tolerances in. */
+double testing_rel_err(const float *a, const float *b, size_t n);
+double testing_max_abs_err(const float *a, const float *b, size_t n);
+
+#define CHECK(cond)                                                                 \
+    do {                                                                            \
+        if (cond) testing_passed++;                                                 \
+        else testing_fail(__FILE__, __LINE__, "CHECK(%s)", #cond);                  \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                                        \
+    do {                                                                            \
+        if (cond) testing_passed++;                                                 \
+        else testing_fail(__FILE__, __LINE__, __VA_ARGS__);                         \
+    } while (0)
+
+#define CHECK_EQ_INT(a, b)                                                          \
+    do {                                                                            \
+        long long va_ = (long long)(a), vb_ = (long long)(b);                       \
+        if (va_ == vb_) testing_passed++;                                           \
+        else testing_fail(__FILE__, __LINE__, "%s == %lld, expected %s == %lld", #a, va_, #b, vb_); \
+    } while (0)
+
+/* Relative error of n floats against a reference, within tol. */
+#define CHECK_CLOSE(got, want, n, tol, what)                                        \
+    do {                                                                            \
+        double e_ = testing_rel_err((got), (want), (n));                            \
+        if (e_ <= (tol)) testing_passed++;                                          \
+        else testing_fail(__FILE__, __LINE__, "%s: relative error %.3g > %.3g", (what), e_, (double)(tol)); \
+    } while (0)
+
+/* A substring that an error message must contain (error messages are part of the API). */
+#define CHECK_CONTAINS(haystack, needle)                                            \
+    do {                                                                            \
+        const char *h_ = (haystack);                                                \
+        if (h_ && strstr(h_, (needle))) testing_passed++;                           \
+        else testing_fail(__FILE__, __LINE__, "\"%s\" does not contain \"%s\"", h_ ? h_ : "(null)", (needle)); \
+    } while (0)
+
+#endif
