@@ -1,0 +1,166 @@
+#include "ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+void linear_forward(float *y, const float *x, const float *w, const float *b, int n, int in, int out) {
+    if (n <= 0 || out <= 0) return;
+    if (b) {
+        #pragma omp parallel for if ((size_t)n * out > 65536)
+        for (int i = 0; i < n; i++) memcpy(y + (size_t)i * out, b, (size_t)out * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, b ? 1.0f : 0.0f, y, out);
+}
+
+void layernorm_forward(float *y, const float *x, const float *w, const float *b, int n, int d, float eps) {
+    #pragma omp parallel for if ((size_t)n * d > 16384)
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * d;
+        float *yi = y + (size_t)i * d;
+        /* two passes in double: the reference (torch) is exact enough that single-pass
+         * float variance would be the larger error at d = 1408 */
+        double mean = 0, var = 0;
+        for (int j = 0; j < d; j++) mean += xi[j];
+        mean /= d;
+        for (int j = 0; j < d; j++) {
+            double t = xi[j] - mean;
+            var += t * t;
+        }
+        var /= d;
+        float inv = (float)(1.0 / sqrt(var + eps));
+        float m = (float)mean;
+        for (int j = 0; j < d; j++) {
+            float t = (xi[j] - m) * inv;
+            if (w) t *= w[j];
+            if (b) t += b[j];
+            yi[j] = t;
+        }
+    }
+}
+
+void rmsnorm_forward(float *y, const float *x, const float *w, int n, int d, float eps) {
+    #pragma omp parallel for if ((size_t)n * d > 16384)
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * d;
+        float *yi = y + (size_t)i * d;
+        double ss = 0;
+        for (int j = 0; j < d; j++) ss += (double)xi[j] * xi[j];
+        float inv = (float)(1.0 / sqrt(ss / d + eps));
+        for (int j = 0; j < d; j++) yi[j] = xi[j] * inv * w[j];
+    }
+}
+
+void gelu_forward(float *x, size_t n) {
+    #pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+}
+
+void relu_forward(float *x, size_t n) {
+    #pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+float sigmoidf_stable(float x) {
+    if (x >= 0) return 1.0f / (1.0f + expf(-x));
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
+void add_forward(float *y, const float *x, size_t n) {
+    #pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+void mul_forward(float *y, const float *a, const float *b, size_t n) {
+    #pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) y[i] = a[i] * b[i];
+}
+
+static void softmax_row(float *r, int cols) {
+    float mx = -INFINITY;
+    for (int j = 0; j < cols; j++) mx = r[j] > mx ? r[j] : mx;
+    if (mx == -INFINITY) {
+        memset(r, 0, (size_t)cols * sizeof(float));
+        return;
+    }
+    float sum = 0;
+    for (int j = 0; j < cols; j++) {
+        r[j] = expf(r[j] - mx);
+        sum += r[j];
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < cols; j++) r[j] *= inv;
+}
+
+void softmax_forward(float *x, int rows, int cols) {
+    #pragma omp parallel for if ((size_t)rows * cols > 16384)
+    for (int i = 0; i < rows; i++) softmax_row(x + (size_t)i * cols, cols);
+}
+
+void embedding_forward(float *y, const float *table, const int32_t *ids, int n, int d) {
+    for (int i = 0; i < n; i++) memcpy(y + (size_t)i * d, table + (size_t)ids[i] * d, (size_t)d * sizeof(float));
+}
+
+int attention_forward(const attention_args *a, arena *scratch) {
+    const int lq = a->q_len, lk = a->k_len, dh = a->head_dim;
+    const size_t plane = (size_t)lq * lk;
+    arena_mark mark = arena_save(scratch);
+    float *scores = arena_floats(scratch, plane);
+    if (!scores) return -1;
+    for (int b = 0; b < a->batch; b++) {
+        const uint8_t *km = a->key_mask ? a->key_mask + (size_t)b * lk : NULL;
+        const float *wmask = a->window_mask ? a->window_mask + (size_t)(b % a->window_count) * plane : NULL;
+        for (int h = 0; h < a->heads; h++) {
+            const float *q = a->q + (size_t)b * lq * a->q_stride + (size_t)h * dh;
+            const float *k = a->k + (size_t)b * lk * a->k_stride + (size_t)h * dh;
+            const float *v = a->v + (size_t)b * lk * a->v_stride + (size_t)h * dh;
+            float *o = a->out + (size_t)b * lq * a->out_stride + (size_t)h * dh;
+            const float *bias = a->bias ? a->bias + (size_t)b * a->bias_batch_stride + (size_t)h * plane : NULL;
+            /* scores = scale * q k^T: one GEMM per head; the strides pick the head's columns */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, lq, lk, dh, a->scale, q, a->q_stride, k,
+                        a->k_stride, 0.0f, scores, lk);
+            #pragma omp parallel for if (plane > 16384)
+            for (int i = 0; i < lq; i++) {
+                float *r = scores + (size_t)i * lk;
+                if (bias)
+                    for (int j = 0; j < lk; j++) r[j] += bias[(size_t)i * lk + j];
+                if (wmask)
+                    for (int j = 0; j < lk; j++) r[j] += wmask[(size_t)i * lk + j];
+                if (km)
+                    for (int j = 0; j < lk; j++)
+                        if (!km[j]) r[j] = -INFINITY;
+                if (a->causal)
+                    for (int j = i + (lk - lq) + 1; j < lk; j++) r[j] = -INFINITY;
+                softmax_row(r, lk);
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, lq, dh, lk, 1.0f, scores, lk, v, a->v_stride,
+                        0.0f, o, a->out_stride);
+        }
+    }
+    arena_restore(scratch, mark);
+    return 0;
+}
+
+int patch_embed_forward(float *out, const float *img, const float *w, const float *b, int channels,
+                         int height, int width, int patch, int dim, arena *scratch) {
+    const int gh = height / patch, gw = width / patch, np = gh * gw;
+    const int kdim = channels * patch * patch;
+    arena_mark mark = arena_save(scratch);
+    float *cols = arena_floats(scratch, (size_t)np * kdim);
+    if (!cols) return -1;
+    /* im2col in the weight's (channel, row, column) order so the GEMM is a plain Linear */
+    #pragma omp parallel for if ((size_t)np * kdim > 65536)
+    for (int p = 0; p < np; p++) {
+        int py = p / gw, px = p % gw;
+        float *dst = cols + (size_t)p * kdim;
+        for (int c = 0; c < channels; c++)
+            for (int y = 0; y < patch; y++)
+                memcpy(dst + ((size_t)c * patch + y) * patch,
+                       img + ((size_t)c * height + (size_t)py * patch + y) * width + (size_t)px * patch,
+                       (size_t)patch * sizeof(float));
+    }
+    linear_forward(out, cols, w, b, np, kdim, dim);
+    arena_restore(scratch, mark);
+    return 0;
+}

@@ -1,0 +1,67 @@
+/* ops.h - the numeric building blocks of every model here, on contiguous f32 rows.
+ *
+ * Shapes are passed explicitly (llama2.c style): a "row" is one token's vector.
+ * Weights are laid out as the checkpoints hold them: Linear W is [out, in]. Matrix
+ * products go to OpenBLAS; the per-element loops run on OpenMP threads (threads.h). */
+#ifndef LION_OPS_H
+#define LION_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arena.h"
+
+/* y[n, out] = x[n, in] W[out, in]^T + b[out]   (b may be NULL). y must not alias x. */
+void linear_forward(float *y, const float *x, const float *w, const float *b, int n, int in, int out);
+
+/* y = LayerNorm(x) over rows of d, with weight w and bias b (either may be NULL). y may be x. */
+void layernorm_forward(float *y, const float *x, const float *w, const float *b, int n, int d, float eps);
+
+/* T5's RMSNorm: y = x / sqrt(mean(x^2) + eps) * w  (no mean subtraction, no bias). y may be x. */
+void rmsnorm_forward(float *y, const float *x, const float *w, int n, int d, float eps);
+
+/* In place. GELU is the exact erf form (torch's default, nn.GELU()). */
+void gelu_forward(float *x, size_t n);
+void relu_forward(float *x, size_t n);
+float sigmoidf_stable(float x);
+
+/* y[i] += x[i] */
+void add_forward(float *y, const float *x, size_t n);
+/* y[i] = a[i] * b[i] */
+void mul_forward(float *y, const float *a, const float *b, size_t n);
+
+/* In place, row-wise, max-subtracted. A row whose entries are all -inf becomes all zeros
+ * (a fully masked query attends to nothing rather than producing NaN). */
+void softmax_forward(float *x, int rows, int cols);
+
+/* Rows of an embedding table: y[i] = table[ids[i]]; ids must be in [0, vocab). */
+void embedding_forward(float *y, const float *table, const int32_t *ids, int n, int d);
+
+/* Multi-head scaled dot-product attention over packed rows.
+ * Row t of batch b of q is q + (b*q_len + t)*q_stride; head h occupies columns
+ * [h*head_dim, (h+1)*head_dim). Likewise for k, v (k_len rows per batch) and out.
+ * The strides let q, k, v be column slices of one fused qkv buffer. */
+typedef struct attention_args {
+    int batch, heads, head_dim, q_len, k_len;
+    const float *q, *k, *v;
+    float *out;
+    int q_stride, k_stride, v_stride, out_stride;
+    float scale;               /* 1/sqrt(head_dim); T5 uses 1 */
+    const uint8_t *key_mask;   /* [batch, k_len], nonzero = may attend; NULL = all */
+    int causal;                /* query i sees keys j <= i + (k_len - q_len) */
+    const float *bias;         /* additive [heads, q_len, k_len] per batch (T5 positions, Swin table) */
+    int64_t bias_batch_stride; /* floats between batches of bias; 0 = shared by all batches */
+    const float *window_mask;  /* additive [window_count, q_len, k_len]: batch b uses b % window_count (Swin shifts) */
+    int window_count;
+} attention_args;
+
+/* Returns 0, or -1 when the scratch arena cannot grow (out of memory). */
+int attention_forward(const attention_args *a, arena *scratch);
+
+/* Convolution with kernel == stride (ViT/Swin patch embedding) as im2col + one GEMM.
+ * img [channels, height, width] CHW; w [dim, channels, patch, patch]; b [dim];
+ * out [(height/patch)*(width/patch), dim], patches in row-major order. 0, or -1 out of memory. */
+int patch_embed_forward(float *out, const float *img, const float *w, const float *b, int channels,
+                         int height, int width, int patch, int dim, arena *scratch);
+
+#endif
