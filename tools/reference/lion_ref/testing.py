@@ -58,6 +58,8 @@ def tiny_config(**over):
     }
     for k, v in over.items():
         cfg[k] = v
+    if cfg.get("visual_input", "ALL") != "ALL":      # upstream: 2 adapters only for ALL
+        cfg["llm"]["adapters"]["num"] = 1
     return copy.deepcopy(cfg)
 
 
