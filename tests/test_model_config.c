@@ -1,0 +1,347 @@
+/* model.json loading: the tiny valid file in tests/data/tiny-model, and one broken variant
+ * per check, each made by editing one field of the valid file and asserting the message. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model_config.h"
+#include "testing.h"
+
+#define VALID_DIR "tests/data/tiny-model"
+
+static char tmp_dir[] = "/tmp/lion_model_config_XXXXXX";
+
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = calloc((size_t)n + 1, 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) buf[0] = 0;
+    fclose(f);
+    return buf;
+}
+
+static void write_text(const char *dir, const char *name, const char *text) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_valid(void) {
+    model_config c;
+    lion_status st = {0};
+    CHECK_EQ_INT(model_config_load(&c, VALID_DIR, &st), 0);
+    CHECK_MSG(st.msg[0] == 0, "%s", st.msg);
+    if (st.msg[0]) return;
+    CHECK(strcmp(c.name, "test-tiny") == 0);
+    CHECK_EQ_INT(c.visual_input, VISUAL_INPUT_ALL);
+    CHECK(strcmp(visual_input_name(c.visual_input), "ALL") == 0);
+
+    CHECK(strcmp(c.vision.file, VALID_DIR "/vision.safetensors") == 0);
+    CHECK_EQ_INT(c.vision.image_size, 28);
+    CHECK_EQ_INT(c.vision.patch_size, 14);
+    CHECK_EQ_INT(c.vision.dim, 32);
+    CHECK_EQ_INT(c.vision.depth, 4);
+    CHECK_EQ_INT(c.vision.heads, 4);
+    CHECK_EQ_INT(c.vision.mlp_hidden, 64);
+    CHECK(c.vision.ln_eps == 1e-6f);
+    CHECK_EQ_INT(c.vision.n_intermediate, 3);
+    CHECK_EQ_INT(c.vision.intermediate_layers[0], 1);
+    CHECK_EQ_INT(c.vision.intermediate_layers[2], 3);
+    CHECK_EQ_INT(c.vision.resize, RESIZE_BICUBIC);
+    CHECK(c.vision.mean[0] == 0.48145466f && c.vision.std[2] == 0.27577711f);
+
+    CHECK(strcmp(c.tagger.file, VALID_DIR "/tagger.safetensors") == 0);
+    CHECK_EQ_INT(c.tagger.n_stages, 2);
+    CHECK_EQ_INT(c.tagger.depths[1], 1);
+    CHECK_EQ_INT(c.tagger.heads[1], 4);
+    CHECK_EQ_INT(c.tagger.window, 4);
+    CHECK(c.tagger.mlp_ratio == 4.0f);
+    CHECK_EQ_INT(c.tagger.embed_out, 24);
+    CHECK_EQ_INT(c.tagger.head.hidden, 16);
+    CHECK_EQ_INT(c.tagger.head.intermediate, 32);
+    CHECK(c.tagger.head.ln_eps == 1e-12f);
+    CHECK_EQ_INT(c.tagger.resize, RESIZE_BILINEAR);
+    CHECK_EQ_INT(c.tagger.num_tags, 4);
+    CHECK(strcmp(c.tagger.tags[0], "dog") == 0 && strcmp(c.tagger.tags[3], "tree") == 0);
+    CHECK(c.tagger.thresholds[0] == 0.68f && c.tagger.thresholds[3] == 0.9f);
+    CHECK_EQ_INT(c.tagger.n_delete_tags, 1);
+    CHECK_EQ_INT(c.tagger.delete_tags[0], 3);
+
+    CHECK(strcmp(c.aggregator.file, VALID_DIR "/aggregator.safetensors") == 0);
+    CHECK_EQ_INT(c.aggregator.vision_width, 32);
+    CHECK_EQ_INT(c.aggregator.proj_hidden, 48);
+    CHECK_EQ_INT(c.aggregator.qformer.hidden, 16);
+    CHECK_EQ_INT(c.aggregator.qformer.num_query_tokens, 4);
+    CHECK_EQ_INT(c.aggregator.qformer.cross_attention_freq, 2);
+    CHECK_EQ_INT(c.aggregator.qformer.max_text_len, 16);
+    CHECK(strcmp(c.aggregator.qformer.vocab, VALID_DIR "/vocab.txt") == 0);
+    CHECK_EQ_INT(c.aggregator.fusion.blocks, 2);
+    CHECK_EQ_INT(c.aggregator.fusion.hidden_layer, 3);
+    CHECK_EQ_INT(c.aggregator.fusion.cross_layers[0], 2);
+    CHECK_EQ_INT(c.aggregator.fusion.cross_layers[1], 1);
+
+    CHECK(strcmp(c.llm.file, VALID_DIR "/llm.safetensors") == 0);
+    CHECK_EQ_INT(c.llm.d_model, 32);
+    CHECK_EQ_INT(c.llm.d_ff, 64);
+    CHECK_EQ_INT(c.llm.d_kv, 8);
+    CHECK_EQ_INT(c.llm.heads, 4);
+    CHECK_EQ_INT(c.llm.encoder_layers, 2);
+    CHECK_EQ_INT(c.llm.decoder_layers, 2);
+    CHECK_EQ_INT(c.llm.vocab_size, 128);
+    CHECK_EQ_INT(c.llm.rel_buckets, 8);
+    CHECK_EQ_INT(c.llm.rel_max_distance, 16);
+    CHECK_EQ_INT(c.llm.ff_act, FF_ACT_GELU);
+    CHECK_EQ_INT(c.llm.adapters_num, 2);
+    CHECK_EQ_INT(c.llm.adapters_bottleneck, 4);
+    CHECK(strcmp(c.llm.spiece, VALID_DIR "/spiece.model") == 0);
+    CHECK_EQ_INT(c.llm.eos_id, 1);
+    CHECK(strstr(c.llm.tag_prompt, "tags: [{}]. ") != NULL);
+    CHECK(strcmp(c.llm.soft_prompt_token, "<extra_id_0>") == 0);
+    CHECK_EQ_INT(c.llm.max_text_len, 32);
+    CHECK_EQ_INT(c.llm.generation.num_beams, 5);
+    CHECK_EQ_INT(c.llm.generation.max_new_tokens, 256);
+    CHECK_EQ_INT(c.llm.generation.min_length, 1);
+    CHECK(c.llm.generation.repetition_penalty == 1.5f);
+    CHECK(c.llm.generation.top_p == 0.9f);
+    CHECK_EQ_INT(c.llm.generation.do_sample, 0);
+
+    CHECK(strcmp(model_config_stage_file(&c, "tagger"), c.tagger.file) == 0);
+    CHECK(model_config_stage_file(&c, "gateway") == NULL);
+    safetensors_file *f = NULL;
+    CHECK_EQ_INT(model_config_open_stage(&c, "gateway", &f, &st), -1);
+    CHECK_CONTAINS(st.msg, "model 'test-tiny': unknown stage 'gateway'");
+    /* the tiny test directory has no weights */
+    CHECK_EQ_INT(model_config_open_stage(&c, "llm", &f, &st), -1);
+    CHECK_EQ_INT(st.code, LION_EIO);
+    CHECK_CONTAINS(st.msg, VALID_DIR "/llm.safetensors: cannot open");
+    model_config_free(&c);
+    CHECK(c.name == NULL && c.tagger.tags == NULL);
+    model_config_free(&c); /* twice is harmless */
+}
+
+/* Sets the field at a dotted path of a parsed model.json to a JSON value (NULL: removes it). */
+static int edit_field(cJSON *root, const char *field, const char *json_value) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", field);
+    cJSON *parent = root;
+    char *key = buf, *dot;
+    while (parent && (dot = strchr(key, '.'))) {
+        *dot = 0;
+        parent = cJSON_GetObjectItemCaseSensitive(parent, key);
+        key = dot + 1;
+    }
+    if (!parent) return -1;
+    if (!json_value) {
+        cJSON_DeleteItemFromObjectCaseSensitive(parent, key);
+        return 0;
+    }
+    cJSON *v = cJSON_Parse(json_value);
+    if (!v) return -1;
+    if (cJSON_HasObjectItem(parent, key)) cJSON_ReplaceItemInObjectCaseSensitive(parent, key, v);
+    else cJSON_AddItemToObject(parent, key, v);
+    return 0;
+}
+
+/* Applies n (field, value) edits to the valid model.json, writes it to tmp_dir and returns
+ * load's result (98/99 when the test itself went wrong). */
+static int load_edits(int n, const char *const edits[][2], model_config *c, lion_status *st) {
+    char *text = read_text(VALID_DIR "/model.json");
+    cJSON *root = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    if (!root) return 99;
+    for (int i = 0; i < n; i++)
+        if (edit_field(root, edits[i][0], edits[i][1])) {
+            cJSON_Delete(root);
+            return 98;
+        }
+    char *out = cJSON_Print(root);
+    cJSON_Delete(root);
+    write_text(tmp_dir, "model.json", out);
+    free(out);
+    return model_config_load(c, tmp_dir, st);
+}
+
+static int load_edited(const char *field, const char *json_value, model_config *c, lion_status *st) {
+    const char *edits[1][2] = {{field, json_value}};
+    return load_edits(1, edits, c, st);
+}
+
+static void test_invalid_fields(void) {
+    static const struct {
+        const char *field, *value, *needle;
+    } cases[] = {
+        {"llm.d_model", "-3", "model.json: llm.d_model: expected a positive integer, found -3"},
+        {"llm.d_model", "0", "model.json: llm.d_model: expected a positive integer, found 0"},
+        {"llm.d_model", "\"big\"", "model.json: llm.d_model: expected a positive integer"},
+        {"llm.d_model", "2.5", "llm.d_model: expected a positive integer, found 2.5"},
+        {"llm.d_model", "1e10", "llm.d_model: expected a positive integer, found 10000000000"},
+        {"vision.depth", NULL, "model.json: vision.depth: missing"},
+        {"vision.heads", "5", "model.json: vision.heads: 5 does not divide dim 32"},
+        {"vision.patch_size", "5", "vision.patch_size: 5 does not divide image_size 28"},
+        {"vision.intermediate_layers", "[1, 2, 4]",
+         "vision.intermediate_layers[2]: expected an integer in [0, 3], found 4"},
+        {"vision.intermediate_layers", "[]", "vision.intermediate_layers: expected 1 to 8 entries, found 0"},
+        {"vision.intermediate_layers", "3", "vision.intermediate_layers: expected an array"},
+        {"vision.mean", "[1, 2]", "vision.mean: expected 3 entries, found 2"},
+        {"vision.std", "[1, 0, 1]", "vision.std[1]: expected a positive number, found 0"},
+        {"vision.resize", "\"nearest\"", "vision.resize: expected one of \"bicubic\", \"bilinear\""},
+        {"vision.file", "\"\"", "vision.file: expected a non-empty string"},
+        {"vision.ln_eps", "\"small\"", "vision.ln_eps: expected a number"},
+        {"tagger.thresholds", "[0.5]", "tagger.thresholds: 1 values for 4 tags"},
+        {"tagger.thresholds", "[0.5, 0.5, 0.5, 1.5]", "tagger.thresholds[3]: expected a number in [0, 1], found 1.5"},
+        {"tagger.tags", "[\"a\", 3, \"c\", \"d\"]", "tagger.tags[1]: expected a non-empty string"},
+        {"tagger.tags", "[]", "tagger.tags: expected 1 to 2147483647 entries, found 0"},
+        {"tagger.delete_tags", "[4]", "tagger.delete_tags[0]: expected an integer in [0, 3], found 4"},
+        {"tagger.heads", "[3, 4]", "tagger.heads[0]: 3 does not divide the stage 0 width 16"},
+        {"tagger.heads", "[2, 3]", "tagger.heads[1]: 3 does not divide the stage 1 width 32"},
+        {"tagger.heads", "[2]", "tagger.heads: 1 entries for 2 stages (depths)"},
+        {"tagger.window", "3", "tagger.window: 3 does not divide the stage 0 grid of 8"},
+        {"tagger.image_size", "12", "tagger.image_size: the stage 0 grid of 3 cannot be merged 2x2"},
+        {"tagger.head.heads", "3", "tagger.head.heads: 3 does not divide hidden 16"},
+        {"tagger.head", NULL, "tagger.head: missing"},
+        {"aggregator.vision_width", "48", "aggregator.vision_width: 48 differs from vision.dim 32"},
+        {"aggregator.fusion.cross_layers", "[2]", "aggregator.fusion.cross_layers: 1 entries for 2 blocks"},
+        {"aggregator.fusion.cross_layers", "[2, 0]",
+         "aggregator.fusion.cross_layers[1]: layer 0 is not one of vision.intermediate_layers"},
+        {"aggregator.fusion.hidden_layer", "9", "aggregator.fusion.hidden_layer: expected an integer in [0, 3], found 9"},
+        {"aggregator.fusion.hidden_layer", "0",
+         "aggregator.fusion.hidden_layer: layer 0 is not one of vision.intermediate_layers"},
+        {"aggregator.fusion.heads", "5", "aggregator.fusion.heads: 5 does not divide vision_width 32"},
+        {"aggregator.qformer.heads", "3", "aggregator.qformer.heads: 3 does not divide hidden 16"},
+        {"aggregator.qformer.max_text_len", "100", "aggregator.qformer.max_text_len: 100 exceeds max_position 64"},
+        {"aggregator.qformer.vocab", "7", "aggregator.qformer.vocab: expected a non-empty string"},
+        {"llm.eos_id", "128", "llm.eos_id: expected an integer in [0, 127], found 128"},
+        {"llm.pad_id", "-1", "llm.pad_id: expected an integer in [0, 127], found -1"},
+        {"llm.ff_act", "\"swish\"", "llm.ff_act: expected one of \"gelu\", \"relu\", \"gelu_new\""},
+        {"llm.adapters.bottleneck", "0", "llm.adapters.bottleneck: expected a positive integer, found 0"},
+        {"llm.generation.top_p", "0", "llm.generation.top_p: expected a number in (0, 1], found 0"},
+        {"llm.generation.temperature", "-1", "llm.generation.temperature: expected a positive number, found -1"},
+        {"llm.generation.min_length", "-1", "llm.generation.min_length: expected a non-negative integer, found -1"},
+        {"llm.generation.do_sample", "1", "llm.generation.do_sample: expected true or false"},
+        {"llm.generation", NULL, "llm.generation: missing"},
+        {"llm.tag_prompt", "\"no slot\"", "llm.tag_prompt: must hold exactly one \"{}\" where the tags go"},
+        {"llm.tag_prompt", "\"{} and {}\"", "llm.tag_prompt: must hold exactly one \"{}\""},
+        {"llm.tag_prompt", "\"tags: [{}]. \"", "llm.tag_prompt: does not contain soft_prompt_token \"<extra_id_0>\""},
+        {"llm", "3", "model.json: llm: expected an object"},
+        {"format_version", "2", "model.json: format_version: this build reads version 1 only"},
+        {"format", "\"other\"", "model.json: format: expected \"lion-model\""},
+        {"visual_input", "\"BOTH\"", "visual_input: expected one of \"ALL\", \"QFORMER\", \"AGGREGATOR\""},
+        {"name", NULL, "model.json: name: missing"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        model_config c;
+        lion_status st = {0};
+        int rc = load_edited(cases[i].field, cases[i].value, &c, &st);
+        CHECK_MSG(rc == -1, "%s = %s: load returned %d, expected -1 with \"%s\"", cases[i].field,
+                  cases[i].value ? cases[i].value : "(removed)", rc, cases[i].needle);
+        if (rc == 0) model_config_free(&c);
+        CHECK_EQ_INT(st.code, LION_EFORMAT);
+        CHECK_CONTAINS(st.msg, cases[i].needle);
+        CHECK(c.name == NULL && c.vision.file == NULL); /* nothing left to free */
+    }
+}
+
+static void test_other_variants(void) {
+    model_config c;
+    lion_status st = {0};
+    /* edits that stay valid */
+    CHECK_EQ_INT(load_edited("visual_input", "\"QFORMER\"", &c, &st), 0);
+    CHECK_EQ_INT(c.visual_input, VISUAL_INPUT_QFORMER);
+    model_config_free(&c);
+    CHECK_EQ_INT(load_edited("tagger.delete_tags", "[]", &c, &st), 0);
+    CHECK_EQ_INT(c.tagger.n_delete_tags, 0);
+    model_config_free(&c);
+    CHECK_EQ_INT(load_edited("llm.file", "\"/abs/llm.safetensors\"", &c, &st), 0);
+    CHECK(c.llm.file && strcmp(c.llm.file, "/abs/llm.safetensors") == 0);
+    model_config_free(&c);
+    CHECK_EQ_INT(load_edited("llm.tie_word_embeddings", "true", &c, &st), 0);
+    CHECK_EQ_INT(c.llm.tie_word_embeddings, 1);
+    model_config_free(&c);
+    CHECK_EQ_INT(load_edited("llm.ff_act", "\"gelu_new\"", &c, &st), 0);
+    CHECK_EQ_INT(c.llm.ff_act, FF_ACT_GELU_TANH);
+    CHECK_EQ_INT(c.llm.tie_word_embeddings, 0);
+    model_config_free(&c);
+    CHECK_EQ_INT(load_edited("llm.tie_word_embeddings", "\"yes\"", &c, &st), -1);
+    CHECK_CONTAINS(st.msg, "llm.tie_word_embeddings: expected true or false");
+
+    /* visual_input decides which aggregator parts must be there (as the converter writes them) */
+    const char *qformer_only[][2] = {{"visual_input", "\"QFORMER\""},
+                                     {"aggregator.fusion", "{\"hidden_layer\": 3, \"cross_layers\": []}"},
+                                     {"aggregator.proj_hidden", NULL}};
+    CHECK_EQ_INT(load_edits(3, qformer_only, &c, &st), 0);
+    CHECK_EQ_INT(c.aggregator.fusion.blocks, 0);
+    CHECK_EQ_INT(c.aggregator.fusion.hidden_layer, 3);
+    CHECK_EQ_INT(c.aggregator.qformer.num_query_tokens, 4);
+    model_config_free(&c);
+    const char *qformer_bad_layer[][2] = {{"visual_input", "\"QFORMER\""}, {"aggregator.fusion.hidden_layer", "0"}};
+    CHECK_EQ_INT(load_edits(2, qformer_bad_layer, &c, &st), -1);
+    CHECK_CONTAINS(st.msg, "aggregator.fusion.hidden_layer: layer 0 is not one of vision.intermediate_layers");
+    const char *aggregator_only[][2] = {{"visual_input", "\"AGGREGATOR\""}, {"aggregator.qformer", NULL}};
+    CHECK_EQ_INT(load_edits(2, aggregator_only, &c, &st), 0);
+    CHECK_EQ_INT(c.aggregator.qformer.hidden, 0);
+    CHECK(c.aggregator.qformer.vocab == NULL);
+    CHECK_EQ_INT(c.aggregator.fusion.blocks, 2);
+    model_config_free(&c);
+    CHECK_EQ_INT(load_edited("aggregator.qformer", NULL, &c, &st), -1);
+    CHECK_CONTAINS(st.msg, "model.json: aggregator.qformer: missing");
+    CHECK_EQ_INT(load_edited("aggregator.proj_hidden", NULL, &c, &st), -1);
+    CHECK_CONTAINS(st.msg, "model.json: aggregator.proj_hidden: missing");
+
+    /* the window is cut to a grid smaller than itself, as Swin does */
+    CHECK_EQ_INT(load_edited("tagger.window", "8", &c, &st), 0);
+    model_config_free(&c);
+
+    /* a stage file next to model.json opens through the config */
+    CHECK_EQ_INT(load_edited("visual_input", "\"ALL\"", &c, &st), 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/vision.safetensors", tmp_dir);
+    float w[2] = {1, 2};
+    int64_t shape[] = {2};
+    tensor t = tensor_view(DTYPE_F32, w, 1, shape);
+    safetensors_item item = {"visual_encoder.cls_token", &t};
+    CHECK_EQ_INT(safetensors_write(path, &item, 1, NULL, 0, &st), 0);
+    safetensors_file *f = NULL;
+    CHECK_EQ_INT(model_config_open_stage(&c, "vision", &f, &st), 0);
+    CHECK(f && safetensors_has(f, "visual_encoder.cls_token"));
+    safetensors_close(f);
+    unlink(path);
+    model_config_free(&c);
+
+    /* not JSON at all, and JSON that is not an object */
+    write_text(tmp_dir, "model.json", "{\n  \"format\": \"lion-model\",\n  oops\n}\n");
+    CHECK_EQ_INT(model_config_load(&c, tmp_dir, &st), -1);
+    CHECK_CONTAINS(st.msg, "model.json: not valid JSON (line 3)");
+    write_text(tmp_dir, "model.json", "[1, 2]");
+    CHECK_EQ_INT(model_config_load(&c, tmp_dir, &st), -1);
+    CHECK_CONTAINS(st.msg, "model.json: expected a JSON object");
+    write_text(tmp_dir, "model.json", "");
+    CHECK_EQ_INT(model_config_load(&c, tmp_dir, &st), -1);
+    CHECK_CONTAINS(st.msg, "model.json: not valid JSON");
+
+    CHECK_EQ_INT(model_config_load(&c, "tests/data/no-such-model", &st), -1);
+    CHECK_EQ_INT(st.code, LION_EIO);
+    CHECK_CONTAINS(st.msg, "tests/data/no-such-model/model.json: cannot open: No such file or directory");
+}
+
+int main(void) {
+    if (!mkdtemp(tmp_dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_valid();
+    test_invalid_fields();
+    test_other_variants();
+    char path[512];
+    snprintf(path, sizeof path, "%s/model.json", tmp_dir);
+    unlink(path);
+    rmdir(tmp_dir);
+    return testing_finish();
+}
