@@ -1,0 +1,108 @@
+/* bench_vit: EVA ViT-g forward at true LION sizes (224/14, 1408, 16 heads, MLP 6144,
+ * 39 blocks) on random weights, and the GEMM rate it reaches against OpenBLAS's own peak.
+ *
+ *   bench_vit [--threads N] [--batch B] [--depth D] [--iters K]
+ *
+ * Prints seconds per image, achieved GFLOP/s, and the ratio to a large square sgemm
+ * measured in the same process (the ceiling for a GEMM-bound forward). */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "threads.h"
+#include "vit.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static float *random_floats(size_t n, float scale, unsigned *seed) {
+    float *p = malloc(n * sizeof(float));
+    if (!p) {
+        fprintf(stderr, "bench_vit: out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++) p[i] = scale * ((float)rand_r(seed) / RAND_MAX - 0.5f);
+    return p;
+}
+
+static double sgemm_peak(int n) {
+    float *a = calloc((size_t)n * n, 4), *b = calloc((size_t)n * n, 4), *c = calloc((size_t)n * n, 4);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+    double t = now();
+    int reps = 3;
+    for (int r = 0; r < reps; r++) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+    t = now() - t;
+    free(a), free(b), free(c);
+    return 2.0 * n * n * (double)n * reps / t / 1e9;
+}
+
+int main(int argc, char **argv) {
+    int threads = 0, batch = 1, depth = 39, iters = 2;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--depth")) depth = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--iters")) iters = atoi(argv[i + 1]);
+        else {
+            fprintf(stderr, "usage: bench_vit [--threads N] [--batch B] [--depth D] [--iters K]\n");
+            return 2;
+        }
+    }
+    threads_init(threads);
+    vit_config c = {224, 14, 1408, depth, 16, 6144, 1e-6f};
+    const size_t d = 1408, h = 6144, tokens = 257;
+    unsigned seed = 7;
+    vit_model m = {.cfg = c, .tokens = (int)tokens};
+    m.patch_w = random_floats(d * 3 * 14 * 14, 0.02f, &seed);
+    m.patch_b = random_floats(d, 0.02f, &seed);
+    m.cls_token = random_floats(d, 0.02f, &seed);
+    m.pos_embed = random_floats(tokens * d, 0.02f, &seed);
+    m.blocks = calloc((size_t)depth, sizeof *m.blocks);
+    float *ones = malloc(d * sizeof(float));
+    for (size_t i = 0; i < d; i++) ones[i] = 1.0f;
+    for (int i = 0; i < depth; i++) {
+        vit_block *b = &m.blocks[i];
+        b->norm1_w = b->norm2_w = ones;
+        b->norm1_b = b->norm2_b = random_floats(d, 0.02f, &seed);
+        b->qkv_w = random_floats(3 * d * d, 0.04f, &seed);
+        b->qkv_b = random_floats(3 * d, 0.02f, &seed);
+        b->proj_w = random_floats(d * d, 0.04f, &seed);
+        b->proj_b = random_floats(d, 0.02f, &seed);
+        b->fc1_w = random_floats(h * d, 0.04f, &seed);
+        b->fc1_b = random_floats(h, 0.02f, &seed);
+        b->fc2_w = random_floats(d * h, 0.04f, &seed);
+        b->fc2_b = random_floats(d, 0.02f, &seed);
+    }
+    float *pixels = random_floats((size_t)batch * 3 * 224 * 224, 2.0f, &seed);
+    int layers[3] = {depth > 18 ? 18 : 0, depth > 28 ? 28 : 0, depth - 1};
+    float *outs[3];
+    for (int k = 0; k < 3; k++) outs[k] = malloc((size_t)batch * tokens * d * sizeof(float));
+    arena a;
+    arena_init(&a, 0);
+    lion_status st;
+
+    /* FLOPs of one image: GEMMs (qkv, proj, fc1, fc2, patch) plus attention's two products */
+    double per_block = 2.0 * tokens * d * (3 * d + d + 2 * h) + 2.0 * 2 * tokens * tokens * d;
+    double flops = batch * (depth * per_block + 2.0 * 256 * d * 588);
+
+    if (vit_forward(&m, pixels, batch, layers, 3, outs, &a, &st)) { /* warm-up: page in, grow arena */
+        fprintf(stderr, "bench_vit: %s\n", st.msg);
+        return 1;
+    }
+    double t = now();
+    for (int r = 0; r < iters; r++) vit_forward(&m, pixels, batch, layers, 3, outs, &a, &st);
+    t = (now() - t) / iters;
+    double peak = sgemm_peak(2048);
+    printf("bench_vit: EVA ViT-g depth %d, batch %d, threads %d\n", depth, batch, threads_count());
+    printf("  forward        %.3f s  (%.3f s per image)\n", t, t / batch);
+    printf("  compute        %.1f GFLOP/s over %.1f GFLOP\n", flops / t / 1e9, flops / 1e9);
+    printf("  sgemm 2048^3   %.1f GFLOP/s (this process, same threads)\n", peak);
+    printf("  ratio          %.2f of sgemm peak\n", flops / t / 1e9 / peak);
+    printf("  arena peak     %.1f MB\n", a.peak / 1e6);
+    return 0;
+}
