@@ -1,0 +1,635 @@
+#include "worker.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <limits.h>
+#include <omp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "log.h"
+
+struct worker_output {
+    char *name;
+    tensor t;
+};
+
+/* A batch handed to the compute thread and back, by pointer over an inproc pipe. */
+typedef struct batch {
+    int n;
+    worker_job *jobs;
+    envelope_msg *msgs;
+    int rc;
+    lion_status st;
+    int64_t finish_us;
+} batch;
+
+typedef struct pending_job {
+    envelope_msg msg;
+    int64_t receive_us;
+} pending_job;
+
+typedef struct worker {
+    const worker_config *cfg;
+    const worker_stage *stage;
+    envelope_limits limits;
+    void *zctx;
+    void *sock; /* DEALER to the gateway */
+    void *pipe; /* PAIR to the compute thread */
+    pthread_t compute;
+    int compute_started;
+    pending_job *pending; /* FIFO of received jobs, capacity entries */
+    int n_pending;
+    batch *running; /* NULL when the compute thread is idle */
+    int stopping;
+    int bye_sent;
+    int64_t last_heard_us; /* monotonic */
+    int gateway_lost;
+    char pipe_endpoint[64];
+} worker;
+
+static volatile sig_atomic_t signal_stop;
+
+static void on_stop_signal(int sig) { signal_stop = 1; }
+
+static int stop_requested(const worker *w) {
+    return w->cfg->stop ? atomic_load(w->cfg->stop) != 0 : signal_stop != 0;
+}
+
+/* --- job API for stages --------------------------------------------------------------- */
+
+const tensor *worker_job_input(const worker_job *job, const char *name, lion_status *st) {
+    for (int i = 0; i < job->n_inputs; i++)
+        if (strcmp(job->env->tensors[i]->name, name) == 0) return &job->inputs[i];
+    char have[256] = "";
+    size_t used = 0;
+    for (int i = 0; i < job->n_inputs && used < sizeof have; i++)
+        used += (size_t)snprintf(have + used, sizeof have - used, "%s'%.32s'", i ? ", " : "",
+                                 job->env->tensors[i]->name);
+    lion_fail(st, LION_EINVAL, "request %s: no input tensor '%s' (the job has %s)", job->env->request_id,
+              name, job->n_inputs ? have : "none");
+    return NULL;
+}
+
+int worker_job_add_output(worker_job *job, const char *name, tensor *t, lion_status *st) {
+    void *grown = realloc(job->outputs, (size_t)(job->n_outputs + 1) * sizeof *job->outputs);
+    if (!grown) return lion_fail(st, LION_ENOMEM, "output '%s': out of memory", name);
+    job->outputs = grown;
+    char *copy = strdup(name);
+    if (!copy) return lion_fail(st, LION_ENOMEM, "output '%s': out of memory", name);
+    struct worker_output *out = &job->outputs[job->n_outputs++];
+    out->name = copy;
+    out->t = *t;
+    if (t->owns_data) memset(t, 0, sizeof *t); /* moved: the job frees or hands it off */
+    return 0;
+}
+
+int worker_job_fail(worker_job *job, int code, const char *fmt, ...) {
+    job->status.code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(job->status.msg, sizeof job->status.msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* --- sending ---------------------------------------------------------------------------- */
+
+static void send_or_log(worker *w, Lion__Envelope *env, envelope_tensor *tensors, int n, int flags) {
+    lion_status st;
+    if (envelope_send(w->sock, NULL, env, tensors, n, flags, &st) != 0)
+        log_warn("%s %s not sent: %s", envelope_kind_name(env->kind), env->request_id ? env->request_id : "",
+                 st.msg);
+}
+
+static int in_flight(const worker *w) { return w->n_pending + (w->running ? w->running->n : 0); }
+
+/* READY, HEARTBEAT and BYE: the worker's state, no request. */
+static void send_state(worker *w, Lion__Kind kind) {
+    lion_status st;
+    Lion__Envelope *env = envelope_new(kind, w->stage->stage, NULL, &st);
+    if (!env) {
+        log_error("%s: %s", envelope_kind_name(kind), st.msg);
+        return;
+    }
+    Lion__Credit credit = LION__CREDIT__INIT;
+    credit.has_capacity = credit.has_in_flight = credit.has_max_batch = 1;
+    credit.capacity = (uint32_t)w->cfg->capacity;
+    credit.in_flight = (uint32_t)in_flight(w);
+    credit.max_batch = (uint32_t)w->cfg->max_batch;
+    env->credit = &credit;
+    env->replica_id = (char *)w->cfg->replica_id;
+    env->has_sent_us = 1;
+    env->sent_us = clock_unix_us();
+    /* a heartbeat that cannot be queued is stale by the next one: never block on it */
+    send_or_log(w, env, NULL, 0, kind == LION__KIND__HEARTBEAT ? ENVELOPE_DONTWAIT : 0);
+    env->credit = NULL; /* borrowed, not malloc'd */
+    env->replica_id = NULL;
+    envelope_free(env);
+}
+
+/* Answers job (which may be a malformed envelope) with an ERROR. */
+static void send_error(worker *w, const Lion__Envelope *job, int64_t receive_us, int code, const char *msg) {
+    lion_status st;
+    Lion__Envelope *reply = envelope_error_reply(job, code, msg, &st);
+    if (!reply) {
+        log_error("error reply: %s", st.msg);
+        return;
+    }
+    /* the stage field of a malformed job may be anything: answer for our own */
+    reply->has_stage = 1;
+    reply->stage = (Lion__Stage)w->stage->stage;
+    if (envelope_add_hop(reply, w->cfg->service, w->cfg->replica_id, receive_us, clock_unix_us(), &st) != 0)
+        log_warn("error reply: %s", st.msg);
+    log_info("request %s: %s: %s", reply->request_id ? reply->request_id : "?", lion_code_name(code), msg);
+    send_or_log(w, reply, NULL, 0, 0);
+    envelope_free(reply);
+}
+
+/* Sends the RESULT of a job the stage finished, or an ERROR when it failed. */
+static void send_outcome(worker *w, worker_job *job, const batch *b) {
+    if (b->rc != 0 || job->status.code != LION_OK) {
+        const lion_status *why = b->rc != 0 ? &b->st : &job->status;
+        int code = why->code != LION_OK ? why->code : LION_EINTERNAL;
+        send_error(w, job->env, job->receive_us, code, why->msg[0] ? why->msg : "stage failed without a message");
+        return;
+    }
+    lion_status st;
+    if (envelope_add_hop(job->reply, w->cfg->service, w->cfg->replica_id, job->receive_us, b->finish_us, &st) != 0) {
+        send_error(w, job->env, job->receive_us, st.code, st.msg);
+        return;
+    }
+    envelope_tensor *outs = calloc((size_t)job->n_outputs + 1, sizeof *outs);
+    if (!outs) {
+        send_error(w, job->env, job->receive_us, LION_ENOMEM, "result: out of memory");
+        return;
+    }
+    const envelope_msg *in = job->msg;
+    for (int i = 0; i < job->n_outputs; i++) {
+        tensor *t = &job->outputs[i].t;
+        outs[i].name = job->outputs[i].name;
+        outs[i].t = t;
+        /* an output that is a whole input goes back out on the same frame */
+        for (int k = 0; k < in->n_tensors && !t->owns_data; k++)
+            if (t->data == in->tensors[k].data && tensor_nbytes(t) == zmq_msg_size(&in->frames[1 + k]))
+                outs[i].frame = &in->frames[1 + k];
+    }
+    if (envelope_send(w->sock, NULL, job->reply, outs, job->n_outputs, 0, &st) != 0) {
+        lion_fail_prefix(&st, "stage output: ");
+        send_error(w, job->env, job->receive_us, st.code, st.msg);
+    }
+    free(outs);
+}
+
+/* --- batches ---------------------------------------------------------------------------- */
+
+static void batch_free(batch *b) {
+    if (!b) return;
+    for (int i = 0; i < b->n; i++) {
+        worker_job *job = &b->jobs[i];
+        for (int k = 0; k < job->n_outputs; k++) {
+            free(job->outputs[k].name);
+            tensor_free(&job->outputs[k].t);
+        }
+        free(job->outputs);
+        envelope_free(job->reply);
+        envelope_msg_close(&b->msgs[i]);
+    }
+    free(b->jobs);
+    free(b->msgs);
+    free(b);
+}
+
+static int deadline_passed(const Lion__Envelope *env, int64_t now_us) {
+    return env->has_deadline_us && env->deadline_us > 0 && now_us >= env->deadline_us;
+}
+
+/* Moves up to max_batch pending jobs whose deadline has not passed into a new batch and
+ * gives it to the compute thread. */
+static void dispatch(worker *w) {
+    static const Lion__Task empty_task = LION__TASK__INIT;
+    int take = w->n_pending < w->cfg->max_batch ? w->n_pending : w->cfg->max_batch;
+    batch *b = calloc(1, sizeof *b);
+    if (b) {
+        b->jobs = calloc((size_t)take, sizeof *b->jobs);
+        b->msgs = calloc((size_t)take, sizeof *b->msgs);
+    }
+    if (!b || !b->jobs || !b->msgs) {
+        batch_free(b);
+        log_error("dispatch: out of memory, retrying");
+        return;
+    }
+    int used = 0;
+    int64_t now = clock_unix_us();
+    for (; used < take; used++) {
+        pending_job *p = &w->pending[used];
+        const Lion__Envelope *env = p->msg.env;
+        if (deadline_passed(env, now)) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "deadline passed %.1f ms before the job could run",
+                     (double)(now - env->deadline_us) / 1000.0);
+            send_error(w, env, p->receive_us, LION_ETIMEOUT, msg);
+            envelope_msg_close(&p->msg);
+            continue;
+        }
+        lion_status st;
+        Lion__Envelope *reply = envelope_reply(env, LION__KIND__RESULT, &st);
+        if (!reply) {
+            send_error(w, env, p->receive_us, st.code, st.msg);
+            envelope_msg_close(&p->msg);
+            continue;
+        }
+        b->msgs[b->n] = p->msg;
+        worker_job *job = &b->jobs[b->n];
+        job->msg = &b->msgs[b->n];
+        job->env = job->msg->env;
+        job->task = env->task ? env->task : &empty_task;
+        job->n_inputs = job->msg->n_tensors;
+        job->inputs = job->msg->tensors;
+        job->reply = reply;
+        job->receive_us = p->receive_us;
+        lion_status_clear(&job->status);
+        b->n++;
+    }
+    w->n_pending -= used;
+    memmove(w->pending, w->pending + used, (size_t)w->n_pending * sizeof *w->pending);
+    if (b->n == 0) {
+        batch_free(b);
+        return;
+    }
+    if (zmq_send(w->pipe, &b, sizeof b, 0) != sizeof b) {
+        /* the pipe is in-process: this only fails when the context is going away */
+        for (int i = 0; i < b->n; i++)
+            send_error(w, b->jobs[i].env, b->jobs[i].receive_us, LION_EINTERNAL, "compute thread unreachable");
+        batch_free(b);
+        return;
+    }
+    w->running = b;
+}
+
+/* The compute thread's answer: the batch is done, send its answers. */
+static void collect(worker *w) {
+    batch *b = NULL;
+    if (zmq_recv(w->pipe, &b, sizeof b, ZMQ_DONTWAIT) != sizeof b || b != w->running) return;
+    for (int i = 0; i < b->n; i++) send_outcome(w, &b->jobs[i], b);
+    batch_free(b);
+    w->running = NULL;
+}
+
+typedef struct compute_args {
+    void *zctx;
+    const char *endpoint;
+    const worker_stage *stage;
+    int threads;
+} compute_args;
+
+static void *compute_main(void *arg) {
+    compute_args *a = arg;
+    if (a->threads > 0) {
+        omp_set_num_threads(a->threads); /* per thread in OpenMP: must be set here */
+        openblas_set_num_threads(a->threads);
+    }
+    void *pipe = zmq_socket(a->zctx, ZMQ_PAIR);
+    if (!pipe || zmq_connect(pipe, a->endpoint) != 0) {
+        log_error("compute thread: pipe: %s", zmq_strerror(errno));
+        if (pipe) zmq_close(pipe);
+        return NULL;
+    }
+    for (;;) {
+        batch *b = NULL;
+        int got = zmq_recv(pipe, &b, sizeof b, 0);
+        if (got < 0 && errno == EINTR) continue;
+        if (got != sizeof b || !b) break; /* NULL: the loop is shutting down */
+        lion_status_clear(&b->st);
+        b->rc = a->stage->process(a->stage->ctx, b->jobs, b->n, &b->st);
+        b->finish_us = clock_unix_us();
+        while (zmq_send(pipe, &b, sizeof b, 0) < 0 && errno == EINTR) {}
+    }
+    zmq_close(pipe);
+    return NULL;
+}
+
+/* --- receiving -------------------------------------------------------------------------- */
+
+static void on_job(worker *w, envelope_msg *m, int64_t receive_us) {
+    const Lion__Envelope *env = m->env;
+    if ((int)env->stage != w->stage->stage) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "job for stage %s sent to a %s worker", envelope_stage_name(env->stage),
+                 envelope_stage_name(w->stage->stage));
+        send_error(w, env, receive_us, LION_EINVAL, msg);
+        return;
+    }
+    if (w->stopping) {
+        send_error(w, env, receive_us, LION_EUNAVAILABLE, "worker shutting down");
+        return;
+    }
+    if (in_flight(w) >= w->cfg->capacity) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "worker over capacity (%d jobs held, capacity %d)", in_flight(w),
+                 w->cfg->capacity);
+        send_error(w, env, receive_us, LION_EUNAVAILABLE, msg);
+        return;
+    }
+    pending_job *p = &w->pending[w->n_pending++];
+    p->msg = *m;
+    p->receive_us = receive_us;
+    memset(m, 0, sizeof *m); /* moved into the queue */
+}
+
+/* A message that did not decode: answer it when it names a job, else log and drop. */
+static void on_malformed(worker *w, const envelope_msg *m, const lion_status *why, int64_t receive_us) {
+    const Lion__Envelope *env = m->env;
+    int is_job = env && (!env->has_kind || env->kind == LION__KIND__JOB);
+    if (is_job && env->request_id && env->request_id[0] && strlen(env->request_id) <= w->limits.max_request_id) {
+        char msg[LION_STATUS_MSG_MAX + 32];
+        snprintf(msg, sizeof msg, "malformed job: %s", why->msg);
+        send_error(w, env, receive_us, why->code, msg);
+        return;
+    }
+    log_warn("dropped a malformed message (%d frames): %s", m->n_frames, why->msg);
+}
+
+/* Handles every message waiting on the socket. */
+static void drain_socket(worker *w) {
+    for (;;) {
+        envelope_msg m;
+        lion_status st;
+        lion_status_clear(&st);
+        int rc = envelope_recv(w->sock, &m, ENVELOPE_DONTWAIT, &w->limits, &st);
+        if (m.n_frames == 0) {
+            envelope_msg_close(&m);
+            if (st.code != LION_EUNAVAILABLE) log_warn("receive: %s", st.msg);
+            return;
+        }
+        int64_t receive_us = clock_unix_us();
+        if (w->gateway_lost) {
+            /* the gateway may have restarted and forgotten us */
+            log_info("gateway heard again: announcing READY");
+            w->gateway_lost = 0;
+            send_state(w, LION__KIND__READY);
+        }
+        w->last_heard_us = clock_mono_us();
+        if (rc != 0) {
+            on_malformed(w, &m, &st, receive_us);
+        } else if (m.env->kind == LION__KIND__JOB) {
+            on_job(w, &m, receive_us);
+        } else if (m.env->kind == LION__KIND__HEARTBEAT) {
+            /* last_heard_us is all a heartbeat is for */
+        } else if (m.env->kind == LION__KIND__BYE) {
+            log_info("gateway said BYE: waiting for it to come back");
+            w->gateway_lost = 1;
+        } else {
+            log_warn("dropped a %s message: workers only take JOB, HEARTBEAT and BYE",
+                     envelope_kind_name(m.env->kind));
+        }
+        envelope_msg_close(&m);
+    }
+}
+
+/* --- the loop --------------------------------------------------------------------------- */
+
+static int worker_open(worker *w, lion_status *st) {
+    const worker_config *cfg = w->cfg;
+    w->zctx = zmq_ctx_new();
+    if (!w->zctx) return lion_fail(st, LION_EIO, "zmq_ctx_new: %s", zmq_strerror(errno));
+    w->sock = zmq_socket(w->zctx, ZMQ_DEALER);
+    w->pipe = zmq_socket(w->zctx, ZMQ_PAIR);
+    if (!w->sock || !w->pipe) return lion_fail(st, LION_EIO, "zmq_socket: %s", zmq_strerror(errno));
+    int linger = cfg->linger_ms > 0 ? cfg->linger_ms : 2000;
+    zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);
+    int zero = 0;
+    zmq_setsockopt(w->pipe, ZMQ_LINGER, &zero, sizeof zero);
+    /* a frame over the whole payload limit is refused by ZeroMQ before it is buffered */
+    int64_t max_msg = (int64_t)w->limits.max_payload_bytes;
+    zmq_setsockopt(w->sock, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg);
+    if (zmq_connect(w->sock, cfg->gateway) != 0)
+        return lion_fail(st, LION_EINVAL, "gateway endpoint '%s': %s", cfg->gateway, zmq_strerror(errno));
+    snprintf(w->pipe_endpoint, sizeof w->pipe_endpoint, "inproc://worker-compute-%p", (void *)w);
+    if (zmq_bind(w->pipe, w->pipe_endpoint) != 0)
+        return lion_fail(st, LION_EIO, "compute pipe: %s", zmq_strerror(errno));
+    return 0;
+}
+
+static void worker_close(worker *w) {
+    if (w->sock) zmq_close(w->sock);
+    if (w->pipe) zmq_close(w->pipe);
+    if (w->zctx) zmq_ctx_term(w->zctx);
+    for (int i = 0; i < w->n_pending; i++) envelope_msg_close(&w->pending[i].msg);
+    free(w->pending);
+}
+
+static int config_check(const worker_config *cfg, const worker_stage *stage, lion_status *st) {
+    if (!cfg->gateway) return lion_fail(st, LION_EINVAL, "worker: no gateway endpoint");
+    if (!cfg->service || !cfg->replica_id) return lion_fail(st, LION_EINVAL, "worker: no service name or replica id");
+    if (cfg->capacity < 1 || cfg->max_batch < 1 || cfg->heartbeat_ms < 1)
+        return lion_fail(st, LION_EINVAL, "worker: capacity %d, max batch %d, heartbeat %d ms must all be >= 1",
+                         cfg->capacity, cfg->max_batch, cfg->heartbeat_ms);
+    if (envelope_stage_name(stage->stage)[0] == '?' || !stage->process)
+        return lion_fail(st, LION_EINVAL, "worker: stage %d has no process function or is unknown", stage->stage);
+    return 0;
+}
+
+int worker_run(const worker_config *cfg, const worker_stage *stage, lion_status *st) {
+    if (config_check(cfg, stage, st) != 0) return -1;
+    worker w = {.cfg = cfg, .stage = stage, .limits = cfg->limits};
+    envelope_limits defaults = envelope_limits_default();
+    if (!w.limits.max_envelope_bytes) w.limits.max_envelope_bytes = defaults.max_envelope_bytes;
+    if (!w.limits.max_decoded_bytes) w.limits.max_decoded_bytes = defaults.max_decoded_bytes;
+    if (w.limits.max_tensors <= 0) w.limits.max_tensors = defaults.max_tensors;
+    if (!w.limits.max_payload_bytes) w.limits.max_payload_bytes = defaults.max_payload_bytes;
+    if (!w.limits.max_request_id) w.limits.max_request_id = defaults.max_request_id;
+    w.pending = calloc((size_t)cfg->capacity, sizeof *w.pending);
+    if (!w.pending) return lion_fail(st, LION_ENOMEM, "worker: out of memory");
+
+    struct sigaction old_term, old_int;
+    if (!cfg->stop) {
+        signal_stop = 0;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_stop_signal; /* no SA_RESTART: zmq_poll returns at once */
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, &old_term);
+        sigaction(SIGINT, &sa, &old_int);
+    }
+    int rc = worker_open(&w, st);
+    compute_args args = {.endpoint = w.pipe_endpoint, .stage = stage, .threads = cfg->threads};
+    if (rc == 0) {
+        args.zctx = w.zctx;
+        /* the compute thread blocks the stop signals, so that they wake the poll below */
+        sigset_t block, saved;
+        sigemptyset(&block);
+        sigaddset(&block, SIGTERM);
+        sigaddset(&block, SIGINT);
+        pthread_sigmask(SIG_BLOCK, &block, &saved);
+        if (pthread_create(&w.compute, NULL, compute_main, &args) == 0) w.compute_started = 1;
+        else rc = lion_fail(st, LION_EIO, "worker: cannot start the compute thread");
+        pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    }
+    if (rc == 0) {
+        log_info("%s %s: serving stage %s from %s (capacity %d, max batch %d)", cfg->service, cfg->replica_id,
+                 envelope_stage_name(stage->stage), cfg->gateway, cfg->capacity, cfg->max_batch);
+        int silence_ms = cfg->gateway_silence_ms > 0 ? cfg->gateway_silence_ms : 3 * cfg->heartbeat_ms;
+        send_state(&w, LION__KIND__READY);
+        w.last_heard_us = clock_mono_us();
+        int64_t next_beat = clock_mono_us() + (int64_t)cfg->heartbeat_ms * 1000;
+        for (;;) {
+            if (stop_requested(&w) && !w.stopping) {
+                log_info("stopping: %d queued jobs handed back, %d running", w.n_pending,
+                         w.running ? w.running->n : 0);
+                w.stopping = 1;
+                send_state(&w, LION__KIND__BYE);
+                for (int i = 0; i < w.n_pending; i++) {
+                    send_error(&w, w.pending[i].msg.env, w.pending[i].receive_us, LION_EUNAVAILABLE,
+                               "worker shutting down");
+                    envelope_msg_close(&w.pending[i].msg);
+                }
+                w.n_pending = 0;
+            }
+            if (w.stopping && !w.running) break;
+            if (!w.running && w.n_pending > 0) dispatch(&w);
+
+            int64_t now = clock_mono_us();
+            long wait_ms = (long)((next_beat - now) / 1000);
+            if (wait_ms < 0) wait_ms = 0;
+            if (wait_ms > 100) wait_ms = 100; /* the stop flag is polled, too */
+            zmq_pollitem_t items[2] = {{.socket = w.sock, .events = ZMQ_POLLIN},
+                                       {.socket = w.pipe, .events = ZMQ_POLLIN}};
+            if (zmq_poll(items, 2, wait_ms) < 0 && errno != EINTR) {
+                log_error("zmq_poll: %s", zmq_strerror(errno));
+                break;
+            }
+            if (items[1].revents & ZMQ_POLLIN) collect(&w);
+            if (items[0].revents & ZMQ_POLLIN) drain_socket(&w);
+            now = clock_mono_us();
+            if (now >= next_beat) {
+                send_state(&w, LION__KIND__HEARTBEAT);
+                next_beat = now + (int64_t)cfg->heartbeat_ms * 1000;
+                if (!w.gateway_lost && now - w.last_heard_us > (int64_t)silence_ms * 1000) {
+                    log_warn("nothing heard from the gateway for %lld ms", (long long)((now - w.last_heard_us) / 1000));
+                    w.gateway_lost = 1;
+                }
+            }
+        }
+        /* jobs that were already on their way when BYE went out */
+        drain_socket(&w);
+        log_info("stopped");
+    }
+    if (w.compute_started) {
+        batch *none = NULL;
+        zmq_send(w.pipe, &none, sizeof none, 0);
+        pthread_join(w.compute, NULL);
+    }
+    worker_close(&w);
+    if (!cfg->stop) {
+        sigaction(SIGTERM, &old_term, NULL);
+        sigaction(SIGINT, &old_int, NULL);
+    }
+    return rc;
+}
+
+/* --- configuration ---------------------------------------------------------------------- */
+
+static int parse_int(const char *what, const char *text, int lo, int hi, int *out, lion_status *st) {
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end || v < lo || v > hi)
+        return lion_fail(st, LION_EINVAL, "%s: '%s' is not an integer in %d..%d", what, text, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+/* The options every worker shares, each with its environment variable. */
+enum opt_id { OPT_GATEWAY, OPT_MODEL, OPT_THREADS, OPT_REPLICA, OPT_CAPACITY, OPT_MAX_BATCH, OPT_HEARTBEAT, OPT_COUNT };
+
+static const struct {
+    const char *flag, *env, *arg, *help;
+} options[OPT_COUNT] = {
+    [OPT_GATEWAY] = {"--gateway", "LION_GATEWAY", "EP", "the stage's gateway endpoint (tcp://HOST:PORT, ipc://PATH)"},
+    [OPT_MODEL] = {"--model", "LION_MODEL", "DIR", "model directory (docs/model-format.md)"},
+    [OPT_THREADS] = {"--threads", "LION_THREADS", "N", "compute threads (default: OpenMP's)"},
+    [OPT_REPLICA] = {"--replica", "LION_REPLICA", "ID", "replica id in traces and logs (default SERVICE-PID)"},
+    [OPT_CAPACITY] = {"--capacity", "LION_CAPACITY", "N", "jobs held at once, queued + running (default 4)"},
+    [OPT_MAX_BATCH] = {"--max-batch", "LION_MAX_BATCH", "N", "jobs run in one forward (default 4)"},
+    [OPT_HEARTBEAT] = {"--heartbeat-ms", "LION_HEARTBEAT_MS", "N", "heartbeat interval (default 1000)"},
+};
+
+static int config_set(worker_config *cfg, int opt, const char *what, const char *value, lion_status *st) {
+    switch (opt) {
+    case OPT_GATEWAY:
+        if (!strstr(value, "://"))
+            return lion_fail(st, LION_EINVAL, "%s: '%s' is not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH)",
+                             what, value);
+        cfg->gateway = value;
+        return 0;
+    case OPT_MODEL: cfg->model_dir = value; return 0;
+    case OPT_REPLICA:
+        if (!value[0]) return lion_fail(st, LION_EINVAL, "%s: empty replica id", what);
+        cfg->replica_id = value;
+        return 0;
+    case OPT_THREADS: return parse_int(what, value, 1, 1024, &cfg->threads, st);
+    case OPT_CAPACITY: return parse_int(what, value, 1, 4096, &cfg->capacity, st);
+    case OPT_MAX_BATCH: return parse_int(what, value, 1, 4096, &cfg->max_batch, st);
+    case OPT_HEARTBEAT: return parse_int(what, value, 1, 3600000, &cfg->heartbeat_ms, st);
+    default: return lion_fail(st, LION_EINTERNAL, "config_set: option %d", opt);
+    }
+}
+
+int worker_config_parse(worker_config *cfg, const char *service, int argc, char **argv, lion_status *st) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->service = service;
+    cfg->capacity = 4;
+    cfg->max_batch = 4;
+    cfg->heartbeat_ms = 1000;
+    snprintf(cfg->replica_buf, sizeof cfg->replica_buf, "%s-%ld", service, (long)getpid());
+    cfg->replica_id = cfg->replica_buf;
+    for (int o = 0; o < OPT_COUNT; o++) {
+        const char *v = getenv(options[o].env);
+        if (v && config_set(cfg, o, options[o].env, v, st) != 0) return -1;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            cfg->help = 1;
+            continue;
+        }
+        int opt = -1;
+        const char *value = NULL;
+        for (int o = 0; o < OPT_COUNT && opt < 0; o++) {
+            size_t len = strlen(options[o].flag);
+            if (strncmp(arg, options[o].flag, len) != 0) continue;
+            if (arg[len] == '=') {
+                opt = o;
+                value = arg + len + 1;
+            } else if (arg[len] == '\0') {
+                opt = o;
+                if (i + 1 >= argc) return lion_fail(st, LION_EINVAL, "%s needs a value (%s)", arg, options[o].arg);
+                value = argv[++i];
+            }
+        }
+        if (opt < 0) return lion_fail(st, LION_EINVAL, "unknown option '%s' (see --help)", arg);
+        if (config_set(cfg, opt, options[opt].flag, value, st) != 0) return -1;
+    }
+    if (cfg->help) return 0;
+    if (!cfg->gateway)
+        return lion_fail(st, LION_EINVAL, "no gateway endpoint: pass --gateway tcp://HOST:PORT or set LION_GATEWAY");
+    if (cfg->max_batch > cfg->capacity)
+        return lion_fail(st, LION_EINVAL, "--max-batch %d is larger than --capacity %d", cfg->max_batch, cfg->capacity);
+    return 0;
+}
+
+void worker_usage(FILE *out, const char *program) {
+    fprintf(out, "usage: %s [options]\n", program);
+    for (int o = 0; o < OPT_COUNT; o++) {
+        char left[48];
+        snprintf(left, sizeof left, "%s %s", options[o].flag, options[o].arg);
+        fprintf(out, "  %-20s %s [%s]\n", left, options[o].help, options[o].env);
+    }
+    fprintf(out, "  %-20s %s\n", "--help", "this text");
+}

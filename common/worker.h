@@ -1,0 +1,95 @@
+/* worker.h - the loop every stage service runs: connect to the gateway, take jobs, run
+ * them in batches, answer.
+ *
+ * worker_run connects a DEALER to the gateway's ROUTER endpoint for its stage, announces
+ * READY with its capacity, heartbeats, and answers every JOB with a RESULT or an ERROR
+ * (docs/wire-protocol.md). The socket belongs to the calling thread; the stage's process
+ * function runs on a compute thread of its own, so that heartbeats and new jobs keep
+ * flowing during a long forward, and the jobs that arrived meanwhile form the next batch.
+ * Bad input never stops the worker: a malformed frame gets an ERROR (when its request id
+ * can be read) or is logged and dropped. SIGTERM/SIGINT stop it cleanly: queued jobs are
+ * failed with LION_EUNAVAILABLE (the gateway re-dispatches them), the running batch
+ * finishes and is answered, BYE is sent, and the sockets and context are closed. */
+#ifndef LION_WORKER_H
+#define LION_WORKER_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "envelope.h"
+#include "status.h"
+#include "tensor.h"
+
+typedef struct worker_config {
+    const char *gateway;   /* the stage's gateway endpoint: tcp://HOST:PORT, ipc://PATH */
+    const char *model_dir; /* for the service; worker_run does not read it */
+    const char *service;   /* "vision", ...: logs, trace hops, the default replica id */
+    const char *replica_id;
+    int threads;           /* compute threads (OpenMP, OpenBLAS) of the stage; 0: as set */
+    int capacity;          /* jobs held at once, queued + running: the credit announced */
+    int max_batch;         /* jobs given to one process call */
+    int heartbeat_ms;
+    int gateway_silence_ms; /* nothing heard for this long: warn, and announce READY again
+                               when the gateway is back (it may have restarted); 0: 3 beats */
+    int linger_ms;          /* how long close waits for unsent answers; 0: 2000 */
+    envelope_limits limits; /* for received messages; zeros take the defaults */
+    /* Set non-zero (from any thread) to stop the loop. NULL: worker_run stops on
+     * SIGTERM/SIGINT, installing handlers for its duration. */
+    atomic_int *stop;
+    int help;              /* worker_config_parse saw --help */
+    char replica_buf[64];
+} worker_config;
+
+struct worker_output;
+
+/* One job of a batch, as the stage's process function sees it. */
+typedef struct worker_job {
+    const Lion__Envelope *env; /* the JOB: request id, stage, attempt, deadline, task */
+    const Lion__Task *task;    /* env->task, or an empty task: never NULL */
+    int n_inputs;
+    const tensor *inputs;      /* zero-copy views of the received frames; the name of
+                                  inputs[i] is env->tensors[i]->name */
+    Lion__Envelope *reply;     /* the RESULT being built: add text answers with
+                                  envelope_add_sequence, envelope_add_tag, ... */
+    lion_status status;        /* set (worker_job_fail) to fail this job alone */
+    /* the worker's own bookkeeping */
+    int n_outputs;
+    struct worker_output *outputs;
+    envelope_msg *msg;
+    int64_t receive_us;
+} worker_job;
+
+/* The stage's batch function, called on the compute thread with 1..max_batch jobs.
+ * Returns 0 when it ran (each job then succeeds or fails by its own status), or -1 with
+ * st filled when the whole batch failed (every job is answered with st). */
+typedef int (*worker_process_fn)(void *ctx, worker_job *jobs, int n, lion_status *st);
+
+typedef struct worker_stage {
+    int stage; /* Lion__Stage this worker serves: jobs for another stage are refused */
+    worker_process_fn process;
+    void *ctx; /* the stage's model, given to process */
+} worker_stage;
+
+/* Runs until stopped; returns 0 after a clean shutdown, -1 with st filled when the loop
+ * could not start (bad config, socket setup). */
+int worker_run(const worker_config *cfg, const worker_stage *stage, lion_status *st);
+
+/* The input called name, or NULL with st saying which input is missing. */
+const tensor *worker_job_input(const worker_job *job, const char *name, lion_status *st);
+/* Adds an output tensor to the job's RESULT. An owning t is moved in (t is left empty);
+ * its buffer is handed to ZeroMQ without a copy. A view must stay valid until process
+ * returns: a view of a whole input is forwarded without a copy, others are copied. */
+int worker_job_add_output(worker_job *job, const char *name, tensor *t, lion_status *st);
+/* Fails this job alone with code and message; returns -1. */
+int worker_job_fail(worker_job *job, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Defaults, then LION_GATEWAY, LION_MODEL, LION_THREADS, LION_REPLICA, LION_CAPACITY,
+ * LION_MAX_BATCH, LION_HEARTBEAT_MS from the environment, then the command line:
+ * --gateway EP --model DIR --threads N --replica ID --capacity N --max-batch N
+ * --heartbeat-ms N --help (either "--opt value" or "--opt=value"). cfg keeps pointers
+ * into argv and the environment. */
+int worker_config_parse(worker_config *cfg, const char *service, int argc, char **argv, lion_status *st);
+void worker_usage(FILE *out, const char *program);
+
+#endif

@@ -1,0 +1,472 @@
+/* test_worker: the generic worker loop against a ROUTER on 127.0.0.1 that plays the
+ * gateway. The toy stage doubles tensor "x" into "y" and misbehaves on request, so that
+ * READY, results, batching, every kind of error answer, deadlines, heartbeats, capacity and
+ * both ways of shutting down are seen from the gateway's side of the socket. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "clock.h"
+#include "envelope.h"
+#include "testing.h"
+#include "worker.h"
+
+/* --- the toy stage ----------------------------------------------------------------------- */
+
+static atomic_int stage_calls, stage_max_batch;
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int toy_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
+    atomic_fetch_add(&stage_calls, 1);
+    if (n > atomic_load(&stage_max_batch)) atomic_store(&stage_max_batch, n);
+    for (int j = 0; j < n; j++) {
+        worker_job *job = &jobs[j];
+        const char *what = job->task->instruction ? job->task->instruction : "";
+        if (!strcmp(what, "batchfail")) return lion_fail(st, LION_EINTERNAL, "whole batch failed");
+        if (!strcmp(what, "slow")) sleep_ms(300);
+        if (!strcmp(what, "fail")) {
+            worker_job_fail(job, LION_EINVAL, "asked to fail");
+            continue;
+        }
+        if (!strcmp(what, "text")) {
+            int32_t ids[2] = {5, 1};
+            if (!envelope_add_sequence(job->reply, "a dog", ids, 2, -1.5f, &job->status)) continue;
+        }
+        const tensor *x = worker_job_input(job, "x", &job->status);
+        if (!x) continue;
+        if (!strcmp(what, "passthrough")) {
+            tensor view = *x;
+            worker_job_add_output(job, "x", &view, &job->status);
+            continue;
+        }
+        tensor y;
+        if (tensor_alloc(&y, DTYPE_F32, x->ndim, x->shape, &job->status) != 0) continue;
+        for (int64_t i = 0; i < tensor_numel(x); i++) ((float *)y.data)[i] = 2.0f * ((const float *)x->data)[i];
+        if (worker_job_add_output(job, "y", &y, &job->status) != 0) tensor_free(&y);
+    }
+    return 0;
+}
+
+/* --- the gateway's side ------------------------------------------------------------------- */
+
+typedef struct gateway {
+    void *ctx, *router;
+    char endpoint[128];
+    envelope_peer peer;
+    int heartbeats;
+    int heartbeat_with_credit;
+    int readies;     /* READY again after a silence: the worker re-announces itself */
+    int want_ready;  /* gateway_recv returns the next READY instead of counting it */
+} gateway;
+
+static void gateway_open(gateway *g) {
+    memset(g, 0, sizeof *g);
+    g->ctx = zmq_ctx_new();
+    g->router = zmq_socket(g->ctx, ZMQ_ROUTER);
+    int linger = 0;
+    zmq_setsockopt(g->router, ZMQ_LINGER, &linger, sizeof linger);
+    CHECK_EQ_INT(zmq_bind(g->router, "tcp://127.0.0.1:*"), 0);
+    size_t len = sizeof g->endpoint;
+    zmq_getsockopt(g->router, ZMQ_LAST_ENDPOINT, g->endpoint, &len);
+}
+
+static void gateway_close(gateway *g) {
+    zmq_close(g->router);
+    zmq_ctx_term(g->ctx);
+}
+
+/* The next message that is not a HEARTBEAT or a repeated READY (those are counted);
+ * -1 after timeout_ms. */
+static int gateway_recv(gateway *g, envelope_msg *m, int timeout_ms) {
+    int64_t end = clock_mono_us() + (int64_t)timeout_ms * 1000;
+    for (;;) {
+        long left = (long)((end - clock_mono_us()) / 1000);
+        if (left <= 0) return -1;
+        zmq_pollitem_t item = {.socket = g->router, .events = ZMQ_POLLIN};
+        if (zmq_poll(&item, 1, left) <= 0) continue;
+        lion_status st;
+        if (envelope_recv(g->router, m, ENVELOPE_ROUTED, NULL, &st) != 0) {
+            testing_fail(__FILE__, __LINE__, "gateway got a malformed message: %s", st.msg);
+            envelope_msg_close(m);
+            continue;
+        }
+        if (m->env->kind == LION__KIND__HEARTBEAT) {
+            g->heartbeats++;
+            if (m->env->credit && m->env->credit->capacity > 0) g->heartbeat_with_credit++;
+            envelope_msg_close(m);
+            continue;
+        }
+        if (m->env->kind == LION__KIND__READY && !g->want_ready) {
+            g->readies++;
+            envelope_msg_close(m);
+            continue;
+        }
+        return 0;
+    }
+}
+
+static void send_job(gateway *g, const char *id, const char *instruction, const float *x, int n,
+                     int64_t deadline_us, int stage) {
+    lion_status st;
+    Lion__Envelope *env = envelope_new(LION__KIND__JOB, stage, id, &st);
+    Lion__Task *task = malloc(sizeof *task);
+    lion__task__init(task);
+    task->instruction = strdup(instruction);
+    env->task = task;
+    env->has_attempt = 1;
+    env->attempt = 3;
+    if (deadline_us) {
+        env->has_deadline_us = 1;
+        env->deadline_us = deadline_us;
+    }
+    tensor t = {0};
+    envelope_tensor out = {.name = "x", .t = &t};
+    if (x) {
+        int64_t shape[1] = {n};
+        tensor_alloc(&t, DTYPE_F32, 1, shape, &st);
+        memcpy(t.data, x, (size_t)n * sizeof *x);
+    }
+    if (envelope_send(g->router, &g->peer, env, &out, x ? 1 : 0, 0, &st) != 0)
+        testing_fail(__FILE__, __LINE__, "send_job %s: %s", id, st.msg);
+    tensor_free(&t);
+    envelope_free(env);
+}
+
+/* Receives answers until one for id arrives (others are stashed back into a small set). */
+typedef struct answers {
+    envelope_msg msgs[32];
+    int n;
+} answers;
+
+static envelope_msg *answer_for(gateway *g, answers *a, const char *id, int timeout_ms) {
+    for (;;) {
+        for (int i = 0; i < a->n; i++)
+            if (a->msgs[i].env->request_id && !strcmp(a->msgs[i].env->request_id, id)) return &a->msgs[i];
+        if (a->n == 32 || gateway_recv(g, &a->msgs[a->n], timeout_ms) != 0) {
+            testing_fail(__FILE__, __LINE__, "no answer for %s", id);
+            return NULL;
+        }
+        a->n++;
+    }
+}
+
+static void answers_clear(answers *a) {
+    for (int i = 0; i < a->n; i++) envelope_msg_close(&a->msgs[i]);
+    a->n = 0;
+}
+
+static void check_error(envelope_msg *m, int code, const char *want) {
+    CHECK(m != NULL);
+    if (!m) return;
+    CHECK_EQ_INT(m->env->kind, LION__KIND__ERROR);
+    if (m->env->kind != LION__KIND__ERROR) return;
+    CHECK_EQ_INT(m->env->error->code, code);
+    CHECK_CONTAINS(m->env->error->message, want);
+}
+
+/* --- the worker in a thread --------------------------------------------------------------- */
+
+typedef struct worker_thread {
+    pthread_t thread;
+    worker_config cfg;
+    worker_stage stage;
+    atomic_int stop;
+    int rc;
+    lion_status st;
+} worker_thread;
+
+static void *worker_thread_main(void *arg) {
+    worker_thread *wt = arg;
+    wt->rc = worker_run(&wt->cfg, &wt->stage, &wt->st);
+    return NULL;
+}
+
+static void worker_start(worker_thread *wt, const gateway *g, int use_signals) {
+    char arg_gw[160];
+    snprintf(arg_gw, sizeof arg_gw, "--gateway=%s", g->endpoint);
+    char *argv[] = {"vision", arg_gw, "--replica", "vision-test", "--capacity", "8", "--max-batch", "4",
+                    "--heartbeat-ms", "50", "--threads", "1"};
+    lion_status st;
+    CHECK_EQ_INT(worker_config_parse(&wt->cfg, "vision", 12, argv, &st), 0);
+    wt->cfg.gateway = g->endpoint; /* argv above is on this stack frame */
+    wt->cfg.replica_id = "vision-test";
+    wt->cfg.linger_ms = 500;
+    atomic_store(&wt->stop, 0);
+    wt->cfg.stop = use_signals ? NULL : &wt->stop;
+    wt->stage = (worker_stage){.stage = LION__STAGE__VISION, .process = toy_process};
+    pthread_create(&wt->thread, NULL, worker_thread_main, wt);
+}
+
+/* --- the tests ----------------------------------------------------------------------------- */
+
+static void expect_ready(gateway *g) {
+    envelope_msg m;
+    g->want_ready = 1;
+    CHECK_EQ_INT(gateway_recv(g, &m, 5000), 0);
+    g->want_ready = 0;
+    if (!m.env) return;
+    CHECK_EQ_INT(m.env->kind, LION__KIND__READY);
+    CHECK_EQ_INT(m.env->stage, LION__STAGE__VISION);
+    CHECK(m.env->credit && m.env->credit->capacity == 8 && m.env->credit->max_batch == 4);
+    CHECK(m.env->replica_id && !strcmp(m.env->replica_id, "vision-test"));
+    g->peer = m.peer;
+    envelope_msg_close(&m);
+}
+
+static void test_results_and_errors(gateway *g) {
+    answers a = {.n = 0};
+    float x[3] = {1.0f, 2.5f, -4.0f};
+
+    send_job(g, "j1", "double", x, 3, 0, LION__STAGE__VISION);
+    envelope_msg *m = answer_for(g, &a, "j1", 3000);
+    if (m) {
+        CHECK_EQ_INT(m->env->kind, LION__KIND__RESULT);
+        CHECK_EQ_INT(m->env->attempt, 3);
+        CHECK_EQ_INT(m->env->stage, LION__STAGE__VISION);
+        CHECK_EQ_INT(m->n_tensors, 1);
+        CHECK_EQ_INT(envelope_msg_find(m, "y"), 0);
+        const float want[3] = {2.0f, 5.0f, -8.0f};
+        CHECK(m->n_tensors == 1 && memcmp(m->tensors[0].data, want, sizeof want) == 0);
+        CHECK_EQ_INT(m->env->n_trace, 1);
+        if (m->env->n_trace == 1) {
+            const Lion__Hop *hop = m->env->trace[0];
+            CHECK(!strcmp(hop->service, "vision") && !strcmp(hop->replica_id, "vision-test"));
+            CHECK(hop->receive_us > 0 && hop->receive_us <= hop->finish_us);
+        }
+    }
+
+    send_job(g, "p1", "passthrough", x, 3, 0, LION__STAGE__VISION);
+    m = answer_for(g, &a, "p1", 3000);
+    CHECK(m && m->n_tensors == 1 && envelope_msg_find(m, "x") == 0 &&
+          ((float *)m->tensors[0].data)[2] == -4.0f);
+
+    send_job(g, "t1", "text", x, 3, 0, LION__STAGE__VISION);
+    m = answer_for(g, &a, "t1", 3000);
+    CHECK(m && m->env->result && m->env->result->n_sequences == 1 &&
+          !strcmp(m->env->result->sequences[0]->text, "a dog") && m->n_tensors == 1);
+
+    send_job(g, "f1", "fail", x, 3, 0, LION__STAGE__VISION);
+    check_error(answer_for(g, &a, "f1", 3000), LION_EINVAL, "asked to fail");
+
+    send_job(g, "f2", "batchfail", x, 3, 0, LION__STAGE__VISION);
+    check_error(answer_for(g, &a, "f2", 3000), LION_EINTERNAL, "whole batch failed");
+
+    send_job(g, "n1", "double", NULL, 0, 0, LION__STAGE__VISION);
+    check_error(answer_for(g, &a, "n1", 3000), LION_EINVAL, "request n1: no input tensor 'x' (the job has none)");
+
+    send_job(g, "d1", "double", x, 3, clock_unix_us() - 5000, LION__STAGE__VISION);
+    m = answer_for(g, &a, "d1", 3000);
+    check_error(m, LION_ETIMEOUT, "deadline passed");
+    CHECK(m && m->env->n_trace == 1); /* even an error says where it happened */
+
+    send_job(g, "w1", "double", x, 3, 0, LION__STAGE__LLM);
+    check_error(answer_for(g, &a, "w1", 3000), LION_EINVAL, "job for stage llm sent to a vision worker");
+
+    /* a job frame whose tensor does not match its descriptor */
+    Lion__Envelope *bad = envelope_new(LION__KIND__JOB, LION__STAGE__VISION, "bad-1", NULL);
+    int64_t shape[1] = {3};
+    Lion__TensorDesc d = LION__TENSOR_DESC__INIT;
+    d.name = "x";
+    d.has_dtype = d.has_byte_length = 1;
+    d.dtype = LION__DTYPE__F32;
+    d.n_shape = 1;
+    d.shape = shape;
+    d.byte_length = 12;
+    Lion__TensorDesc *dp = &d;
+    bad->n_tensors = 1;
+    bad->tensors = &dp;
+    unsigned char buf[256];
+    size_t len = lion__envelope__pack(bad, buf);
+    bad->n_tensors = 0;
+    bad->tensors = NULL;
+    envelope_free(bad);
+    zmq_send(g->router, g->peer.id, g->peer.len, ZMQ_SNDMORE);
+    zmq_send(g->router, buf, len, ZMQ_SNDMORE);
+    zmq_send(g->router, "12345678", 8, 0);
+    m = answer_for(g, &a, "bad-1", 3000);
+    check_error(m, LION_EFORMAT, "malformed job: tensor 'x' (frame 1): frame is 8 bytes but byte_length says 12");
+
+    /* garbage with no readable request id is dropped, and the worker goes on */
+    zmq_send(g->router, g->peer.id, g->peer.len, ZMQ_SNDMORE);
+    zmq_send(g->router, "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 11, 0);
+    send_job(g, "j2", "double", x, 3, 0, LION__STAGE__VISION);
+    m = answer_for(g, &a, "j2", 3000);
+    CHECK(m && m->env->kind == LION__KIND__RESULT);
+    CHECK_EQ_INT(a.n, 10); /* one answer per job, nothing for the garbage */
+    answers_clear(&a);
+}
+
+static void test_batching_and_capacity(gateway *g) {
+    answers a = {.n = 0};
+    float x[2] = {1.0f, 2.0f};
+    /* while "slow" runs, four jobs queue up and go to the stage in one call */
+    atomic_store(&stage_max_batch, 0);
+    send_job(g, "s0", "slow", x, 2, 0, LION__STAGE__VISION);
+    sleep_ms(100);
+    char id[16];
+    for (int i = 1; i <= 4; i++) {
+        snprintf(id, sizeof id, "b%d", i);
+        send_job(g, id, "double", x, 2, 0, LION__STAGE__VISION);
+    }
+    for (int i = 1; i <= 4; i++) {
+        snprintf(id, sizeof id, "b%d", i);
+        envelope_msg *m = answer_for(g, &a, id, 3000);
+        CHECK(m && m->env->kind == LION__KIND__RESULT && ((float *)m->tensors[0].data)[1] == 4.0f);
+    }
+    CHECK(answer_for(g, &a, "s0", 3000) != NULL);
+    CHECK_EQ_INT(atomic_load(&stage_max_batch), 4);
+    answers_clear(&a);
+
+    /* capacity 8: of ten jobs sent at once, the worker holds eight and refuses two */
+    send_job(g, "c0", "slow", x, 2, 0, LION__STAGE__VISION);
+    for (int i = 1; i < 10; i++) {
+        snprintf(id, sizeof id, "c%d", i);
+        send_job(g, id, "double", x, 2, 0, LION__STAGE__VISION);
+    }
+    int refused = 0, done = 0;
+    for (int i = 0; i < 10; i++) {
+        snprintf(id, sizeof id, "c%d", i);
+        envelope_msg *m = answer_for(g, &a, id, 3000);
+        if (m && m->env->kind == LION__KIND__RESULT) done++;
+        if (m && m->env->kind == LION__KIND__ERROR) {
+            refused++;
+            check_error(m, LION_EUNAVAILABLE, "worker over capacity (8 jobs held, capacity 8)");
+        }
+    }
+    CHECK_EQ_INT(refused, 2);
+    CHECK_EQ_INT(done, 8);
+    answers_clear(&a);
+}
+
+static void test_stop_flag_shutdown(gateway *g, worker_thread *wt) {
+    answers a = {.n = 0};
+    float x[2] = {1.0f, 2.0f};
+    send_job(g, "z1", "slow", x, 2, 0, LION__STAGE__VISION);
+    sleep_ms(100); /* z1 runs */
+    send_job(g, "z2", "double", x, 2, 0, LION__STAGE__VISION);
+    sleep_ms(50); /* z2 waits */
+    atomic_store(&wt->stop, 1);
+    int bye = 0;
+    envelope_msg *m = answer_for(g, &a, "z2", 3000);
+    check_error(m, LION_EUNAVAILABLE, "worker shutting down");
+    m = answer_for(g, &a, "z1", 3000); /* the running job is finished and answered */
+    CHECK(m && m->env->kind == LION__KIND__RESULT);
+    for (int i = 0; i < a.n; i++) bye += a.msgs[i].env->kind == LION__KIND__BYE;
+    CHECK_EQ_INT(bye, 1);
+    int64_t t0 = clock_mono_us();
+    pthread_join(wt->thread, NULL);
+    CHECK((clock_mono_us() - t0) < 2000000);
+    CHECK_EQ_INT(wt->rc, 0);
+    answers_clear(&a);
+}
+
+static void test_signal_shutdown(void) {
+    gateway g;
+    gateway_open(&g);
+    worker_thread wt;
+    worker_start(&wt, &g, 1);
+    expect_ready(&g);
+    float x[1] = {3.0f};
+    answers a = {.n = 0};
+    send_job(&g, "s1", "double", x, 1, 0, LION__STAGE__VISION);
+    envelope_msg *m = answer_for(&g, &a, "s1", 3000);
+    CHECK(m && ((float *)m->tensors[0].data)[0] == 6.0f);
+    answers_clear(&a);
+    kill(getpid(), SIGTERM);
+    envelope_msg bye;
+    CHECK_EQ_INT(gateway_recv(&g, &bye, 3000), 0);
+    CHECK(bye.env && bye.env->kind == LION__KIND__BYE);
+    CHECK(bye.env && bye.env->replica_id && !strcmp(bye.env->replica_id, "vision-test"));
+    envelope_msg_close(&bye);
+    pthread_join(wt.thread, NULL);
+    CHECK_EQ_INT(wt.rc, 0);
+    /* worker_run put the default handler back */
+    struct sigaction now;
+    sigaction(SIGTERM, NULL, &now);
+    CHECK(now.sa_handler == SIG_DFL);
+    gateway_close(&g);
+}
+
+static void test_config_parse(void) {
+    worker_config cfg;
+    lion_status st;
+    char *ok[] = {"llm", "--gateway", "ipc:///tmp/x", "--model=/m", "--capacity=2", "--max-batch", "2"};
+    CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 7, ok, &st), 0);
+    CHECK(!strcmp(cfg.gateway, "ipc:///tmp/x") && !strcmp(cfg.model_dir, "/m"));
+    CHECK_EQ_INT(cfg.capacity, 2);
+    CHECK_EQ_INT(cfg.heartbeat_ms, 1000);
+    CHECK(!strncmp(cfg.replica_id, "llm-", 4));
+
+    char *none[] = {"llm"};
+    unsetenv("LION_GATEWAY");
+    CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 1, none, &st), -1);
+    CHECK_CONTAINS(st.msg, "no gateway endpoint: pass --gateway tcp://HOST:PORT or set LION_GATEWAY");
+    setenv("LION_GATEWAY", "tcp://127.0.0.1:9", 1);
+    setenv("LION_THREADS", "3", 1);
+    CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 1, none, &st), 0);
+    CHECK(!strcmp(cfg.gateway, "tcp://127.0.0.1:9") && cfg.threads == 3);
+    setenv("LION_THREADS", "many", 1);
+    CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 1, none, &st), -1);
+    CHECK_CONTAINS(st.msg, "LION_THREADS: 'many' is not an integer in 1..1024");
+    unsetenv("LION_THREADS");
+    unsetenv("LION_GATEWAY");
+
+    char *bad_cap[] = {"llm", "--gateway", "tcp://a:1", "--capacity", "0"};
+    CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 5, bad_cap, &st), -1);
+    CHECK_CONTAINS(st.msg, "--capacity: '0' is not an integer in 1..4096");
+    char *batch_over[] = {"llm", "--gateway", "tcp://a:1", "--capacity", "2", "--max-batch", "3"};
+    CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 7, batch_over, &st), -1);
+    CHECK_CONTAINS(st.msg, "--max-batch 3 is larger than --capacity 2");
+    char *unknown[] = {"llm", "--gatewy", "tcp://a:1"};
+    CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 3, unknown, &st), -1);
+    CHECK_CONTAINS(st.msg, "unknown option '--gatewy'");
+    char *no_value[] = {"llm", "--gateway"};
+    CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 2, no_value, &st), -1);
+    CHECK_CONTAINS(st.msg, "--gateway needs a value (EP)");
+    char *not_ep[] = {"llm", "--gateway", "localhost"};
+    CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 3, not_ep, &st), -1);
+    CHECK_CONTAINS(st.msg, "--gateway: 'localhost' is not a ZeroMQ endpoint");
+    char *help[] = {"llm", "--help"};
+    CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 2, help, &st), 0);
+    CHECK_EQ_INT(cfg.help, 1);
+
+    /* worker_run refuses a config it cannot run with, before touching any socket */
+    worker_stage stage = {.stage = 42, .process = toy_process};
+    cfg.gateway = "tcp://127.0.0.1:9";
+    CHECK_EQ_INT(worker_run(&cfg, &stage, &st), -1);
+    CHECK_CONTAINS(st.msg, "worker: stage 42 has no process function or is unknown");
+}
+
+int main(void) {
+    alarm(60); /* a hung socket fails the test instead of stalling ctest */
+    test_config_parse();
+
+    gateway g;
+    gateway_open(&g);
+    worker_thread wt;
+    worker_start(&wt, &g, 0);
+    expect_ready(&g);
+    test_results_and_errors(&g);
+    test_batching_and_capacity(&g);
+    /* the gateway's own heartbeat needs no answer; the worker's came every 50 ms */
+    lion_status st;
+    Lion__Envelope *hb = envelope_new(LION__KIND__HEARTBEAT, 0, NULL, &st);
+    CHECK_EQ_INT(envelope_send(g.router, &g.peer, hb, NULL, 0, 0, &st), 0);
+    envelope_free(hb);
+    CHECK(g.heartbeats >= 3);
+    CHECK(g.heartbeat_with_credit == g.heartbeats);
+    test_stop_flag_shutdown(&g, &wt);
+    gateway_close(&g);
+
+    test_signal_shutdown();
+    return testing_finish();
+}
