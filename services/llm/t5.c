@@ -1,0 +1,394 @@
+#include "t5.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+
+/* ------------------------------------------------------------------ loading */
+
+static int load_attention(t5_attention *at, weights *w, lion_status *st, const char *stack, int i, int sub,
+                          const char *kind, int64_t d, int64_t inner) {
+    int64_t s_in[] = {inner, d}, s_out[] = {d, inner}, s_vec[] = {d};
+    if (!(at->norm = weights_get(w, st, 1, s_vec, "%s.block.%d.layer.%d.layer_norm.weight", stack, i, sub)) ||
+        !(at->q = weights_get(w, st, 2, s_in, "%s.block.%d.layer.%d.%s.q.weight", stack, i, sub, kind)) ||
+        !(at->k = weights_get(w, st, 2, s_in, "%s.block.%d.layer.%d.%s.k.weight", stack, i, sub, kind)) ||
+        !(at->v = weights_get(w, st, 2, s_in, "%s.block.%d.layer.%d.%s.v.weight", stack, i, sub, kind)) ||
+        !(at->o = weights_get(w, st, 2, s_out, "%s.block.%d.layer.%d.%s.o.weight", stack, i, sub, kind)))
+        return -1;
+    return 0;
+}
+
+static int load_ff(t5_ff *ff, const t5_config *c, weights *w, lion_status *st, const char *stack, int i, int sub) {
+    const int64_t d = c->d_model, f = c->d_ff, bn = c->adapter_bottleneck;
+    int64_t s_vec[] = {d}, s_wi[] = {f, d}, s_wo[] = {d, f};
+    if (!(ff->norm = weights_get(w, st, 1, s_vec, "%s.block.%d.layer.%d.layer_norm.weight", stack, i, sub)) ||
+        !(ff->wi_0 = weights_get(w, st, 2, s_wi, "%s.block.%d.layer.%d.DenseReluDense.wi_0.weight", stack, i, sub)) ||
+        !(ff->wi_1 = weights_get(w, st, 2, s_wi, "%s.block.%d.layer.%d.DenseReluDense.wi_1.weight", stack, i, sub)) ||
+        !(ff->wo = weights_get(w, st, 2, s_wo, "%s.block.%d.layer.%d.DenseReluDense.wo.weight", stack, i, sub)))
+        return -1;
+    int64_t s_one[] = {1}, s_down[] = {bn, d}, s_bn[] = {bn}, s_up[] = {d, bn}, s_ratio[] = {2, d};
+    for (int k = 0; k < c->adapters; k++) {
+        t5_adapter *ad = &ff->adapters[k];
+        if (!(ad->scale = weights_get(w, st, 1, s_one, "%s.block.%d.layer.%d.adapter.adapters.%d.scale", stack, i,
+                                      sub, k)) ||
+            !(ad->down_w = weights_get(w, st, 2, s_down, "%s.block.%d.layer.%d.adapter.adapters.%d.down_proj.weight",
+                                       stack, i, sub, k)) ||
+            !(ad->down_b = weights_get(w, st, 1, s_bn, "%s.block.%d.layer.%d.adapter.adapters.%d.down_proj.bias",
+                                       stack, i, sub, k)) ||
+            !(ad->up_w = weights_get(w, st, 2, s_up, "%s.block.%d.layer.%d.adapter.adapters.%d.up_proj.weight", stack,
+                                     i, sub, k)) ||
+            !(ad->up_b = weights_get(w, st, 1, s_vec, "%s.block.%d.layer.%d.adapter.adapters.%d.up_proj.bias", stack,
+                                     i, sub, k)))
+            return -1;
+    }
+    if (c->adapters == 2 &&
+        (!(ff->router_ratio1 =
+               weights_get(w, st, 2, s_ratio, "%s.block.%d.layer.%d.adapter.router_ratio1", stack, i, sub)) ||
+         !(ff->router_ratio2 =
+               weights_get(w, st, 2, s_ratio, "%s.block.%d.layer.%d.adapter.router_ratio2", stack, i, sub))))
+        return -1;
+    return 0;
+}
+
+static int load_stack(t5_stack *s, const t5_config *c, weights *w, lion_status *st, int is_decoder) {
+    const char *name = is_decoder ? "decoder" : "encoder";
+    const int64_t d = c->d_model, inner = (int64_t)c->heads * c->d_kv;
+    s->n_layers = is_decoder ? c->decoder_layers : c->encoder_layers;
+    s->layers = calloc((size_t)s->n_layers, sizeof *s->layers);
+    if (!s->layers) return lion_fail(st, LION_ENOMEM, "t5: out of memory");
+    int64_t s_bias[] = {c->rel_buckets, c->heads}, s_vec[] = {d};
+    if (!(s->rel_bias = weights_get(w, st, 2, s_bias, "%s.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+                                    name)) ||
+        !(s->final_norm = weights_get(w, st, 1, s_vec, "%s.final_layer_norm.weight", name)))
+        return -1;
+    for (int i = 0; i < s->n_layers; i++) {
+        t5_layer *l = &s->layers[i];
+        if (load_attention(&l->self, w, st, name, i, 0, "SelfAttention", d, inner)) return -1;
+        if (is_decoder && load_attention(&l->cross, w, st, name, i, 1, "EncDecAttention", d, inner)) return -1;
+        if (load_ff(&l->ff, c, w, st, name, i, is_decoder ? 2 : 1)) return -1;
+    }
+    return 0;
+}
+
+int t5_load(t5_model *m, const t5_config *c, weights *w, lion_status *st) {
+    memset(m, 0, sizeof *m);
+    if (c->d_model <= 0 || c->d_ff <= 0 || c->d_kv <= 0 || c->heads <= 0 || c->vocab_size <= 0 ||
+        c->encoder_layers <= 0 || c->decoder_layers <= 0)
+        return lion_fail(st, LION_EINVAL, "t5: dimensions must be positive (d_model %d, d_ff %d, d_kv %d, heads %d, "
+                         "vocab %d, layers %d/%d)", c->d_model, c->d_ff, c->d_kv, c->heads, c->vocab_size,
+                         c->encoder_layers, c->decoder_layers);
+    if (c->rel_buckets < 4 || c->rel_max_distance <= c->rel_buckets / 4)
+        return lion_fail(st, LION_EINVAL, "t5: rel_buckets %d / rel_max_distance %d do not fit", c->rel_buckets,
+                         c->rel_max_distance);
+    if (c->adapters < 0 || c->adapters > 2 || (c->adapters > 0 && c->adapter_bottleneck <= 0))
+        return lion_fail(st, LION_EINVAL, "t5: adapters must be 0, 1 or 2 with a positive bottleneck (got %d, %d)",
+                         c->adapters, c->adapter_bottleneck);
+    if (c->ff_act != T5_ACT_GELU && c->ff_act != T5_ACT_GELU_TANH && c->ff_act != T5_ACT_RELU)
+        return lion_fail(st, LION_EINVAL, "t5: unknown ff activation %d", (int)c->ff_act);
+    m->cfg = *c;
+    int64_t s_emb[] = {c->vocab_size, c->d_model};
+    if (!(m->shared = weights_get(w, st, 2, s_emb, "shared.weight"))) return -1;
+    if (c->tie_word_embeddings) m->lm_head = m->shared;
+    else if (!(m->lm_head = weights_get(w, st, 2, s_emb, "lm_head.weight"))) return -1;
+    if (load_stack(&m->encoder, c, w, st, 0) || load_stack(&m->decoder, c, w, st, 1)) {
+        t5_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+void t5_free(t5_model *m) {
+    free(m->encoder.layers);
+    free(m->decoder.layers);
+    memset(m, 0, sizeof *m);
+}
+
+/* ------------------------------------------------------------------ positions */
+
+int t5_relative_bucket(int rel, int bidirectional, int num_buckets, int max_distance) {
+    int bucket = 0, n;
+    if (bidirectional) {
+        num_buckets /= 2;
+        if (rel > 0) bucket = num_buckets;
+        n = rel < 0 ? -rel : rel;
+    } else {
+        n = rel < 0 ? -rel : 0;
+    }
+    const int max_exact = num_buckets / 2;
+    if (n < max_exact) return bucket + n;
+    /* the reference computes this in f32 (torch.log of a float tensor, then f32 arithmetic
+     * with the scalars); doing the same keeps the boundary cases identical */
+    float ratio = logf((float)n / (float)max_exact) / (float)log((double)max_distance / max_exact);
+    int large = max_exact + (int)(ratio * (float)(num_buckets - max_exact));
+    if (large > num_buckets - 1) large = num_buckets - 1;
+    return bucket + large;
+}
+
+/* bias[h, i, j] = table[bucket(j + k_offset - (i + q_offset)), h] for q_len x k_len */
+static void position_bias(float *bias, const float *table, const t5_config *c, int bidirectional, int q_len,
+                          int q_offset, int k_len) {
+    const size_t plane = (size_t)q_len * k_len;
+    for (int i = 0; i < q_len; i++)
+        for (int j = 0; j < k_len; j++) {
+            int b = t5_relative_bucket(j - (i + q_offset), bidirectional, c->rel_buckets, c->rel_max_distance);
+            for (int h = 0; h < c->heads; h++) bias[h * plane + (size_t)i * k_len + j] = table[b * c->heads + h];
+        }
+}
+
+/* ------------------------------------------------------------------ sub-layers */
+
+static void activation_forward(float *x, size_t n, t5_activation act) {
+    if (act == T5_ACT_GELU) {
+        gelu_forward(x, n);
+    } else if (act == T5_ACT_RELU) {
+        relu_forward(x, n);
+    } else {
+        const float k = sqrtf(2.0f / (float)M_PI);
+        for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + tanhf(k * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
+    }
+}
+
+/* h += FF(RMSNorm(h)) + router(h), for rows of h. */
+static int ff_forward(const t5_model *m, const t5_ff *ff, float *h, int rows, int router_idx, arena *a) {
+    const t5_config *c = &m->cfg;
+    const int d = c->d_model, f = c->d_ff, bn = c->adapter_bottleneck;
+    const size_t nd = (size_t)rows * d;
+    arena_mark mark = arena_save(a);
+    float *x = arena_floats(a, nd), *g = arena_floats(a, (size_t)rows * f), *u = arena_floats(a, (size_t)rows * f);
+    float *route = c->adapters ? arena_floats(a, nd) : NULL;
+    float *one = c->adapters ? arena_floats(a, nd) : NULL;
+    float *down = c->adapters ? arena_floats(a, (size_t)rows * bn) : NULL;
+    if (!x || !g || !u || (c->adapters && (!route || !one || !down))) {
+        arena_restore(a, mark);
+        return -1;
+    }
+    /* the router reads the un-normalised h, so it runs before h changes */
+    for (int k = 0; k < c->adapters; k++) {
+        const t5_adapter *ad = &ff->adapters[k];
+        linear_forward(down, h, ad->down_w, ad->down_b, rows, d, bn);
+        relu_forward(down, (size_t)rows * bn);
+        linear_forward(one, down, ad->up_w, ad->up_b, rows, bn, d);
+        const float scale = ad->scale[0];
+        const float *ratio = c->adapters == 1 ? NULL : (k == 0 ? ff->router_ratio1 : ff->router_ratio2) + (size_t)router_idx * d;
+        for (int r = 0; r < rows; r++) {
+            float *o = one + (size_t)r * d, *dst = route + (size_t)r * d;
+            for (int j = 0; j < d; j++) {
+                float v = o[j] * scale;
+                if (ratio) v *= ratio[j];
+                dst[j] = k == 0 ? v : dst[j] + v;
+            }
+        }
+    }
+    rmsnorm_forward(x, h, ff->norm, rows, d, c->ln_eps);
+    linear_forward(g, x, ff->wi_0, NULL, rows, d, f);
+    activation_forward(g, (size_t)rows * f, c->ff_act);
+    linear_forward(u, x, ff->wi_1, NULL, rows, d, f);
+    mul_forward(g, g, u, (size_t)rows * f);
+    linear_forward(x, g, ff->wo, NULL, rows, f, d);
+    add_forward(h, x, nd);
+    if (route) add_forward(h, route, nd);
+    arena_restore(a, mark);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ encoder */
+
+int t5_encode(const t5_model *m, const float *in, const uint8_t *key_mask, int batch, int len, int router_idx,
+              float *out, arena *a, lion_status *st) {
+    const t5_config *c = &m->cfg;
+    if (batch <= 0 || len <= 0)
+        return lion_fail(st, LION_EINVAL, "t5_encode: empty input (batch %d, length %d)", batch, len);
+    if (c->adapters == 2 && router_idx != 0 && router_idx != 1)
+        return lion_fail(st, LION_EINVAL, "t5_encode: router index %d is not 0 or 1", router_idx);
+    if (key_mask)
+        for (int b = 0; b < batch; b++) {
+            int any = 0;
+            for (int j = 0; j < len; j++) any |= key_mask[(size_t)b * len + j] != 0;
+            if (!any) return lion_fail(st, LION_EINVAL, "t5_encode: batch row %d has no unmasked token", b);
+        }
+    const int d = c->d_model, inner = c->heads * c->d_kv, rows = batch * len;
+    arena_mark mark = arena_save(a);
+    float *x = arena_floats(a, (size_t)rows * d);
+    float *q = arena_floats(a, (size_t)rows * inner), *k = arena_floats(a, (size_t)rows * inner);
+    float *v = arena_floats(a, (size_t)rows * inner), *att = arena_floats(a, (size_t)rows * inner);
+    float *bias = arena_floats(a, (size_t)c->heads * len * len);
+    if (!x || !q || !k || !v || !att || !bias) goto oom;
+    position_bias(bias, m->encoder.rel_bias, c, 1, len, 0, len);
+    float *h = out;
+    memcpy(h, in, (size_t)rows * d * sizeof(float));
+    for (int i = 0; i < m->encoder.n_layers; i++) {
+        const t5_layer *l = &m->encoder.layers[i];
+        rmsnorm_forward(x, h, l->self.norm, rows, d, c->ln_eps);
+        linear_forward(q, x, l->self.q, NULL, rows, d, inner);
+        linear_forward(k, x, l->self.k, NULL, rows, d, inner);
+        linear_forward(v, x, l->self.v, NULL, rows, d, inner);
+        attention_args at = {.batch = batch, .heads = c->heads, .head_dim = c->d_kv, .q_len = len, .k_len = len,
+                             .q = q, .k = k, .v = v, .out = att, .q_stride = inner, .k_stride = inner,
+                             .v_stride = inner, .out_stride = inner, .scale = 1.0f, .key_mask = key_mask,
+                             .bias = bias, .bias_batch_stride = 0};
+        if (attention_forward(&at, a)) goto oom;
+        linear_forward(x, att, l->self.o, NULL, rows, inner, d);
+        add_forward(h, x, (size_t)rows * d);
+        if (ff_forward(m, &l->ff, h, rows, router_idx, a)) goto oom;
+    }
+    rmsnorm_forward(out, h, m->encoder.final_norm, rows, d, c->ln_eps);
+    arena_restore(a, mark);
+    return 0;
+oom:
+    arena_restore(a, mark);
+    return lion_fail(st, LION_ENOMEM, "t5_encode: out of scratch memory for batch %d x %d tokens", batch, len);
+}
+
+/* ------------------------------------------------------------------ decoder */
+
+void t5_decoder_free(t5_decoder *dec) {
+    free(dec->enc_mask);
+    free(dec->cross_k);
+    free(dec->cross_v);
+    free(dec->self_k);
+    free(dec->self_v);
+    free(dec->spare_k);
+    free(dec->spare_v);
+    memset(dec, 0, sizeof *dec);
+}
+
+int t5_decoder_init(t5_decoder *dec, const t5_model *m, const float *enc, const uint8_t *enc_mask, int batch,
+                    int enc_len, int beams, int max_steps, int router_idx, lion_status *st) {
+    const t5_config *c = &m->cfg;
+    memset(dec, 0, sizeof *dec);
+    if (batch <= 0 || enc_len <= 0 || beams <= 0 || max_steps <= 0)
+        return lion_fail(st, LION_EINVAL, "t5_decoder: batch %d, encoder length %d, beams %d, steps %d must be positive",
+                         batch, enc_len, beams, max_steps);
+    if (c->adapters == 2 && router_idx != 0 && router_idx != 1)
+        return lion_fail(st, LION_EINVAL, "t5_decoder: router index %d is not 0 or 1", router_idx);
+    const int layers = m->decoder.n_layers, d = c->d_model;
+    dec->layers = layers, dec->batch = batch, dec->beams = beams, dec->rows = batch * beams;
+    dec->enc_len = enc_len, dec->capacity = max_steps, dec->router_idx = router_idx;
+    dec->inner = c->heads * c->d_kv;
+    const size_t cross = (size_t)layers * batch * enc_len * dec->inner;
+    const size_t self = (size_t)layers * dec->rows * max_steps * dec->inner;
+    dec->enc_mask = malloc((size_t)batch * enc_len);
+    dec->cross_k = malloc(cross * sizeof(float));
+    dec->cross_v = malloc(cross * sizeof(float));
+    dec->self_k = malloc(self * sizeof(float));
+    dec->self_v = malloc(self * sizeof(float));
+    dec->spare_k = malloc(self * sizeof(float));
+    dec->spare_v = malloc(self * sizeof(float));
+    if (!dec->enc_mask || !dec->cross_k || !dec->cross_v || !dec->self_k || !dec->self_v || !dec->spare_k ||
+        !dec->spare_v) {
+        t5_decoder_free(dec);
+        return lion_fail(st, LION_ENOMEM, "t5_decoder: out of memory for %d rows x %d steps", batch * beams,
+                         max_steps);
+    }
+    for (int b = 0; b < batch; b++) {
+        int any = 0;
+        for (int j = 0; j < enc_len; j++) {
+            uint8_t v = enc_mask ? enc_mask[(size_t)b * enc_len + j] != 0 : 1;
+            dec->enc_mask[(size_t)b * enc_len + j] = v;
+            any |= v;
+        }
+        if (!any) {
+            t5_decoder_free(dec);
+            return lion_fail(st, LION_EINVAL, "t5_decoder: batch row %d has no unmasked encoder token", b);
+        }
+    }
+    const size_t per = (size_t)batch * enc_len * dec->inner;
+    for (int i = 0; i < layers; i++) {
+        const t5_attention *x = &m->decoder.layers[i].cross;
+        linear_forward(dec->cross_k + i * per, enc, x->k, NULL, batch * enc_len, d, dec->inner);
+        linear_forward(dec->cross_v + i * per, enc, x->v, NULL, batch * enc_len, d, dec->inner);
+    }
+    return 0;
+}
+
+int t5_decoder_step(const t5_model *m, t5_decoder *dec, const int32_t *tokens, float *logits, arena *a,
+                    lion_status *st) {
+    const t5_config *c = &m->cfg;
+    const int rows = dec->rows, d = c->d_model, inner = dec->inner, pos = dec->len, k_len = pos + 1;
+    for (int r = 0; r < rows; r++)
+        if (tokens[r] < 0 || tokens[r] >= c->vocab_size)
+            return lion_fail(st, LION_EINVAL, "t5_decoder: token %d of row %d is outside the vocabulary of %d",
+                             (int)tokens[r], r, c->vocab_size);
+    if (pos >= dec->capacity)
+        return lion_fail(st, LION_ETOOBIG, "t5_decoder: cache full at %d positions", dec->capacity);
+    arena_mark mark = arena_save(a);
+    float *h = arena_floats(a, (size_t)rows * d), *x = arena_floats(a, (size_t)rows * d);
+    float *q = arena_floats(a, (size_t)rows * inner), *kv = arena_floats(a, (size_t)rows * inner * 2);
+    float *att = arena_floats(a, (size_t)rows * inner), *bias = arena_floats(a, (size_t)c->heads * k_len);
+    if (!h || !x || !q || !kv || !att || !bias) goto oom;
+    embedding_forward(h, m->shared, tokens, rows, d);
+    /* causal buckets of the one new query against every cached key, shared by all layers */
+    position_bias(bias, m->decoder.rel_bias, c, 0, 1, pos, k_len);
+    const size_t self_layer = (size_t)rows * dec->capacity * inner, row_stride = (size_t)dec->capacity * inner;
+    const size_t cross_layer = (size_t)dec->batch * dec->enc_len * inner;
+    for (int i = 0; i < m->decoder.n_layers; i++) {
+        const t5_layer *l = &m->decoder.layers[i];
+        float *ck = dec->self_k + i * self_layer, *cv = dec->self_v + i * self_layer;
+        rmsnorm_forward(x, h, l->self.norm, rows, d, c->ln_eps);
+        linear_forward(q, x, l->self.q, NULL, rows, d, inner);
+        linear_forward(kv, x, l->self.k, NULL, rows, d, inner);
+        linear_forward(kv + (size_t)rows * inner, x, l->self.v, NULL, rows, d, inner);
+        for (int r = 0; r < rows; r++) {
+            memcpy(ck + r * row_stride + (size_t)pos * inner, kv + (size_t)r * inner, inner * sizeof(float));
+            memcpy(cv + r * row_stride + (size_t)pos * inner, kv + ((size_t)rows + r) * inner, inner * sizeof(float));
+        }
+        /* each row's cache is its own batch of k_len keys, so one call per row */
+        for (int r = 0; r < rows; r++) {
+            attention_args at = {.batch = 1, .heads = c->heads, .head_dim = c->d_kv, .q_len = 1, .k_len = k_len,
+                                 .q = q + (size_t)r * inner, .k = ck + r * row_stride, .v = cv + r * row_stride,
+                                 .out = att + (size_t)r * inner, .q_stride = inner, .k_stride = inner,
+                                 .v_stride = inner, .out_stride = inner, .scale = 1.0f, .bias = bias};
+            if (attention_forward(&at, a)) goto oom;
+        }
+        linear_forward(x, att, l->self.o, NULL, rows, inner, d);
+        add_forward(h, x, (size_t)rows * d);
+
+        /* cross-attention: the beams of one batch element are that element's queries */
+        rmsnorm_forward(x, h, l->cross.norm, rows, d, c->ln_eps);
+        linear_forward(q, x, l->cross.q, NULL, rows, d, inner);
+        attention_args xa = {.batch = dec->batch, .heads = c->heads, .head_dim = c->d_kv, .q_len = dec->beams,
+                             .k_len = dec->enc_len, .q = q, .k = dec->cross_k + i * cross_layer,
+                             .v = dec->cross_v + i * cross_layer, .out = att, .q_stride = inner, .k_stride = inner,
+                             .v_stride = inner, .out_stride = inner, .scale = 1.0f, .key_mask = dec->enc_mask};
+        if (attention_forward(&xa, a)) goto oom;
+        linear_forward(x, att, l->cross.o, NULL, rows, inner, d);
+        add_forward(h, x, (size_t)rows * d);
+
+        if (ff_forward(m, &l->ff, h, rows, dec->router_idx, a)) goto oom;
+    }
+    rmsnorm_forward(x, h, m->decoder.final_norm, rows, d, c->ln_eps);
+    if (c->tie_word_embeddings) {
+        const float s = 1.0f / sqrtf((float)d);
+        for (size_t j = 0; j < (size_t)rows * d; j++) x[j] *= s;
+    }
+    linear_forward(logits, x, m->lm_head, NULL, rows, d, c->vocab_size);
+    dec->len++;
+    arena_restore(a, mark);
+    return 0;
+oom:
+    arena_restore(a, mark);
+    return lion_fail(st, LION_ENOMEM, "t5_decoder: out of scratch memory for %d rows", rows);
+}
+
+int t5_decoder_reorder(t5_decoder *dec, const int *src, lion_status *st) {
+    const int rows = dec->rows, beams = dec->beams;
+    for (int r = 0; r < rows; r++)
+        if (src[r] < 0 || src[r] >= rows || src[r] / beams != r / beams)
+            return lion_fail(st, LION_EINVAL,
+                             "t5_decoder: reorder source %d for row %d is not a beam of its batch element", src[r], r);
+    /* gather into the spare buffers and swap: a permutation cannot be done in place row by row */
+    const size_t row = (size_t)dec->capacity * dec->inner, used = (size_t)dec->len * dec->inner * sizeof(float);
+    for (size_t i = 0; i < (size_t)dec->layers; i++)
+        for (int r = 0; r < rows; r++) {
+            size_t to = (i * rows + r) * row, from = (i * rows + src[r]) * row;
+            memcpy(dec->spare_k + to, dec->self_k + from, used);
+            memcpy(dec->spare_v + to, dec->self_v + from, used);
+        }
+    float *t = dec->self_k;
+    dec->self_k = dec->spare_k, dec->spare_k = t;
+    t = dec->self_v;
+    dec->self_v = dec->spare_v, dec->spare_v = t;
+    return 0;
+}
