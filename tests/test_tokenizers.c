@@ -336,11 +336,71 @@ static void test_bert(void) {
     }
 }
 
+/* Random bytes (malformed UTF-8 included) and a random charsmap never crash: sentencepiece
+ * text gets U+FFFD for bad bytes, WordPiece rejects it with an error. */
+static void test_random_bytes(void) {
+    lion_status st = {0};
+    spm_tokenizer *spm = NULL;
+    wordpiece_tokenizer *wp = NULL;
+    spm_load(testing_fixture("tokenizers/t5_bytes.model"), &spm, &st);
+    wordpiece_load(testing_fixture("tokenizers/vocab.txt"), &wp, &st);
+    if (!spm || !wp) {
+        CHECK_MSG(0, "fixtures missing: %s", st.msg);
+        spm_free(spm);
+        wordpiece_free(wp);
+        return;
+    }
+    unsigned seed = 7;
+    char text[200];
+    int32_t ids[MAX_IDS];
+    int spm_ok = 0;
+    for (int round = 0; round < 300; round++) {
+        size_t len = (size_t)(rand_r(&seed) % 199);
+        for (size_t i = 0; i < len; i++) text[i] = (char)(1 + rand_r(&seed) % 255);
+        text[len] = '\0';
+        size_t n = 0;
+        spm_ok += t5_tokenize(spm, text, ids, MAX_IDS, &n, &st) == 0;
+        char *out = NULL;
+        if (spm_decode(spm, ids, n, &out, &st) == 0) free(out);
+        bert_encode(wp, text, BERT_MAX_LENGTH, ids, NULL, &n, &st);
+    }
+    CHECK_EQ_INT(spm_ok, 300);
+    spm_free(spm);
+    wordpiece_free(wp);
+
+    /* A charsmap of random units: lookups stay inside the blob. */
+    Sentencepiece__ModelProto__SentencePiece p[2], *pp[2] = {&p[0], &p[1]};
+    for (int i = 0; i < 2; i++) {
+        sentencepiece__model_proto__sentence_piece__init(&p[i]);
+        p[i].piece = (char *)(i ? "a" : "<unk>");
+        p[i].has_type = 1;
+        p[i].type = i ? SENTENCEPIECE__MODEL_PROTO__SENTENCE_PIECE__TYPE__NORMAL
+                      : SENTENCEPIECE__MODEL_PROTO__SENTENCE_PIECE__TYPE__UNKNOWN;
+    }
+    char map[4 + 1024 + 64];
+    for (size_t i = 0; i < sizeof map; i++) map[i] = (char)rand_r(&seed);
+    map[0] = 0; map[1] = 4; map[2] = 0; map[3] = 0;
+    uint8_t *blob;
+    size_t size = pack_model(pp, 2, 0, map, sizeof map, &blob);
+    spm_tokenizer *tok = NULL;
+    CHECK_MSG(spm_load_buffer(blob, size, "random.model", &tok, &st) == 0, "%s", st.msg);
+    free(blob);
+    for (int round = 0; tok && round < 100; round++) {
+        size_t len = (size_t)(rand_r(&seed) % 64);
+        for (size_t i = 0; i < len; i++) text[i] = (char)(1 + rand_r(&seed) % 255);
+        text[len] = '\0';
+        size_t n = 0;
+        t5_tokenize(tok, text, ids, MAX_IDS, &n, &st);
+    }
+    spm_free(tok);
+}
+
 int main(void) {
     test_t5_model("t5");
     test_t5_model("t5_bytes");
     test_t5_model("t5_user");
     test_spm_errors();
     test_bert();
+    test_random_bytes();
     return testing_finish();
 }
