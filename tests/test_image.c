@@ -42,6 +42,8 @@ static long first_diff(const uint8_t *a, const uint8_t *b, size_t n) {
     return -1;
 }
 
+static int tensors_checked;
+
 static void check_resize(const char *name, const image *rgb, int size, image_filter filter,
                          const char *suffix, const char *tensor_suffix, const float *mean,
                          const float *std) {
@@ -49,22 +51,27 @@ static void check_resize(const char *name, const image *rgb, int size, image_fil
     lion_status st = {0};
     size_t want_len = 0, tensor_len = 0;
     uint8_t *want = read_fixture(name, suffix, &want_len);
+    /* Only some images carry reference tensors (see gen_image.py). */
     float *want_t = (float *)read_fixture(name, tensor_suffix, &tensor_len);
-    CHECK_MSG(want && want_t, "%s: missing fixture %s", name, suffix);
+    CHECK_MSG(want != NULL, "%s: missing fixture %s", name, suffix);
     int rc = image_resize(rgb, size, size, filter, &out, &st);
     CHECK_MSG(rc == 0, "%s: resize failed: %s", name, st.msg);
-    if (rc == 0 && want && want_t) {
+    if (rc == 0 && want) {
         size_t n = (size_t)size * size * 3;
         CHECK_EQ_INT(want_len, n);
-        long d = first_diff(out.data, want, n);
+        long d = want_len == n ? first_diff(out.data, want, n) : -1;
         CHECK_MSG(d < 0, "%s%s: byte %ld (pixel %ld, channel %ld) is %d, Pillow has %d", name,
                   suffix, d, d / 3, d % 3, d >= 0 ? out.data[d] : 0, d >= 0 ? want[d] : 0);
+    }
+    if (rc == 0 && want_t) {
+        size_t n = (size_t)size * size * 3;
         float *t = malloc(n * sizeof(float));
         image_normalize(&out, mean, std, t);
         CHECK_EQ_INT(tensor_len, n * sizeof(float));
-        double err = testing_max_abs_err(t, want_t, n);
+        double err = tensor_len == n * sizeof(float) ? testing_max_abs_err(t, want_t, n) : 1.0;
         CHECK_MSG(err <= 1e-6, "%s%s: max abs error %.3g > 1e-6", name, tensor_suffix, err);
         free(t);
+        tensors_checked++;
     }
     image_free(&out);
     free(want);
@@ -124,6 +131,7 @@ static void test_against_pillow(void) {
         if (check_image(name, file, w, h) == 0) count++;
     }
     CHECK_MSG(count >= 40, "only %d images checked", count);
+    CHECK_MSG(tensors_checked >= 16, "only %d normalized tensors checked", tensors_checked);
     free(manifest);
 }
 
