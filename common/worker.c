@@ -403,6 +403,11 @@ static int worker_open(worker *w, lion_status *st) {
     if (!w->sock || !w->pipe) return lion_fail(st, LION_EIO, "zmq_socket: %s", zmq_strerror(errno));
     int linger = cfg->linger_ms > 0 ? cfg->linger_ms : 2000;
     zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);
+    /* a gateway that stops reading must not freeze the loop (and its heartbeats): an
+     * answer that cannot be queued for this long is logged and dropped; the request's
+     * deadline covers it on the gateway's side */
+    int send_timeout = 10000;
+    zmq_setsockopt(w->sock, ZMQ_SNDTIMEO, &send_timeout, sizeof send_timeout);
     int zero = 0;
     zmq_setsockopt(w->pipe, ZMQ_LINGER, &zero, sizeof zero);
     /* a frame over the whole payload limit is refused by ZeroMQ before it is buffered */
