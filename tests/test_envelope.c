@@ -530,6 +530,74 @@ static void test_encode_refuses_bad_tensors(void) {
     envelope_free(env);
 }
 
+/* Mutated envelopes and frame sizes: each decodes to a consistent message or fails with a
+ * message, never anything else (run under ASan/UBSan in the sanitizer build). */
+static void test_mutations(void) {
+    lion_status st;
+    Lion__Envelope *env = envelope_new(LION__KIND__JOB, LION__STAGE__AGGREGATOR, "fuzz", &st);
+    Lion__Task *task = malloc(sizeof *task);
+    lion__task__init(task);
+    task->instruction = strdup("describe");
+    env->task = task;
+    int64_t sa[2] = {2, 4}, sb[3] = {1, 3, 2};
+    tensor a = tensor_view(DTYPE_F32, NULL, 2, sa), b = tensor_view(DTYPE_BF16, NULL, 3, sb);
+    zmq_msg_t fa, fb;
+    zmq_msg_init_size(&fa, 32);
+    zmq_msg_init_size(&fb, 12);
+    envelope_tensor outs[2] = {{.name = "a", .t = &a, .frame = &fa}, {.name = "b", .t = &b, .frame = &fb}};
+    zmq_msg_t frames[3];
+    CHECK_EQ_INT(envelope_encode(env, outs, 2, frames, &st), 0);
+    size_t len = zmq_msg_size(&frames[0]);
+    unsigned char good[512];
+    memcpy(good, zmq_msg_data(&frames[0]), len);
+    for (int i = 0; i < 3; i++) zmq_msg_close(&frames[i]);
+    zmq_msg_close(&fa);
+    zmq_msg_close(&fb);
+    envelope_free(env);
+
+    unsigned rng = 12345;
+    int ok = 0, refused = 0, bad = 0;
+    for (int iter = 0; iter < 3000; iter++) {
+        unsigned char buf[512];
+        memcpy(buf, good, len);
+        size_t n = len;
+        int flips = 1 + (int)((rng = rng * 1103515245u + 12345u) >> 16) % 3;
+        for (int f = 0; f < flips; f++) {
+            rng = rng * 1103515245u + 12345u;
+            buf[(rng >> 8) % n] ^= (unsigned char)(1u << ((rng >> 20) % 8));
+        }
+        rng = rng * 1103515245u + 12345u;
+        if ((rng >> 16) % 8 == 0) n = (rng >> 4) % n; /* truncated */
+        int n_frames = 1 + (int)((rng >> 24) % 4);
+        size_t sizes[3] = {32, 12, 8};
+        for (int k = 0; k < 3; k++)
+            if (((rng >> (k + 2)) & 7) == 0) sizes[k] += 4;
+        zmq_msg_t in[4];
+        zmq_msg_init_size(&in[0], n);
+        memcpy(zmq_msg_data(&in[0]), buf, n);
+        for (int k = 1; k < n_frames; k++) {
+            zmq_msg_init_size(&in[k], sizes[k - 1]);
+            memset(zmq_msg_data(&in[k]), 0x5a, sizes[k - 1]);
+        }
+        envelope_msg m;
+        lion_status_clear(&st);
+        if (envelope_decode(&m, in, n_frames, NULL, &st) == 0) {
+            ok++;
+            int consistent = m.n_tensors == n_frames - 1;
+            for (int k = 0; consistent && k < m.n_tensors; k++)
+                consistent = tensor_nbytes(&m.tensors[k]) == zmq_msg_size(&m.frames[1 + k]);
+            if (!consistent) bad++;
+        } else {
+            refused++;
+            if (st.code == LION_OK || !st.msg[0]) bad++;
+        }
+        envelope_msg_close(&m);
+        for (int k = 0; k < n_frames; k++) zmq_msg_close(&in[k]);
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(ok > 0 && refused > 0);
+}
+
 /* --- sockets ----------------------------------------------------------------------------- */
 
 static void test_sockets_and_routing(void) {
@@ -611,6 +679,7 @@ int main(void) {
     test_malformed_header();
     test_malformed_tensors();
     test_encode_refuses_bad_tensors();
+    test_mutations();
     test_sockets_and_routing();
     return testing_finish();
 }
