@@ -321,10 +321,73 @@ static void test_write_round_trip(void) {
     }
 }
 
+static void write_bytes(const char *path, const char *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return;
+    if (n) fwrite(data, 1, n, f);
+    fclose(f);
+}
+
+/* Every prefix of a valid file, and the valid file with each header byte replaced: open
+ * either succeeds or fails with a message that starts with the path; never a crash (the
+ * sanitizer build checks every read). */
+static void test_mutations(void) {
+    size_t len = 0;
+    char *whole = read_whole(fx("safetensors/valid.safetensors"), &len);
+    CHECK(whole != NULL && len > 8);
+    if (!whole) return;
+    char path[4096];
+    snprintf(path, sizeof path, "%s", fx("safetensors/mutated.safetensors"));
+    int opened = 0, refused = 0, unnamed = 0;
+    for (size_t cut = 0; cut < len; cut++) {
+        write_bytes(path, whole, cut);
+        safetensors_file *f = NULL;
+        lion_status st = {0};
+        if (safetensors_open(&f, path, &st) == 0) {
+            opened++;
+            safetensors_close(f);
+        } else {
+            refused++;
+            unnamed += strncmp(st.msg, path, strlen(path)) != 0;
+        }
+    }
+    CHECK_EQ_INT(opened, 0);
+    CHECK_EQ_INT(refused, len);
+    uint64_t header_len = 0;
+    for (int i = 7; i >= 0; i--) header_len = header_len << 8 | (uint8_t)whole[i];
+    static const char replacements[] = {'9', '-', '"', '}', 0, (char)0xff};
+    for (size_t at = 0; at < 8 + header_len && at < len; at++)
+        for (size_t r = 0; r < sizeof replacements; r++) {
+            char saved = whole[at];
+            whole[at] = replacements[r];
+            write_bytes(path, whole, len);
+            whole[at] = saved;
+            safetensors_file *f = NULL;
+            lion_status st = {0};
+            if (safetensors_open(&f, path, &st) == 0) {
+                /* still valid: every tensor must be usable */
+                for (size_t i = 0; i < safetensors_count(f); i++) {
+                    tensor t;
+                    if (safetensors_get(f, safetensors_name_at(f, i), &t, &st) == 0 && tensor_nbytes(&t) > 0) {
+                        volatile char last = ((const char *)t.data)[tensor_nbytes(&t) - 1];
+                        (void)last;
+                    }
+                }
+                safetensors_close(f);
+            } else {
+                unnamed += strncmp(st.msg, path, strlen(path)) != 0;
+            }
+        }
+    CHECK_EQ_INT(unnamed, 0);
+    free(whole);
+    remove(path);
+}
+
 int main(void) {
     test_valid_file();
     test_small_valid_files();
     test_corrupt_files();
     test_write_round_trip();
+    test_mutations();
     return testing_finish();
 }
