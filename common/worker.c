@@ -431,7 +431,7 @@ static void worker_close(worker *w) {
 
 static int config_check(const worker_config *cfg, const worker_stage *stage, lion_status *st) {
     if (!cfg->gateway) return lion_fail(st, LION_EINVAL, "worker: no gateway endpoint");
-    if (!cfg->service || !cfg->replica_id) return lion_fail(st, LION_EINVAL, "worker: no service name or replica id");
+    if (!cfg->service || !cfg->replica_id[0]) return lion_fail(st, LION_EINVAL, "worker: no service name or replica id");
     if (cfg->capacity < 1 || cfg->max_batch < 1 || cfg->heartbeat_ms < 1)
         return lion_fail(st, LION_EINVAL, "worker: capacity %d, max batch %d, heartbeat %d ms must all be >= 1",
                          cfg->capacity, cfg->max_batch, cfg->heartbeat_ms);
@@ -575,8 +575,9 @@ static int config_set(worker_config *cfg, int opt, const char *what, const char 
         return 0;
     case OPT_MODEL: cfg->model_dir = value; return 0;
     case OPT_REPLICA:
-        if (!value[0]) return lion_fail(st, LION_EINVAL, "%s: empty replica id", what);
-        cfg->replica_id = value;
+        if (!value[0] || strlen(value) >= sizeof cfg->replica_id)
+            return lion_fail(st, LION_EINVAL, "%s: replica id must be 1..%zu bytes", what, sizeof cfg->replica_id - 1);
+        memcpy(cfg->replica_id, value, strlen(value) + 1);
         return 0;
     case OPT_THREADS: return parse_int(what, value, 1, 1024, &cfg->threads, st);
     case OPT_CAPACITY: return parse_int(what, value, 1, 4096, &cfg->capacity, st);
@@ -592,8 +593,7 @@ int worker_config_parse(worker_config *cfg, const char *service, int argc, char 
     cfg->capacity = 4;
     cfg->max_batch = 4;
     cfg->heartbeat_ms = 1000;
-    snprintf(cfg->replica_buf, sizeof cfg->replica_buf, "%s-%ld", service, (long)getpid());
-    cfg->replica_id = cfg->replica_buf;
+    snprintf(cfg->replica_id, sizeof cfg->replica_id, "%s-%ld", service, (long)getpid());
     for (int o = 0; o < OPT_COUNT; o++) {
         const char *v = getenv(options[o].env);
         if (v && config_set(cfg, o, options[o].env, v, st) != 0) return -1;

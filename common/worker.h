@@ -25,7 +25,7 @@ typedef struct worker_config {
     const char *gateway;   /* the stage's gateway endpoint: tcp://HOST:PORT, ipc://PATH */
     const char *model_dir; /* for the service; worker_run does not read it */
     const char *service;   /* "vision", ...: logs, trace hops, the default replica id */
-    const char *replica_id;
+    char replica_id[64];   /* a copy, so that the config can be copied by value */
     int threads;           /* compute threads (OpenMP, OpenBLAS) of the stage; 0: as set */
     int capacity;          /* jobs held at once, queued + running: the credit announced */
     int max_batch;         /* jobs given to one process call */
@@ -38,7 +38,6 @@ typedef struct worker_config {
      * SIGTERM/SIGINT, installing handlers for its duration. */
     atomic_int *stop;
     int help;              /* worker_config_parse saw --help */
-    char replica_buf[64];
 } worker_config;
 
 struct worker_output;
@@ -88,7 +87,7 @@ int worker_job_fail(worker_job *job, int code, const char *fmt, ...) __attribute
  * LION_MAX_BATCH, LION_HEARTBEAT_MS from the environment, then the command line:
  * --gateway EP --model DIR --threads N --replica ID --capacity N --max-batch N
  * --heartbeat-ms N --help (either "--opt value" or "--opt=value"). cfg keeps pointers
- * into argv and the environment. */
+ * into argv and the environment (except replica_id, copied). */
 int worker_config_parse(worker_config *cfg, const char *service, int argc, char **argv, lion_status *st);
 void worker_usage(FILE *out, const char *program);
 

@@ -198,7 +198,6 @@ static void worker_start(worker_thread *wt, const gateway *g, int use_signals) {
     lion_status st;
     CHECK_EQ_INT(worker_config_parse(&wt->cfg, "vision", 12, argv, &st), 0);
     wt->cfg.gateway = g->endpoint; /* argv above is on this stack frame */
-    wt->cfg.replica_id = "vision-test";
     wt->cfg.linger_ms = 500;
     atomic_store(&wt->stop, 0);
     wt->cfg.stop = use_signals ? NULL : &wt->stop;
@@ -435,6 +434,10 @@ static void test_config_parse(void) {
     char *not_ep[] = {"llm", "--gateway", "localhost"};
     CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 3, not_ep, &st), -1);
     CHECK_CONTAINS(st.msg, "--gateway: 'localhost' is not a ZeroMQ endpoint");
+    char *long_id[] = {"llm", "--gateway", "tcp://a:1", "--replica",
+                       "0123456789012345678901234567890123456789012345678901234567890123456789"};
+    CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 5, long_id, &st), -1);
+    CHECK_CONTAINS(st.msg, "--replica: replica id must be 1..63 bytes");
     char *help[] = {"llm", "--help"};
     CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 2, help, &st), 0);
     CHECK_EQ_INT(cfg.help, 1);
