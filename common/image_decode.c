@@ -250,10 +250,29 @@ static int decode_png(const uint8_t *bytes, size_t len, const image_limits *limi
     int color = png_get_color_type(ctx->png, ctx->info);
     int depth = png_get_bit_depth(ctx->png, ctx->info);
 
-    /* Only the expansions that are lossless and equal to Pillow's unpackers (palette
-     * lookup, 1/2/4-bit grey scaled by 255/85/17) are left to libpng; 16-bit samples and
-     * alpha are handled below because Pillow treats them differently per colour type. */
-    if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(ctx->png);
+    /* Only the expansions that equal Pillow's unpackers (1/2/4-bit grey scaled by
+     * 255/85/17, sub-byte palette indices to bytes) are left to libpng; palette lookup,
+     * 16-bit samples and alpha are handled below because Pillow treats them its own way. */
+    uint8_t palette[256][3];
+    if (color == PNG_COLOR_TYPE_PALETTE) {
+        /* Indices are looked up here rather than by libpng: Pillow's palette starts as
+         * the grey ramp (i, i, i) and PLTE overwrites its first entries, so an index past
+         * the end of PLTE is grey in Pillow where libpng would give black. */
+        png_colorp plte = NULL;
+        int entries = 0;
+        for (int i = 0; i < 256; i++) palette[i][0] = palette[i][1] = palette[i][2] = (uint8_t)i;
+        if (png_get_PLTE(ctx->png, ctx->info, &plte, &entries) & PNG_INFO_PLTE) {
+            for (int i = 0; i < entries && i < 256; i++) {
+                palette[i][0] = plte[i].red;
+                palette[i][1] = plte[i].green;
+                palette[i][2] = plte[i].blue;
+            }
+        }
+        png_set_packing(ctx->png);
+#ifdef PNG_CHECK_FOR_INVALID_INDEX_SUPPORTED
+        png_set_check_for_invalid_index(ctx->png, 0);
+#endif
+    }
     if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(ctx->png);
     png_set_interlace_handling(ctx->png);
     png_read_update_info(ctx->png, ctx->info);
@@ -285,7 +304,9 @@ static int decode_png(const uint8_t *bytes, size_t len, const image_limits *limi
         const uint8_t *src = ctx->rows[y];
         uint8_t *dst = ctx->img.data + (size_t)y * w * 3;
         for (png_uint_32 x = 0; x < w; x++, dst += 3, src += (size_t)channels * bps) {
-            if (grey) {
+            if (color == PNG_COLOR_TYPE_PALETTE) {
+                memcpy(dst, palette[src[0]], 3);
+            } else if (grey) {
                 uint8_t v = src[0];
                 if (bps == 2 && channels == 1) {
                     unsigned s = ((unsigned)src[0] << 8) | src[1];
