@@ -58,6 +58,11 @@ int fusion_forward(const fusion_model *m, const float *hidden, const float *cons
                    float *out, arena *scratch, lion_status *st) {
     const int w = m->width;
     const size_t rows = (size_t)batch * tokens;
+    int have_cross = cross != NULL;
+    for (int i = 0; have_cross && i < m->cfg.blocks; i++) have_cross = cross[i] != NULL;
+    if (batch <= 0 || tokens <= 0 || !hidden || !have_cross || !out)
+        return lion_fail(st, LION_EINVAL, "fusion: batch %d, %d tokens%s", batch, tokens,
+                         !hidden || !have_cross || !out ? ", a buffer missing" : "");
     arena_mark mark = arena_save(scratch);
     float *x = arena_floats(scratch, rows * w);
     float *mid = arena_floats(scratch, rows * m->proj_hidden);

@@ -79,9 +79,9 @@ int qformer_forward(const qformer_model *m, const float *image, int batch, int t
                     const uint8_t *mask, int text_len, float *out, arena *scratch, lion_status *st) {
     const qformer_config *c = &m->cfg;
     const int h = c->hidden, nq = c->num_query_tokens, len = nq + text_len;
-    if (batch <= 0 || tokens <= 0 || text_len < 0)
-        return lion_fail(st, LION_EINVAL, "qformer: batch %d, %d image tokens, text length %d", batch, tokens,
-                         text_len);
+    if (batch <= 0 || tokens <= 0 || text_len < 0 || !image || !out || (text_len > 0 && !ids))
+        return lion_fail(st, LION_EINVAL, "qformer: batch %d, %d image tokens, text length %d%s", batch, tokens,
+                         text_len, !image || !out || (text_len > 0 && !ids) ? ", a buffer missing" : "");
     if (text_len > c->max_position)
         return lion_fail(st, LION_ETOOBIG, "qformer: text of %d tokens, the position table holds %d", text_len,
                          c->max_position);
