@@ -1,0 +1,417 @@
+#include "generate.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void generate_params_default(generate_params *p) {
+    memset(p, 0, sizeof *p);
+    p->num_beams = 5;
+    p->max_new_tokens = 256;
+    p->min_length = 1;
+    p->repetition_penalty = 1.5f;
+    p->length_penalty = 1.0f;
+    p->num_return_sequences = 1;
+    p->temperature = 1.0f;
+    p->top_p = 0.9f;
+    p->top_k = 50;
+    p->decoder_start_id = 0;
+    p->eos_id = 1;
+    p->pad_id = 0;
+}
+
+void generate_result_free(generate_result *r) {
+    free(r->ids);
+    free(r->lengths);
+    free(r->scores);
+    memset(r, 0, sizeof *r);
+}
+
+static int check_params(const t5_model *m, const generate_params *p, lion_status *st) {
+    const int V = m->cfg.vocab_size;
+    if (p->num_beams < 1 || p->num_beams > 64)
+        return lion_fail(st, LION_EINVAL, "generate: num_beams %d is not in [1, 64]", p->num_beams);
+    if (p->max_new_tokens < 1 || p->max_new_tokens > 4096)
+        return lion_fail(st, LION_EINVAL, "generate: max_new_tokens %d is not in [1, 4096]", p->max_new_tokens);
+    if (p->min_length < 0) return lion_fail(st, LION_EINVAL, "generate: min_length %d is negative", p->min_length);
+    if (!(p->repetition_penalty > 0.0f) || !isfinite(p->repetition_penalty))
+        return lion_fail(st, LION_EINVAL, "generate: repetition_penalty %g must be positive", p->repetition_penalty);
+    if (!isfinite(p->length_penalty))
+        return lion_fail(st, LION_EINVAL, "generate: length_penalty is not finite");
+    if (p->num_beams > 1 && p->do_sample)
+        return lion_fail(st, LION_EINVAL, "generate: sampling with num_beams %d (beam sampling) is not supported",
+                         p->num_beams);
+    if (p->num_return_sequences < 1 || p->num_return_sequences > p->num_beams)
+        return lion_fail(st, LION_EINVAL, "generate: num_return_sequences %d is not in [1, num_beams %d]",
+                         p->num_return_sequences, p->num_beams);
+    if (p->num_beams > 1 && 2 * p->num_beams > V)
+        return lion_fail(st, LION_EINVAL, "generate: %d beams need a vocabulary of at least %d", p->num_beams,
+                         2 * p->num_beams);
+    if (p->do_sample && (!(p->temperature > 0.0f) || !isfinite(p->temperature)))
+        return lion_fail(st, LION_EINVAL, "generate: temperature %g must be positive", p->temperature);
+    if (p->do_sample && (!(p->top_p > 0.0f) || p->top_p > 1.0f))
+        return lion_fail(st, LION_EINVAL, "generate: top_p %g is not in (0, 1]", p->top_p);
+    if (p->top_k < 0) return lion_fail(st, LION_EINVAL, "generate: top_k %d is negative", p->top_k);
+    const int ids[3] = {p->decoder_start_id, p->eos_id, p->pad_id};
+    const char *names[3] = {"decoder_start_id", "eos_id", "pad_id"};
+    for (int i = 0; i < 3; i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            return lion_fail(st, LION_EINVAL, "generate: %s %d is outside the vocabulary of %d", names[i], ids[i], V);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ logits processors */
+
+/* HF RepetitionPenaltyLogitsProcessor: every token present in seq (once, however often it
+ * occurs) gets score < 0 ? score * penalty : score / penalty. seen is a V-byte scratch. */
+static void repetition_penalty_apply(float *scores, const int32_t *seq, int n, float penalty, uint8_t *seen) {
+    if (penalty == 1.0f) return;
+    for (int i = 0; i < n; i++) {
+        int t = seq[i];
+        if (seen[t]) continue;
+        seen[t] = 1;
+        scores[t] = scores[t] < 0 ? scores[t] * penalty : scores[t] / penalty;
+    }
+    for (int i = 0; i < n; i++) seen[seq[i]] = 0;
+}
+
+static void process_logits(float *scores, const int32_t *seq, int n, const generate_params *p, uint8_t *seen) {
+    repetition_penalty_apply(scores, seq, n, p->repetition_penalty, seen);
+    if (n < p->min_length) scores[p->eos_id] = -INFINITY;
+}
+
+static void log_softmax_row(float *x, int n) {
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += exp((double)(x[i] - mx));
+    const float lse = (float)log(sum);
+    for (int i = 0; i < n; i++) x[i] = x[i] - mx - lse;
+}
+
+static int argmax_row(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* ------------------------------------------------------------------ sampling */
+
+/* splitmix64: a small, well-mixed generator; one per request so that batching does not
+ * change a request's draws */
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static double rng_uniform(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
+
+typedef struct scored_token {
+    float score;
+    int token;
+} scored_token;
+
+static int cmp_ascending(const void *a, const void *b) {
+    const scored_token *x = a, *y = b;
+    if (x->score < y->score) return -1;
+    if (x->score > y->score) return 1;
+    return x->token - y->token;
+}
+
+/* HF's warpers in their order (temperature, top-k, top-p) and one multinomial draw.
+ * order: V entries of scratch, probs: V doubles. */
+static int sample_row(float *scores, int V, const generate_params *p, uint64_t *rng, scored_token *order,
+                      double *probs) {
+    if (p->temperature != 1.0f)
+        for (int i = 0; i < V; i++) scores[i] /= p->temperature;
+    for (int i = 0; i < V; i++) order[i].score = scores[i], order[i].token = i;
+    qsort(order, (size_t)V, sizeof *order, cmp_ascending);
+    if (p->top_k > 0 && p->top_k < V) {
+        /* TopKLogitsWarper removes scores below the k-th largest (ties with it stay) */
+        const float kth = order[V - p->top_k].score;
+        for (int i = 0; i < V; i++)
+            if (order[i].score < kth) order[i].score = -INFINITY;
+    }
+    const float mx = order[V - 1].score;
+    double sum = 0.0;
+    for (int i = 0; i < V; i++) sum += probs[i] = exp((double)(order[i].score - mx));
+    if (p->top_p < 1.0f) {
+        /* TopPLogitsWarper: drop the ascending prefix whose mass is <= 1 - top_p, never the top token */
+        double cum = 0.0, total = sum;
+        for (int i = 0; i < V - 1; i++) {
+            cum += probs[i] / total;
+            if (cum > 1.0 - (double)p->top_p) break;
+            sum -= probs[i];
+            probs[i] = 0.0;
+        }
+    }
+    /* walk from the most likely token, so the draw is stable against tiny mass changes */
+    const double u = rng_uniform(rng) * sum;
+    double acc = 0.0;
+    for (int i = V - 1; i >= 0; i--) {
+        acc += probs[i];
+        if (u < acc) return order[i].token;
+    }
+    return order[V - 1].token;
+}
+
+/* ------------------------------------------------------------------ result */
+
+static int result_alloc(generate_result *r, int requests, int per_request, int stride, lion_status *st) {
+    memset(r, 0, sizeof *r);
+    const size_t n = (size_t)requests * per_request;
+    r->requests = requests, r->per_request = per_request, r->stride = stride;
+    r->ids = calloc(n * stride, sizeof *r->ids);
+    r->lengths = calloc(n, sizeof *r->lengths);
+    r->scores = calloc(n, sizeof *r->scores);
+    if (!r->ids || !r->lengths || !r->scores) {
+        generate_result_free(r);
+        return lion_fail(st, LION_ENOMEM, "generate: out of memory for %zu sequences", n);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ greedy / sampling */
+
+static int generate_single(const t5_model *m, t5_decoder *dec, const generate_params *p, generate_result *out,
+                           arena *a, lion_status *st) {
+    const int B = dec->batch, V = m->cfg.vocab_size, max_len = p->max_new_tokens + 1;
+    float *logits = arena_floats(a, (size_t)B * V);
+    int32_t *tokens = arena_alloc(a, (size_t)B * sizeof(int32_t));
+    uint8_t *seen = arena_alloc(a, (size_t)V), *unfinished = arena_alloc(a, (size_t)B);
+    scored_token *order = arena_alloc(a, (size_t)V * sizeof *order);
+    double *probs = arena_alloc(a, (size_t)V * sizeof(double));
+    uint64_t *rng = arena_alloc(a, (size_t)B * sizeof(uint64_t));
+    if (!logits || !tokens || !seen || !unfinished || !order || !probs || !rng)
+        return lion_fail(st, LION_ENOMEM, "generate: out of scratch memory");
+    memset(seen, 0, (size_t)V);
+    for (int b = 0; b < B; b++) {
+        unfinished[b] = 1;
+        rng[b] = p->seed;
+        out->ids[(size_t)b * out->stride] = p->decoder_start_id;
+        out->lengths[b] = 1;
+    }
+    int32_t *seq_all = out->ids;
+    for (int cur = 1, left = B; cur < max_len && left > 0; cur++) {
+        for (int b = 0; b < B; b++) tokens[b] = seq_all[(size_t)b * out->stride + cur - 1];
+        if (t5_decoder_step(m, dec, tokens, logits, a, st)) return -1;
+        for (int b = 0; b < B; b++) {
+            if (!unfinished[b]) continue;
+            float *s = logits + (size_t)b * V;
+            int32_t *seq = seq_all + (size_t)b * out->stride;
+            process_logits(s, seq, cur, p, seen);
+            int next = p->do_sample ? sample_row(s, V, p, &rng[b], order, probs) : argmax_row(s, V);
+            seq[cur] = next;
+            out->lengths[b] = cur + 1;
+            if (next == p->eos_id) unfinished[b] = 0, left--;
+        }
+        /* finished rows keep stepping with their last token; their output is not read */
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ beam search */
+
+typedef struct beam_hyps {
+    int count;
+    double worst;
+    double *score; /* num_beams + 1 slots, in insertion order */
+    int *len;
+    int32_t *seq;  /* slot i at seq + i * max_len */
+} beam_hyps;
+
+/* BeamHypotheses.add, keeping Python's list order (the final sort is stable on it) */
+static void hyps_add(beam_hyps *h, int nb, int max_len, const int32_t *seq, int len, double sum_logprobs,
+                     int gen_len, double length_penalty) {
+    const double score = sum_logprobs / pow((double)gen_len, length_penalty);
+    if (h->count >= nb && !(score > h->worst)) return;
+    h->score[h->count] = score;
+    h->len[h->count] = len;
+    memcpy(h->seq + (size_t)h->count * max_len, seq, (size_t)len * sizeof *seq);
+    h->count++;
+    if (h->count > nb) {
+        /* drop the lowest (first such by index); worst becomes the second lowest */
+        int lo = 0;
+        for (int i = 1; i < h->count; i++)
+            if (h->score[i] < h->score[lo]) lo = i;
+        double second = INFINITY;
+        for (int i = 0; i < h->count; i++)
+            if (i != lo && h->score[i] < second) second = h->score[i];
+        for (int i = lo; i + 1 < h->count; i++) {
+            h->score[i] = h->score[i + 1];
+            h->len[i] = h->len[i + 1];
+            memcpy(h->seq + (size_t)i * max_len, h->seq + (size_t)(i + 1) * max_len, (size_t)max_len * sizeof *seq);
+        }
+        h->count--;
+        h->worst = second;
+    } else if (score < h->worst) {
+        h->worst = score;
+    }
+}
+
+static int hyps_is_done(const beam_hyps *h, int nb, double best_sum, int cur_len, double length_penalty) {
+    if (h->count < nb) return 0;
+    return h->worst >= best_sum / pow((double)cur_len, length_penalty);
+}
+
+typedef struct candidate {
+    float score;
+    int index; /* beam * V + token */
+} candidate;
+
+/* candidates kept sorted by score descending, ties by lower index, at most k */
+static void candidate_insert(candidate *c, int *n, int k, float score, int index) {
+    if (*n == k && !(score > c[k - 1].score)) return;
+    int i = *n < k ? (*n)++ : k - 1;
+    while (i > 0 && score > c[i - 1].score) {
+        c[i] = c[i - 1];
+        i--;
+    }
+    c[i].score = score, c[i].index = index;
+}
+
+static int generate_beams(const t5_model *m, t5_decoder *dec, const generate_params *p, generate_result *out,
+                          arena *a, lion_status *st) {
+    const int B = dec->batch, nb = p->num_beams, rows = dec->rows, V = m->cfg.vocab_size;
+    const int max_len = p->max_new_tokens + 1, k = 2 * nb;
+    const double lp = p->length_penalty;
+    float *logits = arena_floats(a, (size_t)rows * V), *beam_score = arena_floats(a, (size_t)rows);
+    float *next_score = arena_floats(a, (size_t)rows);
+    int32_t *seqs = arena_alloc(a, (size_t)rows * max_len * sizeof(int32_t));
+    int32_t *spare = arena_alloc(a, (size_t)rows * max_len * sizeof(int32_t));
+    int32_t *tokens = arena_alloc(a, (size_t)rows * sizeof(int32_t)), *next_token = arena_alloc(a, (size_t)rows * sizeof(int32_t));
+    int *src = arena_alloc(a, (size_t)rows * sizeof(int));
+    uint8_t *seen = arena_alloc(a, (size_t)V), *done = arena_alloc(a, (size_t)B), *open = arena_alloc(a, (size_t)B);
+    candidate *cand = arena_alloc(a, (size_t)k * sizeof *cand);
+    beam_hyps *hyps = arena_alloc(a, (size_t)B * sizeof *hyps);
+    if (!logits || !beam_score || !next_score || !seqs || !spare || !tokens || !next_token || !src || !seen || !done ||
+        !open || !cand || !hyps)
+        return lion_fail(st, LION_ENOMEM, "generate: out of scratch memory");
+    for (int b = 0; b < B; b++) {
+        hyps[b].count = 0;
+        hyps[b].worst = 1e9;
+        hyps[b].score = arena_alloc(a, (size_t)(nb + 1) * sizeof(double));
+        hyps[b].len = arena_alloc(a, (size_t)(nb + 1) * sizeof(int));
+        hyps[b].seq = arena_alloc(a, (size_t)(nb + 1) * max_len * sizeof(int32_t));
+        if (!hyps[b].score || !hyps[b].len || !hyps[b].seq)
+            return lion_fail(st, LION_ENOMEM, "generate: out of scratch memory");
+        done[b] = 0, open[b] = 1;
+    }
+    memset(seen, 0, (size_t)V);
+    for (int r = 0; r < rows; r++) {
+        seqs[(size_t)r * max_len] = p->decoder_start_id;
+        /* only beam 0 is live at first, so the first step does not pick one token nb times */
+        beam_score[r] = r % nb == 0 ? 0.0f : -1e9f;
+    }
+    int cur = 1, left = B;
+    while (left > 0) {
+        for (int r = 0; r < rows; r++) tokens[r] = seqs[(size_t)r * max_len + cur - 1];
+        if (t5_decoder_step(m, dec, tokens, logits, a, st)) return -1;
+        for (int b = 0; b < B; b++) {
+            if (!open[b]) {
+                for (int j = 0; j < nb; j++) src[b * nb + j] = b * nb + j, next_token[b * nb + j] = p->pad_id;
+                continue;
+            }
+            int n = 0;
+            for (int j = 0; j < nb; j++) {
+                const int r = b * nb + j;
+                float *s = logits + (size_t)r * V;
+                log_softmax_row(s, V);
+                process_logits(s, seqs + (size_t)r * max_len, cur, p, seen);
+                for (int t = 0; t < V; t++) candidate_insert(cand, &n, k, s[t] + beam_score[r], j * V + t);
+            }
+            /* BeamSearchScorer.process for this request */
+            int kept = 0;
+            for (int rank = 0; rank < n && kept < nb; rank++) {
+                const int beam = cand[rank].index / V, tok = cand[rank].index % V;
+                if (tok == p->eos_id) {
+                    if (rank >= nb) continue;
+                    hyps_add(&hyps[b], nb, max_len, seqs + (size_t)(b * nb + beam) * max_len, cur,
+                             (double)cand[rank].score, cur, lp);
+                } else {
+                    src[b * nb + kept] = b * nb + beam;
+                    next_token[b * nb + kept] = tok;
+                    next_score[b * nb + kept] = cand[rank].score;
+                    kept++;
+                }
+            }
+            if (kept < nb)
+                return lion_fail(st, LION_EINTERNAL, "generate: request %d kept %d of %d beams", b, kept, nb);
+            done[b] = (uint8_t)hyps_is_done(&hyps[b], nb, (double)cand[0].score, cur, lp);
+            for (int j = 0; j < nb; j++) beam_score[b * nb + j] = next_score[b * nb + j];
+        }
+        for (int r = 0; r < rows; r++) {
+            memcpy(spare + (size_t)r * max_len, seqs + (size_t)src[r] * max_len, (size_t)cur * sizeof(int32_t));
+            spare[(size_t)r * max_len + cur] = next_token[r];
+        }
+        int32_t *t = seqs;
+        seqs = spare, spare = t;
+        cur++;
+        if (t5_decoder_reorder(dec, src, st)) return -1;
+        for (int b = 0; b < B; b++) {
+            if (!open[b] || !(done[b] || cur >= max_len)) continue;
+            open[b] = 0, left--;
+            if (!done[b]) /* finalize: the open beams compete with the finished hypotheses */
+                for (int j = 0; j < nb; j++)
+                    hyps_add(&hyps[b], nb, max_len, seqs + (size_t)(b * nb + j) * max_len, cur,
+                             (double)beam_score[b * nb + j], cur - 1, lp);
+        }
+    }
+    /* best first: Python's stable ascending sort, popped from the end */
+    for (int b = 0; b < B; b++) {
+        beam_hyps *h = &hyps[b];
+        for (int q = 0; q < p->num_return_sequences; q++) {
+            int best = -1;
+            for (int i = 0; i < h->count; i++)
+                if (h->len[i] >= 0 && (best < 0 || h->score[i] >= h->score[best])) best = i;
+            const size_t o = (size_t)b * p->num_return_sequences + q;
+            int32_t *dst = out->ids + o * out->stride;
+            int len = h->len[best];
+            memcpy(dst, h->seq + (size_t)best * max_len, (size_t)len * sizeof *dst);
+            if (len < max_len) dst[len++] = p->eos_id;
+            out->lengths[o] = len;
+            out->scores[o] = h->score[best];
+            h->len[best] = -1; /* popped */
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ entry points */
+
+int generate_from_encoded(const t5_model *m, const float *enc, const uint8_t *mask, int batch, int len,
+                          int router_idx, const generate_params *p, generate_result *out, arena *a,
+                          lion_status *st) {
+    memset(out, 0, sizeof *out);
+    if (check_params(m, p, st)) return -1;
+    t5_decoder dec;
+    if (t5_decoder_init(&dec, m, enc, mask, batch, len, p->num_beams, p->max_new_tokens, router_idx, st)) return -1;
+    if (result_alloc(out, batch, p->num_return_sequences, p->max_new_tokens + 1, st)) {
+        t5_decoder_free(&dec);
+        return -1;
+    }
+    arena_mark mark = arena_save(a);
+    int rc = p->num_beams > 1 ? generate_beams(m, &dec, p, out, a, st) : generate_single(m, &dec, p, out, a, st);
+    arena_restore(a, mark);
+    t5_decoder_free(&dec);
+    if (rc) generate_result_free(out);
+    return rc;
+}
+
+int generate_run(const t5_model *m, const float *inputs_embeds, const uint8_t *mask, int batch, int len,
+                 int router_idx, const generate_params *p, generate_result *out, arena *a, lion_status *st) {
+    memset(out, 0, sizeof *out);
+    if (check_params(m, p, st)) return -1;
+    if (batch <= 0 || len <= 0)
+        return lion_fail(st, LION_EINVAL, "generate: empty input (batch %d, length %d)", batch, len);
+    float *enc = malloc((size_t)batch * len * m->cfg.d_model * sizeof(float));
+    if (!enc) return lion_fail(st, LION_ENOMEM, "generate: out of memory for the encoder output");
+    int rc = t5_encode(m, inputs_embeds, mask, batch, len, router_idx, enc, a, st);
+    if (!rc) rc = generate_from_encoded(m, enc, mask, batch, len, router_idx, p, out, a, st);
+    free(enc);
+    return rc;
+}

@@ -1,0 +1,66 @@
+/* generate.h - text generation on the T5 decoder, with HF 4.42 semantics as
+ * tools/reference/lion_ref/lion.py implements them (generate_ids).
+ *
+ *  - greedy (num_beams 1): repetition penalty and min_length on the raw logits, argmax;
+ *    rows that produced eos are fed pad afterwards;
+ *  - beam search (num_beams > 1): log-softmax, then repetition penalty (HF's
+ *    RepetitionPenaltyLogitsProcessor over the decoder sequence, the start token included)
+ *    and min_length, plus the beam's running score; the top 2 * num_beams candidates feed
+ *    BeamSearchScorer (eos ranked below num_beams is ignored, finished hypotheses scored
+ *    sum_logprobs / generated_len ^ length_penalty, early_stopping False), finalized with
+ *    the open beams when max_new_tokens is reached; the best num_return_sequences hypotheses
+ *    get an eos appended when shorter than max_new_tokens + 1;
+ *  - nucleus sampling (do_sample, num_beams 1): temperature, top-k, top-p, then a draw from
+ *    a per-request generator seeded with `seed` (the same seed gives the same text whatever
+ *    the request is batched with; the draws cannot equal torch's generator).
+ * Several requests run as one batch; each request's result is what it would be alone. */
+#ifndef LION_GENERATE_H
+#define LION_GENERATE_H
+
+#include <stdint.h>
+
+#include "arena.h"
+#include "status.h"
+#include "t5.h"
+
+typedef struct generate_params {
+    int num_beams;      /* 1: greedy or sampling */
+    int max_new_tokens; /* decoder steps; sequences hold at most max_new_tokens + 1 ids */
+    int min_length;     /* HF min_length: eos is forbidden while the sequence (start token
+                           included) is shorter */
+    float repetition_penalty; /* 1 = off */
+    float length_penalty;
+    int num_return_sequences; /* beam search: 1..num_beams; otherwise 1 */
+    int do_sample;
+    float temperature, top_p; /* sampling only */
+    int top_k;                /* sampling only; 0 = off */
+    uint64_t seed;
+    int decoder_start_id, eos_id, pad_id;
+} generate_params;
+
+/* Upstream LION's defaults: 5 beams, 256 new tokens, min_length 1, repetition penalty 1.5,
+ * length penalty 1, top_p 0.9, temperature 1, top_k 50, no sampling; T5's ids 0 / 1 / 0. */
+void generate_params_default(generate_params *p);
+
+/* Request-major: request i's k-th sequence is ids + (i * per_request + k) * stride, with
+ * lengths[...] ids, starting with the decoder start id (as HF returns them). Greedy and
+ * sampled sequences end at their first eos (HF pads them to the batch's longest instead). */
+typedef struct generate_result {
+    int requests, per_request, stride;
+    int32_t *ids;
+    int *lengths;
+    double *scores; /* beam search: each sequence's final hypothesis score; else 0 */
+} generate_result;
+
+void generate_result_free(generate_result *r);
+
+/* Generation from encoder output enc [batch, len, d_model] with its mask (NULL = none
+ * padded). */
+int generate_from_encoded(const t5_model *m, const float *enc, const uint8_t *mask, int batch, int len,
+                          int router_idx, const generate_params *p, generate_result *out, arena *a, lion_status *st);
+
+/* t5_encode then generate_from_encoded. */
+int generate_run(const t5_model *m, const float *inputs_embeds, const uint8_t *mask, int batch, int len,
+                 int router_idx, const generate_params *p, generate_result *out, arena *a, lion_status *st);
+
+#endif
