@@ -221,6 +221,31 @@ static void png_read_memory(png_structp png, png_bytep dst, size_t n) {
     ctx->pos += n;
 }
 
+/* One row of decoded samples (channels x bps bytes per pixel, or palette indices when
+ * lookup is set) to RGB. Pillow 9.4 loads 16-bit grey as mode "I" (full 0..65535 values),
+ * whose conversion to RGB clips at 255; every other 16-bit PNG is unpacked keeping the
+ * high byte. Alpha is dropped. */
+static void png_row_to_rgb(const uint8_t *src, uint8_t *dst, png_uint_32 w, int channels,
+                           int bps, const uint8_t (*lookup)[3]) {
+    size_t step = (size_t)channels * (size_t)bps;
+    for (png_uint_32 x = 0; x < w; x++, dst += 3, src += step) {
+        if (lookup) {
+            memcpy(dst, lookup[src[0]], 3);
+        } else if (channels <= 2) {
+            uint8_t v = src[0];
+            if (bps == 2 && channels == 1) {
+                unsigned s = ((unsigned)src[0] << 8) | src[1];
+                v = s >= 255 ? 255 : (uint8_t)s;
+            }
+            dst[0] = dst[1] = dst[2] = v;
+        } else {
+            dst[0] = src[0];
+            dst[1] = src[bps];
+            dst[2] = src[2 * bps];
+        }
+    }
+}
+
 static int decode_png(const uint8_t *bytes, size_t len, const image_limits *limits, image *out,
                       lion_status *st) {
     struct png_context *ctx = calloc(1, sizeof *ctx);
@@ -242,6 +267,8 @@ static int decode_png(const uint8_t *bytes, size_t len, const image_limits *limi
         goto done;
     }
     png_set_read_fn(ctx->png, ctx, png_read_memory);
+    /* Our pixel limit decides, not libpng's default 1000000-pixel side. */
+    png_set_user_limits(ctx->png, PNG_UINT_31_MAX, PNG_UINT_31_MAX);
     png_read_info(ctx->png, ctx->info);
 
     png_uint_32 w = png_get_image_width(ctx->png, ctx->info);
@@ -274,7 +301,7 @@ static int decode_png(const uint8_t *bytes, size_t len, const image_limits *limi
 #endif
     }
     if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(ctx->png);
-    png_set_interlace_handling(ctx->png);
+    int passes = png_set_interlace_handling(ctx->png);
     png_read_update_info(ctx->png, ctx->info);
 
     int channels = png_get_channels(ctx->png, ctx->info);
@@ -287,38 +314,31 @@ static int decode_png(const uint8_t *bytes, size_t len, const image_limits *limi
         goto done;
     }
     if (image_alloc(&ctx->img, (int)w, (int)h, st) != 0) goto done;
-    ctx->pixels = malloc(rowbytes * h);
-    ctx->rows = malloc(sizeof(png_bytep) * h);
-    if (!ctx->pixels || !ctx->rows) {
-        lion_fail(st, LION_ENOMEM, "PNG: out of memory for %ux%u pixels", w, h);
-        goto done;
-    }
-    for (png_uint_32 y = 0; y < h; y++) ctx->rows[y] = ctx->pixels + rowbytes * y;
-    png_read_image(ctx->png, ctx->rows);
-
-    /* Pillow 9.4 loads 16-bit grey as mode "I" (full 0..65535 values), whose conversion to
-     * RGB clips at 255; every other 16-bit PNG is unpacked keeping the high byte. */
+    const uint8_t(*lookup)[3] = color == PNG_COLOR_TYPE_PALETTE ? (const uint8_t(*)[3])palette : NULL;
     int bps = out_depth / 8;
-    int grey = channels <= 2;
-    for (png_uint_32 y = 0; y < h; y++) {
-        const uint8_t *src = ctx->rows[y];
-        uint8_t *dst = ctx->img.data + (size_t)y * w * 3;
-        for (png_uint_32 x = 0; x < w; x++, dst += 3, src += (size_t)channels * bps) {
-            if (color == PNG_COLOR_TYPE_PALETTE) {
-                memcpy(dst, palette[src[0]], 3);
-            } else if (grey) {
-                uint8_t v = src[0];
-                if (bps == 2 && channels == 1) {
-                    unsigned s = ((unsigned)src[0] << 8) | src[1];
-                    v = s >= 255 ? 255 : (uint8_t)s;
-                }
-                dst[0] = dst[1] = dst[2] = v;
-            } else {
-                dst[0] = src[0];
-                dst[1] = src[bps];
-                dst[2] = src[2 * bps];
-            }
+    if (passes == 1) {
+        /* Not interlaced: one row of samples at a time. */
+        ctx->pixels = malloc(rowbytes);
+        if (!ctx->pixels) {
+            lion_fail(st, LION_ENOMEM, "PNG: out of memory for a row");
+            goto done;
         }
+        for (png_uint_32 y = 0; y < h; y++) {
+            png_read_row(ctx->png, ctx->pixels, NULL);
+            png_row_to_rgb(ctx->pixels, ctx->img.data + (size_t)y * w * 3, w, channels, bps, lookup);
+        }
+    } else {
+        /* Adam7 passes fill the whole image in stages. */
+        ctx->pixels = malloc(rowbytes * h);
+        ctx->rows = malloc(sizeof(png_bytep) * h);
+        if (!ctx->pixels || !ctx->rows) {
+            lion_fail(st, LION_ENOMEM, "PNG: out of memory for %ux%u pixels", w, h);
+            goto done;
+        }
+        for (png_uint_32 y = 0; y < h; y++) ctx->rows[y] = ctx->pixels + rowbytes * y;
+        png_read_image(ctx->png, ctx->rows);
+        for (png_uint_32 y = 0; y < h; y++)
+            png_row_to_rgb(ctx->rows[y], ctx->img.data + (size_t)y * w * 3, w, channels, bps, lookup);
     }
     *out = ctx->img;
     ctx->img.data = NULL;

@@ -73,6 +73,7 @@ int image_encode_png(const image *img, uint8_t **out, size_t *out_len, lion_stat
         goto done;
     }
     png_set_write_fn(png, s, png_sink_write, png_sink_flush);
+    png_set_user_limits(png, PNG_UINT_31_MAX, PNG_UINT_31_MAX); /* as the decoder allows */
     png_set_IHDR(png, info, (png_uint_32)img->width, (png_uint_32)img->height, 8,
                  PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
                  PNG_FILTER_TYPE_DEFAULT);

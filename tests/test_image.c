@@ -316,6 +316,17 @@ static void test_encode_and_draw(void) {
     CHECK_CONTAINS(st.msg, "empty image");
     image_free(&flat);
     image_free(&img);
+
+    /* A 1100000 x 1 PNG: past libpng's default 1000000-pixel side, within our limits. */
+    image wide;
+    CHECK(image_alloc(&wide, 1100000, 1, &st) == 0);
+    for (size_t i = 0; i < (size_t)1100000 * 3; i++) wide.data[i] = (uint8_t)(i % 251);
+    CHECK_MSG(image_encode_png(&wide, &enc, &len, &st) == 0, "wide PNG encode: %s", st.msg);
+    CHECK_MSG(image_decode(enc, len, NULL, &back, &st) == 0, "wide PNG: %s", st.msg);
+    if (back.data) CHECK(back.width == 1100000 && memcmp(back.data, wide.data, (size_t)1100000 * 3) == 0);
+    image_free(&back);
+    free(enc);
+    image_free(&wide);
 }
 
 int main(void) {
