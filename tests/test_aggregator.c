@@ -258,6 +258,12 @@ static void test_errors(arena *a) {
     in.batch = 0;
     CHECK(aggregate_forward(&m, &in, out, a, &st) == -1);
     CHECK_CONTAINS(st.msg, "batch of 0 requests");
+    /* the branch entry points check their buffers too */
+    CHECK(qformer_forward(&m.qformer, c.vit[2].data, 1, 5, NULL, NULL, 3, out, a, &st) == -1);
+    CHECK_CONTAINS(st.msg, "qformer: batch 1, 5 image tokens, text length 3, a buffer missing");
+    const float *no_cross[2] = {c.vit[1].data, NULL};
+    CHECK(fusion_forward(&m.fusion, c.vit[2].data, no_cross, 1, 5, out, a, &st) == -1);
+    CHECK_CONTAINS(st.msg, "fusion: batch 1, 5 tokens, a buffer missing");
     free(out);
     aggregate_free(&m);
 
