@@ -30,7 +30,7 @@ typedef struct aggregate_model {
 /* What one forward consumes. The ViT outputs come as the vision stage sends them: the block
  * index of each and an F32 tensor [batch, vision_tokens, vision_width]; any order, extra
  * layers ignored. The instruction of request b is text_ids[b][0..text_lens[b]) (WordPiece ids,
- * [DEC] first, as the tokenizer gives them); unused (may be NULL) under AGGREGATOR. */
+ * [CLS] ... [SEP], as wordpiece.h encodes them); unused (may be NULL) under AGGREGATOR. */
 typedef struct aggregate_input {
     int batch;
     int n_layers;
