@@ -150,7 +150,7 @@ static void test_beam_cache(void) {
     }
     /* swap the beams of element 0 and duplicate beam 1 of element 2; then one more step */
     const int src[6] = {1, 0, 2, 3, 5, 5};
-    CHECK(t5_decoder_reorder(&beam, src, &st) == 0);
+    CHECK(t5_decoder_reorder(&beam, src, &a, &st) == 0);
     const int32_t next[6] = {11, 11, 11, 11, 11, 11}, next1[3] = {11, 11, 11};
     CHECK(t5_decoder_step(&m, &beam, next, lb, &a, &st) == 0);
     CHECK(t5_decoder_step(&m, &plain_a, next1, la, &a, &st) == 0);
@@ -162,7 +162,7 @@ static void test_beam_cache(void) {
     CHECK_CLOSE(lb + 5 * V, lbb + 2 * V, V, 1e-5, "row 5 == history B");
     /* a source from another batch element is refused */
     const int cross[6] = {2, 1, 2, 3, 4, 5};
-    CHECK(t5_decoder_reorder(&beam, cross, &st) == -1);
+    CHECK(t5_decoder_reorder(&beam, cross, &a, &st) == -1);
     CHECK_CONTAINS(st.msg, "reorder source 2 for row 0");
     const int32_t bad_tok[6] = {0, 0, 0, 128, 0, 0};
     CHECK(t5_decoder_step(&m, &beam, bad_tok, lb, &a, &st) == -1);

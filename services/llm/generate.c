@@ -351,7 +351,7 @@ static int generate_beams(const t5_model *m, t5_decoder *dec, const generate_par
         int32_t *t = seqs;
         seqs = spare, spare = t;
         cur++;
-        if (t5_decoder_reorder(dec, src, st)) return -1;
+        if (t5_decoder_reorder(dec, src, a, st)) return -1;
         for (int b = 0; b < B; b++) {
             if (!open[b] || !(done[b] || cur >= max_len)) continue;
             open[b] = 0, left--;

@@ -249,8 +249,6 @@ void t5_decoder_free(t5_decoder *dec) {
     free(dec->cross_v);
     free(dec->self_k);
     free(dec->self_v);
-    free(dec->spare_k);
-    free(dec->spare_v);
     memset(dec, 0, sizeof *dec);
 }
 
@@ -274,10 +272,7 @@ int t5_decoder_init(t5_decoder *dec, const t5_model *m, const float *enc, const 
     dec->cross_v = malloc(cross * sizeof(float));
     dec->self_k = malloc(self * sizeof(float));
     dec->self_v = malloc(self * sizeof(float));
-    dec->spare_k = malloc(self * sizeof(float));
-    dec->spare_v = malloc(self * sizeof(float));
-    if (!dec->enc_mask || !dec->cross_k || !dec->cross_v || !dec->self_k || !dec->self_v || !dec->spare_k ||
-        !dec->spare_v) {
+    if (!dec->enc_mask || !dec->cross_k || !dec->cross_v || !dec->self_k || !dec->self_v) {
         t5_decoder_free(dec);
         return lion_fail(st, LION_ENOMEM, "t5_decoder: out of memory for %d rows x %d steps", batch * beams,
                          max_steps);
@@ -372,23 +367,28 @@ oom:
     return lion_fail(st, LION_ENOMEM, "t5_decoder: out of scratch memory for %d rows", rows);
 }
 
-int t5_decoder_reorder(t5_decoder *dec, const int *src, lion_status *st) {
+int t5_decoder_reorder(t5_decoder *dec, const int *src, arena *a, lion_status *st) {
     const int rows = dec->rows, beams = dec->beams;
-    for (int r = 0; r < rows; r++)
+    int moved = 0;
+    for (int r = 0; r < rows; r++) {
         if (src[r] < 0 || src[r] >= rows || src[r] / beams != r / beams)
             return lion_fail(st, LION_EINVAL,
                              "t5_decoder: reorder source %d for row %d is not a beam of its batch element", src[r], r);
-    /* gather into the spare buffers and swap: a permutation cannot be done in place row by row */
-    const size_t row = (size_t)dec->capacity * dec->inner, used = (size_t)dec->len * dec->inner * sizeof(float);
-    for (size_t i = 0; i < (size_t)dec->layers; i++)
-        for (int r = 0; r < rows; r++) {
-            size_t to = (i * rows + r) * row, from = (i * rows + src[r]) * row;
-            memcpy(dec->spare_k + to, dec->self_k + from, used);
-            memcpy(dec->spare_v + to, dec->self_v + from, used);
-        }
-    float *t = dec->self_k;
-    dec->self_k = dec->spare_k, dec->spare_k = t;
-    t = dec->self_v;
-    dec->self_v = dec->spare_v, dec->spare_v = t;
+        moved |= src[r] != r;
+    }
+    if (!moved) return 0;
+    /* a permutation cannot be gathered in place row by row: stage the used part of a layer's
+     * rows, then write back the rows that change */
+    const size_t row = (size_t)dec->capacity * dec->inner, used = (size_t)dec->len * dec->inner;
+    arena_mark mark = arena_save(a);
+    float *stage = arena_floats(a, (size_t)rows * used);
+    if (!stage) return lion_fail(st, LION_ENOMEM, "t5_decoder: out of scratch memory to reorder %d rows", rows);
+    for (size_t i = 0; i < (size_t)dec->layers * 2; i++) {
+        float *cache = (i % 2 ? dec->self_v : dec->self_k) + (i / 2) * rows * row;
+        for (int r = 0; r < rows; r++) memcpy(stage + r * used, cache + r * row, used * sizeof(float));
+        for (int r = 0; r < rows; r++)
+            if (src[r] != r) memcpy(cache + r * row, stage + (size_t)src[r] * used, used * sizeof(float));
+    }
+    arena_restore(a, mark);
     return 0;
 }

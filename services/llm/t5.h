@@ -98,7 +98,6 @@ typedef struct t5_decoder {
     uint8_t *enc_mask;          /* [batch, enc_len] copy */
     float *cross_k, *cross_v;   /* per layer [batch, enc_len, inner] */
     float *self_k, *self_v;     /* per layer [rows, capacity, inner] */
-    float *spare_k, *spare_v;   /* same size, the target of reorders */
 } t5_decoder;
 
 /* Projects the cross-attention keys/values of enc [batch, enc_len, d_model] (enc_mask as
@@ -113,7 +112,7 @@ int t5_decoder_step(const t5_model *m, t5_decoder *dec, const int32_t *tokens, f
                     lion_status *st);
 
 /* Beam search: row r's cache becomes the former row src[r] (src[r] in the same batch
- * element's beams). */
-int t5_decoder_reorder(t5_decoder *dec, const int *src, lion_status *st);
+ * element's beams). Staging scratch from a. */
+int t5_decoder_reorder(t5_decoder *dec, const int *src, arena *a, lion_status *st);
 
 #endif
