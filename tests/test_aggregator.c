@@ -18,9 +18,9 @@ typedef struct agg_case {
     safetensors_file *io;
     int batch, n_layers;
     int layers[MODEL_MAX_INTERMEDIATE];
-    tensor vit[MODEL_MAX_INTERMEDIATE];
-    const int32_t *ids[8];
-    int lens[8];
+    tensor vit[MODEL_MAX_INTERMEDIATE];          /* [batch, tokens, width] as stored */
+    tensor vit_req[8][MODEL_MAX_INTERMEDIATE];   /* per request [tokens, width] views */
+    aggregate_request reqs[8];
     tensor visual; /* expected [batch, Q + N, d_model] */
 } agg_case;
 
@@ -39,15 +39,20 @@ static int case_open(agg_case *c, const char *name, const int *layers, int n_lay
         safetensors_get(c->io, "ids", &ids, st) || safetensors_get(c->io, "visual", &c->visual, st))
         return -1;
     c->batch = (int)lens.shape[0];
-    for (int b = 0; b < c->batch; b++) {
-        c->ids[b] = (const int32_t *)ids.data + b * ids.shape[1];
-        c->lens[b] = ((const int32_t *)lens.data)[b];
-    }
     c->n_layers = n_layers;
     for (int k = 0; k < n_layers; k++) {
         c->layers[k] = layers[k];
         snprintf(key, sizeof key, "vit%d", layers[k]);
         if (safetensors_get(c->io, key, &c->vit[k], st)) return -1;
+    }
+    for (int b = 0; b < c->batch; b++) {
+        for (int k = 0; k < n_layers; k++) {
+            const int64_t *s = c->vit[k].shape;
+            c->vit_req[b][k] = tensor_view(DTYPE_F32, (float *)c->vit[k].data + b * s[1] * s[2], 2, s + 1);
+        }
+        c->reqs[b] = (aggregate_request){.n_layers = n_layers, .layers = c->layers, .vit_outs = c->vit_req[b],
+                                         .text_ids = (const int32_t *)ids.data + b * ids.shape[1],
+                                         .text_len = ((const int32_t *)lens.data)[b]};
     }
     return 0;
 }
@@ -55,12 +60,6 @@ static int case_open(agg_case *c, const char *name, const int *layers, int n_lay
 static void case_close(agg_case *c) {
     if (c->io) safetensors_close(c->io);
     weights_close(&c->w);
-}
-
-static aggregate_input case_input(const agg_case *c) {
-    aggregate_input in = {.batch = c->batch, .n_layers = c->n_layers, .layers = c->layers, .vit_outs = c->vit,
-                          .text_ids = c->ids, .text_lens = c->lens};
-    return in;
 }
 
 /* Runs cfg's visual_input on the case and compares with the tokens [first, first + count)
@@ -81,25 +80,14 @@ static void check_variant(const char *what, const model_config *cfg, agg_case *c
     for (int b = 0; b < c->batch; b++)
         memcpy(want + (size_t)b * count * d, (const float *)c->visual.data + ((size_t)b * all + first) * d,
                (size_t)count * d * sizeof(float));
-    aggregate_input in = case_input(c);
-    CHECK_MSG(aggregate_forward(&m, &in, got, a, &st) == 0, "%s: %s", what, st.msg);
+    CHECK_MSG(aggregate_forward(&m, c->reqs, c->batch, got, a, &st) == 0, "%s: %s", what, st.msg);
     CHECK_CLOSE(got, want, (size_t)c->batch * count * d, 1e-4, what);
-    /* one request alone gives the same tokens as inside the padded batch */
-    aggregate_input one = in;
-    one.batch = 1;
-    tensor vit1[MODEL_MAX_INTERMEDIATE];
-    for (int k = 0; k < c->n_layers; k++) {
-        vit1[k] = c->vit[k];
-        vit1[k].shape[0] = 1;
-        vit1[k].data = (float *)c->vit[k].data + (c->batch - 1) * vit1[k].shape[1] * vit1[k].shape[2];
-    }
-    one.vit_outs = vit1;
-    one.text_ids = c->ids + c->batch - 1;
-    one.text_lens = c->lens + c->batch - 1;
-    CHECK_MSG(aggregate_forward(&m, &one, got, a, &st) == 0, "%s alone: %s", what, st.msg);
+    /* request 0, padded inside the batch (both fixtures give it the shorter instruction), gives
+     * the same tokens alone */
+    CHECK_MSG(aggregate_forward(&m, &c->reqs[0], 1, got, a, &st) == 0, "%s alone: %s", what, st.msg);
     char alone[96];
-    snprintf(alone, sizeof alone, "%s, last request alone", what);
-    CHECK_CLOSE(got, want + (size_t)(c->batch - 1) * count * d, (size_t)count * d, 1e-4, alone);
+    snprintf(alone, sizeof alone, "%s, request 0 alone", what);
+    CHECK_CLOSE(got, want, (size_t)count * d, 1e-4, alone);
     free(got);
     free(want);
     aggregate_free(&m);
@@ -133,10 +121,13 @@ static void test_tiny(arena *a) {
         aggregate_model m;
         CHECK_MSG(aggregate_load(&m, &cfg, &fw, &st) == 0, "%s", st.msg);
         float *got = calloc((size_t)c.batch * (nv - nq) * cfg.llm.d_model, sizeof(float));
-        aggregate_input in = case_input(&c);
-        in.text_ids = NULL;
-        in.text_lens = NULL;
-        CHECK_MSG(aggregate_forward(&m, &in, got, a, &st) == 0, "%s", st.msg);
+        aggregate_request no_text[8];
+        memcpy(no_text, c.reqs, sizeof no_text);
+        for (int b = 0; b < c.batch; b++) {
+            no_text[b].text_ids = NULL;
+            no_text[b].text_len = -1;
+        }
+        CHECK_MSG(aggregate_forward(&m, no_text, c.batch, got, a, &st) == 0, "%s", st.msg);
         free(got);
         aggregate_free(&m);
         cfg.visual_input = VISUAL_INPUT_ALL;
@@ -194,70 +185,84 @@ static void test_errors(arena *a) {
         return;
     }
     float *out = calloc((size_t)c.batch * m.num_visual * m.d_model, sizeof(float));
-    aggregate_input in = case_input(&c);
-
-    in.n_layers = 2; /* layers 1, 2: the hidden layer 3 is absent */
-    CHECK(aggregate_forward(&m, &in, out, a, &st) == -1);
-    CHECK_EQ_INT(st.code, LION_EINVAL);
-    CHECK_CONTAINS(st.msg, "ViT layer 3 missing from the input (it has layers [1, 2])");
-    in = case_input(&c);
-    int only_hidden[] = {3};
-    in.layers = only_hidden;
-    in.vit_outs = &c.vit[2];
-    in.n_layers = 1;
-    CHECK(aggregate_forward(&m, &in, out, a, &st) == -1);
-    CHECK_CONTAINS(st.msg, "ViT layer 2 missing"); /* the first fusion block's cross layer */
-
-    in = case_input(&c);
+    aggregate_request r[3];
     tensor bad[MODEL_MAX_INTERMEDIATE];
-    memcpy(bad, c.vit, sizeof bad);
-    bad[1].shape[1] = 4; /* layer 2 with a token short */
-    in.vit_outs = bad;
-    CHECK(aggregate_forward(&m, &in, out, a, &st) == -1);
-    CHECK_CONTAINS(st.msg, "ViT layer 2 has shape [3, 4, 32], expected [3, 5, 32]");
-    memcpy(bad, c.vit, sizeof bad);
-    bad[2].ndim = 2;
-    CHECK(aggregate_forward(&m, &in, out, a, &st) == -1);
-    CHECK_CONTAINS(st.msg, "ViT layer 3 has shape [3, 5], expected [3, 5, 32]");
-    memcpy(bad, c.vit, sizeof bad);
-    bad[0].dtype = DTYPE_BF16;
-    CHECK(aggregate_forward(&m, &in, out, a, &st) == -1);
-    CHECK_CONTAINS(st.msg, "ViT layer 1 is BF16, expected F32");
-    in = case_input(&c);
-    in.batch = 2; /* tensors hold 3 */
-    CHECK(aggregate_forward(&m, &in, out, a, &st) == -1);
-    CHECK_CONTAINS(st.msg, "expected [2, 5, 32]");
+#define RESET() (memcpy(r, c.reqs, sizeof r), memcpy(bad, c.vit_req[1], sizeof bad), r[1].vit_outs = bad)
 
-    in = case_input(&c);
-    in.text_ids = NULL;
-    CHECK(aggregate_forward(&m, &in, out, a, &st) == -1);
-    CHECK_CONTAINS(st.msg, "needs each request's instruction ids");
-    in = case_input(&c);
+    RESET();
+    r[1].n_layers = 2; /* layers 1, 2: the hidden layer 3 is absent */
+    CHECK(aggregate_forward(&m, r, 3, out, a, &st) == -1);
+    CHECK_EQ_INT(st.code, LION_EINVAL);
+    CHECK_CONTAINS(st.msg, "request 1: ViT layer 3 missing from the request (it has layers [1, 2])");
+    RESET();
+    int only_hidden[] = {3};
+    r[0].layers = only_hidden;
+    r[0].vit_outs = &c.vit_req[0][2];
+    r[0].n_layers = 1;
+    CHECK(aggregate_forward(&m, r, 3, out, a, &st) == -1);
+    CHECK_CONTAINS(st.msg, "request 0: ViT layer 2 missing"); /* the first fusion block's cross layer */
+    CHECK(aggregate_request_check(&m, &r[0], &st) == -1);
+    CHECK_CONTAINS(st.msg, "ViT layer 2 missing from the request (it has layers [3])");
+    CHECK(aggregate_request_check(&m, &r[1], &st) == 0);
+
+    RESET();
+    bad[1].shape[0] = 4; /* layer 2 with a token short */
+    CHECK(aggregate_forward(&m, r, 3, out, a, &st) == -1);
+    CHECK_CONTAINS(st.msg, "request 1: ViT layer 2 has shape [4, 32], expected [5, 32]");
+    RESET();
+    bad[2] = c.vit[2]; /* the batched tensor where one request's is expected */
+    CHECK(aggregate_forward(&m, r, 3, out, a, &st) == -1);
+    CHECK_CONTAINS(st.msg, "ViT layer 3 has shape [3, 5, 32], expected [5, 32]");
+    RESET();
+    bad[0].dtype = DTYPE_I32;
+    CHECK(aggregate_forward(&m, r, 3, out, a, &st) == -1);
+    CHECK_CONTAINS(st.msg, "ViT layer 1 is I32, expected F32, F16 or BF16");
+
+    /* ViT layers stored bf16 (as the vision stage may send them) give the bf16-rounded result */
+    RESET();
+    const size_t per = (size_t)5 * 32;
+    uint16_t half[3][5 * 32];
+    for (int k = 0; k < 3; k++) {
+        convert_from_f32(half[k], DTYPE_BF16, c.vit_req[1][k].data, per, &st);
+        bad[k].dtype = DTYPE_BF16;
+        bad[k].data = half[k];
+    }
+    float *ref = calloc((size_t)m.num_visual * m.d_model, sizeof(float));
+    CHECK_MSG(aggregate_forward(&m, &r[1], 1, out, a, &st) == 0, "%s", st.msg);
+    CHECK_MSG(aggregate_forward(&m, &c.reqs[1], 1, ref, a, &st) == 0, "%s", st.msg);
+    double e = testing_rel_err(out, ref, (size_t)m.num_visual * m.d_model);
+    CHECK_MSG(e > 0 && e < 3e-2, "bf16 ViT layers: relative error %g", e);
+    free(ref);
+
+    RESET();
+    r[2].text_ids = NULL;
+    CHECK(aggregate_forward(&m, r, 3, out, a, &st) == -1);
+    CHECK_CONTAINS(st.msg, "request 2: the Q-Former needs the instruction ids (9 given without data)");
+    RESET();
     int32_t ids[80];
     for (int i = 0; i < 80; i++) ids[i] = i % 50;
     ids[3] = 100; /* vocab_size is 100 */
-    const int32_t *bad_ids[3] = {c.ids[0], ids, c.ids[2]};
-    int bad_lens[3] = {c.lens[0], 6, c.lens[2]};
-    in.text_ids = bad_ids;
-    in.text_lens = bad_lens;
-    CHECK(aggregate_forward(&m, &in, out, a, &st) == -1);
-    CHECK_CONTAINS(st.msg, "request 1, text token 3: id 100 outside the vocabulary of 100");
+    r[1].text_ids = ids;
+    r[1].text_len = 6;
+    CHECK(aggregate_forward(&m, r, 3, out, a, &st) == -1);
+    CHECK_CONTAINS(st.msg, "request 1: instruction token 3: id 100 outside the vocabulary of 100");
     ids[3] = -1;
-    CHECK(aggregate_forward(&m, &in, out, a, &st) == -1);
+    CHECK(aggregate_forward(&m, r, 3, out, a, &st) == -1);
     CHECK_CONTAINS(st.msg, "id -1 outside");
     ids[3] = 7;
-    bad_lens[1] = 65; /* max_position is 64 */
-    CHECK(aggregate_forward(&m, &in, out, a, &st) == -1);
+    r[1].text_len = 65; /* max_position is 64 */
+    CHECK(aggregate_forward(&m, r, 3, out, a, &st) == -1);
     CHECK_EQ_INT(st.code, LION_ETOOBIG);
     CHECK_CONTAINS(st.msg, "request 1: instruction of 65 tokens, the Q-Former takes 64");
-    bad_lens[1] = -2;
-    CHECK(aggregate_forward(&m, &in, out, a, &st) == -1);
-    CHECK_CONTAINS(st.msg, "request 1: instruction of -2 ids");
-    bad_lens[1] = 0; /* an empty instruction is valid: queries alone for that request */
-    CHECK_MSG(aggregate_forward(&m, &in, out, a, &st) == 0, "%s", st.msg);
-    in.batch = 0;
-    CHECK(aggregate_forward(&m, &in, out, a, &st) == -1);
+    r[1].text_len = -2;
+    CHECK(aggregate_forward(&m, r, 3, out, a, &st) == -1);
+    CHECK_CONTAINS(st.msg, "request 1: the Q-Former needs the instruction ids (-2 given)");
+    r[1].text_len = 0; /* an empty instruction is valid: queries alone for that request */
+    CHECK_MSG(aggregate_forward(&m, r, 3, out, a, &st) == 0, "%s", st.msg);
+    CHECK(aggregate_forward(&m, r, 0, out, a, &st) == -1);
     CHECK_CONTAINS(st.msg, "batch of 0 requests");
+#undef RESET
+
     /* the branch entry points check their buffers too */
     CHECK(qformer_forward(&m.qformer, c.vit[2].data, 1, 5, NULL, NULL, 3, out, a, &st) == -1);
     CHECK_CONTAINS(st.msg, "qformer: batch 1, 5 image tokens, text length 3, a buffer missing");

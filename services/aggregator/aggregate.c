@@ -38,58 +38,82 @@ void aggregate_free(aggregate_model *m) {
     memset(m, 0, sizeof *m);
 }
 
-/* The data of ViT layer `layer` from the input, checked to be F32 [batch, tokens, width]. */
-static const float *vit_layer_find(const aggregate_model *m, const aggregate_input *in, int layer,
-                                   lion_status *st) {
-    for (int k = 0; k < in->n_layers; k++) {
-        if (in->layers[k] != layer) continue;
-        const tensor *t = &in->vit_outs[k];
-        const int64_t want[] = {in->batch, m->vision_tokens, m->vision_width};
+/* Request's tensor of ViT layer `layer`, checked for shape and dtype; NULL with st filled. */
+static const tensor *vit_layer_find(const aggregate_model *m, const aggregate_request *r, int layer,
+                                    lion_status *st) {
+    for (int k = 0; k < r->n_layers; k++) {
+        if (r->layers[k] != layer) continue;
+        const tensor *t = &r->vit_outs[k];
+        const int64_t want[] = {m->vision_tokens, m->vision_width};
         char got_s[96], want_s[96];
-        if (t->dtype != DTYPE_F32) {
-            lion_fail(st, LION_EINVAL, "aggregator: ViT layer %d is %s, expected F32", layer, dtype_name(t->dtype));
+        if (t->dtype != DTYPE_F32 && t->dtype != DTYPE_F16 && t->dtype != DTYPE_BF16) {
+            lion_fail(st, LION_EINVAL, "ViT layer %d is %s, expected F32, F16 or BF16", layer, dtype_name(t->dtype));
             return NULL;
         }
-        if (t->ndim != 3 || t->shape[0] != want[0] || t->shape[1] != want[1] || t->shape[2] != want[2] || !t->data) {
-            lion_fail(st, LION_EINVAL, "aggregator: ViT layer %d has shape %s, expected %s", layer,
-                      shape_str(t->ndim, t->shape, got_s, sizeof got_s), shape_str(3, want, want_s, sizeof want_s));
+        if (t->ndim != 2 || t->shape[0] != want[0] || t->shape[1] != want[1] || !t->data) {
+            lion_fail(st, LION_EINVAL, "ViT layer %d has shape %s, expected %s%s", layer,
+                      shape_str(t->ndim, t->shape, got_s, sizeof got_s), shape_str(2, want, want_s, sizeof want_s),
+                      t->data ? "" : " with data");
             return NULL;
         }
-        return t->data;
+        return t;
     }
     char have[256] = "";
     size_t used = 0;
-    for (int k = 0; k < in->n_layers && used < sizeof have; k++)
-        used += (size_t)snprintf(have + used, sizeof have - used, "%s%d", k ? ", " : "", in->layers[k]);
-    lion_fail(st, LION_EINVAL, "aggregator: ViT layer %d missing from the input (it has layers [%s])", layer, have);
+    for (int k = 0; k < r->n_layers && used < sizeof have; k++)
+        used += (size_t)snprintf(have + used, sizeof have - used, "%s%d", k ? ", " : "", r->layers[k]);
+    lion_fail(st, LION_EINVAL, "ViT layer %d missing from the request (it has layers [%s])", layer, have);
     return NULL;
 }
 
-/* The instructions right-padded to the longest one, with the padding mask, in scratch. */
-static int text_pack(const aggregate_model *m, const aggregate_input *in, int32_t **ids_out, uint8_t **mask_out,
-                     int *len_out, arena *scratch, lion_status *st) {
-    if (!in->text_ids || !in->text_lens)
-        return lion_fail(st, LION_EINVAL, "aggregator: the Q-Former needs each request's instruction ids");
-    int len = 0;
-    for (int b = 0; b < in->batch; b++) {
-        int n = in->text_lens[b];
-        if (n < 0 || (n > 0 && !in->text_ids[b]))
-            return lion_fail(st, LION_EINVAL, "aggregator: request %d: instruction of %d ids%s", b, n,
-                             n > 0 ? " given no ids" : "");
-        if (n > m->qformer.cfg.max_position)
-            return lion_fail(st, LION_ETOOBIG, "aggregator: request %d: instruction of %d tokens, the Q-Former takes %d",
-                             b, n, m->qformer.cfg.max_position);
-        if (n > len) len = n;
+int aggregate_request_check(const aggregate_model *m, const aggregate_request *r, lion_status *st) {
+    if (r->n_layers < 0 || (r->n_layers > 0 && (!r->layers || !r->vit_outs)))
+        return lion_fail(st, LION_EINVAL, "%d ViT layers given without their data", r->n_layers);
+    if (!vit_layer_find(m, r, m->hidden_layer, st)) return -1;
+    for (int i = 0; m->use_fusion && i < m->fusion.cfg.blocks; i++)
+        if (!vit_layer_find(m, r, m->fusion.cfg.cross_layers[i], st)) return -1;
+    if (!m->use_qformer) return 0;
+    const qformer_config *q = &m->qformer.cfg;
+    if (r->text_len < 0 || (r->text_len > 0 && !r->text_ids))
+        return lion_fail(st, LION_EINVAL, "the Q-Former needs the instruction ids (%d given%s)", r->text_len,
+                         r->text_len > 0 ? " without data" : "");
+    if (r->text_len > q->max_position)
+        return lion_fail(st, LION_ETOOBIG, "instruction of %d tokens, the Q-Former takes %d", r->text_len,
+                         q->max_position);
+    for (int t = 0; t < r->text_len; t++)
+        if (r->text_ids[t] < 0 || r->text_ids[t] >= q->vocab_size)
+            return lion_fail(st, LION_EINVAL, "instruction token %d: id %d outside the vocabulary of %d", t,
+                             (int)r->text_ids[t], q->vocab_size);
+    return 0;
+}
+
+/* ViT layer `layer` of every request, as f32, into one [batch, tokens, width] buffer. */
+static int vit_layer_pack(float *dst, const aggregate_model *m, const aggregate_request *reqs, int batch, int layer,
+                          lion_status *st) {
+    const size_t per = (size_t)m->vision_tokens * m->vision_width;
+    for (int b = 0; b < batch; b++) {
+        const tensor *t = vit_layer_find(m, &reqs[b], layer, st);
+        if (!t || convert_to_f32(dst + b * per, t->data, t->dtype, per, st)) return -1;
     }
-    int32_t *ids = arena_alloc(scratch, (size_t)in->batch * len * sizeof *ids + 1);
-    uint8_t *mask = arena_alloc(scratch, (size_t)in->batch * len + 1);
-    if (!ids || !mask) return lion_fail(st, LION_ENOMEM, "aggregator: out of scratch memory");
-    memset(ids, 0, (size_t)in->batch * len * sizeof *ids); /* [PAD] = 0; masked anyway */
-    memset(mask, 0, (size_t)in->batch * len);
-    for (int b = 0; b < in->batch; b++) {
-        if (in->text_lens[b] > 0)
-            memcpy(ids + (size_t)b * len, in->text_ids[b], (size_t)in->text_lens[b] * sizeof *ids);
-        memset(mask + (size_t)b * len, 1, (size_t)in->text_lens[b]);
+    return 0;
+}
+
+/* The instructions right-padded to the longest one, with the padding mask. */
+static int text_pack(const aggregate_request *reqs, int batch, int32_t **ids_out, uint8_t **mask_out,
+                     int *len_out, arena *scratch) {
+    int len = 0;
+    for (int b = 0; b < batch; b++)
+        if (reqs[b].text_len > len) len = reqs[b].text_len;
+    /* +1: a batch of empty instructions still gets valid (unused) pointers */
+    int32_t *ids = arena_alloc(scratch, (size_t)batch * len * sizeof *ids + 1);
+    uint8_t *mask = arena_alloc(scratch, (size_t)batch * len + 1);
+    if (!ids || !mask) return -1;
+    memset(ids, 0, (size_t)batch * len * sizeof *ids); /* [PAD] = 0; masked anyway */
+    memset(mask, 0, (size_t)batch * len);
+    for (int b = 0; b < batch; b++) {
+        if (reqs[b].text_len > 0)
+            memcpy(ids + (size_t)b * len, reqs[b].text_ids, (size_t)reqs[b].text_len * sizeof *ids);
+        memset(mask + (size_t)b * len, 1, (size_t)reqs[b].text_len);
     }
     *ids_out = ids;
     *mask_out = mask;
@@ -104,34 +128,40 @@ static void tokens_place(float *out, const float *src, int batch, int num_visual
                (size_t)count * d * sizeof(float));
 }
 
-int aggregate_forward(const aggregate_model *m, const aggregate_input *in, float *out, arena *scratch,
-                      lion_status *st) {
-    if (in->batch <= 0) return lion_fail(st, LION_EINVAL, "aggregator: batch of %d requests", in->batch);
-    if (in->n_layers < 0 || (in->n_layers > 0 && (!in->layers || !in->vit_outs)))
-        return lion_fail(st, LION_EINVAL, "aggregator: %d ViT layers given without their data", in->n_layers);
-    const float *hidden = vit_layer_find(m, in, m->hidden_layer, st);
-    if (!hidden) return -1;
-    const float *cross[MODEL_MAX_INTERMEDIATE];
-    if (m->use_fusion)
-        for (int i = 0; i < m->fusion.cfg.blocks; i++)
-            if (!(cross[i] = vit_layer_find(m, in, m->fusion.cfg.cross_layers[i], st))) return -1;
+int aggregate_forward(const aggregate_model *m, const aggregate_request *reqs, int batch, float *out,
+                      arena *scratch, lion_status *st) {
+    if (batch <= 0 || !reqs || !out)
+        return lion_fail(st, LION_EINVAL, "aggregator: batch of %d requests%s", batch,
+                         batch > 0 ? ", a buffer missing" : "");
+    for (int b = 0; b < batch; b++)
+        if (aggregate_request_check(m, &reqs[b], st)) return lion_fail_prefix(st, "request %d: ", b);
 
-    const int batch = in->batch, d = m->d_model, tokens = m->vision_tokens;
+    const int d = m->d_model, tokens = m->vision_tokens;
+    const size_t per = (size_t)batch * tokens * m->vision_width;
     arena_mark mark = arena_save(scratch);
+    float *hidden = arena_floats(scratch, per);
+    if (!hidden) goto oom;
+    if (vit_layer_pack(hidden, m, reqs, batch, m->hidden_layer, st)) goto fail;
     int first = 0;
     if (m->use_qformer) {
         const int nq = m->qformer.cfg.num_query_tokens;
         int32_t *ids = NULL;
         uint8_t *mask = NULL;
         int len = 0;
-        float *q_out;
-        if (text_pack(m, in, &ids, &mask, &len, scratch, st)) goto fail;
-        if (!(q_out = arena_floats(scratch, (size_t)batch * nq * d))) goto oom;
+        float *q_out = arena_floats(scratch, (size_t)batch * nq * d);
+        if (!q_out || text_pack(reqs, batch, &ids, &mask, &len, scratch)) goto oom;
         if (qformer_forward(&m->qformer, hidden, batch, tokens, ids, mask, len, q_out, scratch, st)) goto fail;
         tokens_place(out, q_out, batch, m->num_visual, first, nq, d);
         first += nq;
     }
     if (m->use_fusion) {
+        const float *cross[MODEL_MAX_INTERMEDIATE];
+        for (int i = 0; i < m->fusion.cfg.blocks; i++) {
+            float *c = arena_floats(scratch, per);
+            if (!c) goto oom;
+            if (vit_layer_pack(c, m, reqs, batch, m->fusion.cfg.cross_layers[i], st)) goto fail;
+            cross[i] = c;
+        }
         float *f_out = arena_floats(scratch, (size_t)batch * tokens * d);
         if (!f_out) goto oom;
         if (fusion_forward(&m->fusion, hidden, cross, batch, tokens, f_out, scratch, st)) goto fail;

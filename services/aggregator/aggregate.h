@@ -27,18 +27,18 @@ typedef struct aggregate_model {
     fusion_model fusion;         /* when use_fusion */
 } aggregate_model;
 
-/* What one forward consumes. The ViT outputs come as the vision stage sends them: the block
- * index of each and an F32 tensor [batch, vision_tokens, vision_width]; any order, extra
- * layers ignored. The instruction of request b is text_ids[b][0..text_lens[b]) (WordPiece ids,
- * [CLS] ... [SEP], as wordpiece.h encodes them); unused (may be NULL) under AGGREGATOR. */
-typedef struct aggregate_input {
-    int batch;
+/* One request as the aggregator's job brings it. The ViT outputs come as the vision stage
+ * sends them: the block index of each and a tensor [vision_tokens, vision_width] stored F32,
+ * F16 or BF16; any order, extra layers ignored. The instruction is text_ids[0..text_len)
+ * (WordPiece ids, [CLS] ... [SEP], as wordpiece.h encodes them); unused (may be NULL) under
+ * AGGREGATOR. */
+typedef struct aggregate_request {
     int n_layers;
     const int *layers;
     const tensor *vit_outs;
-    const int32_t *const *text_ids;
-    const int *text_lens;
-} aggregate_input;
+    const int32_t *text_ids;
+    int text_len;
+} aggregate_request;
 
 /* Binds the branches cfg->visual_input uses from the aggregator stage file (w opened without
  * a prefix), with the dimensions of cfg (aggregator, vision image/patch size, llm.d_model).
@@ -46,10 +46,17 @@ typedef struct aggregate_input {
 int aggregate_load(aggregate_model *m, const model_config *cfg, weights *w, lion_status *st);
 void aggregate_free(aggregate_model *m);
 
-/* out: [batch, num_visual, d_model]. Errors (EINVAL) name what was wrong: a missing ViT layer,
- * a tensor of the wrong dtype or shape, a missing or out-of-vocabulary instruction; ETOOBIG for
- * an instruction longer than the Q-Former's position table; ENOMEM when scratch runs out. */
-int aggregate_forward(const aggregate_model *m, const aggregate_input *in, float *out, arena *scratch,
-                      lion_status *st);
+/* Checks one request against the model: every ViT layer the branches read present, with the
+ * shape [vision_tokens, vision_width] and a floating dtype; the instruction present (Q-Former
+ * only), no longer than the position table (ETOOBIG), its ids inside the vocabulary. Errors
+ * (EINVAL) name what was wrong: "ViT layer 28 missing from the request (it has layers [18, 38])".
+ * A service checks each job with this first, so one bad job does not fail its batch. */
+int aggregate_request_check(const aggregate_model *m, const aggregate_request *req, lion_status *st);
+
+/* The visual tokens of `batch` requests in one forward (each request checked as above; the
+ * message then starts with "request <b>: "). out: [batch, num_visual, d_model].
+ * ENOMEM when scratch runs out. */
+int aggregate_forward(const aggregate_model *m, const aggregate_request *reqs, int batch, float *out,
+                      arena *scratch, lion_status *st);
 
 #endif
