@@ -231,6 +231,8 @@ int main(void) {
     run_case("t5_tiny", tiny, 3, 40, 6);
     t5_config tiny1 = {64, 96, 16, 4, 2, 3, 128, 32, 128, 1e-6f, T5_ACT_GELU, 1, 8, 0};
     run_case("t5_tiny1", tiny1, 2, 200, 4);
+    t5_config tied = {32, 64, 8, 4, 2, 2, 128, 8, 16, 1e-6f, T5_ACT_GELU_TANH, 0, 0, 1};
+    run_case("t5_tied", tied, 2, 12, 3);
     t5_config xl = {2048, 5120, 64, 32, 1, 1, 32128, 32, 128, 1e-6f, T5_ACT_GELU, 2, 64, 0};
     run_case("t5_xl", xl, 2, 40, 3);
     test_beam_cache();
