@@ -103,7 +103,7 @@ static void run_case(const char *name, const ram_config *cfg_in, fixture *f) {
     ram_result res[4];
     CHECK_MSG(ram_tag_images(&m, &pixels, 5, res, &a, &st) == 0, "%s", st.msg);
     for (int b = 0; b < f->batch; b++) {
-        char key[16];
+        char key[32];
         snprintf(key, sizeof key, "prompt%d", b);
         const char *prompt = safetensors_metadata_get(f->io, key);
         CHECK_MSG(strcmp(res[b].prompt, prompt) == 0, "%s image %d: prompt \"%.80s\" != \"%.80s\"", name, b,
@@ -260,8 +260,41 @@ static void test_load_errors(const ram_config *good, fixture *f) {
     }
 }
 
+/* model.json's tagger section maps field by field onto ram_config. */
+static void test_config_from_model(void) {
+    model_config mc;
+    lion_status st;
+    if (model_config_load(&mc, "tests/data/tiny-model", &st)) {
+        CHECK_MSG(0, "%s", st.msg);
+        return;
+    }
+    ram_config c;
+    ram_config_from_model(&c, &mc.tagger);
+    CHECK_EQ_INT(c.swin.image_size, 32);
+    CHECK_EQ_INT(c.swin.patch_size, 4);
+    CHECK_EQ_INT(c.swin.embed_dim, 16);
+    CHECK_EQ_INT(c.swin.n_stages, 2);
+    CHECK_EQ_INT(c.swin.depths[1], 1);
+    CHECK_EQ_INT(c.swin.heads[1], 4);
+    CHECK_EQ_INT(c.swin.window, 4);
+    CHECK(c.swin.mlp_ratio == 4.0f && c.swin.ln_eps == 1e-5f);
+    CHECK_EQ_INT(c.embed_out, 24);
+    CHECK_EQ_INT(c.head_hidden, 16);
+    CHECK_EQ_INT(c.head_heads, 2);
+    CHECK_EQ_INT(c.head_layers, 1);
+    CHECK_EQ_INT(c.head_intermediate, 32);
+    CHECK(c.head_ln_eps == 1e-12f);
+    CHECK_EQ_INT(c.num_tags, 4);
+    CHECK(strcmp(c.tags[3], "tree") == 0);
+    CHECK(c.thresholds[0] == 0.68f);
+    CHECK_EQ_INT(c.n_delete_tags, 1);
+    CHECK_EQ_INT(c.delete_tags[0], 3);
+    model_config_free(&mc);
+}
+
 int main(void) {
     threads_init(2);
+    test_config_from_model();
     fixture f;
     if (fixture_open(&f, "tagger_tiny") == 0) {
         const int depths[] = {2, 2, 2, 2}, heads[] = {1, 2, 4, 8};
