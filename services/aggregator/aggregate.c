@@ -19,7 +19,10 @@ int aggregate_load(aggregate_model *m, const model_config *cfg, weights *w, lion
     m->d_model = cfg->llm.d_model;
     m->hidden_layer = a->fusion.hidden_layer;
     if (m->use_qformer) {
-        if (qformer_load(&m->qformer, &a->qformer, a->vision_width, m->d_model, w, st)) return -1;
+        if (qformer_load(&m->qformer, &a->qformer, a->vision_width, m->d_model, w, st)) {
+            memset(m, 0, sizeof *m);
+            return -1;
+        }
         m->num_visual += a->qformer.num_query_tokens;
     }
     if (m->use_fusion) {
