@@ -40,7 +40,7 @@ def tiny_config(**over):
         "aggregator": {"file": "aggregator.safetensors", "vision_width": 32,
                        "qformer": {"hidden": 24, "layers": 2, "heads": 4, "intermediate": 40,
                                    "ln_eps": 1e-12, "cross_attention_freq": 2, "num_query_tokens": 4,
-                                   "vocab_size": None, "max_position": 64, "max_text_len": 128,
+                                   "vocab_size": None, "max_position": 128, "max_text_len": 128,
                                    "vocab": "vocab.txt"},
                        "fusion": {"blocks": 2, "heads": 4, "intermediate": 48, "ln_eps": 1e-12,
                                   "hidden_layer": 3, "cross_layers": [2, 1]},

@@ -1,0 +1,122 @@
+#include "vision_stage.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "stage_io.h"
+
+void vision_output_name(char *buf, size_t len, int layer) { snprintf(buf, len, "vit_layer_%d", layer); }
+
+int vision_stage_open(vision_stage *s, const char *model_dir, int max_batch, size_t cache_bytes, lion_status *st) {
+    memset(s, 0, sizeof *s);
+    if (model_config_load(&s->cfg, model_dir, st)) return -1;
+    const vision_config *v = &s->cfg.vision;
+    vit_config vc = {v->image_size, v->patch_size, v->dim, v->depth, v->heads, v->mlp_hidden, v->ln_eps};
+    if (weights_open(&s->w, v->file, "visual_encoder.", st) || vit_load(&s->vit, &vc, &s->w, st)) {
+        vision_stage_close(s);
+        return -1;
+    }
+    s->max_batch = max_batch > 0 ? max_batch : 1;
+    s->limits = image_limits_default();
+    s->cache = feature_cache_new(cache_bytes);
+    size_t img = (size_t)3 * v->image_size * v->image_size;
+    size_t per = (size_t)s->vit.tokens * v->dim;
+    s->pixels = malloc(sizeof(float) * img * s->max_batch);
+    s->outs = malloc(sizeof(float) * per * s->max_batch * v->n_intermediate);
+    arena_init(&s->scratch, 0);
+    if (!s->cache || !s->pixels || !s->outs) {
+        vision_stage_close(s);
+        return lion_fail(st, LION_ENOMEM, "vision: out of memory for batch %d", s->max_batch);
+    }
+    log_info("vision: %s, ViT %dx%d/%d dim %d depth %d, returns %d layers, %.1f MB f32 weights, cache %zu MB",
+             s->cfg.name, v->image_size, v->image_size, v->patch_size, v->dim, v->depth, v->n_intermediate,
+             s->w.bytes_f32 / 1e6, cache_bytes >> 20);
+    return 0;
+}
+
+void vision_stage_close(vision_stage *s) {
+    vit_free(&s->vit);
+    weights_close(&s->w);
+    feature_cache_free(s->cache);
+    arena_free(&s->scratch);
+    free(s->pixels);
+    free(s->outs);
+    model_config_free(&s->cfg);
+    memset(s, 0, sizeof *s);
+}
+
+/* Adds the job's outputs from blob = [n_layers][tokens][dim] f32. */
+static int add_outputs(vision_stage *s, worker_job *job, const float *blob, lion_status *st) {
+    const vision_config *v = &s->cfg.vision;
+    dtype dt;
+    if (stage_output_dtype(job, &dt, st)) return -1;
+    const size_t per = (size_t)s->vit.tokens * v->dim;
+    int64_t shape[] = {s->vit.tokens, v->dim};
+    for (int k = 0; k < v->n_intermediate; k++) {
+        char name[32];
+        vision_output_name(name, sizeof name, v->intermediate_layers[k]);
+        if (stage_add_output_f32(job, name, blob + k * per, 2, shape, dt, st)) return -1;
+    }
+    return 0;
+}
+
+int vision_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
+    vision_stage *s = ctx;
+    const vision_config *v = &s->cfg.vision;
+    const size_t img = (size_t)3 * v->image_size * v->image_size;
+    const size_t per = (size_t)s->vit.tokens * v->dim;
+    const int nl = v->n_intermediate;
+    const image_filter filter = v->resize == RESIZE_BILINEAR ? IMAGE_FILTER_BILINEAR : IMAGE_FILTER_BICUBIC;
+    int miss[64];
+    feature_key keys[64];
+    if (n > 64) return lion_fail(st, LION_EINTERNAL, "vision: batch of %d over 64", n);
+
+    /* answer hits and bad images now; preprocess the misses into one pixel batch */
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        lion_status js;
+        const uint8_t *bytes;
+        size_t len, blob_len;
+        if (stage_image_bytes(&jobs[i], &bytes, &len, &js)) {
+            worker_job_fail(&jobs[i], js.code, "%s", js.msg);
+            continue;
+        }
+        keys[i] = feature_key_of(bytes, len);
+        const float *blob = feature_cache_get(s->cache, &keys[i], &blob_len);
+        if (blob && blob_len == sizeof(float) * per * nl) {
+            if (add_outputs(s, &jobs[i], blob, &js)) worker_job_fail(&jobs[i], js.code, "%s", js.msg);
+            continue;
+        }
+        if (m == s->max_batch) { /* the worker never gives more than max_batch, but stay safe */
+            worker_job_fail(&jobs[i], LION_EUNAVAILABLE, "vision: batch full");
+            continue;
+        }
+        if (image_preprocess(bytes, len, v->image_size, filter, v->mean, v->std, s->pixels + m * img, &s->limits,
+                             &js)) {
+            worker_job_fail(&jobs[i], js.code, "image: %s", js.msg);
+            continue;
+        }
+        miss[m++] = i;
+    }
+    if (m == 0) return 0;
+
+    float *outs[MODEL_MAX_INTERMEDIATE];
+    for (int k = 0; k < nl; k++) outs[k] = s->outs + (size_t)k * s->max_batch * per;
+    if (vit_forward(&s->vit, s->pixels, m, v->intermediate_layers, nl, outs, &s->scratch, st)) return -1;
+
+    /* regroup per image as [layer][tokens][dim]: the cache value and the outputs */
+    float *blob = arena_floats(&s->scratch, per * nl);
+    if (!blob) return lion_fail(st, LION_ENOMEM, "vision: out of memory");
+    for (int j = 0; j < m; j++) {
+        worker_job *job = &jobs[miss[j]];
+        for (int k = 0; k < nl; k++) memcpy(blob + k * per, outs[k] + j * per, per * sizeof(float));
+        if (feature_cache_put(s->cache, &keys[miss[j]], blob, per * nl * sizeof(float)))
+            log_warn("vision: feature cache out of memory; not cached");
+        lion_status js;
+        if (add_outputs(s, job, blob, &js)) worker_job_fail(job, js.code, "%s", js.msg);
+    }
+    arena_reset(&s->scratch);
+    return 0;
+}

@@ -1,0 +1,39 @@
+/* vision_stage.h - the vision service's stage: encoded image in, ViT block outputs out.
+ *
+ * A job carries the encoded image ("image", U8). The stage decodes and preprocesses it
+ * as upstream does (PIL bicubic resize to vision.image_size, CLIP normalisation), runs the
+ * EVA ViT on every cache miss of the batch in one forward, and returns one tensor per
+ * configured block, "vit_layer_<index>" [tokens, dim], in the job's output dtype. The
+ * same image bytes again are answered from the feature cache without running the ViT. */
+#ifndef LION_VISION_STAGE_H
+#define LION_VISION_STAGE_H
+
+#include "arena.h"
+#include "feature_cache.h"
+#include "image.h"
+#include "model_config.h"
+#include "vit.h"
+#include "worker.h"
+
+typedef struct vision_stage {
+    model_config cfg;
+    weights w;
+    vit_model vit;
+    feature_cache *cache;
+    image_limits limits;
+    arena scratch;
+    int max_batch;
+    float *pixels;  /* [max_batch, 3, S, S] */
+    float *outs;    /* [n_layers, max_batch, tokens, dim] */
+} vision_stage;
+
+int vision_stage_open(vision_stage *s, const char *model_dir, int max_batch, size_t cache_bytes, lion_status *st);
+void vision_stage_close(vision_stage *s);
+
+/* worker_process_fn: ctx is the vision_stage. */
+int vision_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st);
+
+/* "vit_layer_<index>" */
+void vision_output_name(char *buf, size_t len, int layer);
+
+#endif
