@@ -229,7 +229,8 @@ def build(a):
             "ln_eps": bcfg.get("layer_norm_eps", 1e-12), "cross_attention_freq": a.cross_attention_freq,
             "num_query_tokens": need(lion, "query_tokens", a.lion).shape[1],
             "vocab_size": nvocab + 1, "max_position": bcfg.get("max_position_embeddings", 512),
-            "max_text_len": 128, "vocab": "vocab.txt"}
+            # upstream truncates the instruction at 128; never past the position table
+            "max_text_len": min(128, bcfg.get("max_position_embeddings", 512)), "vocab": "vocab.txt"}
     if vi != "QFORMER":
         w = need(lion, "fusion_adapter.blocks.0.intermediate.dense.weight", a.lion)
         aggregator["fusion"] = {"blocks": count_index(lion, "fusion_adapter.blocks."),

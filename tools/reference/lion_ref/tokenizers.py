@@ -90,9 +90,8 @@ class BertTokenizer:
         self.vocab = {}
         with open(vocab_file, "r", encoding="utf-8") as f:
             for i, line in enumerate(f):
-                tok = line.rstrip("\n")
-                if tok not in self.vocab:
-                    self.vocab[tok] = i
+                # a duplicated line keeps its last id, as HF's load_vocab does
+                self.vocab[line.rstrip("\n")] = i
         self.inv = {v: k for k, v in self.vocab.items()}
         self.lower = do_lower_case
         self.max_length = max_length
@@ -140,6 +139,10 @@ class BertTokenizer:
             if part in self.specials:
                 toks.append(part)
                 continue
+            if self.lower:
+                # HF's tokenize() lower-cases outside special tokens one character at a
+                # time ("ΟΔΟΣ" -> "οδοσ", no final-sigma rule) before the basic tokenizer
+                part = "".join(c.lower() for c in part)
             for w in basic_tokenize(part, self.lower):
                 toks.extend(self.wordpiece(w))
         return toks
@@ -187,14 +190,16 @@ class T5Tokenizer:
         self.vocab_size = self.sp_size + extra_ids
         self.pad_id, self.eos_id, self.unk_id = 0, 1, 2
         self.pad_token, self.eos_token, self.unk_token = "<pad>", "</s>", "<unk>"
-        self._split_re = re.compile(r"(<extra_id_\d+>|</s>|<pad>|<unk>)")
+        # only the canonical <extra_id_0..99> are tokens; "<extra_id_100>", "<extra_id_05>" or
+        # non-ASCII digits are plain text, as in HF's tokenizer
+        self._split_re = re.compile(r"(<extra_id_(?:[0-9]|[1-9][0-9])>|</s>|<pad>|<unk>)")
 
     def extra_id(self, n):
         assert 0 <= n < self.extra_ids
         return self.vocab_size - n - 1
 
     def convert_tokens_to_ids(self, tok):
-        m = re.fullmatch(r"<extra_id_(\d+)>", tok)
+        m = re.fullmatch(r"<extra_id_([0-9]|[1-9][0-9])>", tok)
         if m and int(m.group(1)) < self.extra_ids:
             return self.extra_id(int(m.group(1)))
         return {"<pad>": 0, "</s>": 1, "<unk>": 2}.get(tok, None) if tok in ("<pad>", "</s>", "<unk>") \
