@@ -1,0 +1,266 @@
+/* The aggregator service as a separate process over ZeroMQ: it answers jobs with the
+ * reference's visual tokens (BERT tokenization of the instruction, Q-Former + vision
+ * aggregator, <= 1e-4 relative) for F32 and F16 ViT layers, batched jobs each with their own
+ * answer, F16 output on request; jobs with a missing layer, a wrong shape or dtype, or a bad
+ * layer name get an ERROR naming it while the rest of their batch succeeds; a malformed frame
+ * is survived; SIGTERM exits cleanly. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "fake_gateway.h"
+#include "safetensors.h"
+#include "testing.h"
+
+#define N_REQUESTS 4
+#define N_LAYERS 3
+
+static char dir[2048];
+static safetensors_file *requests;
+static char *instructions[N_REQUESTS];
+
+static const char *path_of(const char *name) {
+    static char p[4096 + 64];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return p;
+}
+
+/* One job's inputs: request k's ViT layers, which a test may then break. */
+typedef struct job_inputs {
+    int n;
+    char names[N_LAYERS][32];
+    tensor t[N_LAYERS];
+    envelope_tensor et[N_LAYERS];
+} job_inputs;
+
+static void inputs_of(job_inputs *in, int k) {
+    static const int layers[N_LAYERS] = {1, 2, 3};
+    lion_status st;
+    in->n = 0;
+    for (int i = 0; i < N_LAYERS; i++) {
+        char key[64];
+        snprintf(in->names[i], sizeof in->names[i], "vit_layer_%d", layers[i]);
+        snprintf(key, sizeof key, "%d.%s", k, in->names[i]);
+        if (safetensors_get(requests, key, &in->t[i], &st)) {
+            CHECK_MSG(0, "%s", st.msg);
+            continue;
+        }
+        in->n++;
+    }
+}
+
+/* Sends a job without waiting for its answer. */
+static int send_job(fake_gateway *g, const char *id, int k, job_inputs *in, int out_dtype) {
+    lion_status st;
+    Lion__Envelope *job = envelope_new(LION__KIND__JOB, LION__STAGE__AGGREGATOR, id, &st);
+    job->task = malloc(sizeof *job->task);
+    lion__task__init(job->task);
+    job->task->instruction = strdup(instructions[k]);
+    if (out_dtype >= 0) {
+        job->task->has_output_dtype = 1;
+        job->task->output_dtype = (Lion__DType)out_dtype;
+    }
+    for (int i = 0; i < in->n; i++) in->et[i] = (envelope_tensor){in->names[i], &in->t[i], NULL};
+    int rc = envelope_send(g->router, &g->worker, job, in->et, in->n, 0, &st);
+    if (rc) fprintf(stderr, "send %s: %s\n", id, st.msg);
+    envelope_free(job);
+    return rc;
+}
+
+static int call(fake_gateway *g, const char *id, int k, job_inputs *in, int out_dtype, envelope_msg *reply) {
+    if (send_job(g, id, k, in, out_dtype)) return -1;
+    return fake_gateway_recv(g, reply, 60000);
+}
+
+/* The reply's visual tokens against request k's reference. */
+static void check_visual(const envelope_msg *m, int k, int out_dtype) {
+    char key[32];
+    snprintf(key, sizeof key, "%d.visual", k);
+    CHECK_MSG(m->env->kind == LION__KIND__RESULT, "%s: %s", m->env->request_id,
+              m->env->error ? m->env->error->message : "not a RESULT");
+    int i = envelope_msg_find(m, "visual_tokens");
+    CHECK_MSG(i >= 0, "%s: no visual_tokens", m->env->request_id);
+    if (i < 0) return;
+    tensor want;
+    lion_status st;
+    CHECK(safetensors_get(requests, key, &want, &st) == 0);
+    const tensor *got = &m->tensors[i];
+    CHECK_EQ_INT(got->dtype, out_dtype >= 0 ? out_dtype : DTYPE_F32);
+    CHECK_EQ_INT(got->ndim, 2);
+    CHECK_EQ_INT(got->shape[0], want.shape[0]);
+    CHECK_EQ_INT(got->shape[1], want.shape[1]);
+    if (tensor_numel(got) != tensor_numel(&want)) return;
+    size_t n = (size_t)tensor_numel(got);
+    float *f = malloc(n * sizeof(float));
+    CHECK(convert_to_f32(f, got->data, got->dtype, n, &st) == 0);
+    CHECK_CLOSE(f, (const float *)want.data, n, out_dtype == DTYPE_F16 ? 2e-3 : 1e-4, key);
+    free(f);
+}
+
+static void check_error(const envelope_msg *m, const char *id, const char *needle) {
+    CHECK(strcmp(m->env->request_id, id) == 0);
+    CHECK_EQ_INT(m->env->kind, LION__KIND__ERROR);
+    CHECK(m->env->error && m->env->error->code == LION_EINVAL);
+    if (m->env->error) CHECK_CONTAINS(m->env->error->message, needle);
+}
+
+static int load_instructions(void) {
+    size_t len;
+    char *text = (char *)fake_read_file(path_of("instructions.txt"), &len);
+    if (!text) return -1;
+    char *line = text;
+    for (int k = 0; k < N_REQUESTS; k++) {
+        char *nl = memchr(line, '\n', len - (size_t)(line - text));
+        if (!nl) break;
+        instructions[k] = strndup(line, (size_t)(nl - line));
+        line = nl + 1;
+    }
+    free(text);
+    return instructions[N_REQUESTS - 1] ? 0 : -1;
+}
+
+/* Several jobs sent before any answer is read: each answer matches its own request, and a
+ * bad job in the middle fails alone. */
+static void test_batched(fake_gateway *g) {
+    static const char *ids[] = {"batch-0", "batch-1", "batch-bad", "batch-2"};
+    static const int req[] = {0, 1, 0, 2};
+    job_inputs in[4];
+    for (int j = 0; j < 4; j++) inputs_of(&in[j], req[j]);
+    in[2].n = 2; /* vit_layer_3, the layer both branches read, left out */
+    for (int j = 0; j < 4; j++) CHECK(send_job(g, ids[j], req[j], &in[j], -1) == 0);
+    int seen[4] = {0};
+    for (int r = 0; r < 4; r++) {
+        envelope_msg m;
+        if (fake_gateway_recv(g, &m, 60000) != 0) {
+            CHECK_MSG(0, "batched answer %d did not come", r);
+            return;
+        }
+        int j = 0;
+        while (j < 4 && strcmp(m.env->request_id, ids[j]) != 0) j++;
+        CHECK_MSG(j < 4, "answer for unknown request %s", m.env->request_id);
+        if (j < 4) {
+            seen[j]++;
+            if (j == 2) check_error(&m, ids[2], "ViT layer 3 missing from the request (it has layers [1, 2])");
+            else check_visual(&m, req[j], -1);
+        }
+        envelope_msg_close(&m);
+    }
+    for (int j = 0; j < 4; j++) CHECK_EQ_INT(seen[j], 1);
+}
+
+static void test_bad_jobs(fake_gateway *g) {
+    envelope_msg m;
+    job_inputs in;
+    lion_status st;
+
+    /* wrong shape: one token short */
+    inputs_of(&in, 0);
+    in.t[0].shape[0] -= 1;
+    CHECK(call(g, "bad-shape", 0, &in, -1, &m) == 0);
+    check_error(&m, "bad-shape", "ViT layer 1 has shape [4, 32], expected [5, 32]");
+    envelope_msg_close(&m);
+
+    /* wrong dtype: the f32 bytes sent as I32 */
+    inputs_of(&in, 0);
+    in.t[1].dtype = DTYPE_I32;
+    CHECK(call(g, "bad-dtype", 0, &in, -1, &m) == 0);
+    check_error(&m, "bad-dtype", "ViT layer 2 is I32, expected F32, F16 or BF16");
+    envelope_msg_close(&m);
+
+    /* a vit_layer_ input without a block index */
+    inputs_of(&in, 0);
+    snprintf(in.names[0], sizeof in.names[0], "vit_layer_x1");
+    CHECK(call(g, "bad-name", 0, &in, -1, &m) == 0);
+    check_error(&m, "bad-name", "input 'vit_layer_x1': expected vit_layer_<block index>");
+    envelope_msg_close(&m);
+
+    /* an output dtype the stage cannot store */
+    inputs_of(&in, 0);
+    CHECK(call(g, "bad-out", 0, &in, LION__DTYPE__I8, &m) == 0);
+    check_error(&m, "bad-out", "output_dtype");
+    envelope_msg_close(&m);
+
+    /* an extra tensor that is not a ViT layer is ignored */
+    inputs_of(&in, 0);
+    static const uint8_t junk[3] = {1, 2, 3};
+    int64_t jshape[] = {3};
+    tensor extra = tensor_view(DTYPE_U8, (void *)junk, 1, jshape);
+    lion_status_clear(&st);
+    Lion__Envelope *job = envelope_new(LION__KIND__JOB, LION__STAGE__AGGREGATOR, "extra", &st);
+    job->task = malloc(sizeof *job->task);
+    lion__task__init(job->task);
+    job->task->instruction = strdup(instructions[0]);
+    envelope_tensor et[N_LAYERS + 1];
+    for (int i = 0; i < in.n; i++) et[i] = (envelope_tensor){in.names[i], &in.t[i], NULL};
+    et[in.n] = (envelope_tensor){"image", &extra, NULL};
+    CHECK(fake_gateway_call(g, job, et, in.n + 1, &m, 60000) == 0);
+    check_visual(&m, 0, -1);
+    envelope_msg_close(&m);
+    envelope_free(job);
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "%s", testing_fixture("aggregator_service"));
+    lion_status st;
+    if (safetensors_open(&requests, path_of("requests.safetensors"), &st) || load_instructions()) {
+        CHECK_MSG(0, "fixture: %s", st.msg);
+        return testing_finish();
+    }
+    const char *bin_dir = getenv("LION_BIN_DIR");
+    char bin[4096], model[4096 + 64];
+    snprintf(bin, sizeof bin, "%s/lion-aggregator", bin_dir ? bin_dir : "build/services");
+    snprintf(model, sizeof model, "%s", path_of("model"));
+    const char *argv[] = {bin, "--model", model, "--threads", "1", "--replica", "aggregator-test",
+                          "--max-batch", "4", "--capacity", "8", NULL};
+    fake_gateway g;
+    if (fake_gateway_start(&g, argv, 30000) != 0) {
+        CHECK_MSG(0, "aggregator service did not start");
+        fake_gateway_stop(&g);
+        return testing_finish();
+    }
+
+    /* one job at a time: f32 layers, f16 layers, an instruction cut from the left, none */
+    envelope_msg m;
+    job_inputs in;
+    for (int k = 0; k < N_REQUESTS; k++) {
+        char id[16];
+        snprintf(id, sizeof id, "req-%d", k);
+        inputs_of(&in, k);
+        if (call(&g, id, k, &in, -1, &m) != 0) {
+            CHECK_MSG(0, "%s: no answer", id);
+            continue;
+        }
+        CHECK(strcmp(m.env->request_id, id) == 0);
+        check_visual(&m, k, -1);
+        if (k == 0)
+            CHECK_MSG(m.env->n_trace >= 1 && strcmp(m.env->trace[m.env->n_trace - 1]->service, "aggregator") == 0,
+                      "the worker appends its trace hop");
+        envelope_msg_close(&m);
+    }
+    CHECK_EQ_INT(in.t[0].dtype, DTYPE_F32);
+    inputs_of(&in, 1);
+    CHECK_EQ_INT(in.t[0].dtype, DTYPE_F16); /* the fixture really sends request 1 as F16 */
+
+    /* F16 output on request */
+    inputs_of(&in, 1);
+    CHECK(call(&g, "req-f16-out", 1, &in, LION__DTYPE__F16, &m) == 0);
+    check_visual(&m, 1, DTYPE_F16);
+    envelope_msg_close(&m);
+
+    test_batched(&g);
+    test_bad_jobs(&g);
+
+    /* a malformed frame at the socket, then a valid job still works */
+    const void *frames[] = {"\xff\xff\xff garbage"};
+    size_t lens[] = {13};
+    CHECK(fake_gateway_send_raw(&g, frames, lens, 1) == 0);
+    inputs_of(&in, 2);
+    CHECK(call(&g, "req-after", 2, &in, -1, &m) == 0);
+    CHECK(m.env && strcmp(m.env->request_id, "req-after") == 0);
+    if (m.env) check_visual(&m, 2, -1);
+    envelope_msg_close(&m);
+
+    CHECK_EQ_INT(fake_gateway_stop(&g), 0);
+    safetensors_close(requests);
+    for (int k = 0; k < N_REQUESTS; k++) free(instructions[k]);
+    return testing_finish();
+}
