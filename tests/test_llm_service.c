@@ -1,0 +1,332 @@
+/* The llm service as a separate process over ZeroMQ: it answers jobs with the token ids
+ * and text lion_ref generates for them (greedy, beam search with the model's defaults and
+ * with overrides, both task types, F32 and F16 visual tokens), alone and batched with
+ * mixed task types and parameters; answers jobs that break the stage contract with errors
+ * naming the field, survives a malformed frame, and exits cleanly on SIGTERM. */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "boxes.h"
+#include "fake_gateway.h"
+#include "safetensors.h"
+#include "testing.h"
+
+#define N_CASES_MAX 32
+
+static char dir[2048];
+
+static const char *path_of(const char *name) {
+    static char p[4096 + 64];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return p;
+}
+
+typedef struct job_spec {
+    const char *instruction; /* NULL: absent */
+    const char *tags[8];
+    int n_tags;
+    int task_type; /* 0: absent */
+    Lion__GenerationParams gen;
+    int has_gen;
+    const char *tensor_name;
+    dtype dt;
+    const float *visual; /* [rows, cols] f32, converted to dt */
+    int64_t rows, cols;
+} job_spec;
+
+static Lion__Envelope *job_new(const char *id, const job_spec *js, tensor *t, void **buf) {
+    lion_status st;
+    Lion__Envelope *job = envelope_new(LION__KIND__JOB, LION__STAGE__LLM, id, &st);
+    job->task = malloc(sizeof *job->task);
+    lion__task__init(job->task);
+    Lion__Task *task = job->task;
+    if (js->instruction) task->instruction = strdup(js->instruction);
+    task->n_tags = (size_t)js->n_tags;
+    task->tags = calloc((size_t)js->n_tags + 1, sizeof *task->tags);
+    for (int i = 0; i < js->n_tags; i++) task->tags[i] = strdup(js->tags[i]);
+    if (js->task_type) {
+        task->has_task_type = 1;
+        task->task_type = (Lion__TaskType)js->task_type;
+    }
+    if (js->has_gen) {
+        task->generation = malloc(sizeof *task->generation);
+        *task->generation = js->gen;
+    }
+    size_t n = (size_t)(js->cols ? js->rows * js->cols : js->rows);
+    *buf = malloc(n * 4 + 4);
+    for (size_t i = 0; i < n; i++) {
+        if (js->dt == DTYPE_F16) ((uint16_t *)*buf)[i] = f32_to_f16(js->visual[i]);
+        else if (js->dt == DTYPE_I32) ((int32_t *)*buf)[i] = (int32_t)js->visual[i];
+        else ((float *)*buf)[i] = js->visual[i];
+    }
+    int64_t shape[] = {js->rows, js->cols};
+    *t = tensor_view(js->dt, *buf, js->cols ? 2 : 1, shape);
+    return job;
+}
+
+/* Sends a job (without waiting for the answer). */
+static void send_job(fake_gateway *g, const char *id, const job_spec *js) {
+    tensor t;
+    void *buf;
+    lion_status st;
+    Lion__Envelope *job = job_new(id, js, &t, &buf);
+    envelope_tensor et = {js->tensor_name ? js->tensor_name : "visual_tokens", &t, NULL};
+    CHECK_MSG(envelope_send(g->router, &g->worker, job, &et, js->tensor_name && !*js->tensor_name ? 0 : 1, 0, &st) == 0,
+              "%s", st.msg);
+    envelope_free(job);
+    free(buf);
+}
+
+typedef struct expected_case {
+    job_spec spec;
+    int32_t ids[64];
+    int n_ids, n_return;
+    char text[256];
+} expected_case;
+
+static void check_answer(const envelope_msg *m, const expected_case *c, const char *id) {
+    CHECK_MSG(m->env->kind == LION__KIND__RESULT, "%s: %s", id,
+              m->env->error && m->env->error->message ? m->env->error->message : "not a result");
+    const Lion__Result *r = m->env->result;
+    if (m->env->kind != LION__KIND__RESULT || !r) return;
+    CHECK_EQ_INT(r->n_sequences, c->n_return);
+    if (r->n_sequences < 1) return;
+    const Lion__Sequence *s = r->sequences[0];
+    int same = (int)s->n_token_ids == c->n_ids && !memcmp(s->token_ids, c->ids, (size_t)c->n_ids * sizeof(int32_t));
+    CHECK_MSG(same, "%s: token ids differ from the reference (%zu ids, want %d)", id, s->n_token_ids, c->n_ids);
+    CHECK_MSG(s->text && !strcmp(s->text, c->text), "%s: text \"%s\", want \"%s\"", id, s->text ? s->text : "",
+              c->text);
+    size_t want_boxes = boxes_parse(c->text, NULL, 0);
+    CHECK_EQ_INT(s->n_boxes, want_boxes);
+    int beams = c->spec.gen.has_num_beams ? (int)c->spec.gen.num_beams : 5;
+    if (beams > 1) {
+        CHECK_MSG(s->has_score && s->score < 0, "%s: a beam score is a log-probability", id);
+        for (size_t k = 1; k < r->n_sequences; k++)
+            CHECK_MSG(r->sequences[k]->score <= s->score, "%s: sequences best first", id);
+    } else {
+        CHECK(s->score == 0);
+    }
+}
+
+static int load_cases(expected_case *cases, safetensors_file *vis, float **visual) {
+    size_t len;
+    char *json = (char *)fake_read_file(path_of("cases.json"), &len);
+    cJSON *root = json ? cJSON_ParseWithLength(json, len) : NULL;
+    free(json);
+    int n = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, root) {
+        if (n == N_CASES_MAX) break;
+        expected_case *e = &cases[n];
+        memset(e, 0, sizeof *e);
+        job_spec *js = &e->spec;
+        js->instruction = strdup(cJSON_GetObjectItem(c, "instruction")->valuestring);
+        const cJSON *t;
+        cJSON_ArrayForEach(t, cJSON_GetObjectItem(c, "tags")) js->tags[js->n_tags++] = strdup(t->valuestring);
+        int region = cJSON_IsTrue(cJSON_GetObjectItem(c, "region"));
+        /* image-level is the default: every fourth image-level job leaves task_type out */
+        js->task_type = region ? LION__TASK_TYPE__REGION_LEVEL : (n % 4 == 0 ? 0 : LION__TASK_TYPE__IMAGE_LEVEL);
+        js->dt = !strcmp(cJSON_GetObjectItem(c, "dtype")->valuestring, "F16") ? DTYPE_F16 : DTYPE_F32;
+        lion__generation_params__init(&js->gen);
+        const cJSON *gen = cJSON_GetObjectItem(c, "gen"), *f;
+        e->n_return = 1;
+        cJSON_ArrayForEach(f, gen) {
+            js->has_gen = 1;
+            if (!strcmp(f->string, "num_beams")) js->gen.has_num_beams = 1, js->gen.num_beams = (uint32_t)f->valueint;
+            if (!strcmp(f->string, "max_new_tokens"))
+                js->gen.has_max_new_tokens = 1, js->gen.max_new_tokens = (uint32_t)f->valueint;
+            if (!strcmp(f->string, "repetition_penalty"))
+                js->gen.has_repetition_penalty = 1, js->gen.repetition_penalty = (float)f->valuedouble;
+            if (!strcmp(f->string, "num_return_sequences")) {
+                js->gen.has_num_return_sequences = 1, js->gen.num_return_sequences = (uint32_t)f->valueint;
+                e->n_return = f->valueint;
+            }
+        }
+        cJSON_ArrayForEach(t, cJSON_GetObjectItem(c, "ids")) if (e->n_ids < 64) e->ids[e->n_ids++] = t->valueint;
+        snprintf(e->text, sizeof e->text, "%s", cJSON_GetObjectItem(c, "text")->valuestring);
+        char key[32];
+        snprintf(key, sizeof key, "case%d", n);
+        tensor vt;
+        lion_status st;
+        if (safetensors_get(vis, key, &vt, &st)) break;
+        visual[n] = malloc((size_t)tensor_numel(&vt) * sizeof(float));
+        convert_to_f32(visual[n], vt.data, vt.dtype, (size_t)tensor_numel(&vt), &st);
+        js->visual = visual[n];
+        js->rows = vt.shape[0], js->cols = vt.shape[1];
+        n++;
+    }
+    cJSON_Delete(root);
+    return n;
+}
+
+static void free_cases(expected_case *cases, float **visual, int n) {
+    for (int i = 0; i < n; i++) {
+        free((void *)cases[i].spec.instruction);
+        for (int k = 0; k < cases[i].spec.n_tags; k++) free((void *)cases[i].spec.tags[k]);
+        free(visual[i]);
+    }
+}
+
+/* A job that must fail: its ERROR names what was wrong. */
+static void check_error(fake_gateway *g, const char *id, const job_spec *js, const char *needle) {
+    envelope_msg m;
+    send_job(g, id, js);
+    CHECK_MSG(fake_gateway_recv(g, &m, 60000) == 0, "%s: no answer", id);
+    CHECK_MSG(m.env->kind == LION__KIND__ERROR, "%s: not an error", id);
+    CHECK(m.env->error && m.env->error->code == LION_EINVAL);
+    if (m.env->error) CHECK_CONTAINS(m.env->error->message, needle);
+    envelope_msg_close(&m);
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "%s", testing_fixture("llm_service"));
+    const char *bin_dir = getenv("LION_BIN_DIR");
+    char bin[4096], model[4096 + 64];
+    snprintf(bin, sizeof bin, "%s/lion-llm", bin_dir ? bin_dir : "build/services");
+    snprintf(model, sizeof model, "%s", path_of("model"));
+    const char *argv[] = {bin, "--model", model, "--threads", "1", "--replica", "llm-test", "--capacity", "32",
+                          "--max-batch", "16", NULL};
+    lion_status st;
+    safetensors_file *vis;
+    if (safetensors_open(&vis, path_of("visual.safetensors"), &st)) {
+        CHECK_MSG(0, "%s", st.msg);
+        return testing_finish();
+    }
+    static expected_case cases[N_CASES_MAX];
+    float *visual[N_CASES_MAX];
+    int n = load_cases(cases, vis, visual);
+    safetensors_close(vis);
+    CHECK_MSG(n >= 16, "%d cases in cases.json", n);
+    fake_gateway g;
+    if (fake_gateway_start(&g, argv, 30000) != 0) {
+        CHECK_MSG(0, "llm service did not start");
+        fake_gateway_stop(&g);
+        return testing_finish();
+    }
+
+    /* each job alone */
+    envelope_msg m;
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "alone-%d", i);
+        send_job(&g, id, &cases[i].spec);
+        if (fake_gateway_recv(&g, &m, 60000)) {
+            CHECK_MSG(0, "%s: no answer", id);
+            continue;
+        }
+        CHECK(!strcmp(m.env->request_id, id));
+        if (i == 0)
+            CHECK_MSG(m.env->n_trace >= 1 && !strcmp(m.env->trace[m.env->n_trace - 1]->service, "llm"),
+                      "the worker appends its trace hop");
+        check_answer(&m, &cases[i], id);
+        envelope_msg_close(&m);
+    }
+
+    /* all at once: batched with mixed task types and parameters, each answer as alone */
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "batch-%d", i);
+        send_job(&g, id, &cases[i].spec);
+    }
+    int answered[N_CASES_MAX] = {0};
+    for (int k = 0; k < n; k++) {
+        if (fake_gateway_recv(&g, &m, 60000)) {
+            CHECK_MSG(0, "batch: only %d of %d answers", k, n);
+            break;
+        }
+        int i = m.env->request_id ? atoi(m.env->request_id + 6) : -1;
+        CHECK_MSG(i >= 0 && i < n && !answered[i], "batch: unexpected answer %s", m.env->request_id);
+        if (i >= 0 && i < n) {
+            answered[i] = 1;
+            check_answer(&m, &cases[i], m.env->request_id);
+        }
+        envelope_msg_close(&m);
+    }
+
+    /* jobs that break the contract */
+    job_spec bad = cases[0].spec;
+    bad.tensor_name = "";
+    check_error(&g, "no-visual", &bad, "visual_tokens");
+    bad = cases[0].spec;
+    bad.tensor_name = "visual";
+    check_error(&g, "wrong-name", &bad, "visual_tokens");
+    bad = cases[0].spec;
+    bad.cols = bad.cols - 1;
+    check_error(&g, "wrong-width", &bad, "visual_tokens: shape must be [n, 16]");
+    bad = cases[0].spec;
+    bad.cols = 0;
+    bad.rows = 16;
+    check_error(&g, "one-dim", &bad, "visual_tokens: shape must be [n, 16]");
+    bad = cases[0].spec;
+    bad.dt = DTYPE_I32;
+    check_error(&g, "int-visual", &bad, "visual_tokens: dtype I32");
+    bad = cases[0].spec;
+    bad.instruction = NULL;
+    check_error(&g, "no-instruction", &bad, "task.instruction: missing");
+    static char long_text[8000];
+    for (int i = 0; i < 700; i++) memcpy(long_text + 6 * i, "dog a ", 6);
+    bad.instruction = long_text;
+    check_error(&g, "long-instruction", &bad, "task.instruction: the prompt is");
+    struct {
+        const char *id, *needle;
+        Lion__GenerationParams gen;
+    } bad_gens[] = {
+        {"beams-0", "task.generation.num_beams", {.has_num_beams = 1, .num_beams = 0}},
+        {"beams-17", "task.generation.num_beams", {.has_num_beams = 1, .num_beams = 17}},
+        {"tokens-0", "task.generation.max_new_tokens", {.has_max_new_tokens = 1, .max_new_tokens = 0}},
+        {"tokens-big", "task.generation.max_new_tokens", {.has_max_new_tokens = 1, .max_new_tokens = 4000000000u}},
+        {"top-p-0", "task.generation.top_p: 0 is not in (0, 1]", {.has_top_p = 1, .top_p = 0}},
+        {"top-p-big", "task.generation.top_p: 1.5 is not in (0, 1]", {.has_top_p = 1, .top_p = 1.5f}},
+        {"temp-neg", "task.generation.temperature: -1", {.has_temperature = 1, .temperature = -1}},
+        {"rep-0", "task.generation.repetition_penalty", {.has_repetition_penalty = 1, .repetition_penalty = 0}},
+        {"nrs-6", "task.generation.num_return_sequences: 6", {.has_num_return_sequences = 1, .num_return_sequences = 6}},
+        {"sample-beams", "task.generation.do_sample", {.has_do_sample = 1, .do_sample = 1}},
+    };
+    for (size_t k = 0; k < sizeof bad_gens / sizeof *bad_gens; k++) {
+        bad = cases[0].spec;
+        bad.has_gen = 1;
+        lion__generation_params__init(&bad.gen);
+        Lion__GenerationParams base = bad.gen;
+        bad.gen = bad_gens[k].gen;
+        bad.gen.base = base.base;
+        check_error(&g, bad_gens[k].id, &bad, bad_gens[k].needle);
+    }
+
+    /* a bad job batched with good ones fails alone */
+    bad = cases[1].spec;
+    bad.gen.has_num_beams = 1;
+    bad.gen.num_beams = 0;
+    bad.has_gen = 1;
+    send_job(&g, "mixed-0", &cases[1].spec);
+    send_job(&g, "mixed-1", &bad);
+    send_job(&g, "mixed-2", &cases[2].spec);
+    for (int k = 0; k < 3; k++) {
+        if (fake_gateway_recv(&g, &m, 60000)) {
+            CHECK_MSG(0, "mixed: no answer");
+            break;
+        }
+        const char *id = m.env->request_id ? m.env->request_id : "";
+        if (!strcmp(id, "mixed-1")) {
+            CHECK(m.env->kind == LION__KIND__ERROR);
+            if (m.env->error) CHECK_CONTAINS(m.env->error->message, "num_beams");
+        } else {
+            check_answer(&m, &cases[!strcmp(id, "mixed-0") ? 1 : 2], id);
+        }
+        envelope_msg_close(&m);
+    }
+
+    /* a malformed frame at the socket, then a valid job still works */
+    const void *frames[] = {"\xff\xff\xff garbage"};
+    size_t lens[] = {13};
+    CHECK(fake_gateway_send_raw(&g, frames, lens, 1) == 0);
+    send_job(&g, "after", &cases[3].spec);
+    CHECK(fake_gateway_recv(&g, &m, 60000) == 0);
+    CHECK(m.env && !strcmp(m.env->request_id, "after"));
+    if (m.env) check_answer(&m, &cases[3], "after");
+    envelope_msg_close(&m);
+
+    CHECK_EQ_INT(fake_gateway_stop(&g), 0);
+    free_cases(cases, visual, n);
+    return testing_finish();
+}
