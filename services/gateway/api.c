@@ -1,0 +1,626 @@
+/* api.c - the HTTP routes of docs/api.md: JSON requests into stage tasks, finished
+ * requests into JSON answers (native and OpenAI-shaped), and every error as
+ * {"error": {"code": "<lion_code_name>", "message": "..."}} with a matching status. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "clock.h"
+#include "gateway_impl.h"
+#include "image.h"
+#include "log.h"
+
+#define MAX_TAG_BYTES 128
+
+int api_http_status_of(int code) {
+    switch (code) {
+    case LION_EINVAL:
+    case LION_EFORMAT: return 400;
+    case LION_ETOOBIG: return 413;
+    case LION_ENOTFOUND: return 404;
+    case LION_ETIMEOUT: return 504;
+    case LION_ENOMEM:
+    case LION_EUNAVAILABLE: return 503;
+    case LION_EIO: return 502;
+    default: return 500;
+    }
+}
+
+static void respond_json(http_conn *c, int status, cJSON *root, int retry_after_s) {
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!text) {
+        static const char oom[] = "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"no memory for the answer\"}}";
+        http_conn_respond(c, 503, "application/json", oom, sizeof oom - 1, 1);
+        return;
+    }
+    http_conn_respond(c, status, "application/json", text, strlen(text), retry_after_s);
+    free(text);
+}
+
+void api_respond_error(gateway *gw, http_conn *c, int http_status, int code, const char *message) {
+    metrics_count_error(&gw->metrics, code);
+    cJSON *root = cJSON_CreateObject();
+    cJSON *err = cJSON_AddObjectToObject(root, "error");
+    cJSON_AddStringToObject(err, "code", lion_code_name(code));
+    cJSON_AddStringToObject(err, "message", message);
+    int retry = http_status == 429 || http_status == 503 ? gw->cfg.retry_after_s : 0;
+    respond_json(c, http_status, root, retry);
+}
+
+static void respond_status(gateway *gw, http_conn *c, const lion_status *st) {
+    api_respond_error(gw, c, api_http_status_of(st->code), st->code, st->msg);
+}
+
+/* --- request parsing ------------------------------------------------------------------------ */
+
+/* An optional number field within [lo, hi]; integer when is_int. 1 when present. */
+static int get_number(const cJSON *o, const char *key, double lo, double hi, int is_int, double *out,
+                      lion_status *st) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < lo || v->valuedouble > hi ||
+        (is_int && v->valuedouble != floor(v->valuedouble)))
+        return lion_fail(st, LION_EINVAL, "'%s' must be %s from %g to %g", key, is_int ? "an integer" : "a number", lo,
+                         hi);
+    *out = v->valuedouble;
+    return 1;
+}
+
+/* Generation parameters under the names given (OpenAI's or ours); NULL when none was set. */
+static int parse_generation(const cJSON *o, int openai, Lion__GenerationParams **out, lion_status *st) {
+    Lion__GenerationParams *g = malloc(sizeof *g);
+    if (!g) return lion_fail(st, LION_ENOMEM, "out of memory");
+    lion__generation_params__init(g);
+    int any = 0, rc;
+    double v;
+#define NUM(key, lo, hi, is_int, field, type)                                                                         \
+    if ((rc = get_number(o, key, lo, hi, is_int, &v, st)) < 0) goto fail;                                              \
+    if (rc) {                                                                                                          \
+        g->has_##field = 1;                                                                                            \
+        g->field = (type)v;                                                                                            \
+        any = 1;                                                                                                       \
+    }
+    NUM("num_beams", 1, 32, 1, num_beams, uint32_t)
+    NUM(openai ? "max_tokens" : "max_new_tokens", 1, 2048, 1, max_new_tokens, uint32_t)
+    NUM("min_length", 0, 2048, 1, min_length, uint32_t)
+    NUM("repetition_penalty", 0.01, 100, 0, repetition_penalty, float)
+    NUM("length_penalty", -100, 100, 0, length_penalty, float)
+    NUM("top_p", 0.0001, 1, 0, top_p, float)
+    NUM("temperature", 0, 100, 0, temperature, float)
+    NUM("seed", 0, 9007199254740991.0, 1, seed, uint64_t)
+    NUM(openai ? "n" : "num_return_sequences", 1, 16, 1, num_return_sequences, uint32_t)
+#undef NUM
+    const cJSON *ds = cJSON_GetObjectItemCaseSensitive(o, "do_sample");
+    if (ds && !cJSON_IsNull(ds)) {
+        if (!cJSON_IsBool(ds)) {
+            lion_fail(st, LION_EINVAL, "'do_sample' must be true or false");
+            goto fail;
+        }
+        g->has_do_sample = 1;
+        g->do_sample = cJSON_IsTrue(ds);
+        any = 1;
+    }
+    /* OpenAI's temperature 0 means greedy; above 0 it means sampling */
+    if (openai && g->has_temperature && !g->has_do_sample) {
+        g->has_do_sample = 1;
+        g->do_sample = g->temperature > 0;
+        if (!g->do_sample) g->has_temperature = 0;
+    }
+    if (!any) {
+        free(g);
+        g = NULL;
+    }
+    *out = g;
+    return 0;
+fail:
+    free(g);
+    return -1;
+}
+
+static int parse_task_type(const char *name, Lion__TaskType *out, lion_status *st) {
+    if (!strcmp(name, "image_level")) *out = LION__TASK_TYPE__IMAGE_LEVEL;
+    else if (!strcmp(name, "region_level")) *out = LION__TASK_TYPE__REGION_LEVEL;
+    else return lion_fail(st, LION_EINVAL, "task must be \"image_level\" or \"region_level\", not \"%.64s\"", name);
+    return 0;
+}
+
+static int parse_tags(gateway *gw, const cJSON *tags, Lion__Task *task, lion_status *st) {
+    if (!tags || cJSON_IsNull(tags)) return 0;
+    if (!cJSON_IsArray(tags)) return lion_fail(st, LION_EINVAL, "'tags' must be an array of strings");
+    int n = cJSON_GetArraySize(tags);
+    if (n > gw->cfg.max_tags) return lion_fail(st, LION_ETOOBIG, "%d tags, at most %d", n, gw->cfg.max_tags);
+    if (n == 0) return 0;
+    task->tags = calloc((size_t)n, sizeof *task->tags);
+    if (!task->tags) return lion_fail(st, LION_ENOMEM, "out of memory");
+    int i = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tags) {
+        if (!cJSON_IsString(t) || !t->valuestring[0] || strlen(t->valuestring) > MAX_TAG_BYTES)
+            return lion_fail(st, LION_EINVAL, "tag %d must be a non-empty string of at most %d bytes", i, MAX_TAG_BYTES);
+        task->tags[i] = strdup(t->valuestring);
+        if (!task->tags[i]) return lion_fail(st, LION_ENOMEM, "out of memory");
+        task->n_tags = (size_t)++i;
+    }
+    return 0;
+}
+
+static int set_instruction(gateway *gw, Lion__Task *task, const char *text, lion_status *st) {
+    size_t len = strlen(text);
+    if (len == 0) return lion_fail(st, LION_EINVAL, "the instruction is empty");
+    if (len > gw->cfg.max_prompt_bytes)
+        return lion_fail(st, LION_ETOOBIG, "the instruction is %zu bytes, the limit is %zu", len,
+                         gw->cfg.max_prompt_bytes);
+    task->instruction = strdup(text);
+    return task->instruction ? 0 : lion_fail(st, LION_ENOMEM, "out of memory");
+}
+
+/* Decodes and checks the image (format by magic bytes, size); the stages decode it. */
+static int take_image(gateway *gw, const char *payload, unsigned char **image, size_t *len, lion_status *st) {
+    if (base64_decode_payload(payload, strlen(payload), gw->cfg.max_image_bytes, image, len, st) != 0)
+        return lion_fail_prefix(st, "image: ");
+    if (image_sniff(*image, *len) == IMAGE_FORMAT_UNKNOWN) {
+        free(*image);
+        *image = NULL;
+        return lion_fail(st, LION_EFORMAT, "image: %zu bytes that are neither JPEG nor PNG", *len);
+    }
+    return 0;
+}
+
+static Lion__Task *task_new(lion_status *st) {
+    Lion__Task *task = malloc(sizeof *task);
+    if (!task) {
+        lion_fail(st, LION_ENOMEM, "out of memory");
+        return NULL;
+    }
+    lion__task__init(task);
+    return task;
+}
+
+/* Starts the request; answers the connection at once when it cannot start. */
+static void start(gateway *gw, http_conn *c, request_kind kind, unsigned char *image, size_t image_len,
+                  Lion__Task *task, int deadline_ms) {
+    lion_status st;
+    request *r = request_new(gw, kind, image, image_len, task, deadline_ms, &st);
+    if (!r) {
+        respond_status(gw, c, &st);
+        return;
+    }
+    int status;
+    c->req = r;
+    r->conn = c;
+    if (request_start(r, &status, &st) != 0) {
+        c->req = NULL;
+        api_respond_error(gw, c, status, st.code, st.msg);
+    }
+}
+
+static int deadline_of(const cJSON *root, lion_status *st) {
+    double v = 0;
+    if (get_number(root, "deadline_ms", 1, 86400000, 1, &v, st) < 0) return -1;
+    return (int)v;
+}
+
+static void handle_generate(gateway *gw, http_conn *c, cJSON *root) {
+    lion_status st;
+    unsigned char *image = NULL;
+    size_t image_len = 0;
+    Lion__Task *task = task_new(&st);
+    int deadline = 0;
+    if (!task) goto fail;
+    const cJSON *img = cJSON_GetObjectItemCaseSensitive(root, "image");
+    const cJSON *ins = cJSON_GetObjectItemCaseSensitive(root, "instruction");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "task");
+    if (!cJSON_IsString(img)) {
+        lion_fail(&st, LION_EINVAL, "missing 'image' (a base64 string or data URI)");
+        goto fail;
+    }
+    if (!cJSON_IsString(ins)) {
+        lion_fail(&st, LION_EINVAL, "missing 'instruction' (a string)");
+        goto fail;
+    }
+    if (set_instruction(gw, task, ins->valuestring, &st)) goto fail;
+    task->has_task_type = 1;
+    task->task_type = LION__TASK_TYPE__IMAGE_LEVEL;
+    if (type && !cJSON_IsString(type)) {
+        lion_fail(&st, LION_EINVAL, "'task' must be a string");
+        goto fail;
+    }
+    if (type && parse_task_type(type->valuestring, &task->task_type, &st)) goto fail;
+    if (parse_tags(gw, cJSON_GetObjectItemCaseSensitive(root, "tags"), task, &st)) goto fail;
+    if (parse_generation(root, 0, &task->generation, &st)) goto fail;
+    if ((deadline = deadline_of(root, &st)) < 0) goto fail;
+    if (take_image(gw, img->valuestring, &image, &image_len, &st)) goto fail;
+    start(gw, c, REQUEST_GENERATE, image, image_len, task, deadline);
+    return;
+fail:
+    if (task) lion__task__free_unpacked(task, NULL);
+    respond_status(gw, c, &st);
+}
+
+static void handle_tags(gateway *gw, http_conn *c, cJSON *root) {
+    lion_status st;
+    unsigned char *image = NULL;
+    size_t image_len = 0;
+    Lion__Task *task = task_new(&st);
+    double k = 0;
+    int deadline = 0, rc;
+    if (!task) goto fail;
+    const cJSON *img = cJSON_GetObjectItemCaseSensitive(root, "image");
+    if (!cJSON_IsString(img)) {
+        lion_fail(&st, LION_EINVAL, "missing 'image' (a base64 string or data URI)");
+        goto fail;
+    }
+    if ((rc = get_number(root, "top_k", 0, 10000, 1, &k, &st)) < 0) goto fail;
+    if (rc && k > 0) {
+        task->has_debug_tags_top_k = 1;
+        task->debug_tags_top_k = (uint32_t)k;
+    }
+    if ((deadline = deadline_of(root, &st)) < 0) goto fail;
+    if (take_image(gw, img->valuestring, &image, &image_len, &st)) goto fail;
+    start(gw, c, REQUEST_TAGS, image, image_len, task, deadline);
+    return;
+fail:
+    if (task) lion__task__free_unpacked(task, NULL);
+    respond_status(gw, c, &st);
+}
+
+/* OpenAI chat: the image is the one image_url part (a data URI), the instruction the text
+ * of the last user message; the task type comes from "lion_task" or a model name ending
+ * in "-region". */
+static void handle_chat(gateway *gw, http_conn *c, cJSON *root) {
+    lion_status st;
+    unsigned char *image = NULL;
+    size_t image_len = 0;
+    Lion__Task *task = task_new(&st);
+    char *instruction = NULL;
+    const char *image_url = NULL;
+    int deadline = 0;
+    if (!task) goto fail;
+    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(root, "stream");
+    if (cJSON_IsTrue(stream)) {
+        lion_fail(&st, LION_EINVAL, "'stream': true is not supported");
+        goto fail;
+    }
+    const cJSON *messages = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    if (!cJSON_IsArray(messages) || cJSON_GetArraySize(messages) == 0) {
+        lion_fail(&st, LION_EINVAL, "missing 'messages' (a non-empty array)");
+        goto fail;
+    }
+    int index = 0;
+    const cJSON *msg;
+    cJSON_ArrayForEach(msg, messages) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(msg, "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
+        if (!cJSON_IsString(role) || !(cJSON_IsString(content) || cJSON_IsArray(content))) {
+            lion_fail(&st, LION_EINVAL, "message %d needs a 'role' string and a 'content' string or array", index);
+            goto fail;
+        }
+        int user = !strcmp(role->valuestring, "user");
+        if (user) {
+            free(instruction);
+            instruction = NULL;
+        }
+        if (cJSON_IsString(content)) {
+            if (user) instruction = strdup(content->valuestring);
+        } else {
+            const cJSON *part;
+            cJSON_ArrayForEach(part, content) {
+                const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+                if (!cJSON_IsString(type)) {
+                    lion_fail(&st, LION_EINVAL, "message %d: a content part without a 'type'", index);
+                    goto fail;
+                }
+                if (!strcmp(type->valuestring, "text")) {
+                    const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
+                    if (!cJSON_IsString(t)) {
+                        lion_fail(&st, LION_EINVAL, "message %d: a text part without a 'text' string", index);
+                        goto fail;
+                    }
+                    if (!user) continue;
+                    size_t have = instruction ? strlen(instruction) : 0, add = strlen(t->valuestring);
+                    char *joined = realloc(instruction, have + add + 2);
+                    if (!joined) {
+                        lion_fail(&st, LION_ENOMEM, "out of memory");
+                        goto fail;
+                    }
+                    if (have) joined[have++] = ' ';
+                    memcpy(joined + have, t->valuestring, add + 1);
+                    instruction = joined;
+                } else if (!strcmp(type->valuestring, "image_url")) {
+                    const cJSON *iu = cJSON_GetObjectItemCaseSensitive(part, "image_url");
+                    const cJSON *url = cJSON_IsObject(iu) ? cJSON_GetObjectItemCaseSensitive(iu, "url") : iu;
+                    if (!cJSON_IsString(url)) {
+                        lion_fail(&st, LION_EINVAL, "message %d: an image_url part without a 'url' string", index);
+                        goto fail;
+                    }
+                    if (image_url) {
+                        lion_fail(&st, LION_EINVAL, "more than one image: LION answers about one image per request");
+                        goto fail;
+                    }
+                    if (strncmp(url->valuestring, "data:", 5) != 0) {
+                        lion_fail(&st, LION_EINVAL,
+                                  "image_url must be a data URI (data:image/png;base64,...): the gateway fetches no URLs");
+                        goto fail;
+                    }
+                    image_url = url->valuestring;
+                } else {
+                    lion_fail(&st, LION_EINVAL, "message %d: unsupported content part type \"%.32s\"", index,
+                              type->valuestring);
+                    goto fail;
+                }
+            }
+        }
+        index++;
+    }
+    if (!image_url) {
+        lion_fail(&st, LION_EINVAL, "no image: add an image_url content part with a data URI");
+        goto fail;
+    }
+    if (!instruction) {
+        lion_fail(&st, LION_EINVAL, "no user message with text");
+        goto fail;
+    }
+    if (set_instruction(gw, task, instruction, &st)) goto fail;
+    task->has_task_type = 1;
+    task->task_type = LION__TASK_TYPE__IMAGE_LEVEL;
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (cJSON_IsString(model)) {
+        size_t n = strlen(model->valuestring);
+        if (n >= 7 && !strcmp(model->valuestring + n - 7, "-region")) task->task_type = LION__TASK_TYPE__REGION_LEVEL;
+    }
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "lion_task");
+    if (lt && (!cJSON_IsString(lt) || parse_task_type(lt->valuestring, &task->task_type, &st))) {
+        if (!cJSON_IsString(lt)) lion_fail(&st, LION_EINVAL, "'lion_task' must be a string");
+        goto fail;
+    }
+    if (parse_tags(gw, cJSON_GetObjectItemCaseSensitive(root, "lion_tags"), task, &st)) goto fail;
+    if (parse_generation(root, 1, &task->generation, &st)) goto fail;
+    if ((deadline = deadline_of(root, &st)) < 0) goto fail;
+    if (take_image(gw, image_url, &image, &image_len, &st)) goto fail;
+    free(instruction);
+    start(gw, c, REQUEST_CHAT, image, image_len, task, deadline);
+    return;
+fail:
+    free(instruction);
+    if (task) lion__task__free_unpacked(task, NULL);
+    respond_status(gw, c, &st);
+}
+
+/* --- answers ------------------------------------------------------------------------------- */
+
+static cJSON *box_array(const Lion__Sequence *s) {
+    cJSON *boxes = cJSON_CreateArray();
+    for (size_t i = 0; s && i < s->n_boxes; i++) {
+        const Lion__Box *b = s->boxes[i];
+        double v[4] = {b->x0, b->y0, b->x1, b->y1};
+        cJSON_AddItemToArray(boxes, cJSON_CreateDoubleArray(v, 4));
+    }
+    return boxes;
+}
+
+static cJSON *timings(const request *r) {
+    cJSON *t = cJSON_CreateObject();
+    for (int s = 1; s < GATEWAY_STAGES; s++)
+        if (r->step[s].state == STEP_DONE) cJSON_AddNumberToObject(t, envelope_stage_name(s), r->step[s].worker_ms);
+    cJSON_AddNumberToObject(t, "total", (double)(clock_mono_us() - r->start_us) / 1000.0);
+    return t;
+}
+
+static cJSON *tag_names(const request *r) {
+    cJSON *tags = cJSON_CreateArray();
+    const Lion__Task *task = r->job->task;
+    for (size_t i = 0; task && i < task->n_tags; i++) cJSON_AddItemToArray(tags, cJSON_CreateString(task->tags[i]));
+    return tags;
+}
+
+static const Lion__Result *result_of(const request *r, int stage) {
+    const envelope_msg *m = &r->step[stage].result;
+    return m->env ? m->env->result : NULL;
+}
+
+static void answer_generate(request *r) {
+    const Lion__Result *res = result_of(r, LION__STAGE__LLM);
+    const Lion__Sequence *best = res && res->n_sequences ? res->sequences[0] : NULL;
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "request_id", r->id);
+    cJSON_AddStringToObject(root, "model", r->gw->cfg.model_name);
+    cJSON_AddStringToObject(root, "text", best && best->text ? best->text : "");
+    cJSON_AddItemToObject(root, "boxes", box_array(best));
+    cJSON_AddItemToObject(root, "tags", tag_names(r));
+    cJSON_AddNumberToObject(root, "tokens", best ? (double)best->n_token_ids : 0);
+    cJSON *seqs = cJSON_AddArrayToObject(root, "sequences");
+    for (size_t i = 0; res && i < res->n_sequences; i++) {
+        const Lion__Sequence *s = res->sequences[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "text", s->text ? s->text : "");
+        cJSON_AddNumberToObject(o, "score", s->score);
+        cJSON_AddNumberToObject(o, "tokens", (double)s->n_token_ids);
+        cJSON_AddItemToObject(o, "boxes", box_array(s));
+        cJSON_AddItemToArray(seqs, o);
+    }
+    cJSON_AddItemToObject(root, "timings_ms", timings(r));
+    respond_json(r->conn, 200, root, 0);
+}
+
+static void answer_chat(request *r) {
+    const Lion__Result *res = result_of(r, LION__STAGE__LLM);
+    cJSON *root = cJSON_CreateObject();
+    char id[80];
+    snprintf(id, sizeof id, "chatcmpl-%s", r->id);
+    cJSON_AddStringToObject(root, "id", id);
+    cJSON_AddStringToObject(root, "object", "chat.completion");
+    cJSON_AddNumberToObject(root, "created", (double)(clock_unix_us() / 1000000));
+    cJSON_AddStringToObject(root, "model", r->gw->cfg.model_name);
+    cJSON *choices = cJSON_AddArrayToObject(root, "choices");
+    size_t completion = 0;
+    for (size_t i = 0; res && i < res->n_sequences; i++) {
+        const Lion__Sequence *s = res->sequences[i];
+        cJSON *choice = cJSON_CreateObject();
+        cJSON_AddNumberToObject(choice, "index", (double)i);
+        cJSON *message = cJSON_AddObjectToObject(choice, "message");
+        cJSON_AddStringToObject(message, "role", "assistant");
+        cJSON_AddStringToObject(message, "content", s->text ? s->text : "");
+        cJSON_AddStringToObject(choice, "finish_reason", "stop");
+        cJSON_AddItemToArray(choices, choice);
+        completion += s->n_token_ids;
+    }
+    cJSON *usage = cJSON_AddObjectToObject(root, "usage");
+    /* the prompt is tokenized by the llm worker, which does not report its length */
+    cJSON_AddNumberToObject(usage, "prompt_tokens", 0);
+    cJSON_AddNumberToObject(usage, "completion_tokens", (double)completion);
+    cJSON_AddNumberToObject(usage, "total_tokens", (double)completion);
+    cJSON *lion = cJSON_AddObjectToObject(root, "lion");
+    cJSON_AddStringToObject(lion, "request_id", r->id);
+    cJSON_AddItemToObject(lion, "boxes", box_array(res && res->n_sequences ? res->sequences[0] : NULL));
+    cJSON_AddItemToObject(lion, "tags", tag_names(r));
+    cJSON_AddItemToObject(lion, "timings_ms", timings(r));
+    respond_json(r->conn, 200, root, 0);
+}
+
+static cJSON *tag_list(Lion__Tag **tags, size_t n) {
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", tags[i]->name ? tags[i]->name : "");
+        cJSON_AddNumberToObject(o, "score", tags[i]->score);
+        cJSON_AddItemToArray(a, o);
+    }
+    return a;
+}
+
+static void answer_tags(request *r) {
+    const Lion__Result *res = result_of(r, LION__STAGE__TAGGER);
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "request_id", r->id);
+    cJSON_AddStringToObject(root, "model", r->gw->cfg.model_name);
+    cJSON_AddItemToObject(root, "tags", tag_list(res ? res->tags : NULL, res ? res->n_tags : 0));
+    const char *prompt = res && res->n_sequences && res->sequences[0]->text ? res->sequences[0]->text : "";
+    cJSON_AddStringToObject(root, "prompt", prompt);
+    if (res && res->n_top_tags) cJSON_AddItemToObject(root, "top_tags", tag_list(res->top_tags, res->n_top_tags));
+    cJSON_AddItemToObject(root, "timings_ms", timings(r));
+    respond_json(r->conn, 200, root, 0);
+}
+
+void api_respond_result(request *r) {
+    switch (r->kind) {
+    case REQUEST_GENERATE: answer_generate(r); break;
+    case REQUEST_CHAT: answer_chat(r); break;
+    case REQUEST_TAGS: answer_tags(r); break;
+    }
+}
+
+/* --- routes -------------------------------------------------------------------------------- */
+
+static void handle_models(gateway *gw, http_conn *c) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(root, "data");
+    char region[160];
+    snprintf(region, sizeof region, "%s-region", gw->cfg.model_name);
+    const char *ids[2] = {gw->cfg.model_name, region};
+    for (int i = 0; i < 2; i++) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "id", ids[i]);
+        cJSON_AddStringToObject(m, "object", "model");
+        cJSON_AddNumberToObject(m, "created", 0);
+        cJSON_AddStringToObject(m, "owned_by", "lion");
+        cJSON_AddItemToArray(data, m);
+    }
+    respond_json(c, 200, root, 0);
+}
+
+static void handle_readyz(gateway *gw, http_conn *c) {
+    for (int s = 1; s < GATEWAY_STAGES; s++)
+        if (stage_pool_live_workers(&gw->pool[s]) == 0) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "no live %s worker", envelope_stage_name(s));
+            api_respond_error(gw, c, 503, LION_EUNAVAILABLE, msg);
+            return;
+        }
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "status", "ready");
+    cJSON *w = cJSON_AddObjectToObject(root, "workers");
+    for (int s = 1; s < GATEWAY_STAGES; s++)
+        cJSON_AddNumberToObject(w, envelope_stage_name(s), stage_pool_live_workers(&gw->pool[s]));
+    respond_json(c, 200, root, 0);
+}
+
+static void handle_metrics(gateway *gw, http_conn *c) {
+    size_t len = 0;
+    char *text = metrics_render(gw, &len);
+    if (!text) {
+        api_respond_error(gw, c, 503, LION_ENOMEM, "no memory for the metrics");
+        return;
+    }
+    http_conn_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, 0);
+    free(text);
+}
+
+typedef void (*json_handler)(gateway *, http_conn *, cJSON *);
+
+static void handle_json(gateway *gw, http_conn *c, const http_request_view *req, json_handler h) {
+    if (!strncasecmp(req->content_type, "multipart/", 10)) {
+        api_respond_error(gw, c, 415, LION_EINVAL,
+                          "multipart uploads are not supported: send JSON with the image as base64");
+        return;
+    }
+    if (req->body_len == 0) {
+        api_respond_error(gw, c, 400, LION_EINVAL, "empty body: expected a JSON object");
+        return;
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(req->body, req->body_len, &end, 0);
+    if (!root || !cJSON_IsObject(root)) {
+        char msg[128];
+        if (!root)
+            snprintf(msg, sizeof msg, "the body is not valid JSON (error near byte %zu)",
+                     end && end >= req->body ? (size_t)(end - req->body) : (size_t)0);
+        else snprintf(msg, sizeof msg, "the body must be a JSON object");
+        cJSON_Delete(root);
+        api_respond_error(gw, c, 400, LION_EINVAL, msg);
+        return;
+    }
+    h(gw, c, root);
+    cJSON_Delete(root);
+}
+
+void api_handle(gateway *gw, http_conn *c, const http_request_view *req) {
+    static const struct {
+        const char *path;
+        int method;
+    } routes[] = {{"/v1/generate", HTTP_POST}, {"/v1/chat/completions", HTTP_POST}, {"/v1/tags", HTTP_POST},
+                  {"/v1/models", HTTP_GET},    {"/healthz", HTTP_GET},             {"/readyz", HTTP_GET},
+                  {"/metrics", HTTP_GET}};
+    int found = -1;
+    for (int i = 0; i < (int)(sizeof routes / sizeof routes[0]); i++)
+        if (!strcmp(req->path, routes[i].path)) found = i;
+    if (found < 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "no route %s %.100s", http_method_str(req->method), req->path);
+        api_respond_error(gw, c, 404, LION_ENOTFOUND, msg);
+        return;
+    }
+    if (req->method != routes[found].method) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s is not allowed on %s (use %s)", http_method_str(req->method), req->path,
+                 http_method_str(routes[found].method));
+        api_respond_error(gw, c, 405, LION_EINVAL, msg);
+        return;
+    }
+    switch (found) {
+    case 0: handle_json(gw, c, req, handle_generate); break;
+    case 1: handle_json(gw, c, req, handle_chat); break;
+    case 2: handle_json(gw, c, req, handle_tags); break;
+    case 3: handle_models(gw, c); break;
+    case 4: {
+        static const char ok[] = "{\"status\":\"ok\"}";
+        http_conn_respond(c, 200, "application/json", ok, sizeof ok - 1, 0);
+        break;
+    }
+    case 5: handle_readyz(gw, c); break;
+    case 6: handle_metrics(gw, c); break;
+    }
+}

@@ -1,0 +1,118 @@
+/* gateway.c - the gateway's loop: one libuv loop runs HTTP, the stage routers' file
+ * descriptors, the tap, a tick timer (heartbeats, dead workers, deadlines) and signals. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "gateway_impl.h"
+#include "log.h"
+
+#define TICK_MS 20
+
+static void drain_all(gateway *gw) {
+    for (int s = 1; s < GATEWAY_STAGES; s++) stage_pool_drain(&gw->pool[s]);
+    tap_drain(&gw->tap);
+}
+
+static void shutdown_gateway(gateway *gw) {
+    if (gw->stopping) return;
+    gw->stopping = 1;
+    log_info("shutting down: %d requests in flight", gw->n_requests);
+    while (gw->requests) {
+        lion_status st;
+        lion_fail(&st, LION_EUNAVAILABLE, "the gateway is shutting down");
+        request_fail(gw->requests, 503, &st);
+    }
+    for (int s = 1; s < GATEWAY_STAGES; s++) {
+        stage_pool_bye(&gw->pool[s]);
+        stage_pool_close(&gw->pool[s]);
+    }
+    tap_close(&gw->tap);
+    http_server_close(gw);
+    uv_close((uv_handle_t *)&gw->tick, NULL);
+    uv_close((uv_handle_t *)&gw->check, NULL);
+    if (!gw->stop) {
+        uv_close((uv_handle_t *)&gw->sigterm, NULL);
+        uv_close((uv_handle_t *)&gw->sigint, NULL);
+    }
+}
+
+static void on_tick(uv_timer_t *t) {
+    gateway *gw = t->data;
+    if (gw->stop && atomic_load(gw->stop)) {
+        shutdown_gateway(gw);
+        return;
+    }
+    int64_t now = clock_mono_us();
+    for (int s = 1; s < GATEWAY_STAGES; s++) stage_pool_tick(&gw->pool[s], now);
+    if (now - gw->last_heartbeat_us >= (int64_t)gw->cfg.heartbeat_ms * 1000) gw->last_heartbeat_us = now;
+    request_sweep_deadlines(gw, now);
+    drain_all(gw);
+}
+
+/* After every loop iteration: a send may have consumed a socket's readable edge. */
+static void on_check(uv_check_t *c) {
+    gateway *gw = c->data;
+    if (!gw->stopping) drain_all(gw);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+    log_info("signal %d", signum);
+    shutdown_gateway(s->data);
+}
+
+static const char *own_pointer(const gateway_config *from, gateway_config *to, const char *p) {
+    for (int i = 0; i < 5; i++)
+        if (p == from->endpoint_storage[i]) return to->endpoint_storage[i];
+    return p;
+}
+
+int gateway_run(const gateway_config *cfg, atomic_int *stop, lion_status *st) {
+    gateway *gw = calloc(1, sizeof *gw);
+    uv_loop_t *loop = malloc(sizeof *loop);
+    if (!gw || !loop || uv_loop_init(loop) != 0) {
+        free(gw);
+        free(loop);
+        return lion_fail(st, LION_ENOMEM, "gateway: out of memory");
+    }
+    signal(SIGPIPE, SIG_IGN); /* a client that hung up must not kill the gateway */
+    gw->cfg = *cfg;
+    for (int s = 1; s < GATEWAY_STAGES; s++) gw->cfg.stage_endpoint[s] = own_pointer(cfg, &gw->cfg, cfg->stage_endpoint[s]);
+    gw->cfg.listen_host = own_pointer(cfg, &gw->cfg, cfg->listen_host);
+    gw->loop = loop;
+    gw->stop = stop;
+    gw->zctx = zmq_ctx_new();
+    int rc = 0;
+    for (int s = 1; rc == 0 && s < GATEWAY_STAGES; s++)
+        rc = stage_pool_open(&gw->pool[s], gw, s, gw->cfg.stage_endpoint[s], st);
+    if (rc == 0) rc = tap_open(&gw->tap, gw->zctx, loop, gw->cfg.tap_endpoint, st);
+    if (rc == 0) rc = http_server_start(gw, st);
+    uv_timer_init(loop, &gw->tick);
+    gw->tick.data = gw;
+    uv_check_init(loop, &gw->check);
+    gw->check.data = gw;
+    if (!stop) {
+        uv_signal_init(loop, &gw->sigterm);
+        uv_signal_init(loop, &gw->sigint);
+        gw->sigterm.data = gw->sigint.data = gw;
+    }
+    if (rc == 0) {
+        uv_timer_start(&gw->tick, on_tick, TICK_MS, TICK_MS);
+        uv_check_start(&gw->check, on_check);
+        if (!stop) {
+            uv_signal_start(&gw->sigterm, on_signal, SIGTERM);
+            uv_signal_start(&gw->sigint, on_signal, SIGINT);
+        }
+        log_info("gateway ready (deadline %d ms, %d requests, queues of %d)", gw->cfg.deadline_ms,
+                 gw->cfg.max_requests, gw->cfg.max_queue);
+        uv_run(loop, UV_RUN_DEFAULT);
+    }
+    shutdown_gateway(gw); /* no-op after a clean stop; closes what a failed start opened */
+    uv_run(loop, UV_RUN_DEFAULT);
+    zmq_ctx_term(gw->zctx);
+    uv_loop_close(loop);
+    free(loop);
+    free(gw);
+    return rc;
+}

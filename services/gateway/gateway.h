@@ -1,0 +1,52 @@
+/* gateway.h - the process users talk to: HTTP in front, the stage workers behind.
+ *
+ * The gateway serves the HTTP API of docs/api.md on libuv, binds one ZeroMQ ROUTER per
+ * stage (vision, tagger, aggregator, llm) that any number of workers connect to, runs each
+ * request through the stages (vision and tagger in parallel, then aggregator, then llm),
+ * and publishes every job and answer on an XPUB tap endpoint. Everything runs on one
+ * thread: the libuv loop polls the ZeroMQ sockets' file descriptors. */
+#ifndef LION_GATEWAY_H
+#define LION_GATEWAY_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "status.h"
+
+typedef struct gateway_config {
+    const char *listen_host;  /* HTTP address (default 127.0.0.1) */
+    int listen_port;          /* HTTP port (default 8080) */
+    const char *stage_endpoint[5]; /* ROUTER endpoint per Lion__Stage 1..4 */
+    const char *tap_endpoint; /* XPUB tap endpoint; NULL: no taps */
+    const char *model_name;   /* reported by /v1/models and in answers */
+    int deadline_ms;          /* per request, unless the request asks for less */
+    int heartbeat_ms;         /* gateway -> worker heartbeat interval */
+    int worker_timeout_ms;    /* a worker silent this long is dead */
+    int max_requests;         /* requests in flight at once; beyond: 429 */
+    int max_queue;            /* jobs waiting for a worker per stage; beyond: 429 */
+    int max_attempts;         /* dispatches of one stage job before the request fails */
+    int retry_after_s;        /* Retry-After of 429/503 answers */
+    size_t max_body_bytes;    /* HTTP request body */
+    size_t max_image_bytes;   /* decoded image */
+    size_t max_prompt_bytes;  /* instruction */
+    int max_tags;             /* user-given tags */
+    char endpoint_storage[5][128]; /* endpoints made from --bind-base */
+    int help;
+} gateway_config;
+
+/* Defaults, then LION_GATEWAY_* environment variables are not read: flags only.
+ *   --listen HOST:PORT --vision EP --tagger EP --aggregator EP --llm EP
+ *   --bind-base tcp://HOST:PORT (vision PORT, tagger +1, aggregator +2, llm +3)
+ *   --tap EP --model-name NAME --deadline-ms N --heartbeat-ms N --worker-timeout-ms N
+ *   --max-requests N --max-queue N --max-attempts N --retry-after-s N
+ *   --max-body-bytes N --max-image-bytes N --max-prompt-bytes N --help */
+int gateway_config_parse(gateway_config *cfg, int argc, char **argv, lion_status *st);
+void gateway_usage(FILE *out, const char *program);
+
+/* Runs until *stop becomes non-zero (checked every tick) or, when stop is NULL, until
+ * SIGTERM/SIGINT. Returns 0 after a clean shutdown, -1 with st filled when it could not
+ * start (a port or endpoint that cannot be bound). */
+int gateway_run(const gateway_config *cfg, atomic_int *stop, lion_status *st);
+
+#endif

@@ -1,0 +1,151 @@
+/* metrics.c - what /metrics shows, in the Prometheus text exposition format 0.0.4:
+ * "# HELP" and "# TYPE" once per metric family, then its samples; histograms as
+ * cumulative _bucket{le=...} lines ending with le="+Inf", then _sum and _count. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway_impl.h"
+
+static const double bucket_bounds[METRIC_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                     0.25,  0.5,    1,     2.5,  5,     10,   30};
+
+static const char *const route_names[METRIC_ROUTES] = {"/v1/generate", "/v1/chat/completions", "/v1/tags",
+                                                       "/v1/models",   "/healthz",             "/readyz",
+                                                       "/metrics",     "other"};
+
+int metrics_route(const char *path) {
+    for (int i = 0; i < METRIC_ROUTES - 1; i++)
+        if (!strcmp(path, route_names[i])) return i;
+    return METRIC_ROUTES - 1;
+}
+
+void histogram_observe(histogram *h, double seconds) {
+    if (seconds < 0) seconds = 0;
+    for (int i = 0; i < METRIC_BUCKETS; i++)
+        if (seconds <= bucket_bounds[i]) {
+            h->bucket[i]++;
+            break;
+        }
+    h->count++; /* beyond the last bound it counts in +Inf only */
+    h->sum += seconds;
+}
+
+void metrics_count_request(metrics *m, int route, int http_status, double seconds) {
+    int k = 0;
+    while (k < METRIC_STATUSES && m->status_codes[k] && m->status_codes[k] != http_status) k++;
+    if (k == METRIC_STATUSES) k = METRIC_STATUSES - 1; /* more distinct statuses than slots: unlikely */
+    m->status_codes[k] = http_status;
+    m->requests[route][k]++;
+    histogram_observe(&m->request_seconds[route], seconds);
+}
+
+void metrics_count_error(metrics *m, int lion_code) {
+    if (lion_code > 0 && lion_code < 16) m->errors[lion_code]++;
+}
+
+typedef struct text {
+    char *buf;
+    size_t len, cap;
+    int failed;
+} text;
+
+static void put(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(text *t, const char *fmt, ...) {
+    if (t->failed) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->failed = 1;
+            return;
+        }
+        if ((size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = t->cap * 2 + (size_t)n + 1;
+        char *b = realloc(t->buf, cap);
+        if (!b) {
+            t->failed = 1;
+            return;
+        }
+        t->buf = b;
+        t->cap = cap;
+    }
+}
+
+static void family(text *t, const char *name, const char *type, const char *help) {
+    put(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void put_histogram(text *t, const char *name, const char *label, const char *value, const histogram *h) {
+    uint64_t cumulative = 0;
+    for (int i = 0; i < METRIC_BUCKETS; i++) {
+        cumulative += h->bucket[i];
+        put(t, "%s_bucket{%s=\"%s\",le=\"%g\"} %llu\n", name, label, value, bucket_bounds[i],
+            (unsigned long long)cumulative);
+    }
+    put(t, "%s_bucket{%s=\"%s\",le=\"+Inf\"} %llu\n", name, label, value, (unsigned long long)h->count);
+    put(t, "%s_sum{%s=\"%s\"} %.6f\n", name, label, value, h->sum);
+    put(t, "%s_count{%s=\"%s\"} %llu\n", name, label, value, (unsigned long long)h->count);
+}
+
+char *metrics_render(gateway *gw, size_t *len) {
+    metrics *m = &gw->metrics;
+    text t = {malloc(4096), 0, 4096, 0};
+    if (!t.buf) return NULL;
+    t.buf[0] = 0;
+    family(&t, "lion_http_requests_total", "counter", "HTTP requests answered, by route and status.");
+    for (int r = 0; r < METRIC_ROUTES; r++)
+        for (int k = 0; k < METRIC_STATUSES && m->status_codes[k]; k++)
+            if (m->requests[r][k])
+                put(&t, "lion_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n", route_names[r],
+                    m->status_codes[k], (unsigned long long)m->requests[r][k]);
+    family(&t, "lion_errors_total", "counter", "Error answers, by error code.");
+    for (int c = 1; c <= LION_EINTERNAL; c++)
+        put(&t, "lion_errors_total{code=\"%s\"} %llu\n", lion_code_name(c), (unsigned long long)m->errors[c]);
+    family(&t, "lion_request_duration_seconds", "histogram", "Time from a complete HTTP request to its answer.");
+    for (int r = 0; r < METRIC_ROUTES; r++)
+        if (m->request_seconds[r].count) put_histogram(&t, "lion_request_duration_seconds", "route", route_names[r], &m->request_seconds[r]);
+    family(&t, "lion_stage_duration_seconds", "histogram", "Time a worker spent on a job (its trace hop).");
+    for (int s = 1; s < GATEWAY_STAGES; s++)
+        put_histogram(&t, "lion_stage_duration_seconds", "stage", envelope_stage_name(s), &m->stage_seconds[s]);
+    family(&t, "lion_queue_depth", "gauge", "Jobs waiting for a worker with credit.");
+    for (int s = 1; s < GATEWAY_STAGES; s++)
+        put(&t, "lion_queue_depth{stage=\"%s\"} %d\n", envelope_stage_name(s), gw->pool[s].queue_len);
+    family(&t, "lion_workers", "gauge", "Live workers connected.");
+    for (int s = 1; s < GATEWAY_STAGES; s++)
+        put(&t, "lion_workers{stage=\"%s\"} %d\n", envelope_stage_name(s), stage_pool_live_workers(&gw->pool[s]));
+    family(&t, "lion_worker_capacity", "gauge", "Jobs the live workers take at once, together.");
+    for (int s = 1; s < GATEWAY_STAGES; s++)
+        put(&t, "lion_worker_capacity{stage=\"%s\"} %u\n", envelope_stage_name(s), stage_pool_capacity(&gw->pool[s]));
+    family(&t, "lion_jobs_outstanding", "gauge", "Jobs sent to workers and not answered yet.");
+    for (int s = 1; s < GATEWAY_STAGES; s++)
+        put(&t, "lion_jobs_outstanding{stage=\"%s\"} %u\n", envelope_stage_name(s),
+            stage_pool_outstanding(&gw->pool[s]));
+    family(&t, "lion_jobs_total", "counter", "Jobs sent to workers.");
+    for (int s = 1; s < GATEWAY_STAGES; s++)
+        put(&t, "lion_jobs_total{stage=\"%s\"} %llu\n", envelope_stage_name(s), (unsigned long long)m->jobs[s]);
+    family(&t, "lion_redispatches_total", "counter", "Jobs sent again (worker lost, over capacity, shutting down).");
+    for (int s = 1; s < GATEWAY_STAGES; s++)
+        put(&t, "lion_redispatches_total{stage=\"%s\"} %llu\n", envelope_stage_name(s),
+            (unsigned long long)m->redispatches[s]);
+    family(&t, "lion_late_answers_total", "counter", "Answers dropped because nobody waited for them any more.");
+    for (int s = 1; s < GATEWAY_STAGES; s++)
+        put(&t, "lion_late_answers_total{stage=\"%s\"} %llu\n", envelope_stage_name(s),
+            (unsigned long long)m->late_answers[s]);
+    family(&t, "lion_requests_in_flight", "gauge", "Requests being processed.");
+    put(&t, "lion_requests_in_flight %d\n", gw->n_requests);
+    family(&t, "lion_tap_messages_total", "counter", "Jobs and answers published on the tap endpoint.");
+    put(&t, "lion_tap_messages_total %llu\n", (unsigned long long)m->tap_messages);
+    if (t.failed) {
+        free(t.buf);
+        return NULL;
+    }
+    *len = t.len;
+    return t.buf;
+}

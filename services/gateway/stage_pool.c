@@ -1,0 +1,342 @@
+/* stage_pool.c - one stage's ROUTER endpoint: the workers connected to it, their credit,
+ * the jobs waiting for credit, and the messages in and out (docs/wire-protocol.md). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "gateway_impl.h"
+#include "log.h"
+
+#define MAX_JOB_TENSORS 16
+
+static int peer_equal(const envelope_peer *a, const envelope_peer *b) {
+    return a->len == b->len && memcmp(a->id, b->id, a->len) == 0;
+}
+
+static worker_slot *worker_find(stage_pool *p, const envelope_peer *peer) {
+    for (int i = 0; i < p->n_workers; i++)
+        if (peer_equal(&p->workers[i].peer, peer)) return &p->workers[i];
+    return NULL;
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+    stage_pool_drain((stage_pool *)h->data);
+}
+
+int stage_pool_open(stage_pool *p, gateway *gw, int stage, const char *endpoint, lion_status *st) {
+    memset(p, 0, sizeof *p);
+    p->gw = gw;
+    p->stage = stage;
+    p->router = zmq_socket(gw->zctx, ZMQ_ROUTER);
+    if (!p->router) return lion_fail(st, LION_EIO, "%s: zmq_socket: %s", envelope_stage_name(stage), zmq_strerror(errno));
+    /* a send to a worker that is gone fails (EHOSTUNREACH) instead of vanishing silently,
+     * so its job goes to another worker at once */
+    int one = 1, zero = 0;
+    zmq_setsockopt(p->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(p->router, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_bind(p->router, endpoint) != 0)
+        return lion_fail(st, LION_EIO, "%s endpoint %s: cannot bind: %s", envelope_stage_name(stage), endpoint,
+                         zmq_strerror(errno));
+    int fd;
+    size_t len = sizeof fd;
+    zmq_getsockopt(p->router, ZMQ_FD, &fd, &len);
+    uv_poll_init(gw->loop, &p->poll, fd);
+    p->poll.data = p;
+    uv_poll_start(&p->poll, UV_READABLE, on_poll);
+    p->polling = 1;
+    log_info("%s workers connect to %s", envelope_stage_name(stage), endpoint);
+    return 0;
+}
+
+void stage_pool_close(stage_pool *p) {
+    if (p->polling) uv_close((uv_handle_t *)&p->poll, NULL);
+    p->polling = 0;
+    if (p->router) zmq_close(p->router);
+    p->router = NULL;
+    free(p->workers);
+    free(p->queue);
+    p->workers = NULL;
+    p->queue = NULL;
+}
+
+int stage_pool_live_workers(const stage_pool *p) { return p->n_workers; }
+
+unsigned stage_pool_capacity(const stage_pool *p) {
+    unsigned c = 0;
+    for (int i = 0; i < p->n_workers; i++) c += p->workers[i].capacity;
+    return c;
+}
+
+unsigned stage_pool_outstanding(const stage_pool *p) {
+    unsigned c = 0;
+    for (int i = 0; i < p->n_workers; i++) c += p->workers[i].outstanding;
+    return c;
+}
+
+/* The live worker with the lowest load (outstanding / capacity) that has credit left;
+ * ties go round robin so that idle replicas share the work. */
+static worker_slot *worker_pick(stage_pool *p) {
+    worker_slot *best = NULL;
+    for (int k = 0; k < p->n_workers; k++) {
+        worker_slot *w = &p->workers[(p->rr + k) % p->n_workers];
+        if (w->outstanding >= w->capacity) continue;
+        if (!best || (uint64_t)w->outstanding * best->capacity < (uint64_t)best->outstanding * w->capacity) best = w;
+    }
+    if (best) p->rr = (int)(best - p->workers + 1) % p->n_workers;
+    return best;
+}
+
+/* Sends [peer][envelope][tensors] without blocking; publishes the frames on the tap first. */
+static int send_to(stage_pool *p, worker_slot *w, Lion__Envelope *env, envelope_tensor *tensors, int n,
+                   const char *request_id, lion_status *st) {
+    zmq_msg_t frames[MAX_JOB_TENSORS + 1];
+    if (envelope_encode(env, tensors, n, frames, st) != 0) return -1;
+    if (request_id) tap_publish(&p->gw->tap, p->stage, 1, request_id, frames, n + 1);
+    int rc = 0;
+    if (zmq_send(p->router, w->peer.id, w->peer.len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) rc = -1;
+    for (int i = 0; rc == 0 && i <= n; i++)
+        if (zmq_msg_send(&frames[i], p->router, ZMQ_DONTWAIT | (i < n ? ZMQ_SNDMORE : 0)) < 0) rc = -1;
+    int err = errno;
+    for (int i = 0; i <= n; i++) zmq_msg_close(&frames[i]);
+    if (rc) return lion_fail(st, LION_EUNAVAILABLE, "%s worker %s: send failed: %s", envelope_stage_name(p->stage),
+                             w->replica_id, zmq_strerror(err));
+    return 0;
+}
+
+static void worker_remove(stage_pool *p, worker_slot *w, const char *why);
+
+/* Sends r's job to w. On a send failure the worker is dropped and the job re-dispatched. */
+static void send_job(stage_pool *p, worker_slot *w, request *r) {
+    request_step *s = &r->step[p->stage];
+    Lion__Envelope *job = NULL;
+    envelope_tensor tensors[MAX_JOB_TENSORS];
+    int n = 0;
+    lion_status st;
+    if (request_job(r, p->stage, &job, tensors, &n, &st) != 0) {
+        envelope_free(job);
+        request_fail(r, api_http_status_of(st.code), &st);
+        return;
+    }
+    int rc = send_to(p, w, job, tensors, n, r->id, &st);
+    envelope_free(job);
+    if (rc != 0) {
+        s->state = STEP_QUEUED; /* keeps it off the dead worker's list below */
+        log_warn("%s", st.msg);
+        worker_remove(p, w, "send failed");
+        request_redispatch(r, p->stage, st.msg);
+        return;
+    }
+    s->state = STEP_SENT;
+    s->worker = w->peer;
+    w->outstanding++;
+    p->gw->metrics.jobs[p->stage]++;
+}
+
+/* Sends queued jobs while some worker has credit. */
+static void pump(stage_pool *p) {
+    while (p->queue_len > 0) {
+        worker_slot *w = worker_pick(p);
+        if (!w) return;
+        request *r = p->queue[0];
+        memmove(p->queue, p->queue + 1, (size_t)(p->queue_len - 1) * sizeof *p->queue);
+        p->queue_len--;
+        send_job(p, w, r);
+    }
+}
+
+int stage_pool_submit(stage_pool *p, request *r, lion_status *st) {
+    if (p->queue_len == p->queue_cap) {
+        int cap = p->queue_cap ? p->queue_cap * 2 : 16;
+        request **q = realloc(p->queue, (size_t)cap * sizeof *q);
+        if (!q) return lion_fail(st, LION_ENOMEM, "%s queue: out of memory", envelope_stage_name(p->stage));
+        p->queue = q;
+        p->queue_cap = cap;
+    }
+    p->queue[p->queue_len++] = r;
+    r->step[p->stage].state = STEP_QUEUED;
+    pump(p);
+    return 0;
+}
+
+void stage_pool_unqueue(stage_pool *p, request *r) {
+    for (int i = 0; i < p->queue_len; i++)
+        if (p->queue[i] == r) {
+            memmove(p->queue + i, p->queue + i + 1, (size_t)(p->queue_len - i - 1) * sizeof *p->queue);
+            p->queue_len--;
+            return;
+        }
+}
+
+/* Removes w; the jobs it held go to other workers with attempt + 1. */
+static void worker_remove(stage_pool *p, worker_slot *w, const char *why) {
+    envelope_peer peer = w->peer;
+    log_warn("%s worker %s removed: %s (%u jobs outstanding)", envelope_stage_name(p->stage), w->replica_id, why,
+             w->outstanding);
+    *w = p->workers[--p->n_workers];
+    if (p->rr >= p->n_workers) p->rr = 0;
+    char reason[160];
+    snprintf(reason, sizeof reason, "%s worker %s: %s", envelope_stage_name(p->stage), "lost", why);
+    /* a re-dispatch may fail other requests (and free them), so the scan starts over after
+     * each one; each pass leaves one job fewer at the lost worker */
+    for (request *r = p->gw->requests; r;) {
+        request_step *s = &r->step[p->stage];
+        if (s->state == STEP_SENT && peer_equal(&s->worker, &peer)) {
+            s->state = STEP_QUEUED;
+            request_redispatch(r, p->stage, reason);
+            r = p->gw->requests;
+            continue;
+        }
+        r = r->next;
+    }
+}
+
+static worker_slot *worker_register(stage_pool *p, const envelope_msg *m) {
+    worker_slot *w = worker_find(p, &m->peer);
+    if (!w) {
+        if (p->n_workers == p->cap_workers) {
+            int cap = p->cap_workers ? p->cap_workers * 2 : 8;
+            worker_slot *ws = realloc(p->workers, (size_t)cap * sizeof *ws);
+            if (!ws) return NULL;
+            p->workers = ws;
+            p->cap_workers = cap;
+        }
+        w = &p->workers[p->n_workers++];
+        memset(w, 0, sizeof *w);
+        w->peer = m->peer;
+        snprintf(w->replica_id, sizeof w->replica_id, "%s", m->env->replica_id ? m->env->replica_id : "?");
+        log_info("%s worker %s joined", envelope_stage_name(p->stage), w->replica_id);
+    }
+    const Lion__Credit *c = m->env->credit;
+    w->capacity = c && c->has_capacity && c->capacity > 0 ? c->capacity : 1;
+    return w;
+}
+
+static void handle_answer(stage_pool *p, worker_slot *w, envelope_msg *m, int decode_failed, lion_status *st) {
+    Lion__Envelope *env = m->env;
+    if (w && w->outstanding > 0) w->outstanding--;
+    if (env->request_id) tap_publish(&p->gw->tap, p->stage, 0, env->request_id, m->frames, m->n_frames);
+    request *r = env->request_id ? request_find(p->gw, env->request_id) : NULL;
+    request_step *s = r ? &r->step[p->stage] : NULL;
+    if (!r || env->stage != (Lion__Stage)p->stage || s->state != STEP_SENT || env->attempt != s->attempt) {
+        /* an answer to an attempt nobody waits for any more (re-dispatched, expired) */
+        p->gw->metrics.late_answers[p->stage]++;
+        log_debug("%s: dropped a late answer for %s attempt %u", envelope_stage_name(p->stage),
+                  env->request_id ? env->request_id : "?", env->attempt);
+        envelope_msg_close(m);
+        return;
+    }
+    if (decode_failed) {
+        lion_status failed;
+        lion_fail(&failed, LION_EIO, "%s worker %s sent a malformed answer: %s", envelope_stage_name(p->stage),
+                  w ? w->replica_id : "?", st->msg);
+        envelope_msg_close(m);
+        request_fail(r, 502, &failed);
+        return;
+    }
+    request_on_answer(r, p->stage, m);
+}
+
+static void handle(stage_pool *p, envelope_msg *m, int rc, lion_status *st) {
+    Lion__Envelope *env = m->env;
+    if (!env) {
+        log_warn("%s: dropped a malformed message: %s", envelope_stage_name(p->stage), st->msg);
+        envelope_msg_close(m);
+        return;
+    }
+    worker_slot *w = worker_find(p, &m->peer);
+    if (w) w->last_seen_us = clock_mono_us();
+    switch (env->kind) {
+    case LION__KIND__READY:
+    case LION__KIND__HEARTBEAT:
+        if (rc == 0 && (env->kind == LION__KIND__READY || (!w && env->credit))) {
+            if (env->has_stage && env->stage != (Lion__Stage)p->stage) {
+                log_warn("%s endpoint: a %s worker announced itself here; ignored", envelope_stage_name(p->stage),
+                         envelope_stage_name(env->stage));
+                break;
+            }
+            w = worker_register(p, m);
+            if (w) w->last_seen_us = clock_mono_us();
+        } else if (w && env->credit && env->credit->has_capacity && env->credit->capacity > 0) {
+            w->capacity = env->credit->capacity;
+        }
+        envelope_msg_close(m);
+        pump(p);
+        return;
+    case LION__KIND__BYE:
+        envelope_msg_close(m);
+        if (w) worker_remove(p, w, "said BYE");
+        return;
+    case LION__KIND__RESULT:
+    case LION__KIND__ERROR:
+        handle_answer(p, w, m, rc != 0, st);
+        pump(p);
+        return;
+    default:
+        log_warn("%s: unexpected %s from a worker; ignored", envelope_stage_name(p->stage), envelope_kind_name(env->kind));
+        break;
+    }
+    envelope_msg_close(m);
+}
+
+void stage_pool_drain(stage_pool *p) {
+    if (!p->router || p->draining) return;
+    p->draining = 1;
+    for (;;) {
+        int events = 0;
+        size_t len = sizeof events;
+        if (zmq_getsockopt(p->router, ZMQ_EVENTS, &events, &len) != 0 || !(events & ZMQ_POLLIN)) break;
+        envelope_msg m;
+        memset(&m, 0, sizeof m);
+        lion_status st;
+        int rc = envelope_recv(p->router, &m, ENVELOPE_ROUTED | ENVELOPE_DONTWAIT, NULL, &st);
+        if (m.n_frames == 0) {
+            envelope_msg_close(&m);
+            break;
+        }
+        handle(p, &m, rc, &st);
+    }
+    p->draining = 0;
+}
+
+void stage_pool_tick(stage_pool *p, int64_t now_us) {
+    gateway *gw = p->gw;
+    for (int i = 0; i < p->n_workers;) {
+        worker_slot *w = &p->workers[i];
+        if (now_us - w->last_seen_us > (int64_t)gw->cfg.worker_timeout_ms * 1000) {
+            char why[96];
+            snprintf(why, sizeof why, "no heartbeat for %d ms", gw->cfg.worker_timeout_ms);
+            worker_remove(p, w, why);
+            continue; /* slot i now holds another worker */
+        }
+        i++;
+    }
+    if (now_us - gw->last_heartbeat_us >= (int64_t)gw->cfg.heartbeat_ms * 1000) {
+        lion_status st;
+        Lion__Envelope *hb = envelope_new(LION__KIND__HEARTBEAT, 0, NULL, &st);
+        if (hb) {
+            hb->has_sent_us = 1;
+            hb->sent_us = clock_unix_us();
+            hb->replica_id = strdup("gateway");
+            for (int i = 0; i < p->n_workers;) {
+                if (send_to(p, &p->workers[i], hb, NULL, 0, NULL, &st) != 0) {
+                    worker_remove(p, &p->workers[i], "unreachable");
+                    continue;
+                }
+                i++;
+            }
+            envelope_free(hb);
+        }
+    }
+    pump(p);
+    stage_pool_drain(p);
+}
+
+void stage_pool_bye(stage_pool *p) {
+    lion_status st;
+    Lion__Envelope *bye = envelope_new(LION__KIND__BYE, 0, NULL, &st);
+    if (!bye) return;
+    bye->replica_id = strdup("gateway");
+    for (int i = 0; i < p->n_workers; i++) send_to(p, &p->workers[i], bye, NULL, 0, NULL, &st);
+    envelope_free(bye);
+}
