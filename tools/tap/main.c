@@ -1,0 +1,179 @@
+/* lion-tap - watch, dump and replay the gateway's message taps.
+ *
+ *   lion-tap watch  --tap EP [--request ID] [--stage S] [--data] [--count N] [--timeout-ms T]
+ *   lion-tap dump   --tap EP --out FILE [--request ID] [--stage S] [--count N] [--timeout-ms T]
+ *   lion-tap show   FILE [--request ID] [--stage S]
+ *   lion-tap replay FILE --request ID --stage S --bind EP [--out FILE] [--timeout-ms T]
+ *
+ * docs/operations.md has examples; docs/wire-protocol.md the tap and dump formats.
+ * Exit codes: 0 done, 1 fewer messages than --count / replay differs, 2 usage or error. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "tap_dump.h"
+#include "tap_print.h"
+#include "tap_replay.h"
+#include "tap_watch.h"
+
+typedef struct options {
+    const char *command, *file, *tap, *out, *bind;
+    tap_filter filter;
+    int data;
+    long count, timeout_ms;
+} options;
+
+static void usage(FILE *f) {
+    fputs("usage:\n"
+          "  lion-tap watch  --tap EP [--request ID] [--stage S] [--data] [--count N] [--timeout-ms T]\n"
+          "  lion-tap dump   --tap EP --out FILE [--request ID] [--stage S] [--count N] [--timeout-ms T]\n"
+          "  lion-tap show   FILE [--request ID] [--stage S]\n"
+          "  lion-tap replay FILE --request ID --stage S --bind EP [--out FILE] [--timeout-ms T]\n",
+          f);
+}
+
+static int parse_long(const char *flag, const char *s, long *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < 0) {
+        fprintf(stderr, "lion-tap: %s wants a number >= 0, not '%s'\n", flag, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, options *o) {
+    memset(o, 0, sizeof *o);
+    if (argc < 2) return -1;
+    o->command = argv[1];
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes = 1;
+        if (!strcmp(a, "--data")) o->data = 1, takes = 0;
+        else if (a[0] != '-' && !o->file) o->file = a, takes = 0;
+        else if (!v) {
+            fprintf(stderr, "lion-tap: %s: unknown option or missing value\n", a);
+            return -1;
+        } else if (!strcmp(a, "--tap")) o->tap = v;
+        else if (!strcmp(a, "--out")) o->out = v;
+        else if (!strcmp(a, "--bind")) o->bind = v;
+        else if (!strcmp(a, "--request")) o->filter.request_id = v;
+        else if (!strcmp(a, "--stage")) o->filter.stage = v;
+        else if (!strcmp(a, "--count")) {
+            if (parse_long(a, v, &o->count)) return -1;
+        } else if (!strcmp(a, "--timeout-ms")) {
+            if (parse_long(a, v, &o->timeout_ms)) return -1;
+        } else {
+            fprintf(stderr, "lion-tap: unknown option %s\n", a);
+            return -1;
+        }
+        i += takes;
+    }
+    return 0;
+}
+
+static int print_message(void *ctx, tap_message *tm, lion_status *st) {
+    tap_print_line(stdout, tm, clock_unix_us());
+    return 0;
+}
+
+static int dump_message(void *ctx, tap_message *tm, lion_status *st) {
+    FILE *f = ctx;
+    return tap_dump_write(f, &tm->topic_frame, tm->msg.frames, tm->msg.n_frames, st) != 0;
+}
+
+static int watch_options(const options *o, tap_watch_options *w) {
+    if (!o->tap) {
+        fprintf(stderr, "lion-tap %s: --tap ENDPOINT is required\n", o->command);
+        return -1;
+    }
+    *w = (tap_watch_options){.endpoint = o->tap, .filter = o->filter, .data = o->data, .count = o->count,
+                             .timeout_ms = o->timeout_ms};
+    return 0;
+}
+
+static int finish(int rc, const lion_status *st) {
+    if (rc < 0) {
+        fprintf(stderr, "lion-tap: %s\n", st->msg);
+        return 2;
+    }
+    return rc;
+}
+
+static int cmd_watch(const options *o) {
+    tap_watch_options w;
+    if (watch_options(o, &w)) return 2;
+    lion_status st;
+    return finish(tap_watch_run(&w, print_message, NULL, &st), &st);
+}
+
+static int cmd_dump(const options *o) {
+    tap_watch_options w;
+    if (watch_options(o, &w)) return 2;
+    if (!o->out) {
+        fprintf(stderr, "lion-tap dump: --out FILE is required\n");
+        return 2;
+    }
+    w.data = 1; /* a dump is for replaying and inspecting values: tensors included */
+    FILE *f = fopen(o->out, "wb");
+    if (!f) {
+        perror(o->out);
+        return 2;
+    }
+    lion_status st;
+    int rc = tap_watch_run(&w, dump_message, f, &st);
+    if (fclose(f) != 0 && rc >= 0) rc = lion_fail(&st, LION_EIO, "%s: write failed", o->out);
+    return finish(rc, &st);
+}
+
+static int cmd_show(const options *o) {
+    if (!o->file) {
+        fprintf(stderr, "lion-tap show: a dump FILE is required\n");
+        return 2;
+    }
+    lion_status st;
+    tap_dump_reader r;
+    if (tap_dump_open(&r, o->file, &st) != 0) return finish(-1, &st);
+    tap_message tm;
+    int rc;
+    while ((rc = tap_dump_next(&r, &tm, &st)) == 1) {
+        if (tap_filter_match(&o->filter, &tm.topic)) tap_print_line(stdout, &tm, 0);
+        tap_message_close(&tm);
+    }
+    tap_dump_close(&r);
+    return finish(rc, &st);
+}
+
+static int cmd_replay(const options *o) {
+    if (!o->file || !o->filter.request_id || !o->filter.stage || !o->bind) {
+        fprintf(stderr, "lion-tap replay: FILE, --request, --stage and --bind are required\n");
+        return 2;
+    }
+    tap_replay_options r = {.dump_path = o->file, .request_id = o->filter.request_id, .stage = o->filter.stage,
+                            .bind = o->bind, .out_path = o->out,
+                            .timeout_ms = o->timeout_ms > 0 ? (int)o->timeout_ms : 30000};
+    lion_status st;
+    return finish(tap_replay_run(&r, stdout, &st), &st);
+}
+
+int main(int argc, char **argv) {
+    options o;
+    if (parse_args(argc, argv, &o) != 0) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(o.command, "watch")) return cmd_watch(&o);
+    if (!strcmp(o.command, "dump")) return cmd_dump(&o);
+    if (!strcmp(o.command, "show")) return cmd_show(&o);
+    if (!strcmp(o.command, "replay")) return cmd_replay(&o);
+    if (!strcmp(o.command, "--help") || !strcmp(o.command, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "lion-tap: unknown command '%s'\n", o.command);
+    usage(stderr);
+    return 2;
+}
