@@ -163,21 +163,32 @@ static pid_t spawn_stub(const char *stage, const char *endpoint, const char *rep
     return spawn(argv);
 }
 
-static void stop_child(pid_t pid, int sig) {
-    if (pid <= 0) return;
+/* Signals a child and reaps it; its exit status, or -1 when it died by a signal or had
+ * to be killed. Reaped children leave the list, so that no pid is signalled twice. */
+static int stop_child(pid_t pid, int sig) {
+    int k = 0;
+    while (k < n_children && children[k] != pid) k++;
+    if (pid <= 0 || k == n_children) return -1;
+    children[k] = 0;
     kill(pid, sig);
     int status;
-    for (int i = 0; i < 100; i++) {
-        if (waitpid(pid, &status, WNOHANG) == pid) return;
+    for (int i = 0; i < 200; i++) {
+        if (waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
         sleep_ms(50);
     }
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
+    return -1;
 }
 
-static void stop_all(void) {
-    for (int i = n_children - 1; i >= 0; i--) stop_child(children[i], SIGTERM);
+/* Stops the workers, then the gateway (children[0]); returns the gateway's exit status,
+ * which is 0 only after a clean shutdown (and, under ASan, no leaks). */
+static int stop_all(void) {
+    for (int i = n_children - 1; i >= 1; i--)
+        if (children[i]) stop_child(children[i], SIGTERM);
+    int rc = children[0] ? stop_child(children[0], SIGTERM) : -1;
     n_children = 0;
+    return rc;
 }
 
 static int free_port(void) {
@@ -701,7 +712,7 @@ static void check_keep_alive(int port) {
 }
 
 /* Receives tap messages for up to timeout_ms; counts topics that match. */
-static int tap_collect(void *sub, const char *request_id, char topics[][128], int max, int *data_frames, int timeout_ms) {
+static int tap_collect(void *sub, const char *request_id, char topics[][320], int max, int *data_frames, int timeout_ms) {
     int n = 0;
     int64_t end = clock_mono_us() + (int64_t)timeout_ms * 1000;
     while (n < max && clock_mono_us() < end) {
@@ -722,7 +733,7 @@ static int tap_collect(void *sub, const char *request_id, char topics[][128], in
         }
         const char *last = strrchr(topic, '/');
         if (env && last && !strcmp(last + 1, request_id) && env->request_id && !strcmp(env->request_id, request_id)) {
-            snprintf(topics[n], 128, "%s %s %d", topic, envelope_kind_name(env->kind), nf);
+            snprintf(topics[n], 320, "%s %s %d", topic, envelope_kind_name(env->kind), nf);
             if (!strncmp(topic, "data/", 5) && data_frames) *data_frames += nf - 2;
             n++;
         }
@@ -731,7 +742,7 @@ static int tap_collect(void *sub, const char *request_id, char topics[][128], in
     return n;
 }
 
-static int has_topic(char topics[][128], int n, const char *want) {
+static int has_topic(char topics[][320], int n, const char *want) {
     for (int i = 0; i < n; i++)
         if (!strcmp(topics[i], want)) return 1;
     return 0;
@@ -752,7 +763,7 @@ static void check_taps(int port, const char *tap_ep) {
     free(body);
     CHECK_EQ_INT(r.status, 200);
     const char *id = json_str(r.json, "request_id");
-    char topics[16][128];
+    char topics[16][320];
     int data_frames = 0;
     int n = id ? tap_collect(sub, id, topics, 9, &data_frames, 3000) : 0;
     CHECK_EQ_INT(n, 9);
@@ -816,6 +827,7 @@ static void scenario_pipeline(void) {
     }
     if (wait_ready(port, 200, "\"llm\":1", 15000) != 0) {
         CHECK_MSG(0, "the gateway did not become ready");
+        stop_all();
         return;
     }
     reply r;
@@ -834,7 +846,7 @@ static void scenario_pipeline(void) {
     check_keep_alive(port);
     check_taps(port, tap_ep);
     check_metrics(port);
-    stop_all();
+    CHECK_EQ_INT(stop_all(), 0);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -863,6 +875,7 @@ static void scenario_failures(void) {
     spawn_stub("aggregator", ep[3], "aggregator-1", "0", "4");
     if (wait_ready(port, 503, "no live llm worker", 15000) != 0) {
         CHECK_MSG(0, "the gateway did not see the first three stages");
+        stop_all();
         return;
     }
     /* a stage without workers: 503 at once */
@@ -877,6 +890,7 @@ static void scenario_failures(void) {
     pid_t slow_llm = spawn_stub("llm", ep[4], "llm-slow", "2000", "4");
     if (wait_ready(port, 200, "\"llm\":1", 10000) != 0) {
         CHECK_MSG(0, "the llm worker did not register");
+        stop_all();
         return;
     }
     /* overload: vision takes one job at a time and the queue holds one more */
@@ -943,7 +957,7 @@ static void scenario_failures(void) {
     CHECK_EQ_INT(r.status, 200);
     reply_free(&r);
     free(body);
-    stop_all();
+    CHECK_EQ_INT(stop_all(), 0);
 }
 
 int main(int argc, char **argv) {
