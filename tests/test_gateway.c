@@ -29,6 +29,7 @@
 #include "clock.h"
 #include "envelope.h"
 #include "fake_gateway.h"
+#include "gateway_impl.h"
 #include "log.h"
 #include "testing.h"
 #include "worker.h"
@@ -520,6 +521,87 @@ static double metric_value(const char *text, const char *series) {
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* the base64 payload decoder, directly                                                        */
+
+static void check_base64(void) {
+    unsigned char *out;
+    size_t len;
+    lion_status st;
+    CHECK(base64_decode_payload("aGVsbG8=", 8, 100, &out, &len, &st) == 0);
+    CHECK(len == 5 && !memcmp(out, "hello", 5));
+    free(out);
+    static const char wrapped[] = "aGVs\r\nbG8g\n d29y bGQ=";
+    CHECK(base64_decode_payload(wrapped, sizeof wrapped - 1, 100, &out, &len, &st) == 0);
+    CHECK(len == 11 && !memcmp(out, "hello world", 11));
+    free(out);
+    static const char uri[] = "data:image/png;base64,aGk=";
+    CHECK(base64_decode_payload(uri, sizeof uri - 1, 100, &out, &len, &st) == 0);
+    CHECK(len == 2 && !memcmp(out, "hi", 2));
+    free(out);
+    CHECK(base64_decode_payload("data:image/png,aGk=", 19, 100, &out, &len, &st) == -1);
+    CHECK_CONTAINS(st.msg, "data URI is not base64");
+    CHECK(!out);
+    CHECK(base64_decode_payload("data:aGk=", 9, 100, &out, &len, &st) == -1);
+    CHECK_CONTAINS(st.msg, "data URI without a comma");
+    CHECK(base64_decode_payload("", 0, 100, &out, &len, &st) == -1);
+    CHECK_CONTAINS(st.msg, "empty base64 payload");
+    CHECK(base64_decode_payload("aGVsbG8=", 8, 4, &out, &len, &st) == -1);
+    CHECK_EQ_INT(st.code, LION_ETOOBIG);
+    CHECK_CONTAINS(st.msg, "image of 5 bytes exceeds the limit of 4 bytes");
+    CHECK(base64_decode_payload("aG=sbG8=", 8, 100, &out, &len, &st) == -1);
+    CHECK_CONTAINS(st.msg, "not valid base64");
+    CHECK(base64_decode_payload("aGVsbG", 6, 100, &out, &len, &st) == -1);
+    CHECK_CONTAINS(st.msg, "truncated");
+    CHECK(base64_decode_payload("aGV\x80sbG8=", 9, 100, &out, &len, &st) == -1);
+    CHECK_CONTAINS(st.msg, "character 0x80 at offset 3");
+}
+
+/* Mutated requests (bytes flipped, cut, duplicated) never take the gateway down: each gets
+ * an answer or a closed connection, and /healthz still answers afterwards. */
+static void check_fuzz(int port) {
+    size_t len;
+    char *body = generate_body("fuzz", "\"tags\":[\"a\"],\"num_beams\":2");
+    char *valid = format_request("POST", "/v1/generate", body, &len);
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    char *buf = malloc(len * 2 + 16);
+    int answered = 0;
+    for (int i = 0; i < 120; i++) {
+        memcpy(buf, valid, len);
+        size_t n = len;
+        int edits = 1 + i % 4;
+        for (int e = 0; e < edits; e++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            size_t at = (size_t)(rng >> 33) % n;
+            switch ((rng >> 20) % 4) {
+            case 0: buf[at] = (char)(rng >> 8); break;              /* flip a byte */
+            case 1: n = at + 1; break;                                /* cut */
+            case 2: buf[at] = i % 2 ? '\r' : '\n'; break;             /* a stray line end */
+            default: buf[at] = (char)(at < 120 ? ':' : '"'); break;  /* a stray delimiter */
+            }
+        }
+        int fd = http_connect(port);
+        if (fd < 0) continue;
+        send_all(fd, buf, n);
+        shutdown(fd, SHUT_WR); /* a cut request ends here */
+        reply r;
+        if (read_reply(fd, &r, 3000) == 0) {
+            answered++;
+            CHECK_MSG(r.status == 200 || r.status == 503 || r.json, "fuzz %d: status %d without JSON", i, r.status);
+            reply_free(&r);
+        }
+        close(fd);
+    }
+    CHECK(answered > 60);
+    reply r;
+    CHECK(http(port, "GET", "/healthz", NULL, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    reply_free(&r);
+    free(buf);
+    free(valid);
+    free(body);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* scenario 1: the whole API on a healthy pipeline                                             */
 
 static void check_generate(int port) {
@@ -847,6 +929,7 @@ static void scenario_pipeline(void) {
     check_tags(port);
     check_errors(port);
     check_keep_alive(port);
+    check_fuzz(port);
     check_taps(port, tap_ep);
     check_metrics(port);
     CHECK_EQ_INT(stop_all(), 0);
@@ -871,7 +954,7 @@ static void scenario_failures(void) {
     snprintf(gw_bin, sizeof gw_bin, "%s/lion-gateway", bin_dir ? bin_dir : "build/services");
     const char *argv[] = {gw_bin, "--listen", listen, "--vision", ep[1], "--tagger", ep[2], "--aggregator", ep[3],
                           "--llm", ep[4], "--max-queue", "1", "--heartbeat-ms", "100", "--worker-timeout-ms", "600",
-                          "--retry-after-s", "2", NULL};
+                          "--retry-after-s", "2", "--idle-timeout-ms", "400", NULL};
     CHECK(spawn(argv) > 0);
     spawn_stub("vision", ep[1], "vision-slow", "300", "1");
     spawn_stub("tagger", ep[2], "tagger-1", "0", "4");
@@ -944,6 +1027,15 @@ static void scenario_failures(void) {
     CHECK(metric_value(r.body ? r.body : "", "lion_http_requests_total{route=\"/v1/generate\",status=\"429\"}") == 2);
     reply_free(&r);
     free(body);
+
+    /* an idle connection is closed; one waiting for its answer is not (above) */
+    int idle = http_connect(port);
+    CHECK(idle >= 0);
+    struct pollfd pfd = {idle, POLLIN, 0};
+    CHECK(poll(&pfd, 1, 3000) == 1);
+    char byte;
+    CHECK(recv(idle, &byte, 1, 0) == 0);
+    close(idle);
 
     /* a deadline shorter than the vision stage: 504 */
     body = generate_body("too slow", "\"deadline_ms\":100");
@@ -1074,6 +1166,7 @@ int main(int argc, char **argv) {
     }
     self_exe[n] = 0;
     make_image();
+    check_base64();
     scenario_pipeline();
     scenario_failures();
     scenario_real_workers();

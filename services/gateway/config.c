@@ -22,6 +22,7 @@ static void defaults(gateway_config *cfg) {
     cfg->max_image_bytes = (size_t)16 << 20;
     cfg->max_prompt_bytes = 4096;
     cfg->max_tags = 64;
+    cfg->idle_timeout_ms = 60000;
 }
 
 /* Endpoints PORT, PORT+1, ... for the four stages from "tcp://HOST:PORT". */
@@ -105,6 +106,7 @@ int gateway_config_parse(gateway_config *cfg, int argc, char **argv, lion_status
             INT_FLAG("--max-image-bytes", 16, 1L << 31, max_image_bytes)
             INT_FLAG("--max-prompt-bytes", 1, 1L << 20, max_prompt_bytes)
             INT_FLAG("--max-tags", 0, 4096, max_tags)
+            INT_FLAG("--idle-timeout-ms", 100, 86400000, idle_timeout_ms)
 #undef INT_FLAG
             return lion_fail(st, LION_EINVAL, "unknown option %s (see --help)", flag);
         }
@@ -131,6 +133,7 @@ void gateway_usage(FILE *out, const char *program) {
             "  --max-body-bytes N       (default 33554432)\n"
             "  --max-image-bytes N      decoded image (default 16777216)\n"
             "  --max-prompt-bytes N     instruction (default 4096)\n"
-            "  --max-tags N             user-given tags (default 64)\n",
+            "  --max-tags N             user-given tags (default 64)\n"
+            "  --idle-timeout-ms N      close idle or stalled connections (default 60000)\n",
             program);
 }

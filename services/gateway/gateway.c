@@ -48,6 +48,7 @@ static void on_tick(uv_timer_t *t) {
     for (int s = 1; s < GATEWAY_STAGES; s++) stage_pool_tick(&gw->pool[s], now);
     if (now - gw->last_heartbeat_us >= (int64_t)gw->cfg.heartbeat_ms * 1000) gw->last_heartbeat_us = now;
     request_sweep_deadlines(gw, now);
+    http_server_sweep_idle(gw, now);
     drain_all(gw);
 }
 

@@ -31,6 +31,8 @@ typedef struct gateway_config {
     size_t max_image_bytes;   /* decoded image */
     size_t max_prompt_bytes;  /* instruction */
     int max_tags;             /* user-given tags */
+    int idle_timeout_ms;      /* a connection with no request being answered and no bytes
+                                 for this long is closed (slow or dead clients) */
     char endpoint_storage[5][128]; /* endpoints made from --bind-base */
     int help;
 } gateway_config;
@@ -40,7 +42,8 @@ typedef struct gateway_config {
  *   --bind-base tcp://HOST:PORT (vision PORT, tagger +1, aggregator +2, llm +3)
  *   --tap EP --model-name NAME --deadline-ms N --heartbeat-ms N --worker-timeout-ms N
  *   --max-requests N --max-queue N --max-attempts N --retry-after-s N
- *   --max-body-bytes N --max-image-bytes N --max-prompt-bytes N --help */
+ *   --max-body-bytes N --max-image-bytes N --max-prompt-bytes N --max-tags N
+ *   --idle-timeout-ms N --help */
 int gateway_config_parse(gateway_config *cfg, int argc, char **argv, lion_status *st);
 void gateway_usage(FILE *out, const char *program);
 

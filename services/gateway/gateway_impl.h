@@ -149,6 +149,7 @@ typedef struct http_conn {
     struct request *req;  /* the request answering on this connection */
     int route;            /* metrics_route of the current request */
     int64_t start_us;
+    int64_t last_read_us; /* monotonic: bytes arrived or an answer went out */
 } http_conn;
 
 typedef struct http_request_view {
@@ -165,6 +166,8 @@ void http_server_close(struct gateway *gw);
  * retry_after_s > 0 adds Retry-After. */
 void http_conn_respond(struct http_conn *c, int status, const char *content_type, const char *body,
                        size_t len, int retry_after_s);
+/* Closes connections idle (or stalled mid-request) longer than --idle-timeout-ms. */
+void http_server_sweep_idle(struct gateway *gw, int64_t now_us);
 /* The request answering on this connection finished or was freed. */
 void http_conn_detach(struct http_conn *c);
 

@@ -183,6 +183,7 @@ static void on_write(uv_write_t *w, int status) {
     }
     /* the answer is out: the connection takes its next request */
     c->busy = 0;
+    c->last_read_us = clock_mono_us();
     if (c->pending_len) {
         char *data = c->pending;
         size_t len = c->pending_len;
@@ -325,6 +326,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     http_conn *c = s->data;
+    c->last_read_us = clock_mono_us();
     if (nread > 0) conn_feed(c, buf->base, (size_t)nread);
     else if (nread < 0) {
         /* EOF in the middle of a request is malformed HTTP; between requests it is a goodbye */
@@ -357,6 +359,7 @@ static void on_connection(uv_stream_t *server, int status) {
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    c->last_read_us = clock_mono_us();
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->next = gw->conns;
@@ -390,6 +393,16 @@ int http_server_start(gateway *gw, lion_status *st) {
     uv_tcp_getsockname(&gw->listener, (struct sockaddr *)&bound, &len);
     log_info("HTTP on http://%s:%d", gw->cfg.listen_host, ntohs(((struct sockaddr_in *)&bound)->sin_port));
     return 0;
+}
+
+void http_server_sweep_idle(gateway *gw, int64_t now_us) {
+    int64_t limit = (int64_t)gw->cfg.idle_timeout_ms * 1000;
+    http_conn *next;
+    for (http_conn *c = gw->conns; c; c = next) {
+        next = c->next;
+        /* a connection waiting for its answer is the request's deadline's business */
+        if (!c->busy && now_us - c->last_read_us > limit) conn_close(c);
+    }
 }
 
 void http_server_close(gateway *gw) {
