@@ -761,6 +761,64 @@ static void check_errors(int port) {
     reply_free(&r);
 }
 
+/* A multipart/form-data upload: the raw image as a file part, the rest as fields. */
+static void check_multipart(int port) {
+    static const char boundary[] = "----lionTestBoundary7MA4YWxk";
+    char *req = malloc(sizeof image + 4096);
+    char head[1024];
+    int n = snprintf(head, sizeof head,
+                     "--%s\r\nContent-Disposition: form-data; name=\"instruction\"\r\n\r\nupload test\r\n"
+                     "--%s\r\nContent-Disposition: form-data; name=\"task\"\r\n\r\nregion_level\r\n"
+                     "--%s\r\nContent-Disposition: form-data; name=\"tags\"\r\n\r\nred, box\r\n"
+                     "--%s\r\nContent-Disposition: form-data; name=\"num_beams\"\r\n\r\n2\r\n"
+                     "--%s\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
+                     "Content-Type: image/png\r\n\r\n",
+                     boundary, boundary, boundary, boundary, boundary);
+    char tail[128];
+    int t = snprintf(tail, sizeof tail, "\r\n--%s--\r\n", boundary);
+    size_t body_len = (size_t)n + sizeof image + (size_t)t;
+    int h = snprintf(req, 512,
+                     "POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=%s\r\n"
+                     "Content-Length: %zu\r\n\r\n",
+                     boundary, body_len);
+    memcpy(req + h, head, (size_t)n);
+    memcpy(req + h + n, image, sizeof image);
+    memcpy(req + h + n + sizeof image, tail, (size_t)t);
+    reply r;
+    CHECK(http_raw(port, req, (size_t)h + body_len, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    char want[512];
+    expected_text(want, sizeof want, "upload test", "red,box", "region", 0, 0);
+    const char *text = json_str(r.json, "text");
+    CHECK_MSG(text && !strcmp(text, want), "multipart: text '%s', expected '%s'", text ? text : "(none)", want);
+    reply_free(&r);
+
+    /* the same upload cut before its closing boundary */
+    int cl = snprintf(req, 512,
+                      "POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=%s\r\n"
+                      "Content-Length: %zu\r\n\r\n",
+                      boundary, (size_t)n + 10);
+    memcpy(req + cl, head, (size_t)n);
+    memcpy(req + cl + n, image, 10);
+    CHECK(http_raw(port, req, (size_t)cl + (size_t)n + 10, &r) == 0);
+    CHECK_EQ_INT(r.status, 400);
+    CHECK_CONTAINS(json_str(r.json, "error.message"), "multipart part 'image' is not terminated by the boundary");
+    reply_free(&r);
+    static const char no_boundary[] =
+        "POST /v1/tags HTTP/1.1\r\nContent-Type: multipart/form-data\r\nContent-Length: 2\r\n\r\nxx";
+    CHECK(http_raw(port, no_boundary, sizeof no_boundary - 1, &r) == 0);
+    CHECK_EQ_INT(r.status, 400);
+    CHECK_CONTAINS(json_str(r.json, "error.message"), "multipart Content-Type without a boundary");
+    reply_free(&r);
+    static const char chat_form[] =
+        "POST /v1/chat/completions HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 2\r\n\r\nxx";
+    CHECK(http_raw(port, chat_form, sizeof chat_form - 1, &r) == 0);
+    CHECK_EQ_INT(r.status, 415);
+    CHECK_CONTAINS(json_str(r.json, "error.message"), "this route takes JSON only");
+    reply_free(&r);
+    free(req);
+}
+
 /* Two requests pipelined on one connection: two answers, in order, connection kept. */
 static void check_keep_alive(int port) {
     int fd = http_connect(port);
@@ -929,6 +987,7 @@ static void scenario_pipeline(void) {
     check_tags(port);
     check_errors(port);
     check_keep_alive(port);
+    check_multipart(port);
     check_fuzz(port);
     check_taps(port, tap_ep);
     check_metrics(port);

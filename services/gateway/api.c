@@ -157,10 +157,26 @@ static int set_instruction(gateway *gw, Lion__Task *task, const char *text, lion
     return task->instruction ? 0 : lion_fail(st, LION_ENOMEM, "out of memory");
 }
 
-/* Decodes and checks the image (format by magic bytes, size); the stages decode it. */
-static int take_image(gateway *gw, const char *payload, unsigned char **image, size_t *len, lion_status *st) {
-    if (base64_decode_payload(payload, strlen(payload), gw->cfg.max_image_bytes, image, len, st) != 0)
-        return lion_fail_prefix(st, "image: ");
+/* The request's image: an uploaded form part (raw bytes) or the JSON field "image" (base64
+ * or a data URI), checked by format (magic bytes) and size; the stages decode it. */
+static int take_image(gateway *gw, const cJSON *root, const multipart_part *file, unsigned char **image, size_t *len,
+                      lion_status *st) {
+    *image = NULL;
+    if (file) {
+        if (file->len > gw->cfg.max_image_bytes)
+            return lion_fail(st, LION_ETOOBIG, "image: image of %zu bytes exceeds the limit of %zu bytes", file->len,
+                             gw->cfg.max_image_bytes);
+        *image = malloc(file->len ? file->len : 1);
+        if (!*image) return lion_fail(st, LION_ENOMEM, "image: out of memory");
+        memcpy(*image, file->data, file->len);
+        *len = file->len;
+    } else {
+        const cJSON *img = cJSON_GetObjectItemCaseSensitive(root, "image");
+        if (!cJSON_IsString(img)) return lion_fail(st, LION_EINVAL, "missing 'image' (a base64 string or data URI)");
+        if (base64_decode_payload(img->valuestring, strlen(img->valuestring), gw->cfg.max_image_bytes, image, len,
+                                  st) != 0)
+            return lion_fail_prefix(st, "image: ");
+    }
     if (image_sniff(*image, *len) == IMAGE_FORMAT_UNKNOWN) {
         free(*image);
         *image = NULL;
@@ -203,17 +219,16 @@ static int deadline_of(const cJSON *root, lion_status *st) {
     return (int)v;
 }
 
-static void handle_generate(gateway *gw, http_conn *c, cJSON *root) {
+static void handle_generate(gateway *gw, http_conn *c, cJSON *root, const multipart_part *file) {
     lion_status st;
     unsigned char *image = NULL;
     size_t image_len = 0;
     Lion__Task *task = task_new(&st);
     int deadline = 0;
     if (!task) goto fail;
-    const cJSON *img = cJSON_GetObjectItemCaseSensitive(root, "image");
     const cJSON *ins = cJSON_GetObjectItemCaseSensitive(root, "instruction");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "task");
-    if (!cJSON_IsString(img)) {
+    if (!file && !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(root, "image"))) {
         lion_fail(&st, LION_EINVAL, "missing 'image' (a base64 string or data URI)");
         goto fail;
     }
@@ -232,7 +247,7 @@ static void handle_generate(gateway *gw, http_conn *c, cJSON *root) {
     if (parse_tags(gw, cJSON_GetObjectItemCaseSensitive(root, "tags"), task, &st)) goto fail;
     if (parse_generation(root, 0, &task->generation, &st)) goto fail;
     if ((deadline = deadline_of(root, &st)) < 0) goto fail;
-    if (take_image(gw, img->valuestring, &image, &image_len, &st)) goto fail;
+    if (take_image(gw, root, file, &image, &image_len, &st)) goto fail;
     start(gw, c, REQUEST_GENERATE, image, image_len, task, deadline);
     return;
 fail:
@@ -240,7 +255,7 @@ fail:
     respond_status(gw, c, &st);
 }
 
-static void handle_tags(gateway *gw, http_conn *c, cJSON *root) {
+static void handle_tags(gateway *gw, http_conn *c, cJSON *root, const multipart_part *file) {
     lion_status st;
     unsigned char *image = NULL;
     size_t image_len = 0;
@@ -248,8 +263,7 @@ static void handle_tags(gateway *gw, http_conn *c, cJSON *root) {
     double k = 0;
     int deadline = 0, rc;
     if (!task) goto fail;
-    const cJSON *img = cJSON_GetObjectItemCaseSensitive(root, "image");
-    if (!cJSON_IsString(img)) {
+    if (!file && !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(root, "image"))) {
         lion_fail(&st, LION_EINVAL, "missing 'image' (a base64 string or data URI)");
         goto fail;
     }
@@ -259,7 +273,7 @@ static void handle_tags(gateway *gw, http_conn *c, cJSON *root) {
         task->debug_tags_top_k = (uint32_t)k;
     }
     if ((deadline = deadline_of(root, &st)) < 0) goto fail;
-    if (take_image(gw, img->valuestring, &image, &image_len, &st)) goto fail;
+    if (take_image(gw, root, file, &image, &image_len, &st)) goto fail;
     start(gw, c, REQUEST_TAGS, image, image_len, task, deadline);
     return;
 fail:
@@ -270,7 +284,7 @@ fail:
 /* OpenAI chat: the image is the one image_url part (a data URI), the instruction the text
  * of the last user message; the task type comes from "lion_task" or a model name ending
  * in "-region". */
-static void handle_chat(gateway *gw, http_conn *c, cJSON *root) {
+static void handle_chat(gateway *gw, http_conn *c, cJSON *root, const multipart_part *file) {
     lion_status st;
     unsigned char *image = NULL;
     size_t image_len = 0;
@@ -379,12 +393,20 @@ static void handle_chat(gateway *gw, http_conn *c, cJSON *root) {
     if (parse_tags(gw, cJSON_GetObjectItemCaseSensitive(root, "lion_tags"), task, &st)) goto fail;
     if (parse_generation(root, 1, &task->generation, &st)) goto fail;
     if ((deadline = deadline_of(root, &st)) < 0) goto fail;
-    if (take_image(gw, image_url, &image, &image_len, &st)) goto fail;
+    if (base64_decode_payload(image_url, strlen(image_url), gw->cfg.max_image_bytes, &image, &image_len, &st) != 0) {
+        lion_fail_prefix(&st, "image: ");
+        goto fail;
+    }
+    if (image_sniff(image, image_len) == IMAGE_FORMAT_UNKNOWN) {
+        lion_fail(&st, LION_EFORMAT, "image: %zu bytes that are neither JPEG nor PNG", image_len);
+        goto fail;
+    }
     free(instruction);
     start(gw, c, REQUEST_CHAT, image, image_len, task, deadline);
     return;
 fail:
     free(instruction);
+    free(image);
     if (task) lion__task__free_unpacked(task, NULL);
     respond_status(gw, c, &st);
 }
@@ -559,12 +581,72 @@ static void handle_metrics(gateway *gw, http_conn *c) {
     free(text);
 }
 
-typedef void (*json_handler)(gateway *, http_conn *, cJSON *);
+typedef void (*json_handler)(gateway *, http_conn *, cJSON *, const multipart_part *file);
 
-static void handle_json(gateway *gw, http_conn *c, const http_request_view *req, json_handler h) {
+#define MAX_FORM_PARTS 64
+
+/* A form upload as the JSON object the handlers read: the "image" part stays raw bytes
+ * (*file); "tags" parts become an array (comma-separated or repeated); "instruction" and
+ * "task" stay strings; other fields are numbers, true/false, or strings. */
+static cJSON *form_to_json(const http_request_view *req, const multipart_part **file, multipart_part *parts,
+                           lion_status *st) {
+    int n = 0;
+    *file = NULL;
+    if (multipart_parse(req->content_type, req->body, req->body_len, parts, MAX_FORM_PARTS, &n, st)) return NULL;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *tags = NULL;
+    for (int i = 0; i < n; i++) {
+        const multipart_part *p = &parts[i];
+        if (!strcmp(p->name, "image")) {
+            *file = p;
+            continue;
+        }
+        char *v = malloc(p->len + 1);
+        if (!v) break;
+        memcpy(v, p->data, p->len);
+        v[p->len] = 0;
+        if (!strcmp(p->name, "tags")) {
+            if (!tags) tags = cJSON_AddArrayToObject(root, "tags");
+            for (char *save = NULL, *t = strtok_r(v, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                while (*t == ' ') t++;
+                size_t tl = strlen(t);
+                while (tl && t[tl - 1] == ' ') t[--tl] = 0;
+                if (tl) cJSON_AddItemToArray(tags, cJSON_CreateString(t));
+            }
+        } else if (!strcmp(p->name, "instruction") || !strcmp(p->name, "task")) {
+            cJSON_AddStringToObject(root, p->name, v);
+        } else if (!strcmp(v, "true") || !strcmp(v, "false")) {
+            cJSON_AddBoolToObject(root, p->name, v[0] == 't');
+        } else {
+            char *end;
+            double d = strtod(v, &end);
+            if (end != v && !*end) cJSON_AddNumberToObject(root, p->name, d);
+            else cJSON_AddStringToObject(root, p->name, v);
+        }
+        free(v);
+    }
+    return root;
+}
+
+static void handle_body(gateway *gw, http_conn *c, const http_request_view *req, json_handler h, int form_ok) {
+    if (!strncasecmp(req->content_type, "multipart/form-data", 19) && form_ok) {
+        multipart_part *parts = malloc(MAX_FORM_PARTS * sizeof *parts);
+        const multipart_part *file = NULL;
+        lion_status st;
+        cJSON *root = parts ? form_to_json(req, &file, parts, &st) : NULL;
+        if (!root) {
+            if (!parts) lion_fail(&st, LION_ENOMEM, "out of memory");
+            api_respond_error(gw, c, api_http_status_of(st.code), st.code, st.msg);
+        } else {
+            h(gw, c, root, file);
+        }
+        cJSON_Delete(root);
+        free(parts);
+        return;
+    }
     if (!strncasecmp(req->content_type, "multipart/", 10)) {
         api_respond_error(gw, c, 415, LION_EINVAL,
-                          "multipart uploads are not supported: send JSON with the image as base64");
+                          "this route takes JSON only (multipart/form-data uploads: /v1/generate and /v1/tags)");
         return;
     }
     if (req->body_len == 0) {
@@ -583,7 +665,7 @@ static void handle_json(gateway *gw, http_conn *c, const http_request_view *req,
         api_respond_error(gw, c, 400, LION_EINVAL, msg);
         return;
     }
-    h(gw, c, root);
+    h(gw, c, root, NULL);
     cJSON_Delete(root);
 }
 
@@ -611,9 +693,9 @@ void api_handle(gateway *gw, http_conn *c, const http_request_view *req) {
         return;
     }
     switch (found) {
-    case 0: handle_json(gw, c, req, handle_generate); break;
-    case 1: handle_json(gw, c, req, handle_chat); break;
-    case 2: handle_json(gw, c, req, handle_tags); break;
+    case 0: handle_body(gw, c, req, handle_generate, 1); break;
+    case 1: handle_body(gw, c, req, handle_chat, 0); break;
+    case 2: handle_body(gw, c, req, handle_tags, 1); break;
     case 3: handle_models(gw, c); break;
     case 4: {
         static const char ok[] = "{\"status\":\"ok\"}";

@@ -206,6 +206,20 @@ void tap_drain(tap *t);
 int base64_decode_payload(const char *text, size_t len, size_t max_bytes, unsigned char **out,
                           size_t *out_len, lion_status *st);
 
+/* --- multipart/form-data -------------------------------------------------------------------- */
+
+typedef struct multipart_part {
+    char name[64];    /* the form field */
+    int is_file;      /* had a filename */
+    const char *data; /* a view into the body */
+    size_t len;
+} multipart_part;
+
+/* Splits a multipart/form-data body into its parts (views into body). -1 with st naming
+ * what is malformed (LION_EINVAL) or more than max_parts parts (LION_ETOOBIG). */
+int multipart_parse(const char *content_type, const char *body, size_t len, multipart_part *parts, int max_parts,
+                    int *n_parts, lion_status *st);
+
 /* --- metrics ----------------------------------------------------------------------------- */
 
 #define METRIC_BUCKETS 14
