@@ -96,7 +96,7 @@ typedef struct request {
     zmq_msg_t image;             /* the encoded image, shared by the vision and tagger jobs */
     tensor image_view;
     int64_t start_us, deadline_us;  /* monotonic */
-    int64_t deadline_unix_us;
+    int64_t start_unix_us, deadline_unix_us;
     request_step step[GATEWAY_STAGES];
 } request;
 

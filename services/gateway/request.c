@@ -7,6 +7,7 @@
  * job is built from again. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "gateway_impl.h"
@@ -44,7 +45,8 @@ request *request_new(gateway *gw, request_kind kind, unsigned char *image, size_
     if (deadline_ms <= 0 || deadline_ms > gw->cfg.deadline_ms) deadline_ms = gw->cfg.deadline_ms;
     r->start_us = clock_mono_us();
     r->deadline_us = r->start_us + (int64_t)deadline_ms * 1000;
-    r->deadline_unix_us = clock_unix_us() + (int64_t)deadline_ms * 1000;
+    r->start_unix_us = clock_unix_us();
+    r->deadline_unix_us = r->start_unix_us + (int64_t)deadline_ms * 1000;
     return r;
 }
 
@@ -148,6 +150,10 @@ int request_job(request *r, int stage, Lion__Envelope **out, envelope_tensor *te
     job->has_deadline_us = 1;
     job->deadline_us = r->deadline_unix_us;
     if (!job->request_id) return lion_fail(st, LION_ENOMEM, "request %s: out of memory", r->id);
+    /* the gateway's hop: from the request's arrival to this dispatch */
+    char replica[32];
+    snprintf(replica, sizeof replica, "gateway-%d", (int)getpid());
+    if (envelope_add_hop(job, "gateway", replica, r->start_unix_us, clock_unix_us(), st) != 0) return -1;
     if (stage == LION__STAGE__VISION || stage == LION__STAGE__TAGGER) {
         tensors[(*n)++] = (envelope_tensor){"image", &r->image_view, &r->image};
     } else if (stage == LION__STAGE__AGGREGATOR) {
@@ -232,10 +238,13 @@ void request_on_answer(request *r, int stage, envelope_msg *m) {
     s->result = *m;
     memset(m, 0, sizeof *m);
     s->state = STEP_DONE;
-    if (env->n_trace > 0) {
-        const Lion__Hop *h = env->trace[env->n_trace - 1];
+    /* the worker's hop is the last one that is not the gateway's */
+    for (size_t i = env->n_trace; i-- > 0;) {
+        const Lion__Hop *h = env->trace[i];
+        if (h->service && !strcmp(h->service, "gateway")) continue;
         s->worker_ms = (double)(h->finish_us - h->receive_us) / 1000.0;
         histogram_observe(&gw->metrics.stage_seconds[stage], s->worker_ms / 1000.0);
+        break;
     }
     lion_status st;
     switch (stage) {
