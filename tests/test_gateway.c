@@ -942,6 +942,7 @@ static void check_metrics(int port) {
     CHECK(metric_value(t, "lion_http_requests_total{route=\"/v1/generate\",status=\"200\"}") >= 3);
     CHECK(metric_value(t, "lion_errors_total{code=\"invalid_argument\"}") >= 10);
     CHECK(metric_value(t, "lion_queue_depth{stage=\"vision\"}") == 0);
+    CHECK(metric_value(t, "lion_tap_messages_total") >= 9);
     CHECK(metric_value(t, "lion_stage_duration_seconds_count{stage=\"aggregator\"}") >= 3);
     CHECK(metric_value(t, "lion_stage_duration_seconds_bucket{stage=\"aggregator\",le=\"+Inf\"}") ==
           metric_value(t, "lion_stage_duration_seconds_count{stage=\"aggregator\"}"));

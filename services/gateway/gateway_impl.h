@@ -7,7 +7,8 @@
  *   api.c         the routes: JSON in, JSON out
  *   tap.c         the XPUB tap endpoint
  *   metrics.c     counters and histograms, Prometheus text
- *   base64.c      image payloads (nettle's decoder) */
+ *   base64.c      image payloads (nettle's decoder)
+ *   multipart.c   multipart/form-data uploads */
 #ifndef LION_GATEWAY_IMPL_H
 #define LION_GATEWAY_IMPL_H
 
@@ -189,6 +190,7 @@ typedef struct tap {
     uv_poll_t poll;
     int polling;
     int data_subscriptions; /* subscriptions that match data/ topics */
+    uint64_t published;     /* jobs and answers published (meta/) */
 } tap;
 
 int tap_open(tap *t, void *zctx, uv_loop_t *loop, const char *endpoint, lion_status *st);
@@ -242,7 +244,6 @@ typedef struct metrics {
     uint64_t jobs[GATEWAY_STAGES];
     uint64_t redispatches[GATEWAY_STAGES];
     uint64_t late_answers[GATEWAY_STAGES];
-    uint64_t tap_messages;
 } metrics;
 
 /* Route index for the metrics ("/v1/generate" ... ; everything else "other"). */

@@ -141,7 +141,7 @@ char *metrics_render(gateway *gw, size_t *len) {
     family(&t, "lion_requests_in_flight", "gauge", "Requests being processed.");
     put(&t, "lion_requests_in_flight %d\n", gw->n_requests);
     family(&t, "lion_tap_messages_total", "counter", "Jobs and answers published on the tap endpoint.");
-    put(&t, "lion_tap_messages_total %llu\n", (unsigned long long)m->tap_messages);
+    put(&t, "lion_tap_messages_total %llu\n", (unsigned long long)gw->tap.published);
     if (t.failed) {
         free(t.buf);
         return NULL;
