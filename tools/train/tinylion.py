@@ -111,6 +111,11 @@ class TinyLion(LionModel):
                 "obj_colour": nn.Linear(vd, nc), "count": nn.Linear(vd, world.MAX_OBJECTS + 1),
                 "patch_pos": nn.Linear(vd, 2),
             })
+            # from-scratch BERT-style parts: BERT's std-0.02 init (meant for fine-tuning a
+            # pretrained model) leaves attention logits ~0, i.e. uniform attention, and
+            # learning to attend then takes thousands of steps; use fan-in scaling
+            for mod in (self.Qformer, self.t5_proj, self.fusion_adapter, self.adapter_proj):
+                fan_in_init(mod)
 
     def stage_state_dicts(self):
         out = super().stage_state_dicts()
@@ -205,8 +210,22 @@ class TinyLion(LionModel):
         return out["loss"], ok
 
 
+def fan_in_init(module):
+    """Linear weights N(0, 1/fan_in), biases 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=m.in_features ** -0.5)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
+
+
 def make_tagger(cfg):
     g = torch.random.fork_rng()
     with g:
         torch.manual_seed(1234)
-        return RAMTagger(cfg["tagger"]).init_weights()
+        tag = RAMTagger(cfg["tagger"]).init_weights()
+        # tagging head, image_proj, wordvec_proj: fan-in init (see TinyLion)
+        for mod in (tag.tagging_head, tag.image_proj, tag.wordvec_proj, tag.fc):
+            fan_in_init(mod)
+        return tag

@@ -10,6 +10,7 @@ Stages (LION's stage-wise recipe, plus stand-ins for the pretrained parts):
   stage0  stand-in for EVA pretraining: the ViT alone on dense per-patch targets
           (colour / shape class and box of the covering object, patch position) plus
           per-object shape / colour targets on the object's pooled tokens and the count.
+  stage0b the same, continued at a lower rate (more shape separation in the ViT).
   stage1  image-level tasks (captions, colour / shape / count / relation VQA), router
           idx 1: Q-Former side (ln_vision, Q-Former, query tokens, t5_proj) + T5 (the
           stand-in for FlanT5 trains along, adapters included) + soft prompt.
@@ -38,15 +39,17 @@ import torch.nn.functional as F  # noqa: E402
 
 STAGES = {
     # name: (steps, lr, trainable groups, kinds)
-    "stage0": (800, 1e-3, ["vit"], None),
-    "stage1": (400, 1e-3, ["qformer", "t5"], ["image"]),
-    "stage2": (500, 1e-3, ["agg", "t5"], ["region"]),
-    "stage3": (1000, 5e-4, ["qformer", "agg", "t5"], ["image", "region"]),
+    "stage0": (600, 1e-3, ["vit"], None),
+    "stage0b": (400, 4e-4, ["vit"], None),
+    "stage1": (300, 1e-3, ["qformer", "t5"], ["image"]),
+    "stage2": (450, 1e-3, ["agg", "t5"], ["region"]),
+    "stage3": (850, 5e-4, ["qformer", "agg", "t5"], ["image", "region"]),
 }
-TAGGER_STEPS = 400
+TAGGER_STEPS = 1200
+TAGGER_LR = 2e-3
 IMG_PER_BATCH = 12
 Q_PER_IMG = 4
-S0_BATCH = 64
+S0_BATCH = 48
 
 
 class Progress:
@@ -129,7 +132,7 @@ def train_tagger(args, cfg, sp, vt, steps):
     if os.path.exists(done_path):
         return
     tag = tinylion.make_tagger(cfg)
-    opt = torch.optim.AdamW(tag.parameters(), lr=2e-3, weight_decay=0.01)
+    opt = torch.optim.AdamW(tag.parameters(), lr=TAGGER_LR, weight_decay=0.01)
     start = 0
     if os.path.exists(path):
         ck = torch.load(path, map_location="cpu")
@@ -143,7 +146,7 @@ def train_tagger(args, cfg, sp, vt, steps):
         torch.manual_seed(args.seed * 1000 + step)
         bt = b.tags(data.step_seed("tagger", step, args.seed), S0_BATCH)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, 2e-3)
+            g["lr"] = lr_at(step, steps, TAGGER_LR)
         loss = F.binary_cross_entropy_with_logits(tag.logits(bt["pixels"]), bt["y"])
         opt.zero_grad()
         loss.backward()
@@ -207,7 +210,7 @@ def run_stage(args, name, model, batcher, steps, lr, groups, kinds, state):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr)
         seed = data.step_seed(name, step, args.seed)
-        if name == "stage0":
+        if name.startswith("stage0"):
             bt = batcher.stage0(seed, S0_BATCH)
             loss, parts, acc = model.stage0_loss(bt["pixels"], bt)
             info = "loss %.3f obj_shape %.2f count %.2f box %.3f" % (
@@ -249,11 +252,14 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="3 steps per stage, into --work/smoke (a pipeline test)")
     ap.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's step count")
     ap.add_argument("--ckpt-every", type=int, default=100)
-    ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--calib-batches", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-export", action="store_true")
     ap.add_argument("--quiet-tagger", action="store_true")
+    ap.add_argument("--tagger-only", action="store_true", help="train (or resume) only the RAM tagger")
+    ap.add_argument("--export-only", action="store_true",
+                    help="export the current checkpoint as it is (stages not finished stay unfinished)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.smoke:
@@ -269,6 +275,18 @@ def main():
     def nsteps(n):
         return max(3, int(round(n * args.steps_scale)))
 
+    if args.tagger_only:
+        train_tagger(args, cfg, sp, vt, nsteps(TAGGER_STEPS))
+        return
+    if args.export_only:
+        import tinylion
+        model = tinylion.TinyLion(cfg, seed=args.seed)
+        st = torch.load(os.path.join(args.work, "main.pt"), map_location="cpu")
+        model.load_state_dict(st["model"])
+        print("exporting checkpoint: done %s, in %s at step %s" % (st.get("done"), st.get("stage"), st.get("step")))
+        export(args, cfg, model, sp, vt, {"partial": {"done": st.get("done"), "stage": st.get("stage"),
+                                                       "step": st.get("step")}})
+        return
     t_start = time.time()
     # tagger in its own process (one thread each)
     import multiprocessing as mp
