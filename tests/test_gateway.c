@@ -1114,8 +1114,22 @@ static void scenario_failures(void) {
     CHECK(http(port, "POST", "/v1/generate", body, &r) == 0);
     CHECK_EQ_INT(r.status, 200);
     reply_free(&r);
+
+    /* SIGTERM with a request in flight: it is answered 503, then the gateway exits cleanly */
+    size_t rlen;
+    char *inflight = format_request("POST", "/v1/generate", body, &rlen);
+    int fd = http_connect(port);
+    CHECK(fd >= 0 && send_all(fd, inflight, rlen) == 0);
+    sleep_ms(100);
+    CHECK_EQ_INT(stop_child(children[0], SIGTERM), 0);
+    CHECK(read_reply(fd, &r, 3000) == 0);
+    CHECK_EQ_INT(r.status, 503);
+    CHECK_CONTAINS(json_str(r.json, "error.message"), "the gateway is shutting down");
+    reply_free(&r);
+    close(fd);
+    free(inflight);
     free(body);
-    CHECK_EQ_INT(stop_all(), 0);
+    stop_all();
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -127,6 +127,7 @@ void request_sweep_deadlines(struct gateway *gw, int64_t now_us);
 
 typedef struct http_conn {
     uv_tcp_t tcp;
+    uv_shutdown_t shutdown; /* gateway shutdown: answers written out, then closed */
     struct gateway *gw;
     struct http_conn *prev, *next; /* gw->conns */
     http_parser parser;

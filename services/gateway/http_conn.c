@@ -32,8 +32,8 @@ static void on_close(uv_handle_t *h) {
     free(c);
 }
 
-static void conn_close(http_conn *c) {
-    if (c->closing) return;
+/* Marks c closing and takes it off the gateway's lists; the handle is closed by the caller. */
+static void conn_detach_all(http_conn *c) {
     c->closing = 1;
     if (c->req) {
         c->req->conn = NULL; /* the request runs on and its answer is dropped */
@@ -44,7 +44,16 @@ static void conn_close(http_conn *c) {
     else if (gw->conns == c) gw->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     c->prev = c->next = NULL;
+}
+
+static void conn_close(http_conn *c) {
+    if (c->closing) return;
+    conn_detach_all(c);
     uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+    uv_close((uv_handle_t *)req->handle, on_close);
 }
 
 void http_conn_detach(http_conn *c) { c->req = NULL; }
@@ -408,5 +417,12 @@ void http_server_sweep_idle(gateway *gw, int64_t now_us) {
 void http_server_close(gateway *gw) {
     if (gw->listening) uv_close((uv_handle_t *)&gw->listener, NULL);
     gw->listening = 0;
-    while (gw->conns) conn_close(gw->conns);
+    /* answers already queued (the 503s of the requests in flight) go out before the close */
+    while (gw->conns) {
+        http_conn *c = gw->conns;
+        conn_detach_all(c);
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+            uv_close((uv_handle_t *)&c->tcp, on_close);
+    }
 }
