@@ -250,8 +250,9 @@ int main(void) {
     test_bad_jobs(&g);
 
     /* a malformed frame at the socket, then a valid job still works */
-    const void *frames[] = {"\xff\xff\xff garbage"};
-    size_t lens[] = {13};
+    static const char garbage[] = "\xff\xff\xff garbage";
+    const void *frames[] = {garbage};
+    size_t lens[] = {sizeof garbage - 1};
     CHECK(fake_gateway_send_raw(&g, frames, lens, 1) == 0);
     inputs_of(&in, 2);
     CHECK(call(&g, "req-after", 2, &in, -1, &m) == 0);
