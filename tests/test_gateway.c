@@ -1062,8 +1062,17 @@ static void scenario_failures(void) {
         }
     }
     CHECK_EQ_INT(n429, 2);
-    /* the first two reach the slow llm worker; a second replica joins and the first dies */
-    sleep_ms(1000);
+    /* the first two reach the slow llm worker (the gateway's metrics say when); a second
+     * replica joins and the first dies */
+    int at_llm = 0;
+    for (int i = 0; i < 200 && !at_llm; i++) {
+        reply m;
+        if (http(port, "GET", "/metrics", NULL, &m) == 0)
+            at_llm = metric_value(m.body ? m.body : "", "lion_jobs_outstanding{stage=\"llm\"}") == 2;
+        reply_free(&m);
+        if (!at_llm) sleep_ms(20);
+    }
+    CHECK_MSG(at_llm, "the two requests did not reach the slow llm worker");
     spawn_stub("llm", ep[4], "llm-fast", "0", "4");
     if (wait_ready(port, 200, "\"llm\":2", 5000) != 0) CHECK_MSG(0, "the second llm worker did not register");
     stop_child(slow_llm, SIGKILL);
