@@ -1,7 +1,8 @@
 #include "fake_gateway.h"
 
+#include <errno.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,8 +11,6 @@
 #include <unistd.h>
 
 #include "clock.h"
-
-extern char **environ;
 
 unsigned char *fake_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -84,10 +83,20 @@ int fake_gateway_start(fake_gateway *g, const char *const *argv, int timeout_ms)
     memcpy(args, argv, (size_t)argc * sizeof *args);
     args[argc] = "--gateway";
     args[argc + 1] = g->endpoint;
-    int rc = posix_spawn(&g->child, args[0], NULL, NULL, (char *const *)args, environ);
+    /* fork + exec rather than posix_spawn: the child must die with the test (a test that
+     * aborts would otherwise leave a service holding ctest's output pipe open) */
+    pid_t parent = getpid();
+    g->child = fork();
+    if (g->child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(127);
+        execv(args[0], (char *const *)args);
+        fprintf(stderr, "fake_gateway: cannot start %s: %s\n", args[0], strerror(errno));
+        _exit(127);
+    }
     free(args);
-    if (rc != 0) {
-        fprintf(stderr, "fake_gateway: cannot start %s: %s\n", argv[0], strerror(rc));
+    if (g->child < 0) {
+        fprintf(stderr, "fake_gateway: fork: %s\n", strerror(errno));
         g->child = 0;
         return -1;
     }

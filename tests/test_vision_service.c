@@ -124,8 +124,9 @@ int main(void) {
     envelope_msg_close(&m);
 
     /* a malformed frame at the socket: garbage envelope bytes, then a valid job still works */
-    const void *frames[] = {"\xff\xff\xff garbage"};
-    size_t lens[] = {13};
+    static const char garbage[] = "\xff\xff\xff garbage";
+    const void *frames[] = {garbage};
+    size_t lens[] = {sizeof garbage - 1};
     CHECK(fake_gateway_send_raw(&g, frames, lens, 1) == 0);
     CHECK(send_image(&g, "req-after", b, len_b, -1, &m) == 0);
     CHECK(m.env && m.env->kind == LION__KIND__RESULT && strcmp(m.env->request_id, "req-after") == 0);
