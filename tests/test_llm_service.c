@@ -318,7 +318,7 @@ int main(void) {
 
     /* a malformed frame at the socket, then a valid job still works */
     const void *frames[] = {"\xff\xff\xff garbage"};
-    size_t lens[] = {13};
+    size_t lens[] = {sizeof "\xff\xff\xff garbage" - 1};
     CHECK(fake_gateway_send_raw(&g, frames, lens, 1) == 0);
     send_job(&g, "after", &cases[3].spec);
     CHECK(fake_gateway_recv(&g, &m, 60000) == 0);
