@@ -1,4 +1,4 @@
-#include "bert.h"
+#include "bert_layer.h"
 
 #include <math.h>
 #include <string.h>
@@ -29,8 +29,8 @@ int bert_attention_load(bert_attention *a, weights *w, const char *prefix, int h
     return 0;
 }
 
-int bert_attention_forward(const bert_attention *a, float *x, int batch, int q_len, const float *kv, int k_len,
-                           const uint8_t *key_mask, arena *scratch, lion_status *st) {
+int bert_attention_forward(const bert_attention *a, float *x, const float *query, int batch, int q_len,
+                           const float *kv, int k_len, const uint8_t *key_mask, arena *scratch, lion_status *st) {
     const int h = a->hidden, hd = a->hidden / a->heads;
     const size_t q_rows = (size_t)batch * q_len, k_rows = (size_t)batch * k_len;
     const float *src = kv ? kv : x;
@@ -41,7 +41,8 @@ int bert_attention_forward(const bert_attention *a, float *x, int batch, int q_l
     float *v = arena_floats(scratch, k_rows * h);
     float *ctx = arena_floats(scratch, q_rows * h);
     if (!q || !k || !v || !ctx) goto oom;
-    linear_forward(q, x, a->query_w, a->query_b, (int)q_rows, h, h);
+    if (query) memcpy(q, query, q_rows * h * sizeof(float));
+    else linear_forward(q, x, a->query_w, a->query_b, (int)q_rows, h, h);
     linear_forward(k, src, a->key_w, a->key_b, (int)k_rows, src_width, h);
     linear_forward(v, src, a->value_w, a->value_b, (int)k_rows, src_width, h);
     attention_args at = {.batch = batch, .heads = a->heads, .head_dim = hd, .q_len = q_len, .k_len = k_len,

@@ -1,12 +1,12 @@
-/* bert.h - the two post-norm sub-layers of an HF BertLayer, as the Q-Former and the
- * vision aggregator (FusionAdapter) both use them.
+/* bert_layer.h - the two post-norm sub-layers of an HF BertLayer, as the Q-Former, the
+ * vision aggregator (FusionAdapter) and RAM's tagging head all use them.
  *
  * Attention: x = LayerNorm(x + dense(MHA(query(x), key(src), value(src)))), where src is x
  * itself (self-attention) or another sequence (cross-attention, possibly of another width).
  * FFN: x = LayerNorm(x + output.dense(gelu(intermediate.dense(x)))), exact erf GELU.
  * Weights keep the HF names under a prefix ("Qformer.bert.encoder.layer.0.attention"). */
-#ifndef LION_BERT_H
-#define LION_BERT_H
+#ifndef LION_BERT_LAYER_H
+#define LION_BERT_LAYER_H
 
 #include <stdint.h>
 
@@ -32,11 +32,13 @@ typedef struct bert_ffn {
 int bert_attention_load(bert_attention *a, weights *w, const char *prefix, int hidden, int heads, int kv_width,
                         float ln_eps, lion_status *st);
 
-/* x: [batch * q_len, hidden], updated in place. kv: [batch * k_len, kv_width], or NULL for
- * self-attention (then k_len must equal q_len). key_mask: [batch, k_len], nonzero = may be
- * attended, NULL = all. -1 only when scratch memory runs out. */
-int bert_attention_forward(const bert_attention *a, float *x, int batch, int q_len, const float *kv, int k_len,
-                           const uint8_t *key_mask, arena *scratch, lion_status *st);
+/* x: [batch * q_len, hidden], updated in place. query: query(x) when the caller already has
+ * it (RAM's label queries do not depend on the image), or NULL to compute it. kv:
+ * [batch * k_len, kv_width], or NULL for self-attention (then k_len must equal q_len).
+ * key_mask: [batch, k_len], nonzero = may be attended, NULL = all. -1 only when scratch
+ * memory runs out. */
+int bert_attention_forward(const bert_attention *a, float *x, const float *query, int batch, int q_len,
+                           const float *kv, int k_len, const uint8_t *key_mask, arena *scratch, lion_status *st);
 
 /* Binds intermediate_prefix.dense.* and output_prefix.{dense,LayerNorm}.* (the Q-Former has
  * two FFNs per layer: "intermediate"/"output" for text, "intermediate_query"/"output_query"). */

@@ -73,8 +73,8 @@ int fusion_forward(const fusion_model *m, const float *hidden, const float *cons
     memcpy(x, hidden, rows * w * sizeof(float));
     for (int i = 0; i < m->cfg.blocks; i++) {
         const fusion_block *b = &m->blocks[i];
-        if (bert_attention_forward(&b->self_attn, x, batch, tokens, NULL, tokens, NULL, scratch, st) ||
-            bert_attention_forward(&b->cross_attn, x, batch, tokens, cross[i], tokens, NULL, scratch, st) ||
+        if (bert_attention_forward(&b->self_attn, x, NULL, batch, tokens, NULL, tokens, NULL, scratch, st) ||
+            bert_attention_forward(&b->cross_attn, x, NULL, batch, tokens, cross[i], tokens, NULL, scratch, st) ||
             bert_ffn_forward(&b->ffn, x, (int)rows, scratch, st)) {
             arena_restore(scratch, mark);
             return -1;

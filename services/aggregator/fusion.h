@@ -11,7 +11,7 @@
 #define LION_FUSION_H
 
 #include "arena.h"
-#include "bert.h"
+#include "bert_layer.h"
 #include "model_config.h"
 #include "status.h"
 #include "weights.h"

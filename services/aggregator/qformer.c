@@ -119,10 +119,10 @@ int qformer_forward(const qformer_model *m, const float *image, int batch, int t
 
     for (int i = 0; i < c->layers; i++) {
         const qformer_layer *l = &m->layers[i];
-        if (bert_attention_forward(&l->self_attn, x, batch, len, NULL, len, key_mask, scratch, st)) goto fail;
+        if (bert_attention_forward(&l->self_attn, x, NULL, batch, len, NULL, len, key_mask, scratch, st)) goto fail;
         rows_gather(part, x, batch, len, 0, nq, h);
         if (l->has_cross &&
-            bert_attention_forward(&l->cross_attn, part, batch, nq, img, tokens, NULL, scratch, st))
+            bert_attention_forward(&l->cross_attn, part, NULL, batch, nq, img, tokens, NULL, scratch, st))
             goto fail;
         if (bert_ffn_forward(&l->ffn_query, part, batch * nq, scratch, st)) goto fail;
         rows_scatter(x, part, batch, len, 0, nq, h);

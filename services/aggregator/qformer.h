@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #include "arena.h"
-#include "bert.h"
+#include "bert_layer.h"
 #include "model_config.h"
 #include "status.h"
 #include "weights.h"

@@ -77,7 +77,7 @@ static int label_queries_compute(ram_model *m, weights *w, lion_status *st) {
     else memcpy(m->labels, embed, (size_t)n * hid * sizeof(float));
     relu_forward(m->labels, (size_t)n * hid);
     const tagging_layer *l0 = &m->head.layer[0];
-    linear_forward(m->first_query, m->labels, l0->query_w, l0->query_b, (int)n, (int)hid, (int)hid);
+    linear_forward(m->first_query, m->labels, l0->cross.query_w, l0->cross.query_b, (int)n, (int)hid, (int)hid);
     return 0;
 }
 

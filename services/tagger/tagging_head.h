@@ -9,13 +9,13 @@
 #define LION_TAGGING_HEAD_H
 
 #include "arena.h"
+#include "bert_layer.h"
 #include "status.h"
 #include "weights.h"
 
 typedef struct tagging_layer {
-    const float *query_w, *query_b, *key_w, *key_b, *value_w, *value_b;
-    const float *attn_dense_w, *attn_dense_b, *attn_ln_w, *attn_ln_b;
-    const float *inter_w, *inter_b, *out_w, *out_b, *out_ln_w, *out_ln_b;
+    bert_attention cross; /* crossattention.*: queries from the labels, keys/values from the image */
+    bert_ffn ffn;         /* intermediate.* + output.* */
 } tagging_layer;
 
 typedef struct tagging_head {
