@@ -3,36 +3,24 @@
  *
  *   lion-tagger --gateway tcp://127.0.0.1:5552 [--model models/tiny-lion] [--threads N]
  *               [worker options, see --help] */
-#include <stdio.h>
+#include <stdlib.h>
 
-#include "log.h"
 #include "tagger_stage.h"
-#include "threads.h"
-#include "worker.h"
+#include "worker_main.h"
+
+static void *tagger_open(const worker_config *cfg, lion_status *st) {
+    tagger_stage *s = malloc(sizeof *s);
+    if (!s) lion_fail(st, LION_ENOMEM, "tagger: out of memory");
+    else if (tagger_stage_open(s, cfg->model_dir, cfg->max_batch, st)) s = (free(s), NULL);
+    return s;
+}
+
+static void tagger_close(void *s) {
+    tagger_stage_close(s);
+    free(s);
+}
 
 int main(int argc, char **argv) {
-    worker_config cfg;
-    lion_status st;
-    log_init("tagger", LOG_INFO);
-    if (worker_config_parse(&cfg, "tagger", argc, argv, &st)) {
-        log_error("%s", st.msg);
-        return 2;
-    }
-    if (cfg.help) {
-        worker_usage(stdout, "lion-tagger");
-        return 0;
-    }
-    log_init(cfg.replica_id, LOG_INFO);
-    threads_init(cfg.threads);
-    tagger_stage stage;
-    const char *model = cfg.model_dir ? cfg.model_dir : "models/tiny-lion";
-    if (tagger_stage_open(&stage, model, cfg.max_batch, &st)) {
-        log_error("%s", st.msg);
-        return 1;
-    }
-    worker_stage ws = {.stage = LION__STAGE__TAGGER, .process = tagger_stage_process, .ctx = &stage};
-    int rc = worker_run(&cfg, &ws, &st);
-    if (rc) log_error("%s", st.msg);
-    tagger_stage_close(&stage);
-    return rc ? 1 : 0;
+    const worker_service svc = {"tagger", LION__STAGE__TAGGER, tagger_open, tagger_close, tagger_stage_process, NULL};
+    return worker_main(&svc, argc, argv);
 }

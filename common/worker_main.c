@@ -1,0 +1,36 @@
+#include "worker_main.h"
+
+#include <stdio.h>
+
+#include "log.h"
+#include "threads.h"
+
+int worker_main(const worker_service *svc, int argc, char **argv) {
+    worker_config cfg;
+    lion_status st;
+    log_init(svc->name, LOG_INFO);
+    if (worker_config_parse(&cfg, svc->name, argc, argv, &st)) {
+        log_error("%s", st.msg);
+        return 2;
+    }
+    if (cfg.help) {
+        char program[64];
+        snprintf(program, sizeof program, "lion-%s", svc->name);
+        worker_usage(stdout, program);
+        if (svc->extra_usage) fputs(svc->extra_usage, stdout);
+        return 0;
+    }
+    if (!cfg.model_dir) cfg.model_dir = WORKER_DEFAULT_MODEL;
+    log_init(cfg.replica_id, LOG_INFO);
+    threads_init(cfg.threads);
+    void *ctx = svc->open(&cfg, &st);
+    if (!ctx) {
+        log_error("%s", st.msg);
+        return 1;
+    }
+    worker_stage ws = {.stage = svc->stage, .process = svc->process, .ctx = ctx};
+    int rc = worker_run(&cfg, &ws, &st);
+    if (rc) log_error("%s", st.msg);
+    svc->close(ctx);
+    return rc ? 1 : 0;
+}
