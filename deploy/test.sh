@@ -17,9 +17,9 @@ cmake --build build-asan -j"$jobs"
 
 status=0
 echo "== release suite"
-(cd build && ctest --output-on-failure --timeout 900) || status=1
+(cd build && ctest --output-on-failure -j"$jobs") || status=1
 echo "== sanitizer suite"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-(cd build-asan && ctest --output-on-failure --timeout 900 -LE py) || status=1
+(cd build-asan && ctest --output-on-failure -j"$jobs" -LE py) || status=1
 exit $status
