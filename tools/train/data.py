@@ -114,7 +114,22 @@ class Batcher:
                 s["tags"] = world.perturb_tags(sc.tags, rng)
                 samples.append(s)
                 img_index.append(i)
-        return self.encode_samples([sc.image for sc in scenes], samples, img_index, kind)
+        batch = self.encode_samples([sc.image for sc in scenes], samples, img_index, kind)
+        batch.update(self.pointer_targets(scenes, samples, img_index))
+        return batch
+
+    def pointer_targets(self, scenes, samples, img_index):
+        """Auxiliary targets on the aggregator's patch tokens: which patches show the
+        objects a sample is about (cover >= 0.3), and each patch's object box."""
+        pts = [sc.patch_targets(self.patch) for sc in scenes]
+        P = pts[0]["colour"].shape[0]
+        mask = torch.zeros(len(samples), P)
+        for j, (s, i) in enumerate(zip(samples, img_index)):
+            for k in s["objects"]:
+                mask[j] = torch.maximum(mask[j], torch.tensor((pts[i]["cover"][k] >= 0.3).astype(np.float32)))
+        return {"point": mask,
+                "patch_box": torch.tensor(np.stack([t["box"] for t in pts])),
+                "patch_fg": torch.tensor(np.stack([t["owner"] >= 0 for t in pts]).astype(np.float32))}
 
     def encode_samples(self, images, samples, img_index, kind):
         prompts = [world.full_prompt(s["question"], s["tags"]) for s in samples]

@@ -116,10 +116,15 @@ class TinyLion(LionModel):
             # learning to attend then takes thousands of steps; use fan-in scaling
             for mod in (self.Qformer, self.t5_proj, self.fusion_adapter, self.adapter_proj):
                 fan_in_init(mod)
+            # auxiliary heads on the T5 encoder output at the aggregator's patch tokens
+            # (not exported): "is this patch part of what the question is about" and
+            # "box of this patch's object"; they make the encoder tie the text to image
+            # positions, which the answer loss alone learns very slowly
+            self.aux_llm = nn.ModuleDict({"point": nn.Linear(d, 1), "box": nn.Linear(d, 4)})
 
     def stage_state_dicts(self):
         out = super().stage_state_dicts()
-        out["aggregator"] = {k: v for k, v in out["aggregator"].items() if not k.startswith("aux.")}
+        out["aggregator"] = {k: v for k, v in out["aggregator"].items() if not k.startswith("aux")}
         return out
 
     # ------------------------------------------------------------------ groups
@@ -128,7 +133,7 @@ class TinyLion(LionModel):
             "vit": [self.visual_encoder, self.aux],
             "qformer": [self.ln_vision, self.Qformer, self.t5_proj, self.query_tokens],
             "agg": [self.fusion_adapter, self.ln_adapter, self.adapter_proj],
-            "t5": [self.t5_model, self.soft_prompt_hint],
+            "t5": [self.t5_model, self.soft_prompt_hint, self.aux_llm],
         }
 
     def params_of(self, names):
@@ -194,6 +199,8 @@ class TinyLion(LionModel):
         atok = self.adapter_proj(self.ln_adapter(h))[img_index]
         return torch.cat([qtok, atok], dim=1)
 
+    aux_weight = 1.0
+
     def task_loss(self, outs, batch, hint_id):
         self.t5_model.set_router_idx(batch["router_idx"])
         vis = self.visual_tokens(outs, batch["qf_ids"], batch["qf_mask"], batch["img_index"])
@@ -207,7 +214,17 @@ class TinyLion(LionModel):
         lab = batch["labels"]
         with torch.no_grad():
             ok = ((out["logits"].argmax(-1) == lab) | (lab == -100)).all(-1).float()
-        return out["loss"], ok
+        loss = out["loss"]
+        if "point" in batch and self.aux_weight > 0:
+            nq = self.query_tokens.shape[1]
+            P = batch["point"].shape[1]
+            ph = out["encoder_hidden"][:, nq + 1:nq + 1 + P]           # aggregator patch tokens
+            lp = F.binary_cross_entropy_with_logits(self.aux_llm["point"](ph).squeeze(-1), batch["point"])
+            fg = batch["patch_fg"][batch["img_index"]]
+            bx = torch.sigmoid(self.aux_llm["box"](ph))
+            lb = ((bx - batch["patch_box"][batch["img_index"]]).abs().sum(-1) * fg).sum() / fg.sum().clamp(min=1)
+            loss = loss + self.aux_weight * (lp + lb)
+        return loss, ok
 
 
 def fan_in_init(module):

@@ -252,18 +252,20 @@ def _centre(o):
 def task_samples(scene, rng, tasks=None):
     """All applicable samples of the scene, as dicts, one per task (random choice inside a task).
 
-    dict: task, type ("image"/"region"), question (without the tag prompt), answer.
+    dict: task, type ("image"/"region"), question (without the tag prompt), answer,
+    objects (indices of the objects the answer is about; an auxiliary training target).
     """
     objs = scene.objects
     out = []
     want = set(tasks) if tasks else set(TASKS)
 
-    def add(task, q, a):
+    def add(task, q, a, targets):
         if task in want:
-            out.append({"task": task, "type": TASKS[task], "question": q, "answer": a})
+            out.append({"task": task, "type": TASKS[task], "question": q, "answer": a,
+                        "objects": [objs.index(t) for t in targets]})
 
     # caption
-    add("caption", "A short image caption:", caption_text(scene))
+    add("caption", "A short image caption:", caption_text(scene), objs)
     # colour VQA: ask about a shape that is unique in the scene
     shape_counts = {}
     colour_counts = {}
@@ -273,22 +275,23 @@ def task_samples(scene, rng, tasks=None):
     uniq_shape = [o for o in objs if shape_counts[o["shape"]] == 1]
     if uniq_shape:
         o = rng.choice(uniq_shape)
-        add("vqa_colour", "Question: What color is the %s? Short answer:" % o["shape"], o["colour"])
+        add("vqa_colour", "Question: What color is the %s? Short answer:" % o["shape"], o["colour"], [o])
     uniq_colour = [o for o in objs if colour_counts[o["colour"]] == 1]
     if uniq_colour:
         o = rng.choice(uniq_colour)
-        add("vqa_shape", "Question: What shape is the %s object? Short answer:" % o["colour"], o["shape"])
+        add("vqa_shape", "Question: What shape is the %s object? Short answer:" % o["colour"], o["shape"], [o])
     # counting
     r = rng.random()
     if r < 0.5:
-        add("count", "Question: How many shapes are there? Short answer:", str(len(objs)))
+        add("count", "Question: How many shapes are there? Short answer:", str(len(objs)), objs)
     elif r < 0.75:
         sh = rng.choice(SHAPES)
         add("count", "Question: How many %s are there? Short answer:" % SHAPE_PLURALS[sh],
-            str(shape_counts.get(sh, 0)))
+            str(shape_counts.get(sh, 0)), [o for o in objs if o["shape"] == sh])
     else:
         c = rng.choice(COLOURS)
-        add("count", "Question: How many %s shapes are there? Short answer:" % c, str(colour_counts.get(c, 0)))
+        add("count", "Question: How many %s shapes are there? Short answer:" % c, str(colour_counts.get(c, 0)),
+            [o for o in objs if o["colour"] == c])
     # relations between two objects with a clear separation
     if len(objs) >= 2:
         pairs = [(a, b) for a in objs for b in objs if a is not b]
@@ -297,18 +300,18 @@ def task_samples(scene, rng, tasks=None):
             (ax, ay), (bx, by) = _centre(a), _centre(b)
             if rng.random() < 0.5 and abs(ax - bx) >= 8:
                 add("relation", "Question: Is the %s left or right of the %s? Short answer:" % (describe(a), describe(b)),
-                    "left" if ax < bx else "right")
+                    "left" if ax < bx else "right", [a, b])
                 break
             if abs(ay - by) >= 8:
                 add("relation", "Question: Is the %s above or below the %s? Short answer:" % (describe(a), describe(b)),
-                    "above" if ay < by else "below")
+                    "above" if ay < by else "below", [a, b])
                 break
     # region level
     o = rng.choice(objs)
     add("rec", "Please provide the bounding box coordinate of the region this sentence describes: the %s." % describe(o),
-        fmt_box(o["box"]))
+        fmt_box(o["box"]), [o])
     o = rng.choice(objs)
-    add("region_caption", "Please provide a short description for this region: %s." % fmt_box(o["box"]), describe(o))
+    add("region_caption", "Please provide a short description for this region: %s." % fmt_box(o["box"]), describe(o), [o])
     return out
 
 
