@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The main job (README): builds the release, starts the four stage workers and the gateway on
+# loopback with the embedded tiny model, answers the model's example requests with lion-batch
+# (--check against the expected answers, --draw the region answers' boxes into build/demo),
+# shows one OpenAI-shaped chat completion, stops every process, and exits with lion-batch's
+# status.
+#
+#   bash deploy/run-demo.sh [--model DIR] [--port N] [--no-deps]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+model=models/tiny-lion
+port=8080
+deps=1
+# another build tree (a teammate's, CI's): LION_DEMO_BUILD=dir
+build=${LION_DEMO_BUILD:-build}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --model) model="$2"; shift 2 ;;
+    --port) port="$2"; shift 2 ;;
+    --no-deps) deps=0; shift ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "run-demo: unknown argument '$1' (--model DIR, --port N, --no-deps)" >&2; exit 2 ;;
+  esac
+done
+requests="$model/examples/requests.json"
+for f in "$model/model.json" "$requests"; do
+  [ -f "$f" ] || { echo "run-demo: $f is missing (is $model a trained model directory with examples/?)" >&2; exit 2; }
+done
+
+[ "$deps" = 1 ] && bash deploy/install-deps.sh
+echo "== release build"
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" -j"$(nproc)"
+
+pids=()
+stop_all() {
+  # workers first (they hand queued jobs back and say BYE), then the gateway
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+logs=$build/demo/logs
+mkdir -p "$logs"
+base=$((port + 100))
+export OMP_WAIT_POLICY=passive
+"$build"/services/lion-gateway --listen "127.0.0.1:$port" --bind-base "tcp://127.0.0.1:$base" \
+  --model-name "$(basename "$model")" >"$logs/gateway.log" 2>&1 &
+pids+=($!)
+stage_port=$base
+for svc in vision tagger aggregator llm; do
+  "$build"/services/lion-$svc --gateway "tcp://127.0.0.1:$stage_port" --model "$model" --threads 1 \
+    >"$logs/$svc.log" 2>&1 &
+  pids+=($!)
+  stage_port=$((stage_port + 1))
+done
+
+echo "== waiting for the workers (logs in $logs)"
+for _ in $(seq 1 600); do
+  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || { echo "run-demo: a process exited early; see $logs" >&2; tail -n 5 "$logs"/*.log >&2; exit 1; }
+  done
+  sleep 0.2
+done
+curl -sf "http://127.0.0.1:$port/readyz" || { echo "run-demo: the gateway never became ready; see $logs" >&2; exit 1; }
+echo
+
+echo "== lion-batch --check on $requests"
+status=0
+"$build"/tools/batch/lion-batch --gateway "http://127.0.0.1:$port" --check --draw "$build"/demo \
+  --out "$build"/demo/answers.jsonl "$requests" || status=$?
+echo "== answers ($build/demo/answers.jsonl; region answers drawn in $build/demo/<id>.png)"
+python3 - "$build"/demo/answers.jsonl <<'PY' || cat "$build"/demo/answers.jsonl
+import json, sys
+for line in open(sys.argv[1]):
+    a = json.loads(line)
+    verdict = {True: "ok  ", False: "FAIL"}.get(a.get("pass"), "    ")
+    print("%s [%s] %s -> %s" % (verdict, a.get("task"), a.get("instruction"), a.get("text", a.get("error"))))
+    if a.get("pass") is False and "expected" in a:
+        print("          expected: %s" % a["expected"])
+PY
+
+echo "== POST /v1/chat/completions (OpenAI-shaped), first example image"
+image="$model/examples/$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"][0]["image"])' "$requests")"
+body=$(mktemp)
+printf '{"model":"%s","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,%s"}},{"type":"text","text":"what is in the image?"}]}],"max_tokens":40,"temperature":0}' \
+  "$(basename "$model")" "$(base64 -w0 "$image")" >"$body"
+curl -s "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: application/json' --data-binary @"$body" || status=1
+echo
+rm -f "$body"
+
+stop_all
+exit $status
