@@ -231,6 +231,37 @@ static void check_errors(const char *dir, const char *batch, int dead_port) {
     free(err);
 }
 
+/* A gateway with no workers answers 503 + Retry-After: retried --retries times, then reported. */
+static void check_retries(const char *dir, const char *batch, const char *gw) {
+    int port = free_port();
+    char listen[64], cmd[16384], path[4400], ep[4][64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    for (int s = 0; s < 4; s++) snprintf(ep[s], sizeof ep[s], "tcp://127.0.0.1:%d", free_port());
+    const char *argv[] = {gw, "--listen", listen, "--vision", ep[0], "--tagger", ep[1], "--aggregator", ep[2],
+                          "--llm", ep[3], NULL};
+    CHECK(spawn(argv) > 0);
+    snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/healthz > /dev/null 2>&1", port);
+    int up = 0;
+    for (int i = 0; i < 200 && !(up = run(cmd) == 0); i++) pause_ms(50);
+    CHECK_MSG(up, "the lone gateway did not start");
+    snprintf(cmd, sizeof cmd,
+             "%s --gateway http://127.0.0.1:%d --retries 2 --max-retry-wait-ms 50 --progress none "
+             "%s/requests.json > %s/retry.jsonl 2> %s/retry.txt",
+             batch, port, dir, dir, dir);
+    CHECK_EQ_INT(run(cmd), 1);
+    stop_all();
+    snprintf(path, sizeof path, "%s/retry.jsonl", dir);
+    char *text = read_text(path);
+    cJSON *a = text ? find_line(text, "a") : NULL;
+    const cJSON *attempts = cJSON_GetObjectItemCaseSensitive(a, "attempts");
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(a, "status");
+    CHECK_MSG(cJSON_IsNumber(attempts) && attempts->valueint == 3, "503 not retried twice");
+    CHECK(cJSON_IsNumber(status) && status->valueint == 503);
+    CHECK_CONTAINS(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "error")), "HTTP 503: no live vision worker");
+    cJSON_Delete(a);
+    free(text);
+}
+
 int main(void) {
     char dir[2048], model[2200], path[2200], batch[4096], gw[4096], bins[5][4096];
     snprintf(dir, sizeof dir, "%s", testing_fixture("batch"));
@@ -269,6 +300,7 @@ int main(void) {
         check_examples_run(dir, batch, url);
     }
     stop_all();
+    check_retries(dir, batch, gw);
     check_errors(dir, batch, free_port());
     cJSON_Delete(meta);
     return testing_finish();
