@@ -249,6 +249,8 @@ int main(void) {
     }
     test_linear("linear_small", 7, 33, 19);
     test_linear("linear_wide", 20, 1408, 96);
+    test_linear("linear_row", 1, 1408, 37);
+    test_linear("linear_beams", 5, 1411, 37);
     test_norms();
     test_elementwise();
     test_attention();
