@@ -67,10 +67,17 @@ static int run(const char *cmd) {
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
+/* The file as a NUL-terminated string (fake_read_file gives bytes without the NUL). */
 static char *read_text(const char *path) {
     size_t len = 0;
     unsigned char *t = fake_read_file(path, &len);
-    return (char *)t;
+    char *s = t ? realloc(t, len + 1) : NULL;
+    if (!s) {
+        free(t);
+        return NULL;
+    }
+    s[len] = 0;
+    return s;
 }
 
 /* The answer line of request id in a JSONL file (parsed), or NULL. */
