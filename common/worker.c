@@ -122,6 +122,10 @@ static void send_state(worker *w, Lion__Kind kind) {
     credit.capacity = (uint32_t)w->cfg->capacity;
     credit.in_flight = (uint32_t)in_flight(w);
     credit.max_batch = (uint32_t)w->cfg->max_batch;
+    if (w->stage->cache_stats) {
+        w->stage->cache_stats(w->stage->ctx, &credit.cache_hits, &credit.cache_misses);
+        credit.has_cache_hits = credit.has_cache_misses = 1;
+    }
     env->credit = &credit;
     env->replica_id = (char *)w->cfg->replica_id;
     env->has_sent_us = 1;

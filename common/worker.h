@@ -68,6 +68,9 @@ typedef struct worker_stage {
     int stage; /* Lion__Stage this worker serves: jobs for another stage are refused */
     worker_process_fn process;
     void *ctx; /* the stage's model, given to process */
+    /* Optional: the stage's cache counters, reported in READY/HEARTBEAT credit. Called on the
+     * socket thread while process may run, so it must read them atomically. */
+    void (*cache_stats)(void *ctx, uint64_t *hits, uint64_t *misses);
 } worker_stage;
 
 /* Runs until stopped; returns 0 after a clean shutdown, -1 with st filled when the loop

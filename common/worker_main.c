@@ -28,7 +28,7 @@ int worker_main(const worker_service *svc, int argc, char **argv) {
         log_error("%s", st.msg);
         return 1;
     }
-    worker_stage ws = {.stage = svc->stage, .process = svc->process, .ctx = ctx};
+    worker_stage ws = {.stage = svc->stage, .process = svc->process, .ctx = ctx, .cache_stats = svc->cache_stats};
     int rc = worker_run(&cfg, &ws, &st);
     if (rc) log_error("%s", st.msg);
     svc->close(ctx);

@@ -19,6 +19,7 @@ typedef struct worker_service {
     void *(*open)(const worker_config *cfg, lion_status *st);
     void (*close)(void *ctx);
     worker_process_fn process;
+    void (*cache_stats)(void *ctx, uint64_t *hits, uint64_t *misses); /* optional, see worker_stage */
     const char *extra_usage; /* lines printed after the shared options by --help, or NULL */
 } worker_service;
 

@@ -1237,6 +1237,19 @@ static void scenario_real_workers(void) {
     CHECK_MSG(got && want && !strcmp(got, want), "tags: '%s', lion_ref says '%s'", got ? got : "(none)",
               want ? want : "?");
     reply_free(&r);
+
+    /* the chat request sent the same image again: the vision worker's feature cache hit,
+     * which its next heartbeat reports and /metrics shows */
+    int hit = 0;
+    for (int tries = 0; tries < 40 && !hit; tries++) {
+        if (http(port, "GET", "/metrics", NULL, &r) == 0) {
+            hit = r.body && strstr(r.body, "lion_cache_hits_total{stage=\"vision\"} 1\n") &&
+                  strstr(r.body, "lion_cache_misses_total{stage=\"vision\"} 1\n");
+            reply_free(&r);
+        }
+        if (!hit) sleep_ms(100);
+    }
+    CHECK_MSG(hit, "/metrics never showed the vision worker's one cache hit and one miss");
     free(body);
     free(b64);
     cJSON_Delete(expected);

@@ -23,6 +23,6 @@ static void aggregator_close(void *s) {
 
 int main(int argc, char **argv) {
     const worker_service svc = {"aggregator", LION__STAGE__AGGREGATOR, aggregator_open, aggregator_close,
-                                aggregator_stage_process, NULL};
+                                aggregator_stage_process, NULL, NULL};
     return worker_main(&svc, argc, argv);
 }

@@ -33,6 +33,7 @@ typedef struct worker_slot {
     unsigned capacity;    /* from READY / HEARTBEAT */
     unsigned outstanding; /* jobs sent to it and not answered */
     int64_t last_seen_us; /* monotonic */
+    uint64_t cache_hits, cache_misses; /* the worker's own counters, from its credit */
 } worker_slot;
 
 typedef struct stage_pool {
@@ -47,6 +48,7 @@ typedef struct stage_pool {
     struct request **queue;   /* FIFO of requests waiting for a worker of this stage */
     int queue_len, queue_cap;
     int draining;
+    uint64_t gone_cache_hits, gone_cache_misses; /* of workers that left, so totals never fall */
 } stage_pool;
 
 int stage_pool_open(stage_pool *p, struct gateway *gw, int stage, const char *endpoint, lion_status *st);
@@ -63,6 +65,8 @@ void stage_pool_tick(stage_pool *p, int64_t now_us);
 int stage_pool_live_workers(const stage_pool *p);
 unsigned stage_pool_capacity(const stage_pool *p);
 unsigned stage_pool_outstanding(const stage_pool *p);
+/* Feature-cache hits and misses the stage's workers reported, those that left included. */
+void stage_pool_cache_counts(const stage_pool *p, uint64_t *hits, uint64_t *misses);
 /* Says BYE to every worker (the gateway is going away). */
 void stage_pool_bye(stage_pool *p);
 

@@ -127,6 +127,14 @@ char *metrics_render(gateway *gw, size_t *len) {
     for (int s = 1; s < GATEWAY_STAGES; s++)
         put(&t, "lion_jobs_outstanding{stage=\"%s\"} %u\n", envelope_stage_name(s),
             stage_pool_outstanding(&gw->pool[s]));
+    uint64_t hits[GATEWAY_STAGES], misses[GATEWAY_STAGES];
+    for (int s = 1; s < GATEWAY_STAGES; s++) stage_pool_cache_counts(&gw->pool[s], &hits[s], &misses[s]);
+    family(&t, "lion_cache_hits_total", "counter", "Feature-cache hits the workers reported (vision: same image bytes).");
+    for (int s = 1; s < GATEWAY_STAGES; s++)
+        put(&t, "lion_cache_hits_total{stage=\"%s\"} %llu\n", envelope_stage_name(s), (unsigned long long)hits[s]);
+    family(&t, "lion_cache_misses_total", "counter", "Feature-cache misses the workers reported.");
+    for (int s = 1; s < GATEWAY_STAGES; s++)
+        put(&t, "lion_cache_misses_total{stage=\"%s\"} %llu\n", envelope_stage_name(s), (unsigned long long)misses[s]);
     family(&t, "lion_jobs_total", "counter", "Jobs sent to workers.");
     for (int s = 1; s < GATEWAY_STAGES; s++)
         put(&t, "lion_jobs_total{stage=\"%s\"} %llu\n", envelope_stage_name(s), (unsigned long long)m->jobs[s]);

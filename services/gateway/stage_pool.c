@@ -68,6 +68,15 @@ unsigned stage_pool_capacity(const stage_pool *p) {
     return c;
 }
 
+void stage_pool_cache_counts(const stage_pool *p, uint64_t *hits, uint64_t *misses) {
+    *hits = p->gone_cache_hits;
+    *misses = p->gone_cache_misses;
+    for (int i = 0; i < p->n_workers; i++) {
+        *hits += p->workers[i].cache_hits;
+        *misses += p->workers[i].cache_misses;
+    }
+}
+
 unsigned stage_pool_outstanding(const stage_pool *p) {
     unsigned c = 0;
     for (int i = 0; i < p->n_workers; i++) c += p->workers[i].outstanding;
@@ -173,6 +182,8 @@ static void worker_remove(stage_pool *p, worker_slot *w, const char *why) {
     envelope_peer peer = w->peer;
     log_warn("%s worker %s removed: %s (%u jobs outstanding)", envelope_stage_name(p->stage), w->replica_id, why,
              w->outstanding);
+    p->gone_cache_hits += w->cache_hits;
+    p->gone_cache_misses += w->cache_misses;
     *w = p->workers[--p->n_workers];
     if (p->rr >= p->n_workers) p->rr = 0;
     char reason[160];
@@ -246,6 +257,10 @@ static void handle(stage_pool *p, envelope_msg *m, int rc, lion_status *st) {
     }
     worker_slot *w = worker_find(p, &m->peer);
     if (w) w->last_seen_us = clock_mono_us();
+    if (w && env->credit && env->credit->has_cache_hits) {
+        w->cache_hits = env->credit->cache_hits;
+        w->cache_misses = env->credit->cache_misses;
+    }
     switch (env->kind) {
     case LION__KIND__READY:
     case LION__KIND__HEARTBEAT:

@@ -21,6 +21,6 @@ static void llm_close(void *s) {
 }
 
 int main(int argc, char **argv) {
-    const worker_service svc = {"llm", LION__STAGE__LLM, llm_open, llm_close, llm_stage_process, NULL};
+    const worker_service svc = {"llm", LION__STAGE__LLM, llm_open, llm_close, llm_stage_process, NULL, NULL};
     return worker_main(&svc, argc, argv);
 }

@@ -21,6 +21,6 @@ static void tagger_close(void *s) {
 }
 
 int main(int argc, char **argv) {
-    const worker_service svc = {"tagger", LION__STAGE__TAGGER, tagger_open, tagger_close, tagger_stage_process, NULL};
+    const worker_service svc = {"tagger", LION__STAGE__TAGGER, tagger_open, tagger_close, tagger_stage_process, NULL, NULL};
     return worker_main(&svc, argc, argv);
 }

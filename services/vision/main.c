@@ -41,7 +41,7 @@ int main(int argc, char **argv) {
         else wargv[wargc++] = argv[i];
     }
     const worker_service svc = {"vision", LION__STAGE__VISION, vision_open, vision_close, vision_stage_process,
-                                "  --cache-mb MB        feature cache size, 0 disables (default 512) [LION_CACHE_MB]\n"};
+                                vision_stage_cache_stats, "  --cache-mb MB        feature cache size, 0 disables (default 512) [LION_CACHE_MB]\n"};
     int rc = worker_main(&svc, wargc, wargv);
     free(wargv);
     return rc;

@@ -62,6 +62,18 @@ static int add_outputs(vision_stage *s, worker_job *job, const float *blob, lion
     return 0;
 }
 
+void vision_stage_cache_stats(void *ctx, uint64_t *hits, uint64_t *misses) {
+    vision_stage *s = ctx;
+    *hits = s->cache_hits;
+    *misses = s->cache_misses;
+}
+
+static void publish_cache_stats(vision_stage *s) {
+    feature_cache_stats cs = feature_cache_get_stats(s->cache);
+    s->cache_hits = cs.hits;
+    s->cache_misses = cs.misses;
+}
+
 int vision_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
     vision_stage *s = ctx;
     const vision_config *v = &s->cfg.vision;
@@ -100,6 +112,7 @@ int vision_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
         }
         miss[m++] = i;
     }
+    publish_cache_stats(s);
     if (m == 0) return 0;
 
     float *outs[MODEL_MAX_INTERMEDIATE];

@@ -25,6 +25,7 @@ typedef struct vision_stage {
     int max_batch;
     float *pixels;  /* [max_batch, 3, S, S] */
     float *outs;    /* [n_layers, max_batch, tokens, dim] */
+    _Atomic uint64_t cache_hits, cache_misses; /* copies the heartbeat thread may read */
 } vision_stage;
 
 int vision_stage_open(vision_stage *s, const char *model_dir, int max_batch, size_t cache_bytes, lion_status *st);
@@ -32,6 +33,9 @@ void vision_stage_close(vision_stage *s);
 
 /* worker_process_fn: ctx is the vision_stage. */
 int vision_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st);
+
+/* The feature cache's hit and miss counts (safe from another thread). */
+void vision_stage_cache_stats(void *ctx, uint64_t *hits, uint64_t *misses);
 
 /* "vit_layer_<index>" */
 void vision_output_name(char *buf, size_t len, int layer);
