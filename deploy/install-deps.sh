@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
   libopenblas-dev libuv1-dev libjpeg62-turbo-dev libpng-dev
-  libhttp-parser-dev libcjson-dev nettle-dev libcurl4-openssl-dev
+  libhttp-parser-dev libcjson-dev nettle-dev curl libcurl4-openssl-dev
   python3-torch python3-numpy python3-sentencepiece python3-pil python3-protobuf
 )
 
