@@ -121,9 +121,11 @@ def write_examples(model_dir, records, out_dir, per_task=1):
     for t in ORDER[:-1]:
         k = 0
         for r in records:
-            if r["task"] == t and r["correct"] and (r["seed"], t) not in used:
+            # a different scene per task, with more than one object where possible
+            if (r["task"] == t and r["correct"] and r["seed"] not in used
+                    and len(world.make_scene(r["seed"]).objects) >= 2):
                 chosen.append(r)
-                used.add((r["seed"], t))
+                used.add(r["seed"])
                 k += 1
                 if k >= per_task:
                     break
