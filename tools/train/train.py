@@ -43,7 +43,7 @@ STAGES = {
     "stage0b": (400, 4e-4, ["vit"], None),
     "stage1": (300, 1e-3, ["qformer", "t5"], ["image"]),
     "stage2": (500, 1e-3, ["agg", "t5"], ["region"]),
-    "stage3": (1000, 5e-4, ["qformer", "agg", "t5"], ["image", "region"]),
+    "stage3": (800, 5e-4, ["qformer", "agg", "t5"], ["image", "region"]),
 }
 TAGGER_STEPS = 1200
 TAGGER_LR = 2e-3
