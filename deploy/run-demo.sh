@@ -87,7 +87,7 @@ PY
 echo "== POST /v1/chat/completions (OpenAI-shaped), first example image"
 image="$model/examples/$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"][0]["image"])' "$requests")"
 body=$(mktemp)
-printf '{"model":"%s","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,%s"}},{"type":"text","text":"what is in the image?"}]}],"max_tokens":40,"temperature":0}' \
+printf '{"model":"%s","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,%s"}},{"type":"text","text":"A short image caption:"}]}],"max_tokens":40,"temperature":0}' \
   "$(basename "$model")" "$(base64 -w0 "$image")" >"$body"
 curl -s "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: application/json' --data-binary @"$body" || status=1
 echo
