@@ -18,11 +18,16 @@ unsigned char *fake_read_file(const char *path, size_t *len) {
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc(n > 0 ? (size_t)n : 1);
+    if (n < 0) {
+        fclose(f);
+        return NULL;
+    }
+    unsigned char *buf = malloc((size_t)n + 1);
     if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
         free(buf);
         buf = NULL;
     }
+    if (buf) buf[n] = '\0'; /* callers parse text files (JSON) as strings */
     fclose(f);
     *len = (size_t)n;
     return buf;
