@@ -2,7 +2,7 @@
  *
  * A job carries the encoded image ("image", U8). The stage decodes and preprocesses it
  * as upstream does (PIL bicubic resize to vision.image_size, CLIP normalisation), runs the
- * EVA ViT on every cache miss of the batch in one forward, and returns one tensor per
+ * EVA ViT on every cache miss of the batch (one forward per image), and returns one tensor per
  * configured block, "vit_layer_<index>" [tokens, dim], in the job's output dtype. The
  * same image bytes again are answered from the feature cache without running the ViT. */
 #ifndef LION_VISION_STAGE_H
@@ -24,7 +24,7 @@ typedef struct vision_stage {
     arena scratch;
     int max_batch;
     float *pixels;  /* [max_batch, 3, S, S] */
-    float *outs;    /* [n_layers, max_batch, tokens, dim] */
+    float *outs;    /* [max_batch, n_layers, tokens, dim] */
     _Atomic uint64_t cache_hits, cache_misses; /* copies the heartbeat thread may read */
 } vision_stage;
 
