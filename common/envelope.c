@@ -463,20 +463,27 @@ static void *budget_alloc(void *data, size_t size) {
 
 static void budget_free(void *data, void *p) { free(p); }
 
-static int parse_envelope(envelope_msg *m, const envelope_limits *lim, lion_status *st) {
-    size_t len = zmq_msg_size(&m->frames[0]);
-    if (len > lim->max_envelope_bytes)
-        return lion_fail(st, LION_ETOOBIG, "envelope frame is %zu bytes, limit %zu", len,
-                         lim->max_envelope_bytes);
+Lion__Envelope *envelope_unpack(const void *data, size_t len, const envelope_limits *lim, lion_status *st) {
+    envelope_limits defaults = envelope_limits_default();
+    if (!lim) lim = &defaults;
+    if (len > lim->max_envelope_bytes) {
+        lion_fail(st, LION_ETOOBIG, "envelope frame is %zu bytes, limit %zu", len, lim->max_envelope_bytes);
+        return NULL;
+    }
     unpack_budget budget = {.left = lim->max_decoded_bytes};
     ProtobufCAllocator alloc = {.alloc = budget_alloc, .free = budget_free, .allocator_data = &budget};
-    m->env = lion__envelope__unpack(&alloc, len, zmq_msg_data(&m->frames[0]));
-    if (!m->env && budget.exceeded)
-        return lion_fail(st, LION_ETOOBIG, "envelope frame (%zu bytes) needs more than %zu bytes to decode",
-                         len, lim->max_decoded_bytes);
-    if (!m->env)
-        return lion_fail(st, LION_EFORMAT, "envelope frame (%zu bytes) is not a valid lion.Envelope", len);
-    return 0;
+    Lion__Envelope *env = lion__envelope__unpack(&alloc, len, data);
+    if (!env && budget.exceeded)
+        lion_fail(st, LION_ETOOBIG, "envelope frame (%zu bytes) needs more than %zu bytes to decode", len,
+                  lim->max_decoded_bytes);
+    else if (!env)
+        lion_fail(st, LION_EFORMAT, "envelope frame (%zu bytes) is not a valid lion.Envelope", len);
+    return env;
+}
+
+static int parse_envelope(envelope_msg *m, const envelope_limits *lim, lion_status *st) {
+    m->env = envelope_unpack(zmq_msg_data(&m->frames[0]), zmq_msg_size(&m->frames[0]), lim, st);
+    return m->env ? 0 : -1;
 }
 
 static int check_header(const Lion__Envelope *env, const envelope_limits *lim, lion_status *st) {

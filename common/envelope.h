@@ -119,6 +119,10 @@ int envelope_send(void *sock, const envelope_peer *peer, Lion__Envelope *env,
  * LION_EUNAVAILABLE). Always envelope_msg_close(m) afterwards. limits may be NULL. */
 int envelope_recv(void *sock, envelope_msg *m, int flags, const envelope_limits *limits,
                   lion_status *st);
+/* Unpacks one envelope frame within lim's size and decode budget (NULL: the defaults), with
+ * the errors envelope_recv gives; nothing else is checked. NULL with st filled on failure.
+ * For readers of envelopes without their tensor frames (lion-tap's meta/ messages). */
+Lion__Envelope *envelope_unpack(const void *data, size_t len, const envelope_limits *lim, lion_status *st);
 /* Decodes frames[0..n) (envelope + tensor frames) into m, moving them in (the caller's
  * frames are left empty, still to be closed). Same failure contract as envelope_recv. */
 int envelope_decode(envelope_msg *m, zmq_msg_t *frames, int n, const envelope_limits *limits,

@@ -50,40 +50,13 @@ int tap_topic_parse(const void *data, size_t len, tap_topic *t, lion_status *st)
     return 0;
 }
 
-/* protobuf-c allocator with a budget, as envelope_decode has, so that a small meta
- * envelope of empty submessages cannot make the tool allocate gigabytes. */
-typedef struct unpack_budget {
-    size_t left;
-    int exceeded;
-} unpack_budget;
-
-static void *budget_alloc(void *data, size_t size) {
-    unpack_budget *b = data;
-    if (size > b->left) {
-        b->exceeded = 1;
-        return NULL;
-    }
-    b->left -= size;
-    return malloc(size ? size : 1);
-}
-
-static void budget_free(void *data, void *p) { free(p); }
-
 /* A meta/ envelope has descriptors but no tensor frames, which envelope_decode would
  * refuse, so it is unpacked here with the same limits and checked as far as a reader
  * of descriptors needs. */
 static int decode_meta(envelope_msg *m, lion_status *st) {
     envelope_limits lim = envelope_limits_default();
-    size_t len = zmq_msg_size(&m->frames[0]);
-    if (len > lim.max_envelope_bytes)
-        return lion_fail(st, LION_ETOOBIG, "envelope frame is %zu bytes, limit %zu", len, lim.max_envelope_bytes);
-    unpack_budget budget = {.left = lim.max_decoded_bytes};
-    ProtobufCAllocator alloc = {.alloc = budget_alloc, .free = budget_free, .allocator_data = &budget};
-    m->env = lion__envelope__unpack(&alloc, len, zmq_msg_data(&m->frames[0]));
-    if (!m->env && budget.exceeded)
-        return lion_fail(st, LION_ETOOBIG, "envelope frame (%zu bytes) needs more than %zu bytes to decode", len,
-                         lim.max_decoded_bytes);
-    if (!m->env) return lion_fail(st, LION_EFORMAT, "envelope frame (%zu bytes) is not a valid lion.Envelope", len);
+    m->env = envelope_unpack(zmq_msg_data(&m->frames[0]), zmq_msg_size(&m->frames[0]), &lim, st);
+    if (!m->env) return -1;
     const Lion__Envelope *env = m->env;
     if (!env->has_schema_version || env->schema_version != (uint32_t)lion_proto_schema_version)
         return lion_fail(st, LION_EFORMAT, "schema version %u, this build speaks %d",
