@@ -4,8 +4,11 @@
 #   1. lion-batch --check answers every example request (examples/requests.json) correctly;
 #   2. an OpenAI-shaped /v1/chat/completions request gets the expected answer;
 #   3. lion-tap dumps the run's messages (with tensors) from the gateway's tap, and shows them;
-#   4. lion-tap replay of a dumped vision job and a dumped llm job into fresh workers gives
-#      byte-identical answers.
+#   4. lion-tap replay of every dumped vision job and a dumped llm job into fresh workers
+#      gives byte-identical answers;
+#   5. the whole held-out evaluation (models/tiny-lion/eval.json: 980 requests over 150
+#      scenes) through the pipeline reproduces the reference's per-task figures, answers
+#      and tags exactly (tools/train/eval_c_pipeline.py).
 # Loopback only; ports from this process id. Needs $LION_BUILD_DIR (ctest sets it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -89,6 +92,17 @@ for stage in vision tagger aggregator llm; do
   grep -q " $stage " "$work/show.txt" || fail "the tap dump has no $stage messages"
 done
 echo "lion-tap: $(wc -l <"$work/show.txt") messages dumped"
+
+# the held-out evaluation through the C pipeline
+/usr/bin/python3 tools/train/eval_c_pipeline.py write "$work/eval" >/dev/null || fail "eval_c_pipeline write"
+"$build"/tools/batch/lion-batch --gateway "http://127.0.0.1:$port" --concurrency 8 --out "$work/eval_answers.jsonl" \
+  "$work/eval/requests.json" 2>"$work/eval_batch.log" || fail "lion-batch on the evaluation: $(tail -n 2 "$work/eval_batch.log")"
+/usr/bin/python3 tools/train/eval_c_pipeline.py compare "$work/eval" "$work/eval_answers.jsonl" >"$work/eval_compare.txt" \
+  || { cat "$work/eval_compare.txt"; fail "the C pipeline's evaluation differs from the reference's"; }
+grep "answers differing from the reference: 0 of" "$work/eval_compare.txt" >/dev/null \
+  || { cat "$work/eval_compare.txt"; fail "answers differ from the reference"; }
+cat "$work/eval_compare.txt"
+
 
 # replay every request's vision job (the vision stage is batch-invariant, whatever the batch
 # it ran in) and the first request's llm job into fresh workers

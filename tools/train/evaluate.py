@@ -43,22 +43,8 @@ TARGETS = {"rec": 0.85, "vqa_colour": 0.90, "vqa_shape": 0.90, "count": 0.80, "t
 ORDER = ["rec", "vqa_colour", "vqa_shape", "count", "relation", "caption", "region_caption", "tags"]
 
 
-def norm(s):
-    s = s.strip().lower()
-    while s.endswith("."):
-        s = s[:-1].rstrip()
-    return s
-
-
 def category_of(task):
     return "region_level" if world.TASKS[task] == "region" else "image_level"
-
-
-def score(task, expected, answer):
-    if task == "rec":
-        pb, gb = world.parse_box(answer), world.parse_box(expected)
-        return bool(pb is not None and world.iou(pb, gb) >= 0.5)
-    return norm(answer) == norm(expected)
 
 
 def evaluate(model, n, log_every=25, gen_over=None):
@@ -85,7 +71,7 @@ def evaluate(model, n, log_every=25, gen_over=None):
             for s, a in zip(ss, outs):
                 records.append({"seed": seed, "task": s["task"], "category": cat, "question": s["question"],
                                 "tags": tags, "expected": s["answer"], "answer": a,
-                                "correct": score(s["task"], s["answer"], a)})
+                                "correct": world.score(s["task"], s["answer"], a)})
         if log_every and (i + 1) % log_every == 0:
             print("  %d/%d scenes, %.1f s" % (i + 1, n, time.time() - t0), file=sys.stderr, flush=True)
     summary = {}

@@ -359,3 +359,20 @@ if __name__ == "__main__":
         print(s)
     if len(sys.argv) > 2:
         sc.image.resize((256, 256), Image.NEAREST).save(sys.argv[2])
+
+
+# ---------------------------------------------------------------- scoring (evaluate.py, eval_c_pipeline.py)
+
+def norm(s):
+    s = s.strip().lower()
+    while s.endswith("."):
+        s = s[:-1].rstrip()
+    return s
+
+
+def score(task, expected, answer):
+    """Held-out scoring: IoU >= 0.5 for boxes (REC), normalised exact match otherwise."""
+    if task == "rec":
+        pb, gb = parse_box(answer), parse_box(expected)
+        return bool(pb is not None and iou(pb, gb) >= 0.5)
+    return norm(answer) == norm(expected)
