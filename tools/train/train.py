@@ -46,6 +46,7 @@ STAGES = {
     "stage3": (800, 5e-4, ["qformer", "agg", "t5"], ["image", "region"]),
     # held-out accuracy was still rising at the end of stage 3: more of it at half the rate
     "stage3b": (900, 2.5e-4, ["qformer", "agg", "t5"], ["image", "region"]),
+    "stage3c": (900, 1.25e-4, ["qformer", "agg", "t5"], ["image", "region"]),
 }
 TAGGER_STEPS = 1200
 TAGGER_LR = 2e-3
