@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "sentencepiece_model.pb-c.h"
+#include "file_read.h"
 #include "unicode.h"
 
 #define SPACE_SYMBOL "\xE2\x96\x81" /* U+2581 '▁', sentencepiece's escaped whitespace */
@@ -620,31 +621,10 @@ int spm_load_buffer(const void *data, size_t size, const char *name, spm_tokeniz
 int spm_load(const char *path, spm_tokenizer **out, lion_status *st) {
     if (!path || !out) return lion_fail(st, LION_EINVAL, "spm_load: NULL argument");
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return lion_fail(st, LION_EIO, "%s: cannot open: %s", path, strerror(errno));
-    char *data = NULL;
-    long size = -1;
-    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
-    if (size < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return lion_fail(st, LION_EIO, "%s: cannot determine the file size", path);
-    }
-    if ((unsigned long)size > MAX_MODEL_BYTES) {
-        fclose(f);
-        return lion_fail(st, LION_ETOOBIG, "%s: %ld bytes is larger than a tokenizer model can be", path, size);
-    }
-    data = malloc((size_t)size + 1);
-    if (!data) {
-        fclose(f);
-        return lion_fail(st, LION_ENOMEM, "%s: out of memory reading %ld bytes", path, size);
-    }
-    size_t got = fread(data, 1, (size_t)size, f);
-    fclose(f);
-    if (got != (size_t)size) {
-        free(data);
-        return lion_fail(st, LION_EIO, "%s: short read (%zu of %ld bytes)", path, got, size);
-    }
-    int rc = spm_load_buffer(data, (size_t)size, path, out, st);
+    char *data;
+    size_t size;
+    if (file_read_all(path, MAX_MODEL_BYTES, "a tokenizer model", &data, &size, st)) return -1;
+    int rc = spm_load_buffer(data, size, path, out, st);
     free(data);
     return rc;
 }

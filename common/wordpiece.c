@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "file_read.h"
 #include "unicode.h"
 
 #define MAX_WORD_CHARS 100 /* longer words become [UNK], as BERT's max_input_chars_per_word */
@@ -69,35 +70,6 @@ void wordpiece_free(wordpiece_tokenizer *tok) {
     free(tok);
 }
 
-static int read_file(const char *path, char **data, size_t *size, lion_status *st) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return lion_fail(st, LION_EIO, "%s: cannot open: %s", path, strerror(errno));
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    if (n < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return lion_fail(st, LION_EIO, "%s: cannot determine the file size", path);
-    }
-    if ((unsigned long)n > MAX_VOCAB_BYTES) {
-        fclose(f);
-        return lion_fail(st, LION_ETOOBIG, "%s: %ld bytes is larger than a vocabulary can be", path, n);
-    }
-    *data = malloc((size_t)n + 1);
-    if (!*data) {
-        fclose(f);
-        return lion_fail(st, LION_ENOMEM, "%s: out of memory reading %ld bytes", path, n);
-    }
-    size_t got = fread(*data, 1, (size_t)n, f);
-    fclose(f);
-    if (got != (size_t)n) {
-        free(*data);
-        *data = NULL;
-        return lion_fail(st, LION_EIO, "%s: short read (%zu of %ld bytes)", path, got, n);
-    }
-    (*data)[n] = '\0';
-    *size = (size_t)n;
-    return 0;
-}
 
 int wordpiece_load(const char *vocab_path, wordpiece_tokenizer **out, lion_status *st) {
     if (!vocab_path || !out) return lion_fail(st, LION_EINVAL, "wordpiece_load: NULL argument");
@@ -105,7 +77,7 @@ int wordpiece_load(const char *vocab_path, wordpiece_tokenizer **out, lion_statu
     wordpiece_tokenizer *tok = calloc(1, sizeof *tok);
     if (!tok) return lion_fail(st, LION_ENOMEM, "%s: out of memory", vocab_path);
     size_t size = 0;
-    if (read_file(vocab_path, &tok->file, &size, st)) {
+    if (file_read_all(vocab_path, MAX_VOCAB_BYTES, "a vocabulary", &tok->file, &size, st)) {
         free(tok);
         return -1;
     }

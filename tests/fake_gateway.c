@@ -12,27 +12,6 @@
 
 #include "clock.h"
 
-unsigned char *fake_read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (n < 0) {
-        fclose(f);
-        return NULL;
-    }
-    unsigned char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    if (buf) buf[n] = '\0'; /* callers parse text files (JSON) as strings */
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
 /* Next message that is not a heartbeat; READY counts when want_ready. */
 static int recv_until(fake_gateway *g, envelope_msg *m, int timeout_ms, int want_ready) {
     int64_t end = clock_mono_us() + (int64_t)timeout_ms * 1000;

@@ -35,7 +35,4 @@ int fake_gateway_recv(fake_gateway *g, envelope_msg *reply, int timeout_ms);
 /* SIGTERM, wait; returns the child's exit status (0 = clean), or -1 when it had to be killed. */
 int fake_gateway_stop(fake_gateway *g);
 
-/* A file's bytes (malloc'ed, with a NUL after the last byte so text can be parsed), or NULL. */
-unsigned char *fake_read_file(const char *path, size_t *len);
-
 #endif

@@ -105,7 +105,7 @@ static void check_error(const envelope_msg *m, const char *id, const char *needl
 
 static int load_instructions(void) {
     size_t len;
-    char *text = (char *)fake_read_file(path_of("instructions.txt"), &len);
+    char *text = (char *)testing_read_file(path_of("instructions.txt"), &len);
     if (!text) return -1;
     char *line = text;
     for (int k = 0; k < N_REQUESTS; k++) {

@@ -67,10 +67,10 @@ static int run(const char *cmd) {
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
-/* The file as a NUL-terminated string (fake_read_file gives bytes without the NUL). */
+/* The file as a NUL-terminated string (testing_read_file gives bytes without the NUL). */
 static char *read_text(const char *path) {
     size_t len = 0;
-    unsigned char *t = fake_read_file(path, &len);
+    unsigned char *t = testing_read_file(path, &len);
     char *s = t ? realloc(t, len + 1) : NULL;
     if (!s) {
         free(t);
@@ -174,7 +174,7 @@ static void check_jsonl_run(const char *dir, const char *batch, const char *url,
     /* --draw: the region request's image with the expected box in green along its top edge */
     snprintf(path, sizeof path, "%s/drawn/c.png", dir);
     size_t len = 0;
-    unsigned char *png = fake_read_file(path, &len);
+    unsigned char *png = testing_read_file(path, &len);
     CHECK_MSG(png != NULL, "--draw wrote no %s", path);
     image img = {0};
     lion_status st = {0};

@@ -1149,10 +1149,10 @@ static void scenario_real_workers(void) {
     snprintf(dir, sizeof dir, "%s", testing_fixture("gateway"));
     snprintf(path, sizeof path, "%s/expected.json", dir);
     size_t len = 0;
-    unsigned char *text = fake_read_file(path, &len);
+    unsigned char *text = testing_read_file(path, &len);
     snprintf(path, sizeof path, "%s/image.png", dir);
     size_t png_len = 0;
-    unsigned char *png = fake_read_file(path, &png_len);
+    unsigned char *png = testing_read_file(path, &png_len);
     CHECK_MSG(text && png, "no fixture in %s (tests/fixtures/gen_gateway.py)", dir);
     if (!text || !png) {
         free(text);

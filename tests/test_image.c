@@ -12,22 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint8_t *read_file(const char *name, size_t *len) {
-    const char *path = testing_fixture(name);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
+static uint8_t *read_file(const char *name, size_t *len) { return testing_read_file(testing_fixture(name), len); }
 
 static uint8_t *read_fixture(const char *stem, const char *suffix, size_t *len) {
     char name[512];

@@ -111,7 +111,7 @@ static void check_answer(const envelope_msg *m, const expected_case *c, const ch
 
 static int load_cases(expected_case *cases, safetensors_file *vis, float **visual) {
     size_t len;
-    char *json = (char *)fake_read_file(path_of("cases.json"), &len);
+    char *json = (char *)testing_read_file(path_of("cases.json"), &len);
     cJSON *root = json ? cJSON_ParseWithLength(json, len) : NULL;
     free(json);
     int n = 0;

@@ -9,21 +9,7 @@
 #include "safetensors.h"
 #include "testing.h"
 
-static char *read_whole(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc(n > 0 ? (size_t)n : 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
+static char *read_whole(const char *path, size_t *len) { return (char *)testing_read_file(path, len); }
 
 static const char *fx(const char *name) {
     static char path[4096];

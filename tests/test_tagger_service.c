@@ -111,11 +111,11 @@ int main(void) {
     snprintf(model, sizeof model, "%s", path_of("model"));
     const char *argv[] = {bin, "--model", model, "--threads", "1", "--replica", "tagger-test", "--max-batch", "4", "--capacity", "8", NULL};
     size_t len_a, len_b, len_c, len_t, len_j;
-    unsigned char *a = fake_read_file(path_of("a.png"), &len_a);
-    unsigned char *b = fake_read_file(path_of("b.jpg"), &len_b);
-    unsigned char *c = fake_read_file(path_of("c.png"), &len_c);
-    unsigned char *trunc = fake_read_file(path_of("truncated.jpg"), &len_t);
-    char *json = (char *)fake_read_file(path_of("expected.json"), &len_j);
+    unsigned char *a = testing_read_file(path_of("a.png"), &len_a);
+    unsigned char *b = testing_read_file(path_of("b.jpg"), &len_b);
+    unsigned char *c = testing_read_file(path_of("c.png"), &len_c);
+    unsigned char *trunc = testing_read_file(path_of("truncated.jpg"), &len_t);
+    char *json = (char *)testing_read_file(path_of("expected.json"), &len_j);
     cJSON *expected = json ? cJSON_ParseWithLength(json, len_j) : NULL;
     CHECK(a && b && c && trunc && expected);
     fake_gateway g;

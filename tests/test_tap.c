@@ -67,7 +67,7 @@ static int wait_exit(pid_t pid, int timeout_ms) {
 
 static char *slurp(const char *path) {
     size_t len = 0;
-    unsigned char *b = fake_read_file(path, &len);
+    unsigned char *b = testing_read_file(path, &len);
     char *s = malloc(len + 1);
     if (b) memcpy(s, b, len);
     s[b ? len : 0] = '\0';
@@ -275,7 +275,7 @@ static void test_dump_show(void) {
 
     /* damaged dumps */
     size_t len;
-    unsigned char *good = fake_read_file(work_path("flow.dump"), &len);
+    unsigned char *good = testing_read_file(work_path("flow.dump"), &len);
     CHECK(good && len > 100);
     if (!good) return;
     struct {
@@ -359,7 +359,7 @@ static int record_vision_pair(const char *bin, const char *model, const char *im
         return -1;
     }
     size_t len;
-    unsigned char *image = fake_read_file(image_path, &len);
+    unsigned char *image = testing_read_file(image_path, &len);
     lion_status st;
     Lion__Envelope *job = envelope_new(LION__KIND__JOB, LION__STAGE__VISION, "req-v", &st);
     int64_t now = clock_unix_us();

@@ -81,9 +81,9 @@ int main(void) {
         return testing_finish();
     }
     size_t len_a, len_b, len_t;
-    unsigned char *a = fake_read_file(path_of("a.png"), &len_a);
-    unsigned char *b = fake_read_file(path_of("b.jpg"), &len_b);
-    unsigned char *trunc = fake_read_file(path_of("truncated.jpg"), &len_t);
+    unsigned char *a = testing_read_file(path_of("a.png"), &len_a);
+    unsigned char *b = testing_read_file(path_of("b.jpg"), &len_b);
+    unsigned char *trunc = testing_read_file(path_of("truncated.jpg"), &len_t);
     CHECK(a && b && trunc);
 
     envelope_msg m;

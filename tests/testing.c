@@ -1,6 +1,7 @@
 #include "testing.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,4 +45,25 @@ double testing_rel_err(const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (fabs(b[i]) > scale) scale = fabs(b[i]);
     return testing_max_abs_err(a, b, n) / scale;
+}
+
+unsigned char *testing_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (n < 0) {
+        fclose(f);
+        return NULL;
+    }
+    unsigned char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    if (buf) buf[n] = '\0'; /* callers parse text files (JSON) as strings */
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
 }

@@ -19,6 +19,8 @@ void testing_fail(const char *file, int line, const char *fmt, ...) __attribute_
 int testing_finish(void);
 /* Path of a fixture file in $LION_BUILD_DIR/fixtures (static buffer, valid until the next call). */
 const char *testing_fixture(const char *name);
+/* A file's bytes (malloc'ed, with a NUL after the last byte so text can be parsed), or NULL. */
+unsigned char *testing_read_file(const char *path, size_t *len);
 /* max |a-b| / max(max|b|, tiny): the relative error the issues state tolerances in. */
 double testing_rel_err(const float *a, const float *b, size_t n);
 double testing_max_abs_err(const float *a, const float *b, size_t n);
