@@ -255,6 +255,14 @@ Lion__Sequence *envelope_add_sequence(Lion__Envelope *env, const char *text,
     return seq;
 }
 
+int envelope_set_prompt_tokens(Lion__Envelope *env, uint32_t n, lion_status *st) {
+    Lion__Result *res = result_of(env);
+    if (!res) return lion_fail(st, LION_ENOMEM, "envelope_set_prompt_tokens: out of memory");
+    res->has_prompt_tokens = 1;
+    res->prompt_tokens = n;
+    return 0;
+}
+
 int envelope_add_box(Lion__Sequence *seq, float x0, float y0, float x1, float y1, lion_status *st) {
     Lion__Box *box = malloc(sizeof *box);
     if (!box) return lion_fail(st, LION_ENOMEM, "envelope_add_box: out of memory");

@@ -95,6 +95,7 @@ Lion__Sequence *envelope_add_sequence(Lion__Envelope *env, const char *text,
                                       const int32_t *token_ids, size_t n_tokens, float score,
                                       lion_status *st);
 int envelope_add_box(Lion__Sequence *seq, float x0, float y0, float x1, float y1, lion_status *st);
+int envelope_set_prompt_tokens(Lion__Envelope *env, uint32_t n, lion_status *st);
 int envelope_add_tag(Lion__Envelope *env, const char *name, float score, lion_status *st);
 int envelope_add_top_tag(Lion__Envelope *env, const char *name, float score, lion_status *st);
 

@@ -108,6 +108,7 @@ static int stub_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
                 snprintf(tags + strlen(tags), sizeof tags - strlen(tags), "%s%s", i ? "," : "", task->tags[i]);
             const float *v = vt->data;
             int region = task->has_task_type && task->task_type == LION__TASK_TYPE__REGION_LEVEL;
+            envelope_set_prompt_tokens(job->reply, (uint32_t)(vt->shape[0] + strlen(task->instruction ? task->instruction : "")), &js);
             unsigned nseq = task->generation && task->generation->has_num_return_sequences
                                 ? task->generation->num_return_sequences
                                 : 1;
@@ -618,6 +619,7 @@ static void check_generate(int port) {
     CHECK(json_str(r.json, "tags.0") && !strcmp(json_str(r.json, "tags.0"), "dog"));
     CHECK(json_str(r.json, "tags.1") && !strcmp(json_str(r.json, "tags.1"), "cat"));
     CHECK(cJSON_GetNumberValue(json_at(r.json, "tokens")) == 3);
+    CHECK(cJSON_GetNumberValue(json_at(r.json, "prompt_tokens")) > (double)strlen("describe the picture"));
     CHECK_EQ_INT(cJSON_GetArraySize(json_at(r.json, "boxes")), 0);
     static const char *const stages[] = {"vision", "tagger", "aggregator", "llm", "total"};
     for (int i = 0; i < 5; i++) {
@@ -667,6 +669,10 @@ static void check_chat(int port) {
     CHECK(json_str(r.json, "choices.0.message.role") && !strcmp(json_str(r.json, "choices.0.message.role"), "assistant"));
     CHECK(json_str(r.json, "choices.0.finish_reason") && !strcmp(json_str(r.json, "choices.0.finish_reason"), "stop"));
     CHECK(cJSON_GetNumberValue(json_at(r.json, "usage.completion_tokens")) == 6);
+    /* the stub llm reports visual rows + instruction length as its prompt */
+    const double prompt = cJSON_GetNumberValue(json_at(r.json, "usage.prompt_tokens"));
+    CHECK_MSG(prompt > (double)strlen("find the cat"), "usage.prompt_tokens %g", prompt);
+    CHECK(cJSON_GetNumberValue(json_at(r.json, "usage.total_tokens")) == prompt + 6);
     CHECK_EQ_INT(cJSON_GetArraySize(json_at(r.json, "lion.boxes.0")), 4);
     reply_free(&r);
 }

@@ -81,7 +81,7 @@ static void send_job(fake_gateway *g, const char *id, const job_spec *js) {
 typedef struct expected_case {
     job_spec spec;
     int32_t ids[64];
-    int n_ids, n_return;
+    int n_ids, n_return, prompt_tokens;
     char text[256];
 } expected_case;
 
@@ -91,6 +91,8 @@ static void check_answer(const envelope_msg *m, const expected_case *c, const ch
     const Lion__Result *r = m->env->result;
     if (m->env->kind != LION__KIND__RESULT || !r) return;
     CHECK_EQ_INT(r->n_sequences, c->n_return);
+    CHECK_MSG(r->has_prompt_tokens && (int)r->prompt_tokens == c->prompt_tokens, "%s: prompt_tokens %u, want %d", id,
+              r->prompt_tokens, c->prompt_tokens);
     if (r->n_sequences < 1) return;
     const Lion__Sequence *s = r->sequences[0];
     int same = (int)s->n_token_ids == c->n_ids && !memcmp(s->token_ids, c->ids, (size_t)c->n_ids * sizeof(int32_t));
@@ -145,6 +147,7 @@ static int load_cases(expected_case *cases, safetensors_file *vis, float **visua
         }
         cJSON_ArrayForEach(t, cJSON_GetObjectItem(c, "ids")) if (e->n_ids < 64) e->ids[e->n_ids++] = t->valueint;
         snprintf(e->text, sizeof e->text, "%s", cJSON_GetObjectItem(c, "text")->valuestring);
+        e->prompt_tokens = cJSON_GetObjectItem(c, "prompt_tokens")->valueint;
         char key[32];
         snprintf(key, sizeof key, "case%d", n);
         tensor vt;

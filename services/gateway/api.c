@@ -453,6 +453,7 @@ static void answer_generate(request *r) {
     cJSON_AddItemToObject(root, "boxes", box_array(best));
     cJSON_AddItemToObject(root, "tags", tag_names(r));
     cJSON_AddNumberToObject(root, "tokens", best ? (double)best->n_token_ids : 0);
+    cJSON_AddNumberToObject(root, "prompt_tokens", res ? (double)res->prompt_tokens : 0);
     cJSON *seqs = cJSON_AddArrayToObject(root, "sequences");
     for (size_t i = 0; res && i < res->n_sequences; i++) {
         const Lion__Sequence *s = res->sequences[i];
@@ -490,10 +491,11 @@ static void answer_chat(request *r) {
         completion += s->n_token_ids;
     }
     cJSON *usage = cJSON_AddObjectToObject(root, "usage");
-    /* the prompt is tokenized by the llm worker, which does not report its length */
-    cJSON_AddNumberToObject(usage, "prompt_tokens", 0);
+    /* what the encoder read: the visual tokens and the prompt text (tag prompt included) */
+    const double prompt = res ? (double)res->prompt_tokens : 0;
+    cJSON_AddNumberToObject(usage, "prompt_tokens", prompt);
     cJSON_AddNumberToObject(usage, "completion_tokens", (double)completion);
-    cJSON_AddNumberToObject(usage, "total_tokens", (double)completion);
+    cJSON_AddNumberToObject(usage, "total_tokens", prompt + (double)completion);
     cJSON *lion = cJSON_AddObjectToObject(root, "lion");
     cJSON_AddStringToObject(lion, "request_id", r->id);
     cJSON_AddItemToObject(lion, "boxes", box_array(res && res->n_sequences ? res->sequences[0] : NULL));

@@ -234,8 +234,10 @@ static int same_group(const llm_job *a, const llm_job *b) {
            p->top_k == q->top_k && p->seed == q->seed;
 }
 
-/* Adds request r of res to the job's RESULT. */
-static int add_sequences(const llm_stage *s, worker_job *job, const generate_result *res, int r, lion_status *st) {
+/* Adds request r of res (prepared as j) to the job's RESULT. */
+static int add_sequences(const llm_stage *s, worker_job *job, const llm_job *j, const generate_result *res, int r,
+                         lion_status *st) {
+    if (envelope_set_prompt_tokens(job->reply, (uint32_t)(j->n_visual + j->n_ids), st)) return -1;
     for (int k = 0; k < res->per_request; k++) {
         size_t row = (size_t)r * res->per_request + k;
         const int32_t *ids = res->ids + row * res->stride;
@@ -273,7 +275,7 @@ static int run_group(llm_stage *s, worker_job *jobs, llm_job *js, const int *mem
     if (rc) return -1;
     for (int k = 0; k < m; k++) {
         lion_status js_st;
-        if (add_sequences(s, &jobs[members[k]], &res, k, &js_st))
+        if (add_sequences(s, &jobs[members[k]], &js[members[k]], &res, k, &js_st))
             worker_job_fail(&jobs[members[k]], js_st.code, "%s", js_st.msg);
     }
     generate_result_free(&res);
