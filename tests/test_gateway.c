@@ -860,6 +860,57 @@ static void check_keep_alive(int port) {
     close(fd);
 }
 
+/* --max-connections: one connection over the cap is answered 503 and closed; the open
+ * ones still serve, and once they close new connections are taken again. */
+static void check_connection_cap(int port, int cap) {
+    reply r;
+    /* wait until only the asking connection is open (earlier checks' closes are seen) */
+    double open = -1;
+    for (int i = 0; i < 100 && open != 1; i++) {
+        if (http(port, "GET", "/metrics", NULL, &r) == 0) open = metric_value(r.body, "lion_http_connections");
+        reply_free(&r);
+        if (open != 1) sleep_ms(50);
+    }
+    CHECK_MSG(open == 1, "lion_http_connections %g with one client", open);
+    int fds[64], n = 0, rejected = 0;
+    for (; n <= cap && n < 64; n++) fds[n] = http_connect(port);
+    /* the last one is over the cap whatever the gateway saw of the /metrics connection's
+     * close; the first cap - 1 are served */
+    for (int i = 0; i < n; i++) {
+        if (fds[i] < 0) continue;
+        if (read_reply(fds[i], &r, i == n - 1 ? 5000 : 100) == 0) {
+            CHECK_EQ_INT(r.status, 503);
+            CHECK_CONTAINS(json_str(r.json, "error.message"), "--max-connections");
+            CHECK(json_str(r.json, "error.code") && !strcmp(json_str(r.json, "error.code"), "unavailable"));
+            CHECK(header_value(&r, "Retry-After") != NULL);
+            rejected += 1;
+            CHECK_MSG(i >= cap - 1, "connection %d of %d rejected under the cap %d", i + 1, n, cap);
+        } else {
+            CHECK_MSG(i < n - 1, "connection %d of %d (cap %d) was not answered 503", i + 1, n, cap);
+        }
+        reply_free(&r);
+    }
+    CHECK(rejected >= 1 && rejected <= 2);
+    /* an open connection still serves */
+    size_t len;
+    char *req = format_request("GET", "/healthz", NULL, &len);
+    CHECK(send_all(fds[0], req, len) == 0);
+    CHECK(read_reply(fds[0], &r, 5000) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    reply_free(&r);
+    free(req);
+    for (int i = 0; i < n; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    int ok = 0;
+    for (int i = 0; i < 100 && !ok; i++) {
+        ok = http(port, "GET", "/metrics", NULL, &r) == 0 && r.status == 200 &&
+             metric_value(r.body, "lion_http_connections_rejected_total") >= 1;
+        reply_free(&r);
+        if (!ok) sleep_ms(50);
+    }
+    CHECK_MSG(ok, "no connection is served after the others closed, or the rejection was not counted");
+}
+
 /* Receives tap messages for up to timeout_ms; counts topics that match. */
 static int tap_collect(void *sub, const char *request_id, char topics[][320], int max, int *data_frames, int timeout_ms) {
     int n = 0;
@@ -970,7 +1021,7 @@ static void scenario_pipeline(void) {
     snprintf(gw_bin, sizeof gw_bin, "%s/lion-gateway", bin_dir ? bin_dir : "build/services");
     const char *argv[] = {gw_bin, "--listen", listen, "--vision", ep[1], "--tagger", ep[2], "--aggregator", ep[3],
                           "--llm", ep[4], "--tap", tap_ep, "--model-name", "tiny-test", "--max-body-bytes", "65536",
-                          "--max-prompt-bytes", "256", "--heartbeat-ms", "100", NULL};
+                          "--max-prompt-bytes", "256", "--heartbeat-ms", "100", "--max-connections", "16", NULL};
     CHECK(spawn(argv) > 0);
     static const char *const names[] = {"", "vision", "tagger", "aggregator", "llm"};
     for (int s = 1; s <= 4; s++) {
@@ -1001,6 +1052,7 @@ static void scenario_pipeline(void) {
     check_fuzz(port);
     check_taps(port, tap_ep);
     check_metrics(port);
+    check_connection_cap(port, 16);
     CHECK_EQ_INT(stop_all(), 0);
 }
 

@@ -23,6 +23,7 @@ static void defaults(gateway_config *cfg) {
     cfg->max_prompt_bytes = 4096;
     cfg->max_tags = 64;
     cfg->idle_timeout_ms = 60000;
+    cfg->max_connections = 1024;
 }
 
 /* Endpoints PORT, PORT+1, ... for the four stages from "tcp://HOST:PORT". */
@@ -107,6 +108,7 @@ int gateway_config_parse(gateway_config *cfg, int argc, char **argv, lion_status
             INT_FLAG("--max-prompt-bytes", 1, 1L << 20, max_prompt_bytes)
             INT_FLAG("--max-tags", 0, 4096, max_tags)
             INT_FLAG("--idle-timeout-ms", 100, 86400000, idle_timeout_ms)
+            INT_FLAG("--max-connections", 1, 1000000, max_connections)
 #undef INT_FLAG
             return lion_fail(st, LION_EINVAL, "unknown option %s (see --help)", flag);
         }
@@ -134,6 +136,7 @@ void gateway_usage(FILE *out, const char *program) {
             "  --max-image-bytes N      decoded image (default 16777216)\n"
             "  --max-prompt-bytes N     instruction (default 4096)\n"
             "  --max-tags N             user-given tags (default 64)\n"
-            "  --idle-timeout-ms N      close idle or stalled connections (default 60000)\n",
+            "  --idle-timeout-ms N      close idle or stalled connections (default 60000)\n"
+            "  --max-connections N      open HTTP connections; more are answered 503 (default 1024)\n",
             program);
 }

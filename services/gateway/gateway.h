@@ -33,6 +33,7 @@ typedef struct gateway_config {
     int max_tags;             /* user-given tags */
     int idle_timeout_ms;      /* a connection with no request being answered and no bytes
                                  for this long is closed (slow or dead clients) */
+    int max_connections;      /* open HTTP connections; one more is answered 503 and closed */
     char endpoint_storage[5][128]; /* endpoints made from --bind-base */
     int help;
 } gateway_config;

@@ -134,6 +134,7 @@ typedef struct http_conn {
     uv_shutdown_t shutdown; /* gateway shutdown: answers written out, then closed */
     struct gateway *gw;
     struct http_conn *prev, *next; /* gw->conns */
+    int listed;                    /* on gw->conns (and counted in gw->n_conns) */
     http_parser parser;
     char *url;
     size_t url_len;
@@ -275,6 +276,8 @@ typedef struct gateway {
     atomic_int *stop;
     request *requests; /* in flight */
     http_conn *conns;
+    int n_conns;
+    uint64_t conns_rejected; /* over --max-connections */
     int n_requests;
     uint64_t next_request;
     int64_t last_heartbeat_us;

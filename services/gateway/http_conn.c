@@ -40,10 +40,13 @@ static void conn_detach_all(http_conn *c) {
         c->req = NULL;
     }
     gateway *gw = c->gw;
+    if (!c->listed) return;
     if (c->prev) c->prev->next = c->next;
-    else if (gw->conns == c) gw->conns = c->next;
+    else gw->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     c->prev = c->next = NULL;
+    c->listed = 0;
+    gw->n_conns--;
 }
 
 static void conn_close(http_conn *c) {
@@ -371,9 +374,23 @@ static void on_connection(uv_stream_t *server, int status) {
     c->last_read_us = clock_mono_us();
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
+    if (gw->n_conns >= gw->cfg.max_connections) {
+        /* answered before its request is read, then closed: a client that waits for
+         * its answer sees why, and the gateway's file descriptors stay bounded */
+        gw->conns_rejected++;
+        c->route = metrics_route("");
+        c->start_us = clock_mono_us();
+        char msg[128];
+        snprintf(msg, sizeof msg, "too many connections: %d open, the limit is --max-connections %d", gw->n_conns,
+                 gw->cfg.max_connections);
+        api_respond_error(gw, c, 503, LION_EUNAVAILABLE, msg);
+        return;
+    }
     c->next = gw->conns;
     if (gw->conns) gw->conns->prev = c;
     gw->conns = c;
+    c->listed = 1;
+    gw->n_conns++;
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 

@@ -148,6 +148,10 @@ char *metrics_render(gateway *gw, size_t *len) {
             (unsigned long long)m->late_answers[s]);
     family(&t, "lion_requests_in_flight", "gauge", "Requests being processed.");
     put(&t, "lion_requests_in_flight %d\n", gw->n_requests);
+    family(&t, "lion_http_connections", "gauge", "Open HTTP connections.");
+    put(&t, "lion_http_connections %d\n", gw->n_conns);
+    family(&t, "lion_http_connections_rejected_total", "counter", "Connections answered 503 over --max-connections.");
+    put(&t, "lion_http_connections_rejected_total %llu\n", (unsigned long long)gw->conns_rejected);
     family(&t, "lion_tap_messages_total", "counter", "Jobs and answers published on the tap endpoint.");
     put(&t, "lion_tap_messages_total %llu\n", (unsigned long long)gw->tap.published);
     if (t.failed) {
