@@ -58,6 +58,12 @@ class Batcher:
     # ---------------------------------------------------------------- stage 0
     def stage0(self, seed, n_img):
         scenes = [world.make_scene(seed * 64 + i) for i in range(n_img)]
+        out = self.dense_targets(scenes)
+        out["pixels"] = self.pixels([sc.image for sc in scenes])
+        return out
+
+    def dense_targets(self, scenes):
+        """Stage-0 targets of the scenes (per patch, per object, count)."""
         K = world.MAX_OBJECTS
         cols, shps, boxes, covers, osh, ocol, counts = [], [], [], [], [], [], []
         for sc in scenes:
@@ -77,7 +83,6 @@ class Batcher:
             ocol.append(c)
             counts.append(len(sc.objects))
         return {
-            "pixels": self.pixels([sc.image for sc in scenes]),
             "colour": torch.tensor(np.stack(cols)), "shape": torch.tensor(np.stack(shps)),
             "box": torch.tensor(np.stack(boxes)), "obj_cover": torch.tensor(np.stack(covers)),
             "obj_shape": torch.tensor(np.stack(osh)), "obj_colour": torch.tensor(np.stack(ocol)),
@@ -94,10 +99,16 @@ class Batcher:
         return {"pixels": self.ram_pixels([sc.image for sc in scenes]), "y": y}
 
     # ---------------------------------------------------------------- tasks
-    def tasks(self, seed, n_img, q_per_img, kind, max_objects=world.MAX_OBJECTS):
-        """kind: "image" or "region" (one router index per batch)."""
+    def tasks(self, seed, n_img, q_per_img, kind, max_objects=world.MAX_OBJECTS, weights=None,
+              dense=False):
+        """kind: "image" or "region" (one router index per batch).  weights: task
+        sampling weights of that kind (default the module's); dense: add the stage-0
+        targets of the images ("dense") and the two-object pointer targets."""
         rng = random.Random(seed)
-        weights = IMAGE_TASK_WEIGHTS if kind == "image" else REGION_TASK_WEIGHTS
+        if weights is None:
+            weights = IMAGE_TASK_WEIGHTS if kind == "image" else REGION_TASK_WEIGHTS
+        else:
+            weights = {t: w for t, w in weights.items() if world.TASKS[t] == kind}
         names = list(weights)
         w = [weights[n] for n in names]
         scenes, samples, img_index = [], [], []
@@ -116,7 +127,30 @@ class Batcher:
                 img_index.append(i)
         batch = self.encode_samples([sc.image for sc in scenes], samples, img_index, kind)
         batch.update(self.pointer_targets(scenes, samples, img_index))
+        if dense:
+            batch["dense"] = self.dense_targets(scenes)
+            batch.update(self.pair_targets(scenes, samples, img_index))
         return batch
+
+    def pair_targets(self, scenes, samples, img_index):
+        """For two-object questions (relations): the patches of the first-named object
+        and of the second, separately (the union target does not say which is which),
+        and for every patch whether it lies left of / above the second object's centre
+        (so the first object's patches carry the answer's comparison)."""
+        P = (world.IMAGE_SIZE // self.patch) ** 2
+        a, b = torch.zeros(len(samples), P), torch.zeros(len(samples), P)
+        rel = torch.zeros(len(samples), P, 2)
+        has = torch.zeros(len(samples))
+        for j, (s, i) in enumerate(zip(samples, img_index)):
+            if s["task"] == "relation" and len(s["objects"]) == 2:
+                cov = scenes[i].patch_targets(self.patch)["cover"]
+                a[j] = torch.tensor((cov[s["objects"][0]] >= 0.3).astype(np.float32))
+                b[j] = torch.tensor((cov[s["objects"][1]] >= 0.3).astype(np.float32))
+                bx, by = world.centre(scenes[i].objects[s["objects"][1]])
+                rel[j, :, 0] = (self.pos[:, 0] * world.IMAGE_SIZE < bx).float()
+                rel[j, :, 1] = (self.pos[:, 1] * world.IMAGE_SIZE < by).float()
+                has[j] = 1.0
+        return {"point_a": a, "point_b": b, "rel_xy": rel, "pair": has}
 
     def pointer_targets(self, scenes, samples, img_index):
         """Auxiliary targets on the aggregator's patch tokens: which patches show the

@@ -121,6 +121,11 @@ class TinyLion(LionModel):
             # "box of this patch's object"; they make the encoder tie the text to image
             # positions, which the answer loss alone learns very slowly
             self.aux_llm = nn.ModuleDict({"point": nn.Linear(d, 1), "box": nn.Linear(d, 4)})
+            # stage 4 only (created last so that every earlier initialisation is unchanged):
+            # for two-object questions, "is this patch the first-named object" and "... the
+            # second"; the union target above does not say which object is left of which
+            self.aux_rel = nn.ModuleDict({"point_a": nn.Linear(d, 1), "point_b": nn.Linear(d, 1),
+                                          "rel_xy": nn.Linear(d, 2)})
 
     def stage_state_dicts(self):
         out = super().stage_state_dicts()
@@ -134,6 +139,7 @@ class TinyLion(LionModel):
             "qformer": [self.ln_vision, self.Qformer, self.t5_proj, self.query_tokens],
             "agg": [self.fusion_adapter, self.ln_adapter, self.adapter_proj],
             "t5": [self.t5_model, self.soft_prompt_hint, self.aux_llm],
+            "rel": [self.aux_rel],
         }
 
     def params_of(self, names):
@@ -148,8 +154,10 @@ class TinyLion(LionModel):
         return out
 
     # ------------------------------------------------------------------ stage 0
-    def stage0_loss(self, pixels, tgt):
-        outs = self.visual_encoder(pixels)
+    def stage0_loss(self, pixels, tgt, outs=None):
+        """outs: the ViT block outputs when the caller has them already."""
+        if outs is None:
+            outs = self.visual_encoder(pixels)
         x = outs[-1]
         cls, pt = x[:, 0], x[:, 1:]
         B, P, D = pt.shape
@@ -224,6 +232,14 @@ class TinyLion(LionModel):
             bx = torch.sigmoid(self.aux_llm["box"](ph))
             lb = ((bx - batch["patch_box"][batch["img_index"]]).abs().sum(-1) * fg).sum() / fg.sum().clamp(min=1)
             loss = loss + self.aux_weight * (lp + lb)
+            if "pair" in batch and batch["pair"].sum() > 0:
+                sel = batch["pair"] > 0
+                la = F.binary_cross_entropy_with_logits(self.aux_rel["point_a"](ph[sel]).squeeze(-1),
+                                                        batch["point_a"][sel])
+                lb2 = F.binary_cross_entropy_with_logits(self.aux_rel["point_b"](ph[sel]).squeeze(-1),
+                                                         batch["point_b"][sel])
+                lr = F.binary_cross_entropy_with_logits(self.aux_rel["rel_xy"](ph[sel]), batch["rel_xy"][sel])
+                loss = loss + self.aux_weight * (la + lb2 + lr)
         return loss, ok
 
 

@@ -38,7 +38,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 STAGES = {
-    # name: (steps, lr, trainable groups, kinds)
+    # name: (steps, lr, trainable groups, kinds[, options])
     "stage0": (600, 1e-3, ["vit"], None),
     "stage0b": (400, 4e-4, ["vit"], None),
     "stage1": (300, 1e-3, ["qformer", "t5"], ["image"]),
@@ -47,8 +47,16 @@ STAGES = {
     # held-out accuracy was still rising at the end of stage 3: more of it at half the rate
     "stage3b": (900, 2.5e-4, ["qformer", "agg", "t5"], ["image", "region"]),
     "stage3c": (900, 1.25e-4, ["qformer", "agg", "t5"], ["image", "region"]),
+    # the frozen ViT's per-object shape probe (~0.92) caps shape VQA, and relations need to
+    # know which object is which: the ViT trains again at a fifth of the rate with the
+    # stage-0 loss kept (on the task images), two-object pointer heads, and more of the
+    # tasks that lag (shape, count, relation)
+    "stage4": (1200, 1.25e-4, ["vit", "qformer", "agg", "t5", "rel"], ["image", "region"],
+               {"vit_lr_scale": 0.2, "dense_weight": 0.5,
+                "weights": {"caption": 1.0, "vqa_colour": 1.0, "vqa_shape": 2.0, "count": 2.0,
+                            "relation": 2.5, "rec": 2.0, "region_caption": 1.0}}),
 }
-TAGGER_STEPS = 1200
+TAGGER_STEPS = 4000
 TAGGER_LR = 2e-3
 IMG_PER_BATCH = 12
 Q_PER_IMG = 4
@@ -99,6 +107,15 @@ def lr_at(step, total, base, warmup=50):
         return base * (step + 1) / warmup
     p = (step - warmup) / max(1, total - warmup)
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+def load_main(model, sd):
+    """Checkpoints written before stage 4 existed lack only its heads (aux_rel), which
+    keep their initialisation; anything else missing or unexpected is an error."""
+    r = model.load_state_dict(sd, strict=False)
+    bad = [k for k in r.missing_keys if not k.startswith("aux_rel.")] + list(r.unexpected_keys)
+    if bad:
+        raise SystemExit("checkpoint does not match the model: %s" % ", ".join(bad[:8]))
 
 
 def save_ckpt(path, obj):
@@ -191,15 +208,26 @@ def _tagger_proc(args, cfg, sp, vt, steps):
 
 # ------------------------------------------------------------------------ main stages
 
-def run_stage(args, name, model, batcher, steps, lr, groups, kinds, state):
+def run_stage(args, name, model, batcher, steps, lr, groups, kinds, state, opts=None):
+    """opts (optional): vit_lr_scale (the ViT's rate relative to lr, when it trains in a
+    task stage), dense_weight (weight of the stage-0 loss on the task images), weights
+    (task sampling weights)."""
     import data
+    opts = opts or {}
     path = os.path.join(args.work, "main.pt")
     params = model.params_of(groups)
     for p in model.parameters():
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    vit_trains = "vit" in groups and not name.startswith("stage0")
+    if vit_trains:
+        vit = set(id(p) for p in model.params_of(["vit"]))
+        pgroups = [{"params": [p for p in params if id(p) in vit], "scale": opts.get("vit_lr_scale", 1.0)},
+                   {"params": [p for p in params if id(p) not in vit], "scale": 1.0}]
+    else:
+        pgroups = [{"params": params, "scale": 1.0}]
+    opt = torch.optim.AdamW(pgroups, lr=lr, weight_decay=0.01)
     start = 0
     if state.get("stage") == name and "opt" in state:
         opt.load_state_dict(state["opt"])
@@ -211,7 +239,7 @@ def run_stage(args, name, model, batcher, steps, lr, groups, kinds, state):
     for step in range(start, steps):
         torch.manual_seed(args.seed * 100000 + step)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr)
+            g["lr"] = lr_at(step, steps, lr) * g.get("scale", 1.0)
         seed = data.step_seed(name, step, args.seed)
         if name.startswith("stage0"):
             bt = batcher.stage0(seed, S0_BATCH)
@@ -221,11 +249,20 @@ def run_stage(args, name, model, batcher, steps, lr, groups, kinds, state):
         else:
             kind = kinds[step % len(kinds)]
             maxo = 2 if (name == "stage2" and step < 0.15 * steps) else None
-            bt = batcher.tasks(seed, IMG_PER_BATCH, Q_PER_IMG, kind,
-                               **({"max_objects": maxo} if maxo else {}))
-            with torch.no_grad():
+            extra = {}
+            if maxo:
+                extra["max_objects"] = maxo
+            if "weights" in opts:
+                extra["weights"] = opts["weights"]
+            if vit_trains:
+                extra["dense"] = True
+            bt = batcher.tasks(seed, IMG_PER_BATCH, Q_PER_IMG, kind, **extra)
+            with torch.set_grad_enabled(vit_trains):
                 outs = model.visual_encoder(bt["pixels"])
             loss, ok = model.task_loss(outs, bt, batcher.hint_id)
+            if vit_trains:
+                l0, _, _ = model.stage0_loss(bt["pixels"], bt["dense"], outs=outs)
+                loss = loss + opts.get("dense_weight", 1.0) * l0
             for t, o in zip(bt["tasks"], ok.tolist()):
                 h = acc_hist.setdefault(t, [])
                 h.append(o)
@@ -285,7 +322,7 @@ def main():
         import tinylion
         model = tinylion.TinyLion(cfg, seed=args.seed)
         st = torch.load(os.path.join(args.work, "main.pt"), map_location="cpu")
-        model.load_state_dict(st["model"])
+        load_main(model, st["model"])
         print("exporting checkpoint: done %s, in %s at step %s" % (st.get("done"), st.get("stage"), st.get("step")))
         export(args, cfg, model, sp, vt, {"partial": {"done": st.get("done"), "stage": st.get("stage"),
                                                        "step": st.get("step")}})
@@ -305,13 +342,13 @@ def main():
     state = {}
     if os.path.exists(path):
         state = torch.load(path, map_location="cpu")
-        model.load_state_dict(state["model"])
+        load_main(model, state["model"])
         print("resumed: done %s, in %s at step %s" % (state.get("done"), state.get("stage"), state.get("step")),
               flush=True)
-    for name, (steps, lr, groups, kinds) in STAGES.items():
+    for name, (steps, lr, groups, kinds, *opts) in STAGES.items():
         if name in state.get("done", []):
             continue
-        run_stage(args, name, model, batcher, nsteps(steps), lr, groups, kinds, state)
+        run_stage(args, name, model, batcher, nsteps(steps), lr, groups, kinds, state, *opts)
     tp.join()
     if tp.exitcode != 0:
         raise SystemExit("tagger process failed (exit %s)" % tp.exitcode)

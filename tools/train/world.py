@@ -244,7 +244,7 @@ def caption_text(scene):
     return s
 
 
-def _centre(o):
+def centre(o):
     b = o["box"]
     return ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0)
 
@@ -297,7 +297,7 @@ def task_samples(scene, rng, tasks=None):
         pairs = [(a, b) for a in objs for b in objs if a is not b]
         rng.shuffle(pairs)
         for a, b in pairs:
-            (ax, ay), (bx, by) = _centre(a), _centre(b)
+            (ax, ay), (bx, by) = centre(a), centre(b)
             if rng.random() < 0.5 and abs(ax - bx) >= 8:
                 add("relation", "Question: Is the %s left or right of the %s? Short answer:" % (describe(a), describe(b)),
                     "left" if ax < bx else "right", [a, b])
