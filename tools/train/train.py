@@ -352,7 +352,7 @@ def main():
     tp.join()
     if tp.exitcode != 0:
         raise SystemExit("tagger process failed (exit %s)" % tp.exitcode)
-    times = {"main_and_tagger_wall_s": round(time.time() - t_start, 1)}
+    times = {"this_run_wall_s": round(time.time() - t_start, 1)}
     if not args.no_export:
         export(args, cfg, model, sp, vt, times)
 
