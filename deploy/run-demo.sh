@@ -84,11 +84,16 @@ for line in open(sys.argv[1]):
         print("          expected: %s" % a["expected"])
 PY
 
-echo "== POST /v1/chat/completions (OpenAI-shaped), first example image"
-image="$model/examples/$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"][0]["image"])' "$requests")"
+# the caption example (the first request when there is none): its image and instruction
+IFS=$'\t' read -r image instruction expected < <(python3 -c '
+import json, sys
+reqs = json.load(open(sys.argv[1]))["requests"]
+r = next((q for q in reqs if q.get("task") == "caption"), reqs[0])
+print("\t".join([r["image"], json.dumps(r["instruction"]), json.dumps(r.get("expected", ""))]))' "$requests")
+echo "== POST /v1/chat/completions (OpenAI-shaped): $image, $instruction (expected $expected)"
 body=$(mktemp)
-printf '{"model":"%s","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,%s"}},{"type":"text","text":"A short image caption:"}]}],"max_tokens":40,"temperature":0}' \
-  "$(basename "$model")" "$(base64 -w0 "$image")" >"$body"
+printf '{"model":"%s","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,%s"}},{"type":"text","text":%s}]}],"max_tokens":40,"temperature":0}' \
+  "$(basename "$model")" "$(base64 -w0 "$model/examples/$image")" "$instruction" >"$body"
 curl -s "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: application/json' --data-binary @"$body" || status=1
 echo
 rm -f "$body"
