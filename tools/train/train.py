@@ -18,8 +18,10 @@ Stages (LION's stage-wise recipe, plus stand-ins for the pretrained parts):
           (fusion_adapter, ln_adapter, adapter_proj) + T5 + soft prompt; short
           curriculum (at most 2 objects for the first 15 % of the steps).
   stage3  mixture of adapters on all tasks (image / region batches alternate), all
-          but the ViT trainable.
-The ViT stays frozen after stage 0.  Everything is deterministic from --seed: each
+          but the ViT trainable (3b, 3c: more of it at lower rates).
+  stage4  everything trains, the ViT at a fifth of the rate with its stage-0 loss kept
+          on the task images; two-object pointer targets for relation questions.
+The ViT is frozen from stage 0b to stage 3c.  Everything is deterministic from --seed: each
 batch is a function of (stage, step); checkpoints go to --work (default .train/) every
 --ckpt-every steps and at each stage end, and a rerun resumes where it stopped.
 """

@@ -92,6 +92,9 @@ def build_spiece(lines, out_path, seed_vocab=64):
         sp.score = sc
         sp.type = pb.ModelProto.SentencePiece.NORMAL
     m.trainer_spec.vocab_size = len(m.pieces)
+    # the trainer records its input file's path; keep only the name so that the file does
+    # not depend on where the work directory is (byte-identical vocabularies across runs)
+    m.trainer_spec.input[:] = [os.path.basename(x) for x in m.trainer_spec.input]
     data = m.SerializeToString()
     with open(out_path, "wb") as f:
         f.write(data)
