@@ -21,7 +21,7 @@ Stages (LION's stage-wise recipe, plus stand-ins for the pretrained parts):
           but the ViT trainable (3b, 3c: more of it at lower rates).
   stage4  everything trains, the ViT at a fifth of the rate with its stage-0 loss kept
           on the task images; two-object pointer targets for relation questions.
-The ViT is frozen from stage 0b to stage 3c.  Everything is deterministic from --seed: each
+The ViT is frozen from stage 1 to stage 3c.  Everything is deterministic from --seed: each
 batch is a function of (stage, step); checkpoints go to --work (default .train/) every
 --ckpt-every steps and at each stage end, and a rerun resumes where it stopped.
 """
