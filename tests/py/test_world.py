@@ -132,5 +132,46 @@ class VocabTest(unittest.TestCase):
                                                 "[0.125,0.250,0.500,0.625]."))
 
 
+    def test_spiece_is_path_independent(self):
+        from sentencepiece import sentencepiece_model_pb2 as pb
+        m = pb.ModelProto()
+        with open(os.path.join(self.tmp, "spiece.model"), "rb") as f:
+            m.ParseFromString(f.read())
+        self.assertEqual(list(m.trainer_spec.input), ["spiece.model.corpus.txt"])
+
+    def test_pair_targets(self):
+        """Stage 4's relation targets: the first- and second-named objects' patches apart,
+        and at the first object's centre patch, left-of / above the second's centre as the
+        answer says."""
+        import data
+        import tinylion
+        sp, vt = os.path.join(self.tmp, "spiece.model"), os.path.join(self.tmp, "vocab.txt")
+        b = data.Batcher(tinylion.model_config(self.n_sp, self.n_bert), sp, vt)
+        n = world.IMAGE_SIZE // b.patch
+        seen = set()
+        for seed in range(400):
+            sc = world.make_scene(seed)
+            samples = world.task_samples(sc, random.Random(seed), tasks=["relation", "vqa_colour"])
+            by = {x["task"]: x for x in samples}
+            if len(by) < 2:
+                continue
+            rel, other = by["relation"], by["vqa_colour"]
+            t = b.pair_targets([sc, sc], [rel, other], [0, 0])
+            cov = sc.patch_targets(b.patch)["cover"]
+            ia, ib = rel["objects"]
+            np.testing.assert_array_equal(t["point_a"][0].numpy(), (cov[ia] >= 0.3).astype(np.float32))
+            np.testing.assert_array_equal(t["point_b"][0].numpy(), (cov[ib] >= 0.3).astype(np.float32))
+            self.assertEqual(t["pair"].tolist(), [1.0, 0.0])
+            self.assertEqual(float(t["point_a"][1].sum() + t["rel_xy"][1].sum()), 0.0)
+            ax, ay = world.centre(sc.objects[ia])
+            k = int(ay // b.patch) * n + int(ax // b.patch)
+            if rel["answer"] in ("left", "right"):
+                self.assertEqual(t["rel_xy"][0, k, 0].item(), float(rel["answer"] == "left"), seed)
+            else:
+                self.assertEqual(t["rel_xy"][0, k, 1].item(), float(rel["answer"] == "above"), seed)
+            seen.add(rel["answer"])
+        self.assertEqual(seen, {"left", "right", "above", "below"})
+
+
 if __name__ == "__main__":
     unittest.main()
