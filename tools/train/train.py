@@ -298,6 +298,8 @@ def main():
     ap.add_argument("--calib-batches", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-export", action="store_true")
+    ap.add_argument("--stop-after", choices=list(STAGES), default=None,
+                    help="stop (without exporting) once this stage is done; rerunning resumes")
     ap.add_argument("--quiet-tagger", action="store_true")
     ap.add_argument("--tagger-only", action="store_true", help="train (or resume) only the RAM tagger")
     ap.add_argument("--export-only", action="store_true",
@@ -347,14 +349,21 @@ def main():
         load_main(model, state["model"])
         print("resumed: done %s, in %s at step %s" % (state.get("done"), state.get("stage"), state.get("step")),
               flush=True)
+    stopped = False
     for name, (steps, lr, groups, kinds, *opts) in STAGES.items():
         if name in state.get("done", []):
             continue
         run_stage(args, name, model, batcher, nsteps(steps), lr, groups, kinds, state, *opts)
+        if name == args.stop_after and name != list(STAGES)[-1]:
+            stopped = True
+            break
     tp.join()
     if tp.exitcode != 0:
         raise SystemExit("tagger process failed (exit %s)" % tp.exitcode)
     times = {"this_run_wall_s": round(time.time() - t_start, 1)}
+    if stopped:
+        print("stopped after %s (rerun to resume)" % args.stop_after, flush=True)
+        return
     if not args.no_export:
         export(args, cfg, model, sp, vt, times)
 
