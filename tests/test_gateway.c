@@ -259,7 +259,8 @@ static const char *header_value(const reply *r, const char *name) {
 }
 
 /* Reads one response (Content-Length framed) within timeout_ms. */
-static int read_reply(int fd, reply *r, int timeout_ms) {
+/* Reads one answer; with head_only (an answer to HEAD) no body follows its headers. */
+static int read_reply_ex(int fd, reply *r, int timeout_ms, int head_only) {
     memset(r, 0, sizeof *r);
     size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap);
@@ -289,7 +290,7 @@ static int read_reply(int fd, reply *r, int timeout_ms) {
             snprintf(r->head, sizeof r->head, "%.*s", (int)head_len, buf);
             r->status = atoi(buf + 9);
             const char *cl = header_value(r, "Content-Length");
-            want = cl ? (size_t)atol(cl) : 0;
+            want = cl && !head_only ? (size_t)atol(cl) : 0;
         }
     }
     r->body_len = len - head_len;
@@ -300,6 +301,8 @@ static int read_reply(int fd, reply *r, int timeout_ms) {
     r->json = cJSON_Parse(r->body);
     return 0;
 }
+
+static int read_reply(int fd, reply *r, int timeout_ms) { return read_reply_ex(fd, r, timeout_ms, 0); }
 
 static int http_raw(int port, const char *request, size_t len, reply *r) {
     int fd = http_connect(port);
@@ -911,6 +914,40 @@ static void check_connection_cap(int port, int cap) {
     CHECK_MSG(ok, "no connection is served after the others closed, or the rejection was not counted");
 }
 
+/* HEAD on a GET route: GET's status and headers (its Content-Length), no body, and the
+ * connection goes on; HEAD on a POST route is 405 without a body. */
+static void check_head(int port) {
+    int fd = http_connect(port);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    static const char head[] = "HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    static const char get[] = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    static const char head_post[] = "HEAD /v1/generate HTTP/1.1\r\nHost: t\r\n\r\n";
+    reply r;
+    CHECK(send_all(fd, head, sizeof head - 1) == 0);
+    CHECK(read_reply_ex(fd, &r, 5000, 1) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(header_value(&r, "Content-Length") && atoi(header_value(&r, "Content-Length")) == 15);
+    CHECK_EQ_INT(r.body_len, 0);
+    reply_free(&r);
+    /* had a body been sent, it would be read as the start of this answer */
+    CHECK(send_all(fd, get, sizeof get - 1) == 0);
+    CHECK(read_reply(fd, &r, 5000) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(r.body && !strcmp(r.body, "{\"status\":\"ok\"}"));
+    reply_free(&r);
+    CHECK(send_all(fd, head_post, sizeof head_post - 1) == 0);
+    CHECK(read_reply_ex(fd, &r, 5000, 1) == 0);
+    CHECK_EQ_INT(r.status, 405);
+    CHECK_EQ_INT(r.body_len, 0);
+    reply_free(&r);
+    CHECK(send_all(fd, get, sizeof get - 1) == 0);
+    CHECK(read_reply(fd, &r, 5000) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    reply_free(&r);
+    close(fd);
+}
+
 /* Receives tap messages for up to timeout_ms; counts topics that match. */
 static int tap_collect(void *sub, const char *request_id, char topics[][320], int max, int *data_frames, int timeout_ms) {
     int n = 0;
@@ -1048,6 +1085,7 @@ static void scenario_pipeline(void) {
     check_tags(port);
     check_errors(port);
     check_keep_alive(port);
+    check_head(port);
     check_multipart(port);
     check_fuzz(port);
     check_taps(port, tap_ep);

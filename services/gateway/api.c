@@ -687,7 +687,9 @@ void api_handle(gateway *gw, http_conn *c, const http_request_view *req) {
         api_respond_error(gw, c, 404, LION_ENOTFOUND, msg);
         return;
     }
-    if (req->method != routes[found].method) {
+    /* HEAD is GET without the body (http_conn_respond leaves it out) */
+    const int head_of_get = req->method == HTTP_HEAD && routes[found].method == HTTP_GET;
+    if (req->method != routes[found].method && !head_of_get) {
         char msg[160];
         snprintf(msg, sizeof msg, "%s is not allowed on %s (use %s)", http_method_str(req->method), req->path,
                  http_method_str(routes[found].method));

@@ -149,6 +149,7 @@ typedef struct http_conn {
     int error_status;     /* a limit broken while parsing: 413, 414, 431 */
     char error_message[160];
     int keep_alive;
+    int head_only;        /* a HEAD request: answers carry headers (Content-Length) only */
     int busy;             /* a request is being answered: parsing waits */
     int closing;
     char *pending;        /* bytes read while busy (a pipelined next request) */

@@ -254,14 +254,15 @@ void http_conn_respond(http_conn *c, int status, const char *content_type, const
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n%s\r\n", status,
                      reason_phrase(status), content_type, len, c->keep_alive ? "keep-alive" : "close", retry);
-    char *buf = malloc((size_t)n + len);
+    const size_t body_len = c->head_only ? 0 : len;
+    char *buf = malloc((size_t)n + body_len);
     if (!buf) {
         conn_close(c);
         return;
     }
     memcpy(buf, head, (size_t)n);
-    memcpy(buf + n, body, len);
-    write_raw(c, buf, (size_t)n + len, !c->keep_alive);
+    memcpy(buf + n, body, body_len);
+    write_raw(c, buf, (size_t)n + body_len, !c->keep_alive);
 }
 
 /* --- reading ------------------------------------------------------------------------------- */
@@ -278,6 +279,7 @@ static void handle_message(http_conn *c) {
     char *q = strchr(c->url, '?');
     if (q) *q = 0;
     c->route = metrics_route(c->url);
+    c->head_only = c->parser.method == HTTP_HEAD;
     http_request_view v = {.method = (int)c->parser.method,
                            .path = c->url,
                            .body = c->body ? c->body : "",
