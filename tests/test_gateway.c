@@ -915,7 +915,7 @@ static void check_connection_cap(int port, int cap) {
 }
 
 /* HEAD on a GET route: GET's status and headers (its Content-Length), no body, and the
- * connection goes on; HEAD on a POST route is 405 without a body. */
+ * connection goes on; HEAD on a POST route is 405 without a body; a 405 says Allow. */
 static void check_head(int port) {
     int fd = http_connect(port);
     CHECK(fd >= 0);
@@ -940,6 +940,13 @@ static void check_head(int port) {
     CHECK(read_reply_ex(fd, &r, 5000, 1) == 0);
     CHECK_EQ_INT(r.status, 405);
     CHECK_EQ_INT(r.body_len, 0);
+    CHECK(header_value(&r, "Allow") && !strcmp(header_value(&r, "Allow"), "POST"));
+    reply_free(&r);
+    static const char post_get[] = "POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n";
+    CHECK(send_all(fd, post_get, sizeof post_get - 1) == 0);
+    CHECK(read_reply(fd, &r, 5000) == 0);
+    CHECK_EQ_INT(r.status, 405);
+    CHECK(header_value(&r, "Allow") && !strcmp(header_value(&r, "Allow"), "GET, HEAD"));
     reply_free(&r);
     CHECK(send_all(fd, get, sizeof get - 1) == 0);
     CHECK(read_reply(fd, &r, 5000) == 0);

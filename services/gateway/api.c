@@ -693,6 +693,7 @@ void api_handle(gateway *gw, http_conn *c, const http_request_view *req) {
         char msg[160];
         snprintf(msg, sizeof msg, "%s is not allowed on %s (use %s)", http_method_str(req->method), req->path,
                  http_method_str(routes[found].method));
+        c->allow = routes[found].method == HTTP_GET ? "GET, HEAD" : http_method_str(routes[found].method);
         api_respond_error(gw, c, 405, LION_EINVAL, msg);
         return;
     }

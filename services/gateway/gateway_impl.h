@@ -150,6 +150,7 @@ typedef struct http_conn {
     char error_message[160];
     int keep_alive;
     int head_only;        /* a HEAD request: answers carry headers (Content-Length) only */
+    const char *allow;    /* the next answer's Allow header (a 405), then NULL */
     int busy;             /* a request is being answered: parsing waits */
     int closing;
     char *pending;        /* bytes read while busy (a pipelined next request) */

@@ -249,11 +249,13 @@ void http_conn_respond(http_conn *c, int status, const char *content_type, const
     c->req = NULL;
     metrics_count_request(&c->gw->metrics, c->route, status, (double)(clock_mono_us() - c->start_us) / 1e6);
     char head[512];
-    char retry[64] = "";
-    if (retry_after_s > 0) snprintf(retry, sizeof retry, "Retry-After: %d\r\n", retry_after_s);
+    char extra[128] = "";
+    if (retry_after_s > 0) snprintf(extra, sizeof extra, "Retry-After: %d\r\n", retry_after_s);
+    if (c->allow) snprintf(extra + strlen(extra), sizeof extra - strlen(extra), "Allow: %s\r\n", c->allow);
+    c->allow = NULL;
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n%s\r\n", status,
-                     reason_phrase(status), content_type, len, c->keep_alive ? "keep-alive" : "close", retry);
+                     reason_phrase(status), content_type, len, c->keep_alive ? "keep-alive" : "close", extra);
     const size_t body_len = c->head_only ? 0 : len;
     char *buf = malloc((size_t)n + body_len);
     if (!buf) {
