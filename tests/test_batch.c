@@ -18,48 +18,9 @@
 
 #include "fake_gateway.h"
 #include "image.h"
+#include "gateway_harness.h"
 #include "testing.h"
 
-extern char **environ;
-
-static pid_t children[8];
-static int n_children;
-
-static void pause_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static pid_t spawn(const char *const *argv) {
-    pid_t pid;
-    if (posix_spawn(&pid, argv[0], NULL, NULL, (char *const *)argv, environ) != 0) return -1;
-    children[n_children++] = pid;
-    return pid;
-}
-
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-/* Workers first, then the gateway (children[0]); SIGKILL for anything that hangs. */
-static void stop_all(void) {
-    for (int i = n_children - 1; i >= 0; i--) {
-        kill(children[i], SIGTERM);
-        int status, k = 0;
-        while (waitpid(children[i], &status, WNOHANG) != children[i] && k++ < 200) pause_ms(50);
-        if (k > 200) {
-            kill(children[i], SIGKILL);
-            waitpid(children[i], &status, 0);
-        }
-    }
-    n_children = 0;
-}
 
 /* Runs a shell command; its exit status. */
 static int run(const char *cmd) {
@@ -67,17 +28,10 @@ static int run(const char *cmd) {
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
-/* The file as a NUL-terminated string (testing_read_file gives bytes without the NUL). */
+/* The file as a string (testing_read_file NUL-terminates what it reads). */
 static char *read_text(const char *path) {
-    size_t len = 0;
-    unsigned char *t = testing_read_file(path, &len);
-    char *s = t ? realloc(t, len + 1) : NULL;
-    if (!s) {
-        free(t);
-        return NULL;
-    }
-    s[len] = 0;
-    return s;
+    size_t len;
+    return (char *)testing_read_file(path, &len);
 }
 
 /* The answer line of request id in a JSONL file (parsed), or NULL. */
@@ -249,7 +203,7 @@ static void check_retries(const char *dir, const char *batch, const char *gw) {
     CHECK(spawn(argv) > 0);
     snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/healthz > /dev/null 2>&1", port);
     int up = 0;
-    for (int i = 0; i < 200 && !(up = run(cmd) == 0); i++) pause_ms(50);
+    for (int i = 0; i < 200 && !(up = run(cmd) == 0); i++) sleep_ms(50);
     CHECK_MSG(up, "the lone gateway did not start");
     snprintf(cmd, sizeof cmd,
              "%s --gateway http://127.0.0.1:%d --retries 2 --max-retry-wait-ms 50 --progress none "
@@ -300,7 +254,7 @@ int main(void) {
         CHECK_MSG(spawn(wargv) > 0, "cannot start %s", bins[s]);
     }
     int ok = 0;
-    for (int i = 0; i < 1200 && !(ok = ready(port)); i++) pause_ms(50);
+    for (int i = 0; i < 1200 && !(ok = ready(port)); i++) sleep_ms(50);
     CHECK_MSG(ok, "the workers did not all register with the gateway");
     if (ok) {
         check_jsonl_run(dir, batch, url, meta);

@@ -1,0 +1,186 @@
+/* The gateway under failure, with stub workers (gateway_harness.h): no worker, overload
+ * (429 with Retry-After), a request's deadline, a killed llm worker whose jobs a second
+ * replica answers, a slow worker's late answers dropped, a clean shutdown. */
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <nettle/base64.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "envelope.h"
+#include "fake_gateway.h"
+#include "gateway_impl.h"
+#include "log.h"
+#include "gateway_harness.h"
+#include "testing.h"
+#include "worker.h"
+
+extern char **environ;
+/* ---------------------------------------------------------------------------------------- */
+/* scenario 2: no worker, overload, deadline, a killed worker                                   */
+
+typedef struct pending_call {
+    int fd;
+    reply r;
+    int got;
+} pending_call;
+
+static void scenario_failures(void) {
+    int port = free_port();
+    char listen[64], ep[5][64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    for (int s = 1; s <= 4; s++) snprintf(ep[s], sizeof ep[s], "tcp://127.0.0.1:%d", free_port());
+    char gw_bin[4096];
+    const char *bin_dir = getenv("LION_BIN_DIR");
+    snprintf(gw_bin, sizeof gw_bin, "%s/lion-gateway", bin_dir ? bin_dir : "build/services");
+    const char *argv[] = {gw_bin, "--listen", listen, "--vision", ep[1], "--tagger", ep[2], "--aggregator", ep[3],
+                          "--llm", ep[4], "--max-queue", "1", "--heartbeat-ms", "100", "--worker-timeout-ms", "600",
+                          "--retry-after-s", "2", "--idle-timeout-ms", "400", NULL};
+    CHECK(spawn(argv) > 0);
+    spawn_stub("vision", ep[1], "vision-slow", "300", "1");
+    spawn_stub("tagger", ep[2], "tagger-1", "0", "4");
+    spawn_stub("aggregator", ep[3], "aggregator-1", "0", "4");
+    if (wait_ready(port, 503, "no live llm worker", 15000) != 0) {
+        CHECK_MSG(0, "the gateway did not see the first three stages");
+        stop_all();
+        return;
+    }
+    /* a stage without workers: 503 at once */
+    char *body = generate_body("anyone", NULL);
+    reply r;
+    CHECK(http(port, "POST", "/v1/generate", body, &r) == 0);
+    CHECK_EQ_INT(r.status, 503);
+    CHECK_CONTAINS(json_str(r.json, "error.message"), "no live llm worker");
+    CHECK_CONTAINS(header_value(&r, "Retry-After"), "2");
+    reply_free(&r);
+
+    pid_t slow_llm = spawn_stub("llm", ep[4], "llm-slow", "2000", "4");
+    if (wait_ready(port, 200, "\"llm\":1", 10000) != 0) {
+        CHECK_MSG(0, "the llm worker did not register");
+        stop_all();
+        return;
+    }
+    /* overload: vision takes one job at a time and the queue holds one more */
+    pending_call calls[4];
+    size_t len;
+    char *req = format_request("POST", "/v1/generate", body, &len);
+    for (int i = 0; i < 4; i++) {
+        calls[i].fd = http_connect(port);
+        calls[i].got = 0;
+        CHECK(calls[i].fd >= 0 && send_all(calls[i].fd, req, len) == 0);
+        sleep_ms(20);
+    }
+    int n429 = 0;
+    for (int i = 2; i < 4; i++) {
+        calls[i].got = read_reply(calls[i].fd, &calls[i].r, 5000) == 0;
+        if (calls[i].got && calls[i].r.status == 429) {
+            n429++;
+            CHECK_CONTAINS(json_str(calls[i].r.json, "error.message"), "the vision queue is full");
+            CHECK_CONTAINS(header_value(&calls[i].r, "Retry-After"), "2");
+        }
+    }
+    CHECK_EQ_INT(n429, 2);
+    /* the first two reach the slow llm worker (the gateway's metrics say when); a second
+     * replica joins and the first dies */
+    int at_llm = 0;
+    for (int i = 0; i < 200 && !at_llm; i++) {
+        reply m;
+        if (http(port, "GET", "/metrics", NULL, &m) == 0)
+            at_llm = metric_value(m.body ? m.body : "", "lion_jobs_outstanding{stage=\"llm\"}") == 2;
+        reply_free(&m);
+        if (!at_llm) sleep_ms(20);
+    }
+    CHECK_MSG(at_llm, "the two requests did not reach the slow llm worker");
+    spawn_stub("llm", ep[4], "llm-fast", "0", "4");
+    if (wait_ready(port, 200, "\"llm\":2", 5000) != 0) CHECK_MSG(0, "the second llm worker did not register");
+    stop_child(slow_llm, SIGKILL);
+    char want[512];
+    expected_text(want, sizeof want, "anyone", "dog,cat", "image", 1, 0);
+    for (int i = 0; i < 2; i++) {
+        calls[i].got = read_reply(calls[i].fd, &calls[i].r, 10000) == 0;
+        CHECK_MSG(calls[i].got, "request %d: no answer after the worker was killed", i);
+        CHECK_EQ_INT(calls[i].r.status, 200);
+        const char *text = json_str(calls[i].r.json, "text");
+        CHECK_MSG(text && !strcmp(text, want), "request %d: text '%s', expected '%s'", i, text ? text : "(none)", want);
+        /* answered exactly once: nothing more arrives on the connection */
+        reply extra;
+        CHECK(read_reply(calls[i].fd, &extra, 300) != 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        if (calls[i].got) reply_free(&calls[i].r);
+        close(calls[i].fd);
+    }
+    free(req);
+    CHECK(http(port, "GET", "/metrics", NULL, &r) == 0);
+    CHECK(metric_value(r.body ? r.body : "", "lion_redispatches_total{stage=\"llm\"}") == 2);
+    CHECK(metric_value(r.body ? r.body : "", "lion_workers{stage=\"llm\"}") == 1);
+    CHECK(metric_value(r.body ? r.body : "", "lion_http_requests_total{route=\"/v1/generate\",status=\"429\"}") == 2);
+    reply_free(&r);
+    free(body);
+
+    /* an idle connection is closed; one waiting for its answer is not (above) */
+    int idle = http_connect(port);
+    CHECK(idle >= 0);
+    struct pollfd pfd = {idle, POLLIN, 0};
+    CHECK(poll(&pfd, 1, 3000) == 1);
+    char byte;
+    CHECK(recv(idle, &byte, 1, 0) == 0);
+    close(idle);
+
+    /* a deadline shorter than the vision stage: 504 */
+    body = generate_body("too slow", "\"deadline_ms\":100");
+    CHECK(http(port, "POST", "/v1/generate", body, &r) == 0);
+    CHECK_EQ_INT(r.status, 504);
+    CHECK(json_str(r.json, "error.code") && !strcmp(json_str(r.json, "error.code"), "deadline_exceeded"));
+    CHECK_CONTAINS(json_str(r.json, "error.message"), "deadline of 100 ms exceeded waiting for vision");
+    reply_free(&r);
+    free(body);
+    /* the gateway still serves afterwards (the late vision answer is dropped) */
+    sleep_ms(400);
+    body = generate_body("after", NULL);
+    CHECK(http(port, "POST", "/v1/generate", body, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    reply_free(&r);
+
+    /* SIGTERM with a request in flight: it is answered 503, then the gateway exits cleanly */
+    size_t rlen;
+    char *inflight = format_request("POST", "/v1/generate", body, &rlen);
+    int fd = http_connect(port);
+    CHECK(fd >= 0 && send_all(fd, inflight, rlen) == 0);
+    sleep_ms(100);
+    CHECK_EQ_INT(stop_child(spawned(0), SIGTERM), 0);
+    CHECK(read_reply(fd, &r, 3000) == 0);
+    CHECK_EQ_INT(r.status, 503);
+    CHECK_CONTAINS(json_str(r.json, "error.message"), "the gateway is shutting down");
+    reply_free(&r);
+    close(fd);
+    free(inflight);
+    free(body);
+    stop_all();
+}
+
+
+int main(int argc, char **argv) {
+    int rc = gateway_harness_stub_main(argc, argv);
+    if (rc >= 0) return rc;
+    if (gateway_harness_init() != 0) {
+        CHECK_MSG(0, "cannot find this executable");
+        return testing_finish();
+    }
+    scenario_failures();
+    gateway_harness_finish();
+    return testing_finish();
+}

@@ -1,0 +1,158 @@
+/* The gateway end to end with the real workers (lion-vision, lion-tagger, lion-aggregator,
+ * lion-llm) on the tiny model of tests/fixtures/gen_gateway_workers.py: the gateway's
+ * answers are lion_ref's LionModel answers, and the vision worker's feature cache hits. */
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <nettle/base64.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "envelope.h"
+#include "fake_gateway.h"
+#include "gateway_impl.h"
+#include "log.h"
+#include "gateway_harness.h"
+#include "testing.h"
+#include "worker.h"
+
+extern char **environ;
+/* ---------------------------------------------------------------------------------------- */
+/* scenario 3: the real workers on the tiny model, against lion_ref                             */
+
+static void scenario_real_workers(void) {
+    char dir[2048], path[2200], model[2200];
+    snprintf(dir, sizeof dir, "%s", testing_fixture("gateway"));
+    snprintf(path, sizeof path, "%s/expected.json", dir);
+    size_t len = 0;
+    unsigned char *text = testing_read_file(path, &len);
+    snprintf(path, sizeof path, "%s/image.png", dir);
+    size_t png_len = 0;
+    unsigned char *png = testing_read_file(path, &png_len);
+    CHECK_MSG(text && png, "no fixture in %s (tests/fixtures/gen_gateway_workers.py)", dir);
+    if (!text || !png) {
+        free(text);
+        free(png);
+        return;
+    }
+    cJSON *expected = cJSON_ParseWithLength((const char *)text, len);
+    free(text);
+    char *b64 = calloc(BASE64_ENCODE_RAW_LENGTH(png_len) + 1, 1);
+    base64_encode_raw(b64, png_len, png);
+    free(png);
+    snprintf(model, sizeof model, "%s/model", dir);
+
+    int port = free_port();
+    char listen[64], ep[5][64], gw_bin[4096], bins[5][4096];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    const char *bin_dir = getenv("LION_BIN_DIR");
+    snprintf(gw_bin, sizeof gw_bin, "%s/lion-gateway", bin_dir ? bin_dir : "build/services");
+    static const char *const names[] = {"", "vision", "tagger", "aggregator", "llm"};
+    for (int s = 1; s <= 4; s++) {
+        snprintf(ep[s], sizeof ep[s], "tcp://127.0.0.1:%d", free_port());
+        snprintf(bins[s], sizeof bins[s], "%s/lion-%s", bin_dir ? bin_dir : "build/services", names[s]);
+    }
+    const char *argv[] = {gw_bin, "--listen", listen, "--vision", ep[1], "--tagger", ep[2], "--aggregator", ep[3],
+                          "--llm", ep[4], "--model-name", "tiny-lion", NULL};
+    CHECK(spawn(argv) > 0);
+    for (int s = 1; s <= 4; s++) {
+        const char *wargv[] = {bins[s], "--gateway", ep[s], "--model", model, "--threads", "1", "--heartbeat-ms", "200",
+                               NULL};
+        CHECK_MSG(spawn(wargv) > 0, "cannot start %s", bins[s]);
+    }
+    if (wait_ready(port, 200, "\"llm\":1", 60000) != 0) {
+        CHECK_MSG(0, "the real workers did not all register");
+        stop_all();
+        cJSON_Delete(expected);
+        free(b64);
+        return;
+    }
+    const cJSON *cases = cJSON_GetObjectItemCaseSensitive(expected, "cases");
+    size_t cap = strlen(b64) + 1024;
+    char *body = malloc(cap);
+    reply r;
+
+    /* image-level through /v1/generate: the tagger's tags go into the prompt */
+    const cJSON *c0 = cJSON_GetArrayItem(cases, 0);
+    snprintf(body, cap, "{\"image\":\"%s\",\"instruction\":\"%s\",\"task\":\"image_level\"}", b64,
+             json_str(c0, "instruction"));
+    CHECK(http(port, "POST", "/v1/generate", body, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    const char *got = json_str(r.json, "text"), *want = json_str(c0, "text");
+    CHECK_MSG(got && want && !strcmp(got, want), "generate: '%s', lion_ref says '%s'", got ? got : "(none)",
+              want ? want : "?");
+    for (int i = 0; i < 2; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "tags.%d", i);
+        const char *g = json_str(r.json, key), *w = json_str(expected, key);
+        CHECK_MSG(g && w && !strcmp(g, w), "tag %d: '%s', expected '%s'", i, g ? g : "(none)", w ? w : "?");
+    }
+    reply_free(&r);
+
+    /* region-level with the user's tags through the OpenAI route */
+    const cJSON *c1 = cJSON_GetArrayItem(cases, 1);
+    snprintf(body, cap,
+             "{\"model\":\"tiny-lion-region\",\"lion_tags\":[\"%s\",\"%s\"],\"messages\":[{\"role\":\"user\",\"content\":["
+             "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,%s\"}},"
+             "{\"type\":\"text\",\"text\":\"%s\"}]}]}",
+             json_str(c1, "tags.0"), json_str(c1, "tags.1"), b64, json_str(c1, "instruction"));
+    CHECK(http(port, "POST", "/v1/chat/completions", body, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    got = json_str(r.json, "choices.0.message.content");
+    want = json_str(c1, "text");
+    CHECK_MSG(got && want && !strcmp(got, want), "chat: '%s', lion_ref says '%s'", got ? got : "(none)",
+              want ? want : "?");
+    reply_free(&r);
+
+    /* RAM alone */
+    snprintf(body, cap, "{\"image\":\"%s\"}", b64);
+    CHECK(http(port, "POST", "/v1/tags", body, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    got = json_str(r.json, "prompt");
+    want = json_str(expected, "tags_prompt");
+    CHECK_MSG(got && want && !strcmp(got, want), "tags: '%s', lion_ref says '%s'", got ? got : "(none)",
+              want ? want : "?");
+    reply_free(&r);
+
+    /* the chat request sent the same image again: the vision worker's feature cache hit,
+     * which its next heartbeat reports and /metrics shows */
+    int hit = 0;
+    for (int tries = 0; tries < 40 && !hit; tries++) {
+        if (http(port, "GET", "/metrics", NULL, &r) == 0) {
+            hit = r.body && strstr(r.body, "lion_cache_hits_total{stage=\"vision\"} 1\n") &&
+                  strstr(r.body, "lion_cache_misses_total{stage=\"vision\"} 1\n");
+            reply_free(&r);
+        }
+        if (!hit) sleep_ms(100);
+    }
+    CHECK_MSG(hit, "/metrics never showed the vision worker's one cache hit and one miss");
+    free(body);
+    free(b64);
+    cJSON_Delete(expected);
+    CHECK_EQ_INT(stop_all(), 0);
+}
+
+
+int main(int argc, char **argv) {
+    int rc = gateway_harness_stub_main(argc, argv);
+    if (rc >= 0) return rc;
+    if (gateway_harness_init() != 0) {
+        CHECK_MSG(0, "cannot find this executable");
+        return testing_finish();
+    }
+    scenario_real_workers();
+    gateway_harness_finish();
+    return testing_finish();
+}
