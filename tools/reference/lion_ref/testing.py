@@ -118,3 +118,22 @@ def tiny_model(d, seed=0, **over):
     m.set_tokenizers(T5Tokenizer(sp), BertTokenizer(vp))
     m.model_dir = d
     return m
+
+
+def decisive_llm(t5, lm_scale, eos_scale=1.0):
+    """Make a random T5 (+ adapters) a useful generation test subject, in place, drawing
+    from torch's global generator (the caller seeds it): router ratios in [0, 1) and
+    adapters of std 0.1 (both start near zero, which would hide them), and logits made peaky
+    by scaling the lm_head, so that no token choice flips on float rounding between C and
+    PyTorch; eos_scale > 1 makes </s> (id 1) likely enough that stopping is exercised."""
+    import torch
+    with torch.no_grad():
+        for n, p in t5.named_parameters():
+            if "router_ratio" in n:
+                p.copy_(torch.rand_like(p))
+            elif "adapters" in n and not n.endswith(".scale"):
+                p.normal_(0, 0.1)
+        t5.lm_head.weight.mul_(lm_scale)
+        if eos_scale != 1.0:
+            t5.lm_head.weight[1].mul_(eos_scale)
+    return t5
