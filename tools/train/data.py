@@ -62,12 +62,15 @@ class Batcher:
         out["pixels"] = self.pixels([sc.image for sc in scenes])
         return out
 
-    def dense_targets(self, scenes):
-        """Stage-0 targets of the scenes (per patch, per object, count)."""
+    def patch_targets(self, scenes):
+        return [sc.patch_targets(self.patch) for sc in scenes]
+
+    def dense_targets(self, scenes, pts=None):
+        """Stage-0 targets of the scenes (per patch, per object, count); pts: their
+        patch_targets when the caller has them."""
         K = world.MAX_OBJECTS
         cols, shps, boxes, covers, osh, ocol, counts = [], [], [], [], [], [], []
-        for sc in scenes:
-            t = sc.patch_targets(self.patch)
+        for sc, t in zip(scenes, pts or self.patch_targets(scenes)):
             cols.append(t["colour"])
             shps.append(t["shape"])
             boxes.append(t["box"])
@@ -126,13 +129,14 @@ class Batcher:
                 samples.append(s)
                 img_index.append(i)
         batch = self.encode_samples([sc.image for sc in scenes], samples, img_index, kind)
-        batch.update(self.pointer_targets(scenes, samples, img_index))
+        pts = self.patch_targets(scenes)
+        batch.update(self.pointer_targets(scenes, samples, img_index, pts))
         if dense:
-            batch["dense"] = self.dense_targets(scenes)
-            batch.update(self.pair_targets(scenes, samples, img_index))
+            batch["dense"] = self.dense_targets(scenes, pts)
+            batch.update(self.pair_targets(scenes, samples, img_index, pts))
         return batch
 
-    def pair_targets(self, scenes, samples, img_index):
+    def pair_targets(self, scenes, samples, img_index, pts=None):
         """For two-object questions (relations): the patches of the first-named object
         and of the second, separately (the union target does not say which is which),
         and for every patch whether it lies left of / above the second object's centre
@@ -141,9 +145,10 @@ class Batcher:
         a, b = torch.zeros(len(samples), P), torch.zeros(len(samples), P)
         rel = torch.zeros(len(samples), P, 2)
         has = torch.zeros(len(samples))
+        pts = pts or self.patch_targets(scenes)
         for j, (s, i) in enumerate(zip(samples, img_index)):
             if s["task"] == "relation" and len(s["objects"]) == 2:
-                cov = scenes[i].patch_targets(self.patch)["cover"]
+                cov = pts[i]["cover"]
                 a[j] = torch.tensor((cov[s["objects"][0]] >= 0.3).astype(np.float32))
                 b[j] = torch.tensor((cov[s["objects"][1]] >= 0.3).astype(np.float32))
                 bx, by = world.centre(scenes[i].objects[s["objects"][1]])
@@ -152,10 +157,10 @@ class Batcher:
                 has[j] = 1.0
         return {"point_a": a, "point_b": b, "rel_xy": rel, "pair": has}
 
-    def pointer_targets(self, scenes, samples, img_index):
+    def pointer_targets(self, scenes, samples, img_index, pts=None):
         """Auxiliary targets on the aggregator's patch tokens: which patches show the
         objects a sample is about (cover >= 0.3), and each patch's object box."""
-        pts = [sc.patch_targets(self.patch) for sc in scenes]
+        pts = pts or self.patch_targets(scenes)
         P = pts[0]["colour"].shape[0]
         mask = torch.zeros(len(samples), P)
         for j, (s, i) in enumerate(zip(samples, img_index)):
