@@ -134,7 +134,6 @@ typedef struct http_conn {
     uv_shutdown_t shutdown; /* gateway shutdown: answers written out, then closed */
     struct gateway *gw;
     struct http_conn *prev, *next; /* gw->conns */
-    int listed;                    /* on gw->conns (and counted in gw->n_conns) */
     http_parser parser;
     char *url;
     size_t url_len;

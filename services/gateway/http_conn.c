@@ -40,12 +40,11 @@ static void conn_detach_all(http_conn *c) {
         c->req = NULL;
     }
     gateway *gw = c->gw;
-    if (!c->listed) return;
+    if (!c->prev && gw->conns != c) return; /* never listed: answered 503 over the cap */
     if (c->prev) c->prev->next = c->next;
     else gw->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     c->prev = c->next = NULL;
-    c->listed = 0;
     gw->n_conns--;
 }
 
@@ -393,7 +392,6 @@ static void on_connection(uv_stream_t *server, int status) {
     c->next = gw->conns;
     if (gw->conns) gw->conns->prev = c;
     gw->conns = c;
-    c->listed = 1;
     gw->n_conns++;
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
