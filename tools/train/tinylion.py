@@ -122,8 +122,9 @@ class TinyLion(LionModel):
             # positions, which the answer loss alone learns very slowly
             self.aux_llm = nn.ModuleDict({"point": nn.Linear(d, 1), "box": nn.Linear(d, 4)})
             # stage 4 only (created last so that every earlier initialisation is unchanged):
-            # for two-object questions, "is this patch the first-named object" and "... the
-            # second"; the union target above does not say which object is left of which
+            # for two-object questions, "is this patch the first-named object", "... the
+            # second" (the union target above does not say which is which), and "is this
+            # patch left of / above the second object's centre" (the answer's comparison)
             self.aux_rel = nn.ModuleDict({"point_a": nn.Linear(d, 1), "point_b": nn.Linear(d, 1),
                                           "rel_xy": nn.Linear(d, 2)})
 
