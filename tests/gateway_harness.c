@@ -394,20 +394,17 @@ double metric_value(const char *text, const char *series) {
 
 pid_t spawned(int i) { return i >= 0 && i < n_children ? children[i] : 0; }
 
-int gateway_harness_stub_main(int argc, char **argv) {
+int gateway_harness_main(int argc, char **argv, void (*run)(void)) {
     if (argc >= 3 && !strcmp(argv[1], "--stub")) return run_stub(argc, argv);
-    return -1;
-}
-
-int gateway_harness_init(void) {
     ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
-    if (n <= 0) return -1;
+    if (n <= 0) {
+        CHECK_MSG(0, "cannot find this executable");
+        return testing_finish();
+    }
     self_exe[n] = 0;
     make_image();
-    return 0;
-}
-
-void gateway_harness_finish(void) {
+    run();
     free(image_b64);
     image_b64 = NULL;
+    return testing_finish();
 }

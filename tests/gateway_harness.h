@@ -11,11 +11,10 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* main() first: the exit code when this run is a stub worker ("--stub STAGE ..."), else -1. */
-int gateway_harness_stub_main(int argc, char **argv);
-/* Finds this executable (for spawn_stub) and makes the test image; -1 on failure. */
-int gateway_harness_init(void);
-void gateway_harness_finish(void);
+/* A gateway test's main(): runs as a stub worker when asked ("--stub STAGE ..."), else
+ * finds this executable (for spawn_stub), makes the test image, runs run() and returns
+ * testing_finish(). */
+int gateway_harness_main(int argc, char **argv, void (*run)(void));
 
 void sleep_ms(int ms);
 

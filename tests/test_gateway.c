@@ -728,15 +728,9 @@ static void scenario_pipeline(void) {
 }
 
 
-int main(int argc, char **argv) {
-    int rc = gateway_harness_stub_main(argc, argv);
-    if (rc >= 0) return rc;
-    if (gateway_harness_init() != 0) {
-        CHECK_MSG(0, "cannot find this executable");
-        return testing_finish();
-    }
+static void run_all(void) {
     check_base64();
     scenario_pipeline();
-    gateway_harness_finish();
-    return testing_finish();
 }
+
+int main(int argc, char **argv) { return gateway_harness_main(argc, argv, run_all); }

@@ -173,14 +173,4 @@ static void scenario_failures(void) {
 }
 
 
-int main(int argc, char **argv) {
-    int rc = gateway_harness_stub_main(argc, argv);
-    if (rc >= 0) return rc;
-    if (gateway_harness_init() != 0) {
-        CHECK_MSG(0, "cannot find this executable");
-        return testing_finish();
-    }
-    scenario_failures();
-    gateway_harness_finish();
-    return testing_finish();
-}
+int main(int argc, char **argv) { return gateway_harness_main(argc, argv, scenario_failures); }
