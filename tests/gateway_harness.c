@@ -115,7 +115,7 @@ static int stub_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
 }
 
 static int run_stub(int argc, char **argv) {
-    stub_stage = envelope_stage_from_name(argv[2]);
+    stub_stage = lion_stage_from_name(argv[2]);
     int wargc = 0;
     char **wargv = calloc((size_t)argc + 1, sizeof *wargv);
     wargv[wargc++] = argv[0];

@@ -201,10 +201,10 @@ static void test_state_kinds_round_trip(void) {
         envelope_msg_close(&m);
         envelope_free(env);
     }
-    CHECK(strcmp(envelope_kind_name(LION__KIND__HEARTBEAT), "HEARTBEAT") == 0);
-    CHECK_EQ_INT(envelope_stage_from_name("aggregator"), LION__STAGE__AGGREGATOR);
-    CHECK_EQ_INT(envelope_stage_from_name("nope"), 0);
-    CHECK(strcmp(envelope_stage_name(LION__STAGE__LLM), "llm") == 0);
+    CHECK(strcmp(lion_kind_name(LION__KIND__HEARTBEAT), "HEARTBEAT") == 0);
+    CHECK_EQ_INT(lion_stage_from_name("aggregator"), LION__STAGE__AGGREGATOR);
+    CHECK_EQ_INT(lion_stage_from_name("nope"), 0);
+    CHECK(strcmp(lion_stage_name(LION__STAGE__LLM), "llm") == 0);
 }
 
 static void test_every_dtype(void) {

@@ -605,7 +605,7 @@ static int tap_collect(void *sub, const char *request_id, char topics[][320], in
         if (env && last && !strcmp(last + 1, request_id) && env->request_id && !strcmp(env->request_id, request_id)) {
             /* every JOB carries the gateway's hop first */
             int gw_hop = env->n_trace > 0 && env->trace[0]->service && !strcmp(env->trace[0]->service, "gateway");
-            snprintf(topics[n], 320, "%s %s %d%s", topic, envelope_kind_name(env->kind), nf,
+            snprintf(topics[n], 320, "%s %s %d%s", topic, lion_kind_name(env->kind), nf,
                      env->kind == LION__KIND__JOB && !gw_hop ? " (no gateway hop)" : "");
             if (!strncmp(topic, "data/", 5) && data_frames) *data_frames += nf - 2;
             n++;

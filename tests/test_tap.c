@@ -139,7 +139,7 @@ static void publish(publisher *p, Lion__Envelope *env, const char *dir, envelope
             return;
         }
         char topic[256];
-        snprintf(topic, sizeof topic, "%s/%s/%s/%s", data ? "data" : "meta", envelope_stage_name(env->stage), dir,
+        snprintf(topic, sizeof topic, "%s/%s/%s/%s", data ? "data" : "meta", lion_stage_name(env->stage), dir,
                  env->request_id);
         zmq_send(p->xpub, topic, strlen(topic), ZMQ_SNDMORE);
         int last = data ? n : 0;

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Generates common/unicode_tables.inc: the Unicode data the BERT WordPiece tokenizer needs.
+"""Generates common/text/unicode_tables.inc: the Unicode data the BERT WordPiece tokenizer needs.
 
 HF's BertTokenizer asks Python's `unicodedata` (and str.lower) for character categories,
 lower-case mappings and NFD decompositions, so the C tokenizer uses tables generated from
 the same source to agree with it character for character. Run with the Python whose
-Unicode version the reference uses:  python3 tools/gen_unicode_tables.py common/unicode_tables.inc
+Unicode version the reference uses:  python3 tools/gen_unicode_tables.py common/text/unicode_tables.inc
 """
 import sys
 import unicodedata
@@ -37,7 +37,7 @@ def ranges(values):
 
 
 def main():
-    path = sys.argv[1] if len(sys.argv) > 1 else "common/unicode_tables.inc"
+    path = sys.argv[1] if len(sys.argv) > 1 else "common/text/unicode_tables.inc"
     classes = ranges([char_class(cp) for cp in range(MAX_CP)])
     ccc = [r for r in ranges([unicodedata.combining(chr(cp)) for cp in range(MAX_CP)]) if r[2]]
 

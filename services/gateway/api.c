@@ -426,7 +426,7 @@ static cJSON *box_array(const Lion__Sequence *s) {
 static cJSON *timings(const request *r) {
     cJSON *t = cJSON_CreateObject();
     for (int s = 1; s < GATEWAY_STAGES; s++)
-        if (r->step[s].state == STEP_DONE) cJSON_AddNumberToObject(t, envelope_stage_name(s), r->step[s].worker_ms);
+        if (r->step[s].state == STEP_DONE) cJSON_AddNumberToObject(t, lion_stage_name(s), r->step[s].worker_ms);
     cJSON_AddNumberToObject(t, "total", (double)(clock_mono_us() - r->start_us) / 1000.0);
     return t;
 }
@@ -560,7 +560,7 @@ static void handle_readyz(gateway *gw, http_conn *c) {
     for (int s = 1; s < GATEWAY_STAGES; s++)
         if (stage_pool_live_workers(&gw->pool[s]) == 0) {
             char msg[64];
-            snprintf(msg, sizeof msg, "no live %s worker", envelope_stage_name(s));
+            snprintf(msg, sizeof msg, "no live %s worker", lion_stage_name(s));
             api_respond_error(gw, c, 503, LION_EUNAVAILABLE, msg);
             return;
         }
@@ -568,7 +568,7 @@ static void handle_readyz(gateway *gw, http_conn *c) {
     cJSON_AddStringToObject(root, "status", "ready");
     cJSON *w = cJSON_AddObjectToObject(root, "workers");
     for (int s = 1; s < GATEWAY_STAGES; s++)
-        cJSON_AddNumberToObject(w, envelope_stage_name(s), stage_pool_live_workers(&gw->pool[s]));
+        cJSON_AddNumberToObject(w, lion_stage_name(s), stage_pool_live_workers(&gw->pool[s]));
     respond_json(c, 200, root, 0);
 }
 

@@ -72,7 +72,7 @@ int gateway_config_parse(gateway_config *cfg, int argc, char **argv, lion_status
             val = argv[++i];
         }
         long n = 0;
-        int stage = envelope_stage_from_name(flag + 2);
+        int stage = lion_stage_from_name(flag + 2);
         if (stage) {
             cfg->stage_endpoint[stage] = val;
         } else if (!strcmp(flag, "--bind-base")) {

@@ -113,38 +113,38 @@ char *metrics_render(gateway *gw, size_t *len) {
         if (m->request_seconds[r].count) put_histogram(&t, "lion_request_duration_seconds", "route", route_names[r], &m->request_seconds[r]);
     family(&t, "lion_stage_duration_seconds", "histogram", "Time a worker spent on a job (its trace hop).");
     for (int s = 1; s < GATEWAY_STAGES; s++)
-        put_histogram(&t, "lion_stage_duration_seconds", "stage", envelope_stage_name(s), &m->stage_seconds[s]);
+        put_histogram(&t, "lion_stage_duration_seconds", "stage", lion_stage_name(s), &m->stage_seconds[s]);
     family(&t, "lion_queue_depth", "gauge", "Jobs waiting for a worker with credit.");
     for (int s = 1; s < GATEWAY_STAGES; s++)
-        put(&t, "lion_queue_depth{stage=\"%s\"} %d\n", envelope_stage_name(s), gw->pool[s].queue_len);
+        put(&t, "lion_queue_depth{stage=\"%s\"} %d\n", lion_stage_name(s), gw->pool[s].queue_len);
     family(&t, "lion_workers", "gauge", "Live workers connected.");
     for (int s = 1; s < GATEWAY_STAGES; s++)
-        put(&t, "lion_workers{stage=\"%s\"} %d\n", envelope_stage_name(s), stage_pool_live_workers(&gw->pool[s]));
+        put(&t, "lion_workers{stage=\"%s\"} %d\n", lion_stage_name(s), stage_pool_live_workers(&gw->pool[s]));
     family(&t, "lion_worker_capacity", "gauge", "Jobs the live workers take at once, together.");
     for (int s = 1; s < GATEWAY_STAGES; s++)
-        put(&t, "lion_worker_capacity{stage=\"%s\"} %u\n", envelope_stage_name(s), stage_pool_capacity(&gw->pool[s]));
+        put(&t, "lion_worker_capacity{stage=\"%s\"} %u\n", lion_stage_name(s), stage_pool_capacity(&gw->pool[s]));
     family(&t, "lion_jobs_outstanding", "gauge", "Jobs sent to workers and not answered yet.");
     for (int s = 1; s < GATEWAY_STAGES; s++)
-        put(&t, "lion_jobs_outstanding{stage=\"%s\"} %u\n", envelope_stage_name(s),
+        put(&t, "lion_jobs_outstanding{stage=\"%s\"} %u\n", lion_stage_name(s),
             stage_pool_outstanding(&gw->pool[s]));
     uint64_t hits[GATEWAY_STAGES], misses[GATEWAY_STAGES];
     for (int s = 1; s < GATEWAY_STAGES; s++) stage_pool_cache_counts(&gw->pool[s], &hits[s], &misses[s]);
     family(&t, "lion_cache_hits_total", "counter", "Feature-cache hits the workers reported (vision: same image bytes).");
     for (int s = 1; s < GATEWAY_STAGES; s++)
-        put(&t, "lion_cache_hits_total{stage=\"%s\"} %llu\n", envelope_stage_name(s), (unsigned long long)hits[s]);
+        put(&t, "lion_cache_hits_total{stage=\"%s\"} %llu\n", lion_stage_name(s), (unsigned long long)hits[s]);
     family(&t, "lion_cache_misses_total", "counter", "Feature-cache misses the workers reported.");
     for (int s = 1; s < GATEWAY_STAGES; s++)
-        put(&t, "lion_cache_misses_total{stage=\"%s\"} %llu\n", envelope_stage_name(s), (unsigned long long)misses[s]);
+        put(&t, "lion_cache_misses_total{stage=\"%s\"} %llu\n", lion_stage_name(s), (unsigned long long)misses[s]);
     family(&t, "lion_jobs_total", "counter", "Jobs sent to workers.");
     for (int s = 1; s < GATEWAY_STAGES; s++)
-        put(&t, "lion_jobs_total{stage=\"%s\"} %llu\n", envelope_stage_name(s), (unsigned long long)m->jobs[s]);
+        put(&t, "lion_jobs_total{stage=\"%s\"} %llu\n", lion_stage_name(s), (unsigned long long)m->jobs[s]);
     family(&t, "lion_redispatches_total", "counter", "Jobs sent again (worker lost, over capacity, shutting down).");
     for (int s = 1; s < GATEWAY_STAGES; s++)
-        put(&t, "lion_redispatches_total{stage=\"%s\"} %llu\n", envelope_stage_name(s),
+        put(&t, "lion_redispatches_total{stage=\"%s\"} %llu\n", lion_stage_name(s),
             (unsigned long long)m->redispatches[s]);
     family(&t, "lion_late_answers_total", "counter", "Answers dropped because nobody waited for them any more.");
     for (int s = 1; s < GATEWAY_STAGES; s++)
-        put(&t, "lion_late_answers_total{stage=\"%s\"} %llu\n", envelope_stage_name(s),
+        put(&t, "lion_late_answers_total{stage=\"%s\"} %llu\n", lion_stage_name(s),
             (unsigned long long)m->late_answers[s]);
     family(&t, "lion_requests_in_flight", "gauge", "Requests being processed.");
     put(&t, "lion_requests_in_flight %d\n", gw->n_requests);

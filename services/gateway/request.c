@@ -99,10 +99,10 @@ int request_start(request *r, int *http_status, lion_status *st) {
     for (int s = 1; rc == 0 && s < GATEWAY_STAGES; s++) {
         if (r->step[s].state == STEP_UNUSED) continue;
         if (stage_pool_live_workers(&gw->pool[s]) == 0)
-            rc = lion_fail(st, LION_EUNAVAILABLE, "no live %s worker", envelope_stage_name(s));
+            rc = lion_fail(st, LION_EUNAVAILABLE, "no live %s worker", lion_stage_name(s));
         else if (gw->pool[s].queue_len >= gw->cfg.max_queue) {
             *http_status = 429;
-            rc = lion_fail(st, LION_EUNAVAILABLE, "the %s queue is full (%d jobs waiting)", envelope_stage_name(s),
+            rc = lion_fail(st, LION_EUNAVAILABLE, "the %s queue is full (%d jobs waiting)", lion_stage_name(s),
                            gw->pool[s].queue_len);
         }
     }
@@ -181,12 +181,12 @@ void request_redispatch(request *r, int stage, const char *why) {
     r->gw->metrics.redispatches[stage]++;
     if ((int)s->attempt >= r->gw->cfg.max_attempts) {
         lion_status st;
-        lion_fail(&st, LION_EUNAVAILABLE, "%s: gave up after %u attempts: %s", envelope_stage_name(stage), s->attempt,
+        lion_fail(&st, LION_EUNAVAILABLE, "%s: gave up after %u attempts: %s", lion_stage_name(stage), s->attempt,
                   why);
         request_fail(r, 503, &st);
         return;
     }
-    log_info("%s: %s job again (attempt %u): %s", r->id, envelope_stage_name(stage), s->attempt, why);
+    log_info("%s: %s job again (attempt %u): %s", r->id, lion_stage_name(stage), s->attempt, why);
     submit_or_fail(r, stage);
 }
 
@@ -223,7 +223,7 @@ void request_on_answer(request *r, int stage, envelope_msg *m) {
     if (env->kind == LION__KIND__ERROR) {
         int code = env->error ? env->error->code : LION_EINTERNAL;
         lion_status st;
-        lion_fail(&st, code, "%s: %s", envelope_stage_name(stage),
+        lion_fail(&st, code, "%s: %s", lion_stage_name(stage),
                   env->error && env->error->message ? env->error->message : "failed");
         envelope_msg_close(m);
         if (code == LION_EUNAVAILABLE) { /* over capacity or shutting down: another worker may take it */
@@ -282,7 +282,7 @@ void request_sweep_deadlines(gateway *gw, int64_t now_us) {
         const char *at = "?";
         for (int s = 1; s < GATEWAY_STAGES; s++)
             if (r->step[s].state == STEP_SENT || r->step[s].state == STEP_QUEUED) {
-                at = envelope_stage_name(s);
+                at = lion_stage_name(s);
                 break;
             }
         lion_status st;

@@ -29,14 +29,14 @@ int stage_pool_open(stage_pool *p, gateway *gw, int stage, const char *endpoint,
     p->gw = gw;
     p->stage = stage;
     p->router = zmq_socket(gw->zctx, ZMQ_ROUTER);
-    if (!p->router) return lion_fail(st, LION_EIO, "%s: zmq_socket: %s", envelope_stage_name(stage), zmq_strerror(errno));
+    if (!p->router) return lion_fail(st, LION_EIO, "%s: zmq_socket: %s", lion_stage_name(stage), zmq_strerror(errno));
     /* a send to a worker that is gone fails (EHOSTUNREACH) instead of vanishing silently,
      * so its job goes to another worker at once */
     int one = 1, zero = 0;
     zmq_setsockopt(p->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt(p->router, ZMQ_LINGER, &zero, sizeof zero);
     if (zmq_bind(p->router, endpoint) != 0)
-        return lion_fail(st, LION_EIO, "%s endpoint %s: cannot bind: %s", envelope_stage_name(stage), endpoint,
+        return lion_fail(st, LION_EIO, "%s endpoint %s: cannot bind: %s", lion_stage_name(stage), endpoint,
                          zmq_strerror(errno));
     int fd;
     size_t len = sizeof fd;
@@ -45,7 +45,7 @@ int stage_pool_open(stage_pool *p, gateway *gw, int stage, const char *endpoint,
     p->poll.data = p;
     uv_poll_start(&p->poll, UV_READABLE, on_poll);
     p->polling = 1;
-    log_info("%s workers connect to %s", envelope_stage_name(stage), endpoint);
+    log_info("%s workers connect to %s", lion_stage_name(stage), endpoint);
     return 0;
 }
 
@@ -108,7 +108,7 @@ static int send_to(stage_pool *p, worker_slot *w, Lion__Envelope *env, envelope_
         if (zmq_msg_send(&frames[i], p->router, ZMQ_DONTWAIT | (i < n ? ZMQ_SNDMORE : 0)) < 0) rc = -1;
     int err = errno;
     for (int i = 0; i <= n; i++) zmq_msg_close(&frames[i]);
-    if (rc) return lion_fail(st, LION_EUNAVAILABLE, "%s worker %s: send failed: %s", envelope_stage_name(p->stage),
+    if (rc) return lion_fail(st, LION_EUNAVAILABLE, "%s worker %s: send failed: %s", lion_stage_name(p->stage),
                              w->replica_id, zmq_strerror(err));
     return 0;
 }
@@ -158,7 +158,7 @@ int stage_pool_submit(stage_pool *p, request *r, lion_status *st) {
     if (p->queue_len == p->queue_cap) {
         int cap = p->queue_cap ? p->queue_cap * 2 : 16;
         request **q = realloc(p->queue, (size_t)cap * sizeof *q);
-        if (!q) return lion_fail(st, LION_ENOMEM, "%s queue: out of memory", envelope_stage_name(p->stage));
+        if (!q) return lion_fail(st, LION_ENOMEM, "%s queue: out of memory", lion_stage_name(p->stage));
         p->queue = q;
         p->queue_cap = cap;
     }
@@ -180,14 +180,14 @@ void stage_pool_unqueue(stage_pool *p, request *r) {
 /* Removes w; the jobs it held go to other workers with attempt + 1. */
 static void worker_remove(stage_pool *p, worker_slot *w, const char *why) {
     envelope_peer peer = w->peer;
-    log_warn("%s worker %s removed: %s (%u jobs outstanding)", envelope_stage_name(p->stage), w->replica_id, why,
+    log_warn("%s worker %s removed: %s (%u jobs outstanding)", lion_stage_name(p->stage), w->replica_id, why,
              w->outstanding);
     p->gone_cache_hits += w->cache_hits;
     p->gone_cache_misses += w->cache_misses;
     *w = p->workers[--p->n_workers];
     if (p->rr >= p->n_workers) p->rr = 0;
     char reason[160];
-    snprintf(reason, sizeof reason, "%s worker %s: %s", envelope_stage_name(p->stage), "lost", why);
+    snprintf(reason, sizeof reason, "%s worker %s: %s", lion_stage_name(p->stage), "lost", why);
     /* a re-dispatch may fail other requests (and free them), so the scan starts over after
      * each one; each pass leaves one job fewer at the lost worker */
     for (request *r = p->gw->requests; r;) {
@@ -216,7 +216,7 @@ static worker_slot *worker_register(stage_pool *p, const envelope_msg *m) {
         memset(w, 0, sizeof *w);
         w->peer = m->peer;
         snprintf(w->replica_id, sizeof w->replica_id, "%s", m->env->replica_id ? m->env->replica_id : "?");
-        log_info("%s worker %s joined", envelope_stage_name(p->stage), w->replica_id);
+        log_info("%s worker %s joined", lion_stage_name(p->stage), w->replica_id);
     }
     const Lion__Credit *c = m->env->credit;
     w->capacity = c && c->has_capacity && c->capacity > 0 ? c->capacity : 1;
@@ -232,14 +232,14 @@ static void handle_answer(stage_pool *p, worker_slot *w, envelope_msg *m, int de
     if (!r || env->stage != (Lion__Stage)p->stage || s->state != STEP_SENT || env->attempt != s->attempt) {
         /* an answer to an attempt nobody waits for any more (re-dispatched, expired) */
         p->gw->metrics.late_answers[p->stage]++;
-        log_debug("%s: dropped a late answer for %s attempt %u", envelope_stage_name(p->stage),
+        log_debug("%s: dropped a late answer for %s attempt %u", lion_stage_name(p->stage),
                   env->request_id ? env->request_id : "?", env->attempt);
         envelope_msg_close(m);
         return;
     }
     if (decode_failed) {
         lion_status failed;
-        lion_fail(&failed, LION_EIO, "%s worker %s sent a malformed answer: %s", envelope_stage_name(p->stage),
+        lion_fail(&failed, LION_EIO, "%s worker %s sent a malformed answer: %s", lion_stage_name(p->stage),
                   w ? w->replica_id : "?", st->msg);
         envelope_msg_close(m);
         request_fail(r, 502, &failed);
@@ -251,7 +251,7 @@ static void handle_answer(stage_pool *p, worker_slot *w, envelope_msg *m, int de
 static void handle(stage_pool *p, envelope_msg *m, int rc, lion_status *st) {
     Lion__Envelope *env = m->env;
     if (!env) {
-        log_warn("%s: dropped a malformed message: %s", envelope_stage_name(p->stage), st->msg);
+        log_warn("%s: dropped a malformed message: %s", lion_stage_name(p->stage), st->msg);
         envelope_msg_close(m);
         return;
     }
@@ -266,8 +266,8 @@ static void handle(stage_pool *p, envelope_msg *m, int rc, lion_status *st) {
     case LION__KIND__HEARTBEAT:
         if (rc == 0 && (env->kind == LION__KIND__READY || (!w && env->credit))) {
             if (env->has_stage && env->stage != (Lion__Stage)p->stage) {
-                log_warn("%s endpoint: a %s worker announced itself here; ignored", envelope_stage_name(p->stage),
-                         envelope_stage_name(env->stage));
+                log_warn("%s endpoint: a %s worker announced itself here; ignored", lion_stage_name(p->stage),
+                         lion_stage_name(env->stage));
                 break;
             }
             w = worker_register(p, m);
@@ -288,7 +288,7 @@ static void handle(stage_pool *p, envelope_msg *m, int rc, lion_status *st) {
         pump(p);
         return;
     default:
-        log_warn("%s: unexpected %s from a worker; ignored", envelope_stage_name(p->stage), envelope_kind_name(env->kind));
+        log_warn("%s: unexpected %s from a worker; ignored", lion_stage_name(p->stage), lion_kind_name(env->kind));
         break;
     }
     envelope_msg_close(m);

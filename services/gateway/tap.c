@@ -92,7 +92,7 @@ void tap_publish(tap *t, int stage, int outgoing, const char *request_id, zmq_ms
     if (!t->pub || n < 1) return;
     tap_drain(t); /* subscriptions first, so that a new data/ subscriber gets this message */
     char topic[256];
-    snprintf(topic, sizeof topic, "meta/%s/%s/%s", envelope_stage_name(stage), outgoing ? "out" : "in", request_id);
+    snprintf(topic, sizeof topic, "meta/%s/%s/%s", lion_stage_name(stage), outgoing ? "out" : "in", request_id);
     publish(t, topic, frames, 1);
     if (t->data_subscriptions > 0) {
         memcpy(topic, "data", 4);

@@ -18,7 +18,8 @@ requests=$model/examples/requests.json
 [ -f "$requests" ] || { echo "e2e: $requests missing"; exit 1; }
 work=$(mktemp -d)
 export OMP_WAIT_POLICY=passive
-port=$((20000 + ($$ % 20000)))
+# below the ephemeral range (32768+), where outgoing connections may hold a port
+port=$((20000 + ($$ % 12000)))
 base=$((port + 1)) tap_port=$((port + 10)) replay_port=$((port + 11))
 
 pids=()

@@ -107,9 +107,9 @@ int tap_compare_replies(const envelope_msg *got, const envelope_msg *want, char 
     const Lion__Envelope *g = got->env, *w = want->env;
     if (g->kind != w->kind) {
         if (g->error)
-            return differ(diff, len, "kind: got %s (%s: %.200s), dumped %s", envelope_kind_name(g->kind),
-                          lion_code_name(g->error->code), str_or_empty(g->error->message), envelope_kind_name(w->kind));
-        return differ(diff, len, "kind: got %s, dumped %s", envelope_kind_name(g->kind), envelope_kind_name(w->kind));
+            return differ(diff, len, "kind: got %s (%s: %.200s), dumped %s", lion_kind_name(g->kind),
+                          lion_code_name(g->error->code), str_or_empty(g->error->message), lion_kind_name(w->kind));
+        return differ(diff, len, "kind: got %s, dumped %s", lion_kind_name(g->kind), lion_kind_name(w->kind));
     }
     if (g->error && w->error &&
         (g->error->code != w->error->code || strcmp(str_or_empty(g->error->message), str_or_empty(w->error->message))))

@@ -35,7 +35,7 @@ int tap_topic_parse(const void *data, size_t len, tap_topic *t, lion_status *st)
     t->data = cls[0] == 'd';
     s += used, left -= (size_t)used;
     used = topic_part(s, left, t->stage, sizeof t->stage);
-    if (used < 0 || !envelope_stage_from_name(t->stage))
+    if (used < 0 || !lion_stage_from_name(t->stage))
         return lion_fail(st, LION_EFORMAT, "bad topic '%s': no known stage after the class", shown);
     s += used, left -= (size_t)used;
     used = topic_part(s, left, t->direction, sizeof t->direction);
@@ -82,8 +82,8 @@ static int check_topic_matches(const tap_topic *t, const Lion__Envelope *env, li
     const char *want_dir = kind == LION__KIND__JOB ? "out" : "in";
     if (strcmp(t->direction, want_dir) != 0)
         return lion_fail(st, LION_EFORMAT, "topic says direction %s but the envelope is a %s", t->direction,
-                         envelope_kind_name(kind));
-    const char *stage = env->has_stage ? envelope_stage_name(env->stage) : "(none)";
+                         lion_kind_name(kind));
+    const char *stage = env->has_stage ? lion_stage_name(env->stage) : "(none)";
     if (strcmp(t->stage, stage) != 0)
         return lion_fail(st, LION_EFORMAT, "topic says stage %s but the envelope says %s", t->stage, stage);
     const char *id = env->request_id ? env->request_id : "";

@@ -114,7 +114,7 @@ void tap_print_line(FILE *out, const tap_message *tm, int64_t time_us) {
     const Lion__Envelope *env = tm->msg.env;
     print_time(out, time_us ? time_us : envelope_time(env));
     fprintf(out, " %s %s %s %s attempt=%u", tm->topic.request_id, tm->topic.stage, tm->topic.direction,
-            envelope_kind_name(env->kind), env->has_attempt ? env->attempt : 0);
+            lion_kind_name(env->kind), env->has_attempt ? env->attempt : 0);
     print_hops(out, env);
     if (env->error)
         fprintf(out, " error=%s: %.200s", lion_code_name(env->error->has_code ? env->error->code : 0),

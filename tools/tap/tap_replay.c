@@ -60,7 +60,7 @@ static int wait_for(void *router, int want_worker, int stage, const char *reques
         if (left <= 0)
             return lion_fail(st, LION_ETIMEOUT, want_worker ? "no %s worker connected within %d ms"
                                                            : "no answer from the %s worker within %d ms",
-                             envelope_stage_name(stage), timeout_ms);
+                             lion_stage_name(stage), timeout_ms);
         zmq_pollitem_t item = {router, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&item, 1, (long)left) <= 0) continue;
         lion_status rst;
@@ -124,7 +124,7 @@ static void say_bye(void *router, const envelope_peer *peer) {
 }
 
 static int replay_with(const tap_replay_options *o, replay_pair *p, void *router, FILE *out, lion_status *st) {
-    int stage = envelope_stage_from_name(o->stage);
+    int stage = lion_stage_from_name(o->stage);
     if (zmq_bind(router, o->bind) != 0)
         return lion_fail(st, LION_EIO, "cannot bind %s: %s", o->bind, zmq_strerror(zmq_errno()));
     fprintf(out, "waiting for a %s worker on %s\n", o->stage, o->bind);
@@ -150,7 +150,7 @@ static int replay_with(const tap_replay_options *o, replay_pair *p, void *router
             rc = 1;
         }
     } else if (rc == 0) {
-        fprintf(out, "no dumped answer to compare: got %s", envelope_kind_name(reply.env->kind));
+        fprintf(out, "no dumped answer to compare: got %s", lion_kind_name(reply.env->kind));
         if (reply.env->error) fprintf(out, " (%s)", reply.env->error->message ? reply.env->error->message : "");
         fputc('\n', out);
         rc = reply.env->kind == LION__KIND__RESULT ? 0 : 1;
@@ -160,7 +160,7 @@ static int replay_with(const tap_replay_options *o, replay_pair *p, void *router
 }
 
 int tap_replay_run(const tap_replay_options *o, FILE *out, lion_status *st) {
-    if (!envelope_stage_from_name(o->stage))
+    if (!lion_stage_from_name(o->stage))
         return lion_fail(st, LION_EINVAL, "unknown stage '%s' (vision, tagger, aggregator, llm)", o->stage);
     replay_pair p;
     int rc = find_pair(o, &p, st);

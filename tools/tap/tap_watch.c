@@ -45,7 +45,7 @@ static int watch_loop(const tap_watch_options *o, void *sub, tap_watch_fn fn, vo
 }
 
 int tap_watch_run(const tap_watch_options *o, tap_watch_fn fn, void *ctx, lion_status *st) {
-    if (o->filter.stage && !envelope_stage_from_name(o->filter.stage))
+    if (o->filter.stage && !lion_stage_from_name(o->filter.stage))
         return lion_fail(st, LION_EINVAL, "unknown stage '%s' (vision, tagger, aggregator, llm)", o->filter.stage);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -18,6 +18,7 @@
 #include <zmq.h>
 
 #include "lion.pb-c.h"
+#include "protocol.h"
 #include "status.h"
 #include "tensor.h"
 
@@ -134,12 +135,5 @@ void envelope_msg_close(envelope_msg *m);
 int envelope_msg_find(const envelope_msg *m, const char *name);
 /* Sends tensor i of m on, sharing its frame. */
 envelope_tensor envelope_forward(envelope_msg *m, int i);
-
-/* --- names ---------------------------------------------------------------------------- */
-
-const char *envelope_kind_name(int kind);   /* "JOB", ..., "?" */
-const char *envelope_stage_name(int stage); /* "vision", "tagger", "aggregator", "llm", "?" */
-/* Returns the Lion__Stage for "vision" ... "llm", 0 for anything else. */
-int envelope_stage_from_name(const char *name);
 
 #endif

@@ -37,36 +37,6 @@ static envelope_limits limits_or_default(const envelope_limits *given) {
 
 /* --- names ---------------------------------------------------------------------------- */
 
-const char *envelope_kind_name(int kind) {
-    switch (kind) {
-    case LION__KIND__JOB: return "JOB";
-    case LION__KIND__RESULT: return "RESULT";
-    case LION__KIND__ERROR: return "ERROR";
-    case LION__KIND__READY: return "READY";
-    case LION__KIND__HEARTBEAT: return "HEARTBEAT";
-    case LION__KIND__BYE: return "BYE";
-    default: return "?";
-    }
-}
-
-static const char *const stage_names[] = {
-    [LION__STAGE__VISION] = "vision",
-    [LION__STAGE__TAGGER] = "tagger",
-    [LION__STAGE__AGGREGATOR] = "aggregator",
-    [LION__STAGE__LLM] = "llm",
-};
-#define STAGE_MAX LION__STAGE__LLM
-
-const char *envelope_stage_name(int stage) {
-    return stage >= LION__STAGE__VISION && stage <= STAGE_MAX ? stage_names[stage] : "?";
-}
-
-int envelope_stage_from_name(const char *name) {
-    for (int s = LION__STAGE__VISION; name && s <= STAGE_MAX; s++)
-        if (strcmp(name, stage_names[s]) == 0) return s;
-    return 0;
-}
-
 static int kind_known(int kind) { return kind >= LION__KIND__JOB && kind <= LION__KIND__BYE; }
 
 /* Kinds that belong to one request and must name it. */
@@ -501,8 +471,8 @@ static int check_header(const Lion__Envelope *env, const envelope_limits *lim, l
                          lion_proto_schema_version);
     if (!env->has_kind) return lion_fail(st, LION_EFORMAT, "envelope has no kind");
     if (!kind_known(env->kind)) return lion_fail(st, LION_EFORMAT, "unknown message kind %d", (int)env->kind);
-    const char *kind = envelope_kind_name(env->kind);
-    if (env->has_stage && envelope_stage_name(env->stage)[0] == '?')
+    const char *kind = lion_kind_name(env->kind);
+    if (env->has_stage && lion_stage_name(env->stage)[0] == '?')
         return lion_fail(st, LION_EFORMAT, "%s: unknown stage %d", kind, (int)env->stage);
     if (!env->has_stage && (kind_has_request(env->kind) || env->kind == LION__KIND__READY))
         return lion_fail(st, LION_EFORMAT, "%s without a stage", kind);

@@ -3,7 +3,6 @@
 #ifndef LION_STAGE_IO_H
 #define LION_STAGE_IO_H
 
-#include "image.h"
 #include "worker.h"
 
 /* The name of the encoded-image input of vision and tagger jobs: U8 [byte count]. */

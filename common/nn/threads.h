@@ -14,5 +14,8 @@
 /* n <= 0 means: LION_THREADS from the environment if set, else the number of online CPUs. */
 void threads_init(int n);
 int threads_count(void);
+/* Applies n on the calling thread: OpenMP's count is per thread, so a compute thread that
+ * did not run threads_init must set it itself. */
+void threads_use_here(int n);
 
 #endif

@@ -30,3 +30,8 @@ void threads_init(int n) {
 }
 
 int threads_count(void) { return thread_count; }
+
+void threads_use_here(int n) {
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}

@@ -1,9 +1,7 @@
 #include "worker.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <limits.h>
-#include <omp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -13,6 +11,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "threads.h"
 
 struct worker_output {
     char *name;
@@ -103,7 +102,7 @@ int worker_job_fail(worker_job *job, int code, const char *fmt, ...) {
 static void send_or_log(worker *w, Lion__Envelope *env, envelope_tensor *tensors, int n, int flags) {
     lion_status st;
     if (envelope_send(w->sock, NULL, env, tensors, n, flags, &st) != 0)
-        log_warn("%s %s not sent: %s", envelope_kind_name(env->kind), env->request_id ? env->request_id : "",
+        log_warn("%s %s not sent: %s", lion_kind_name(env->kind), env->request_id ? env->request_id : "",
                  st.msg);
 }
 
@@ -114,7 +113,7 @@ static void send_state(worker *w, Lion__Kind kind) {
     lion_status st;
     Lion__Envelope *env = envelope_new(kind, w->stage->stage, NULL, &st);
     if (!env) {
-        log_error("%s: %s", envelope_kind_name(kind), st.msg);
+        log_error("%s: %s", lion_kind_name(kind), st.msg);
         return;
     }
     Lion__Credit credit = LION__CREDIT__INIT;
@@ -294,10 +293,7 @@ typedef struct compute_args {
 
 static void *compute_main(void *arg) {
     compute_args *a = arg;
-    if (a->threads > 0) {
-        omp_set_num_threads(a->threads); /* per thread in OpenMP: must be set here */
-        openblas_set_num_threads(a->threads);
-    }
+    if (a->threads > 0) threads_use_here(a->threads);
     void *pipe = zmq_socket(a->zctx, ZMQ_PAIR);
     if (!pipe || zmq_connect(pipe, a->endpoint) != 0) {
         log_error("compute thread: pipe: %s", zmq_strerror(errno));
@@ -324,8 +320,8 @@ static void on_job(worker *w, envelope_msg *m, int64_t receive_us) {
     const Lion__Envelope *env = m->env;
     if ((int)env->stage != w->stage->stage) {
         char msg[160];
-        snprintf(msg, sizeof msg, "job for stage %s sent to a %s worker", envelope_stage_name(env->stage),
-                 envelope_stage_name(w->stage->stage));
+        snprintf(msg, sizeof msg, "job for stage %s sent to a %s worker", lion_stage_name(env->stage),
+                 lion_stage_name(w->stage->stage));
         send_error(w, env, receive_us, LION_EINVAL, msg);
         return;
     }
@@ -390,7 +386,7 @@ static void drain_socket(worker *w) {
             w->gateway_lost = 1;
         } else {
             log_warn("dropped a %s message: workers only take JOB, HEARTBEAT and BYE",
-                     envelope_kind_name(m.env->kind));
+                     lion_kind_name(m.env->kind));
         }
         envelope_msg_close(&m);
     }
@@ -439,7 +435,7 @@ static int config_check(const worker_config *cfg, const worker_stage *stage, lio
     if (cfg->capacity < 1 || cfg->max_batch < 1 || cfg->heartbeat_ms < 1)
         return lion_fail(st, LION_EINVAL, "worker: capacity %d, max batch %d, heartbeat %d ms must all be >= 1",
                          cfg->capacity, cfg->max_batch, cfg->heartbeat_ms);
-    if (envelope_stage_name(stage->stage)[0] == '?' || !stage->process)
+    if (lion_stage_name(stage->stage)[0] == '?' || !stage->process)
         return lion_fail(st, LION_EINVAL, "worker: stage %d has no process function or is unknown", stage->stage);
     return 0;
 }
@@ -482,7 +478,7 @@ int worker_run(const worker_config *cfg, const worker_stage *stage, lion_status 
     }
     if (rc == 0) {
         log_info("%s %s: serving stage %s from %s (capacity %d, max batch %d)", cfg->service, cfg->replica_id,
-                 envelope_stage_name(stage->stage), cfg->gateway, cfg->capacity, cfg->max_batch);
+                 lion_stage_name(stage->stage), cfg->gateway, cfg->capacity, cfg->max_batch);
         int silence_ms = cfg->gateway_silence_ms > 0 ? cfg->gateway_silence_ms : 3 * cfg->heartbeat_ms;
         send_state(&w, LION__KIND__READY);
         w.last_heard_us = clock_mono_us();
