@@ -28,6 +28,7 @@
 #include "gateway_impl.h"
 #include "log.h"
 #include "gateway_harness.h"
+#include "protocol.h"
 #include "testing.h"
 #include "worker.h"
 
@@ -396,6 +397,68 @@ static void check_errors(int port) {
     reply_free(&r);
 }
 
+/* Jobs sent to workers so far, all stages. */
+static double jobs_sent(int port) {
+    reply r;
+    double total = 0;
+    CHECK(http(port, "GET", "/metrics", NULL, &r) == 0);
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) {
+        char series[96];
+        snprintf(series, sizeof series, "lion_jobs_total{stage=\"%s\"}", lion_stage_name(s));
+        total += metric_value(r.body ? r.body : "", series);
+    }
+    reply_free(&r);
+    return total;
+}
+
+/* protocol.h's limits: what the llm would refuse is refused here with a 400 naming the
+ * field, before any stage gets a job; values at the limits go through. */
+static void check_protocol_limits(int port) {
+    char extra[160];
+    const double before = jobs_sent(port);
+    static const struct {
+        const char *fmt;
+        double value;
+        const char *message;
+    } over[] = {
+        {"\"num_beams\":%.0f", LION_MAX_BEAMS + 1, "'num_beams' must be an integer from 1 to 16"},
+        {"\"max_new_tokens\":%.0f", LION_MAX_NEW_TOKENS + 1, "'max_new_tokens' must be an integer from 1 to 512"},
+        {"\"min_length\":%.0f", LION_MAX_MIN_LENGTH + 1, "'min_length' must be an integer from 0 to 513"},
+        {"\"num_return_sequences\":%.0f", LION_MAX_RETURN_SEQUENCES + 1, "'num_return_sequences' must be an integer"},
+        {"\"repetition_penalty\":%g", LION_MAX_REPETITION_PENALTY * 2, "'repetition_penalty' must be a number"},
+        {"\"length_penalty\":%g", -LION_MAX_ABS_LENGTH_PENALTY * 2, "'length_penalty' must be a number"},
+        {"\"temperature\":%g", LION_MAX_TEMPERATURE * 2, "'temperature' must be a number"},
+        {"\"do_sample\":true,\"num_beams\":%.0f", 2, "sampling with num_beams 2 is not supported"},
+        {"\"num_beams\":2,\"num_return_sequences\":%.0f", 3, "'num_return_sequences' 3 is more than num_beams 2"},
+        {"\"do_sample\":true,\"temperature\":%.0f", 0, "'temperature' must be above 0 when sampling"},
+    };
+    for (size_t i = 0; i < sizeof over / sizeof over[0]; i++) {
+        snprintf(extra, sizeof extra, over[i].fmt, over[i].value);
+        char *body = generate_body("hi", extra);
+        check_error(port, "POST", "/v1/generate", body, 400, "invalid_argument", over[i].message);
+        free(body);
+    }
+    char tags[LION_MAX_TAG_BYTES + 32];
+    snprintf(tags, sizeof tags, "\"tags\":[\"%0*d\"]", LION_MAX_TAG_BYTES + 1, 0);
+    char *body = generate_body("hi", tags);
+    check_error(port, "POST", "/v1/generate", body, 400, "invalid_argument", "must be a non-empty string of at most 128");
+    free(body);
+    body = generate_body("hi", "\"top_k\":10001");
+    check_error(port, "POST", "/v1/tags", body, 400, "invalid_argument", "'top_k' must be an integer from 0 to 10000");
+    free(body);
+    CHECK_MSG(jobs_sent(port) == before, "a refused request reached a stage: %g jobs before, %g after", before,
+              jobs_sent(port));
+    /* at the limits: answered */
+    snprintf(extra, sizeof extra, "\"num_beams\":%d,\"max_new_tokens\":%d,\"num_return_sequences\":%d", LION_MAX_BEAMS,
+             LION_MAX_NEW_TOKENS, LION_MAX_RETURN_SEQUENCES);
+    body = generate_body("hi", extra);
+    reply r;
+    CHECK(http(port, "POST", "/v1/generate", body, &r) == 0);
+    CHECK_MSG(r.status == 200, "a request at the limits: %d %s", r.status, r.body ? r.body : "");
+    reply_free(&r);
+    free(body);
+}
+
 /* A multipart/form-data upload: the raw image as a file part, the rest as fields. */
 static void check_multipart(int port) {
     static const char boundary[] = "----lionTestBoundary7MA4YWxk";
@@ -717,6 +780,7 @@ static void scenario_pipeline(void) {
     check_chat(port);
     check_tags(port);
     check_errors(port);
+    check_protocol_limits(port);
     check_keep_alive(port);
     check_head(port);
     check_multipart(port);

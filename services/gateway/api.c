@@ -12,8 +12,6 @@
 #include "image.h"
 #include "log.h"
 
-#define MAX_TAG_BYTES 128
-
 int api_http_status_of(int code) {
     switch (code) {
     case LION_EINVAL:
@@ -69,6 +67,25 @@ static int get_number(const cJSON *o, const char *key, double lo, double hi, int
     return 1;
 }
 
+/* The llm's rules that tie two fields together, checked where the request sets both (the
+ * model's defaults fill the rest at the llm, which refuses what breaks them). */
+static int check_generation(const Lion__GenerationParams *g, int openai, lion_status *st) {
+    const char *n_name = openai ? "n" : "num_return_sequences";
+    if (g->has_do_sample && g->do_sample && g->has_num_beams && g->num_beams > 1)
+        return lion_fail(st, LION_EINVAL, "sampling with num_beams %u is not supported (num_beams must be 1)",
+                         g->num_beams);
+    if (g->has_do_sample && g->do_sample && g->has_temperature && g->temperature == 0)
+        return lion_fail(st, LION_EINVAL, "'temperature' must be above 0 when sampling");
+    if (g->has_num_return_sequences && g->num_return_sequences > 1) {
+        if (g->has_do_sample && g->do_sample)
+            return lion_fail(st, LION_EINVAL, "'%s' above 1 needs beam search (sampling returns one sequence)", n_name);
+        if (g->has_num_beams && g->num_return_sequences > g->num_beams)
+            return lion_fail(st, LION_EINVAL, "'%s' %u is more than num_beams %u", n_name, g->num_return_sequences,
+                             g->num_beams);
+    }
+    return 0;
+}
+
 /* Generation parameters under the names given (OpenAI's or ours); NULL when none was set. */
 static int parse_generation(const cJSON *o, int openai, Lion__GenerationParams **out, lion_status *st) {
     Lion__GenerationParams *g = malloc(sizeof *g);
@@ -83,15 +100,15 @@ static int parse_generation(const cJSON *o, int openai, Lion__GenerationParams *
         g->field = (type)v;                                                                                            \
         any = 1;                                                                                                       \
     }
-    NUM("num_beams", 1, 32, 1, num_beams, uint32_t)
-    NUM(openai ? "max_tokens" : "max_new_tokens", 1, 2048, 1, max_new_tokens, uint32_t)
-    NUM("min_length", 0, 2048, 1, min_length, uint32_t)
-    NUM("repetition_penalty", 0.01, 100, 0, repetition_penalty, float)
-    NUM("length_penalty", -100, 100, 0, length_penalty, float)
+    NUM("num_beams", 1, LION_MAX_BEAMS, 1, num_beams, uint32_t)
+    NUM(openai ? "max_tokens" : "max_new_tokens", 1, LION_MAX_NEW_TOKENS, 1, max_new_tokens, uint32_t)
+    NUM("min_length", 0, LION_MAX_MIN_LENGTH, 1, min_length, uint32_t)
+    NUM("repetition_penalty", LION_MIN_REPETITION_PENALTY, LION_MAX_REPETITION_PENALTY, 0, repetition_penalty, float)
+    NUM("length_penalty", -LION_MAX_ABS_LENGTH_PENALTY, LION_MAX_ABS_LENGTH_PENALTY, 0, length_penalty, float)
     NUM("top_p", 0.0001, 1, 0, top_p, float)
-    NUM("temperature", 0, 100, 0, temperature, float)
+    NUM("temperature", 0, LION_MAX_TEMPERATURE, 0, temperature, float)
     NUM("seed", 0, 9007199254740991.0, 1, seed, uint64_t)
-    NUM(openai ? "n" : "num_return_sequences", 1, 16, 1, num_return_sequences, uint32_t)
+    NUM(openai ? "n" : "num_return_sequences", 1, LION_MAX_RETURN_SEQUENCES, 1, num_return_sequences, uint32_t)
 #undef NUM
     const cJSON *ds = cJSON_GetObjectItemCaseSensitive(o, "do_sample");
     if (ds && !cJSON_IsNull(ds)) {
@@ -109,6 +126,7 @@ static int parse_generation(const cJSON *o, int openai, Lion__GenerationParams *
         g->do_sample = g->temperature > 0;
         if (!g->do_sample) g->has_temperature = 0;
     }
+    if (check_generation(g, openai, st) != 0) goto fail;
     if (!any) {
         free(g);
         g = NULL;
@@ -138,8 +156,8 @@ static int parse_tags(gateway *gw, const cJSON *tags, Lion__Task *task, lion_sta
     int i = 0;
     const cJSON *t;
     cJSON_ArrayForEach(t, tags) {
-        if (!cJSON_IsString(t) || !t->valuestring[0] || strlen(t->valuestring) > MAX_TAG_BYTES)
-            return lion_fail(st, LION_EINVAL, "tag %d must be a non-empty string of at most %d bytes", i, MAX_TAG_BYTES);
+        if (!cJSON_IsString(t) || !t->valuestring[0] || strlen(t->valuestring) > LION_MAX_TAG_BYTES)
+            return lion_fail(st, LION_EINVAL, "tag %d must be a non-empty string of at most %d bytes", i, LION_MAX_TAG_BYTES);
         task->tags[i] = strdup(t->valuestring);
         if (!task->tags[i]) return lion_fail(st, LION_ENOMEM, "out of memory");
         task->n_tags = (size_t)++i;
@@ -195,11 +213,13 @@ static Lion__Task *task_new(lion_status *st) {
     return task;
 }
 
+static void request_done(request *r, int http_status, const lion_status *st);
+
 /* Starts the request; answers the connection at once when it cannot start. */
 static void start(gateway *gw, http_conn *c, request_kind kind, unsigned char *image, size_t image_len,
                   Lion__Task *task, int deadline_ms) {
     lion_status st;
-    request *r = request_new(gw, kind, image, image_len, task, deadline_ms, &st);
+    request *r = request_new(gw, kind, image, image_len, task, deadline_ms, request_done, &st);
     if (!r) {
         respond_status(gw, c, &st);
         return;
@@ -267,7 +287,7 @@ static void handle_tags(gateway *gw, http_conn *c, cJSON *root, const multipart_
         lion_fail(&st, LION_EINVAL, "missing 'image' (a base64 string or data URI)");
         goto fail;
     }
-    if ((rc = get_number(root, "top_k", 0, 10000, 1, &k, &st)) < 0) goto fail;
+    if ((rc = get_number(root, "top_k", 0, LION_MAX_TOP_TAGS, 1, &k, &st)) < 0) goto fail;
     if (rc && k > 0) {
         task->has_debug_tags_top_k = 1;
         task->debug_tags_top_k = (uint32_t)k;
@@ -279,6 +299,95 @@ static void handle_tags(gateway *gw, http_conn *c, cJSON *root, const multipart_
 fail:
     if (task) lion__task__free_unpacked(task, NULL);
     respond_status(gw, c, &st);
+}
+
+/* A user message's text part joins the instruction (parts of one message are joined by a space). */
+static int chat_add_text(char **instruction, const char *text, lion_status *st) {
+    size_t have = *instruction ? strlen(*instruction) : 0, add = strlen(text);
+    char *joined = realloc(*instruction, have + add + 2);
+    if (!joined) return lion_fail(st, LION_ENOMEM, "out of memory");
+    if (have) joined[have++] = ' ';
+    memcpy(joined + have, text, add + 1);
+    *instruction = joined;
+    return 0;
+}
+
+/* One content part of message `index`: text (kept when the message is the user's) or the
+ * request's one image_url (a data URI). */
+static int chat_read_part(const cJSON *part, int index, int user, char **instruction, const char **image_url,
+                          lion_status *st) {
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+    if (!cJSON_IsString(type)) return lion_fail(st, LION_EINVAL, "message %d: a content part without a 'type'", index);
+    if (!strcmp(type->valuestring, "text")) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (!cJSON_IsString(t))
+            return lion_fail(st, LION_EINVAL, "message %d: a text part without a 'text' string", index);
+        return user ? chat_add_text(instruction, t->valuestring, st) : 0;
+    }
+    if (strcmp(type->valuestring, "image_url") != 0)
+        return lion_fail(st, LION_EINVAL, "message %d: unsupported content part type \"%.32s\"", index,
+                         type->valuestring);
+    const cJSON *iu = cJSON_GetObjectItemCaseSensitive(part, "image_url");
+    const cJSON *url = cJSON_IsObject(iu) ? cJSON_GetObjectItemCaseSensitive(iu, "url") : iu;
+    if (!cJSON_IsString(url))
+        return lion_fail(st, LION_EINVAL, "message %d: an image_url part without a 'url' string", index);
+    if (*image_url) return lion_fail(st, LION_EINVAL, "more than one image: LION answers about one image per request");
+    if (strncmp(url->valuestring, "data:", 5) != 0)
+        return lion_fail(st, LION_EINVAL,
+                         "image_url must be a data URI (data:image/png;base64,...): the gateway fetches no URLs");
+    *image_url = url->valuestring;
+    return 0;
+}
+
+/* The instruction (the text of the last user message, malloc'd) and the image's data URI (a
+ * view into root) of an OpenAI chat request's messages. */
+static int chat_read_messages(const cJSON *root, char **instruction, const char **image_url, lion_status *st) {
+    *instruction = NULL;
+    *image_url = NULL;
+    const cJSON *messages = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    if (!cJSON_IsArray(messages) || cJSON_GetArraySize(messages) == 0)
+        return lion_fail(st, LION_EINVAL, "missing 'messages' (a non-empty array)");
+    int index = 0;
+    const cJSON *msg;
+    cJSON_ArrayForEach(msg, messages) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(msg, "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
+        if (!cJSON_IsString(role) || !(cJSON_IsString(content) || cJSON_IsArray(content)))
+            return lion_fail(st, LION_EINVAL, "message %d needs a 'role' string and a 'content' string or array", index);
+        const int user = !strcmp(role->valuestring, "user");
+        if (user) { /* the last user message is the instruction */
+            free(*instruction);
+            *instruction = NULL;
+        }
+        if (cJSON_IsString(content)) {
+            if (user && !(*instruction = strdup(content->valuestring))) return lion_fail(st, LION_ENOMEM, "out of memory");
+        } else {
+            const cJSON *part;
+            cJSON_ArrayForEach(part, content) {
+                if (chat_read_part(part, index, user, instruction, image_url, st) != 0) return -1;
+            }
+        }
+        index++;
+    }
+    if (!*image_url) return lion_fail(st, LION_EINVAL, "no image: add an image_url content part with a data URI");
+    if (!*instruction) return lion_fail(st, LION_EINVAL, "no user message with text");
+    return 0;
+}
+
+/* The task type: "lion_task" when given, else region-level for a model name ending in
+ * "-region", else image-level. */
+static int chat_task_type(const cJSON *root, Lion__Task *task, lion_status *st) {
+    task->has_task_type = 1;
+    task->task_type = LION__TASK_TYPE__IMAGE_LEVEL;
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (cJSON_IsString(model)) {
+        size_t n = strlen(model->valuestring);
+        if (n >= 7 && !strcmp(model->valuestring + n - 7, "-region")) task->task_type = LION__TASK_TYPE__REGION_LEVEL;
+    }
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "lion_task");
+    if (!lt) return 0;
+    if (!cJSON_IsString(lt)) return lion_fail(st, LION_EINVAL, "'lion_task' must be a string");
+    return parse_task_type(lt->valuestring, &task->task_type, st);
 }
 
 /* OpenAI chat: the image is the one image_url part (a data URI), the instruction the text
@@ -293,103 +402,13 @@ static void handle_chat(gateway *gw, http_conn *c, cJSON *root, const multipart_
     const char *image_url = NULL;
     int deadline = 0;
     if (!task) goto fail;
-    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(root, "stream");
-    if (cJSON_IsTrue(stream)) {
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"))) {
         lion_fail(&st, LION_EINVAL, "'stream': true is not supported");
         goto fail;
     }
-    const cJSON *messages = cJSON_GetObjectItemCaseSensitive(root, "messages");
-    if (!cJSON_IsArray(messages) || cJSON_GetArraySize(messages) == 0) {
-        lion_fail(&st, LION_EINVAL, "missing 'messages' (a non-empty array)");
-        goto fail;
-    }
-    int index = 0;
-    const cJSON *msg;
-    cJSON_ArrayForEach(msg, messages) {
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(msg, "role");
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
-        if (!cJSON_IsString(role) || !(cJSON_IsString(content) || cJSON_IsArray(content))) {
-            lion_fail(&st, LION_EINVAL, "message %d needs a 'role' string and a 'content' string or array", index);
-            goto fail;
-        }
-        int user = !strcmp(role->valuestring, "user");
-        if (user) {
-            free(instruction);
-            instruction = NULL;
-        }
-        if (cJSON_IsString(content)) {
-            if (user) instruction = strdup(content->valuestring);
-        } else {
-            const cJSON *part;
-            cJSON_ArrayForEach(part, content) {
-                const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
-                if (!cJSON_IsString(type)) {
-                    lion_fail(&st, LION_EINVAL, "message %d: a content part without a 'type'", index);
-                    goto fail;
-                }
-                if (!strcmp(type->valuestring, "text")) {
-                    const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
-                    if (!cJSON_IsString(t)) {
-                        lion_fail(&st, LION_EINVAL, "message %d: a text part without a 'text' string", index);
-                        goto fail;
-                    }
-                    if (!user) continue;
-                    size_t have = instruction ? strlen(instruction) : 0, add = strlen(t->valuestring);
-                    char *joined = realloc(instruction, have + add + 2);
-                    if (!joined) {
-                        lion_fail(&st, LION_ENOMEM, "out of memory");
-                        goto fail;
-                    }
-                    if (have) joined[have++] = ' ';
-                    memcpy(joined + have, t->valuestring, add + 1);
-                    instruction = joined;
-                } else if (!strcmp(type->valuestring, "image_url")) {
-                    const cJSON *iu = cJSON_GetObjectItemCaseSensitive(part, "image_url");
-                    const cJSON *url = cJSON_IsObject(iu) ? cJSON_GetObjectItemCaseSensitive(iu, "url") : iu;
-                    if (!cJSON_IsString(url)) {
-                        lion_fail(&st, LION_EINVAL, "message %d: an image_url part without a 'url' string", index);
-                        goto fail;
-                    }
-                    if (image_url) {
-                        lion_fail(&st, LION_EINVAL, "more than one image: LION answers about one image per request");
-                        goto fail;
-                    }
-                    if (strncmp(url->valuestring, "data:", 5) != 0) {
-                        lion_fail(&st, LION_EINVAL,
-                                  "image_url must be a data URI (data:image/png;base64,...): the gateway fetches no URLs");
-                        goto fail;
-                    }
-                    image_url = url->valuestring;
-                } else {
-                    lion_fail(&st, LION_EINVAL, "message %d: unsupported content part type \"%.32s\"", index,
-                              type->valuestring);
-                    goto fail;
-                }
-            }
-        }
-        index++;
-    }
-    if (!image_url) {
-        lion_fail(&st, LION_EINVAL, "no image: add an image_url content part with a data URI");
-        goto fail;
-    }
-    if (!instruction) {
-        lion_fail(&st, LION_EINVAL, "no user message with text");
-        goto fail;
-    }
+    if (chat_read_messages(root, &instruction, &image_url, &st)) goto fail;
     if (set_instruction(gw, task, instruction, &st)) goto fail;
-    task->has_task_type = 1;
-    task->task_type = LION__TASK_TYPE__IMAGE_LEVEL;
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    if (cJSON_IsString(model)) {
-        size_t n = strlen(model->valuestring);
-        if (n >= 7 && !strcmp(model->valuestring + n - 7, "-region")) task->task_type = LION__TASK_TYPE__REGION_LEVEL;
-    }
-    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "lion_task");
-    if (lt && (!cJSON_IsString(lt) || parse_task_type(lt->valuestring, &task->task_type, &st))) {
-        if (!cJSON_IsString(lt)) lion_fail(&st, LION_EINVAL, "'lion_task' must be a string");
-        goto fail;
-    }
+    if (chat_task_type(root, task, &st)) goto fail;
     if (parse_tags(gw, cJSON_GetObjectItemCaseSensitive(root, "lion_tags"), task, &st)) goto fail;
     if (parse_generation(root, 1, &task->generation, &st)) goto fail;
     if ((deadline = deadline_of(root, &st)) < 0) goto fail;
@@ -425,7 +444,7 @@ static cJSON *box_array(const Lion__Sequence *s) {
 
 static cJSON *timings(const request *r) {
     cJSON *t = cJSON_CreateObject();
-    for (int s = 1; s < GATEWAY_STAGES; s++)
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         if (r->step[s].state == STEP_DONE) cJSON_AddNumberToObject(t, lion_stage_name(s), r->step[s].worker_ms);
     cJSON_AddNumberToObject(t, "total", (double)(clock_mono_us() - r->start_us) / 1000.0);
     return t;
@@ -528,12 +547,14 @@ static void answer_tags(request *r) {
     respond_json(r->conn, 200, root, 0);
 }
 
-void api_respond_result(request *r) {
-    switch (r->kind) {
-    case REQUEST_GENERATE: answer_generate(r); break;
-    case REQUEST_CHAT: answer_chat(r); break;
-    case REQUEST_TAGS: answer_tags(r); break;
-    }
+/* request_done_fn: the request's answer or failure to its connection, if it is still there. */
+static void request_done(request *r, int http_status, const lion_status *st) {
+    if (!r->conn) return;
+    if (st) api_respond_error(r->gw, r->conn, http_status, st->code, st->msg);
+    else if (r->kind == REQUEST_GENERATE) answer_generate(r);
+    else if (r->kind == REQUEST_CHAT) answer_chat(r);
+    else answer_tags(r);
+    r->conn = NULL; /* answered: the connection takes its next request */
 }
 
 /* --- routes -------------------------------------------------------------------------------- */
@@ -557,7 +578,7 @@ static void handle_models(gateway *gw, http_conn *c) {
 }
 
 static void handle_readyz(gateway *gw, http_conn *c) {
-    for (int s = 1; s < GATEWAY_STAGES; s++)
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         if (stage_pool_live_workers(&gw->pool[s]) == 0) {
             char msg[64];
             snprintf(msg, sizeof msg, "no live %s worker", lion_stage_name(s));
@@ -567,7 +588,7 @@ static void handle_readyz(gateway *gw, http_conn *c) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "status", "ready");
     cJSON *w = cJSON_AddObjectToObject(root, "workers");
-    for (int s = 1; s < GATEWAY_STAGES; s++)
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         cJSON_AddNumberToObject(w, lion_stage_name(s), stage_pool_live_workers(&gw->pool[s]));
     respond_json(c, 200, root, 0);
 }
@@ -671,43 +692,67 @@ static void handle_body(gateway *gw, http_conn *c, const http_request_view *req,
     cJSON_Delete(root);
 }
 
+/* --- the route table --------------------------------------------------------------------- */
+
+static void route_generate(gateway *gw, http_conn *c, const http_request_view *req) {
+    handle_body(gw, c, req, handle_generate, 1);
+}
+static void route_chat(gateway *gw, http_conn *c, const http_request_view *req) {
+    handle_body(gw, c, req, handle_chat, 0);
+}
+static void route_tags(gateway *gw, http_conn *c, const http_request_view *req) {
+    handle_body(gw, c, req, handle_tags, 1);
+}
+static void route_models(gateway *gw, http_conn *c, const http_request_view *req) { handle_models(gw, c); }
+static void route_healthz(gateway *gw, http_conn *c, const http_request_view *req) {
+    static const char ok[] = "{\"status\":\"ok\"}";
+    http_conn_respond(c, 200, "application/json", ok, sizeof ok - 1, 0);
+}
+static void route_readyz(gateway *gw, http_conn *c, const http_request_view *req) { handle_readyz(gw, c); }
+static void route_metrics(gateway *gw, http_conn *c, const http_request_view *req) { handle_metrics(gw, c); }
+
+/* Every route: its path (also its label in /metrics), its method (GET routes answer HEAD
+ * too) and its handler. */
+static const struct api_route {
+    const char *path;
+    int method;
+    void (*handle)(gateway *, http_conn *, const http_request_view *);
+} routes[API_ROUTES] = {
+    {"/v1/generate", HTTP_POST, route_generate},
+    {"/v1/chat/completions", HTTP_POST, route_chat},
+    {"/v1/tags", HTTP_POST, route_tags},
+    {"/v1/models", HTTP_GET, route_models},
+    {"/healthz", HTTP_GET, route_healthz},
+    {"/readyz", HTTP_GET, route_readyz},
+    {"/metrics", HTTP_GET, route_metrics},
+};
+
+int api_route_of(const char *path) {
+    for (int i = 0; i < API_ROUTES; i++)
+        if (!strcmp(path, routes[i].path)) return i;
+    return API_ROUTES;
+}
+
+const char *api_route_label(int route) { return route >= 0 && route < API_ROUTES ? routes[route].path : "other"; }
+
 void api_handle(gateway *gw, http_conn *c, const http_request_view *req) {
-    static const struct {
-        const char *path;
-        int method;
-    } routes[] = {{"/v1/generate", HTTP_POST}, {"/v1/chat/completions", HTTP_POST}, {"/v1/tags", HTTP_POST},
-                  {"/v1/models", HTTP_GET},    {"/healthz", HTTP_GET},             {"/readyz", HTTP_GET},
-                  {"/metrics", HTTP_GET}};
-    int found = -1;
-    for (int i = 0; i < (int)(sizeof routes / sizeof routes[0]); i++)
-        if (!strcmp(req->path, routes[i].path)) found = i;
-    if (found < 0) {
+    const int found = api_route_of(req->path);
+    if (found == API_ROUTES) {
         char msg[160];
         snprintf(msg, sizeof msg, "no route %s %.100s", http_method_str(req->method), req->path);
         api_respond_error(gw, c, 404, LION_ENOTFOUND, msg);
         return;
     }
+    const struct api_route *route = &routes[found];
     /* HEAD is GET without the body (http_conn_respond leaves it out) */
-    const int head_of_get = req->method == HTTP_HEAD && routes[found].method == HTTP_GET;
-    if (req->method != routes[found].method && !head_of_get) {
+    const int head_of_get = req->method == HTTP_HEAD && route->method == HTTP_GET;
+    if (req->method != route->method && !head_of_get) {
         char msg[160];
         snprintf(msg, sizeof msg, "%s is not allowed on %s (use %s)", http_method_str(req->method), req->path,
-                 http_method_str(routes[found].method));
-        c->allow = routes[found].method == HTTP_GET ? "GET, HEAD" : http_method_str(routes[found].method);
+                 http_method_str(route->method));
+        c->allow = route->method == HTTP_GET ? "GET, HEAD" : http_method_str(route->method);
         api_respond_error(gw, c, 405, LION_EINVAL, msg);
         return;
     }
-    switch (found) {
-    case 0: handle_body(gw, c, req, handle_generate, 1); break;
-    case 1: handle_body(gw, c, req, handle_chat, 0); break;
-    case 2: handle_body(gw, c, req, handle_tags, 1); break;
-    case 3: handle_models(gw, c); break;
-    case 4: {
-        static const char ok[] = "{\"status\":\"ok\"}";
-        http_conn_respond(c, 200, "application/json", ok, sizeof ok - 1, 0);
-        break;
-    }
-    case 5: handle_readyz(gw, c); break;
-    case 6: handle_metrics(gw, c); break;
-    }
+    route->handle(gw, c, req);
 }

@@ -11,7 +11,7 @@
 #define TICK_MS 20
 
 static void drain_all(gateway *gw) {
-    for (int s = 1; s < GATEWAY_STAGES; s++) stage_pool_drain(&gw->pool[s]);
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) stage_pool_drain(&gw->pool[s]);
     tap_drain(&gw->tap);
 }
 
@@ -24,7 +24,8 @@ static void shutdown_gateway(gateway *gw) {
         lion_fail(&st, LION_EUNAVAILABLE, "the gateway is shutting down");
         request_fail(gw->requests, 503, &st);
     }
-    for (int s = 1; s < GATEWAY_STAGES; s++) {
+    request_free_ended(gw);
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) {
         stage_pool_bye(&gw->pool[s]);
         stage_pool_close(&gw->pool[s]);
     }
@@ -45,16 +46,18 @@ static void on_tick(uv_timer_t *t) {
         return;
     }
     int64_t now = clock_mono_us();
-    for (int s = 1; s < GATEWAY_STAGES; s++) stage_pool_tick(&gw->pool[s], now);
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) stage_pool_tick(&gw->pool[s], now);
     if (now - gw->last_heartbeat_us >= (int64_t)gw->cfg.heartbeat_ms * 1000) gw->last_heartbeat_us = now;
     request_sweep_deadlines(gw, now);
     http_server_sweep_idle(gw, now);
     drain_all(gw);
 }
 
-/* After every loop iteration: a send may have consumed a socket's readable edge. */
+/* After every loop iteration: the requests that ended in it are freed, and the sockets are
+ * read again (a send may have consumed a socket's readable edge). */
 static void on_check(uv_check_t *c) {
     gateway *gw = c->data;
+    request_free_ended(gw);
     if (!gw->stopping) drain_all(gw);
 }
 
@@ -79,14 +82,14 @@ int gateway_run(const gateway_config *cfg, atomic_int *stop, lion_status *st) {
     }
     signal(SIGPIPE, SIG_IGN); /* a client that hung up must not kill the gateway */
     gw->cfg = *cfg;
-    for (int s = 1; s < GATEWAY_STAGES; s++) gw->cfg.stage_endpoint[s] = own_pointer(cfg, &gw->cfg, cfg->stage_endpoint[s]);
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) gw->cfg.stage_endpoint[s] = own_pointer(cfg, &gw->cfg, cfg->stage_endpoint[s]);
     gw->cfg.listen_host = own_pointer(cfg, &gw->cfg, cfg->listen_host);
     gw->loop = loop;
     gw->stop = stop;
     gw->zctx = zmq_ctx_new();
     int rc = 0;
-    for (int s = 1; rc == 0 && s < GATEWAY_STAGES; s++)
-        rc = stage_pool_open(&gw->pool[s], gw, s, gw->cfg.stage_endpoint[s], st);
+    for (int s = LION_STAGE_FIRST; rc == 0 && s <= LION_STAGE_LAST; s++)
+        rc = stage_pool_open(&gw->pool[s], gw, s, gw->cfg.stage_endpoint[s], &request_pool_client, st);
     if (rc == 0) rc = tap_open(&gw->tap, gw->zctx, loop, gw->cfg.tap_endpoint, st);
     if (rc == 0) rc = http_server_start(gw, st);
     uv_timer_init(loop, &gw->tick);
@@ -111,6 +114,7 @@ int gateway_run(const gateway_config *cfg, atomic_int *stop, lion_status *st) {
     }
     shutdown_gateway(gw); /* no-op after a clean stop; closes what a failed start opened */
     uv_run(loop, UV_RUN_DEFAULT);
+    request_free_ended(gw);
     zmq_ctx_term(gw->zctx);
     uv_loop_close(loop);
     free(loop);

@@ -18,8 +18,7 @@
 
 #include "envelope.h"
 #include "gateway.h"
-
-#define GATEWAY_STAGES 5 /* arrays indexed by Lion__Stage (1..4); [0] unused */
+#include "protocol.h"
 
 struct gateway;
 struct request;
@@ -36,27 +35,63 @@ typedef struct worker_slot {
     uint64_t cache_hits, cache_misses; /* the worker's own counters, from its credit */
 } worker_slot;
 
+typedef enum job_state { JOB_IDLE = 0, JOB_QUEUED, JOB_SENT } job_state;
+
+/* One stage's job of one request as the stage's pool sees it: waiting in the pool's queue,
+ * or at a worker. The request owns the memory; the pool links it into its queue or its list
+ * of sent jobs, and finds an answer's job there by request id and attempt. */
+typedef struct stage_job {
+    const char *request_id;
+    void *owner; /* the request, handed back to the client's callbacks */
+    job_state state;
+    unsigned attempt;
+    envelope_peer worker;          /* JOB_SENT: where it went */
+    struct stage_job *prev, *next; /* in the queue (JOB_QUEUED) or the sent list (JOB_SENT) */
+} stage_job;
+
+typedef struct job_list {
+    stage_job *head, *tail;
+    int len;
+} job_list;
+
+/* What a pool asks of its jobs' owner (request.c); the pool knows nothing else of requests.
+ * Each callback may end the request (its jobs are then cancelled, never freed under the
+ * pool: requests are freed from the loop's check callback). */
+typedef struct stage_pool_client {
+    /* The JOB envelope and tensors (at most LION_MAX_JOB_TENSORS) of the job's attempt. */
+    int (*build)(void *owner, int stage, Lion__Envelope **job, envelope_tensor *tensors, int *n, lion_status *st);
+    /* The RESULT or ERROR (moved in) of the job's current attempt; the job is JOB_IDLE. */
+    void (*answered)(void *owner, int stage, envelope_msg *m);
+    /* The job must go again (its worker left or died, a send failed); the job is JOB_IDLE. */
+    void (*lost)(void *owner, int stage, const char *why);
+    /* The job cannot be done: it could not be built, or its answer was malformed. */
+    void (*failed)(void *owner, int stage, const lion_status *st);
+} stage_pool_client;
+
 typedef struct stage_pool {
     struct gateway *gw;
     int stage;
+    const stage_pool_client *client;
     void *router;
     uv_poll_t poll;
     int polling;
     worker_slot *workers;
     int n_workers, cap_workers;
-    int rr;                   /* where the least-loaded search starts (round robin on ties) */
-    struct request **queue;   /* FIFO of requests waiting for a worker of this stage */
-    int queue_len, queue_cap;
-    int draining;
+    int rr;         /* where the least-loaded search starts (round robin on ties) */
+    job_list queue; /* FIFO of jobs waiting for a worker with credit */
+    job_list sent;  /* jobs at workers, waiting for their answers */
     uint64_t gone_cache_hits, gone_cache_misses; /* of workers that left, so totals never fall */
 } stage_pool;
 
-int stage_pool_open(stage_pool *p, struct gateway *gw, int stage, const char *endpoint, lion_status *st);
+int stage_pool_open(stage_pool *p, struct gateway *gw, int stage, const char *endpoint,
+                    const stage_pool_client *client, lion_status *st);
 void stage_pool_close(stage_pool *p);
-/* Sends the request's job for this stage now, or queues it until a worker has credit. */
-int stage_pool_submit(stage_pool *p, struct request *r, lion_status *st);
-/* Drops a request from the queue (it finished or expired). */
-void stage_pool_unqueue(stage_pool *p, struct request *r);
+/* Sends the job now, or queues it until a worker has credit. A send that fails comes back
+ * through the client's lost or failed callback, so the job may have ended on return. */
+void stage_pool_submit(stage_pool *p, stage_job *job);
+/* Takes the job out of the queue or the sent list (its request ended); a late answer to it
+ * is then counted and dropped. */
+void stage_pool_cancel(stage_pool *p, stage_job *job);
 /* Receives and handles every message waiting on the router. ZMQ_FD is edge-triggered and a
  * send can consume the edge, so the loop also calls this once per iteration. */
 void stage_pool_drain(stage_pool *p);
@@ -65,6 +100,7 @@ void stage_pool_tick(stage_pool *p, int64_t now_us);
 int stage_pool_live_workers(const stage_pool *p);
 unsigned stage_pool_capacity(const stage_pool *p);
 unsigned stage_pool_outstanding(const stage_pool *p);
+int stage_pool_queued(const stage_pool *p);
 /* Feature-cache hits and misses the stage's workers reported, those that left included. */
 void stage_pool_cache_counts(const stage_pool *p, uint64_t *hits, uint64_t *misses);
 /* Says BYE to every worker (the gateway is going away). */
@@ -77,53 +113,54 @@ typedef enum request_kind { REQUEST_GENERATE = 0, REQUEST_CHAT, REQUEST_TAGS } r
 typedef enum step_state {
     STEP_UNUSED = 0, /* not part of this request (tagger with user tags, llm for /v1/tags) */
     STEP_WAITING,    /* needs another stage's output first */
-    STEP_QUEUED,     /* in its pool's queue */
-    STEP_SENT,       /* at a worker */
+    STEP_RUNNING,    /* in its pool: queued or at a worker (job.state says which) */
     STEP_DONE
 } step_state;
 
 typedef struct request_step {
     step_state state;
-    unsigned attempt;
-    envelope_peer worker; /* where the current attempt went */
-    envelope_msg result;  /* the RESULT, kept for forwarding its frames and for the answer */
-    double worker_ms;     /* the worker's hop (receive -> finish) */
+    stage_job job;
+    envelope_msg result; /* the RESULT, kept for forwarding its frames and for the answer */
+    double worker_ms;    /* the worker's hop (receive -> finish) */
 } request_step;
+
+struct request;
+/* How a request's end reaches its client (api.c): the answer when st is NULL, else the
+ * failure with its HTTP status. Called once; the request is freed later. */
+typedef void (*request_done_fn)(struct request *r, int http_status, const lion_status *st);
 
 typedef struct request {
     struct gateway *gw;
-    struct request *prev, *next; /* gw->requests */
+    struct request *prev, *next; /* gw->requests while in flight */
+    struct request *ended_next;  /* gw->ended once ended, until freed */
+    int ended;
     char id[48];
     request_kind kind;
-    struct http_conn *conn;      /* NULL once the client went away */
+    request_done_fn done;
+    struct http_conn *conn;      /* the client's connection; NULL once it went away */
     Lion__Envelope *job;         /* JOB template: task (instruction, tags, generation) */
     int user_tags;               /* tags came with the request: no tagger step */
     zmq_msg_t image;             /* the encoded image, shared by the vision and tagger jobs */
     tensor image_view;
     int64_t start_us, deadline_us;  /* monotonic */
     int64_t start_unix_us, deadline_unix_us;
-    request_step step[GATEWAY_STAGES];
+    request_step step[LION_STAGE_SLOTS];
 } request;
+
+/* The stage pools' view of requests (request.c). */
+extern const stage_pool_client request_pool_client;
 
 /* A new request with its image (moved in, freed by the request) and task; not started. */
 request *request_new(struct gateway *gw, request_kind kind, unsigned char *image, size_t image_len,
-                     Lion__Task *task, int deadline_ms, lion_status *st);
-/* Admission (live workers, queue room) and the first jobs. On failure the request is
- * freed and st says why (LION_EUNAVAILABLE: *http_status 429 or 503). */
+                     Lion__Task *task, int deadline_ms, request_done_fn done, lion_status *st);
+/* Admission (live workers, queue room) and the first jobs. On a refusal the request is
+ * freed at once and st says why (LION_EUNAVAILABLE: *http_status 429 or 503); once started,
+ * every outcome goes through r->done. */
 int request_start(request *r, int *http_status, lion_status *st);
-/* Builds the stage's JOB envelope and tensors into *job, tensors[] (at most 16). */
-int request_job(request *r, int stage, Lion__Envelope **job, envelope_tensor *tensors, int *n,
-                lion_status *st);
-/* A RESULT or ERROR for the request's current attempt at stage (m is moved in). */
-void request_on_answer(request *r, int stage, envelope_msg *m);
-/* The job at stage must go again (worker dead, BYE, over capacity, send failure). */
-void request_redispatch(request *r, int stage, const char *why);
-/* Fails the request with an HTTP status and a status; frees it. */
+/* Ends the request with an HTTP status and a status (r->done is told). */
 void request_fail(request *r, int http_status, const lion_status *st);
-request *request_find(struct gateway *gw, const char *id);
-/* Whether r is still in flight (a call may have finished and freed it). */
-int request_is_live(struct gateway *gw, const request *r);
-void request_free(request *r);
+/* Frees the requests that ended since the last call (the loop's check callback). */
+void request_free_ended(struct gateway *gw);
 /* Expired requests answered 504. */
 void request_sweep_deadlines(struct gateway *gw, int64_t now_us);
 
@@ -176,19 +213,22 @@ void http_conn_respond(struct http_conn *c, int status, const char *content_type
                        size_t len, int retry_after_s);
 /* Closes connections idle (or stalled mid-request) longer than --idle-timeout-ms. */
 void http_server_sweep_idle(struct gateway *gw, int64_t now_us);
-/* The request answering on this connection finished or was freed. */
-void http_conn_detach(struct http_conn *c);
 
 /* --- API ------------------------------------------------------------------------------- */
 
-/* Handles one complete HTTP request (answers now, or later through the request). */
+/* Handles one complete HTTP request (answers now, or later through its request). */
 void api_handle(struct gateway *gw, struct http_conn *c, const http_request_view *req);
 /* {"error": {"code": ..., "message": ...}} with the status. */
 void api_respond_error(struct gateway *gw, struct http_conn *c, int http_status, int code,
                        const char *message);
-/* The answer of a finished request, in its route's shape. */
-void api_respond_result(request *r);
+/* The HTTP status for a lion_code. */
 int api_http_status_of(int lion_code);
+
+/* The route table's size, and each route's label in /metrics: api_route_of gives a path's
+ * index, or API_ROUTES ("other") for a path that is no route. */
+#define API_ROUTES 7
+int api_route_of(const char *path);
+const char *api_route_label(int route);
 
 /* --- taps ------------------------------------------------------------------------------ */
 
@@ -239,7 +279,7 @@ typedef struct histogram {
     double sum;
 } histogram;
 
-#define METRIC_ROUTES 8
+#define METRIC_ROUTES (API_ROUTES + 1) /* the routes and "other" */
 #define METRIC_STATUSES 16
 
 typedef struct metrics {
@@ -247,14 +287,12 @@ typedef struct metrics {
     int status_codes[METRIC_STATUSES];
     uint64_t errors[16];                     /* by lion_code */
     histogram request_seconds[METRIC_ROUTES];
-    histogram stage_seconds[GATEWAY_STAGES]; /* the worker's hop */
-    uint64_t jobs[GATEWAY_STAGES];
-    uint64_t redispatches[GATEWAY_STAGES];
-    uint64_t late_answers[GATEWAY_STAGES];
+    histogram stage_seconds[LION_STAGE_SLOTS]; /* the worker's hop */
+    uint64_t jobs[LION_STAGE_SLOTS];
+    uint64_t redispatches[LION_STAGE_SLOTS];
+    uint64_t late_answers[LION_STAGE_SLOTS];
 } metrics;
 
-/* Route index for the metrics ("/v1/generate" ... ; everything else "other"). */
-int metrics_route(const char *path);
 void metrics_count_request(metrics *m, int route, int http_status, double seconds);
 void metrics_count_error(metrics *m, int lion_code);
 void histogram_observe(histogram *h, double seconds);
@@ -267,7 +305,7 @@ typedef struct gateway {
     gateway_config cfg;
     uv_loop_t *loop;
     void *zctx;
-    stage_pool pool[GATEWAY_STAGES];
+    stage_pool pool[LION_STAGE_SLOTS];
     tap tap;
     uv_tcp_t listener;
     int listening;
@@ -276,6 +314,7 @@ typedef struct gateway {
     uv_signal_t sigterm, sigint;
     atomic_int *stop;
     request *requests; /* in flight */
+    request *ended;    /* ended, freed from the check callback */
     http_conn *conns;
     int n_conns;
     uint64_t conns_rejected; /* over --max-connections */

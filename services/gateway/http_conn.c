@@ -58,8 +58,6 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
     uv_close((uv_handle_t *)req->handle, on_close);
 }
 
-void http_conn_detach(http_conn *c) { c->req = NULL; }
-
 /* --- parser callbacks ---------------------------------------------------------------------- */
 
 /* Remembers which limit broke; the parser then stops with an error that parse_failed answers. */
@@ -279,7 +277,7 @@ static void handle_message(http_conn *c) {
     }
     char *q = strchr(c->url, '?');
     if (q) *q = 0;
-    c->route = metrics_route(c->url);
+    c->route = api_route_of(c->url);
     c->head_only = c->parser.method == HTTP_HEAD;
     http_request_view v = {.method = (int)c->parser.method,
                            .path = c->url,
@@ -294,7 +292,7 @@ static void parse_failed(http_conn *c, enum http_errno e) {
     c->keep_alive = 0;
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->start_us = clock_mono_us();
-    c->route = metrics_route("");
+    c->route = API_ROUTES;
     if (c->error_status) {
         int code = c->error_status == 503 ? LION_ENOMEM : LION_ETOOBIG;
         api_respond_error(c->gw, c, c->error_status, code, c->error_message);
@@ -381,7 +379,7 @@ static void on_connection(uv_stream_t *server, int status) {
         /* answered before its request is read, then closed: a client that waits for
          * its answer sees why, and the gateway's file descriptors stay bounded */
         gw->conns_rejected++;
-        c->route = metrics_route("");
+        c->route = API_ROUTES;
         c->start_us = clock_mono_us();
         char msg[128];
         snprintf(msg, sizeof msg, "too many connections: %d open, the limit is --max-connections %d", gw->n_conns,

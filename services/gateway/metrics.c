@@ -11,16 +11,6 @@
 static const double bucket_bounds[METRIC_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                      0.25,  0.5,    1,     2.5,  5,     10,   30};
 
-static const char *const route_names[METRIC_ROUTES] = {"/v1/generate", "/v1/chat/completions", "/v1/tags",
-                                                       "/v1/models",   "/healthz",             "/readyz",
-                                                       "/metrics",     "other"};
-
-int metrics_route(const char *path) {
-    for (int i = 0; i < METRIC_ROUTES - 1; i++)
-        if (!strcmp(path, route_names[i])) return i;
-    return METRIC_ROUTES - 1;
-}
-
 void histogram_observe(histogram *h, double seconds) {
     if (seconds < 0) seconds = 0;
     for (int i = 0; i < METRIC_BUCKETS; i++)
@@ -103,47 +93,47 @@ char *metrics_render(gateway *gw, size_t *len) {
     for (int r = 0; r < METRIC_ROUTES; r++)
         for (int k = 0; k < METRIC_STATUSES && m->status_codes[k]; k++)
             if (m->requests[r][k])
-                put(&t, "lion_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n", route_names[r],
+                put(&t, "lion_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n", api_route_label(r),
                     m->status_codes[k], (unsigned long long)m->requests[r][k]);
     family(&t, "lion_errors_total", "counter", "Error answers, by error code.");
     for (int c = 1; c <= LION_EINTERNAL; c++)
         put(&t, "lion_errors_total{code=\"%s\"} %llu\n", lion_code_name(c), (unsigned long long)m->errors[c]);
     family(&t, "lion_request_duration_seconds", "histogram", "Time from a complete HTTP request to its answer.");
     for (int r = 0; r < METRIC_ROUTES; r++)
-        if (m->request_seconds[r].count) put_histogram(&t, "lion_request_duration_seconds", "route", route_names[r], &m->request_seconds[r]);
+        if (m->request_seconds[r].count) put_histogram(&t, "lion_request_duration_seconds", "route", api_route_label(r), &m->request_seconds[r]);
     family(&t, "lion_stage_duration_seconds", "histogram", "Time a worker spent on a job (its trace hop).");
-    for (int s = 1; s < GATEWAY_STAGES; s++)
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         put_histogram(&t, "lion_stage_duration_seconds", "stage", lion_stage_name(s), &m->stage_seconds[s]);
     family(&t, "lion_queue_depth", "gauge", "Jobs waiting for a worker with credit.");
-    for (int s = 1; s < GATEWAY_STAGES; s++)
-        put(&t, "lion_queue_depth{stage=\"%s\"} %d\n", lion_stage_name(s), gw->pool[s].queue_len);
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
+        put(&t, "lion_queue_depth{stage=\"%s\"} %d\n", lion_stage_name(s), stage_pool_queued(&gw->pool[s]));
     family(&t, "lion_workers", "gauge", "Live workers connected.");
-    for (int s = 1; s < GATEWAY_STAGES; s++)
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         put(&t, "lion_workers{stage=\"%s\"} %d\n", lion_stage_name(s), stage_pool_live_workers(&gw->pool[s]));
     family(&t, "lion_worker_capacity", "gauge", "Jobs the live workers take at once, together.");
-    for (int s = 1; s < GATEWAY_STAGES; s++)
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         put(&t, "lion_worker_capacity{stage=\"%s\"} %u\n", lion_stage_name(s), stage_pool_capacity(&gw->pool[s]));
     family(&t, "lion_jobs_outstanding", "gauge", "Jobs sent to workers and not answered yet.");
-    for (int s = 1; s < GATEWAY_STAGES; s++)
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         put(&t, "lion_jobs_outstanding{stage=\"%s\"} %u\n", lion_stage_name(s),
             stage_pool_outstanding(&gw->pool[s]));
-    uint64_t hits[GATEWAY_STAGES], misses[GATEWAY_STAGES];
-    for (int s = 1; s < GATEWAY_STAGES; s++) stage_pool_cache_counts(&gw->pool[s], &hits[s], &misses[s]);
+    uint64_t hits[LION_STAGE_SLOTS], misses[LION_STAGE_SLOTS];
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) stage_pool_cache_counts(&gw->pool[s], &hits[s], &misses[s]);
     family(&t, "lion_cache_hits_total", "counter", "Feature-cache hits the workers reported (vision: same image bytes).");
-    for (int s = 1; s < GATEWAY_STAGES; s++)
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         put(&t, "lion_cache_hits_total{stage=\"%s\"} %llu\n", lion_stage_name(s), (unsigned long long)hits[s]);
     family(&t, "lion_cache_misses_total", "counter", "Feature-cache misses the workers reported.");
-    for (int s = 1; s < GATEWAY_STAGES; s++)
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         put(&t, "lion_cache_misses_total{stage=\"%s\"} %llu\n", lion_stage_name(s), (unsigned long long)misses[s]);
     family(&t, "lion_jobs_total", "counter", "Jobs sent to workers.");
-    for (int s = 1; s < GATEWAY_STAGES; s++)
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         put(&t, "lion_jobs_total{stage=\"%s\"} %llu\n", lion_stage_name(s), (unsigned long long)m->jobs[s]);
     family(&t, "lion_redispatches_total", "counter", "Jobs sent again (worker lost, over capacity, shutting down).");
-    for (int s = 1; s < GATEWAY_STAGES; s++)
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         put(&t, "lion_redispatches_total{stage=\"%s\"} %llu\n", lion_stage_name(s),
             (unsigned long long)m->redispatches[s]);
     family(&t, "lion_late_answers_total", "counter", "Answers dropped because nobody waited for them any more.");
-    for (int s = 1; s < GATEWAY_STAGES; s++)
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         put(&t, "lion_late_answers_total{stage=\"%s\"} %llu\n", lion_stage_name(s),
             (unsigned long long)m->late_answers[s]);
     family(&t, "lion_requests_in_flight", "gauge", "Requests being processed.");

@@ -4,7 +4,14 @@
  * aggregator starts as soon as vision is done (it does not need the tags), the llm once
  * both the aggregator and the tagger are done. Each stage's RESULT is kept until the
  * request ends: its frames are what the next job forwards, and what a re-dispatched
- * job is built from again. */
+ * job is built from again.
+ *
+ * A request's life: request_new (created), request_start (admitted; its first jobs go to
+ * the stage pools), each answer moves it on (on_answer), and it ends exactly once,
+ * answered (finish) or failed (request_fail): its client is told through r->done, it
+ * leaves gw->requests and its pools, and goes onto gw->ended. It is freed only from the
+ * loop's check callback (request_free_ended), as libuv frees a handle in its close
+ * callback: no code that ended a request, or walks a list it was on, sees it freed. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -16,7 +23,7 @@
 static void free_image(void *data, void *hint) { free(data); }
 
 request *request_new(gateway *gw, request_kind kind, unsigned char *image, size_t image_len, Lion__Task *task,
-                     int deadline_ms, lion_status *st) {
+                     int deadline_ms, request_done_fn done, lion_status *st) {
     request *r = calloc(1, sizeof *r);
     Lion__Envelope *job = r ? envelope_new(LION__KIND__JOB, 0, NULL, st) : NULL;
     if (!r || !job) {
@@ -29,8 +36,13 @@ request *request_new(gateway *gw, request_kind kind, unsigned char *image, size_
     }
     r->gw = gw;
     r->kind = kind;
+    r->done = done;
     snprintf(r->id, sizeof r->id, "req-%llx-%08x", (unsigned long long)++gw->next_request,
              (unsigned)(clock_unix_us() ^ (int64_t)random()) & 0xffffffffu);
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) {
+        r->step[s].job.owner = r;
+        r->step[s].job.request_id = r->id;
+    }
     r->job = job;
     if (!task) {
         task = malloc(sizeof *task);
@@ -50,34 +62,70 @@ request *request_new(gateway *gw, request_kind kind, unsigned char *image, size_
     return r;
 }
 
-request *request_find(gateway *gw, const char *id) {
-    for (request *r = gw->requests; r; r = r->next)
-        if (!strcmp(r->id, id)) return r;
-    return NULL;
-}
-
-void request_free(request *r) {
-    gateway *gw = r->gw;
-    if (r->prev || gw->requests == r) {
-        if (r->prev) r->prev->next = r->next;
-        else gw->requests = r->next;
-        if (r->next) r->next->prev = r->prev;
-        gw->n_requests--;
-    }
-    for (int s = 1; s < GATEWAY_STAGES; s++) {
-        if (r->step[s].state == STEP_QUEUED) stage_pool_unqueue(&gw->pool[s], r);
-        envelope_msg_close(&r->step[s].result);
-    }
-    if (r->conn) http_conn_detach(r->conn);
+static void request_free(request *r) {
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) envelope_msg_close(&r->step[s].result);
     envelope_free(r->job);
     zmq_msg_close(&r->image);
     free(r);
 }
 
+void request_free_ended(gateway *gw) {
+    while (gw->ended) {
+        request *r = gw->ended;
+        gw->ended = r->ended_next;
+        request_free(r);
+    }
+}
+
+/* Ends r once: out of its pools and off gw->requests (its own links are kept, so a walk
+ * that stands on it can go on), onto gw->ended; then its client is told. */
+static void request_end(request *r, int http_status, const lion_status *st) {
+    gateway *gw = r->gw;
+    if (r->ended) return;
+    r->ended = 1;
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) stage_pool_cancel(&gw->pool[s], &r->step[s].job);
+    if (r->prev) r->prev->next = r->next;
+    else gw->requests = r->next;
+    if (r->next) r->next->prev = r->prev;
+    gw->n_requests--;
+    r->ended_next = gw->ended;
+    gw->ended = r;
+    if (r->done) r->done(r, http_status, st);
+}
+
 void request_fail(request *r, int http_status, const lion_status *st) {
+    if (r->ended) return;
     log_info("%s failed (%d): %s", r->id, http_status, st->msg);
-    if (r->conn) api_respond_error(r->gw, r->conn, http_status, st->code, st->msg);
-    request_free(r);
+    request_end(r, http_status, st);
+}
+
+static void finish(request *r) {
+    log_debug("%s done", r->id);
+    request_end(r, 200, NULL);
+}
+
+static void submit(request *r, int stage) {
+    r->step[stage].state = STEP_RUNNING;
+    stage_pool_submit(&r->gw->pool[stage], &r->step[stage].job);
+}
+
+/* Refuses r when a stage it needs has no worker or a full queue, or too many requests run. */
+static int admit(request *r, int *http_status, lion_status *st) {
+    gateway *gw = r->gw;
+    *http_status = 429;
+    if (gw->n_requests >= gw->cfg.max_requests)
+        return lion_fail(st, LION_EUNAVAILABLE, "too many requests in flight (limit %d)", gw->cfg.max_requests);
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) {
+        if (r->step[s].state == STEP_UNUSED) continue;
+        if (stage_pool_live_workers(&gw->pool[s]) == 0) {
+            *http_status = 503;
+            return lion_fail(st, LION_EUNAVAILABLE, "no live %s worker", lion_stage_name(s));
+        }
+        if (stage_pool_queued(&gw->pool[s]) >= gw->cfg.max_queue)
+            return lion_fail(st, LION_EUNAVAILABLE, "the %s queue is full (%d jobs waiting)", lion_stage_name(s),
+                             stage_pool_queued(&gw->pool[s]));
+    }
+    return 0;
 }
 
 int request_start(request *r, int *http_status, lion_status *st) {
@@ -90,23 +138,7 @@ int request_start(request *r, int *http_status, lion_status *st) {
         r->step[LION__STAGE__LLM].state = STEP_WAITING;
         if (!r->user_tags) r->step[LION__STAGE__TAGGER].state = STEP_WAITING;
     }
-    int rc = 0;
-    *http_status = 503;
-    if (gw->n_requests >= gw->cfg.max_requests) {
-        *http_status = 429;
-        rc = lion_fail(st, LION_EUNAVAILABLE, "too many requests in flight (limit %d)", gw->cfg.max_requests);
-    }
-    for (int s = 1; rc == 0 && s < GATEWAY_STAGES; s++) {
-        if (r->step[s].state == STEP_UNUSED) continue;
-        if (stage_pool_live_workers(&gw->pool[s]) == 0)
-            rc = lion_fail(st, LION_EUNAVAILABLE, "no live %s worker", lion_stage_name(s));
-        else if (gw->pool[s].queue_len >= gw->cfg.max_queue) {
-            *http_status = 429;
-            rc = lion_fail(st, LION_EUNAVAILABLE, "the %s queue is full (%d jobs waiting)", lion_stage_name(s),
-                           gw->pool[s].queue_len);
-        }
-    }
-    if (rc) {
+    if (admit(r, http_status, st) != 0) {
         request_free(r);
         return -1;
     }
@@ -115,29 +147,16 @@ int request_start(request *r, int *http_status, lion_status *st) {
     gw->requests = r;
     gw->n_requests++;
     log_debug("%s started", r->id);
-    /* from here on every failure answers the client through the request itself */
-    static const int first[] = {LION__STAGE__VISION, LION__STAGE__TAGGER};
-    for (int k = 0; k < 2; k++) {
-        int s = first[k];
-        if (r->step[s].state != STEP_WAITING) continue;
-        lion_status sub;
-        if (stage_pool_submit(&gw->pool[s], r, &sub) != 0) {
-            request_fail(r, 503, &sub);
-            return 0;
-        }
-        /* the submit may have failed the request already (e.g. a dead worker, no attempts left) */
-        if (!request_is_live(gw, r)) return 0;
-    }
+    /* from here on every outcome reaches the client through r->done */
+    if (r->step[LION__STAGE__VISION].state == STEP_WAITING) submit(r, LION__STAGE__VISION);
+    if (!r->ended && r->step[LION__STAGE__TAGGER].state == STEP_WAITING) submit(r, LION__STAGE__TAGGER);
     return 0;
 }
 
-int request_is_live(gateway *gw, const request *r) {
-    for (request *q = gw->requests; q; q = q->next)
-        if (q == r) return 1;
-    return 0;
-}
-
-int request_job(request *r, int stage, Lion__Envelope **out, envelope_tensor *tensors, int *n, lion_status *st) {
+/* stage_pool_client.build: the stage's JOB for the step's current attempt. */
+static int build_job(void *owner, int stage, Lion__Envelope **out, envelope_tensor *tensors, int *n,
+                     lion_status *st) {
+    request *r = owner;
     Lion__Envelope *job = envelope_dup(r->job, st);
     *out = job;
     *n = 0;
@@ -146,7 +165,7 @@ int request_job(request *r, int stage, Lion__Envelope **out, envelope_tensor *te
     job->stage = (Lion__Stage)stage;
     job->request_id = strdup(r->id);
     job->has_attempt = 1;
-    job->attempt = r->step[stage].attempt;
+    job->attempt = r->step[stage].job.attempt;
     job->has_deadline_us = 1;
     job->deadline_us = r->deadline_unix_us;
     if (!job->request_id) return lion_fail(st, LION_ENOMEM, "request %s: out of memory", r->id);
@@ -155,39 +174,48 @@ int request_job(request *r, int stage, Lion__Envelope **out, envelope_tensor *te
     snprintf(replica, sizeof replica, "gateway-%d", (int)getpid());
     if (envelope_add_hop(job, "gateway", replica, r->start_unix_us, clock_unix_us(), st) != 0) return -1;
     if (stage == LION__STAGE__VISION || stage == LION__STAGE__TAGGER) {
-        tensors[(*n)++] = (envelope_tensor){"image", &r->image_view, &r->image};
+        tensors[(*n)++] = (envelope_tensor){LION_TENSOR_IMAGE, &r->image_view, &r->image};
     } else if (stage == LION__STAGE__AGGREGATOR) {
         envelope_msg *v = &r->step[LION__STAGE__VISION].result;
-        for (int i = 0; i < v->n_tensors && *n < 16; i++)
-            if (!strncmp(v->env->tensors[i]->name, "vit_layer_", 10)) tensors[(*n)++] = envelope_forward(v, i);
-        if (*n == 0) return lion_fail(st, LION_EIO, "vision returned no vit_layer_* tensors");
+        const size_t prefix = strlen(LION_TENSOR_VIT_LAYER_PREFIX);
+        for (int i = 0; i < v->n_tensors && *n < LION_MAX_JOB_TENSORS; i++)
+            if (!strncmp(v->env->tensors[i]->name, LION_TENSOR_VIT_LAYER_PREFIX, prefix))
+                tensors[(*n)++] = envelope_forward(v, i);
+        if (*n == 0) return lion_fail(st, LION_EIO, "vision returned no %s* tensors", LION_TENSOR_VIT_LAYER_PREFIX);
     } else {
         envelope_msg *a = &r->step[LION__STAGE__AGGREGATOR].result;
-        int i = envelope_msg_find(a, "visual_tokens");
-        if (i < 0) return lion_fail(st, LION_EIO, "aggregator returned no visual_tokens tensor");
+        int i = envelope_msg_find(a, LION_TENSOR_VISUAL_TOKENS);
+        if (i < 0) return lion_fail(st, LION_EIO, "aggregator returned no %s tensor", LION_TENSOR_VISUAL_TOKENS);
         tensors[(*n)++] = envelope_forward(a, i);
     }
     return 0;
 }
 
-static void submit_or_fail(request *r, int stage) {
-    lion_status st;
-    if (stage_pool_submit(&r->gw->pool[stage], r, &st) != 0) request_fail(r, 503, &st);
-}
-
-void request_redispatch(request *r, int stage, const char *why) {
-    request_step *s = &r->step[stage];
-    s->attempt++;
+/* The job at stage goes again with attempt + 1, or the request fails after max_attempts. */
+static void redispatch(request *r, int stage, const char *why) {
+    stage_job *j = &r->step[stage].job;
+    j->attempt++;
     r->gw->metrics.redispatches[stage]++;
-    if ((int)s->attempt >= r->gw->cfg.max_attempts) {
+    if ((int)j->attempt >= r->gw->cfg.max_attempts) {
         lion_status st;
-        lion_fail(&st, LION_EUNAVAILABLE, "%s: gave up after %u attempts: %s", lion_stage_name(stage), s->attempt,
+        lion_fail(&st, LION_EUNAVAILABLE, "%s: gave up after %u attempts: %s", lion_stage_name(stage), j->attempt,
                   why);
         request_fail(r, 503, &st);
         return;
     }
-    log_info("%s: %s job again (attempt %u): %s", r->id, lion_stage_name(stage), s->attempt, why);
-    submit_or_fail(r, stage);
+    log_info("%s: %s job again (attempt %u): %s", r->id, lion_stage_name(stage), j->attempt, why);
+    submit(r, stage);
+}
+
+/* stage_pool_client.lost */
+static void job_lost(void *owner, int stage, const char *why) {
+    request *r = owner;
+    if (!r->ended) redispatch(r, stage, why);
+}
+
+/* stage_pool_client.failed */
+static void job_failed(void *owner, int stage, const lion_status *st) {
+    request_fail(owner, api_http_status_of(st->code), st);
 }
 
 /* Tags the tagger found become the llm job's tags. */
@@ -210,53 +238,58 @@ static int take_tags(request *r, const Lion__Envelope *answer, lion_status *st) 
     return 0;
 }
 
-static void finish(request *r) {
-    log_debug("%s done", r->id);
-    if (r->conn) api_respond_result(r);
-    request_free(r);
-}
-
-void request_on_answer(request *r, int stage, envelope_msg *m) {
-    gateway *gw = r->gw;
-    request_step *s = &r->step[stage];
-    Lion__Envelope *env = m->env;
-    if (env->kind == LION__KIND__ERROR) {
-        int code = env->error ? env->error->code : LION_EINTERNAL;
-        lion_status st;
-        lion_fail(&st, code, "%s: %s", lion_stage_name(stage),
-                  env->error && env->error->message ? env->error->message : "failed");
-        envelope_msg_close(m);
-        if (code == LION_EUNAVAILABLE) { /* over capacity or shutting down: another worker may take it */
-            s->state = STEP_QUEUED;
-            request_redispatch(r, stage, st.msg);
-        } else {
-            request_fail(r, api_http_status_of(code), &st);
-        }
+/* The worker's hop is the last one in the trace that is not the gateway's. */
+static void observe_worker_time(request *r, int stage, const Lion__Envelope *env) {
+    for (size_t i = env->n_trace; i-- > 0;) {
+        const Lion__Hop *h = env->trace[i];
+        if (h->service && !strcmp(h->service, "gateway")) continue;
+        r->step[stage].worker_ms = (double)(h->finish_us - h->receive_us) / 1000.0;
+        histogram_observe(&r->gw->metrics.stage_seconds[stage], r->step[stage].worker_ms / 1000.0);
         return;
     }
+}
+
+/* An ERROR answer: unavailable (over capacity, shutting down) goes to another worker;
+ * anything else fails the request with the worker's code and message. */
+static void on_error(request *r, int stage, envelope_msg *m) {
+    const Lion__Envelope *env = m->env;
+    int code = env->error ? env->error->code : LION_EINTERNAL;
+    lion_status st;
+    lion_fail(&st, code, "%s: %s", lion_stage_name(stage),
+              env->error && env->error->message ? env->error->message : "failed");
+    envelope_msg_close(m);
+    if (code == LION_EUNAVAILABLE) redispatch(r, stage, st.msg);
+    else request_fail(r, api_http_status_of(code), &st);
+}
+
+/* stage_pool_client.answered: the stage's answer moves the request on. */
+static void on_answer(void *owner, int stage, envelope_msg *m) {
+    request *r = owner;
+    if (r->ended) {
+        envelope_msg_close(m);
+        return;
+    }
+    if (m->env->kind == LION__KIND__ERROR) {
+        on_error(r, stage, m);
+        return;
+    }
+    request_step *s = &r->step[stage];
     envelope_msg_close(&s->result);
     s->result = *m;
     memset(m, 0, sizeof *m);
     s->state = STEP_DONE;
-    /* the worker's hop is the last one that is not the gateway's */
-    for (size_t i = env->n_trace; i-- > 0;) {
-        const Lion__Hop *h = env->trace[i];
-        if (h->service && !strcmp(h->service, "gateway")) continue;
-        s->worker_ms = (double)(h->finish_us - h->receive_us) / 1000.0;
-        histogram_observe(&gw->metrics.stage_seconds[stage], s->worker_ms / 1000.0);
-        break;
-    }
+    observe_worker_time(r, stage, s->result.env);
     lion_status st;
     switch (stage) {
     case LION__STAGE__VISION:
-        submit_or_fail(r, LION__STAGE__AGGREGATOR);
+        submit(r, LION__STAGE__AGGREGATOR);
         return;
     case LION__STAGE__TAGGER:
         if (r->kind == REQUEST_TAGS) {
             finish(r);
             return;
         }
-        if (take_tags(r, env, &st) != 0) {
+        if (take_tags(r, s->result.env, &st) != 0) {
             request_fail(r, 503, &st);
             return;
         }
@@ -267,21 +300,26 @@ void request_on_answer(request *r, int stage, envelope_msg *m) {
         finish(r);
         return;
     }
-    request_step *tagger = &r->step[LION__STAGE__TAGGER];
-    if (r->step[LION__STAGE__AGGREGATOR].state == STEP_DONE &&
-        (tagger->state == STEP_DONE || tagger->state == STEP_UNUSED) && r->step[LION__STAGE__LLM].state == STEP_WAITING)
-        submit_or_fail(r, LION__STAGE__LLM);
+    const step_state tagger = r->step[LION__STAGE__TAGGER].state;
+    if (r->step[LION__STAGE__AGGREGATOR].state == STEP_DONE && (tagger == STEP_DONE || tagger == STEP_UNUSED) &&
+        r->step[LION__STAGE__LLM].state == STEP_WAITING)
+        submit(r, LION__STAGE__LLM);
 }
 
+const stage_pool_client request_pool_client = {
+    .build = build_job,
+    .answered = on_answer,
+    .lost = job_lost,
+    .failed = job_failed,
+};
+
 void request_sweep_deadlines(gateway *gw, int64_t now_us) {
-    for (request *r = gw->requests; r;) {
-        if (now_us < r->deadline_us) {
-            r = r->next;
-            continue;
-        }
+    /* an ended request keeps its links, so the walk goes on from it */
+    for (request *r = gw->requests; r; r = r->next) {
+        if (r->ended || now_us < r->deadline_us) continue;
         const char *at = "?";
-        for (int s = 1; s < GATEWAY_STAGES; s++)
-            if (r->step[s].state == STEP_SENT || r->step[s].state == STEP_QUEUED) {
+        for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
+            if (r->step[s].state == STEP_RUNNING) {
                 at = lion_stage_name(s);
                 break;
             }
@@ -289,6 +327,5 @@ void request_sweep_deadlines(gateway *gw, int64_t now_us) {
         lion_fail(&st, LION_ETIMEOUT, "deadline of %lld ms exceeded waiting for %s",
                   (long long)((r->deadline_us - r->start_us) / 1000), at);
         request_fail(r, 504, &st);
-        r = gw->requests; /* answering may have changed the list */
     }
 }

@@ -8,8 +8,6 @@
 #include "gateway_impl.h"
 #include "log.h"
 
-#define MAX_JOB_TENSORS 16
-
 static int peer_equal(const envelope_peer *a, const envelope_peer *b) {
     return a->len == b->len && memcmp(a->id, b->id, a->len) == 0;
 }
@@ -24,10 +22,12 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     stage_pool_drain((stage_pool *)h->data);
 }
 
-int stage_pool_open(stage_pool *p, gateway *gw, int stage, const char *endpoint, lion_status *st) {
+int stage_pool_open(stage_pool *p, gateway *gw, int stage, const char *endpoint, const stage_pool_client *client,
+                    lion_status *st) {
     memset(p, 0, sizeof *p);
     p->gw = gw;
     p->stage = stage;
+    p->client = client;
     p->router = zmq_socket(gw->zctx, ZMQ_ROUTER);
     if (!p->router) return lion_fail(st, LION_EIO, "%s: zmq_socket: %s", lion_stage_name(stage), zmq_strerror(errno));
     /* a send to a worker that is gone fails (EHOSTUNREACH) instead of vanishing silently,
@@ -55,9 +55,7 @@ void stage_pool_close(stage_pool *p) {
     if (p->router) zmq_close(p->router);
     p->router = NULL;
     free(p->workers);
-    free(p->queue);
     p->workers = NULL;
-    p->queue = NULL;
 }
 
 int stage_pool_live_workers(const stage_pool *p) { return p->n_workers; }
@@ -76,6 +74,8 @@ void stage_pool_cache_counts(const stage_pool *p, uint64_t *hits, uint64_t *miss
         *misses += p->workers[i].cache_misses;
     }
 }
+
+int stage_pool_queued(const stage_pool *p) { return p->queue.len; }
 
 unsigned stage_pool_outstanding(const stage_pool *p) {
     unsigned c = 0;
@@ -99,7 +99,7 @@ static worker_slot *worker_pick(stage_pool *p) {
 /* Sends [peer][envelope][tensors] without blocking; publishes the frames on the tap first. */
 static int send_to(stage_pool *p, worker_slot *w, Lion__Envelope *env, envelope_tensor *tensors, int n,
                    const char *request_id, lion_status *st) {
-    zmq_msg_t frames[MAX_JOB_TENSORS + 1];
+    zmq_msg_t frames[LION_MAX_JOB_TENSORS + 1];
     if (envelope_encode(env, tensors, n, frames, st) != 0) return -1;
     if (request_id) tap_publish(&p->gw->tap, p->stage, 1, request_id, frames, n + 1);
     int rc = 0;
@@ -113,71 +113,86 @@ static int send_to(stage_pool *p, worker_slot *w, Lion__Envelope *env, envelope_
     return 0;
 }
 
+/* --- job lists ------------------------------------------------------------------------- */
+
+static void list_push(job_list *l, stage_job *j) {
+    j->prev = l->tail;
+    j->next = NULL;
+    if (l->tail) l->tail->next = j;
+    else l->head = j;
+    l->tail = j;
+    l->len++;
+}
+
+static void list_remove(job_list *l, stage_job *j) {
+    if (j->prev) j->prev->next = j->next;
+    else l->head = j->next;
+    if (j->next) j->next->prev = j->prev;
+    else l->tail = j->prev;
+    j->prev = j->next = NULL;
+    l->len--;
+}
+
+/* Takes the job off whichever list holds it. */
+static void job_unlink(stage_pool *p, stage_job *j) {
+    if (j->state == JOB_QUEUED) list_remove(&p->queue, j);
+    else if (j->state == JOB_SENT) list_remove(&p->sent, j);
+    j->state = JOB_IDLE;
+}
+
+/* --- sending ---------------------------------------------------------------------------- */
+
 static void worker_remove(stage_pool *p, worker_slot *w, const char *why);
 
-/* Sends r's job to w. On a send failure the worker is dropped and the job re-dispatched. */
-static void send_job(stage_pool *p, worker_slot *w, request *r) {
-    request_step *s = &r->step[p->stage];
-    Lion__Envelope *job = NULL;
-    envelope_tensor tensors[MAX_JOB_TENSORS];
+/* Sends the job to w. A send that fails drops the worker (its jobs go again, this one too). */
+static void send_job(stage_pool *p, worker_slot *w, stage_job *j) {
+    Lion__Envelope *env = NULL;
+    envelope_tensor tensors[LION_MAX_JOB_TENSORS];
     int n = 0;
     lion_status st;
-    if (request_job(r, p->stage, &job, tensors, &n, &st) != 0) {
-        envelope_free(job);
-        request_fail(r, api_http_status_of(st.code), &st);
+    if (p->client->build(j->owner, p->stage, &env, tensors, &n, &st) != 0) {
+        envelope_free(env);
+        p->client->failed(j->owner, p->stage, &st);
         return;
     }
-    int rc = send_to(p, w, job, tensors, n, r->id, &st);
-    envelope_free(job);
+    int rc = send_to(p, w, env, tensors, n, j->request_id, &st);
+    envelope_free(env);
     if (rc != 0) {
-        s->state = STEP_QUEUED; /* keeps it off the dead worker's list below */
         log_warn("%s", st.msg);
         worker_remove(p, w, "send failed");
-        request_redispatch(r, p->stage, st.msg);
+        p->client->lost(j->owner, p->stage, st.msg);
         return;
     }
-    s->state = STEP_SENT;
-    s->worker = w->peer;
+    j->state = JOB_SENT;
+    j->worker = w->peer;
+    list_push(&p->sent, j);
     w->outstanding++;
     p->gw->metrics.jobs[p->stage]++;
 }
 
 /* Sends queued jobs while some worker has credit. */
 static void pump(stage_pool *p) {
-    while (p->queue_len > 0) {
+    while (p->queue.head) {
         worker_slot *w = worker_pick(p);
         if (!w) return;
-        request *r = p->queue[0];
-        memmove(p->queue, p->queue + 1, (size_t)(p->queue_len - 1) * sizeof *p->queue);
-        p->queue_len--;
-        send_job(p, w, r);
+        stage_job *j = p->queue.head;
+        job_unlink(p, j);
+        send_job(p, w, j);
     }
 }
 
-int stage_pool_submit(stage_pool *p, request *r, lion_status *st) {
-    if (p->queue_len == p->queue_cap) {
-        int cap = p->queue_cap ? p->queue_cap * 2 : 16;
-        request **q = realloc(p->queue, (size_t)cap * sizeof *q);
-        if (!q) return lion_fail(st, LION_ENOMEM, "%s queue: out of memory", lion_stage_name(p->stage));
-        p->queue = q;
-        p->queue_cap = cap;
-    }
-    p->queue[p->queue_len++] = r;
-    r->step[p->stage].state = STEP_QUEUED;
+void stage_pool_submit(stage_pool *p, stage_job *job) {
+    job_unlink(p, job);
+    job->state = JOB_QUEUED;
+    list_push(&p->queue, job);
     pump(p);
-    return 0;
 }
 
-void stage_pool_unqueue(stage_pool *p, request *r) {
-    for (int i = 0; i < p->queue_len; i++)
-        if (p->queue[i] == r) {
-            memmove(p->queue + i, p->queue + i + 1, (size_t)(p->queue_len - i - 1) * sizeof *p->queue);
-            p->queue_len--;
-            return;
-        }
-}
+void stage_pool_cancel(stage_pool *p, stage_job *job) { job_unlink(p, job); }
 
-/* Removes w; the jobs it held go to other workers with attempt + 1. */
+/* --- workers ---------------------------------------------------------------------------- */
+
+/* Removes w; the jobs it held go again (through the client's lost callback). */
 static void worker_remove(stage_pool *p, worker_slot *w, const char *why) {
     envelope_peer peer = w->peer;
     log_warn("%s worker %s removed: %s (%u jobs outstanding)", lion_stage_name(p->stage), w->replica_id, why,
@@ -187,18 +202,22 @@ static void worker_remove(stage_pool *p, worker_slot *w, const char *why) {
     *w = p->workers[--p->n_workers];
     if (p->rr >= p->n_workers) p->rr = 0;
     char reason[160];
-    snprintf(reason, sizeof reason, "%s worker %s: %s", lion_stage_name(p->stage), "lost", why);
-    /* a re-dispatch may fail other requests (and free them), so the scan starts over after
-     * each one; each pass leaves one job fewer at the lost worker */
-    for (request *r = p->gw->requests; r;) {
-        request_step *s = &r->step[p->stage];
-        if (s->state == STEP_SENT && peer_equal(&s->worker, &peer)) {
-            s->state = STEP_QUEUED;
-            request_redispatch(r, p->stage, reason);
-            r = p->gw->requests;
-            continue;
-        }
-        r = r->next;
+    snprintf(reason, sizeof reason, "%s worker lost: %s", lion_stage_name(p->stage), why);
+    /* The lost jobs leave the sent list first, onto a list of their own (idle, so nothing
+     * else unlinks them): re-dispatching one may send, fail and remove other workers, which
+     * changes the sent list but not this one. Only lost() resubmits a lost job. */
+    job_list lost = {0};
+    for (stage_job *j = p->sent.head, *next; j; j = next) {
+        next = j->next;
+        if (!peer_equal(&j->worker, &peer)) continue;
+        list_remove(&p->sent, j);
+        j->state = JOB_IDLE;
+        list_push(&lost, j);
+    }
+    while (lost.head) {
+        stage_job *j = lost.head;
+        list_remove(&lost, j);
+        p->client->lost(j->owner, p->stage, reason);
     }
 }
 
@@ -223,29 +242,37 @@ static worker_slot *worker_register(stage_pool *p, const envelope_msg *m) {
     return w;
 }
 
+/* The sent job an answer is for: same request and attempt; NULL for an answer nobody waits
+ * for any more (re-dispatched, expired, cancelled). */
+static stage_job *sent_job_find(stage_pool *p, const Lion__Envelope *env) {
+    if (!env->request_id || env->stage != (Lion__Stage)p->stage) return NULL;
+    for (stage_job *j = p->sent.head; j; j = j->next)
+        if (j->attempt == env->attempt && !strcmp(j->request_id, env->request_id)) return j;
+    return NULL;
+}
+
 static void handle_answer(stage_pool *p, worker_slot *w, envelope_msg *m, int decode_failed, lion_status *st) {
     Lion__Envelope *env = m->env;
     if (w && w->outstanding > 0) w->outstanding--;
     if (env->request_id) tap_publish(&p->gw->tap, p->stage, 0, env->request_id, m->frames, m->n_frames);
-    request *r = env->request_id ? request_find(p->gw, env->request_id) : NULL;
-    request_step *s = r ? &r->step[p->stage] : NULL;
-    if (!r || env->stage != (Lion__Stage)p->stage || s->state != STEP_SENT || env->attempt != s->attempt) {
-        /* an answer to an attempt nobody waits for any more (re-dispatched, expired) */
+    stage_job *j = sent_job_find(p, env);
+    if (!j) {
         p->gw->metrics.late_answers[p->stage]++;
         log_debug("%s: dropped a late answer for %s attempt %u", lion_stage_name(p->stage),
                   env->request_id ? env->request_id : "?", env->attempt);
         envelope_msg_close(m);
         return;
     }
+    job_unlink(p, j);
     if (decode_failed) {
         lion_status failed;
         lion_fail(&failed, LION_EIO, "%s worker %s sent a malformed answer: %s", lion_stage_name(p->stage),
                   w ? w->replica_id : "?", st->msg);
         envelope_msg_close(m);
-        request_fail(r, 502, &failed);
+        p->client->failed(j->owner, p->stage, &failed);
         return;
     }
-    request_on_answer(r, p->stage, m);
+    p->client->answered(j->owner, p->stage, m);
 }
 
 static void handle(stage_pool *p, envelope_msg *m, int rc, lion_status *st) {
@@ -295,8 +322,7 @@ static void handle(stage_pool *p, envelope_msg *m, int rc, lion_status *st) {
 }
 
 void stage_pool_drain(stage_pool *p) {
-    if (!p->router || p->draining) return;
-    p->draining = 1;
+    if (!p->router) return;
     for (;;) {
         int events = 0;
         size_t len = sizeof events;
@@ -311,7 +337,6 @@ void stage_pool_drain(stage_pool *p) {
         }
         handle(p, &m, rc, &st);
     }
-    p->draining = 0;
 }
 
 void stage_pool_tick(stage_pool *p, int64_t now_us) {
