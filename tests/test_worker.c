@@ -415,13 +415,13 @@ static void test_config_parse(void) {
     CHECK(!strcmp(cfg.gateway, "tcp://127.0.0.1:9") && cfg.threads == 3);
     setenv("LION_THREADS", "many", 1);
     CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 1, none, &st), -1);
-    CHECK_CONTAINS(st.msg, "LION_THREADS: 'many' is not an integer in 1..1024");
+    CHECK_CONTAINS(st.msg, "LION_THREADS: 'many' is not an integer in [1, 1024]");
     unsetenv("LION_THREADS");
     unsetenv("LION_GATEWAY");
 
     char *bad_cap[] = {"llm", "--gateway", "tcp://a:1", "--capacity", "0"};
     CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 5, bad_cap, &st), -1);
-    CHECK_CONTAINS(st.msg, "--capacity: '0' is not an integer in 1..4096");
+    CHECK_CONTAINS(st.msg, "--capacity: 0 is not in [1, 4096]");
     char *batch_over[] = {"llm", "--gateway", "tcp://a:1", "--capacity", "2", "--max-batch", "3"};
     CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 7, batch_over, &st), -1);
     CHECK_CONTAINS(st.msg, "--max-batch 3 is larger than --capacity 2");

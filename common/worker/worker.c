@@ -33,6 +33,13 @@ typedef struct pending_job {
     int64_t receive_us;
 } pending_job;
 
+typedef struct compute_args {
+    void *zctx;
+    const char *endpoint;
+    const worker_stage *stage;
+    int threads;
+} compute_args;
+
 typedef struct worker {
     const worker_config *cfg;
     const worker_stage *stage;
@@ -41,6 +48,7 @@ typedef struct worker {
     void *sock; /* DEALER to the gateway */
     void *pipe; /* PAIR to the compute thread */
     pthread_t compute;
+    compute_args compute_args; /* read by the compute thread until it is joined */
     int compute_started;
     pending_job *pending; /* FIFO of received jobs, capacity entries */
     int n_pending;
@@ -284,13 +292,6 @@ static void collect(worker *w) {
     w->running = NULL;
 }
 
-typedef struct compute_args {
-    void *zctx;
-    const char *endpoint;
-    const worker_stage *stage;
-    int threads;
-} compute_args;
-
 static void *compute_main(void *arg) {
     compute_args *a = arg;
     if (a->threads > 0) threads_use_here(a->threads);
@@ -440,187 +441,202 @@ static int config_check(const worker_config *cfg, const worker_stage *stage, lio
     return 0;
 }
 
+static envelope_limits limits_or_defaults(envelope_limits l) {
+    envelope_limits defaults = envelope_limits_default();
+    if (!l.max_envelope_bytes) l.max_envelope_bytes = defaults.max_envelope_bytes;
+    if (!l.max_decoded_bytes) l.max_decoded_bytes = defaults.max_decoded_bytes;
+    if (l.max_tensors <= 0) l.max_tensors = defaults.max_tensors;
+    if (!l.max_payload_bytes) l.max_payload_bytes = defaults.max_payload_bytes;
+    if (!l.max_request_id) l.max_request_id = defaults.max_request_id;
+    return l;
+}
+
+/* The handlers SIGTERM/SIGINT had before worker_run, given back when it returns. */
+typedef struct stop_signals {
+    struct sigaction term, intr;
+} stop_signals;
+
+static void stop_signals_install(stop_signals *saved) {
+    signal_stop = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal; /* no SA_RESTART: zmq_poll returns at once */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, &saved->term);
+    sigaction(SIGINT, &sa, &saved->intr);
+}
+
+static void stop_signals_restore(const stop_signals *saved) {
+    sigaction(SIGTERM, &saved->term, NULL);
+    sigaction(SIGINT, &saved->intr, NULL);
+}
+
+static int compute_start(worker *w, lion_status *st) {
+    w->compute_args = (compute_args){.zctx = w->zctx, .endpoint = w->pipe_endpoint, .stage = w->stage,
+                                     .threads = w->cfg->threads};
+    /* the compute thread blocks the stop signals, so that they wake the socket thread's poll */
+    sigset_t block, saved;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, &saved);
+    if (pthread_create(&w->compute, NULL, compute_main, &w->compute_args) == 0) w->compute_started = 1;
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    return w->compute_started ? 0 : lion_fail(st, LION_EIO, "worker: cannot start the compute thread");
+}
+
+/* A NULL batch tells the compute thread to end, once the batch it may be running is done. */
+static void compute_stop(worker *w) {
+    if (!w->compute_started) return;
+    batch *none = NULL;
+    zmq_send(w->pipe, &none, sizeof none, 0);
+    pthread_join(w->compute, NULL);
+    w->compute_started = 0;
+}
+
+/* BYE, and every queued job back to the gateway as unavailable (it re-dispatches them);
+ * the running batch still finishes and is answered. */
+static void begin_stopping(worker *w) {
+    log_info("stopping: %d queued jobs handed back, %d running", w->n_pending, w->running ? w->running->n : 0);
+    w->stopping = 1;
+    send_state(w, LION__KIND__BYE);
+    for (int i = 0; i < w->n_pending; i++) {
+        send_error(w, w->pending[i].msg.env, w->pending[i].receive_us, LION_EUNAVAILABLE, "worker shutting down");
+        envelope_msg_close(&w->pending[i].msg);
+    }
+    w->n_pending = 0;
+}
+
+/* Waits for the socket or the compute thread until the next heartbeat is due, and handles
+ * what came. Returns -1 when polling itself failed (the loop cannot go on). */
+static int wait_and_handle(worker *w, int64_t next_beat_us) {
+    long wait_ms = (long)((next_beat_us - clock_mono_us()) / 1000);
+    if (wait_ms < 0) wait_ms = 0;
+    if (wait_ms > 100) wait_ms = 100; /* the stop flag is polled, too */
+    zmq_pollitem_t items[2] = {{.socket = w->sock, .events = ZMQ_POLLIN}, {.socket = w->pipe, .events = ZMQ_POLLIN}};
+    if (zmq_poll(items, 2, wait_ms) < 0 && errno != EINTR) {
+        log_error("zmq_poll: %s", zmq_strerror(errno));
+        return -1;
+    }
+    if (items[1].revents & ZMQ_POLLIN) collect(w);
+    if (items[0].revents & ZMQ_POLLIN) drain_socket(w);
+    return 0;
+}
+
+/* Heartbeats on schedule, and notices a gateway that has gone silent (drain_socket
+ * announces READY again when it is heard from). */
+static void beat_if_due(worker *w, int64_t *next_beat_us, int silence_ms) {
+    int64_t now = clock_mono_us();
+    if (now < *next_beat_us) return;
+    send_state(w, LION__KIND__HEARTBEAT);
+    *next_beat_us = now + (int64_t)w->cfg->heartbeat_ms * 1000;
+    if (!w->gateway_lost && now - w->last_heard_us > (int64_t)silence_ms * 1000) {
+        log_warn("nothing heard from the gateway for %lld ms", (long long)((now - w->last_heard_us) / 1000));
+        w->gateway_lost = 1;
+    }
+}
+
+/* The loop, from READY until stopped and the running batch is answered. */
+static void serve(worker *w) {
+    const worker_config *cfg = w->cfg;
+    log_info("%s %s: serving stage %s from %s (capacity %d, max batch %d)", cfg->service, cfg->replica_id,
+             lion_stage_name(w->stage->stage), cfg->gateway, cfg->capacity, cfg->max_batch);
+    int silence_ms = cfg->gateway_silence_ms > 0 ? cfg->gateway_silence_ms : 3 * cfg->heartbeat_ms;
+    send_state(w, LION__KIND__READY);
+    w->last_heard_us = clock_mono_us();
+    int64_t next_beat_us = clock_mono_us() + (int64_t)cfg->heartbeat_ms * 1000;
+    for (;;) {
+        if (stop_requested(w) && !w->stopping) begin_stopping(w);
+        if (w->stopping && !w->running) break;
+        if (!w->running && w->n_pending > 0) dispatch(w);
+        if (wait_and_handle(w, next_beat_us) != 0) break;
+        beat_if_due(w, &next_beat_us, silence_ms);
+    }
+    /* jobs that were already on their way when BYE went out */
+    drain_socket(w);
+    log_info("stopped");
+}
+
 int worker_run(const worker_config *cfg, const worker_stage *stage, lion_status *st) {
     if (config_check(cfg, stage, st) != 0) return -1;
-    worker w = {.cfg = cfg, .stage = stage, .limits = cfg->limits};
-    envelope_limits defaults = envelope_limits_default();
-    if (!w.limits.max_envelope_bytes) w.limits.max_envelope_bytes = defaults.max_envelope_bytes;
-    if (!w.limits.max_decoded_bytes) w.limits.max_decoded_bytes = defaults.max_decoded_bytes;
-    if (w.limits.max_tensors <= 0) w.limits.max_tensors = defaults.max_tensors;
-    if (!w.limits.max_payload_bytes) w.limits.max_payload_bytes = defaults.max_payload_bytes;
-    if (!w.limits.max_request_id) w.limits.max_request_id = defaults.max_request_id;
+    worker w = {.cfg = cfg, .stage = stage, .limits = limits_or_defaults(cfg->limits)};
     w.pending = calloc((size_t)cfg->capacity, sizeof *w.pending);
     if (!w.pending) return lion_fail(st, LION_ENOMEM, "worker: out of memory");
-
-    struct sigaction old_term, old_int;
-    if (!cfg->stop) {
-        signal_stop = 0;
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_stop_signal; /* no SA_RESTART: zmq_poll returns at once */
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGTERM, &sa, &old_term);
-        sigaction(SIGINT, &sa, &old_int);
-    }
+    stop_signals saved;
+    if (!cfg->stop) stop_signals_install(&saved);
     int rc = worker_open(&w, st);
-    compute_args args = {.endpoint = w.pipe_endpoint, .stage = stage, .threads = cfg->threads};
-    if (rc == 0) {
-        args.zctx = w.zctx;
-        /* the compute thread blocks the stop signals, so that they wake the poll below */
-        sigset_t block, saved;
-        sigemptyset(&block);
-        sigaddset(&block, SIGTERM);
-        sigaddset(&block, SIGINT);
-        pthread_sigmask(SIG_BLOCK, &block, &saved);
-        if (pthread_create(&w.compute, NULL, compute_main, &args) == 0) w.compute_started = 1;
-        else rc = lion_fail(st, LION_EIO, "worker: cannot start the compute thread");
-        pthread_sigmask(SIG_SETMASK, &saved, NULL);
-    }
-    if (rc == 0) {
-        log_info("%s %s: serving stage %s from %s (capacity %d, max batch %d)", cfg->service, cfg->replica_id,
-                 lion_stage_name(stage->stage), cfg->gateway, cfg->capacity, cfg->max_batch);
-        int silence_ms = cfg->gateway_silence_ms > 0 ? cfg->gateway_silence_ms : 3 * cfg->heartbeat_ms;
-        send_state(&w, LION__KIND__READY);
-        w.last_heard_us = clock_mono_us();
-        int64_t next_beat = clock_mono_us() + (int64_t)cfg->heartbeat_ms * 1000;
-        for (;;) {
-            if (stop_requested(&w) && !w.stopping) {
-                log_info("stopping: %d queued jobs handed back, %d running", w.n_pending,
-                         w.running ? w.running->n : 0);
-                w.stopping = 1;
-                send_state(&w, LION__KIND__BYE);
-                for (int i = 0; i < w.n_pending; i++) {
-                    send_error(&w, w.pending[i].msg.env, w.pending[i].receive_us, LION_EUNAVAILABLE,
-                               "worker shutting down");
-                    envelope_msg_close(&w.pending[i].msg);
-                }
-                w.n_pending = 0;
-            }
-            if (w.stopping && !w.running) break;
-            if (!w.running && w.n_pending > 0) dispatch(&w);
-
-            int64_t now = clock_mono_us();
-            long wait_ms = (long)((next_beat - now) / 1000);
-            if (wait_ms < 0) wait_ms = 0;
-            if (wait_ms > 100) wait_ms = 100; /* the stop flag is polled, too */
-            zmq_pollitem_t items[2] = {{.socket = w.sock, .events = ZMQ_POLLIN},
-                                       {.socket = w.pipe, .events = ZMQ_POLLIN}};
-            if (zmq_poll(items, 2, wait_ms) < 0 && errno != EINTR) {
-                log_error("zmq_poll: %s", zmq_strerror(errno));
-                break;
-            }
-            if (items[1].revents & ZMQ_POLLIN) collect(&w);
-            if (items[0].revents & ZMQ_POLLIN) drain_socket(&w);
-            now = clock_mono_us();
-            if (now >= next_beat) {
-                send_state(&w, LION__KIND__HEARTBEAT);
-                next_beat = now + (int64_t)cfg->heartbeat_ms * 1000;
-                if (!w.gateway_lost && now - w.last_heard_us > (int64_t)silence_ms * 1000) {
-                    log_warn("nothing heard from the gateway for %lld ms", (long long)((now - w.last_heard_us) / 1000));
-                    w.gateway_lost = 1;
-                }
-            }
-        }
-        /* jobs that were already on their way when BYE went out */
-        drain_socket(&w);
-        log_info("stopped");
-    }
-    if (w.compute_started) {
-        batch *none = NULL;
-        zmq_send(w.pipe, &none, sizeof none, 0);
-        pthread_join(w.compute, NULL);
-    }
+    if (rc == 0) rc = compute_start(&w, st);
+    if (rc == 0) serve(&w);
+    compute_stop(&w);
     worker_close(&w);
-    if (!cfg->stop) {
-        sigaction(SIGTERM, &old_term, NULL);
-        sigaction(SIGINT, &old_int, NULL);
-    }
+    if (!cfg->stop) stop_signals_restore(&saved);
     return rc;
 }
 
 /* --- configuration ---------------------------------------------------------------------- */
 
-static int parse_int(const char *what, const char *text, int lo, int hi, int *out, lion_status *st) {
-    char *end = NULL;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || end == text || *end || v < lo || v > hi)
-        return lion_fail(st, LION_EINVAL, "%s: '%s' is not an integer in %d..%d", what, text, lo, hi);
-    *out = (int)v;
+static int set_gateway(const args_option *opt, void *base, const char *name, const char *text, lion_status *st) {
+    /* caught here rather than at zmq_connect, after the model has been loaded */
+    if (!strstr(text, "://"))
+        return lion_fail(st, LION_EINVAL, "%s: '%s' is not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH)", name,
+                         text);
+    ((worker_config *)base)->gateway = text;
+    return 0;
+}
+
+/* Copied, so that a worker_config can be copied by value (worker threads in tests). */
+static int set_replica(const args_option *opt, void *base, const char *name, const char *text, lion_status *st) {
+    worker_config *cfg = base;
+    size_t len = strlen(text);
+    if (len == 0 || len >= sizeof cfg->replica_id)
+        return lion_fail(st, LION_EINVAL, "%s: replica id must be 1..%zu bytes", name, sizeof cfg->replica_id - 1);
+    memcpy(cfg->replica_id, text, len + 1);
     return 0;
 }
 
 /* The options every worker shares, each with its environment variable. */
-enum opt_id { OPT_GATEWAY, OPT_MODEL, OPT_THREADS, OPT_REPLICA, OPT_CAPACITY, OPT_MAX_BATCH, OPT_HEARTBEAT, OPT_COUNT };
-
-static const struct {
-    const char *flag, *env, *arg, *help;
-} options[OPT_COUNT] = {
-    [OPT_GATEWAY] = {"--gateway", "LION_GATEWAY", "EP", "the stage's gateway endpoint (tcp://HOST:PORT, ipc://PATH)"},
-    [OPT_MODEL] = {"--model", "LION_MODEL", "DIR", "model directory (docs/model-format.md)"},
-    [OPT_THREADS] = {"--threads", "LION_THREADS", "N", "compute threads (default: OpenMP's)"},
-    [OPT_REPLICA] = {"--replica", "LION_REPLICA", "ID", "replica id in traces and logs (default SERVICE-PID)"},
-    [OPT_CAPACITY] = {"--capacity", "LION_CAPACITY", "N", "jobs held at once, queued + running (default 4)"},
-    [OPT_MAX_BATCH] = {"--max-batch", "LION_MAX_BATCH", "N", "jobs run in one forward (default 4)"},
-    [OPT_HEARTBEAT] = {"--heartbeat-ms", "LION_HEARTBEAT_MS", "N", "heartbeat interval (default 1000)"},
+static const args_option worker_options[] = {
+    {.name = "--gateway", .env = "LION_GATEWAY", .metavar = "EP", .kind = ARG_CUSTOM, .set = set_gateway,
+     .help = "the stage's gateway endpoint (tcp://HOST:PORT, ipc://PATH)"},
+    {.name = "--model", .env = "LION_MODEL", .metavar = "DIR", .kind = ARG_STRING, ARGS_AT(worker_config, model_dir),
+     .help = "model directory (docs/model-format.md)", .deflt = WORKER_DEFAULT_MODEL},
+    {.name = "--threads", .env = "LION_THREADS", .metavar = "N", .kind = ARG_INT, ARGS_AT(worker_config, threads),
+     .min = 1, .max = 1024, .help = "compute threads", .deflt = "OpenMP's"},
+    {.name = "--replica", .env = "LION_REPLICA", .metavar = "ID", .kind = ARG_CUSTOM, .set = set_replica,
+     .help = "replica id in traces and logs", .deflt = "SERVICE-PID"},
+    {.name = "--capacity", .env = "LION_CAPACITY", .metavar = "N", .kind = ARG_INT, ARGS_AT(worker_config, capacity),
+     .min = 1, .max = LION_MAX_CAPACITY, .help = "jobs held at once, queued + running"},
+    {.name = "--max-batch", .env = "LION_MAX_BATCH", .metavar = "N", .kind = ARG_INT,
+     ARGS_AT(worker_config, max_batch), .min = 1, .max = LION_MAX_BATCH, .help = "jobs run in one forward"},
+    {.name = "--heartbeat-ms", .env = "LION_HEARTBEAT_MS", .metavar = "N", .kind = ARG_INT,
+     ARGS_AT(worker_config, heartbeat_ms), .min = 1, .max = 3600000, .help = "heartbeat interval"},
 };
 
-static int config_set(worker_config *cfg, int opt, const char *what, const char *value, lion_status *st) {
-    switch (opt) {
-    case OPT_GATEWAY:
-        if (!strstr(value, "://"))
-            return lion_fail(st, LION_EINVAL, "%s: '%s' is not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH)",
-                             what, value);
-        cfg->gateway = value;
-        return 0;
-    case OPT_MODEL: cfg->model_dir = value; return 0;
-    case OPT_REPLICA:
-        if (!value[0] || strlen(value) >= sizeof cfg->replica_id)
-            return lion_fail(st, LION_EINVAL, "%s: replica id must be 1..%zu bytes", what, sizeof cfg->replica_id - 1);
-        memcpy(cfg->replica_id, value, strlen(value) + 1);
-        return 0;
-    case OPT_THREADS: return parse_int(what, value, 1, 1024, &cfg->threads, st);
-    case OPT_CAPACITY: return parse_int(what, value, 1, 4096, &cfg->capacity, st);
-    case OPT_MAX_BATCH: return parse_int(what, value, 1, 4096, &cfg->max_batch, st);
-    case OPT_HEARTBEAT: return parse_int(what, value, 1, 3600000, &cfg->heartbeat_ms, st);
-    default: return lion_fail(st, LION_EINTERNAL, "config_set: option %d", opt);
-    }
-}
-
-int worker_config_parse(worker_config *cfg, const char *service, int argc, char **argv, lion_status *st) {
+static void config_defaults(worker_config *cfg, const char *service) {
     memset(cfg, 0, sizeof *cfg);
     cfg->service = service;
     cfg->capacity = 4;
     cfg->max_batch = 4;
     cfg->heartbeat_ms = 1000;
     snprintf(cfg->replica_id, sizeof cfg->replica_id, "%s-%ld", service, (long)getpid());
-    for (int o = 0; o < OPT_COUNT; o++) {
-        const char *v = getenv(options[o].env);
-        if (v && config_set(cfg, o, options[o].env, v, st) != 0) return -1;
-    }
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-            cfg->help = 1;
-            continue;
-        }
-        int opt = -1;
-        const char *value = NULL;
-        for (int o = 0; o < OPT_COUNT && opt < 0; o++) {
-            size_t len = strlen(options[o].flag);
-            if (strncmp(arg, options[o].flag, len) != 0) continue;
-            if (arg[len] == '=') {
-                opt = o;
-                value = arg + len + 1;
-            } else if (arg[len] == '\0') {
-                opt = o;
-                if (i + 1 >= argc) return lion_fail(st, LION_EINVAL, "%s needs a value (%s)", arg, options[o].arg);
-                value = argv[++i];
-            }
-        }
-        if (opt < 0) return lion_fail(st, LION_EINVAL, "unknown option '%s' (see --help)", arg);
-        if (config_set(cfg, opt, options[opt].flag, value, st) != 0) return -1;
-    }
+}
+
+/* The worker's table, then the service's own options when it has any. */
+static int option_tables(args_table tables[2], worker_config *base, const args_table *extra) {
+    tables[0] = ARGS_TABLE(worker_options, base);
+    if (!extra || extra->n_options == 0) return 1;
+    tables[1] = *extra;
+    return 2;
+}
+
+int worker_config_parse_with(worker_config *cfg, const char *service, const args_table *extra, int argc, char **argv,
+                             lion_status *st) {
+    config_defaults(cfg, service);
+    args_table tables[2];
+    int n_tables = option_tables(tables, cfg, extra);
+    args_parsed parsed;
+    if (args_parse(tables, n_tables, 0, argc, argv, &parsed, st) != 0) return -1;
+    cfg->help = parsed.help;
     if (cfg->help) return 0;
     if (!cfg->gateway)
         return lion_fail(st, LION_EINVAL, "no gateway endpoint: pass --gateway tcp://HOST:PORT or set LION_GATEWAY");
@@ -629,12 +645,15 @@ int worker_config_parse(worker_config *cfg, const char *service, int argc, char 
     return 0;
 }
 
-void worker_usage(FILE *out, const char *program) {
+int worker_config_parse(worker_config *cfg, const char *service, int argc, char **argv, lion_status *st) {
+    return worker_config_parse_with(cfg, service, NULL, argc, argv, st);
+}
+
+void worker_usage(FILE *out, const char *program, const args_table *extra) {
+    worker_config defaults;
+    config_defaults(&defaults, "SERVICE");
+    args_table tables[2];
+    int n_tables = option_tables(tables, &defaults, extra);
     fprintf(out, "usage: %s [options]\n", program);
-    for (int o = 0; o < OPT_COUNT; o++) {
-        char left[48];
-        snprintf(left, sizeof left, "%s %s", options[o].flag, options[o].arg);
-        fprintf(out, "  %-20s %s [%s]\n", left, options[o].help, options[o].env);
-    }
-    fprintf(out, "  %-20s %s\n", "--help", "this text");
+    args_usage(out, tables, n_tables);
 }

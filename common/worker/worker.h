@@ -17,9 +17,13 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "args.h"
 #include "envelope.h"
 #include "status.h"
 #include "tensor.h"
+
+/* Without --model (or LION_MODEL) services load the embedded tiny model. */
+#define WORKER_DEFAULT_MODEL "models/tiny-lion"
 
 typedef struct worker_config {
     const char *gateway;   /* the stage's gateway endpoint: tcp://HOST:PORT, ipc://PATH */
@@ -88,10 +92,16 @@ int worker_job_fail(worker_job *job, int code, const char *fmt, ...) __attribute
 
 /* Defaults, then LION_GATEWAY, LION_MODEL, LION_THREADS, LION_REPLICA, LION_CAPACITY,
  * LION_MAX_BATCH, LION_HEARTBEAT_MS from the environment, then the command line:
- * --gateway EP --model DIR --threads N --replica ID --capacity N --max-batch N
- * --heartbeat-ms N --help (either "--opt value" or "--opt=value"). cfg keeps pointers
- * into argv and the environment (except replica_id, copied). */
+ * --gateway EP --model DIR --threads N (1..1024) --replica ID --capacity N
+ * (1..LION_MAX_CAPACITY) --max-batch N (1..LION_MAX_BATCH, at most --capacity)
+ * --heartbeat-ms N --help (either "--opt value" or "--opt=value"; common/core/args.h).
+ * cfg keeps pointers into argv and the environment (except replica_id, copied). */
 int worker_config_parse(worker_config *cfg, const char *service, int argc, char **argv, lion_status *st);
-void worker_usage(FILE *out, const char *program);
+/* The same, with a service's own options (extra, may be NULL: e.g. lion-vision's
+ * --cache-mb) read from the same environment and command line. */
+int worker_config_parse_with(worker_config *cfg, const char *service, const args_table *extra, int argc, char **argv,
+                             lion_status *st);
+/* The --help text: the shared options, then extra's (NULL: none), with their defaults. */
+void worker_usage(FILE *out, const char *program, const args_table *extra);
 
 #endif

@@ -9,15 +9,14 @@ int worker_main(const worker_service *svc, int argc, char **argv) {
     worker_config cfg;
     lion_status st;
     log_init(svc->name, LOG_INFO);
-    if (worker_config_parse(&cfg, svc->name, argc, argv, &st)) {
+    if (worker_config_parse_with(&cfg, svc->name, &svc->options, argc, argv, &st)) {
         log_error("%s", st.msg);
         return 2;
     }
     if (cfg.help) {
         char program[64];
         snprintf(program, sizeof program, "lion-%s", svc->name);
-        worker_usage(stdout, program);
-        if (svc->extra_usage) fputs(svc->extra_usage, stdout);
+        worker_usage(stdout, program, &svc->options);
         return 0;
     }
     if (!cfg.model_dir) cfg.model_dir = WORKER_DEFAULT_MODEL;

@@ -2,14 +2,12 @@
  * logging and threads, open the stage's model, run the worker loop, close.
  *
  * A service supplies its name, its stage, and how to open and close its model; its own
- * main.c is then a few lines (services/<stage>/main.c). */
+ * main.c is then a few lines (services/<stage>/main.c). WORKER_DEFAULT_MODEL (worker.h)
+ * is the model directory without --model. */
 #ifndef LION_WORKER_MAIN_H
 #define LION_WORKER_MAIN_H
 
 #include "worker.h"
-
-/* Without --model (or LION_MODEL) services load the embedded tiny model. */
-#define WORKER_DEFAULT_MODEL "models/tiny-lion"
 
 typedef struct worker_service {
     const char *name;  /* "vision": logs, trace hops, replica ids, "lion-vision" in usage */
@@ -20,7 +18,10 @@ typedef struct worker_service {
     void (*close)(void *ctx);
     worker_process_fn process;
     void (*cache_stats)(void *ctx, uint64_t *hits, uint64_t *misses); /* optional, see worker_stage */
-    const char *extra_usage; /* lines printed after the shared options by --help, or NULL */
+    /* The service's own options (common/core/args.h), parsed with the shared ones and
+     * listed after them by --help; its base is the service's options struct, holding the
+     * defaults until main parses. Zero: none. */
+    args_table options;
 } worker_service;
 
 /* Exit status: 0 after a clean shutdown, 1 when the model or the loop failed, 2 for bad

@@ -22,7 +22,7 @@ static void aggregator_close(void *s) {
 }
 
 int main(int argc, char **argv) {
-    const worker_service svc = {"aggregator", LION__STAGE__AGGREGATOR, aggregator_open, aggregator_close,
-                                aggregator_stage_process, NULL, NULL};
+    const worker_service svc = {.name = "aggregator", .stage = LION__STAGE__AGGREGATOR, .open = aggregator_open,
+                                .close = aggregator_close, .process = aggregator_stage_process};
     return worker_main(&svc, argc, argv);
 }

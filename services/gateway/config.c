@@ -1,10 +1,14 @@
-/* config.c - the gateway's command line (gateway.h lists the flags). */
+/* config.c - the gateway's command line: one option table (common/core/args.h) that both
+ * parses and prints --help. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "envelope.h"
+#include "args.h"
 #include "gateway.h"
+#include "protocol.h"
+
+#define DEFAULT_BIND_BASE "tcp://127.0.0.1:5551"
 
 static void defaults(gateway_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
@@ -20,123 +24,132 @@ static void defaults(gateway_config *cfg) {
     cfg->retry_after_s = 1;
     cfg->max_body_bytes = (size_t)32 << 20;
     cfg->max_image_bytes = (size_t)16 << 20;
-    cfg->max_prompt_bytes = 4096;
-    cfg->max_tags = 64;
+    /* the most a worker takes: a larger limit here would only move the refusal to a stage */
+    cfg->max_prompt_bytes = LION_MAX_INSTRUCTION_BYTES;
+    cfg->max_tags = LION_MAX_TAGS;
     cfg->idle_timeout_ms = 60000;
     cfg->max_connections = 1024;
 }
 
-/* Endpoints PORT, PORT+1, ... for the four stages from "tcp://HOST:PORT". */
-static int bind_base(gateway_config *cfg, const char *base, lion_status *st) {
-    const char *colon = strrchr(base, ':');
-    char *end;
-    long port = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || strncmp(base, "tcp://", 6) != 0 || *end || port < 1 || port > 65532)
-        return lion_fail(st, LION_EINVAL, "--bind-base: expected tcp://HOST:PORT, got '%s'", base);
-    for (int s = 1; s <= 4; s++) {
-        snprintf(cfg->endpoint_storage[s], sizeof cfg->endpoint_storage[s], "%.*s:%ld", (int)(colon - base), base,
-                 port + s - 1);
+/* A port number after "HOST:"; name is the option, for the message. */
+static int parse_port(const char *name, const char *text, long lo, long hi, long *port, lion_status *st) {
+    char *end = NULL;
+    errno = 0;
+    long v = (text[0] >= '0' && text[0] <= '9') ? strtol(text, &end, 10) : -1;
+    if (!end || *end)
+        return lion_fail(st, LION_EINVAL, "%s: port '%s' is not an integer in [%ld, %ld]", name, text, lo, hi);
+    if (errno || v < lo || v > hi)
+        return lion_fail(st, LION_EINVAL, "%s: port %s is not in [%ld, %ld]", name, text, lo, hi);
+    *port = v;
+    return 0;
+}
+
+/* Endpoints PORT, PORT+1, ... for the four stages from "tcp://HOST:PORT". A stage whose
+ * endpoint was given on its own (--vision EP, pointing into argv rather than into
+ * endpoint_storage) keeps it, whichever of the two options came first. */
+static int set_bind_base(const args_option *opt, void *base, const char *name, const char *text, lion_status *st) {
+    gateway_config *cfg = base;
+    const char *colon = strrchr(text, ':');
+    if (!colon || strncmp(text, "tcp://", 6) != 0)
+        return lion_fail(st, LION_EINVAL, "%s: expected tcp://HOST:PORT, got '%s'", name, text);
+    long port;
+    if (parse_port(name, colon + 1, 1, 65535 - (LION_STAGE_LAST - LION_STAGE_FIRST), &port, st) != 0) return -1;
+    int host_len = (int)(colon - text);
+    if ((size_t)host_len + sizeof ":65535" > sizeof cfg->endpoint_storage[0])
+        return lion_fail(st, LION_EINVAL, "%s: '%s' is longer than %zu bytes", name, text,
+                         sizeof cfg->endpoint_storage[0] - sizeof ":65535");
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) {
+        if (cfg->stage_endpoint[s] && cfg->stage_endpoint[s] != cfg->endpoint_storage[s]) continue;
+        snprintf(cfg->endpoint_storage[s], sizeof cfg->endpoint_storage[s], "%.*s:%ld", host_len, text,
+                 port + s - LION_STAGE_FIRST);
         cfg->stage_endpoint[s] = cfg->endpoint_storage[s];
     }
     return 0;
 }
 
-static int parse_long(const char *flag, const char *v, long lo, long hi, long *out, lion_status *st) {
-    char *end;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (errno || end == v || *end || n < lo || n > hi)
-        return lion_fail(st, LION_EINVAL, "%s: expected an integer from %ld to %ld, got '%s'", flag, lo, hi, v);
-    *out = n;
+/* HOST:PORT; the host is copied into endpoint_storage[0] (gateway_run expects it there). */
+static int set_listen(const args_option *opt, void *base, const char *name, const char *text, lion_status *st) {
+    gateway_config *cfg = base;
+    const char *colon = strrchr(text, ':');
+    if (!colon) return lion_fail(st, LION_EINVAL, "%s: expected HOST:PORT, got '%s'", name, text);
+    long port;
+    if (parse_port(name, colon + 1, 0, 65535, &port, st) != 0) return -1;
+    int host_len = (int)(colon - text);
+    if ((size_t)host_len >= sizeof cfg->endpoint_storage[0])
+        return lion_fail(st, LION_EINVAL, "%s: host '%.*s' is longer than %zu bytes", name, host_len, text,
+                         sizeof cfg->endpoint_storage[0] - 1);
+    snprintf(cfg->endpoint_storage[0], sizeof cfg->endpoint_storage[0], "%.*s", host_len, text);
+    cfg->listen_host = cfg->endpoint_storage[0];
+    cfg->listen_port = (int)port;
     return 0;
 }
 
-int gateway_config_parse(gateway_config *cfg, int argc, char **argv, lion_status *st) {
+/* An endpoint of one stage; the length bound only keeps a runaway argument out of logs. */
+#define STAGE_OPTION(flag, stage, what)                                                                      \
+    {.name = flag, .metavar = "EP", .kind = ARG_STRING, ARGS_AT(gateway_config, stage_endpoint[stage]),     \
+     .min = 1, .max = 1024, .help = what " workers' ROUTER endpoint (tcp://, ipc://)"}
+
+/* Flags only: the gateway reads no environment variables. */
+static const args_option gateway_options[] = {
+    {.name = "--listen", .metavar = "HOST:PORT", .kind = ARG_CUSTOM, .set = set_listen, .help = "HTTP address",
+     .deflt = "127.0.0.1:8080"},
+    {.name = "--bind-base", .metavar = "tcp://H:P", .kind = ARG_CUSTOM, .set = set_bind_base,
+     .help = "stages on P (vision), P+1 (tagger), P+2 (aggregator), P+3 (llm)", .deflt = DEFAULT_BIND_BASE},
+    STAGE_OPTION("--vision", LION__STAGE__VISION, "vision"),
+    STAGE_OPTION("--tagger", LION__STAGE__TAGGER, "tagger"),
+    STAGE_OPTION("--aggregator", LION__STAGE__AGGREGATOR, "aggregator"),
+    STAGE_OPTION("--llm", LION__STAGE__LLM, "llm"),
+    {.name = "--tap", .metavar = "EP", .kind = ARG_STRING, ARGS_AT(gateway_config, tap_endpoint), .min = 1,
+     .max = 1024, .help = "XPUB endpoint of the message taps (none without it)"},
+    {.name = "--model-name", .metavar = "NAME", .kind = ARG_STRING, ARGS_AT(gateway_config, model_name), .min = 1,
+     .max = 120, .help = "reported by /v1/models and in answers"},
+    {.name = "--deadline-ms", .metavar = "N", .kind = ARG_INT, ARGS_AT(gateway_config, deadline_ms), .min = 1,
+     .max = 86400000, .help = "per request (a request may ask for less)"},
+    {.name = "--heartbeat-ms", .metavar = "N", .kind = ARG_INT, ARGS_AT(gateway_config, heartbeat_ms), .min = 10,
+     .max = 600000, .help = "gateway -> worker heartbeats"},
+    {.name = "--worker-timeout-ms", .metavar = "N", .kind = ARG_INT, ARGS_AT(gateway_config, worker_timeout_ms),
+     .min = 20, .max = 3600000, .help = "silence after which a worker is dead"},
+    {.name = "--max-requests", .metavar = "N", .kind = ARG_INT, ARGS_AT(gateway_config, max_requests), .min = 1,
+     .max = 1000000, .help = "requests in flight; beyond: 429"},
+    {.name = "--max-queue", .metavar = "N", .kind = ARG_INT, ARGS_AT(gateway_config, max_queue), .min = 1,
+     .max = 1000000, .help = "jobs waiting for credit in a first stage; beyond: 429"},
+    {.name = "--max-attempts", .metavar = "N", .kind = ARG_INT, ARGS_AT(gateway_config, max_attempts), .min = 1,
+     .max = 100, .help = "dispatches of one stage job before the request fails 503"},
+    {.name = "--retry-after-s", .metavar = "N", .kind = ARG_INT, ARGS_AT(gateway_config, retry_after_s), .min = 1,
+     .max = 3600, .help = "Retry-After of 429 and 503"},
+    {.name = "--max-body-bytes", .metavar = "N", .kind = ARG_SIZE, ARGS_AT(gateway_config, max_body_bytes),
+     .min = 1024, .max = 1LL << 31, .help = "HTTP request body"},
+    {.name = "--max-image-bytes", .metavar = "N", .kind = ARG_SIZE, ARGS_AT(gateway_config, max_image_bytes),
+     .min = 16, .max = 1LL << 31, .help = "decoded image"},
+    {.name = "--max-prompt-bytes", .metavar = "N", .kind = ARG_SIZE, ARGS_AT(gateway_config, max_prompt_bytes),
+     .min = 1, .max = LION_MAX_INSTRUCTION_BYTES, .help = "instruction (at most the workers' limit)"},
+    {.name = "--max-tags", .metavar = "N", .kind = ARG_INT, ARGS_AT(gateway_config, max_tags), .min = 0,
+     .max = LION_MAX_TAGS, .help = "user-given tags (at most the workers' limit)"},
+    {.name = "--idle-timeout-ms", .metavar = "N", .kind = ARG_INT, ARGS_AT(gateway_config, idle_timeout_ms),
+     .min = 100, .max = 86400000, .help = "close connections idle (or stalled mid-request) this long"},
+    {.name = "--max-connections", .metavar = "N", .kind = ARG_INT, ARGS_AT(gateway_config, max_connections),
+     .min = 1, .max = 1000000, .help = "open HTTP connections; one more is answered 503"},
+};
+
+static int defaults_with_endpoints(gateway_config *cfg, lion_status *st) {
     defaults(cfg);
-    if (bind_base(cfg, "tcp://127.0.0.1:5551", st)) return -1;
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i], *val = NULL;
-        char flag[64];
-        const char *eq = strchr(arg, '=');
-        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-            cfg->help = 1;
-            continue;
-        }
-        if (strncmp(arg, "--", 2) != 0) return lion_fail(st, LION_EINVAL, "unexpected argument '%s'", arg);
-        if (eq) {
-            snprintf(flag, sizeof flag, "%.*s", (int)(eq - arg), arg);
-            val = eq + 1;
-        } else {
-            snprintf(flag, sizeof flag, "%s", arg);
-            if (i + 1 >= argc) return lion_fail(st, LION_EINVAL, "%s needs a value", flag);
-            val = argv[++i];
-        }
-        long n = 0;
-        int stage = lion_stage_from_name(flag + 2);
-        if (stage) {
-            cfg->stage_endpoint[stage] = val;
-        } else if (!strcmp(flag, "--bind-base")) {
-            if (bind_base(cfg, val, st)) return -1;
-        } else if (!strcmp(flag, "--listen")) {
-            const char *colon = strrchr(val, ':');
-            if (!colon) return lion_fail(st, LION_EINVAL, "--listen: expected HOST:PORT, got '%s'", val);
-            if (parse_long("--listen port", colon + 1, 0, 65535, &n, st)) return -1;
-            snprintf(cfg->endpoint_storage[0], sizeof cfg->endpoint_storage[0], "%.*s", (int)(colon - val), val);
-            cfg->listen_host = cfg->endpoint_storage[0];
-            cfg->listen_port = (int)n;
-        } else if (!strcmp(flag, "--tap")) {
-            cfg->tap_endpoint = val;
-        } else if (!strcmp(flag, "--model-name")) {
-            if (!val[0] || strlen(val) > 120) return lion_fail(st, LION_EINVAL, "--model-name: 1 to 120 characters");
-            cfg->model_name = val;
-        } else {
-#define INT_FLAG(name, lo, hi, field)                                                                                 \
-    if (!strcmp(flag, name)) {                                                                                         \
-        if (parse_long(name, val, lo, hi, &n, st)) return -1;                                                          \
-        cfg->field = n;                                                                                                \
-        continue;                                                                                                      \
-    }
-            INT_FLAG("--deadline-ms", 1, 86400000, deadline_ms)
-            INT_FLAG("--heartbeat-ms", 10, 600000, heartbeat_ms)
-            INT_FLAG("--worker-timeout-ms", 20, 3600000, worker_timeout_ms)
-            INT_FLAG("--max-requests", 1, 1000000, max_requests)
-            INT_FLAG("--max-queue", 1, 1000000, max_queue)
-            INT_FLAG("--max-attempts", 1, 100, max_attempts)
-            INT_FLAG("--retry-after-s", 1, 3600, retry_after_s)
-            INT_FLAG("--max-body-bytes", 1024, 1L << 31, max_body_bytes)
-            INT_FLAG("--max-image-bytes", 16, 1L << 31, max_image_bytes)
-            INT_FLAG("--max-prompt-bytes", 1, 1L << 20, max_prompt_bytes)
-            INT_FLAG("--max-tags", 0, 4096, max_tags)
-            INT_FLAG("--idle-timeout-ms", 100, 86400000, idle_timeout_ms)
-            INT_FLAG("--max-connections", 1, 1000000, max_connections)
-#undef INT_FLAG
-            return lion_fail(st, LION_EINVAL, "unknown option %s (see --help)", flag);
-        }
-    }
+    return set_bind_base(NULL, cfg, "--bind-base", DEFAULT_BIND_BASE, st);
+}
+
+int gateway_config_parse(gateway_config *cfg, int argc, char **argv, lion_status *st) {
+    if (defaults_with_endpoints(cfg, st) != 0) return -1;
+    args_table table = ARGS_TABLE(gateway_options, cfg);
+    args_parsed parsed;
+    if (args_parse(&table, 1, 0, argc, argv, &parsed, st) != 0) return -1;
+    cfg->help = parsed.help;
     return 0;
 }
 
 void gateway_usage(FILE *out, const char *program) {
-    fprintf(out,
-            "usage: %s [options]\n"
-            "  --listen HOST:PORT       HTTP address (default 127.0.0.1:8080)\n"
-            "  --bind-base tcp://H:P    stage endpoints P (vision), P+1 (tagger), P+2 (aggregator),\n"
-            "                           P+3 (llm) (default tcp://127.0.0.1:5551)\n"
-            "  --vision|--tagger|--aggregator|--llm EP   one stage's endpoint\n"
-            "  --tap EP                 XPUB endpoint for message taps (default: none)\n"
-            "  --model-name NAME        reported by /v1/models (default lion-flant5)\n"
-            "  --deadline-ms N          per request (default 60000)\n"
-            "  --heartbeat-ms N         to workers (default 1000)\n"
-            "  --worker-timeout-ms N    silence before a worker is dead (default 3500)\n"
-            "  --max-requests N         in flight, beyond: 429 (default 256)\n"
-            "  --max-queue N            jobs waiting per stage, beyond: 429 (default 64)\n"
-            "  --max-attempts N         dispatches of one job (default 3)\n"
-            "  --retry-after-s N        Retry-After of 429/503 (default 1)\n"
-            "  --max-body-bytes N       (default 33554432)\n"
-            "  --max-image-bytes N      decoded image (default 16777216)\n"
-            "  --max-prompt-bytes N     instruction (default 4096)\n"
-            "  --max-tags N             user-given tags (default 64)\n"
-            "  --idle-timeout-ms N      close idle or stalled connections (default 60000)\n"
-            "  --max-connections N      open HTTP connections; more are answered 503 (default 1024)\n",
-            program);
+    gateway_config d;
+    lion_status st;
+    defaults_with_endpoints(&d, &st);
+    args_table table = ARGS_TABLE(gateway_options, &d);
+    fprintf(out, "usage: %s [options]\n", program);
+    args_usage(out, &table, 1);
 }

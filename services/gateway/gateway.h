@@ -29,22 +29,26 @@ typedef struct gateway_config {
     int retry_after_s;        /* Retry-After of 429/503 answers */
     size_t max_body_bytes;    /* HTTP request body */
     size_t max_image_bytes;   /* decoded image */
-    size_t max_prompt_bytes;  /* instruction */
-    int max_tags;             /* user-given tags */
+    size_t max_prompt_bytes;  /* instruction; at most LION_MAX_INSTRUCTION_BYTES (protocol.h) */
+    int max_tags;             /* user-given tags; at most LION_MAX_TAGS (protocol.h) */
     int idle_timeout_ms;      /* a connection with no request being answered and no bytes
                                  for this long is closed (slow or dead clients) */
     int max_connections;      /* open HTTP connections; one more is answered 503 and closed */
-    char endpoint_storage[5][128]; /* endpoints made from --bind-base */
+    char endpoint_storage[5][128]; /* [0]: the --listen host; [1..4]: endpoints made from --bind-base */
     int help;
 } gateway_config;
 
-/* Defaults, then LION_GATEWAY_* environment variables are not read: flags only.
+/* Defaults, then the command line (flags only: no environment variables), parsed and
+ * checked by one option table (config.c, common/core/args.h); --help sets help.
  *   --listen HOST:PORT --vision EP --tagger EP --aggregator EP --llm EP
- *   --bind-base tcp://HOST:PORT (vision PORT, tagger +1, aggregator +2, llm +3)
+ *   --bind-base tcp://HOST:PORT (vision PORT, tagger +1, aggregator +2, llm +3; a stage
+ *     given on its own keeps its endpoint)
  *   --tap EP --model-name NAME --deadline-ms N --heartbeat-ms N --worker-timeout-ms N
  *   --max-requests N --max-queue N --max-attempts N --retry-after-s N
  *   --max-body-bytes N --max-image-bytes N --max-prompt-bytes N --max-tags N
- *   --idle-timeout-ms N --help */
+ *   --idle-timeout-ms N --max-connections N --help
+ * Every number has a range; a value outside it is refused naming the option
+ * ("--max-tags: 65 is not in [0, 64]"). */
 int gateway_config_parse(gateway_config *cfg, int argc, char **argv, lion_status *st);
 void gateway_usage(FILE *out, const char *program);
 

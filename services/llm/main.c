@@ -21,6 +21,7 @@ static void llm_close(void *s) {
 }
 
 int main(int argc, char **argv) {
-    const worker_service svc = {"llm", LION__STAGE__LLM, llm_open, llm_close, llm_stage_process, NULL, NULL};
+    const worker_service svc = {.name = "llm", .stage = LION__STAGE__LLM, .open = llm_open, .close = llm_close,
+                                .process = llm_stage_process};
     return worker_main(&svc, argc, argv);
 }

@@ -21,6 +21,7 @@ static void tagger_close(void *s) {
 }
 
 int main(int argc, char **argv) {
-    const worker_service svc = {"tagger", LION__STAGE__TAGGER, tagger_open, tagger_close, tagger_stage_process, NULL, NULL};
+    const worker_service svc = {.name = "tagger", .stage = LION__STAGE__TAGGER, .open = tagger_open,
+                                .close = tagger_close, .process = tagger_stage_process};
     return worker_main(&svc, argc, argv);
 }

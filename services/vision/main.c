@@ -4,18 +4,32 @@
  *   lion-vision --gateway tcp://127.0.0.1:5551 [--model models/tiny-lion] [--threads N]
  *               [--cache-mb 512] [worker options, see --help] */
 #include <stdlib.h>
-#include <string.h>
 
 #include "log.h"
 #include "vision_stage.h"
 #include "worker_main.h"
 
-static long cache_mb = 512;
+/* This service's own options, next to the shared worker options. */
+typedef struct vision_options {
+    size_t cache_mb;
+} vision_options;
+
+/* The bound keeps the size in bytes (MB << 20) far from overflowing: 1 TiB. */
+#define VISION_MAX_CACHE_MB ((size_t)1 << 20)
+
+static vision_options options = {.cache_mb = 512};
+
+static const args_option vision_args[] = {
+    {.name = "--cache-mb", .env = "LION_CACHE_MB", .metavar = "MB", .kind = ARG_SIZE, ARGS_AT(vision_options, cache_mb),
+     .min = 0, .max = VISION_MAX_CACHE_MB, .help = "feature cache size, 0 disables",
+     /* spelled out: --help is printed after parsing, when options holds the parsed value */
+     .deflt = "512"},
+};
 
 static void *vision_open(const worker_config *cfg, lion_status *st) {
     vision_stage *s = malloc(sizeof *s);
     if (!s) lion_fail(st, LION_ENOMEM, "vision: out of memory");
-    else if (vision_stage_open(s, cfg->model_dir, cfg->max_batch, (size_t)(cache_mb > 0 ? cache_mb : 0) << 20, st))
+    else if (vision_stage_open(s, cfg->model_dir, cfg->max_batch, options.cache_mb << 20, st))
         s = (free(s), NULL);
     return s;
 }
@@ -30,19 +44,9 @@ static void vision_close(void *ctx) {
 }
 
 int main(int argc, char **argv) {
-    /* --cache-mb is this service's own option; the rest go to the shared worker parser */
-    if (getenv("LION_CACHE_MB")) cache_mb = atol(getenv("LION_CACHE_MB"));
-    int wargc = 0;
-    char **wargv = calloc((size_t)argc + 1, sizeof *wargv);
-    if (!wargv) return 1;
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--cache-mb") && i + 1 < argc) cache_mb = atol(argv[++i]);
-        else if (!strncmp(argv[i], "--cache-mb=", 11)) cache_mb = atol(argv[i] + 11);
-        else wargv[wargc++] = argv[i];
-    }
-    const worker_service svc = {"vision", LION__STAGE__VISION, vision_open, vision_close, vision_stage_process,
-                                vision_stage_cache_stats, "  --cache-mb MB        feature cache size, 0 disables (default 512) [LION_CACHE_MB]\n"};
-    int rc = worker_main(&svc, wargc, wargv);
-    free(wargv);
-    return rc;
+    const worker_service svc = {.name = "vision", .stage = LION__STAGE__VISION, .open = vision_open,
+                                .close = vision_close, .process = vision_stage_process,
+                                .cache_stats = vision_stage_cache_stats,
+                                .options = ARGS_TABLE(vision_args, &options)};
+    return worker_main(&svc, argc, argv);
 }

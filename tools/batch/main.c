@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "args.h"
 #include "batch_check.h"
 #include "batch_request.h"
 #include "clock.h"
@@ -42,88 +43,77 @@ typedef struct tally {
     int passed, failed;
 } tally;
 
+static int set_progress(const args_option *opt, void *base, const char *name, const char *text, lion_status *st) {
+    static const struct {
+        const char *name;
+        progress_mode mode;
+    } modes[] = {{"auto", PROGRESS_AUTO}, {"bar", PROGRESS_BAR}, {"plain", PROGRESS_PLAIN}, {"none", PROGRESS_QUIET}};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        if (!strcmp(text, modes[i].name)) {
+            ((options *)base)->progress = modes[i].mode;
+            return 0;
+        }
+    }
+    return lion_fail(st, LION_EINVAL, "%s is auto, bar, plain or none, not '%s'", name, text);
+}
+
+static const args_option batch_options[] = {
+    {.name = "--gateway", .metavar = "URL", .kind = ARG_STRING, ARGS_AT(options, gateway), .help = "the gateway"},
+    {.name = "--concurrency", .metavar = "N", .kind = ARG_INT, ARGS_AT(options, concurrency), .min = 1,
+     .max = 1000000000, .help = "requests in flight (more than 1024 are 1024)"},
+    {.name = "--out", .metavar = "FILE", .kind = ARG_STRING, ARGS_AT(options, out),
+     .help = "one JSON line per answer", .deflt = "stdout"},
+    {.name = "--check", .kind = ARG_FLAG, ARGS_AT(options, check),
+     .help = "compare with \"expected\"; per-task accuracy, exit 1 on any failure"},
+    {.name = "--draw", .metavar = "DIR", .kind = ARG_STRING, ARGS_AT(options, draw_dir),
+     .help = "write DIR/<id>.png of each region-level answer: answer boxes red, expected box green"},
+    {.name = "--retries", .metavar = "N", .kind = ARG_INT, ARGS_AT(options, retries), .min = 0, .max = 1000000000,
+     .help = "retries of a 429/503 answer"},
+    {.name = "--max-retry-wait-ms", .metavar = "N", .kind = ARG_INT, ARGS_AT(options, max_retry_wait_ms), .min = 0,
+     .max = 1000000000, .help = "cap on one Retry-After wait"},
+    {.name = "--timeout-ms", .metavar = "N", .kind = ARG_INT, ARGS_AT(options, timeout_ms), .min = 1,
+     .max = 1000000000, .help = "per attempt"},
+    {.name = "--progress", .metavar = "MODE", .kind = ARG_CUSTOM, .set = set_progress,
+     .help = "auto (bar on a terminal, else lines), bar, plain, none", .deflt = "auto"},
+};
+
+static const options option_defaults = {.gateway = "http://127.0.0.1:8080", .concurrency = 4, .retries = 5,
+                                        .timeout_ms = 300000, .max_retry_wait_ms = 30000, .progress = PROGRESS_AUTO};
+
 static void usage(FILE *out) {
     fprintf(out,
             "usage: lion-batch [options] REQUESTS\n"
-            "  REQUESTS            requests.json ({\"requests\": [...]}, tools/train/evaluate.py) or JSONL,\n"
-            "                      one {\"id\",\"image\",\"instruction\",\"task\",\"tags\"?,...} per line\n"
-            "  --gateway URL       the gateway (default http://127.0.0.1:8080)\n"
-            "  --concurrency N     requests in flight (default 4)\n"
-            "  --out FILE          one JSON line per answer (default: stdout)\n"
-            "  --check             compare with \"expected\"; per-task accuracy, exit 1 on any failure\n"
-            "  --draw DIR          write DIR/<id>.png of each region-level answer: answer boxes red,\n"
-            "                      expected box green\n"
-            "  --retries N         retries of a 429/503 answer (default 5)\n"
-            "  --max-retry-wait-ms N  cap on one Retry-After wait (default 30000)\n"
-            "  --timeout-ms N      per attempt (default 300000)\n"
-            "  --progress MODE     auto (bar on a terminal, else lines), bar, plain, none\n");
-}
-
-static int parse_int(const char *name, const char *v, int min, int *out) {
-    char *end;
-    errno = 0;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || errno || *end || x < min || x > 1000000000) {
-        fprintf(stderr, "lion-batch: %s needs an integer >= %d, got '%s'\n", name, min, v ? v : "");
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
+            "  REQUESTS                  requests.json ({\"requests\": [...]}, tools/train/evaluate.py) or JSONL,\n"
+            "                            one {\"id\",\"image\",\"instruction\",\"task\",\"tags\"?,...} per line\n");
+    options defaults = option_defaults;
+    args_table table = ARGS_TABLE(batch_options, &defaults);
+    args_usage(out, &table, 1);
 }
 
 static int parse_options(int argc, char **argv, options *o) {
-    *o = (options){.gateway = "http://127.0.0.1:8080", .concurrency = 4, .retries = 5, .timeout_ms = 300000,
-                   .max_retry_wait_ms = 30000, .progress = PROGRESS_AUTO};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            exit(0);
-        } else if (!strcmp(a, "--check")) {
-            o->check = 1;
-        } else if (!strcmp(a, "--gateway") && v) {
-            o->gateway = v, i++;
-        } else if (!strcmp(a, "--out") && v) {
-            o->out = v, i++;
-        } else if (!strcmp(a, "--draw") && v) {
-            o->draw_dir = v, i++;
-        } else if (!strcmp(a, "--concurrency")) {
-            if (parse_int(a, v, 1, &o->concurrency)) return -1;
-            i++;
-        } else if (!strcmp(a, "--retries")) {
-            if (parse_int(a, v, 0, &o->retries)) return -1;
-            i++;
-        } else if (!strcmp(a, "--timeout-ms")) {
-            if (parse_int(a, v, 1, &o->timeout_ms)) return -1;
-            i++;
-        } else if (!strcmp(a, "--max-retry-wait-ms")) {
-            if (parse_int(a, v, 0, &o->max_retry_wait_ms)) return -1;
-            i++;
-        } else if (!strcmp(a, "--progress") && v) {
-            i++;
-            if (!strcmp(v, "auto")) o->progress = PROGRESS_AUTO;
-            else if (!strcmp(v, "bar")) o->progress = PROGRESS_BAR;
-            else if (!strcmp(v, "plain")) o->progress = PROGRESS_PLAIN;
-            else if (!strcmp(v, "none")) o->progress = PROGRESS_QUIET;
-            else {
-                fprintf(stderr, "lion-batch: --progress is auto, bar, plain or none, not '%s'\n", v);
-                return -1;
-            }
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "lion-batch: unknown option or missing value: %s\n", a);
-            return -1;
-        } else if (!o->requests) {
-            o->requests = a;
-        } else {
-            fprintf(stderr, "lion-batch: one requests file only (got '%s' and '%s')\n", o->requests, a);
-            return -1;
-        }
+    *o = option_defaults;
+    args_table table = ARGS_TABLE(batch_options, o);
+    args_parsed parsed;
+    lion_status st;
+    if (args_parse(&table, 1, ARGS_MAX_POSITIONAL, argc, argv, &parsed, &st) != 0) {
+        fprintf(stderr, "lion-batch: %s\n", st.msg);
+        return -1;
     }
-    if (o->concurrency > 1024) o->concurrency = 1024;
-    if (!o->requests) {
+    if (parsed.help) {
+        usage(stdout);
+        exit(0);
+    }
+    if (parsed.n_positional > 1) {
+        fprintf(stderr, "lion-batch: one requests file only (got '%s' and '%s')\n", parsed.positional[0],
+                parsed.positional[1]);
+        return -1;
+    }
+    if (parsed.n_positional == 0) {
         usage(stderr);
         return -1;
     }
+    o->requests = parsed.positional[0];
+    if (o->concurrency > 1024) o->concurrency = 1024;
     return 0;
 }
 

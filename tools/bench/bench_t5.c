@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "t5.h"
 #include "threads.h"
 
@@ -136,21 +137,46 @@ static double time_steps(const t5_model *m, const float *enc, int enc_len, int b
     return t / steps;
 }
 
+typedef struct bench_options {
+    int threads, layers, steps, tokens;
+    double bandwidth;
+} bench_options;
+
+static const args_option bench_options_table[] = {
+    {.name = "--threads", .metavar = "N", .kind = ARG_INT, ARGS_AT(bench_options, threads), .min = 1, .max = 1024,
+     .help = "compute threads", .deflt = "OpenMP's"},
+    {.name = "--layers", .metavar = "L", .kind = ARG_INT, ARGS_AT(bench_options, layers), .min = 1, .max = 24,
+     .help = "encoder and decoder layers each (FlanT5-XL: 24)"},
+    {.name = "--steps", .metavar = "S", .kind = ARG_INT, ARGS_AT(bench_options, steps), .min = 1, .max = 100000,
+     .help = "timed decoder steps"},
+    {.name = "--tokens", .metavar = "T", .kind = ARG_INT, ARGS_AT(bench_options, tokens), .min = 1, .max = 4096,
+     .help = "text tokens after LION's 289 visual ones"},
+    {.name = "--bandwidth", .metavar = "GBS", .kind = ARG_DOUBLE, ARGS_AT(bench_options, bandwidth), .fmin = 0.1,
+     .fmax = 100000, .help = "memory bandwidth in GB/s, for the streaming floor"},
+};
+
+static const bench_options defaults = {.layers = 24, .steps = 8, .tokens = 40, .bandwidth = 24.0};
+
+static void usage(FILE *out) {
+    bench_options d = defaults;
+    args_table table = ARGS_TABLE(bench_options_table, &d);
+    fprintf(out, "usage: bench_t5 [options]\n");
+    args_usage(out, &table, 1);
+}
+
 int main(int argc, char **argv) {
-    int threads = 0, layers = 24, steps = 8, text_tokens = 40;
-    double bandwidth = 24.0;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--layers")) layers = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--tokens")) text_tokens = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--bandwidth")) bandwidth = atof(argv[i + 1]);
-        else break;
+    bench_options o = defaults;
+    args_table table = ARGS_TABLE(bench_options_table, &o);
+    args_parsed parsed;
+    lion_status st;
+    int rc = args_parse(&table, 1, 0, argc, argv, &parsed, &st);
+    if (rc != 0) fprintf(stderr, "bench_t5: %s\n", st.msg);
+    if (rc != 0 || parsed.help) {
+        usage(rc != 0 ? stderr : stdout);
+        return rc != 0 ? 2 : 0;
     }
-    if (argc % 2 == 0 || layers < 1 || layers > 24 || steps < 1 || text_tokens < 1 || bandwidth <= 0) {
-        fprintf(stderr, "usage: bench_t5 [--threads N] [--layers 1..24] [--steps S] [--tokens T] [--bandwidth GBS]\n");
-        return 2;
-    }
+    int threads = o.threads, layers = o.layers, steps = o.steps, text_tokens = o.tokens;
+    double bandwidth = o.bandwidth;
     t5_config c = {2048, 5120, 64, 32, layers, layers, 32128, 32, 128, 1e-6f, T5_ACT_GELU, 2, 64, 0};
     /* refuse rather than push a shared machine into swap or the OOM killer */
     double need = 4.0 * ((double)c.vocab_size * c.d_model * 2 +
@@ -176,7 +202,6 @@ int main(int argc, char **argv) {
     float *enc = malloc((size_t)enc_len * c.d_model * sizeof(float));
     arena a;
     arena_init(&a, 0);
-    lion_status st;
     t0 = now();
     if (t5_encode(&m, x, NULL, 1, enc_len, 1, enc, &a, &st)) {
         fprintf(stderr, "bench_t5: %s\n", st.msg);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "args.h"
 #include "threads.h"
 #include "vit.h"
 
@@ -41,18 +42,43 @@ static double sgemm_peak(int n) {
     return 2.0 * n * n * (double)n * reps / t / 1e9;
 }
 
+typedef struct bench_options {
+    int threads, batch, depth, iters;
+} bench_options;
+
+static const args_option bench_options_table[] = {
+    {.name = "--threads", .metavar = "N", .kind = ARG_INT, ARGS_AT(bench_options, threads), .min = 1, .max = 1024,
+     .help = "compute threads", .deflt = "OpenMP's"},
+    {.name = "--batch", .metavar = "B", .kind = ARG_INT, ARGS_AT(bench_options, batch), .min = 1, .max = 1024,
+     .help = "images per forward"},
+    /* layers 18 and 28 are returned when the depth reaches them, the last block always */
+    {.name = "--depth", .metavar = "D", .kind = ARG_INT, ARGS_AT(bench_options, depth), .min = 1, .max = 64,
+     .help = "ViT blocks (LION: 39)"},
+    {.name = "--iters", .metavar = "K", .kind = ARG_INT, ARGS_AT(bench_options, iters), .min = 1, .max = 1000000,
+     .help = "timed forwards after the warm-up"},
+};
+
+static const bench_options defaults = {.batch = 1, .depth = 39, .iters = 2};
+
+static void usage(FILE *out) {
+    bench_options d = defaults;
+    args_table table = ARGS_TABLE(bench_options_table, &d);
+    fprintf(out, "usage: bench_vit [options]\n");
+    args_usage(out, &table, 1);
+}
+
 int main(int argc, char **argv) {
-    int threads = 0, batch = 1, depth = 39, iters = 2;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--depth")) depth = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--iters")) iters = atoi(argv[i + 1]);
-        else {
-            fprintf(stderr, "usage: bench_vit [--threads N] [--batch B] [--depth D] [--iters K]\n");
-            return 2;
-        }
+    bench_options o = defaults;
+    args_table table = ARGS_TABLE(bench_options_table, &o);
+    args_parsed parsed;
+    lion_status st;
+    int rc = args_parse(&table, 1, 0, argc, argv, &parsed, &st);
+    if (rc != 0) fprintf(stderr, "bench_vit: %s\n", st.msg);
+    if (rc != 0 || parsed.help) {
+        usage(rc != 0 ? stderr : stdout);
+        return rc != 0 ? 2 : 0;
     }
+    int threads = o.threads, batch = o.batch, depth = o.depth, iters = o.iters;
     threads_init(threads);
     vit_config c = {224, 14, 1408, depth, 16, 6144, 1e-6f};
     const size_t d = 1408, h = 6144, tokens = 257;
@@ -84,7 +110,6 @@ int main(int argc, char **argv) {
     for (int k = 0; k < 3; k++) outs[k] = malloc((size_t)batch * tokens * d * sizeof(float));
     arena a;
     arena_init(&a, 0);
-    lion_status st;
 
     /* FLOPs of one image: GEMMs (qkv, proj, fc1, fc2, patch) plus attention's two products */
     double per_block = 2.0 * tokens * d * (3 * d + d + 2 * h) + 2.0 * 2 * tokens * tokens * d;

@@ -7,10 +7,12 @@
  *
  * docs/operations.md has examples; docs/wire-protocol.md the tap and dump formats.
  * Exit codes: 0 done, 1 fewer messages than --count / replay differs, 2 usage or error. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "clock.h"
 #include "tap_dump.h"
 #include "tap_print.h"
@@ -24,54 +26,51 @@ typedef struct options {
     long count, timeout_ms;
 } options;
 
+static const args_option tap_options[] = {
+    {.name = "--tap", .metavar = "EP", .kind = ARG_STRING, ARGS_AT(options, tap),
+     .help = "the gateway's tap endpoint (watch, dump)"},
+    {.name = "--out", .metavar = "FILE", .kind = ARG_STRING, ARGS_AT(options, out),
+     .help = "the dump to write (dump), the answer's dump (replay)"},
+    {.name = "--bind", .metavar = "EP", .kind = ARG_STRING, ARGS_AT(options, bind),
+     .help = "where the replayed stage's worker connects (replay)"},
+    {.name = "--request", .metavar = "ID", .kind = ARG_STRING, ARGS_AT(options, filter.request_id),
+     .help = "only this request"},
+    {.name = "--stage", .metavar = "S", .kind = ARG_STRING, ARGS_AT(options, filter.stage),
+     .help = "only this stage: vision, tagger, aggregator, llm"},
+    {.name = "--data", .kind = ARG_FLAG, ARGS_AT(options, data), .help = "with the tensors' values (watch)"},
+    {.name = "--count", .metavar = "N", .kind = ARG_LONG, ARGS_AT(options, count), .min = 0, .max = LONG_MAX,
+     .help = "stop after N messages; exit 1 when fewer came", .deflt = "no limit"},
+    /* an int in the end: tap_replay_options.timeout_ms */
+    {.name = "--timeout-ms", .metavar = "T", .kind = ARG_LONG, ARGS_AT(options, timeout_ms), .min = 0,
+     .max = INT_MAX, .help = "stop after T ms in all", .deflt = "none; replay 30000"},
+};
+
 static void usage(FILE *f) {
     fputs("usage:\n"
           "  lion-tap watch  --tap EP [--request ID] [--stage S] [--data] [--count N] [--timeout-ms T]\n"
           "  lion-tap dump   --tap EP --out FILE [--request ID] [--stage S] [--count N] [--timeout-ms T]\n"
           "  lion-tap show   FILE [--request ID] [--stage S]\n"
-          "  lion-tap replay FILE --request ID --stage S --bind EP [--out FILE] [--timeout-ms T]\n",
+          "  lion-tap replay FILE --request ID --stage S --bind EP [--out FILE] [--timeout-ms T]\n"
+          "options:\n",
           f);
+    options defaults = {0};
+    args_table table = ARGS_TABLE(tap_options, &defaults);
+    args_usage(f, &table, 1);
 }
 
-static int parse_long(const char *flag, const char *s, long *out) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < 0) {
-        fprintf(stderr, "lion-tap: %s wants a number >= 0, not '%s'\n", flag, s);
+/* The command, then a dump FILE for show and replay, in any place among the options. */
+static int parse_args(int argc, char **argv, options *o, int *help) {
+    memset(o, 0, sizeof *o);
+    args_table table = ARGS_TABLE(tap_options, o);
+    args_parsed parsed;
+    lion_status st;
+    if (args_parse(&table, 1, 2, argc, argv, &parsed, &st) != 0) {
+        fprintf(stderr, "lion-tap: %s\n", st.msg);
         return -1;
     }
-    *out = v;
-    return 0;
-}
-
-static int parse_args(int argc, char **argv, options *o) {
-    memset(o, 0, sizeof *o);
-    if (argc < 2) return -1;
-    o->command = argv[1];
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes = 1;
-        if (!strcmp(a, "--data")) o->data = 1, takes = 0;
-        else if (a[0] != '-' && !o->file) o->file = a, takes = 0;
-        else if (!v) {
-            fprintf(stderr, "lion-tap: %s: unknown option or missing value\n", a);
-            return -1;
-        } else if (!strcmp(a, "--tap")) o->tap = v;
-        else if (!strcmp(a, "--out")) o->out = v;
-        else if (!strcmp(a, "--bind")) o->bind = v;
-        else if (!strcmp(a, "--request")) o->filter.request_id = v;
-        else if (!strcmp(a, "--stage")) o->filter.stage = v;
-        else if (!strcmp(a, "--count")) {
-            if (parse_long(a, v, &o->count)) return -1;
-        } else if (!strcmp(a, "--timeout-ms")) {
-            if (parse_long(a, v, &o->timeout_ms)) return -1;
-        } else {
-            fprintf(stderr, "lion-tap: unknown option %s\n", a);
-            return -1;
-        }
-        i += takes;
-    }
+    *help = parsed.help;
+    if (parsed.n_positional > 0) o->command = parsed.positional[0];
+    if (parsed.n_positional > 1) o->file = parsed.positional[1];
     return 0;
 }
 
@@ -161,7 +160,16 @@ static int cmd_replay(const options *o) {
 
 int main(int argc, char **argv) {
     options o;
-    if (parse_args(argc, argv, &o) != 0) {
+    int help = 0;
+    if (parse_args(argc, argv, &o, &help) != 0) {
+        usage(stderr);
+        return 2;
+    }
+    if (help || (o.command && !strcmp(o.command, "help"))) {
+        usage(stdout);
+        return 0;
+    }
+    if (!o.command) {
         usage(stderr);
         return 2;
     }
@@ -169,10 +177,6 @@ int main(int argc, char **argv) {
     if (!strcmp(o.command, "dump")) return cmd_dump(&o);
     if (!strcmp(o.command, "show")) return cmd_show(&o);
     if (!strcmp(o.command, "replay")) return cmd_replay(&o);
-    if (!strcmp(o.command, "--help") || !strcmp(o.command, "help")) {
-        usage(stdout);
-        return 0;
-    }
     fprintf(stderr, "lion-tap: unknown command '%s'\n", o.command);
     usage(stderr);
     return 2;
