@@ -2,8 +2,9 @@
 # The main job (README): builds the release, starts the four stage workers and the gateway on
 # loopback with the embedded tiny model, answers the model's example requests with lion-batch
 # (--check against the expected answers, --draw the region answers' boxes into build/demo),
-# shows one OpenAI-shaped chat completion, stops every process, and exits with lion-batch's
-# status.
+# prints the model's held-out evaluation (eval.json, tools/train/evaluate.py) beside that
+# regression check, shows one OpenAI-shaped chat completion, stops every process, and exits
+# with lion-batch's status.
 #
 #   bash deploy/run-demo.sh [--model DIR] [--port N] [--no-deps]
 set -euo pipefail
@@ -19,7 +20,7 @@ while [ $# -gt 0 ]; do
     --model) model="$2"; shift 2 ;;
     --port) port="$2"; shift 2 ;;
     --no-deps) deps=0; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "run-demo: unknown argument '$1' (--model DIR, --port N, --no-deps)" >&2; exit 2 ;;
   esac
 done
@@ -73,6 +74,34 @@ echo "== lion-batch --check on $requests"
 status=0
 "$build"/tools/batch/lion-batch --gateway "http://127.0.0.1:$port" --check --draw "$build"/demo \
   --out "$build"/demo/answers.jsonl "$requests" || status=$?
+# "N passed" is a regression check on examples the reference answered right, not the
+# model's accuracy: show the held-out evaluation beside it (README, "What 7 passed means")
+python3 - "$model/eval.json" "$requests" <<'PY' || true
+import json, os, sys
+path, reqs = sys.argv[1], sys.argv[2]
+n = len(json.load(open(reqs))["requests"])
+print("== 'N passed' above is a regression check (%d examples picked among answers the PyTorch "
+      "reference got right), not the model's accuracy" % n)
+if not os.path.isfile(path):
+    print("   (no %s: no held-out evaluation to show)" % path)
+    sys.exit(0)
+e = json.load(open(path))
+s = e["summary"]
+print("== held-out evaluation of tools/train/evaluate.py (%s): %d scenes never used in training, "
+      "PyTorch reference, %d beams" % (path, e["n_scenes"], e.get("generation", {}).get("num_beams", 0)))
+names = [("rec", "REC Acc@IoU0.5"), ("vqa_colour", "VQA colour"), ("vqa_shape", "VQA shape"),
+         ("count", "counting"), ("relation", "relation"), ("caption", "caption"),
+         ("region_caption", "region caption")]
+for key, label in names + [(k, k) for k in s if k not in dict(names) and k != "tags"]:
+    if key in s:
+        t = s[key]
+        print("   %-16s %6.1f%%  (%d questions, chance %.0f%%)" % (label, 100 * t["accuracy"], t["n"],
+                                                                   100 * t.get("chance", 0)))
+if "tags" in s:
+    t = s["tags"]
+    print("   %-16s %6.1f%%  (micro F1 over %d scenes; precision %.1f%%, recall %.1f%%)" % (
+        "RAM tags F1", 100 * t["f1"], t["n"], 100 * t["precision"], 100 * t["recall"]))
+PY
 echo "== answers ($build/demo/answers.jsonl; region answers drawn in $build/demo/<id>.png)"
 python3 - "$build"/demo/answers.jsonl <<'PY' || cat "$build"/demo/answers.jsonl
 import json, sys

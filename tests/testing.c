@@ -20,7 +20,26 @@ void testing_fail(const char *file, int line, const char *fmt, ...) {
 
 int testing_finish(void) {
     printf("%d passed, %d failed\n", testing_passed, testing_failed);
-    return testing_failed ? 1 : 0;
+    if (testing_failed) return 1;
+    if (testing_passed == 0) {
+        fprintf(stderr, "FAIL: no check ran: the test returned before checking anything "
+                        "(a test that cannot run here must call testing_skip(\"why\"))\n");
+        return 1;
+    }
+    return 0;
+}
+
+void testing_skip(const char *fmt, ...) {
+    fflush(stdout);
+    fprintf(stderr, "SKIP: ");
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    printf("%d passed, %d failed, skipped\n", testing_passed, testing_failed);
+    fflush(stdout);
+    exit(testing_failed ? 1 : TESTING_SKIP);
 }
 
 const char *testing_fixture(const char *name) {

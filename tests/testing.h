@@ -2,7 +2,11 @@
  *
  * CHECK* macros record a failure with file:line and go on, so one run reports every
  * broken case. Each test binary ends with testing_finish(), which prints
- * "N passed, N failed" and returns the process exit code.
+ * "N passed, N failed" and returns the process exit code: 1 when a check failed, and also
+ * when no check ran at all (a test that returned early did not test anything). A test that
+ * cannot run here (a tool or file this machine lacks) says so with testing_skip(), which
+ * exits with TESTING_SKIP (77), the code ctest reports as "Skipped" (SKIP_RETURN_CODE in
+ * tests/CMakeLists.txt); a skip after failed checks still fails.
  *
  * Reference data: a test named test_X may have tests/fixtures/gen_X.py, run by ctest
  * first (as a fixture) with /usr/bin/python3 and torch; it writes its inputs and
@@ -15,8 +19,15 @@
 
 extern int testing_passed, testing_failed;
 
+/* Exit status of a skipped test (automake's and ctest's convention). */
+#define TESTING_SKIP 77
+
 void testing_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* "N passed, N failed"; returns 1 when a check failed or when none ran, 0 otherwise. */
 int testing_finish(void);
+/* Ends the test as skipped: prints "SKIP: <reason>" and exits with TESTING_SKIP, or with 1
+ * when checks already failed (a skip never hides a failure). */
+void testing_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 /* Path of a fixture file in $LION_BUILD_DIR/fixtures (static buffer, valid until the next call). */
 const char *testing_fixture(const char *name);
 /* A file's bytes (malloc'ed, with a NUL after the last byte so text can be parsed), or NULL. */
