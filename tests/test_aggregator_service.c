@@ -1,11 +1,12 @@
 /* The aggregator service as a separate process over ZeroMQ: it answers jobs with the
  * reference's visual tokens (BERT tokenization of the instruction, Q-Former + vision
  * aggregator, <= 1e-4 relative) for F32 and F16 ViT layers, batched jobs each with their own
- * answer, F16 output on request; jobs with a missing layer, a wrong shape or dtype, or a bad
- * layer name get an ERROR naming it while the rest of their batch succeeds; a malformed frame
- * is survived; SIGTERM exits cleanly. */
+ * answer (in batches over 64 too), F16 output on request; jobs with a missing layer, a wrong
+ * shape or dtype, or a bad layer name get an ERROR naming it while the rest of their batch
+ * succeeds; a malformed frame is survived; SIGTERM exits cleanly. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fake_gateway.h"
 #include "safetensors.h"
@@ -13,6 +14,8 @@
 
 #define N_REQUESTS 4
 #define N_LAYERS 3
+/* jobs in the large batch: more than the 64 the stage once had room for */
+#define BIG_BATCH 70
 
 static char dir[2048];
 static safetensors_file *requests;
@@ -48,13 +51,14 @@ static void inputs_of(job_inputs *in, int k) {
     }
 }
 
-/* Sends a job without waiting for its answer. */
-static int send_job(fake_gateway *g, const char *id, int k, job_inputs *in, int out_dtype) {
+/* Sends a job without waiting for its answer; instruction NULL: request k's. */
+static int send_job_text(fake_gateway *g, const char *id, int k, job_inputs *in, int out_dtype,
+                         const char *instruction) {
     lion_status st;
     Lion__Envelope *job = envelope_new(LION__KIND__JOB, LION__STAGE__AGGREGATOR, id, &st);
     job->task = malloc(sizeof *job->task);
     lion__task__init(job->task);
-    job->task->instruction = strdup(instructions[k]);
+    job->task->instruction = strdup(instruction ? instruction : instructions[k]);
     if (out_dtype >= 0) {
         job->task->has_output_dtype = 1;
         job->task->output_dtype = (Lion__DType)out_dtype;
@@ -64,6 +68,10 @@ static int send_job(fake_gateway *g, const char *id, int k, job_inputs *in, int 
     if (rc) fprintf(stderr, "send %s: %s\n", id, st.msg);
     envelope_free(job);
     return rc;
+}
+
+static int send_job(fake_gateway *g, const char *id, int k, job_inputs *in, int out_dtype) {
+    return send_job_text(g, id, k, in, out_dtype, NULL);
 }
 
 static int call(fake_gateway *g, const char *id, int k, job_inputs *in, int out_dtype, envelope_msg *reply) {
@@ -198,6 +206,91 @@ static void test_bad_jobs(fake_gateway *g) {
     envelope_free(job);
 }
 
+/* The finish time of the worker's trace hop. The worker takes it once per process call
+ * (common/worker/worker.c: a batch's finish_us), so every job of one batch carries the same. */
+static int64_t hop_finish_us(const envelope_msg *m) {
+    if (!m->env || m->env->n_trace < 1) return -1;
+    const Lion__Hop *h = m->env->trace[m->env->n_trace - 1];
+    return h->has_finish_us ? h->finish_us : -1;
+}
+
+/* One round of test_big_batch: the slow job, then BIG_BATCH jobs (the requests in turn, some
+ * asking for F16) sent at once. Every answer is checked; returns 1 when the BIG_BATCH jobs ran
+ * as one batch (one finish_us, not the slow job's). */
+static int big_batch_round(fake_gateway *g, const char *slow_text, int round) {
+    char id[32];
+    job_inputs in;
+    snprintf(id, sizeof id, "slow%d", round);
+    inputs_of(&in, 0);
+    CHECK(send_job_text(g, id, 0, &in, -1, slow_text) == 0);
+    /* the worker takes the slow job alone and works on it while the others arrive */
+    struct timespec pause = {0, 50 * 1000000};
+    nanosleep(&pause, NULL);
+    for (int i = 0; i < BIG_BATCH; i++) {
+        snprintf(id, sizeof id, "big%d-%d", round, i);
+        inputs_of(&in, i % N_REQUESTS);
+        CHECK(send_job(g, id, i % N_REQUESTS, &in, i % 3 == 0 ? LION__DTYPE__F16 : -1) == 0);
+    }
+    int64_t slow_finish = -1, finish[BIG_BATCH];
+    int seen[BIG_BATCH] = {0};
+    for (int k = 0; k < BIG_BATCH + 1; k++) {
+        envelope_msg m;
+        if (fake_gateway_recv(g, &m, 60000) != 0) {
+            CHECK_MSG(0, "big batch: answer %d of %d did not come", k, BIG_BATCH + 1);
+            return 0;
+        }
+        const char *rid = m.env->request_id ? m.env->request_id : "";
+        int r, i;
+        if (!strncmp(rid, "slow", 4)) {
+            CHECK_MSG(m.env->kind == LION__KIND__RESULT, "%s: %s", rid, m.env->error ? m.env->error->message : "");
+            slow_finish = hop_finish_us(&m);
+        } else if (sscanf(rid, "big%d-%d", &r, &i) == 2 && r == round && i >= 0 && i < BIG_BATCH && !seen[i]) {
+            seen[i] = 1;
+            finish[i] = hop_finish_us(&m);
+            check_visual(&m, i % N_REQUESTS, i % 3 == 0 ? DTYPE_F16 : -1);
+        } else {
+            CHECK_MSG(0, "big batch: unexpected answer '%s'", rid);
+        }
+        envelope_msg_close(&m);
+    }
+    int one_batch = slow_finish >= 0;
+    for (int i = 0; i < BIG_BATCH; i++) one_batch &= seen[i] && finish[i] == finish[0] && finish[i] != slow_finish;
+    return one_batch;
+}
+
+/* Batches over 64 (the stage once had arrays of 64 and failed every larger batch as
+ * "internal"): a worker started with --max-batch BIG_BATCH answers BIG_BATCH jobs sent at once,
+ * each as the reference says. How the test knows they ran as one batch: the worker stamps its
+ * trace hop's finish_us once per process call, so BIG_BATCH answers with one finish_us, not the
+ * slow job's, came out of one call. The slow job sent first makes the batch form: its
+ * instruction of most of a megabyte takes the compute thread a while to tokenize (only the end
+ * is kept) while the others queue behind it, then it takes them all. A round in which they were
+ * split anyway (a very busy machine) is run again. */
+static void test_big_batch(const char *bin, const char *model) {
+    char max_batch[16];
+    snprintf(max_batch, sizeof max_batch, "%d", BIG_BATCH);
+    const char *argv[] = {bin, "--model", model, "--threads", "1", "--replica", "aggregator-big",
+                          "--max-batch", max_batch, "--capacity", "80", NULL};
+    static const char phrase[] = "a small dog sits on the red mat near the window. ";
+    const size_t n_phrases = (900u << 10) / (sizeof phrase - 1);
+    char *slow_text = malloc(n_phrases * (sizeof phrase - 1) + 1);
+    fake_gateway g;
+    if (!slow_text || fake_gateway_start(&g, argv, 30000) != 0) {
+        CHECK_MSG(0, "aggregator service with --max-batch %d did not start", BIG_BATCH);
+        if (slow_text) fake_gateway_stop(&g);
+        free(slow_text);
+        return;
+    }
+    for (size_t i = 0; i < n_phrases; i++) memcpy(slow_text + i * (sizeof phrase - 1), phrase, sizeof phrase - 1);
+    slow_text[n_phrases * (sizeof phrase - 1)] = '\0';
+    int one_batch = 0, round = 0;
+    while (round < 3 && !one_batch) one_batch = big_batch_round(&g, slow_text, round++);
+    CHECK_MSG(one_batch, "the %d jobs never ran as one batch", BIG_BATCH);
+    if (one_batch) printf("%d jobs ran as one batch (round %d of at most 3)\n", BIG_BATCH, round);
+    CHECK_EQ_INT(fake_gateway_stop(&g), 0);
+    free(slow_text);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "%s", testing_fixture("aggregator_service"));
     lion_status st;
@@ -261,6 +354,8 @@ int main(void) {
     envelope_msg_close(&m);
 
     CHECK_EQ_INT(fake_gateway_stop(&g), 0);
+
+    test_big_batch(bin, model);
     safetensors_close(requests);
     for (int k = 0; k < N_REQUESTS; k++) free(instructions[k]);
     return testing_finish();

@@ -140,7 +140,10 @@ static void test_errors(void) {
     generate_params_default(&p);
     p.num_beams = 0;
     CHECK(generate_run(&model, x, mask, 1, L, 1, &p, &r, &scratch, &st) == -1);
-    CHECK_CONTAINS(st.msg, "num_beams 0 is not in [1, 64]");
+    CHECK_CONTAINS(st.msg, "num_beams 0 is not in [1, 16]");
+    p.num_beams = 17; /* protocol.h's LION_MAX_BEAMS + 1 */
+    CHECK(generate_run(&model, x, mask, 1, L, 1, &p, &r, &scratch, &st) == -1);
+    CHECK_CONTAINS(st.msg, "num_beams 17 is not in [1, 16]");
     generate_params_default(&p);
     p.num_return_sequences = 6;
     CHECK(generate_run(&model, x, mask, 1, L, 1, &p, &r, &scratch, &st) == -1);
@@ -161,6 +164,9 @@ static void test_errors(void) {
     p.max_new_tokens = 0;
     CHECK(generate_run(&model, x, mask, 1, L, 1, &p, &r, &scratch, &st) == -1);
     CHECK_CONTAINS(st.msg, "max_new_tokens 0");
+    p.max_new_tokens = 513; /* LION_MAX_NEW_TOKENS + 1 */
+    CHECK(generate_run(&model, x, mask, 1, L, 1, &p, &r, &scratch, &st) == -1);
+    CHECK_CONTAINS(st.msg, "max_new_tokens 513 is not in [1, 512]");
     generate_params_default(&p);
     CHECK(generate_run(&model, x, mask, 1, L, 3, &p, &r, &scratch, &st) == -1);
     CHECK_CONTAINS(st.msg, "router index 3");
@@ -177,7 +183,7 @@ int main(void) {
         CHECK_MSG(0, "%s", st.msg);
         return testing_finish();
     }
-    t5_config cfg = {D, 64, 8, 4, 2, 2, V, 8, 16, 1e-6f, T5_ACT_GELU, 2, 4, 0};
+    t5_config cfg = {D, 64, 8, 4, 2, 2, V, 8, 16, 1e-6f, ACT_GELU, 2, 4, 0};
     CHECK_MSG(t5_load(&model, &cfg, &w, &st) == 0, "%s", st.msg);
     tensor te, tl;
     CHECK(safetensors_get(io, "embeds", &te, &st) == 0 && te.shape[0] == N_PROMPTS && te.shape[1] == LMAX);

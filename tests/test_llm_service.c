@@ -1,14 +1,20 @@
 /* The llm service as a separate process over ZeroMQ: it answers jobs with the token ids
  * and text lion_ref generates for them (greedy, beam search with the model's defaults and
  * with overrides, both task types, F32 and F16 visual tokens), alone and batched with
- * mixed task types and parameters; answers jobs that break the stage contract with errors
- * naming the field, survives a malformed frame, and exits cleanly on SIGTERM. */
+ * mixed task types and parameters; accepts every parameter at the edges of protocol.h's
+ * ranges (what the gateway lets through) and answers jobs past them or otherwise breaking
+ * the stage contract with errors naming the field, survives a malformed frame, and exits
+ * cleanly on SIGTERM. In process: a model whose tag prompt is over LION_MAX_TAG_PROMPT_BYTES
+ * does not load. */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "boxes.h"
 #include "fake_gateway.h"
+#include "llm_stage.h"
+#include "protocol.h"
 #include "safetensors.h"
 #include "testing.h"
 
@@ -24,7 +30,7 @@ static const char *path_of(const char *name) {
 
 typedef struct job_spec {
     const char *instruction; /* NULL: absent */
-    const char *tags[8];
+    const char *tags[LION_MAX_TAGS];
     int n_tags;
     int task_type; /* 0: absent */
     Lion__GenerationParams gen;
@@ -182,6 +188,136 @@ static void check_error(fake_gateway *g, const char *id, const job_spec *js, con
     envelope_msg_close(&m);
 }
 
+/* A job that must succeed (its answer is not compared: the point is that it is taken). */
+static void check_accepted(fake_gateway *g, const char *id, const job_spec *js) {
+    envelope_msg m;
+    send_job(g, id, js);
+    CHECK_MSG(fake_gateway_recv(g, &m, 60000) == 0, "%s: no answer", id);
+    CHECK_MSG(m.env->kind == LION__KIND__RESULT, "%s: %s", id,
+              m.env->error && m.env->error->message ? m.env->error->message : "not a result");
+    envelope_msg_close(&m);
+}
+
+/* Every value at the edges of protocol.h's ranges is taken: the gateway lets them through,
+ * so the worker must not refuse them (0.01 arrives as the float below the double 0.01). */
+static void test_param_edges(fake_gateway *g, const job_spec *base) {
+    struct {
+        const char *id;
+        Lion__GenerationParams gen;
+    } edges[] = {
+        {"rep-min", {.has_repetition_penalty = 1, .repetition_penalty = (float)LION_MIN_REPETITION_PENALTY}},
+        {"rep-max", {.has_repetition_penalty = 1, .repetition_penalty = (float)LION_MAX_REPETITION_PENALTY}},
+        {"lp-min", {.has_length_penalty = 1, .length_penalty = (float)-LION_MAX_ABS_LENGTH_PENALTY}},
+        {"lp-max", {.has_length_penalty = 1, .length_penalty = (float)LION_MAX_ABS_LENGTH_PENALTY}},
+        {"temp-max", {.has_temperature = 1, .temperature = (float)LION_MAX_TEMPERATURE}},
+        {"temp-max-sample", {.has_temperature = 1, .temperature = (float)LION_MAX_TEMPERATURE, .has_do_sample = 1,
+                             .do_sample = 1, .has_num_beams = 1, .num_beams = 1}},
+        {"temp-0", {.has_temperature = 1, .temperature = 0}},
+        {"min-length-max", {.has_min_length = 1, .min_length = LION_MAX_MIN_LENGTH}},
+        {"beams-max", {.has_num_beams = 1, .num_beams = LION_MAX_BEAMS, .has_num_return_sequences = 1,
+                       .num_return_sequences = LION_MAX_RETURN_SEQUENCES}},
+        {"tokens-max", {.has_max_new_tokens = 1, .max_new_tokens = LION_MAX_NEW_TOKENS, .has_num_beams = 1,
+                        .num_beams = 1}},
+    };
+    for (size_t k = 0; k < sizeof edges / sizeof *edges; k++) {
+        job_spec js = *base;
+        js.has_gen = 1;
+        lion__generation_params__init(&js.gen);
+        Lion__GenerationParams init = js.gen;
+        js.gen = edges[k].gen;
+        js.gen.base = init.base;
+        if (!js.gen.has_max_new_tokens) js.gen.has_max_new_tokens = 1, js.gen.max_new_tokens = 2; /* quick */
+        check_accepted(g, edges[k].id, &js);
+    }
+}
+
+/* The instruction's byte limit is inclusive. A prompt over the token limit, which only text
+ * that NFKC makes longer can reach within the byte limits (U+FDFA, 3 bytes, is 18 characters
+ * in 4 words: a "▁" and an <unk> each), is refused naming its length. */
+static void test_prompt_limits(fake_gateway *g, const job_spec *base) {
+    static char text[LION_MAX_INSTRUCTION_BYTES + 1];
+    job_spec js = *base;
+    js.has_gen = 1;
+    lion__generation_params__init(&js.gen);
+    js.gen.has_max_new_tokens = 1, js.gen.max_new_tokens = 2;
+    js.gen.has_num_beams = 1, js.gen.num_beams = 1;
+    for (int i = 0; i < LION_MAX_INSTRUCTION_BYTES; i++) text[i] = "dog a "[i % 6];
+    text[LION_MAX_INSTRUCTION_BYTES] = '\0';
+    js.instruction = text;
+    check_accepted(g, "instruction-max", &js);
+
+    static const char fdfa[] = "\xef\xb7\xba"; /* U+FDFA */
+    static char tag[LION_MAX_TAGS][LION_MAX_TAG_BYTES + 1];
+    const int per_tag = LION_MAX_TAG_BYTES / 3;
+    for (int i = 0; i < LION_MAX_INSTRUCTION_BYTES / 3; i++) memcpy(text + 3 * i, fdfa, 3);
+    text[LION_MAX_INSTRUCTION_BYTES / 3 * 3] = '\0';
+    js.n_tags = LION_MAX_TAGS;
+    for (int t = 0; t < LION_MAX_TAGS; t++) {
+        for (int i = 0; i < per_tag; i++) memcpy(tag[t] + 3 * i, fdfa, 3);
+        tag[t][per_tag * 3] = '\0';
+        js.tags[t] = tag[t];
+    }
+    char needle[96];
+    snprintf(needle, sizeof needle, "tokens, over the limit of %d", LION_MAX_PROMPT_TOKENS);
+    check_error(g, "prompt-tokens", &js, needle); /* "task.instruction: the prompt is 24559 tokens, ..." */
+}
+
+/* Writes the fixture's model.json with llm.tag_prompt made n bytes long (its "{}" and soft
+ * prompt token kept) and the llm's files named by absolute path into dir. */
+static int write_tag_prompt_model(const char *dir_out, size_t n) {
+    size_t len;
+    char *json = (char *)testing_read_file(path_of("model/model.json"), &len);
+    cJSON *root = json ? cJSON_ParseWithLength(json, len) : NULL;
+    free(json);
+    cJSON *llm = cJSON_GetObjectItem(root, "llm");
+    static const char head[] = "According to <extra_id_0>, use the tags [{}]. ";
+    char *prompt = malloc(n + 1);
+    if (!llm || !prompt || n < sizeof head - 1) {
+        cJSON_Delete(root);
+        free(prompt);
+        return -1;
+    }
+    memcpy(prompt, head, sizeof head - 1);
+    memset(prompt + sizeof head - 1, 'x', n - (sizeof head - 1));
+    prompt[n] = '\0';
+    char file[4096 + 64], spiece[4096 + 64], out[4096 + 64];
+    snprintf(file, sizeof file, "%s", path_of("model/llm.safetensors"));
+    snprintf(spiece, sizeof spiece, "%s", path_of("model/spiece.model"));
+    cJSON_ReplaceItemInObject(llm, "tag_prompt", cJSON_CreateString(prompt));
+    cJSON_ReplaceItemInObject(llm, "file", cJSON_CreateString(file));
+    cJSON_ReplaceItemInObject(llm, "spiece", cJSON_CreateString(spiece));
+    free(prompt);
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    snprintf(out, sizeof out, "%s/model.json", dir_out);
+    FILE *f = fopen(out, "w");
+    int rc = f && text && fputs(text, f) >= 0 ? 0 : -1;
+    if (f && fclose(f)) rc = -1;
+    free(text);
+    return rc;
+}
+
+/* The prompt token limit leaves room for LION_MAX_TAG_PROMPT_BYTES of tag prompt: a model
+ * with that much loads, one byte more is refused at load. */
+static void test_tag_prompt_limit(void) {
+    char tmp[] = "/tmp/lion-llm-test-XXXXXX", json[64];
+    if (!mkdtemp(tmp)) {
+        CHECK_MSG(0, "mkdtemp failed");
+        return;
+    }
+    snprintf(json, sizeof json, "%s/model.json", tmp);
+    llm_stage s;
+    lion_status st;
+    CHECK(write_tag_prompt_model(tmp, LION_MAX_TAG_PROMPT_BYTES) == 0);
+    CHECK_MSG(llm_stage_open(&s, tmp, &st) == 0, "a tag prompt of %d bytes: %s", LION_MAX_TAG_PROMPT_BYTES, st.msg);
+    llm_stage_close(&s);
+    CHECK(write_tag_prompt_model(tmp, LION_MAX_TAG_PROMPT_BYTES + 1) == 0);
+    CHECK(llm_stage_open(&s, tmp, &st) == -1);
+    CHECK_CONTAINS(st.msg, "llm.tag_prompt is 513 bytes, over the limit of 512");
+    unlink(json);
+    rmdir(tmp);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "%s", testing_fixture("llm_service"));
     const char *bin_dir = getenv("LION_BIN_DIR");
@@ -270,7 +406,8 @@ int main(void) {
     static char long_text[8000];
     for (int i = 0; i < 700; i++) memcpy(long_text + 6 * i, "dog a ", 6);
     bad.instruction = long_text;
-    check_error(&g, "long-instruction", &bad, "task.instruction: the prompt is");
+    check_error(&g, "long-instruction", &bad, "task.instruction: 4200 bytes, over the limit of 4096");
+    test_prompt_limits(&g, &cases[0].spec);
     struct {
         const char *id, *needle;
         Lion__GenerationParams gen;
@@ -281,9 +418,25 @@ int main(void) {
         {"tokens-big", "task.generation.max_new_tokens", {.has_max_new_tokens = 1, .max_new_tokens = 4000000000u}},
         {"top-p-0", "task.generation.top_p: 0 is not in (0, 1]", {.has_top_p = 1, .top_p = 0}},
         {"top-p-big", "task.generation.top_p: 1.5 is not in (0, 1]", {.has_top_p = 1, .top_p = 1.5f}},
+        {"tokens-513", "task.generation.max_new_tokens: 513 is not in [1, 512]",
+         {.has_max_new_tokens = 1, .max_new_tokens = 513}},
         {"temp-neg", "task.generation.temperature: -1", {.has_temperature = 1, .temperature = -1}},
+        {"temp-big", "task.generation.temperature: 100.5 is not in [0, 100]",
+         {.has_temperature = 1, .temperature = 100.5f}},
         {"rep-0", "task.generation.repetition_penalty", {.has_repetition_penalty = 1, .repetition_penalty = 0}},
+        {"rep-low", "task.generation.repetition_penalty: 0.0099 is not in [0.01, 100]",
+         {.has_repetition_penalty = 1, .repetition_penalty = 0.0099f}},
+        {"rep-big", "task.generation.repetition_penalty: 100.5 is not in [0.01, 100]",
+         {.has_repetition_penalty = 1, .repetition_penalty = 100.5f}},
+        {"lp-big", "task.generation.length_penalty: 100.5 is not in [-100, 100]",
+         {.has_length_penalty = 1, .length_penalty = 100.5f}},
+        {"lp-low", "task.generation.length_penalty: -100.5 is not in [-100, 100]",
+         {.has_length_penalty = 1, .length_penalty = -100.5f}},
+        {"min-length-big", "task.generation.min_length: 514 is over the limit of 513",
+         {.has_min_length = 1, .min_length = 514}},
         {"nrs-6", "task.generation.num_return_sequences: 6", {.has_num_return_sequences = 1, .num_return_sequences = 6}},
+        {"nrs-17", "task.generation.num_return_sequences: 17 is over the limit of 16",
+         {.has_num_return_sequences = 1, .num_return_sequences = 17}},
         {"sample-beams", "task.generation.do_sample", {.has_do_sample = 1, .do_sample = 1}},
     };
     for (size_t k = 0; k < sizeof bad_gens / sizeof *bad_gens; k++) {
@@ -295,6 +448,8 @@ int main(void) {
         bad.gen.base = base.base;
         check_error(&g, bad_gens[k].id, &bad, bad_gens[k].needle);
     }
+
+    test_param_edges(&g, &cases[0].spec);
 
     /* a bad job batched with good ones fails alone */
     bad = cases[1].spec;
@@ -330,6 +485,7 @@ int main(void) {
     envelope_msg_close(&m);
 
     CHECK_EQ_INT(fake_gateway_stop(&g), 0);
+    test_tag_prompt_limit();
     free_cases(cases, visual, n);
     return testing_finish();
 }

@@ -98,7 +98,7 @@ static void test_valid(void) {
     CHECK_EQ_INT(c.llm.vocab_size, 128);
     CHECK_EQ_INT(c.llm.rel_buckets, 8);
     CHECK_EQ_INT(c.llm.rel_max_distance, 16);
-    CHECK_EQ_INT(c.llm.ff_act, FF_ACT_GELU);
+    CHECK_EQ_INT(c.llm.ff_act, ACT_GELU);
     CHECK_EQ_INT(c.llm.adapters_num, 2);
     CHECK_EQ_INT(c.llm.adapters_bottleneck, 4);
     CHECK(strcmp(c.llm.spiece, VALID_DIR "/spiece.model") == 0);
@@ -266,7 +266,7 @@ static void test_other_variants(void) {
     CHECK_EQ_INT(c.llm.tie_word_embeddings, 1);
     model_config_free(&c);
     CHECK_EQ_INT(load_edited("llm.ff_act", "\"gelu_new\"", &c, &st), 0);
-    CHECK_EQ_INT(c.llm.ff_act, FF_ACT_GELU_TANH);
+    CHECK_EQ_INT(c.llm.ff_act, ACT_GELU_TANH);
     CHECK_EQ_INT(c.llm.tie_word_embeddings, 0);
     model_config_free(&c);
     CHECK_EQ_INT(load_edited("llm.tie_word_embeddings", "\"yes\"", &c, &st), -1);

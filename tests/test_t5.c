@@ -120,7 +120,7 @@ static void test_beam_cache(void) {
         CHECK_MSG(0, "%s", st.msg);
         return;
     }
-    t5_config cfg = {32, 64, 8, 4, 2, 2, 128, 8, 16, 1e-6f, T5_ACT_GELU, 2, 4, 0};
+    t5_config cfg = {32, 64, 8, 4, 2, 2, 128, 8, 16, 1e-6f, ACT_GELU, 2, 4, 0};
     t5_model m;
     CHECK_MSG(t5_load(&m, &cfg, &w, &st) == 0, "%s", st.msg);
     const int batch = 3, len = 40, beams = 2, V = 128;
@@ -183,7 +183,7 @@ static void test_errors(void) {
         return;
     }
     t5_model m;
-    t5_config cfg = {32, 64, 8, 4, 2, 2, 128, 8, 16, 1e-6f, T5_ACT_GELU, 2, 4, 0};
+    t5_config cfg = {32, 64, 8, 4, 2, 2, 128, 8, 16, 1e-6f, ACT_GELU, 2, 4, 0};
     t5_config c = cfg;
     c.d_ff = 96;
     CHECK(t5_load(&m, &c, &w, &st) == -1);
@@ -227,13 +227,13 @@ static void test_errors(void) {
 int main(void) {
     threads_init(2);
     test_buckets();
-    t5_config tiny = {32, 64, 8, 4, 2, 2, 128, 8, 16, 1e-6f, T5_ACT_GELU, 2, 4, 0};
+    t5_config tiny = {32, 64, 8, 4, 2, 2, 128, 8, 16, 1e-6f, ACT_GELU, 2, 4, 0};
     run_case("t5_tiny", tiny, 3, 40, 6);
-    t5_config tiny1 = {64, 96, 16, 4, 2, 3, 128, 32, 128, 1e-6f, T5_ACT_GELU, 1, 8, 0};
+    t5_config tiny1 = {64, 96, 16, 4, 2, 3, 128, 32, 128, 1e-6f, ACT_GELU, 1, 8, 0};
     run_case("t5_tiny1", tiny1, 2, 200, 4);
-    t5_config tied = {32, 64, 8, 4, 2, 2, 128, 8, 16, 1e-6f, T5_ACT_GELU_TANH, 0, 0, 1};
+    t5_config tied = {32, 64, 8, 4, 2, 2, 128, 8, 16, 1e-6f, ACT_GELU_TANH, 0, 0, 1};
     run_case("t5_tied", tied, 2, 12, 3);
-    t5_config xl = {2048, 5120, 64, 32, 1, 1, 32128, 32, 128, 1e-6f, T5_ACT_GELU, 2, 64, 0};
+    t5_config xl = {2048, 5120, 64, 32, 1, 1, 32128, 32, 128, 1e-6f, ACT_GELU, 2, 64, 0};
     run_case("t5_xl", xl, 2, 40, 3);
     test_beam_cache();
     test_errors();

@@ -1,15 +1,23 @@
 /* The tagger service as a separate process over ZeroMQ: it answers jobs with the reference's
  * tags (RAM's order, identical names, scores within 1e-4), the LION prompt string and the
- * top-k scores when asked, also for jobs that arrive together and share one forward; a
- * truncated image, garbage bytes and a top-k over the tag count get ERRORs naming the
- * problem, a malformed frame is survived, and SIGTERM gives a clean exit. */
+ * top-k scores when asked (a top-k over the tag count gives every tag), also for jobs that
+ * arrive together and share one forward, in batches over 64 too; a truncated image, garbage
+ * bytes and a top-k over LION_MAX_TOP_TAGS get ERRORs naming the problem, a malformed frame
+ * is survived, and SIGTERM gives a clean exit. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fake_gateway.h"
+#include "image.h"
+#include "protocol.h"
 #include "testing.h"
+
+/* jobs in the large batch: more than the 64 the stage once had room for */
+#define BIG_BATCH 70
+#define N_TAGS 12
 
 static char dir[2048];
 
@@ -103,6 +111,105 @@ static void check_error(const envelope_msg *m, int code, const char *message) {
     CHECK_CONTAINS(m->env->error->message, message);
 }
 
+/* The finish time of the worker's trace hop. The worker takes it once per process call
+ * (common/worker/worker.c: a batch's finish_us), so every job of one batch carries the same. */
+static int64_t hop_finish_us(const envelope_msg *m) {
+    if (!m->env || m->env->n_trace < 1) return -1;
+    const Lion__Hop *h = m->env->trace[m->env->n_trace - 1];
+    return h->has_finish_us ? h->finish_us : -1;
+}
+
+/* A 3000 x 3000 JPEG: a job the worker takes a while to decode and resize. */
+static unsigned char *slow_image(size_t *len) {
+    image img;
+    lion_status st;
+    uint8_t *out = NULL;
+    if (image_alloc(&img, 3000, 3000, &st)) return NULL;
+    for (size_t i = 0; i < (size_t)img.width * img.height * 3; i++) img.data[i] = (uint8_t)(i * 7 % 251);
+    if (image_encode_jpeg(&img, 90, &out, len, &st)) out = NULL;
+    image_free(&img);
+    return out;
+}
+
+typedef struct test_image {
+    const char *name; /* in expected.json */
+    const unsigned char *bytes;
+    size_t len;
+} test_image;
+
+/* One round of test_big_batch: the slow job, then BIG_BATCH jobs (the three images in turn,
+ * various top-k) sent at once. Every answer is checked; returns 1 when the BIG_BATCH jobs ran
+ * as one batch (one finish_us, not the slow job's). */
+static int big_batch_round(fake_gateway *g, const test_image *images, const unsigned char *slow, size_t slow_len,
+                           const cJSON *expected, int round) {
+    char id[32];
+    snprintf(id, sizeof id, "slow%d", round);
+    post_image(g, id, slow, slow_len, -1);
+    /* the worker takes the slow job alone and works on it while the others arrive */
+    struct timespec pause = {0, 50 * 1000000};
+    nanosleep(&pause, NULL);
+    for (int i = 0; i < BIG_BATCH; i++) {
+        snprintf(id, sizeof id, "big%d-%d", round, i);
+        post_image(g, id, images[i % 3].bytes, images[i % 3].len, i % 4 == 0 ? -1 : i % 6);
+    }
+    int64_t slow_finish = -1, finish[BIG_BATCH];
+    int seen[BIG_BATCH] = {0};
+    for (int k = 0; k < BIG_BATCH + 1; k++) {
+        envelope_msg m;
+        if (fake_gateway_recv(g, &m, 60000) != 0) {
+            CHECK_MSG(0, "big batch: answer %d of %d did not come", k, BIG_BATCH + 1);
+            return 0;
+        }
+        const char *rid = m.env->request_id ? m.env->request_id : "";
+        int r, i;
+        if (!strncmp(rid, "slow", 4)) {
+            CHECK_MSG(m.env->kind == LION__KIND__RESULT, "%s: %s", rid, m.env->error ? m.env->error->message : "");
+            slow_finish = hop_finish_us(&m);
+        } else if (sscanf(rid, "big%d-%d", &r, &i) == 2 && r == round && i >= 0 && i < BIG_BATCH && !seen[i]) {
+            seen[i] = 1;
+            finish[i] = hop_finish_us(&m);
+            int top_k = i % 4 == 0 ? 0 : i % 6;
+            check_result(&m, expected, images[i % 3].name, top_k);
+        } else {
+            CHECK_MSG(0, "big batch: unexpected answer '%s'", rid);
+        }
+        envelope_msg_close(&m);
+    }
+    int one_batch = slow_finish >= 0;
+    for (int i = 0; i < BIG_BATCH; i++) one_batch &= seen[i] && finish[i] == finish[0] && finish[i] != slow_finish;
+    return one_batch;
+}
+
+/* Batches over 64 (the stage once had arrays of 64 and failed every larger batch as
+ * "internal"): a worker started with --max-batch BIG_BATCH answers BIG_BATCH jobs sent at once,
+ * each as the reference says. How the test knows they ran as one batch: the worker stamps its
+ * trace hop's finish_us once per process call, so BIG_BATCH answers with one finish_us, not the
+ * slow job's, came out of one call. The slow job sent first makes the batch form: the compute
+ * thread decodes it while the others queue behind it, then takes them all. A round in which
+ * they were split anyway (a very busy machine) is run again. */
+static void test_big_batch(const char *bin, const char *model, const test_image *images, const cJSON *expected) {
+    char max_batch[16];
+    snprintf(max_batch, sizeof max_batch, "%d", BIG_BATCH);
+    const char *argv[] = {bin, "--model", model, "--threads", "1", "--replica", "tagger-big", "--max-batch", max_batch,
+                          "--capacity", "80", NULL};
+    size_t slow_len = 0;
+    unsigned char *slow = slow_image(&slow_len);
+    fake_gateway g;
+    if (!slow || fake_gateway_start(&g, argv, 30000) != 0) {
+        CHECK_MSG(0, "tagger service with --max-batch 70 did not start");
+        if (slow) fake_gateway_stop(&g);
+        free(slow);
+        return;
+    }
+    int one_batch = 0, round = 0;
+    while (round < 3 && !one_batch)
+        one_batch = big_batch_round(&g, images, slow, slow_len, expected, round++);
+    CHECK_MSG(one_batch, "the %d jobs never ran as one batch", BIG_BATCH);
+    if (one_batch) printf("%d jobs ran as one batch (round %d of at most 3)\n", BIG_BATCH, round);
+    CHECK_EQ_INT(fake_gateway_stop(&g), 0);
+    free(slow);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "%s", testing_fixture("tagger_service"));
     const char *bin_dir = getenv("LION_BIN_DIR");
@@ -160,9 +267,16 @@ int main(void) {
     }
     CHECK_EQ_INT(seen, 31);
 
-    /* top-k over the tag count, and a job without its image: the caller's errors */
-    CHECK(send_image(&g, "req-k", a, len_a, 13, &m) == 0);
-    check_error(&m, LION_EINVAL, "debug_tags_top_k 13 is over the model's 12 tags");
+    /* top-k over the tag count gives every tag (the gateway cannot know the count); over
+     * LION_MAX_TOP_TAGS, and a job without its image: the caller's errors */
+    CHECK(send_image(&g, "req-k", a, len_a, N_TAGS + 1, &m) == 0);
+    check_result(&m, expected, "a.png", N_TAGS);
+    envelope_msg_close(&m);
+    CHECK(send_image(&g, "req-k-max", b, len_b, LION_MAX_TOP_TAGS, &m) == 0);
+    check_result(&m, expected, "b.jpg", N_TAGS);
+    envelope_msg_close(&m);
+    CHECK(send_image(&g, "req-k-big", a, len_a, LION_MAX_TOP_TAGS + 1, &m) == 0);
+    check_error(&m, LION_EINVAL, "debug_tags_top_k 10001 is over the limit of 10000");
     envelope_msg_close(&m);
     Lion__Envelope *job = tagger_job("req-none", -1);
     CHECK(fake_gateway_call(&g, job, NULL, 0, &m, 60000) == 0);
@@ -181,6 +295,9 @@ int main(void) {
     envelope_msg_close(&m);
 
     CHECK_EQ_INT(fake_gateway_stop(&g), 0);
+
+    const test_image images[3] = {{"a.png", a, len_a}, {"b.jpg", b, len_b}, {"c.png", c, len_c}};
+    test_big_batch(bin, model, images, expected);
     cJSON_Delete(expected);
     free(json), free(a), free(b), free(c), free(trunc);
     return testing_finish();

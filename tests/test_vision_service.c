@@ -1,13 +1,18 @@
 /* The vision service as a separate process over ZeroMQ: it answers jobs with the
  * reference's ViT outputs (PIL preprocessing + EVA ViT, <= 1e-4 relative), in f32 and f16,
  * serves a repeated image from its feature cache, answers bad images and malformed frames
- * with errors and stays up, and exits cleanly on SIGTERM. */
+ * with errors and stays up, runs batches over 64, and exits cleanly on SIGTERM. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fake_gateway.h"
+#include "image.h"
 #include "safetensors.h"
 #include "testing.h"
+
+/* jobs in the large batch: more than the 64 the stage once had room for */
+#define BIG_BATCH 70
 
 static char dir[2048];
 
@@ -17,7 +22,8 @@ static const char *path_of(const char *name) {
     return p;
 }
 
-/* Sends one vision job with the bytes of file name; the reply goes to *reply. */
+/* Sends one vision job with these image bytes; out_dtype < 0 leaves output_dtype unset.
+ * With reply, waits for the answer; without, returns at once (jobs then queue up). */
 static int send_image(fake_gateway *g, const char *id, const unsigned char *bytes, size_t len, int out_dtype,
                       envelope_msg *reply) {
     lion_status st;
@@ -31,7 +37,8 @@ static int send_image(fake_gateway *g, const char *id, const unsigned char *byte
     int64_t shape[] = {(int64_t)len};
     tensor t = tensor_view(DTYPE_U8, (void *)bytes, 1, shape);
     envelope_tensor et = {"image", &t, NULL};
-    int rc = fake_gateway_call(g, job, &et, 1, reply, 60000);
+    int rc = reply ? fake_gateway_call(g, job, &et, 1, reply, 60000)
+                   : envelope_send(g->router, &g->worker, job, &et, 1, 0, &st);
     envelope_free(job);
     return rc;
 }
@@ -59,6 +66,105 @@ static void check_layers(envelope_msg *m, safetensors_file *expected, const char
         CHECK_CLOSE(f, (const float *)want.data, n, f16 ? 2e-3 : 1e-4, key);
         free(f);
     }
+}
+
+/* The finish time of the worker's trace hop. The worker takes it once per process call
+ * (common/worker/worker.c: a batch's finish_us), so every job of one batch carries the same. */
+static int64_t hop_finish_us(const envelope_msg *m) {
+    if (!m->env || m->env->n_trace < 1) return -1;
+    const Lion__Hop *h = m->env->trace[m->env->n_trace - 1];
+    return h->has_finish_us ? h->finish_us : -1;
+}
+
+/* A 3000 x 3000 JPEG: a job the worker takes a while to decode and resize. */
+static unsigned char *slow_image(size_t *len) {
+    image img;
+    lion_status st;
+    uint8_t *out = NULL;
+    if (image_alloc(&img, 3000, 3000, &st)) return NULL;
+    for (size_t i = 0; i < (size_t)img.width * img.height * 3; i++) img.data[i] = (uint8_t)(i * 7 % 251);
+    if (image_encode_jpeg(&img, 90, &out, len, &st)) out = NULL;
+    image_free(&img);
+    return out;
+}
+
+typedef struct test_image {
+    const char *name; /* key prefix in expected.safetensors */
+    const unsigned char *bytes;
+    size_t len;
+} test_image;
+
+/* One round of test_big_batch: the slow job, then BIG_BATCH jobs (both images in turn, some
+ * asking for F16) sent at once. Every answer is checked; returns 1 when the BIG_BATCH jobs ran
+ * as one batch (one finish_us, not the slow job's). */
+static int big_batch_round(fake_gateway *g, const test_image *images, const unsigned char *slow, size_t slow_len,
+                           safetensors_file *expected, int round) {
+    char id[32];
+    snprintf(id, sizeof id, "slow%d", round);
+    CHECK(send_image(g, id, slow, slow_len, -1, NULL) == 0);
+    /* the worker takes the slow job alone and works on it while the others arrive */
+    struct timespec pause = {0, 50 * 1000000};
+    nanosleep(&pause, NULL);
+    for (int i = 0; i < BIG_BATCH; i++) {
+        snprintf(id, sizeof id, "big%d-%d", round, i);
+        CHECK(send_image(g, id, images[i % 2].bytes, images[i % 2].len, i % 3 == 0 ? LION__DTYPE__F16 : -1, NULL) == 0);
+    }
+    int64_t slow_finish = -1, finish[BIG_BATCH];
+    int seen[BIG_BATCH] = {0};
+    for (int k = 0; k < BIG_BATCH + 1; k++) {
+        envelope_msg m;
+        if (fake_gateway_recv(g, &m, 60000) != 0) {
+            CHECK_MSG(0, "big batch: answer %d of %d did not come", k, BIG_BATCH + 1);
+            return 0;
+        }
+        const char *rid = m.env->request_id ? m.env->request_id : "";
+        CHECK_MSG(m.env->kind == LION__KIND__RESULT, "%s: %s", rid, m.env->error ? m.env->error->message : "");
+        int r, i;
+        if (!strncmp(rid, "slow", 4)) {
+            slow_finish = hop_finish_us(&m);
+        } else if (sscanf(rid, "big%d-%d", &r, &i) == 2 && r == round && i >= 0 && i < BIG_BATCH && !seen[i]) {
+            seen[i] = 1;
+            finish[i] = hop_finish_us(&m);
+            check_layers(&m, expected, images[i % 2].name, i % 3 == 0);
+        } else {
+            CHECK_MSG(0, "big batch: unexpected answer '%s'", rid);
+        }
+        envelope_msg_close(&m);
+    }
+    int one_batch = slow_finish >= 0;
+    for (int i = 0; i < BIG_BATCH; i++) one_batch &= seen[i] && finish[i] == finish[0] && finish[i] != slow_finish;
+    return one_batch;
+}
+
+/* Batches over 64 (the stage once had arrays of 64 and failed every larger batch as
+ * "internal"): a worker started with --max-batch BIG_BATCH and no feature cache (so that every
+ * job runs the ViT) answers BIG_BATCH jobs sent at once, each as the reference says. How the
+ * test knows they ran as one batch: the worker stamps its trace hop's finish_us once per
+ * process call, so BIG_BATCH answers with one finish_us, not the slow job's, came out of one
+ * call. The slow job sent first makes the batch form: the compute thread decodes it while the
+ * others queue behind it, then takes them all. A round in which they were split anyway (a
+ * very busy machine) is run again. */
+static void test_big_batch(const char *bin, const char *model, const test_image *images, safetensors_file *expected) {
+    char max_batch[16];
+    snprintf(max_batch, sizeof max_batch, "%d", BIG_BATCH);
+    const char *argv[] = {bin, "--model", model, "--threads", "1", "--replica", "vision-big", "--max-batch", max_batch,
+                          "--capacity", "80", "--cache-mb", "0", NULL};
+    size_t slow_len = 0;
+    unsigned char *slow = slow_image(&slow_len);
+    fake_gateway g;
+    if (!slow || fake_gateway_start(&g, argv, 30000) != 0) {
+        CHECK_MSG(0, "vision service with --max-batch %d did not start", BIG_BATCH);
+        if (slow) fake_gateway_stop(&g);
+        free(slow);
+        return;
+    }
+    int one_batch = 0, round = 0;
+    while (round < 3 && !one_batch)
+        one_batch = big_batch_round(&g, images, slow, slow_len, expected, round++);
+    CHECK_MSG(one_batch, "the %d jobs never ran as one batch", BIG_BATCH);
+    if (one_batch) printf("%d jobs ran as one batch (round %d of at most 3)\n", BIG_BATCH, round);
+    CHECK_EQ_INT(fake_gateway_stop(&g), 0);
+    free(slow);
 }
 
 int main(void) {
@@ -133,6 +239,9 @@ int main(void) {
     envelope_msg_close(&m);
 
     CHECK_EQ_INT(fake_gateway_stop(&g), 0);
+
+    const test_image images[2] = {{"a.png", a, len_a}, {"b.jpg", b, len_b}};
+    test_big_batch(bin, model, images, expected);
     free(a), free(b), free(trunc);
     safetensors_close(expected);
     return testing_finish();

@@ -193,6 +193,8 @@ struct png_context {
     char msg[256];
     png_structp png;
     png_infop info;
+    int use_palette;        /* palette indices, looked up in palette */
+    uint8_t palette[256][3];
     uint8_t *pixels;
     png_bytep *rows;
     image img;
@@ -246,6 +248,80 @@ static void png_row_to_rgb(const uint8_t *src, uint8_t *dst, png_uint_32 w, int 
     }
 }
 
+/* Pillow's palette: the grey ramp (i, i, i) with PLTE over its first entries. */
+static void png_load_palette(struct png_context *ctx) {
+    png_colorp plte = NULL;
+    int entries = 0;
+    for (int i = 0; i < 256; i++) ctx->palette[i][0] = ctx->palette[i][1] = ctx->palette[i][2] = (uint8_t)i;
+    if (png_get_PLTE(ctx->png, ctx->info, &plte, &entries) & PNG_INFO_PLTE) {
+        for (int i = 0; i < entries && i < 256; i++) {
+            ctx->palette[i][0] = plte[i].red;
+            ctx->palette[i][1] = plte[i].green;
+            ctx->palette[i][2] = plte[i].blue;
+        }
+    }
+}
+
+/* Asks libpng for only the expansions that equal Pillow's unpackers (1/2/4-bit grey scaled by
+ * 255/85/17, sub-byte palette indices to bytes); palette lookup, 16-bit samples and alpha are
+ * handled by png_row_to_rgb because Pillow treats them its own way. Returns the number of
+ * interlace passes. May longjmp (libpng errors). */
+static int png_set_transforms(struct png_context *ctx) {
+    int color = png_get_color_type(ctx->png, ctx->info);
+    int depth = png_get_bit_depth(ctx->png, ctx->info);
+    if (color == PNG_COLOR_TYPE_PALETTE) {
+        /* Indices are looked up here rather than by libpng: Pillow's palette starts as
+         * the grey ramp (i, i, i) and PLTE overwrites its first entries, so an index past
+         * the end of PLTE is grey in Pillow where libpng would give black. */
+        png_load_palette(ctx);
+        ctx->use_palette = 1;
+        png_set_packing(ctx->png);
+#ifdef PNG_CHECK_FOR_INVALID_INDEX_SUPPORTED
+        png_set_check_for_invalid_index(ctx->png, 0);
+#endif
+    }
+    if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(ctx->png);
+    int passes = png_set_interlace_handling(ctx->png);
+    png_read_update_info(ctx->png, ctx->info);
+    return passes;
+}
+
+/* Reads the w x h image, transformed as png_set_transforms set up, into ctx->img as RGB.
+ * May longjmp (libpng errors). */
+static int png_read_rgb(struct png_context *ctx, png_uint_32 w, png_uint_32 h, int passes, lion_status *st) {
+    int channels = png_get_channels(ctx->png, ctx->info);
+    int out_depth = png_get_bit_depth(ctx->png, ctx->info);
+    size_t rowbytes = png_get_rowbytes(ctx->png, ctx->info);
+    if (channels < 1 || channels > 4 || (out_depth != 8 && out_depth != 16) ||
+        rowbytes != (size_t)w * (size_t)channels * (size_t)(out_depth / 8))
+        return lion_fail(st, LION_EFORMAT, "corrupt PNG: unexpected layout (%d channels, %d bits)", channels,
+                         out_depth);
+    if (image_alloc(&ctx->img, (int)w, (int)h, st) != 0) return -1;
+    const uint8_t(*lookup)[3] = ctx->use_palette ? (const uint8_t(*)[3])ctx->palette : NULL;
+    int bps = out_depth / 8;
+    if (passes == 1) {
+        /* Not interlaced: one row of samples at a time. */
+        ctx->pixels = malloc(rowbytes);
+        if (!ctx->pixels) return lion_fail(st, LION_ENOMEM, "PNG: out of memory for a row");
+        for (png_uint_32 y = 0; y < h; y++) {
+            png_read_row(ctx->png, ctx->pixels, NULL);
+            png_row_to_rgb(ctx->pixels, ctx->img.data + (size_t)y * w * 3, w, channels, bps, lookup);
+        }
+        return 0;
+    }
+    /* Adam7 passes fill the whole image in stages. */
+    ctx->pixels = malloc(rowbytes * h);
+    ctx->rows = malloc(sizeof(png_bytep) * h);
+    if (!ctx->pixels || !ctx->rows) return lion_fail(st, LION_ENOMEM, "PNG: out of memory for %ux%u pixels", w, h);
+    for (png_uint_32 y = 0; y < h; y++) ctx->rows[y] = ctx->pixels + rowbytes * y;
+    png_read_image(ctx->png, ctx->rows);
+    for (png_uint_32 y = 0; y < h; y++)
+        png_row_to_rgb(ctx->rows[y], ctx->img.data + (size_t)y * w * 3, w, channels, bps, lookup);
+    return 0;
+}
+
+/* libpng longjmps here on any error, also from inside the helpers above: they keep all their
+ * state in ctx. */
 static int decode_png(const uint8_t *bytes, size_t len, const image_limits *limits, image *out,
                       lion_status *st) {
     struct png_context *ctx = calloc(1, sizeof *ctx);
@@ -274,72 +350,8 @@ static int decode_png(const uint8_t *bytes, size_t len, const image_limits *limi
     png_uint_32 w = png_get_image_width(ctx->png, ctx->info);
     png_uint_32 h = png_get_image_height(ctx->png, ctx->info);
     if (check_pixels("PNG", w, h, limits, st) != 0) goto done;
-    int color = png_get_color_type(ctx->png, ctx->info);
-    int depth = png_get_bit_depth(ctx->png, ctx->info);
-
-    /* Only the expansions that equal Pillow's unpackers (1/2/4-bit grey scaled by
-     * 255/85/17, sub-byte palette indices to bytes) are left to libpng; palette lookup,
-     * 16-bit samples and alpha are handled below because Pillow treats them its own way. */
-    uint8_t palette[256][3];
-    if (color == PNG_COLOR_TYPE_PALETTE) {
-        /* Indices are looked up here rather than by libpng: Pillow's palette starts as
-         * the grey ramp (i, i, i) and PLTE overwrites its first entries, so an index past
-         * the end of PLTE is grey in Pillow where libpng would give black. */
-        png_colorp plte = NULL;
-        int entries = 0;
-        for (int i = 0; i < 256; i++) palette[i][0] = palette[i][1] = palette[i][2] = (uint8_t)i;
-        if (png_get_PLTE(ctx->png, ctx->info, &plte, &entries) & PNG_INFO_PLTE) {
-            for (int i = 0; i < entries && i < 256; i++) {
-                palette[i][0] = plte[i].red;
-                palette[i][1] = plte[i].green;
-                palette[i][2] = plte[i].blue;
-            }
-        }
-        png_set_packing(ctx->png);
-#ifdef PNG_CHECK_FOR_INVALID_INDEX_SUPPORTED
-        png_set_check_for_invalid_index(ctx->png, 0);
-#endif
-    }
-    if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(ctx->png);
-    int passes = png_set_interlace_handling(ctx->png);
-    png_read_update_info(ctx->png, ctx->info);
-
-    int channels = png_get_channels(ctx->png, ctx->info);
-    int out_depth = png_get_bit_depth(ctx->png, ctx->info);
-    size_t rowbytes = png_get_rowbytes(ctx->png, ctx->info);
-    if (channels < 1 || channels > 4 || (out_depth != 8 && out_depth != 16) ||
-        rowbytes != (size_t)w * (size_t)channels * (size_t)(out_depth / 8)) {
-        lion_fail(st, LION_EFORMAT, "corrupt PNG: unexpected layout (%d channels, %d bits)",
-                  channels, out_depth);
-        goto done;
-    }
-    if (image_alloc(&ctx->img, (int)w, (int)h, st) != 0) goto done;
-    const uint8_t(*lookup)[3] = color == PNG_COLOR_TYPE_PALETTE ? (const uint8_t(*)[3])palette : NULL;
-    int bps = out_depth / 8;
-    if (passes == 1) {
-        /* Not interlaced: one row of samples at a time. */
-        ctx->pixels = malloc(rowbytes);
-        if (!ctx->pixels) {
-            lion_fail(st, LION_ENOMEM, "PNG: out of memory for a row");
-            goto done;
-        }
-        for (png_uint_32 y = 0; y < h; y++) {
-            png_read_row(ctx->png, ctx->pixels, NULL);
-            png_row_to_rgb(ctx->pixels, ctx->img.data + (size_t)y * w * 3, w, channels, bps, lookup);
-        }
-    } else {
-        /* Adam7 passes fill the whole image in stages. */
-        ctx->pixels = malloc(rowbytes * h);
-        ctx->rows = malloc(sizeof(png_bytep) * h);
-        if (!ctx->pixels || !ctx->rows) {
-            lion_fail(st, LION_ENOMEM, "PNG: out of memory for %ux%u pixels", w, h);
-            goto done;
-        }
-        for (png_uint_32 y = 0; y < h; y++) ctx->rows[y] = ctx->pixels + rowbytes * y;
-        png_read_image(ctx->png, ctx->rows);
-        for (png_uint_32 y = 0; y < h; y++)
-            png_row_to_rgb(ctx->rows[y], ctx->img.data + (size_t)y * w * 3, w, channels, bps, lookup);
-    }
+    int passes = png_set_transforms(ctx);
+    if (png_read_rgb(ctx, w, h, passes, st) != 0) goto done;
     *out = ctx->img;
     ctx->img.data = NULL;
     rc = 0;

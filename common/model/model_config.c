@@ -214,7 +214,7 @@ static void get_normalization(reader *r, const cJSON *obj, const char *path, flo
 
 static const char *const resize_names[] = {"bicubic", "bilinear"};
 static const char *const visual_input_names[] = {"ALL", "QFORMER", "AGGREGATOR"};
-static const char *const ff_act_names[] = {"gelu", "relu", "gelu_new"};
+static const char *const activation_names[] = {"gelu", "relu", "gelu_new"}; /* enum activation's order */
 
 const char *visual_input_name(visual_input v) {
     return (unsigned)v < 3 ? visual_input_names[v] : "?";
@@ -243,34 +243,19 @@ static void read_vision(reader *r, const cJSON *root, vision_config *v) {
     if (v->dim % v->heads) fail_at(r, p, "heads", "%d does not divide dim %d", v->heads, v->dim);
 }
 
-static void read_tagger(reader *r, const cJSON *root, tagger_config *t) {
-    const char *p = "tagger";
-    const cJSON *o = get_object(r, root, "", p);
-    get_path(r, o, p, "file", &t->file);
-    get_positive(r, o, p, "image_size", &t->image_size);
-    get_positive(r, o, p, "patch_size", &t->patch_size);
-    get_positive(r, o, p, "embed_dim", &t->embed_dim);
-    get_int_array(r, o, p, "depths", 1, MODEL_MAX_STAGES, 1, INT_MAX, t->depths, &t->n_stages);
-    int n_heads = 0;
-    get_int_array(r, o, p, "heads", 1, MODEL_MAX_STAGES, 1, INT_MAX, t->heads, &n_heads);
-    get_positive(r, o, p, "window", &t->window);
-    get_float(r, o, p, "mlp_ratio", FLOAT_POSITIVE, &t->mlp_ratio);
-    get_float(r, o, p, "ln_eps", FLOAT_POSITIVE, &t->ln_eps);
-    get_positive(r, o, p, "embed_out", &t->embed_out);
-
+static void read_tagger_head(reader *r, const cJSON *o, tagger_head_config *h) {
     const char *hp = "tagger.head";
-    const cJSON *h = get_object(r, o, p, "head");
-    get_positive(r, h, hp, "hidden", &t->head.hidden);
-    get_positive(r, h, hp, "heads", &t->head.heads);
-    get_positive(r, h, hp, "layers", &t->head.layers);
-    get_positive(r, h, hp, "intermediate", &t->head.intermediate);
-    get_float(r, h, hp, "ln_eps", FLOAT_POSITIVE, &t->head.ln_eps);
+    const cJSON *ho = get_object(r, o, "tagger", "head");
+    get_positive(r, ho, hp, "hidden", &h->hidden);
+    get_positive(r, ho, hp, "heads", &h->heads);
+    get_positive(r, ho, hp, "layers", &h->layers);
+    get_positive(r, ho, hp, "intermediate", &h->intermediate);
+    get_float(r, ho, hp, "ln_eps", FLOAT_POSITIVE, &h->ln_eps);
+}
 
-    int resize = 0;
-    get_enum(r, o, p, "resize", resize_names, 2, &resize);
-    t->resize = (resize_filter)resize;
-    get_normalization(r, o, p, t->mean, t->std);
-
+/* tags, one threshold per tag, and delete_tags (indices into tags). */
+static void read_tag_list(reader *r, const cJSON *o, tagger_config *t) {
+    const char *p = "tagger";
     char elem[64];
     int n = 0;
     const cJSON *tags = get_array(r, o, p, "tags", 1, INT_MAX, &n);
@@ -304,8 +289,12 @@ static void read_tagger(reader *r, const cJSON *root, tagger_config *t) {
             expect_int(r, cJSON_GetArrayItem(del, i), p, elem, 0, t->num_tags - 1, &t->delete_tags[i]);
         }
     }
-    if (r->failed) return;
+}
 
+/* The relations between the tagger's numbers, once every field was read. */
+static void check_tagger(reader *r, const tagger_config *t, int n_heads) {
+    const char *p = "tagger";
+    char elem[64];
     if (n_heads != t->n_stages)
         fail_at(r, p, "heads", "%d entries for %d stages (depths)", n_heads, t->n_stages);
     if (t->image_size % t->patch_size)
@@ -325,7 +314,30 @@ static void read_tagger(reader *r, const cJSON *root, tagger_config *t) {
         res /= 2;
     }
     if (t->head.hidden % t->head.heads)
-        fail_at(r, hp, "heads", "%d does not divide hidden %d", t->head.heads, t->head.hidden);
+        fail_at(r, "tagger.head", "heads", "%d does not divide hidden %d", t->head.heads, t->head.hidden);
+}
+
+static void read_tagger(reader *r, const cJSON *root, tagger_config *t) {
+    const char *p = "tagger";
+    const cJSON *o = get_object(r, root, "", p);
+    get_path(r, o, p, "file", &t->file);
+    get_positive(r, o, p, "image_size", &t->image_size);
+    get_positive(r, o, p, "patch_size", &t->patch_size);
+    get_positive(r, o, p, "embed_dim", &t->embed_dim);
+    get_int_array(r, o, p, "depths", 1, MODEL_MAX_STAGES, 1, INT_MAX, t->depths, &t->n_stages);
+    int n_heads = 0;
+    get_int_array(r, o, p, "heads", 1, MODEL_MAX_STAGES, 1, INT_MAX, t->heads, &n_heads);
+    get_positive(r, o, p, "window", &t->window);
+    get_float(r, o, p, "mlp_ratio", FLOAT_POSITIVE, &t->mlp_ratio);
+    get_float(r, o, p, "ln_eps", FLOAT_POSITIVE, &t->ln_eps);
+    get_positive(r, o, p, "embed_out", &t->embed_out);
+    read_tagger_head(r, o, &t->head);
+    int resize = 0;
+    get_enum(r, o, p, "resize", resize_names, 2, &resize);
+    t->resize = (resize_filter)resize;
+    get_normalization(r, o, p, t->mean, t->std);
+    read_tag_list(r, o, t);
+    if (!r->failed) check_tagger(r, t, n_heads);
 }
 
 static int is_intermediate(const vision_config *v, int layer) {
@@ -412,8 +424,8 @@ static void read_llm(reader *r, const cJSON *root, llm_config *l) {
     get_positive(r, o, p, "rel_max_distance", &l->rel_max_distance);
     get_float(r, o, p, "ln_eps", FLOAT_POSITIVE, &l->ln_eps);
     int act = 0;
-    get_enum(r, o, p, "ff_act", ff_act_names, 3, &act);
-    l->ff_act = (ff_activation)act;
+    get_enum(r, o, p, "ff_act", activation_names, 3, &act);
+    l->ff_act = (activation)act;
 
     const cJSON *ad = get_object(r, o, p, "adapters");
     get_positive(r, ad, "llm.adapters", "num", &l->adapters_num);

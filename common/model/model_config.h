@@ -25,8 +25,10 @@ typedef enum visual_input {
 
 typedef enum resize_filter { RESIZE_BICUBIC = 0, RESIZE_BILINEAR } resize_filter;
 
-/* "gelu" (exact erf, what LION sets), "relu", "gelu_new" (tanh approximation) */
-typedef enum ff_activation { FF_ACT_GELU = 0, FF_ACT_RELU, FF_ACT_GELU_TANH } ff_activation;
+/* An activation function, as model.json names it: "gelu" (exact erf, what LION sets), "relu",
+ * "gelu_new" (tanh approximation). The one enum of activation kinds: the config reader, the
+ * models' configs (t5_config) and ops.h's activation_forward all use it. */
+typedef enum activation { ACT_GELU = 0, ACT_RELU, ACT_GELU_TANH } activation;
 
 typedef struct vision_config {
     char *file; /* path of vision.safetensors, resolved against the model directory */
@@ -97,7 +99,7 @@ typedef struct llm_config {
     int d_model, d_ff, d_kv, heads, encoder_layers, decoder_layers, vocab_size;
     int rel_buckets, rel_max_distance;
     float ln_eps;
-    ff_activation ff_act;
+    activation ff_act;
     /* optional, default 0: lm_head is shared.weight, and the decoder output is scaled by
      * d_model^-0.5 before it (HF T5 with tied embeddings; FlanT5 is untied) */
     int tie_word_embeddings;

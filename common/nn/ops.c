@@ -64,9 +64,22 @@ void gelu_forward(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
 }
 
+void gelu_tanh_forward(float *x, size_t n) {
+    const float k = sqrtf(2.0f / (float)M_PI);
+    for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + tanhf(k * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
+}
+
 void relu_forward(float *x, size_t n) {
     #pragma omp parallel for if (n > 65536)
     for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void activation_forward(float *x, size_t n, activation act) {
+    switch (act) {
+    case ACT_GELU: gelu_forward(x, n); break;
+    case ACT_RELU: relu_forward(x, n); break;
+    case ACT_GELU_TANH: gelu_tanh_forward(x, n); break;
+    }
 }
 
 float sigmoidf_stable(float x) {

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "arena.h"
+#include "model_config.h" /* enum activation */
 
 /* y[n, out] = x[n, in] W[out, in]^T + b[out]   (b may be NULL). y must not alias x. */
 void linear_forward(float *y, const float *x, const float *w, const float *b, int n, int in, int out);
@@ -20,9 +21,13 @@ void layernorm_forward(float *y, const float *x, const float *w, const float *b,
 /* T5's RMSNorm: y = x / sqrt(mean(x^2) + eps) * w  (no mean subtraction, no bias). y may be x. */
 void rmsnorm_forward(float *y, const float *x, const float *w, int n, int d, float eps);
 
-/* In place. GELU is the exact erf form (torch's default, nn.GELU()). */
+/* In place. GELU is the exact erf form (torch's default, nn.GELU()); gelu_tanh_forward is
+ * the tanh approximation (HF's "gelu_new"). */
 void gelu_forward(float *x, size_t n);
+void gelu_tanh_forward(float *x, size_t n);
 void relu_forward(float *x, size_t n);
+/* In place: one of the above, as model.json names it. */
+void activation_forward(float *x, size_t n, activation act);
 float sigmoidf_stable(float x);
 
 /* y[i] += x[i] */

@@ -1,11 +1,14 @@
 #include "stage_io.h"
 
+#include "protocol.h"
+
 int stage_image_bytes(const worker_job *job, const uint8_t **bytes, size_t *len, lion_status *st) {
-    const tensor *t = worker_job_input(job, STAGE_INPUT_IMAGE, st);
+    const tensor *t = worker_job_input(job, LION_TENSOR_IMAGE, st);
     if (!t) return -1;
     if (t->dtype != DTYPE_U8 || t->ndim != 1)
-        return lion_fail(st, LION_EINVAL, "input 'image' must be U8 with one dimension (the encoded file), got %s with %d",
-                         dtype_name(t->dtype), t->ndim);
+        return lion_fail(st, LION_EINVAL,
+                         "input '" LION_TENSOR_IMAGE "' must be U8 with one dimension (the encoded file), "
+                         "got %s with %d", dtype_name(t->dtype), t->ndim);
     *bytes = t->data;
     *len = (size_t)t->shape[0];
     return 0;

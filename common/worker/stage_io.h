@@ -5,10 +5,7 @@
 
 #include "worker.h"
 
-/* The name of the encoded-image input of vision and tagger jobs: U8 [byte count]. */
-#define STAGE_INPUT_IMAGE "image"
-
-/* The job's "image" frame, checked to be U8 and one-dimensional. */
+/* The job's LION_TENSOR_IMAGE frame (protocol.h), checked to be U8 and one-dimensional. */
 int stage_image_bytes(const worker_job *job, const uint8_t **bytes, size_t *len, lion_status *st);
 
 /* The storage dtype for the job's outputs: F32 unless the task asks for F16 or BF16

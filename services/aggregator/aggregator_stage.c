@@ -5,9 +5,8 @@
 #include <string.h>
 
 #include "log.h"
+#include "protocol.h"
 #include "stage_io.h"
-
-#define VIT_LAYER_PREFIX "vit_layer_"
 
 int aggregator_stage_open(aggregator_stage *s, const char *model_dir, int max_batch, lion_status *st) {
     memset(s, 0, sizeof *s);
@@ -31,7 +30,9 @@ int aggregator_stage_open(aggregator_stage *s, const char *model_dir, int max_ba
     s->max_text = a->qformer.max_text_len >= 2 ? a->qformer.max_text_len : BERT_MAX_LENGTH;
     s->ids = malloc(sizeof *s->ids * (size_t)s->max_text * s->max_batch);
     s->out = malloc(sizeof *s->out * (size_t)s->model.num_visual * s->model.d_model * s->max_batch);
-    if (!s->ids || !s->out) {
+    s->reqs = malloc(sizeof *s->reqs * (size_t)s->max_batch);
+    s->good = malloc(sizeof *s->good * (size_t)s->max_batch);
+    if (!s->ids || !s->out || !s->reqs || !s->good) {
         aggregator_stage_close(s);
         return lion_fail(st, LION_ENOMEM, "aggregator: out of memory for batch %d", max_batch);
     }
@@ -48,15 +49,17 @@ void aggregator_stage_close(aggregator_stage *s) {
     arena_free(&s->scratch);
     free(s->ids);
     free(s->out);
+    free(s->reqs);
+    free(s->good);
     model_config_free(&s->cfg);
     memset(s, 0, sizeof *s);
 }
 
-/* The block index of an input named "vit_layer_<index>"; 0 when the input is something else
- * (*layer untouched), -1 when the name starts so but no index follows. */
+/* The block index of an input named LION_TENSOR_VIT_LAYER_PREFIX "<index>"; 0 when the input is
+ * something else (*layer untouched), -1 when the name starts so but no index follows. */
 static int vit_layer_index(const char *name, int *layer) {
-    const size_t plen = strlen(VIT_LAYER_PREFIX);
-    if (strncmp(name, VIT_LAYER_PREFIX, plen) != 0) return 0;
+    const size_t plen = strlen(LION_TENSOR_VIT_LAYER_PREFIX);
+    if (strncmp(name, LION_TENSOR_VIT_LAYER_PREFIX, plen) != 0) return 0;
     const char *digits = name + plen;
     char *end;
     errno = 0;
@@ -78,7 +81,8 @@ static int request_build(aggregator_stage *s, const worker_job *job, int32_t *id
         const char *name = job->env->tensors[i]->name;
         int rc = vit_layer_index(name, &layers[r->n_layers]);
         if (rc < 0)
-            return lion_fail(st, LION_EINVAL, "input '%s': expected " VIT_LAYER_PREFIX "<block index>", name);
+            return lion_fail(st, LION_EINVAL, "input '%s': expected " LION_TENSOR_VIT_LAYER_PREFIX "<block index>",
+                             name);
         if (rc == 0) continue; /* not ours to read */
         outs[r->n_layers++] = job->inputs[i];
     }
@@ -97,10 +101,10 @@ static int request_build(aggregator_stage *s, const worker_job *job, int32_t *id
 int aggregator_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
     aggregator_stage *s = ctx;
     const aggregate_model *m = &s->model;
-    aggregate_request reqs[64];
-    int good[64];
-    if (n > 64 || n > s->max_batch) return lion_fail(st, LION_EINTERNAL, "aggregator: batch of %d over %d", n,
-                                                     s->max_batch < 64 ? s->max_batch : 64);
+    aggregate_request *reqs = s->reqs;
+    int *good = s->good;
+    /* the worker gives at most the max_batch the stage was opened with */
+    if (n > s->max_batch) return lion_fail(st, LION_EINTERNAL, "aggregator: batch of %d over %d", n, s->max_batch);
 
     /* each job is built and checked alone, so that a bad one fails without its batch */
     int g = 0;
@@ -124,7 +128,7 @@ int aggregator_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st
         lion_status js;
         dtype dt;
         if (stage_output_dtype(job, &dt, &js) ||
-            stage_add_output_f32(job, AGGREGATOR_OUTPUT, s->out + j * per, 2, shape, dt, &js))
+            stage_add_output_f32(job, LION_TENSOR_VISUAL_TOKENS, s->out + j * per, 2, shape, dt, &js))
             worker_job_fail(job, js.code, "aggregator: %s", js.msg);
     }
     arena_reset(&s->scratch);

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "protocol.h"
+
 void generate_params_default(generate_params *p) {
     memset(p, 0, sizeof *p);
     p->num_beams = 5;
@@ -29,10 +31,11 @@ void generate_result_free(generate_result *r) {
 
 static int check_params(const t5_model *m, const generate_params *p, lion_status *st) {
     const int V = m->cfg.vocab_size;
-    if (p->num_beams < 1 || p->num_beams > 64)
-        return lion_fail(st, LION_EINVAL, "generate: num_beams %d is not in [1, 64]", p->num_beams);
-    if (p->max_new_tokens < 1 || p->max_new_tokens > 4096)
-        return lion_fail(st, LION_EINVAL, "generate: max_new_tokens %d is not in [1, 4096]", p->max_new_tokens);
+    if (p->num_beams < 1 || p->num_beams > LION_MAX_BEAMS)
+        return lion_fail(st, LION_EINVAL, "generate: num_beams %d is not in [1, %d]", p->num_beams, LION_MAX_BEAMS);
+    if (p->max_new_tokens < 1 || p->max_new_tokens > LION_MAX_NEW_TOKENS)
+        return lion_fail(st, LION_EINVAL, "generate: max_new_tokens %d is not in [1, %d]", p->max_new_tokens,
+                         LION_MAX_NEW_TOKENS);
     if (p->min_length < 0) return lion_fail(st, LION_EINVAL, "generate: min_length %d is negative", p->min_length);
     if (!(p->repetition_penalty > 0.0f) || !isfinite(p->repetition_penalty))
         return lion_fail(st, LION_EINVAL, "generate: repetition_penalty %g must be positive", p->repetition_penalty);
@@ -274,96 +277,129 @@ static void candidate_insert(candidate *c, int *n, int k, float score, int index
     c[i].score = score, c[i].index = index;
 }
 
-static int generate_beams(const t5_model *m, t5_decoder *dec, const generate_params *p, generate_result *out,
-                          arena *a, lion_status *st) {
+/* The state of one beam search over rows = batch * num_beams decoder rows. */
+typedef struct beam_search {
+    int B, nb, rows, V, max_len, k; /* k: candidates kept per request, 2 * num_beams */
+    double lp;                      /* length penalty */
+    float *logits;                  /* [rows, V] */
+    float *beam_score, *next_score; /* [rows] */
+    int32_t *seqs, *spare;          /* [rows, max_len]: the sequences, and the next step's */
+    int32_t *tokens, *next_token;   /* [rows] */
+    int *src;                       /* [rows]: the row each new row continues */
+    uint8_t *seen;                  /* [V] repetition penalty scratch */
+    uint8_t *done, *open;           /* [B] */
+    candidate *cand;                /* [k] */
+    beam_hyps *hyps;                /* [B] */
+} beam_search;
+
+/* Scratch from a; every sequence starts with the decoder start id, only beam 0 live. */
+static int beams_init(beam_search *bs, const t5_model *m, const t5_decoder *dec, const generate_params *p, arena *a,
+                      lion_status *st) {
     const int B = dec->batch, nb = p->num_beams, rows = dec->rows, V = m->cfg.vocab_size;
-    const int max_len = p->max_new_tokens + 1, k = 2 * nb;
-    const double lp = p->length_penalty;
-    float *logits = arena_floats(a, (size_t)rows * V), *beam_score = arena_floats(a, (size_t)rows);
-    float *next_score = arena_floats(a, (size_t)rows);
-    int32_t *seqs = arena_alloc(a, (size_t)rows * max_len * sizeof(int32_t));
-    int32_t *spare = arena_alloc(a, (size_t)rows * max_len * sizeof(int32_t));
-    int32_t *tokens = arena_alloc(a, (size_t)rows * sizeof(int32_t)), *next_token = arena_alloc(a, (size_t)rows * sizeof(int32_t));
-    int *src = arena_alloc(a, (size_t)rows * sizeof(int));
-    uint8_t *seen = arena_alloc(a, (size_t)V), *done = arena_alloc(a, (size_t)B), *open = arena_alloc(a, (size_t)B);
-    candidate *cand = arena_alloc(a, (size_t)k * sizeof *cand);
-    beam_hyps *hyps = arena_alloc(a, (size_t)B * sizeof *hyps);
-    if (!logits || !beam_score || !next_score || !seqs || !spare || !tokens || !next_token || !src || !seen || !done ||
-        !open || !cand || !hyps)
+    const int max_len = p->max_new_tokens + 1;
+    *bs = (beam_search){.B = B, .nb = nb, .rows = rows, .V = V, .max_len = max_len, .k = 2 * nb,
+                        .lp = p->length_penalty};
+    bs->logits = arena_floats(a, (size_t)rows * V), bs->beam_score = arena_floats(a, (size_t)rows);
+    bs->next_score = arena_floats(a, (size_t)rows);
+    bs->seqs = arena_alloc(a, (size_t)rows * max_len * sizeof(int32_t));
+    bs->spare = arena_alloc(a, (size_t)rows * max_len * sizeof(int32_t));
+    bs->tokens = arena_alloc(a, (size_t)rows * sizeof(int32_t));
+    bs->next_token = arena_alloc(a, (size_t)rows * sizeof(int32_t));
+    bs->src = arena_alloc(a, (size_t)rows * sizeof(int));
+    bs->seen = arena_alloc(a, (size_t)V), bs->done = arena_alloc(a, (size_t)B), bs->open = arena_alloc(a, (size_t)B);
+    bs->cand = arena_alloc(a, (size_t)bs->k * sizeof *bs->cand);
+    bs->hyps = arena_alloc(a, (size_t)B * sizeof *bs->hyps);
+    if (!bs->logits || !bs->beam_score || !bs->next_score || !bs->seqs || !bs->spare || !bs->tokens ||
+        !bs->next_token || !bs->src || !bs->seen || !bs->done || !bs->open || !bs->cand || !bs->hyps)
         return lion_fail(st, LION_ENOMEM, "generate: out of scratch memory");
     for (int b = 0; b < B; b++) {
-        hyps[b].count = 0;
-        hyps[b].worst = 1e9;
-        hyps[b].score = arena_alloc(a, (size_t)(nb + 1) * sizeof(double));
-        hyps[b].len = arena_alloc(a, (size_t)(nb + 1) * sizeof(int));
-        hyps[b].seq = arena_alloc(a, (size_t)(nb + 1) * max_len * sizeof(int32_t));
-        if (!hyps[b].score || !hyps[b].len || !hyps[b].seq)
-            return lion_fail(st, LION_ENOMEM, "generate: out of scratch memory");
-        done[b] = 0, open[b] = 1;
+        beam_hyps *h = &bs->hyps[b];
+        h->count = 0;
+        h->worst = 1e9;
+        h->score = arena_alloc(a, (size_t)(nb + 1) * sizeof(double));
+        h->len = arena_alloc(a, (size_t)(nb + 1) * sizeof(int));
+        h->seq = arena_alloc(a, (size_t)(nb + 1) * max_len * sizeof(int32_t));
+        if (!h->score || !h->len || !h->seq) return lion_fail(st, LION_ENOMEM, "generate: out of scratch memory");
+        bs->done[b] = 0, bs->open[b] = 1;
     }
-    memset(seen, 0, (size_t)V);
+    memset(bs->seen, 0, (size_t)V);
     for (int r = 0; r < rows; r++) {
-        seqs[(size_t)r * max_len] = p->decoder_start_id;
+        bs->seqs[(size_t)r * max_len] = p->decoder_start_id;
         /* only beam 0 is live at first, so the first step does not pick one token nb times */
-        beam_score[r] = r % nb == 0 ? 0.0f : -1e9f;
+        bs->beam_score[r] = r % nb == 0 ? 0.0f : -1e9f;
     }
-    int cur = 1, left = B;
-    while (left > 0) {
-        for (int r = 0; r < rows; r++) tokens[r] = seqs[(size_t)r * max_len + cur - 1];
-        if (t5_decoder_step(m, dec, tokens, logits, a, st)) return -1;
-        for (int b = 0; b < B; b++) {
-            if (!open[b]) {
-                for (int j = 0; j < nb; j++) src[b * nb + j] = b * nb + j, next_token[b * nb + j] = p->pad_id;
-                continue;
-            }
-            int n = 0;
-            for (int j = 0; j < nb; j++) {
-                const int r = b * nb + j;
-                float *s = logits + (size_t)r * V;
-                log_softmax_row(s, V);
-                process_logits(s, seqs + (size_t)r * max_len, cur, p, seen);
-                for (int t = 0; t < V; t++) candidate_insert(cand, &n, k, s[t] + beam_score[r], j * V + t);
-            }
-            /* BeamSearchScorer.process for this request */
-            int kept = 0;
-            for (int rank = 0; rank < n && kept < nb; rank++) {
-                const int beam = cand[rank].index / V, tok = cand[rank].index % V;
-                if (tok == p->eos_id) {
-                    if (rank >= nb) continue;
-                    hyps_add(&hyps[b], nb, max_len, seqs + (size_t)(b * nb + beam) * max_len, cur,
-                             (double)cand[rank].score, cur, lp);
-                } else {
-                    src[b * nb + kept] = b * nb + beam;
-                    next_token[b * nb + kept] = tok;
-                    next_score[b * nb + kept] = cand[rank].score;
-                    kept++;
-                }
-            }
-            if (kept < nb)
-                return lion_fail(st, LION_EINTERNAL, "generate: request %d kept %d of %d beams", b, kept, nb);
-            done[b] = (uint8_t)hyps_is_done(&hyps[b], nb, (double)cand[0].score, cur, lp);
-            for (int j = 0; j < nb; j++) beam_score[b * nb + j] = next_score[b * nb + j];
-        }
-        for (int r = 0; r < rows; r++) {
-            memcpy(spare + (size_t)r * max_len, seqs + (size_t)src[r] * max_len, (size_t)cur * sizeof(int32_t));
-            spare[(size_t)r * max_len + cur] = next_token[r];
-        }
-        int32_t *t = seqs;
-        seqs = spare, spare = t;
-        cur++;
-        if (t5_decoder_reorder(dec, src, a, st)) return -1;
-        for (int b = 0; b < B; b++) {
-            if (!open[b] || !(done[b] || cur >= max_len)) continue;
-            open[b] = 0, left--;
-            if (!done[b]) /* finalize: the open beams compete with the finished hypotheses */
-                for (int j = 0; j < nb; j++)
-                    hyps_add(&hyps[b], nb, max_len, seqs + (size_t)(b * nb + j) * max_len, cur,
-                             (double)beam_score[b * nb + j], cur - 1, lp);
+    return 0;
+}
+
+/* One step of request b from this step's logits, sequences cur ids long: its next beams
+ * (src, next_token, beam_score) and finished hypotheses (BeamSearchScorer.process). A closed
+ * request keeps its rows with pad. */
+static int beams_step_request(beam_search *bs, int b, int cur, const generate_params *p, lion_status *st) {
+    const int nb = bs->nb, V = bs->V;
+    if (!bs->open[b]) {
+        for (int j = 0; j < nb; j++) bs->src[b * nb + j] = b * nb + j, bs->next_token[b * nb + j] = p->pad_id;
+        return 0;
+    }
+    int n = 0;
+    for (int j = 0; j < nb; j++) {
+        const int r = b * nb + j;
+        float *s = bs->logits + (size_t)r * V;
+        log_softmax_row(s, V);
+        process_logits(s, bs->seqs + (size_t)r * bs->max_len, cur, p, bs->seen);
+        for (int t = 0; t < V; t++) candidate_insert(bs->cand, &n, bs->k, s[t] + bs->beam_score[r], j * V + t);
+    }
+    int kept = 0;
+    for (int rank = 0; rank < n && kept < nb; rank++) {
+        const int beam = bs->cand[rank].index / V, tok = bs->cand[rank].index % V;
+        if (tok == p->eos_id) {
+            if (rank >= nb) continue;
+            hyps_add(&bs->hyps[b], nb, bs->max_len, bs->seqs + (size_t)(b * nb + beam) * bs->max_len, cur,
+                     (double)bs->cand[rank].score, cur, bs->lp);
+        } else {
+            bs->src[b * nb + kept] = b * nb + beam;
+            bs->next_token[b * nb + kept] = tok;
+            bs->next_score[b * nb + kept] = bs->cand[rank].score;
+            kept++;
         }
     }
-    /* best first: Python's stable ascending sort, popped from the end */
-    for (int b = 0; b < B; b++) {
-        beam_hyps *h = &hyps[b];
+    if (kept < nb) return lion_fail(st, LION_EINTERNAL, "generate: request %d kept %d of %d beams", b, kept, nb);
+    bs->done[b] = (uint8_t)hyps_is_done(&bs->hyps[b], nb, (double)bs->cand[0].score, cur, bs->lp);
+    for (int j = 0; j < nb; j++) bs->beam_score[b * nb + j] = bs->next_score[b * nb + j];
+    return 0;
+}
+
+/* Row r's sequence becomes row src[r]'s (cur ids) plus next_token[r]. */
+static void beams_extend(beam_search *bs, int cur) {
+    for (int r = 0; r < bs->rows; r++) {
+        memcpy(bs->spare + (size_t)r * bs->max_len, bs->seqs + (size_t)bs->src[r] * bs->max_len,
+               (size_t)cur * sizeof(int32_t));
+        bs->spare[(size_t)r * bs->max_len + cur] = bs->next_token[r];
+    }
+    int32_t *t = bs->seqs;
+    bs->seqs = bs->spare, bs->spare = t;
+}
+
+/* Closes the open requests that are done or out of steps (sequences now cur ids long);
+ * returns how many closed. */
+static int beams_close(beam_search *bs, int cur) {
+    const int nb = bs->nb;
+    int closed = 0;
+    for (int b = 0; b < bs->B; b++) {
+        if (!bs->open[b] || !(bs->done[b] || cur >= bs->max_len)) continue;
+        bs->open[b] = 0, closed++;
+        if (!bs->done[b]) /* finalize: the open beams compete with the finished hypotheses */
+            for (int j = 0; j < nb; j++)
+                hyps_add(&bs->hyps[b], nb, bs->max_len, bs->seqs + (size_t)(b * nb + j) * bs->max_len, cur,
+                         (double)bs->beam_score[b * nb + j], cur - 1, bs->lp);
+    }
+    return closed;
+}
+
+/* Each request's best num_return_sequences hypotheses, best first (Python's stable ascending
+ * sort, popped from the end), with eos appended when shorter than max_len. */
+static void beams_output(beam_search *bs, const generate_params *p, generate_result *out) {
+    for (int b = 0; b < bs->B; b++) {
+        beam_hyps *h = &bs->hyps[b];
         for (int q = 0; q < p->num_return_sequences; q++) {
             int best = -1;
             for (int i = 0; i < h->count; i++)
@@ -371,13 +407,31 @@ static int generate_beams(const t5_model *m, t5_decoder *dec, const generate_par
             const size_t o = (size_t)b * p->num_return_sequences + q;
             int32_t *dst = out->ids + o * out->stride;
             int len = h->len[best];
-            memcpy(dst, h->seq + (size_t)best * max_len, (size_t)len * sizeof *dst);
-            if (len < max_len) dst[len++] = p->eos_id;
+            memcpy(dst, h->seq + (size_t)best * bs->max_len, (size_t)len * sizeof *dst);
+            if (len < bs->max_len) dst[len++] = p->eos_id;
             out->lengths[o] = len;
             out->scores[o] = h->score[best];
             h->len[best] = -1; /* popped */
         }
     }
+}
+
+static int generate_beams(const t5_model *m, t5_decoder *dec, const generate_params *p, generate_result *out,
+                          arena *a, lion_status *st) {
+    beam_search bs;
+    if (beams_init(&bs, m, dec, p, a, st)) return -1;
+    int cur = 1, left = bs.B;
+    while (left > 0) {
+        for (int r = 0; r < bs.rows; r++) bs.tokens[r] = bs.seqs[(size_t)r * bs.max_len + cur - 1];
+        if (t5_decoder_step(m, dec, bs.tokens, bs.logits, a, st)) return -1;
+        for (int b = 0; b < bs.B; b++)
+            if (beams_step_request(&bs, b, cur, p, st)) return -1;
+        beams_extend(&bs, cur);
+        cur++;
+        if (t5_decoder_reorder(dec, bs.src, a, st)) return -1;
+        left -= beams_close(&bs, cur);
+    }
+    beams_output(&bs, p, out);
     return 0;
 }
 

@@ -11,25 +11,6 @@
 /* Boxes read from one answer; more than this in a single answer are dropped. */
 #define LLM_MAX_BOXES 64
 
-void t5_config_from_llm(t5_config *out, const llm_config *l) {
-    memset(out, 0, sizeof *out);
-    out->d_model = l->d_model;
-    out->d_ff = l->d_ff;
-    out->d_kv = l->d_kv;
-    out->heads = l->heads;
-    out->encoder_layers = l->encoder_layers;
-    out->decoder_layers = l->decoder_layers;
-    out->vocab_size = l->vocab_size;
-    out->rel_buckets = l->rel_buckets;
-    out->rel_max_distance = l->rel_max_distance;
-    out->ln_eps = l->ln_eps;
-    /* the two enums order their members differently */
-    out->ff_act = l->ff_act == FF_ACT_RELU ? T5_ACT_RELU : l->ff_act == FF_ACT_GELU_TANH ? T5_ACT_GELU_TANH : T5_ACT_GELU;
-    out->adapters = l->adapters_num;
-    out->adapter_bottleneck = l->adapters_bottleneck;
-    out->tie_word_embeddings = l->tie_word_embeddings;
-}
-
 /* The id of a single-token piece such as "<extra_id_0>", as the tokenizer reads it. */
 static int piece_id(const spm_tokenizer *tok, const char *piece, int32_t *id, lion_status *st) {
     int32_t ids[4];
@@ -45,6 +26,17 @@ int llm_stage_open(llm_stage *s, const char *model_dir, lion_status *st) {
     arena_init(&s->scratch, 0);
     if (model_config_load(&s->cfg, model_dir, st)) return -1;
     const llm_config *l = &s->cfg.llm;
+    /* LION_MAX_PROMPT_TOKENS leaves room for this much tag prompt and no more */
+    if (strlen(l->tag_prompt) > LION_MAX_TAG_PROMPT_BYTES) {
+        lion_fail(st, LION_EFORMAT, "llm: llm.tag_prompt is %zu bytes, over the limit of %d", strlen(l->tag_prompt),
+                  LION_MAX_TAG_PROMPT_BYTES);
+        goto fail;
+    }
+    s->prompt_ids = malloc(sizeof *s->prompt_ids * LION_MAX_PROMPT_TOKENS);
+    if (!s->prompt_ids) {
+        lion_fail(st, LION_ENOMEM, "llm: out of memory");
+        goto fail;
+    }
     t5_config tc;
     t5_config_from_llm(&tc, l);
     if (weights_open(&s->w, l->file, "t5_model.", st) || t5_load(&s->t5, &tc, &s->w, st) ||
@@ -93,6 +85,7 @@ void llm_stage_close(llm_stage *s) {
     weights_close(&s->root);
     spm_free(s->tok);
     arena_free(&s->scratch);
+    free(s->prompt_ids);
     model_config_free(&s->cfg);
     memset(s, 0, sizeof *s);
 }
@@ -125,17 +118,17 @@ int llm_task_params(const llm_stage *s, const Lion__Task *task, generate_params 
     const Lion__GenerationParams *g = task->generation;
     const char *f = "task.generation";
     /* the unsigned fields are checked before they become ints */
-    if (g && g->has_num_beams && (g->num_beams < 1 || g->num_beams > LLM_MAX_BEAMS))
-        return lion_fail(st, LION_EINVAL, "%s.num_beams: %u is not in [1, %d]", f, g->num_beams, LLM_MAX_BEAMS);
-    if (g && g->has_max_new_tokens && (g->max_new_tokens < 1 || g->max_new_tokens > LLM_MAX_NEW_TOKENS))
+    if (g && g->has_num_beams && (g->num_beams < 1 || g->num_beams > LION_MAX_BEAMS))
+        return lion_fail(st, LION_EINVAL, "%s.num_beams: %u is not in [1, %d]", f, g->num_beams, LION_MAX_BEAMS);
+    if (g && g->has_max_new_tokens && (g->max_new_tokens < 1 || g->max_new_tokens > LION_MAX_NEW_TOKENS))
         return lion_fail(st, LION_EINVAL, "%s.max_new_tokens: %u is not in [1, %d]", f, g->max_new_tokens,
-                         LLM_MAX_NEW_TOKENS);
-    if (g && g->has_num_return_sequences && g->num_return_sequences > LLM_MAX_BEAMS)
+                         LION_MAX_NEW_TOKENS);
+    if (g && g->has_num_return_sequences && g->num_return_sequences > LION_MAX_RETURN_SEQUENCES)
         return lion_fail(st, LION_EINVAL, "%s.num_return_sequences: %u is over the limit of %d", f,
-                         g->num_return_sequences, LLM_MAX_BEAMS);
-    if (g && g->has_min_length && g->min_length > LLM_MAX_NEW_TOKENS + 1)
+                         g->num_return_sequences, LION_MAX_RETURN_SEQUENCES);
+    if (g && g->has_min_length && g->min_length > LION_MAX_MIN_LENGTH)
         return lion_fail(st, LION_EINVAL, "%s.min_length: %u is over the limit of %d", f, g->min_length,
-                         LLM_MAX_NEW_TOKENS + 1);
+                         LION_MAX_MIN_LENGTH);
     if (g) {
         if (g->has_num_beams) p->num_beams = (int)g->num_beams;
         if (g->has_max_new_tokens) p->max_new_tokens = (int)g->max_new_tokens;
@@ -148,22 +141,30 @@ int llm_task_params(const llm_stage *s, const Lion__Task *task, generate_params 
         if (g->has_seed) p->seed = g->seed;
         if (g->has_num_return_sequences) p->num_return_sequences = (int)g->num_return_sequences;
     }
-    /* model.json's defaults are checked too: a model directory may hold any numbers */
-    if (p->num_beams < 1 || p->num_beams > LLM_MAX_BEAMS)
-        return lion_fail(st, LION_EINVAL, "%s.num_beams: %d is not in [1, %d]", f, p->num_beams, LLM_MAX_BEAMS);
-    if (p->max_new_tokens < 1 || p->max_new_tokens > LLM_MAX_NEW_TOKENS)
+    /* model.json's defaults are checked too: a model directory may hold any numbers. The float
+     * limits are compared as floats: the gateway checks the JSON number, then stores a float,
+     * and (float)0.01 is below the double 0.01. NaN fails every range. */
+    if (p->num_beams < 1 || p->num_beams > LION_MAX_BEAMS)
+        return lion_fail(st, LION_EINVAL, "%s.num_beams: %d is not in [1, %d]", f, p->num_beams, LION_MAX_BEAMS);
+    if (p->max_new_tokens < 1 || p->max_new_tokens > LION_MAX_NEW_TOKENS)
         return lion_fail(st, LION_EINVAL, "%s.max_new_tokens: %d is not in [1, %d]", f, p->max_new_tokens,
-                         LLM_MAX_NEW_TOKENS);
-    if (!(p->repetition_penalty > 0) || !isfinite(p->repetition_penalty))
-        return lion_fail(st, LION_EINVAL, "%s.repetition_penalty: %g must be positive and finite", f,
-                         p->repetition_penalty);
-    if (!isfinite(p->length_penalty))
-        return lion_fail(st, LION_EINVAL, "%s.length_penalty: must be finite", f);
+                         LION_MAX_NEW_TOKENS);
+    if (p->min_length > LION_MAX_MIN_LENGTH)
+        return lion_fail(st, LION_EINVAL, "%s.min_length: %d is over the limit of %d", f, p->min_length,
+                         LION_MAX_MIN_LENGTH);
+    if (!(p->repetition_penalty >= (float)LION_MIN_REPETITION_PENALTY &&
+          p->repetition_penalty <= (float)LION_MAX_REPETITION_PENALTY))
+        return lion_fail(st, LION_EINVAL, "%s.repetition_penalty: %g is not in [%g, %g]", f, p->repetition_penalty,
+                         LION_MIN_REPETITION_PENALTY, LION_MAX_REPETITION_PENALTY);
+    if (!(fabsf(p->length_penalty) <= (float)LION_MAX_ABS_LENGTH_PENALTY))
+        return lion_fail(st, LION_EINVAL, "%s.length_penalty: %g is not in [%g, %g]", f, p->length_penalty,
+                         -LION_MAX_ABS_LENGTH_PENALTY, LION_MAX_ABS_LENGTH_PENALTY);
     if (!(p->top_p > 0 && p->top_p <= 1)) return lion_fail(st, LION_EINVAL, "%s.top_p: %g is not in (0, 1]", f, p->top_p);
     /* 0 means "no sampling" to many clients: refused only where it would be divided by */
-    if (!(p->temperature >= 0) || !isfinite(p->temperature) || (p->do_sample && p->temperature == 0))
-        return lion_fail(st, LION_EINVAL, "%s.temperature: %g must be %s and finite", f, p->temperature,
-                         p->do_sample ? "positive" : "non-negative");
+    if (!(p->temperature >= 0 && p->temperature <= (float)LION_MAX_TEMPERATURE) ||
+        (p->do_sample && p->temperature == 0))
+        return lion_fail(st, LION_EINVAL, "%s.temperature: %g is not in %s0, %g]%s", f, p->temperature,
+                         p->do_sample ? "(" : "[", LION_MAX_TEMPERATURE, p->do_sample ? " when sampling" : "");
     if (p->do_sample && p->num_beams > 1)
         return lion_fail(st, LION_EINVAL, "%s.do_sample: sampling with num_beams %d is not supported", f, p->num_beams);
     int max_return = p->num_beams > 1 ? p->num_beams : 1;
@@ -183,7 +184,7 @@ typedef struct llm_job {
     int router_idx;
     float *visual; /* [n_visual, d_model] f32 copy */
     int n_visual;
-    int32_t ids[LLM_MAX_PROMPT_TOKENS];
+    int32_t *ids;  /* [n_ids]: the prompt's token ids */
     int n_ids;
 } llm_job;
 
@@ -192,34 +193,42 @@ static int job_prepare(const llm_stage *s, const worker_job *job, llm_job *j, li
     const llm_config *l = &s->cfg.llm;
     const Lion__Task *task = job->task;
     if (llm_task_params(s, task, &j->params, &j->router_idx, st)) return -1;
-    const tensor *v = worker_job_input(job, LLM_INPUT_VISUAL_TOKENS, st);
+    const tensor *v = worker_job_input(job, LION_TENSOR_VISUAL_TOKENS, st);
     if (!v) return -1;
     if (v->dtype != DTYPE_F32 && v->dtype != DTYPE_F16 && v->dtype != DTYPE_BF16)
-        return lion_fail(st, LION_EINVAL, "%s: dtype %s, expected F32, F16 or BF16", LLM_INPUT_VISUAL_TOKENS,
+        return lion_fail(st, LION_EINVAL, "%s: dtype %s, expected F32, F16 or BF16", LION_TENSOR_VISUAL_TOKENS,
                          dtype_name(v->dtype));
-    if (v->ndim != 2 || v->shape[1] != l->d_model || v->shape[0] < 1 || v->shape[0] > LLM_MAX_VISUAL_TOKENS)
-        return lion_fail(st, LION_EINVAL, "%s: shape must be [n, %d] with n in [1, %d]", LLM_INPUT_VISUAL_TOKENS,
-                         l->d_model, LLM_MAX_VISUAL_TOKENS);
+    if (v->ndim != 2 || v->shape[1] != l->d_model || v->shape[0] < 1 || v->shape[0] > LION_MAX_VISUAL_TOKENS)
+        return lion_fail(st, LION_EINVAL, "%s: shape must be [n, %d] with n in [1, %d]", LION_TENSOR_VISUAL_TOKENS,
+                         l->d_model, LION_MAX_VISUAL_TOKENS);
     j->n_visual = (int)v->shape[0];
     size_t n = (size_t)j->n_visual * l->d_model;
     j->visual = malloc(n * sizeof(float));
-    if (!j->visual) return lion_fail(st, LION_ENOMEM, "llm: out of memory for %s", LLM_INPUT_VISUAL_TOKENS);
+    if (!j->visual) return lion_fail(st, LION_ENOMEM, "llm: out of memory for %s", LION_TENSOR_VISUAL_TOKENS);
     if (convert_to_f32(j->visual, v->data, v->dtype, n, st)) return -1;
     for (size_t i = 0; i < n; i++)
         if (!isfinite(j->visual[i]))
-            return lion_fail(st, LION_EINVAL, "%s: value %zu is not finite", LLM_INPUT_VISUAL_TOKENS, i);
+            return lion_fail(st, LION_EINVAL, "%s: value %zu is not finite", LION_TENSOR_VISUAL_TOKENS, i);
 
     if (!task->instruction) return lion_fail(st, LION_EINVAL, "task.instruction: missing");
+    size_t len = strlen(task->instruction);
+    if (len > LION_MAX_INSTRUCTION_BYTES)
+        return lion_fail(st, LION_EINVAL, "task.instruction: %zu bytes, over the limit of %d", len,
+                         LION_MAX_INSTRUCTION_BYTES);
     char *text = llm_prompt_text(l, (const char *const *)task->tags, task->n_tags, task->instruction);
     if (!text) return lion_fail(st, LION_ENOMEM, "llm: out of memory for the prompt");
+    /* tokenized into the stage's buffer of the largest prompt, kept in one of its own size */
     size_t n_ids;
     lion_status ts;
-    int rc = t5_tokenize(s->tok, text, j->ids, LLM_MAX_PROMPT_TOKENS, &n_ids, &ts);
+    int rc = t5_tokenize(s->tok, text, s->prompt_ids, LION_MAX_PROMPT_TOKENS, &n_ids, &ts);
     free(text);
     if (rc && ts.code == LION_ETOOBIG)
         return lion_fail(st, LION_EINVAL, "task.instruction: the prompt is %zu tokens, over the limit of %d", n_ids,
-                         LLM_MAX_PROMPT_TOKENS);
+                         LION_MAX_PROMPT_TOKENS);
     if (rc) return lion_fail(st, LION_EINVAL, "task.instruction: %s", ts.msg);
+    j->ids = malloc(n_ids * sizeof *j->ids);
+    if (!j->ids) return lion_fail(st, LION_ENOMEM, "llm: out of memory for the prompt");
+    memcpy(j->ids, s->prompt_ids, n_ids * sizeof *j->ids);
     j->n_ids = (int)n_ids;
     return 0;
 }
@@ -306,7 +315,7 @@ int llm_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
             for (int k = 0; k < m; k++) worker_job_fail(&jobs[members[k]], gst.code, "%s", gst.msg);
         for (int k = 0; k < m; k++) js[members[k]].ready = 0;
     }
-    for (int i = 0; i < n; i++) free(js[i].visual);
+    for (int i = 0; i < n; i++) free(js[i].visual), free(js[i].ids);
     free(js), free(members);
     return 0;
 }

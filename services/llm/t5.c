@@ -8,6 +8,24 @@
 
 /* ------------------------------------------------------------------ loading */
 
+void t5_config_from_llm(t5_config *out, const llm_config *l) {
+    memset(out, 0, sizeof *out);
+    out->d_model = l->d_model;
+    out->d_ff = l->d_ff;
+    out->d_kv = l->d_kv;
+    out->heads = l->heads;
+    out->encoder_layers = l->encoder_layers;
+    out->decoder_layers = l->decoder_layers;
+    out->vocab_size = l->vocab_size;
+    out->rel_buckets = l->rel_buckets;
+    out->rel_max_distance = l->rel_max_distance;
+    out->ln_eps = l->ln_eps;
+    out->ff_act = l->ff_act;
+    out->adapters = l->adapters_num;
+    out->adapter_bottleneck = l->adapters_bottleneck;
+    out->tie_word_embeddings = l->tie_word_embeddings;
+}
+
 static int load_attention(t5_attention *at, weights *w, lion_status *st, const char *stack, int i, int sub,
                           const char *kind, int64_t d, int64_t inner) {
     int64_t s_in[] = {inner, d}, s_out[] = {d, inner}, s_vec[] = {d};
@@ -85,7 +103,7 @@ int t5_load(t5_model *m, const t5_config *c, weights *w, lion_status *st) {
     if (c->adapters < 0 || c->adapters > 2 || (c->adapters > 0 && c->adapter_bottleneck <= 0))
         return lion_fail(st, LION_EINVAL, "t5: adapters must be 0, 1 or 2 with a positive bottleneck (got %d, %d)",
                          c->adapters, c->adapter_bottleneck);
-    if (c->ff_act != T5_ACT_GELU && c->ff_act != T5_ACT_GELU_TANH && c->ff_act != T5_ACT_RELU)
+    if (c->ff_act != ACT_GELU && c->ff_act != ACT_GELU_TANH && c->ff_act != ACT_RELU)
         return lion_fail(st, LION_EINVAL, "t5: unknown ff activation %d", (int)c->ff_act);
     m->cfg = *c;
     int64_t s_emb[] = {c->vocab_size, c->d_model};
@@ -138,17 +156,6 @@ static void position_bias(float *bias, const float *table, const t5_config *c, i
 }
 
 /* ------------------------------------------------------------------ sub-layers */
-
-static void activation_forward(float *x, size_t n, t5_activation act) {
-    if (act == T5_ACT_GELU) {
-        gelu_forward(x, n);
-    } else if (act == T5_ACT_RELU) {
-        relu_forward(x, n);
-    } else {
-        const float k = sqrtf(2.0f / (float)M_PI);
-        for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + tanhf(k * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
-    }
-}
 
 /* h += FF(RMSNorm(h)) + router(h), for rows of h. */
 static int ff_forward(const t5_model *m, const t5_ff *ff, float *h, int rows, int router_idx, arena *a) {

@@ -17,14 +17,9 @@
 #include <stdint.h>
 
 #include "arena.h"
+#include "model_config.h"
 #include "status.h"
 #include "weights.h"
-
-typedef enum t5_activation {
-    T5_ACT_GELU = 0,  /* exact erf GELU (LION's dense_act_fn "gelu") */
-    T5_ACT_GELU_TANH, /* "gelu_new" */
-    T5_ACT_RELU
-} t5_activation;
 
 typedef struct t5_config {
     int d_model, d_ff, d_kv, heads;
@@ -32,7 +27,7 @@ typedef struct t5_config {
     int vocab_size;
     int rel_buckets, rel_max_distance; /* 32, 128 */
     float ln_eps;                      /* 1e-6 */
-    t5_activation ff_act;
+    activation ff_act;      /* of the gated FF: ACT_GELU is LION's dense_act_fn "gelu" */
     int adapters;           /* 0 (plain T5), 1 or 2 adapters per FF sub-layer */
     int adapter_bottleneck; /* 64 */
     /* 0 for FlanT5 (untied lm_head.weight); 1: lm_head is shared.weight and the decoder
@@ -72,6 +67,9 @@ typedef struct t5_model {
     const float *lm_head; /* [vocab, d_model]; == shared when tied */
     t5_stack encoder, decoder;
 } t5_model;
+
+/* The T5 dimensions of model.json's llm section. */
+void t5_config_from_llm(t5_config *out, const llm_config *l);
 
 /* Binds every weight by its upstream name under w's prefix (normally "t5_model.":
  * shared.weight, encoder.block.N.layer.M..., lm_head.weight) and checks every shape. */

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "protocol.h"
 #include "stage_io.h"
 
 int tagger_stage_open(tagger_stage *s, const char *model_dir, int max_batch, lion_status *st) {
@@ -22,8 +23,10 @@ int tagger_stage_open(tagger_stage *s, const char *model_dir, int max_batch, lio
     size_t img = (size_t)3 * t->image_size * t->image_size;
     s->pixels = malloc(sizeof(float) * img * s->max_batch);
     s->logits = malloc(sizeof(float) * (size_t)t->num_tags * s->max_batch);
+    s->rows = malloc(sizeof *s->rows * (size_t)s->max_batch);
+    s->top_k = malloc(sizeof *s->top_k * (size_t)s->max_batch);
     arena_init(&s->scratch, 0);
-    if (!s->pixels || !s->logits) {
+    if (!s->pixels || !s->logits || !s->rows || !s->top_k) {
         tagger_stage_close(s);
         return lion_fail(st, LION_ENOMEM, "tagger: out of memory for batch %d", s->max_batch);
     }
@@ -39,19 +42,22 @@ void tagger_stage_close(tagger_stage *s) {
     arena_free(&s->scratch);
     free(s->pixels);
     free(s->logits);
+    free(s->rows);
+    free(s->top_k);
     model_config_free(&s->cfg);
     memset(s, 0, sizeof *s);
 }
 
-/* The job's top-k request, checked against the tag count before any work is done for it. */
+/* The job's top-k request, checked before any work is done for it: over LION_MAX_TOP_TAGS is
+ * refused, over the model's tag count gives every tag (the gateway cannot know the count). */
 static int job_top_k(const tagger_stage *s, const worker_job *job, int *top_k, lion_status *st) {
     *top_k = 0;
     if (!job->task->has_debug_tags_top_k) return 0;
     uint32_t k = job->task->debug_tags_top_k;
-    if (k > (uint32_t)s->ram.cfg.num_tags)
-        return lion_fail(st, LION_EINVAL, "tagger: debug_tags_top_k %u is over the model's %d tags", k,
-                         s->ram.cfg.num_tags);
-    *top_k = (int)k;
+    if (k > LION_MAX_TOP_TAGS)
+        return lion_fail(st, LION_EINVAL, "tagger: debug_tags_top_k %u is over the limit of %d", k,
+                         LION_MAX_TOP_TAGS);
+    *top_k = k < (uint32_t)s->ram.cfg.num_tags ? (int)k : s->ram.cfg.num_tags;
     return 0;
 }
 
@@ -69,8 +75,9 @@ int tagger_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
     const tagger_config *t = &s->cfg.tagger;
     const size_t img = (size_t)3 * t->image_size * t->image_size;
     const image_filter filter = t->resize == RESIZE_BICUBIC ? IMAGE_FILTER_BICUBIC : IMAGE_FILTER_BILINEAR;
-    int rows[64], top_k[64];
-    if (n > 64) return lion_fail(st, LION_EINTERNAL, "tagger: batch of %d over 64", n);
+    int *rows = s->rows, *top_k = s->top_k;
+    /* the worker gives at most the max_batch the stage was opened with */
+    if (n > s->max_batch) return lion_fail(st, LION_EINTERNAL, "tagger: batch of %d over %d", n, s->max_batch);
 
     /* fail the bad jobs now; preprocess the rest into one pixel batch */
     int m = 0;
@@ -80,10 +87,6 @@ int tagger_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
         size_t len;
         if (job_top_k(s, &jobs[i], &top_k[m], &js) || stage_image_bytes(&jobs[i], &bytes, &len, &js)) {
             worker_job_fail(&jobs[i], js.code, "%s", js.msg);
-            continue;
-        }
-        if (m == s->max_batch) { /* the worker never gives more than max_batch, but stay safe */
-            worker_job_fail(&jobs[i], LION_EUNAVAILABLE, "tagger: batch full");
             continue;
         }
         if (image_preprocess(bytes, len, t->image_size, filter, t->mean, t->std, s->pixels + m * img, &s->limits,

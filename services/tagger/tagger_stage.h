@@ -1,6 +1,8 @@
 /* tagger_stage.h - the tagger service's stage: encoded image in, RAM tags out.
  *
- * A job carries the encoded image ("image", U8) and may ask for task.debug_tags_top_k. The
+ * A job carries the encoded image (LION_TENSOR_IMAGE, U8) and may ask for
+ * task.debug_tags_top_k (up to LION_MAX_TOP_TAGS; more than the model's classes gives them
+ * all, since the gateway cannot know how many the model has). The
  * stage decodes and preprocesses every image of the batch as RAM does (PIL bilinear resize
  * to tagger.image_size, ImageNet normalisation, both from model.json), runs one RAM forward
  * for the whole batch, and answers each job with result.tags (over threshold, RAM's order,
@@ -22,11 +24,14 @@ typedef struct tagger_stage {
     ram_model ram;
     image_limits limits;
     arena scratch;
-    int max_batch;
+    int max_batch; /* jobs one process call takes (the worker's --max-batch) */
     float *pixels; /* [max_batch, 3, S, S] */
     float *logits; /* [max_batch, num_tags] */
+    int *rows;     /* [max_batch]: the job of each pixel row */
+    int *top_k;    /* [max_batch]: each row's top-k request */
 } tagger_stage;
 
+/* Sizes the batch buffers for max_batch jobs per process call (<= 0: 1). */
 int tagger_stage_open(tagger_stage *s, const char *model_dir, int max_batch, lion_status *st);
 void tagger_stage_close(tagger_stage *s);
 

@@ -5,15 +5,19 @@
 #include <string.h>
 
 #include "log.h"
+#include "protocol.h"
 #include "stage_io.h"
 
-void vision_output_name(char *buf, size_t len, int layer) { snprintf(buf, len, "vit_layer_%d", layer); }
+void vision_output_name(char *buf, size_t len, int layer) {
+    snprintf(buf, len, LION_TENSOR_VIT_LAYER_PREFIX "%d", layer);
+}
 
 int vision_stage_open(vision_stage *s, const char *model_dir, int max_batch, size_t cache_bytes, lion_status *st) {
     memset(s, 0, sizeof *s);
     if (model_config_load(&s->cfg, model_dir, st)) return -1;
     const vision_config *v = &s->cfg.vision;
-    vit_config vc = {v->image_size, v->patch_size, v->dim, v->depth, v->heads, v->mlp_hidden, v->ln_eps};
+    vit_config vc;
+    vit_config_from_model(&vc, v);
     if (weights_open(&s->w, v->file, "visual_encoder.", st) || vit_load(&s->vit, &vc, &s->w, st)) {
         vision_stage_close(s);
         return -1;
@@ -25,8 +29,10 @@ int vision_stage_open(vision_stage *s, const char *model_dir, int max_batch, siz
     size_t per = (size_t)s->vit.tokens * v->dim;
     s->pixels = malloc(sizeof(float) * img * s->max_batch);
     s->outs = malloc(sizeof(float) * per * s->max_batch * v->n_intermediate);
+    s->keys = malloc(sizeof *s->keys * (size_t)s->max_batch);
+    s->miss = malloc(sizeof *s->miss * (size_t)s->max_batch);
     arena_init(&s->scratch, 0);
-    if (!s->cache || !s->pixels || !s->outs) {
+    if (!s->cache || !s->pixels || !s->outs || !s->keys || !s->miss) {
         vision_stage_close(s);
         return lion_fail(st, LION_ENOMEM, "vision: out of memory for batch %d", s->max_batch);
     }
@@ -43,6 +49,8 @@ void vision_stage_close(vision_stage *s) {
     arena_free(&s->scratch);
     free(s->pixels);
     free(s->outs);
+    free(s->keys);
+    free(s->miss);
     model_config_free(&s->cfg);
     memset(s, 0, sizeof *s);
 }
@@ -81,9 +89,10 @@ int vision_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
     const size_t per = (size_t)s->vit.tokens * v->dim;
     const int nl = v->n_intermediate;
     const image_filter filter = v->resize == RESIZE_BILINEAR ? IMAGE_FILTER_BILINEAR : IMAGE_FILTER_BICUBIC;
-    int miss[64];
-    feature_key keys[64];
-    if (n > 64) return lion_fail(st, LION_EINTERNAL, "vision: batch of %d over 64", n);
+    int *miss = s->miss;
+    feature_key *keys = s->keys;
+    /* the worker gives at most the max_batch the stage was opened with */
+    if (n > s->max_batch) return lion_fail(st, LION_EINTERNAL, "vision: batch of %d over %d", n, s->max_batch);
 
     /* answer hits and bad images now; preprocess the misses into one pixel batch */
     int m = 0;
@@ -99,10 +108,6 @@ int vision_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
         const float *blob = feature_cache_get(s->cache, &keys[i], &blob_len);
         if (blob && blob_len == sizeof(float) * per * nl) {
             if (add_outputs(s, &jobs[i], blob, &js)) worker_job_fail(&jobs[i], js.code, "%s", js.msg);
-            continue;
-        }
-        if (m == s->max_batch) { /* the worker never gives more than max_batch, but stay safe */
-            worker_job_fail(&jobs[i], LION_EUNAVAILABLE, "vision: batch full");
             continue;
         }
         if (image_preprocess(bytes, len, v->image_size, filter, v->mean, v->std, s->pixels + m * img, &s->limits,

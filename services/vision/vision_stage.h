@@ -1,10 +1,11 @@
 /* vision_stage.h - the vision service's stage: encoded image in, ViT block outputs out.
  *
- * A job carries the encoded image ("image", U8). The stage decodes and preprocesses it
- * as upstream does (PIL bicubic resize to vision.image_size, CLIP normalisation), runs the
- * EVA ViT on every cache miss of the batch (one forward per image), and returns one tensor per
- * configured block, "vit_layer_<index>" [tokens, dim], in the job's output dtype. The
- * same image bytes again are answered from the feature cache without running the ViT. */
+ * A job carries the encoded image (LION_TENSOR_IMAGE, U8). The stage decodes and
+ * preprocesses it as upstream does (PIL bicubic resize to vision.image_size, CLIP
+ * normalisation), runs the EVA ViT on every cache miss of the batch (one forward per image),
+ * and returns one tensor per configured block, LION_TENSOR_VIT_LAYER_PREFIX "<index>"
+ * [tokens, dim], in the job's output dtype. The same image bytes again are answered from the
+ * feature cache without running the ViT. */
 #ifndef LION_VISION_STAGE_H
 #define LION_VISION_STAGE_H
 
@@ -22,12 +23,15 @@ typedef struct vision_stage {
     feature_cache *cache;
     image_limits limits;
     arena scratch;
-    int max_batch;
+    int max_batch;  /* jobs one process call takes (the worker's --max-batch) */
     float *pixels;  /* [max_batch, 3, S, S] */
     float *outs;    /* [max_batch, n_layers, tokens, dim] */
+    feature_key *keys; /* [max_batch]: each job's image hash */
+    int *miss;         /* [max_batch]: the jobs the ViT runs for */
     _Atomic uint64_t cache_hits, cache_misses; /* copies the heartbeat thread may read */
 } vision_stage;
 
+/* Sizes the batch buffers for max_batch jobs per process call (<= 0: 1). */
 int vision_stage_open(vision_stage *s, const char *model_dir, int max_batch, size_t cache_bytes, lion_status *st);
 void vision_stage_close(vision_stage *s);
 
@@ -37,7 +41,7 @@ int vision_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st);
 /* The feature cache's hit and miss counts (safe from another thread). */
 void vision_stage_cache_stats(void *ctx, uint64_t *hits, uint64_t *misses);
 
-/* "vit_layer_<index>" */
+/* LION_TENSOR_VIT_LAYER_PREFIX "<index>" ("vit_layer_<index>") */
 void vision_output_name(char *buf, size_t len, int layer);
 
 #endif

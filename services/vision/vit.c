@@ -6,6 +6,17 @@
 
 #include "ops.h"
 
+void vit_config_from_model(vit_config *out, const vision_config *v) {
+    memset(out, 0, sizeof *out);
+    out->image_size = v->image_size;
+    out->patch_size = v->patch_size;
+    out->dim = v->dim;
+    out->depth = v->depth;
+    out->heads = v->heads;
+    out->mlp_hidden = v->mlp_hidden;
+    out->ln_eps = v->ln_eps;
+}
+
 int vit_load(vit_model *m, const vit_config *c, weights *w, lion_status *st) {
     memset(m, 0, sizeof *m);
     m->cfg = *c;

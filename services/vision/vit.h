@@ -8,6 +8,7 @@
 #define LION_VIT_H
 
 #include "arena.h"
+#include "model_config.h"
 #include "status.h"
 #include "weights.h"
 
@@ -27,6 +28,9 @@ typedef struct vit_model {
     const float *patch_w, *patch_b, *cls_token, *pos_embed;
     vit_block *blocks;
 } vit_model;
+
+/* The vision section of model.json as a vit_config. */
+void vit_config_from_model(vit_config *out, const vision_config *v);
 
 /* Binds the weights (upstream EVA key names under w's prefix) and checks every shape. */
 int vit_load(vit_model *m, const vit_config *cfg, weights *w, lion_status *st);

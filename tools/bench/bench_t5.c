@@ -177,7 +177,7 @@ int main(int argc, char **argv) {
     }
     int threads = o.threads, layers = o.layers, steps = o.steps, text_tokens = o.tokens;
     double bandwidth = o.bandwidth;
-    t5_config c = {2048, 5120, 64, 32, layers, layers, 32128, 32, 128, 1e-6f, T5_ACT_GELU, 2, 64, 0};
+    t5_config c = {2048, 5120, 64, 32, layers, layers, 32128, 32, 128, 1e-6f, ACT_GELU, 2, 64, 0};
     /* refuse rather than push a shared machine into swap or the OOM killer */
     double need = 4.0 * ((double)c.vocab_size * c.d_model * 2 +
                          layers * (10.0 * c.d_model * c.d_model + 6.0 * c.d_model * c.d_ff));
