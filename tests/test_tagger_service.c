@@ -1,15 +1,19 @@
 /* The tagger service as a separate process over ZeroMQ: it answers jobs with the reference's
  * tags (RAM's order, identical names, scores within 1e-4), the LION prompt string and the
  * top-k scores when asked (a top-k over the tag count gives every tag), also for jobs that
- * arrive together and share one forward, in batches over 64 too; a truncated image, garbage
+ * arrive together and run as one batch, in batches over 64 too; a truncated image, garbage
  * bytes and a top-k over LION_MAX_TOP_TAGS get ERRORs naming the problem, a malformed frame
- * is survived, and SIGTERM gives a clean exit. */
+ * is survived, and SIGTERM gives a clean exit. The tag cache: the same image again is a hit
+ * (the worker's heartbeat credit counts it) with a byte-identical answer, whatever top-k is
+ * asked, a batch mixing cached, new and repeated-new images answers each right, and
+ * --cache-mb 0 turns it off. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "fake_gateway.h"
 #include "image.h"
 #include "protocol.h"
@@ -119,13 +123,14 @@ static int64_t hop_finish_us(const envelope_msg *m) {
     return h->has_finish_us ? h->finish_us : -1;
 }
 
-/* A 3000 x 3000 JPEG: a job the worker takes a while to decode and resize. */
-static unsigned char *slow_image(size_t *len) {
+/* A 3000 x 3000 JPEG: a job the worker takes a while to decode and resize; another seed
+ * gives other bytes (a new image for the tag cache). */
+static unsigned char *slow_image(size_t *len, int seed) {
     image img;
     lion_status st;
     uint8_t *out = NULL;
     if (image_alloc(&img, 3000, 3000, &st)) return NULL;
-    for (size_t i = 0; i < (size_t)img.width * img.height * 3; i++) img.data[i] = (uint8_t)(i * 7 % 251);
+    for (size_t i = 0; i < (size_t)img.width * img.height * 3; i++) img.data[i] = (uint8_t)((i + seed) * 7 % 251);
     if (image_encode_jpeg(&img, 90, &out, len, &st)) out = NULL;
     image_free(&img);
     return out;
@@ -181,7 +186,8 @@ static int big_batch_round(fake_gateway *g, const test_image *images, const unsi
 }
 
 /* Batches over 64 (the stage once had arrays of 64 and failed every larger batch as
- * "internal"): a worker started with --max-batch BIG_BATCH answers BIG_BATCH jobs sent at once,
+ * "internal"): a worker started with --max-batch BIG_BATCH and no tag cache (so that every
+ * job is decoded and run, not answered as a repeat of the three images) answers BIG_BATCH jobs sent at once,
  * each as the reference says. How the test knows they ran as one batch: the worker stamps its
  * trace hop's finish_us once per process call, so BIG_BATCH answers with one finish_us, not the
  * slow job's, came out of one call. The slow job sent first makes the batch form: the compute
@@ -191,9 +197,9 @@ static void test_big_batch(const char *bin, const char *model, const test_image 
     char max_batch[16];
     snprintf(max_batch, sizeof max_batch, "%d", BIG_BATCH);
     const char *argv[] = {bin, "--model", model, "--threads", "1", "--replica", "tagger-big", "--max-batch", max_batch,
-                          "--capacity", "80", NULL};
+                          "--capacity", "80", "--cache-mb", "0", NULL};
     size_t slow_len = 0;
-    unsigned char *slow = slow_image(&slow_len);
+    unsigned char *slow = slow_image(&slow_len, 0);
     fake_gateway g;
     if (!slow || fake_gateway_start(&g, argv, 30000) != 0) {
         CHECK_MSG(0, "tagger service with --max-batch 70 did not start");
@@ -208,6 +214,259 @@ static void test_big_batch(const char *bin, const char *model, const test_image 
     if (one_batch) printf("%d jobs ran as one batch (round %d of at most 3)\n", BIG_BATCH, round);
     CHECK_EQ_INT(fake_gateway_stop(&g), 0);
     free(slow);
+}
+
+/* The worker's tag cache counts as its heartbeats report them (credit.cache_hits and
+ * cache_misses): waits up to 5 s for exactly these. Nothing may be outstanding meanwhile. */
+static void check_cache_counts(fake_gateway *g, long long hits, long long misses, const char *what) {
+    int64_t end = clock_mono_us() + 5000000;
+    long long got_hits = -1, got_misses = -1;
+    while (clock_mono_us() < end) {
+        zmq_pollitem_t item = {g->router, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, 100) <= 0) continue;
+        envelope_msg m;
+        lion_status st;
+        memset(&m, 0, sizeof m);
+        if (envelope_recv(g->router, &m, ENVELOPE_ROUTED, NULL, &st) != 0 || !m.env) {
+            CHECK_MSG(0, "%s: bad message from the worker: %s", what, st.msg);
+            envelope_msg_close(&m);
+            return;
+        }
+        const Lion__Credit *c = m.env->credit;
+        if ((m.env->kind == LION__KIND__HEARTBEAT || m.env->kind == LION__KIND__READY) && c) {
+            got_hits = c->has_cache_hits ? (long long)c->cache_hits : -1;
+            got_misses = c->has_cache_misses ? (long long)c->cache_misses : -1;
+        } else if (m.env->kind == LION__KIND__RESULT || m.env->kind == LION__KIND__ERROR) {
+            CHECK_MSG(0, "%s: unexpected answer '%s'", what, m.env->request_id ? m.env->request_id : "");
+        }
+        envelope_msg_close(&m);
+        if (got_hits == hits && got_misses == misses) break;
+    }
+    CHECK_MSG(got_hits == hits && got_misses == misses,
+              "%s: the credit says %lld cache hits, %lld misses; want %lld, %lld", what, got_hits, got_misses, hits,
+              misses);
+}
+
+/* Two answers' RESULTs, packed, are the same bytes (tags, scores, top tags, prompt). */
+static void check_same_answer(const envelope_msg *x, const envelope_msg *y, const char *what) {
+    const Lion__Result *rx = x->env ? x->env->result : NULL, *ry = y->env ? y->env->result : NULL;
+    CHECK_MSG(rx && ry, "%s: two RESULTs", what);
+    if (!rx || !ry) return;
+    size_t nx = lion__result__get_packed_size(rx), ny = lion__result__get_packed_size(ry);
+    uint8_t *bx = malloc(nx + 1), *by = malloc(ny + 1);
+    lion__result__pack(rx, bx);
+    lion__result__pack(ry, by);
+    CHECK_MSG(nx == ny && !memcmp(bx, by, nx), "%s: the answers differ (%zu and %zu bytes)", what, nx, ny);
+    free(bx), free(by);
+}
+
+/* The first n entries of two tag lists are the same names with the same float bits. */
+static int same_tags(Lion__Tag *const *x, size_t nx, Lion__Tag *const *y, size_t ny, size_t n) {
+    if (nx < n || ny < n) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(x[i]->name, y[i]->name) || x[i]->has_score != y[i]->has_score ||
+            memcmp(&x[i]->score, &y[i]->score, sizeof x[i]->score))
+            return 0;
+    return 1;
+}
+
+/* A hit asking another top-k than the miss that filled the entry: the same tags and prompt,
+ * and its top tags are the miss's, cut or extended from the same scores. */
+static void check_same_tags(const envelope_msg *miss, const envelope_msg *hit, const char *what) {
+    const Lion__Result *a = miss->env ? miss->env->result : NULL, *b = hit->env ? hit->env->result : NULL;
+    CHECK_MSG(a && b, "%s: two RESULTs", what);
+    if (!a || !b) return;
+    CHECK_MSG(a->n_tags == b->n_tags && same_tags(a->tags, a->n_tags, b->tags, b->n_tags, a->n_tags),
+              "%s: the same tags and scores", what);
+    CHECK_MSG(a->n_sequences == 1 && b->n_sequences == 1 && !strcmp(a->sequences[0]->text, b->sequences[0]->text),
+              "%s: the same prompt", what);
+    size_t n = a->n_top_tags < b->n_top_tags ? a->n_top_tags : b->n_top_tags;
+    CHECK_MSG(same_tags(a->top_tags, a->n_top_tags, b->top_tags, b->n_top_tags, n), "%s: the same top tags", what);
+}
+
+static double hop_ms(const envelope_msg *m) {
+    if (!m->env || m->env->n_trace < 1) return -1;
+    const Lion__Hop *h = m->env->trace[m->env->n_trace - 1];
+    return (h->finish_us - h->receive_us) / 1000.0;
+}
+
+/* One round of the mixed batch: a slow new image (the worker decodes it alone while the
+ * others queue), then the cached image a, a new image and that new image again, which the
+ * worker takes as one batch: RAM runs on the new image once. Every answer is checked;
+ * new_answer keeps the new image's (top-k 5) answer. Returns 1 when the three ran as one
+ * batch. Either way the counts grow by 2 hits (a, the repeat) and 2 misses. */
+static int mixed_round(fake_gateway *g, const test_image *a, const test_image *fresh, const unsigned char *slow,
+                       size_t slow_len, const cJSON *expected, const envelope_msg *a_answer, envelope_msg *new_answer,
+                       double *slow_ms) {
+    post_image(g, "mix-slow", slow, slow_len, -1);
+    struct timespec pause = {0, 50 * 1000000};
+    nanosleep(&pause, NULL);
+    post_image(g, "mix-cached", a->bytes, a->len, 5);
+    post_image(g, "mix-new", fresh->bytes, fresh->len, 5);
+    post_image(g, "mix-new-again", fresh->bytes, fresh->len, 2);
+    envelope_msg got[4];
+    int seen = 0;
+    for (int k = 0; k < 4; k++) {
+        envelope_msg m;
+        if (fake_gateway_recv(g, &m, 60000) != 0) {
+            CHECK_MSG(0, "mixed batch: answer %d of 4 did not come", k);
+            break;
+        }
+        static const char *const ids[] = {"mix-slow", "mix-cached", "mix-new", "mix-new-again"};
+        int i = 0;
+        while (i < 4 && strcmp(m.env->request_id ? m.env->request_id : "", ids[i])) i++;
+        if (i == 4 || seen & (1 << i)) {
+            CHECK_MSG(0, "mixed batch: unexpected answer '%s'", m.env->request_id ? m.env->request_id : "");
+            envelope_msg_close(&m);
+            continue;
+        }
+        seen |= 1 << i;
+        got[i] = m;
+    }
+    if (seen != 15) {
+        for (int i = 0; i < 4; i++)
+            if (seen & (1 << i)) envelope_msg_close(&got[i]);
+        return 0;
+    }
+    CHECK_MSG(got[0].env->kind == LION__KIND__RESULT, "mix-slow: a RESULT");
+    *slow_ms = hop_ms(&got[0]);
+    check_result(&got[1], expected, a->name, 5);
+    check_same_answer(a_answer, &got[1], "the cached image in a mixed batch");
+    check_result(&got[2], expected, fresh->name, 5);
+    check_result(&got[3], expected, fresh->name, 2);
+    check_same_tags(&got[2], &got[3], "a new image twice in one batch");
+    int64_t f = hop_finish_us(&got[1]);
+    int one_batch = f >= 0 && f == hop_finish_us(&got[2]) && f == hop_finish_us(&got[3]) && f != hop_finish_us(&got[0]);
+    *new_answer = got[2];
+    envelope_msg_close(&got[0]), envelope_msg_close(&got[1]), envelope_msg_close(&got[3]);
+    return one_batch;
+}
+
+/* The tag cache, on by default: a repeat is a hit, counted in the heartbeat credit, with the
+ * miss's answer byte for byte (another top-k: the same tags, top tags from the same
+ * scores); a batch mixing a cached image, a new one and the new one again answers each as
+ * the reference does and runs RAM on the new image alone; the new image's entry then answers
+ * it alone, byte-identical to its batched answer. */
+static void test_cache(const char *bin, const char *model, const test_image *images, const cJSON *expected) {
+    const char *argv[] = {bin, "--model", model, "--threads", "1", "--replica", "tagger-cache", "--max-batch", "8",
+                          "--capacity", "8", "--heartbeat-ms", "100", NULL};
+    fake_gateway g;
+    if (fake_gateway_start(&g, argv, 30000) != 0) {
+        CHECK_MSG(0, "tagger service with the tag cache did not start");
+        fake_gateway_stop(&g);
+        return;
+    }
+    const test_image *a = &images[0];
+    check_cache_counts(&g, 0, 0, "at start");
+    envelope_msg first, m;
+    CHECK(send_image(&g, "cache-a", a->bytes, a->len, 5, &first) == 0);
+    check_result(&first, expected, a->name, 5);
+    check_cache_counts(&g, 0, 1, "a new image");
+    CHECK(send_image(&g, "cache-a-again", a->bytes, a->len, 5, &m) == 0);
+    check_result(&m, expected, a->name, 5);
+    check_same_answer(&first, &m, "the same image again");
+    envelope_msg_close(&m);
+    check_cache_counts(&g, 1, 1, "the same image again");
+    CHECK(send_image(&g, "cache-a-top0", a->bytes, a->len, -1, &m) == 0);
+    check_result(&m, expected, a->name, 0);
+    check_same_tags(&first, &m, "a hit without top-k");
+    envelope_msg_close(&m);
+    CHECK(send_image(&g, "cache-a-all", a->bytes, a->len, N_TAGS + 1, &m) == 0);
+    check_result(&m, expected, a->name, N_TAGS);
+    check_same_tags(&first, &m, "a hit with every tag");
+    envelope_msg_close(&m);
+    check_cache_counts(&g, 3, 1, "two more hits");
+
+    /* the mixed batch; a round split by a busy machine is run again with other new images */
+    long long hits = 3, misses = 1;
+    int one_batch = 0, round = 0;
+    envelope_msg new_answer;
+    const test_image *fresh = NULL;
+    double slow_ms = -1;
+    size_t slow_len = 0;
+    unsigned char *slow = NULL;
+    for (; round < 2 && !one_batch; round++) {
+        if (round) envelope_msg_close(&new_answer);
+        free(slow);
+        slow = slow_image(&slow_len, round + 1);
+        fresh = &images[1 + round];
+        memset(&new_answer, 0, sizeof new_answer);
+        one_batch = mixed_round(&g, a, fresh, slow, slow_len, expected, &first, &new_answer, &slow_ms);
+        hits += 2, misses += 2;
+        check_cache_counts(&g, hits, misses, "after a mixed batch");
+    }
+    CHECK_MSG(one_batch, "the cached image, the new one and its repeat never ran as one batch");
+    if (one_batch) printf("mixed batch ran as one (round %d of at most 2)\n", round);
+    /* the new image's entry, filled by the batch: the same answer alone */
+    CHECK(send_image(&g, "cache-new-alone", fresh->bytes, fresh->len, 5, &m) == 0);
+    check_same_answer(&new_answer, &m, "a batched miss, then the same image alone");
+    envelope_msg_close(&m);
+    envelope_msg_close(&new_answer);
+    /* the slow 9 MP JPEG again: no decode this time */
+    CHECK(send_image(&g, "cache-slow-again", slow, slow_len, -1, &m) == 0);
+    CHECK_MSG(m.env && m.env->kind == LION__KIND__RESULT, "the slow image again: a RESULT");
+    printf("3000x3000 JPEG (%zu bytes) at the worker: %.1f ms new, %.2f ms cached\n", slow_len, slow_ms, hop_ms(&m));
+    envelope_msg_close(&m);
+    check_cache_counts(&g, hits + 2, misses, "the last two hits");
+    envelope_msg_close(&first);
+    free(slow);
+    CHECK_EQ_INT(fake_gateway_stop(&g), 0);
+}
+
+/* --cache-mb 0: every image is decoded and run (a miss), the answers stay right, and an
+ * image run in a batch with others gets the bytes it gets alone (one forward per image: what
+ * makes a cache hit equal to any miss). */
+static void test_cache_off(const char *bin, const char *model, const test_image *images, const cJSON *expected) {
+    const char *argv[] = {bin, "--model", model, "--threads", "1", "--replica", "tagger-nocache", "--max-batch", "4",
+                          "--capacity", "8", "--heartbeat-ms", "100", "--cache-mb", "0", NULL};
+    fake_gateway g;
+    if (fake_gateway_start(&g, argv, 30000) != 0) {
+        CHECK_MSG(0, "tagger service with --cache-mb 0 did not start");
+        fake_gateway_stop(&g);
+        return;
+    }
+    const test_image *b = &images[1];
+    envelope_msg first, m;
+    CHECK(send_image(&g, "off-b", b->bytes, b->len, 5, &first) == 0);
+    check_result(&first, expected, b->name, 5);
+    CHECK(send_image(&g, "off-b-again", b->bytes, b->len, 5, &m) == 0);
+    check_result(&m, expected, b->name, 5);
+    check_same_answer(&first, &m, "the same image again without a cache");
+    envelope_msg_close(&m);
+    check_cache_counts(&g, 0, 2, "no cache");
+
+    /* b in a batch with a and c (behind a slow job, so that the three queue up) */
+    size_t slow_len = 0;
+    unsigned char *slow = slow_image(&slow_len, 7);
+    CHECK(slow != NULL);
+    if (slow) post_image(&g, "off-slow", slow, slow_len, -1);
+    struct timespec pause = {0, 50 * 1000000};
+    nanosleep(&pause, NULL);
+    post_image(&g, "off-a", images[0].bytes, images[0].len, 1);
+    post_image(&g, "off-c", images[2].bytes, images[2].len, 1);
+    post_image(&g, "off-b-batched", b->bytes, b->len, 5);
+    int64_t finish[3] = {-1, -2, -3};
+    for (int k = 0; k < (slow ? 4 : 3); k++) {
+        if (fake_gateway_recv(&g, &m, 60000) != 0) {
+            CHECK_MSG(0, "no cache: answer %d did not come", k);
+            break;
+        }
+        const char *id = m.env->request_id ? m.env->request_id : "";
+        if (!strcmp(id, "off-a")) check_result(&m, expected, images[0].name, 1), finish[0] = hop_finish_us(&m);
+        else if (!strcmp(id, "off-c")) check_result(&m, expected, images[2].name, 1), finish[1] = hop_finish_us(&m);
+        else if (!strcmp(id, "off-b-batched")) {
+            check_result(&m, expected, b->name, 5);
+            check_same_answer(&first, &m, "an image alone, then in a batch");
+            finish[2] = hop_finish_us(&m);
+        } else CHECK_MSG(!strcmp(id, "off-slow") && m.env->kind == LION__KIND__RESULT, "no cache: answer '%s'", id);
+        envelope_msg_close(&m);
+    }
+    printf("no cache: a, c and b %s\n",
+           finish[0] == finish[1] && finish[1] == finish[2] ? "ran as one batch" : "were split (a busy machine)");
+    check_cache_counts(&g, 0, slow ? 6 : 5, "no cache, after a batch");
+    envelope_msg_close(&first);
+    free(slow);
+    CHECK_EQ_INT(fake_gateway_stop(&g), 0);
 }
 
 int main(void) {
@@ -298,6 +557,8 @@ int main(void) {
 
     const test_image images[3] = {{"a.png", a, len_a}, {"b.jpg", b, len_b}, {"c.png", c, len_c}};
     test_big_batch(bin, model, images, expected);
+    test_cache(bin, model, images, expected);
+    test_cache_off(bin, model, images, expected);
     cJSON_Delete(expected);
     free(json), free(a), free(b), free(c), free(trunc);
     return testing_finish();
