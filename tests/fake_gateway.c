@@ -42,6 +42,10 @@ static int recv_until(fake_gateway *g, envelope_msg *m, int timeout_ms, int want
             g->capacity = m->env->credit ? m->env->credit->capacity : 0;
             return 0;
         }
+        if (kind == LION__KIND__PARTIAL) {
+            g->partials++;
+            if (!want_ready && g->want_partials) return 0;
+        }
         if (kind == LION__KIND__RESULT || kind == LION__KIND__ERROR) {
             if (!want_ready) return 0;
         }
@@ -112,6 +116,15 @@ int fake_gateway_send_raw(fake_gateway *g, const void *const *frames, const size
 
 int fake_gateway_recv(fake_gateway *g, envelope_msg *reply, int timeout_ms) {
     return recv_until(g, reply, timeout_ms, 0);
+}
+
+int fake_gateway_cancel(fake_gateway *g, const char *request_id, int stage, unsigned attempt) {
+    lion_status st;
+    Lion__Envelope *env = envelope_cancel(request_id, stage, attempt, &st);
+    int rc = env ? envelope_send(g->router, &g->worker, env, NULL, 0, 0, &st) : -1;
+    if (rc) fprintf(stderr, "fake_gateway: cancel: %s\n", st.msg);
+    envelope_free(env);
+    return rc;
 }
 
 int fake_gateway_stop(fake_gateway *g) {

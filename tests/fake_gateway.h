@@ -1,8 +1,9 @@
 /* fake_gateway.h - a stand-in gateway for service integration tests.
  *
  * Binds a ROUTER on a loopback port, starts a real service executable as a child process
- * pointed at it, waits for its READY, then sends jobs and returns the answers, skipping
- * heartbeats. Stopping sends SIGTERM and reports how the child exited. */
+ * pointed at it, waits for its READY, then sends jobs (and CANCELs) and returns the answers,
+ * skipping heartbeats, and PARTIALs unless asked for them. Stopping sends SIGTERM and reports
+ * how the child exited. */
 #ifndef LION_FAKE_GATEWAY_H
 #define LION_FAKE_GATEWAY_H
 
@@ -16,6 +17,8 @@ typedef struct fake_gateway {
     pid_t child;
     envelope_peer worker;
     unsigned capacity; /* from READY */
+    int want_partials; /* fake_gateway_recv returns PARTIALs too (else they are skipped) */
+    unsigned partials; /* PARTIALs received, returned or skipped */
 } fake_gateway;
 
 /* argv: the service command line (NULL-terminated); "--gateway <endpoint>" is appended.
@@ -29,8 +32,10 @@ int fake_gateway_call(fake_gateway *g, Lion__Envelope *job, envelope_tensor *ten
 
 /* Sends raw frames as they are (for malformed-message tests). */
 int fake_gateway_send_raw(fake_gateway *g, const void *const *frames, const size_t *lens, int n);
-/* Waits for the next RESULT or ERROR. */
+/* Waits for the next RESULT or ERROR (or PARTIAL, with want_partials). */
 int fake_gateway_recv(fake_gateway *g, envelope_msg *reply, int timeout_ms);
+/* Sends a CANCEL of the job of request_id at stage, dispatch attempt. */
+int fake_gateway_cancel(fake_gateway *g, const char *request_id, int stage, unsigned attempt);
 
 /* SIGTERM, wait; returns the child's exit status (0 = clean), or -1 when it had to be killed. */
 int fake_gateway_stop(fake_gateway *g);

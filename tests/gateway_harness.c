@@ -44,11 +44,47 @@ static int stub_output(worker_job *job, const char *name, int rows, int cols, co
     return worker_job_add_output(job, name, &t, st);
 }
 
+#define STUB_CANCELLED "cancelled by the gateway"
+
+/* --delay-ms in 10 ms slices, cut short once every job of the batch is cancelled. */
+static void stub_delay(worker_job *jobs, int n) {
+    for (int waited = 0; waited < stub_delay_ms; waited += 10) {
+        int live = 0;
+        for (int j = 0; j < n; j++) live += !worker_job_cancelled(&jobs[j]);
+        if (!live) return;
+        sleep_ms(stub_delay_ms - waited < 10 ? stub_delay_ms - waited : 10);
+    }
+}
+
+/* A streamed llm answer: text as PARTIALs of 4 bytes (a UTF-8 character is never split, so a
+ * piece may be longer), 3 ms apart. -1 when the job was cancelled meanwhile or a PARTIAL
+ * could not be sent (the job then failed). */
+static int stub_stream(worker_job *job, const char *text) {
+    size_t len = strlen(text);
+    for (size_t at = 0; at < len;) {
+        if (worker_job_cancelled(job)) return worker_job_fail(job, LION_ECANCELED, STUB_CANCELLED);
+        size_t n = len - at < 4 ? len - at : 4;
+        while (at + n < len && ((unsigned char)text[at + n] & 0xC0) == 0x80) n++;
+        char piece[16];
+        memcpy(piece, text + at, n);
+        piece[n] = '\0';
+        lion_status st;
+        if (worker_job_send_partial(job, piece, NULL, 0, &st)) return worker_job_fail(job, st.code, "%s", st.msg);
+        at += n;
+        sleep_ms(3);
+    }
+    return 0;
+}
+
 static int stub_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
-    if (stub_delay_ms) sleep_ms(stub_delay_ms);
+    stub_delay(jobs, n);
     for (int j = 0; j < n; j++) {
         worker_job *job = &jobs[j];
         lion_status js;
+        if (worker_job_cancelled(job)) {
+            worker_job_fail(job, LION_ECANCELED, STUB_CANCELLED);
+            continue;
+        }
         if (stub_stage == LION__STAGE__VISION) {
             const tensor *img = worker_job_input(job, "image", &js);
             if (!img) {
@@ -101,13 +137,22 @@ static int stub_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
             unsigned nseq = task->generation && task->generation->has_num_return_sequences
                                 ? task->generation->num_return_sequences
                                 : 1;
+            /* two tokens generated ({5, 6, 1}: the start id first), unless max_new_tokens is
+             * below: then the answer stopped at that length */
+            const Lion__GenerationParams *gen = task->generation;
+            int short_answer = gen && gen->has_max_new_tokens && gen->max_new_tokens < 3;
             for (unsigned s = 0; s < nseq; s++) {
                 char text[512];
                 snprintf(text, sizeof text, "%s|%s|%s|%g,%g,%g|a%u|s%u", task->instruction ? task->instruction : "",
                          tags, region ? "region" : "image", v[0], v[1], v[2], job->env->attempt, s);
+                /* the best sequence is the one streamed, before the RESULT */
+                if (s == 0 && task->has_stream && task->stream && stub_stream(job, text)) break;
                 int32_t ids[3] = {5, 6, 1};
                 Lion__Sequence *seq = envelope_add_sequence(job->reply, text, ids, 3, -0.5f * (float)(s + 1), &js);
                 if (seq && region) envelope_add_box(seq, 0.125f, 0.25f, 0.5f, 0.75f, &js);
+                if (seq)
+                    envelope_sequence_set_finish(seq, short_answer ? LION__FINISH_REASON__LENGTH : LION__FINISH_REASON__STOP,
+                                                 short_answer ? gen->max_new_tokens : 2);
             }
         }
     }

@@ -3,7 +3,10 @@
  * groups, with upstream's settings and variants (min_length, max_new_tokens, length
  * penalty, num_return_sequences, router 0). Sampling cannot match torch's generator, so its
  * properties are tested: the same seed gives the same text alone or batched, top_p -> 0
- * is greedy, different seeds differ. */
+ * is greedy, different seeds differ, per-request seeds are each request's own. The hooks
+ * between steps: requests stopped mid-generation (greedy and beam search) leave the batch
+ * and the others' sequences stay what they are without the stop; the step hook sees each
+ * request's ids grow by one per step up to its end. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -130,6 +133,100 @@ static void test_sampling(void) {
     generate_result_free(&alone), generate_result_free(&greedy), generate_result_free(&nucleus);
 }
 
+/* What the hooks saw, and whom they stop: request r stops before step stop_at[r] (0: never;
+ * 1: before the first). */
+typedef struct hook_log {
+    int stop_at[GROUP];
+    int asked[GROUP];      /* stop calls per request */
+    int steps[GROUP];      /* step calls per request */
+    int last_n[GROUP], last_finished[GROUP], bad_order[GROUP];
+    int32_t last_ids[GROUP][32];
+} hook_log;
+
+static int hook_stop(void *ctx, int r) {
+    hook_log *h = ctx;
+    h->asked[r]++;
+    return h->stop_at[r] && h->asked[r] >= h->stop_at[r];
+}
+
+static void hook_step(void *ctx, int r, const int32_t *ids, int n_ids, int finished) {
+    hook_log *h = ctx;
+    h->steps[r]++;
+    /* one more id each step, the earlier ones unchanged, nothing after the end */
+    if (n_ids != h->steps[r] + 1 || h->last_finished[r] ||
+        (h->last_n[r] && memcmp(ids, h->last_ids[r], (size_t)h->last_n[r] * sizeof *ids)))
+        h->bad_order[r]++;
+    h->last_n[r] = n_ids < 32 ? n_ids : 32;
+    memcpy(h->last_ids[r], ids, (size_t)h->last_n[r] * sizeof *ids);
+    h->last_finished[r] = finished;
+}
+
+static void test_hooks(void) {
+    lion_status st;
+    float x[GROUP * LMAX * D];
+    uint8_t mask[GROUP * LMAX];
+    int L = group_inputs(12, GROUP, x, mask);
+    for (int beams = 1; beams <= 5; beams += 4) {
+        generate_params p;
+        generate_params_default(&p);
+        p.num_beams = beams, p.max_new_tokens = 24;
+        generate_result base, r;
+        CHECK(generate_run(&model, x, mask, GROUP, L, 1, &p, &base, &scratch, &st) == 0);
+        hook_log h = {.stop_at = {0, 0, 4, 0, 1, 0}};
+        generate_options opts = {.ctx = &h, .stop = hook_stop, .step = hook_step};
+        CHECK_MSG(generate_run_with(&model, x, mask, GROUP, L, 1, &p, &opts, &r, &scratch, &st) == 0, "%s", st.msg);
+        for (int i = 0; i < GROUP; i++) {
+            int stopped = h.stop_at[i] != 0;
+            CHECK_EQ_INT(r.stopped[i], stopped);
+            if (stopped) {
+                CHECK_EQ_INT(r.lengths[i], 0);
+                CHECK_EQ_INT(h.asked[i], h.stop_at[i]); /* not asked again once stopped */
+            } else {
+                CHECK_MSG(same_sequence(&r, i, &base, i), "beams %d: request %d changed when others stopped", beams, i);
+            }
+            if (beams > 1) {
+                CHECK_EQ_INT(h.steps[i], 0); /* beam search has no answer before its end */
+                continue;
+            }
+            CHECK_EQ_INT(h.bad_order[i], 0);
+            CHECK_EQ_INT(h.steps[i], stopped ? h.stop_at[i] - 1 : base.lengths[i] - 1);
+            if (!stopped) {
+                CHECK_EQ_INT(h.last_finished[i], 1);
+                CHECK(!memcmp(h.last_ids[i], base.ids + (size_t)i * base.stride,
+                              (size_t)h.last_n[i] * sizeof(int32_t)));
+            }
+        }
+        generate_result_free(&r);
+        /* all stopped at once: nothing runs, every result empty */
+        hook_log all = {.stop_at = {1, 1, 1, 1, 1, 1}};
+        opts.ctx = &all;
+        CHECK(generate_run_with(&model, x, mask, GROUP, L, 1, &p, &opts, &r, &scratch, &st) == 0);
+        for (int i = 0; i < GROUP; i++) CHECK(r.stopped[i] && r.lengths[i] == 0 && all.steps[i] == 0);
+        generate_result_free(&r);
+        generate_result_free(&base);
+    }
+
+    /* per-request seeds: each request samples with its own, as alone with that seed */
+    generate_params p;
+    generate_params_default(&p);
+    p.num_beams = 1, p.do_sample = 1, p.max_new_tokens = 20, p.top_p = 0.95f, p.temperature = 1.3f;
+    const uint64_t seeds[GROUP] = {42, 7, 42, 9, 42, 11};
+    generate_options opts = {.seeds = seeds};
+    generate_result mixed, one;
+    CHECK(generate_run_with(&model, x, mask, GROUP, L, 1, &p, &opts, &mixed, &scratch, &st) == 0);
+    for (int i = 0; i < GROUP; i++) {
+        float x1[LMAX * D];
+        uint8_t mask1[LMAX];
+        int L1 = group_inputs(12 + i, 1, x1, mask1);
+        p.seed = seeds[i];
+        CHECK(generate_run(&model, x1, mask1, 1, L1, 1, &p, &one, &scratch, &st) == 0);
+        CHECK_MSG(same_sequence(&mixed, i, &one, 0), "request %d with seed %llu differs from alone", i,
+                  (unsigned long long)seeds[i]);
+        generate_result_free(&one);
+    }
+    generate_result_free(&mixed);
+}
+
 static void test_errors(void) {
     lion_status st;
     float x[LMAX * D];
@@ -192,6 +289,7 @@ int main(void) {
     arena_init(&scratch, 0);
     for (size_t i = 0; i < sizeof VARIANTS / sizeof VARIANTS[0]; i++) run_variant(io, &VARIANTS[i]);
     test_sampling();
+    test_hooks();
     test_errors();
     arena_free(&scratch);
     t5_free(&model);

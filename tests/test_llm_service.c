@@ -1,11 +1,16 @@
 /* The llm service as a separate process over ZeroMQ: it answers jobs with the token ids
  * and text lion_ref generates for them (greedy, beam search with the model's defaults and
  * with overrides, both task types, F32 and F16 visual tokens), alone and batched with
- * mixed task types and parameters; accepts every parameter at the edges of protocol.h's
- * ranges (what the gateway lets through) and answers jobs past them or otherwise breaking
- * the stage contract with errors naming the field, survives a malformed frame, and exits
- * cleanly on SIGTERM. In process: a model whose tag prompt is over LION_MAX_TAG_PROMPT_BYTES
- * does not load. */
+ * mixed task types and parameters, with finish_reason and generated_tokens; accepts every
+ * parameter at the edges of protocol.h's ranges (what the gateway lets through) and answers
+ * jobs past them or otherwise breaking the stage contract with errors naming the field,
+ * survives a malformed frame, and exits cleanly on SIGTERM. Streaming: greedy and sampling
+ * jobs send PARTIALs whose texts add up to the RESULT's, beam search sends none; a job
+ * cancelled mid-generation is answered ERROR cancelled long before its max_new_tokens while
+ * the job batched with it answers as alone. Sampling without num_beams samples; without a
+ * seed it is reproducible per request id, with one per seed. A model whose lm_head is wider
+ * than its tokenizer answers as lion_ref does (ids past the tokenizer decode to nothing).
+ * In process: a model whose tag prompt is over LION_MAX_TAG_PROMPT_BYTES does not load. */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +44,8 @@ typedef struct job_spec {
     dtype dt;
     const float *visual; /* [rows, cols] f32, converted to dt */
     int64_t rows, cols;
+    int stream;  /* task.stream */
+    int attempt; /* envelope attempt (0: absent) */
 } job_spec;
 
 static Lion__Envelope *job_new(const char *id, const job_spec *js, tensor *t, void **buf) {
@@ -59,6 +66,8 @@ static Lion__Envelope *job_new(const char *id, const job_spec *js, tensor *t, vo
         task->generation = malloc(sizeof *task->generation);
         *task->generation = js->gen;
     }
+    if (js->stream) task->has_stream = task->stream = 1;
+    if (js->attempt) job->has_attempt = 1, job->attempt = (uint32_t)js->attempt;
     size_t n = (size_t)(js->cols ? js->rows * js->cols : js->rows);
     *buf = malloc(n * 4 + 4);
     for (size_t i = 0; i < n; i++) {
@@ -107,6 +116,16 @@ static void check_answer(const envelope_msg *m, const expected_case *c, const ch
               c->text);
     size_t want_boxes = boxes_parse(c->text, NULL, 0);
     CHECK_EQ_INT(s->n_boxes, want_boxes);
+    /* every sequence says why it ended and how many tokens it took */
+    for (size_t k = 0; k < r->n_sequences; k++) {
+        const Lion__Sequence *q = r->sequences[k];
+        int eos = q->n_token_ids > 1 && q->token_ids[q->n_token_ids - 1] == 1;
+        CHECK_MSG(q->has_finish_reason &&
+                      q->finish_reason == (eos ? LION__FINISH_REASON__STOP : LION__FINISH_REASON__LENGTH),
+                  "%s: sequence %zu finish_reason %d", id, k, (int)q->finish_reason);
+        CHECK_MSG(q->has_generated_tokens && q->generated_tokens == q->n_token_ids - 1, "%s: generated_tokens %u of %zu ids",
+                  id, q->generated_tokens, q->n_token_ids);
+    }
     int beams = c->spec.gen.has_num_beams ? (int)c->spec.gen.num_beams : 5;
     if (beams > 1) {
         CHECK_MSG(s->has_score && s->score < 0, "%s: a beam score is a log-probability", id);
@@ -318,6 +337,383 @@ static void test_tag_prompt_limit(void) {
     rmdir(tmp);
 }
 
+/* --- streaming, cancellation, sampling, finish reasons ------------------------------------ */
+
+/* One job's flow as the gateway sees it: its PARTIALs added up, and its answer. */
+typedef struct streamed {
+    char text[16384];
+    int32_t ids[1024];
+    int n_ids, partials;
+    envelope_msg answer;
+    int answered;
+} streamed;
+
+static void streamed_add(streamed *f, const envelope_msg *m) {
+    const Lion__Result *r = m->env->result;
+    f->partials++;
+    CHECK_MSG(r && r->n_sequences == 1 && r->sequences[0]->text, "%s: a PARTIAL without its sequence",
+              m->env->request_id);
+    if (!r || r->n_sequences != 1 || !r->sequences[0]->text) return;
+    const Lion__Sequence *q = r->sequences[0];
+    CHECK_MSG(q->text[0] != '\0', "%s: a PARTIAL with no text", m->env->request_id);
+    size_t used = strlen(f->text);
+    snprintf(f->text + used, sizeof f->text - used, "%s", q->text);
+    for (size_t i = 0; i < q->n_token_ids && f->n_ids < 1024; i++) f->ids[f->n_ids++] = q->token_ids[i];
+}
+
+/* Sends one job and follows it to its answer. */
+static void run_streamed(fake_gateway *g, const char *id, const job_spec *js, streamed *f) {
+    memset(f, 0, sizeof *f);
+    g->want_partials = 1;
+    send_job(g, id, js);
+    envelope_msg m;
+    while (!f->answered && fake_gateway_recv(g, &m, 60000) == 0) {
+        if (!m.env->request_id || strcmp(m.env->request_id, id) != 0) {
+            CHECK_MSG(0, "%s: unexpected message of %s", id, m.env->request_id ? m.env->request_id : "?");
+        } else if (m.env->kind == LION__KIND__PARTIAL) {
+            streamed_add(f, &m);
+        } else {
+            f->answer = m;
+            f->answered = 1;
+            continue;
+        }
+        envelope_msg_close(&m);
+    }
+    g->want_partials = 0;
+    CHECK_MSG(f->answered, "%s: no answer", id);
+}
+
+/* The PARTIALs of a streamed greedy or sampling job add up to its RESULT: the same text, and
+ * their ids are the RESULT's generated ids (start id left out) up to the last PARTIAL. A
+ * beam search job sends none. Returns the RESULT's first sequence (NULL when none). */
+static const Lion__Sequence *check_streamed(const streamed *f, const char *id, int beams) {
+    if (!f->answered) return NULL;
+    const Lion__Envelope *env = f->answer.env;
+    CHECK_MSG(env->kind == LION__KIND__RESULT, "%s: %s", id,
+              env->error && env->error->message ? env->error->message : "not a result");
+    if (env->kind != LION__KIND__RESULT || !env->result || env->result->n_sequences < 1) return NULL;
+    const Lion__Sequence *q = env->result->sequences[0];
+    if (beams > 1) {
+        CHECK_MSG(f->partials == 0, "%s: beam search sent %d PARTIALs", id, f->partials);
+        return q;
+    }
+    CHECK_MSG(!strcmp(f->text, q->text), "%s: PARTIALs add up to \"%s\", the RESULT says \"%s\"", id, f->text, q->text);
+    CHECK_MSG(q->text[0] == '\0' || f->partials >= 1, "%s: no PARTIAL", id);
+    CHECK_MSG((size_t)f->n_ids < q->n_token_ids &&
+                  !memcmp(f->ids, q->token_ids + 1, (size_t)f->n_ids * sizeof(int32_t)),
+              "%s: the PARTIALs' %d ids are not the RESULT's generated ids", id, f->n_ids);
+    return q;
+}
+
+static int beams_of(const job_spec *js) { return js->gen.has_num_beams ? (int)js->gen.num_beams : 5; }
+
+/* Every case streamed, alone and all at once: the answers are the reference's (check_answer),
+ * and the PARTIALs add up to them. */
+static void test_streaming(fake_gateway *g, const expected_case *cases, int n) {
+    int greedy = 0;
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "stream-%d", i);
+        job_spec js = cases[i].spec;
+        js.stream = 1;
+        streamed f;
+        run_streamed(g, id, &js, &f);
+        if (!f.answered) continue;
+        check_answer(&f.answer, &cases[i], id);
+        check_streamed(&f, id, beams_of(&js));
+        greedy += beams_of(&js) == 1 && f.partials > 0;
+        envelope_msg_close(&f.answer);
+    }
+    CHECK_MSG(greedy >= 3, "only %d greedy cases streamed", greedy);
+
+    static streamed flows[N_CASES_MAX];
+    memset(flows, 0, sizeof flows);
+    g->want_partials = 1;
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "sbatch-%d", i);
+        job_spec js = cases[i].spec;
+        js.stream = 1;
+        send_job(g, id, &js);
+    }
+    for (int answered = 0; answered < n;) {
+        envelope_msg m;
+        if (fake_gateway_recv(g, &m, 60000)) {
+            CHECK_MSG(0, "streamed batch: %d of %d answers", answered, n);
+            break;
+        }
+        const char *rid = m.env->request_id ? m.env->request_id : "?";
+        int i = !strncmp(rid, "sbatch-", 7) ? atoi(rid + 7) : -1;
+        CHECK_MSG(i >= 0 && i < n && !flows[i].answered, "streamed batch: unexpected %s", rid);
+        if (i < 0 || i >= n || flows[i].answered) {
+            envelope_msg_close(&m);
+        } else if (m.env->kind == LION__KIND__PARTIAL) {
+            streamed_add(&flows[i], &m);
+            envelope_msg_close(&m);
+        } else {
+            flows[i].answer = m;
+            flows[i].answered = 1;
+            answered++;
+        }
+    }
+    g->want_partials = 0;
+    for (int i = 0; i < n; i++) {
+        if (!flows[i].answered) continue;
+        check_answer(&flows[i].answer, &cases[i], flows[i].answer.env->request_id);
+        check_streamed(&flows[i], flows[i].answer.env->request_id, beams_of(&cases[i].spec));
+        envelope_msg_close(&flows[i].answer);
+    }
+}
+
+/* A sampled answer's token ids, as a comparable string. */
+static void ids_string(const streamed *f, char *out, size_t len) {
+    out[0] = '\0';
+    if (!f->answered || f->answer.env->kind != LION__KIND__RESULT || !f->answer.env->result ||
+        f->answer.env->result->n_sequences < 1)
+        return;
+    const Lion__Sequence *q = f->answer.env->result->sequences[0];
+    for (size_t i = 0; i < q->n_token_ids; i++) {
+        size_t used = strlen(out);
+        snprintf(out + used, len - used, " %d", q->token_ids[i]);
+    }
+}
+
+static void sample(fake_gateway *g, const char *id, const job_spec *js, char *ids, size_t len) {
+    streamed f;
+    run_streamed(g, id, js, &f);
+    check_streamed(&f, id, 1);
+    ids_string(&f, ids, len);
+    if (f.answered) envelope_msg_close(&f.answer);
+}
+
+/* do_sample without num_beams samples (one beam, whatever model.json's num_beams); without
+ * a seed a request id always gives the same sample (a re-dispatched attempt repeats it),
+ * with a seed the seed does, whatever the request id. */
+static void test_sampling(fake_gateway *g, const expected_case *cases) {
+    job_spec js = cases[0].spec;
+    js.has_gen = 1;
+    lion__generation_params__init(&js.gen);
+    js.gen.has_do_sample = 1, js.gen.do_sample = 1;
+    js.gen.has_temperature = 1, js.gen.temperature = 5.0f; /* flat enough for samples to differ */
+    js.gen.has_top_p = 1, js.gen.top_p = 1.0f;
+    js.stream = 1;
+    char first[1024], again[1024], other[1024];
+    sample(g, "sample-a", &js, first, sizeof first);
+    CHECK_MSG(first[0], "sampling without num_beams was not answered");
+    js.attempt = 1; /* the same request dispatched again */
+    sample(g, "sample-a", &js, again, sizeof again);
+    CHECK_MSG(!strcmp(first, again), "a second attempt sampled%s, the first%s", again, first);
+    js.attempt = 0;
+    int differ = 0;
+    for (int k = 0; k < 4; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "sample-b%d", k);
+        sample(g, id, &js, other, sizeof other);
+        differ += strcmp(first, other) != 0;
+    }
+    CHECK_MSG(differ >= 3, "other request ids sampled the same %d times of 4", 4 - differ);
+    js.gen.has_seed = 1, js.gen.seed = 1234;
+    sample(g, "seeded-1", &js, first, sizeof first);
+    sample(g, "seeded-2", &js, again, sizeof again);
+    CHECK_MSG(first[0] && !strcmp(first, again), "seed 1234 sampled%s and%s", first, again);
+    js.gen.seed = 1235;
+    sample(g, "seeded-3", &js, other, sizeof other);
+    CHECK_MSG(strcmp(first, other) != 0, "seeds 1234 and 1235 sampled the same");
+    /* explicit beams with sampling are still refused */
+    js.gen.has_num_beams = 1, js.gen.num_beams = 5;
+    js.stream = 0;
+    check_error(g, "sample-5-beams", &js, "task.generation.do_sample: sampling with num_beams 5 is not supported");
+}
+
+/* max_new_tokens ends an answer: LENGTH with exactly that many tokens, the first ones of the
+ * longer answer; an answer that ends with eos is STOP (check_answer checks every case). */
+static void test_finish_reasons(fake_gateway *g, const expected_case *cases, int n) {
+    int stops = 0, tested = 0;
+    for (int i = 0; i < n; i++) stops += cases[i].n_ids > 1 && cases[i].ids[cases[i].n_ids - 1] == 1;
+    CHECK_MSG(stops >= 1, "no reference answer ends with eos");
+    for (int i = 0; i < n && !tested; i++) {
+        if (beams_of(&cases[i].spec) != 1 || cases[i].n_ids <= 4) continue;
+        tested = 1;
+        job_spec js = cases[i].spec;
+        js.gen.has_max_new_tokens = 1, js.gen.max_new_tokens = 2;
+        envelope_msg m;
+        send_job(g, "length-2", &js);
+        if (fake_gateway_recv(g, &m, 60000)) {
+            CHECK_MSG(0, "length-2: no answer");
+            break;
+        }
+        CHECK_EQ_INT(m.env->kind, LION__KIND__RESULT);
+        const Lion__Result *r = m.env->result;
+        if (m.env->kind == LION__KIND__RESULT && r && r->n_sequences == 1) {
+            const Lion__Sequence *q = r->sequences[0];
+            CHECK(q->has_finish_reason && q->finish_reason == LION__FINISH_REASON__LENGTH);
+            CHECK(q->has_generated_tokens && q->generated_tokens == 2);
+            CHECK_EQ_INT(q->n_token_ids, 3);
+            CHECK(q->n_token_ids == 3 && !memcmp(q->token_ids, cases[i].ids, 3 * sizeof(int32_t)));
+        }
+        envelope_msg_close(&m);
+    }
+    CHECK_MSG(tested, "no greedy case longer than 3 tokens");
+}
+
+/* Two streamed greedy jobs forced to 512 tokens are sent while a long job runs (its first
+ * PARTIAL says so), so that they wait together and run as the next batch, in one group; the
+ * first is cancelled at its first PARTIAL: it is
+ * answered ERROR cancelled after a few steps, and the second, which streamed meanwhile,
+ * answers what it answers alone. */
+static void test_cancel(fake_gateway *g, const expected_case *cases) {
+    job_spec a = cases[1].spec, b = cases[3].spec; /* both region-level: one group */
+    job_spec *both[2] = {&a, &b};
+    /* many visual tokens make each step slow enough (cross-attention) for the cancel to come
+     * early in the 512 steps, even on a busy machine */
+    enum { ROWS = 2048 };
+    static float visual[2][ROWS * 64];
+    for (int k = 0; k < 2; k++) {
+        job_spec *js = both[k];
+        if (js->cols > 64) break;
+        for (int r = 0; r < ROWS; r++)
+            memcpy(visual[k] + (size_t)r * js->cols, js->visual + (size_t)(r % js->rows) * js->cols,
+                   (size_t)js->cols * sizeof(float));
+        js->visual = visual[k], js->rows = ROWS;
+        js->has_gen = 1;
+        lion__generation_params__init(&js->gen);
+        js->gen.has_num_beams = 1, js->gen.num_beams = 1;
+        js->gen.has_max_new_tokens = 1, js->gen.max_new_tokens = LION_MAX_NEW_TOKENS;
+        js->gen.has_min_length = 1, js->gen.min_length = LION_MAX_MIN_LENGTH; /* eos never */
+        js->stream = 1;
+    }
+    streamed alone;
+    run_streamed(g, "cancel-b-alone", &b, &alone);
+    const Lion__Sequence *want = check_streamed(&alone, "cancel-b-alone", 1);
+    CHECK(want && want->generated_tokens == LION_MAX_NEW_TOKENS && want->finish_reason == LION__FINISH_REASON__LENGTH);
+    /* a PARTIAL per step that adds text, not the answer at its end */
+    CHECK_MSG(alone.partials > LION_MAX_NEW_TOKENS / 4, "512 tokens streamed in %d PARTIALs", alone.partials);
+
+    job_spec blocker = a;
+    blocker.instruction = cases[5].spec.instruction;
+    g->want_partials = 1;
+    send_job(g, "blocker", &blocker);
+    streamed fa, fb;
+    memset(&fa, 0, sizeof fa);
+    memset(&fb, 0, sizeof fb);
+    int blocker_done = 0, cancelled = 0, b_streamed_before_a_answer = 0, sent = 0;
+    while (!(blocker_done && fa.answered && fb.answered)) {
+        envelope_msg m;
+        if (fake_gateway_recv(g, &m, 60000)) {
+            CHECK_MSG(0, "cancel: answers missing (blocker %d, a %d, b %d)", blocker_done, fa.answered, fb.answered);
+            break;
+        }
+        const char *id = m.env->request_id ? m.env->request_id : "";
+        streamed *f = !strcmp(id, "cancel-a") ? &fa : !strcmp(id, "cancel-b") ? &fb : NULL;
+        if (!strcmp(id, "blocker")) {
+            if (m.env->kind == LION__KIND__PARTIAL) {
+                if (!sent) { /* it runs: the two jobs wait for it, together */
+                    send_job(g, "cancel-a", &a);
+                    send_job(g, "cancel-b", &b);
+                    sent = 1;
+                }
+            } else {
+                CHECK_MSG(m.env->kind == LION__KIND__RESULT && sent, "blocker: not a result, or no PARTIAL");
+                blocker_done = 1;
+                if (!sent) {
+                    envelope_msg_close(&m);
+                    break;
+                }
+            }
+        } else if (f && m.env->kind == LION__KIND__PARTIAL) {
+            streamed_add(f, &m);
+            if (f == &fb && !fa.answered) b_streamed_before_a_answer = 1;
+            if (f == &fa && !cancelled) cancelled = fake_gateway_cancel(g, "cancel-a", LION__STAGE__LLM, 0) == 0;
+        } else if (f) {
+            f->answer = m;
+            f->answered = 1;
+            continue;
+        } else {
+            CHECK_MSG(0, "cancel: unexpected message of %s", id);
+        }
+        envelope_msg_close(&m);
+    }
+    g->want_partials = 0;
+    CHECK(cancelled);
+    if (fa.answered) {
+        CHECK_EQ_INT(fa.answer.env->kind, LION__KIND__ERROR);
+        CHECK(fa.answer.env->error && fa.answer.env->error->code == LION_ECANCELED);
+        if (fa.answer.env->error) CHECK_CONTAINS(fa.answer.env->error->message, "cancelled by the gateway");
+        fprintf(stderr, "the cancelled job streamed %d tokens of its %d\n", fa.n_ids, LION_MAX_NEW_TOKENS);
+        /* stopped after a few of its 512 steps */
+        CHECK_MSG(fa.n_ids >= 1 && fa.n_ids < LION_MAX_NEW_TOKENS / 2, "the cancelled job streamed %d tokens", fa.n_ids);
+        envelope_msg_close(&fa.answer);
+    }
+    CHECK_MSG(b_streamed_before_a_answer, "the two jobs did not run in one batch");
+    const Lion__Sequence *got = check_streamed(&fb, "cancel-b", 1);
+    if (got && want) {
+        CHECK_MSG(got->n_token_ids == want->n_token_ids &&
+                      !memcmp(got->token_ids, want->token_ids, got->n_token_ids * sizeof(int32_t)),
+                  "the job batched with a cancelled one answered differently from alone");
+        CHECK(!strcmp(got->text, want->text));
+        CHECK(got->finish_reason == LION__FINISH_REASON__LENGTH && got->generated_tokens == LION_MAX_NEW_TOKENS);
+    }
+    if (fb.answered) envelope_msg_close(&fb.answer);
+    if (alone.answered) envelope_msg_close(&alone.answer);
+}
+
+/* The model whose lm_head is wider than its tokenizer answers as lion_ref (ids past the
+ * tokenizer decode to nothing, and count as generated tokens), streamed too. */
+static void test_wide_model(const char *bin, const expected_case *cases, int n) {
+    char model[4096 + 64];
+    snprintf(model, sizeof model, "%s", path_of("wide"));
+    const char *argv[] = {bin, "--model", model, "--threads", "1", "--replica", "llm-wide", NULL};
+    size_t len;
+    char *json = (char *)testing_read_file(path_of("wide_cases.json"), &len);
+    cJSON *root = json ? cJSON_ParseWithLength(json, len) : NULL;
+    free(json);
+    CHECK_MSG(cJSON_GetArraySize(root) >= 4, "wide_cases.json");
+    fake_gateway g;
+    if (fake_gateway_start(&g, argv, 30000) != 0) {
+        CHECK_MSG(0, "llm service did not start on the wide model");
+        fake_gateway_stop(&g);
+        cJSON_Delete(root);
+        return;
+    }
+    spm_tokenizer *tok = NULL;
+    lion_status st;
+    CHECK_MSG(spm_load(path_of("wide/spiece.model"), &tok, &st) == 0, "%s", st.msg);
+    const int vocab = tok ? (int)t5_vocab_size(tok) : 0;
+    spm_free(tok);
+    int past = 0, k = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, root) {
+        int i = cJSON_GetObjectItem(c, "case")->valueint;
+        if (i < 0 || i >= n) continue;
+        expected_case e = cases[i];
+        e.n_ids = 0;
+        const cJSON *t;
+        cJSON_ArrayForEach(t, cJSON_GetObjectItem(c, "ids")) {
+            if (e.n_ids < 64) e.ids[e.n_ids++] = t->valueint;
+            past += t->valueint >= vocab;
+        }
+        snprintf(e.text, sizeof e.text, "%s", cJSON_GetObjectItem(c, "text")->valuestring);
+        e.prompt_tokens = cJSON_GetObjectItem(c, "prompt_tokens")->valueint;
+        lion__generation_params__init(&e.spec.gen);
+        e.spec.has_gen = 1;
+        const cJSON *nb = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "gen"), "num_beams");
+        if (nb) e.spec.gen.has_num_beams = 1, e.spec.gen.num_beams = (uint32_t)nb->valueint;
+        e.n_return = 1;
+        e.spec.stream = 1;
+        char id[32];
+        snprintf(id, sizeof id, "wide-%d", k++);
+        streamed f;
+        run_streamed(&g, id, &e.spec, &f);
+        if (!f.answered) continue;
+        check_answer(&f.answer, &e, id);
+        check_streamed(&f, id, beams_of(&e.spec));
+        envelope_msg_close(&f.answer);
+    }
+    CHECK_MSG(past >= 3, "the wide model's answers hold only %d ids past the tokenizer", past);
+    cJSON_Delete(root);
+    CHECK_EQ_INT(fake_gateway_stop(&g), 0);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "%s", testing_fixture("llm_service"));
     const char *bin_dir = getenv("LION_BIN_DIR");
@@ -437,7 +833,8 @@ int main(void) {
         {"nrs-6", "task.generation.num_return_sequences: 6", {.has_num_return_sequences = 1, .num_return_sequences = 6}},
         {"nrs-17", "task.generation.num_return_sequences: 17 is over the limit of 16",
          {.has_num_return_sequences = 1, .num_return_sequences = 17}},
-        {"sample-beams", "task.generation.do_sample", {.has_do_sample = 1, .do_sample = 1}},
+        {"sample-beams", "task.generation.do_sample: sampling with num_beams 3 is not supported",
+         {.has_do_sample = 1, .do_sample = 1, .has_num_beams = 1, .num_beams = 3}},
     };
     for (size_t k = 0; k < sizeof bad_gens / sizeof *bad_gens; k++) {
         bad = cases[0].spec;
@@ -450,6 +847,11 @@ int main(void) {
     }
 
     test_param_edges(&g, &cases[0].spec);
+    test_streaming(&g, cases, n);
+    test_sampling(&g, cases);
+    test_finish_reasons(&g, cases, n);
+    test_cancel(&g, cases);
+    CHECK_EQ_INT(g.partials > 0, 1);
 
     /* a bad job batched with good ones fails alone */
     bad = cases[1].spec;
@@ -485,6 +887,7 @@ int main(void) {
     envelope_msg_close(&m);
 
     CHECK_EQ_INT(fake_gateway_stop(&g), 0);
+    test_wide_model(bin, cases, n);
     test_tag_prompt_limit();
     free_cases(cases, visual, n);
     return testing_finish();

@@ -1,8 +1,9 @@
 /* lion-tap as a separate process against a stand-in tap publisher (an XPUB socket here
  * that sends meta/ and data/ messages as docs/wire-protocol.md specifies them): watch
- * prints the fields, filters by stage and request, dump then show round-trips, damaged
- * dumps are refused with a message; and a JOB/RESULT pair of the real vision worker,
- * dumped, replays into a fresh lion-vision with identical bytes. */
+ * prints the fields (PARTIAL and CANCEL too), filters by stage and request, dump then show
+ * round-trips, damaged dumps are refused with a message; and a JOB/RESULT pair of the real
+ * vision worker, dumped, replays into a fresh lion-vision with identical bytes, also from a
+ * dump where a CANCEL precedes the JOB and a PARTIAL the RESULT (replay skips both). */
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
@@ -152,7 +153,8 @@ static void publish(publisher *p, Lion__Envelope *env, const char *dir, envelope
 
 static const float layer1[6] = {1, -2, 3.5f, 0 /* NaN */, 0, 4};
 
-/* A malformed pair, then a vision JOB and RESULT of req-1 and an llm ERROR of req-2. */
+/* A malformed pair, then a vision JOB and RESULT of req-1, an llm ERROR of req-2, and an llm
+ * PARTIAL and CANCEL of req-3. */
 static void publish_flow(publisher *p) {
     const void *junk[] = {"not a protobuf"};
     size_t junk_len[] = {14};
@@ -183,9 +185,21 @@ static void publish_flow(publisher *p) {
     Lion__Envelope *err = envelope_new(LION__KIND__ERROR, LION__STAGE__LLM, "req-2", &st);
     envelope_set_error(err, LION_ETIMEOUT, "deadline passed in queue", &st);
     publish(p, err, "in", NULL, 0);
+
+    Lion__Envelope *llm_job = envelope_new(LION__KIND__JOB, LION__STAGE__LLM, "req-3", &st);
+    llm_job->has_attempt = 1, llm_job->attempt = 2;
+    int32_t ids[2] = {9, 4};
+    Lion__Envelope *part = envelope_partial(llm_job, "a do", ids, 2, &st);
+    part->has_sent_us = 1, part->sent_us = 3000000;
+    publish(p, part, "in", NULL, 0);
+    Lion__Envelope *cancel = envelope_cancel("req-3", LION__STAGE__LLM, 2, &st);
+    publish(p, cancel, "out", NULL, 0);
     envelope_free(job);
     envelope_free(res);
     envelope_free(err);
+    envelope_free(llm_job);
+    envelope_free(part);
+    envelope_free(cancel);
 }
 
 /* Starts lion-tap with args, publishes the flow once it subscribed, waits for its end. */
@@ -211,12 +225,14 @@ static int tap_against_flow(const char *const *args, const char *want_prefix, ch
 
 static void test_watch(void) {
     char *out, *err;
-    const char *meta[] = {"watch", "--count", "3", "--timeout-ms", "10000", NULL};
+    const char *meta[] = {"watch", "--count", "5", "--timeout-ms", "10000", NULL};
     CHECK_EQ_INT(tap_against_flow(meta, "meta/", &out, &err), 0);
     CHECK_CONTAINS(out, "req-1 vision out JOB attempt=0 hops=[gateway@gw-1 0.250 ms] tensors=[image U8 [6]]");
     CHECK_CONTAINS(out, "req-1 vision in RESULT attempt=0 hops=[gateway@gw-1 0.250 ms, vision@vision-test 1.500 ms]");
     CHECK_CONTAINS(out, "tensors=[vit_layer_1 F32 [2, 3]; vit_layer_2 F16 [2]]");
     CHECK_CONTAINS(out, "req-2 llm in ERROR attempt=0 hops=[] error=deadline_exceeded: deadline passed in queue");
+    CHECK_CONTAINS(out, "req-3 llm in PARTIAL attempt=2 hops=[] text=\"a do\" tensors=[]");
+    CHECK_CONTAINS(out, "req-3 llm out CANCEL attempt=2 hops=[] tensors=[]");
     CHECK_MSG(!strstr(out, "min="), "meta/ messages have no values to summarize");
     CHECK_MSG(!strstr(out, "req-bad"), "malformed messages are not printed");
     CHECK_CONTAINS(err, "bad envelope: envelope frame (14 bytes) is not a valid lion.Envelope");
@@ -255,7 +271,7 @@ static void write_bytes(const char *path, const void *data, size_t len) {
 
 static void test_dump_show(void) {
     char *out, *err;
-    const char *dump[] = {"dump", "--out", work_path("flow.dump"), "--count", "3", "--timeout-ms", "10000", NULL};
+    const char *dump[] = {"dump", "--out", work_path("flow.dump"), "--count", "5", "--timeout-ms", "10000", NULL};
     CHECK_EQ_INT(tap_against_flow(dump, "data/", &out, &err), 0);
     free(out), free(err);
 
@@ -266,6 +282,8 @@ static void test_dump_show(void) {
     CHECK_CONTAINS(out, "error=deadline_exceeded: deadline passed in queue");
     /* show's time comes from the envelope: the last hop's finish */
     CHECK_CONTAINS(out, "1970-01-01T00:00:02.001500Z req-1 vision in RESULT");
+    CHECK_CONTAINS(out, "1970-01-01T00:00:03.000000Z req-3 llm in PARTIAL attempt=2 hops=[] text=\"a do\"");
+    CHECK_CONTAINS(out, "req-3 llm out CANCEL attempt=2");
     free(out), free(err);
     const char *show_llm[] = {"show", work_path("flow.dump"), "--stage", "llm", NULL};
     CHECK_EQ_INT(run_tap(show_llm, &out, &err, 10000), 0);
@@ -284,7 +302,7 @@ static void test_dump_show(void) {
         size_t len;
         const char *msg;
     } cases[] = {
-        {"cut", good, len - 3, "record 3 (offset "},
+        {"cut", good, len - 3, "record 5 (offset "},
         {"cut", good, len - 3, "truncated record: frame 1 says"},
         {"count", "\x40\x42\x0f\x00", 4, "record 1 (offset 0): frame count 1000000 is too large, at most 66"},
         {"short count", "\x02\x00", 2, "truncated record: frame count needs 4 bytes, 2 left"},
@@ -320,6 +338,12 @@ static void test_dump_show(void) {
     CHECK_EQ_INT(run_tap(nojob, &out, &err, 10000), 2);
     CHECK_CONTAINS(err, "no JOB of request nope for stage vision");
     free(out), free(err);
+    /* req-3 has a CANCEL in the dump but no JOB: nothing to replay */
+    const char *cancel_only[] = {"replay", work_path("flow.dump"), "--request", "req-3", "--stage", "llm",
+                                 "--bind", "tcp://127.0.0.1:1", NULL};
+    CHECK_EQ_INT(run_tap(cancel_only, &out, &err, 10000), 2);
+    CHECK_CONTAINS(err, "no JOB of request req-3 for stage llm");
+    free(out), free(err);
 }
 
 /* --- replay against the real vision worker ------------------------------------------- */
@@ -349,8 +373,21 @@ static int free_port(void) {
     return colon ? atoi(colon + 1) : 0;
 }
 
-/* Dumps one vision JOB/RESULT pair of the real worker into good.dump, and into
- * flipped.dump with one byte of vit_layer_1 changed. */
+/* A record of env alone (a data/ message without tensors). */
+static void write_envelope_record(FILE *f, const char *topic, Lion__Envelope *env) {
+    zmq_msg_t frame;
+    lion_status st;
+    if (envelope_encode(env, NULL, 0, &frame, &st) != 0) {
+        CHECK_MSG(0, "%s", st.msg);
+        return;
+    }
+    write_record(f, topic, &frame, 1);
+    zmq_msg_close(&frame);
+}
+
+/* Dumps one vision JOB/RESULT pair of the real worker into good.dump, into flipped.dump
+ * with one byte of vit_layer_1 changed, and into streamed.dump with a CANCEL before the JOB
+ * and a PARTIAL before the RESULT. */
 static int record_vision_pair(const char *bin, const char *model, const char *image_path) {
     const char *argv[] = {bin, "--model", model, "--threads", "1", "--replica", "vision-rec", NULL};
     fake_gateway g;
@@ -382,6 +419,17 @@ static int record_vision_pair(const char *bin, const char *model, const char *im
         write_record(f, "data/vision/out/req-v", job_frames, 2);
         write_record(f, "data/vision/in/req-v", reply.frames, reply.n_frames);
         fclose(f);
+        if (i >= 0) ((unsigned char *)zmq_msg_data(&reply.frames[1 + i]))[0] ^= 1; /* back */
+        Lion__Envelope *cancel = envelope_cancel("req-v", LION__STAGE__VISION, 0, &st);
+        Lion__Envelope *part = envelope_partial(job, "part", NULL, 0, &st);
+        f = fopen(work_path("streamed.dump"), "wb");
+        write_envelope_record(f, "data/vision/out/req-v", cancel);
+        write_record(f, "data/vision/out/req-v", job_frames, 2);
+        write_envelope_record(f, "data/vision/in/req-v", part);
+        write_record(f, "data/vision/in/req-v", reply.frames, reply.n_frames);
+        fclose(f);
+        envelope_free(cancel);
+        envelope_free(part);
     } else {
         rc = -1;
     }
@@ -433,6 +481,14 @@ static void test_replay(void) {
                              "--bind", bind, "--timeout-ms", "30000", NULL};
     CHECK_EQ_INT(run_tap(flipped, &out, &err, 60000), 1);
     CHECK_CONTAINS(out, "differs: tensor 'vit_layer_1': first difference at byte 0 (element 0: ");
+    free(out), free(err);
+
+    /* CANCEL and PARTIAL records are neither the JOB nor its answer */
+    const char *streamed[] = {"replay", work_path("streamed.dump"), "--request", "req-v", "--stage", "vision",
+                              "--bind", bind, "--timeout-ms", "30000", NULL};
+    CHECK_EQ_INT(run_tap(streamed, &out, &err, 60000), 0);
+    CHECK_CONTAINS(out, "sending JOB req-v");
+    CHECK_CONTAINS(out, "identical");
     free(out), free(err);
 
     kill(worker, SIGTERM);

@@ -139,12 +139,41 @@ static void test_t5_model(const char *model) {
     CHECK(t5_tokenize(tok, "a dog on the table", ids, 2, &n, &st) == -1);
     CHECK_EQ_INT(st.code, LION_ETOOBIG);
     CHECK_CONTAINS(st.msg, "more than the 2 allowed");
-    int32_t bad[] = {5, (int32_t)t5_vocab_size(tok)};
+    int32_t bad[] = {5, -3};
     char *text = NULL;
     CHECK(spm_decode(tok, bad, 2, &text, &st) == -1);
     CHECK_EQ_INT(st.code, LION_EINVAL);
-    CHECK_CONTAINS(st.msg, "outside the vocabulary");
+    CHECK_CONTAINS(st.msg, "spm_decode: id -3 at position 1 is negative");
     CHECK(text == NULL);
+
+    /* Ids past the tokenizer (a model's lm_head may have more rows than it has pieces, as
+     * FlanT5's 32128 for 32100) and the extra ids decode to nothing, as in HF, wherever
+     * they stand; the text around them is what it is without them. */
+    CHECK(t5_tokenize(tok, "a dog on the table", ids, MAX_IDS, &n, &st) == 0);
+    CHECK(n > 3);
+    char *plain = NULL;
+    CHECK(spm_decode(tok, ids, n, &plain, &st) == 0);
+    int32_t past = (int32_t)t5_vocab_size(tok);
+    int32_t *mixed = malloc((2 * n + 4) * sizeof *mixed);
+    size_t m = 0;
+    mixed[m++] = past + 27; /* first: no leading-space confusion either */
+    for (size_t i = 0; i < n; i++) {
+        mixed[m++] = ids[i];
+        if (i % 2 == 0) mixed[m++] = i % 4 == 0 ? past : t5_extra_id(tok, (int)i % T5_EXTRA_IDS);
+    }
+    mixed[m++] = INT32_MAX;
+    text = NULL;
+    CHECK_MSG(spm_decode(tok, mixed, m, &text, &st) == 0, "%s", st.msg);
+    CHECK_MSG(plain && text && !strcmp(text, plain), "with ids past the vocabulary: \"%s\", want \"%s\"",
+              text ? text : "", plain ? plain : "");
+    free(text);
+    free(plain);
+    int32_t only_past[] = {past, past + 1, past + 1000};
+    text = NULL;
+    CHECK(spm_decode(tok, only_past, 3, &text, &st) == 0);
+    CHECK(text && !strcmp(text, ""));
+    free(text);
+    free(mixed);
 
     free(ids);
     free_cases(cases, n_cases);

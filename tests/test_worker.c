@@ -1,7 +1,8 @@
 /* test_worker: the generic worker loop against a ROUTER on 127.0.0.1 that plays the
  * gateway. The toy stage doubles tensor "x" into "y" and misbehaves on request, so that
- * READY, results, batching, every kind of error answer, deadlines, heartbeats, capacity and
- * both ways of shutting down are seen from the gateway's side of the socket. */
+ * READY, results, batching, every kind of error answer, deadlines, heartbeats, capacity,
+ * streamed PARTIALs, cancellation (queued, running, unknown) and both ways of shutting down
+ * are seen from the gateway's side of the socket. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -19,6 +20,8 @@
 /* --- the toy stage ----------------------------------------------------------------------- */
 
 static atomic_int stage_calls, stage_max_batch;
+/* "wait-cancel": how many such jobs saw worker_job_cancelled become true */
+static atomic_int saw_cancel;
 
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -40,6 +43,23 @@ static int toy_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
         if (!strcmp(what, "text")) {
             int32_t ids[2] = {5, 1};
             if (!envelope_add_sequence(job->reply, "a dog", ids, 2, -1.5f, &job->status)) continue;
+        }
+        if (!strcmp(what, "stream")) {
+            /* three parts, a little apart, then the whole answer */
+            static const char *parts[3] = {"a ", "big ", "dog"};
+            int32_t ids[4] = {7, 8, 9, 1};
+            for (int k = 0; k < 3; k++) {
+                if (worker_job_send_partial(job, parts[k], ids + k, k == 2 ? 2 : 1, &job->status)) break;
+                sleep_ms(20);
+            }
+            if (job->status.code != LION_OK) continue;
+            if (!envelope_add_sequence(job->reply, "a big dog", ids, 4, 0, &job->status)) continue;
+        }
+        if (!strcmp(what, "wait-cancel")) {
+            /* says it runs, then works in 10 ms steps until cancelled (3 s at most) */
+            if (worker_job_send_partial(job, "started", NULL, 0, &job->status)) continue;
+            for (int k = 0; k < 300 && !worker_job_cancelled(job); k++) sleep_ms(10);
+            if (worker_job_cancelled(job)) atomic_fetch_add(&saw_cancel, 1);
         }
         const tensor *x = worker_job_input(job, "x", &job->status);
         if (!x) continue;
@@ -64,6 +84,7 @@ typedef struct gateway {
     envelope_peer peer;
     int heartbeats;
     int heartbeat_with_credit;
+    int last_in_flight; /* of the latest heartbeat */
     int readies;     /* READY again after a silence: the worker re-announces itself */
     int want_ready;  /* gateway_recv returns the next READY instead of counting it */
 } gateway;
@@ -102,6 +123,7 @@ static int gateway_recv(gateway *g, envelope_msg *m, int timeout_ms) {
         if (m->env->kind == LION__KIND__HEARTBEAT) {
             g->heartbeats++;
             if (m->env->credit && m->env->credit->capacity > 0) g->heartbeat_with_credit++;
+            if (m->env->credit) g->last_in_flight = (int)m->env->credit->in_flight;
             envelope_msg_close(m);
             continue;
         }
@@ -114,13 +136,14 @@ static int gateway_recv(gateway *g, envelope_msg *m, int timeout_ms) {
     }
 }
 
-static void send_job(gateway *g, const char *id, const char *instruction, const float *x, int n,
-                     int64_t deadline_us, int stage) {
+static void send_job_stream(gateway *g, const char *id, const char *instruction, const float *x, int n,
+                            int64_t deadline_us, int stage, int stream) {
     lion_status st;
     Lion__Envelope *env = envelope_new(LION__KIND__JOB, stage, id, &st);
     Lion__Task *task = malloc(sizeof *task);
     lion__task__init(task);
     task->instruction = strdup(instruction);
+    if (stream) task->has_stream = task->stream = 1;
     env->task = task;
     env->has_attempt = 1;
     env->attempt = 3;
@@ -138,6 +161,21 @@ static void send_job(gateway *g, const char *id, const char *instruction, const 
     if (envelope_send(g->router, &g->peer, env, &out, x ? 1 : 0, 0, &st) != 0)
         testing_fail(__FILE__, __LINE__, "send_job %s: %s", id, st.msg);
     tensor_free(&t);
+    envelope_free(env);
+}
+
+static void send_job(gateway *g, const char *id, const char *instruction, const float *x, int n,
+                     int64_t deadline_us, int stage) {
+    send_job_stream(g, id, instruction, x, n, deadline_us, stage, 0);
+}
+
+static void send_cancel(gateway *g, const char *id, int stage, uint32_t attempt) {
+    lion_status st;
+    Lion__Envelope *env = envelope_cancel(id, stage, attempt, &st);
+    CHECK(env != NULL);
+    if (!env) return;
+    if (envelope_send(g->router, &g->peer, env, NULL, 0, 0, &st) != 0)
+        testing_fail(__FILE__, __LINE__, "send_cancel %s: %s", id, st.msg);
     envelope_free(env);
 }
 
@@ -346,6 +384,149 @@ static void test_batching_and_capacity(gateway *g) {
     answers_clear(&a);
 }
 
+/* The messages about request id in arrival order, up to and including its RESULT or ERROR
+ * (at most max), with the time each came; a message about another request fails the test. */
+static int flow_of(gateway *g, const char *id, envelope_msg *msgs, int64_t *at_us, int max, int timeout_ms) {
+    int n = 0;
+    while (n < max) {
+        envelope_msg m;
+        if (gateway_recv(g, &m, timeout_ms) != 0) break;
+        if (!m.env->request_id || strcmp(m.env->request_id, id) != 0) {
+            testing_fail(__FILE__, __LINE__, "waiting for %s, got a %s of %s", id, lion_kind_name(m.env->kind),
+                         m.env->request_id ? m.env->request_id : "no request");
+            envelope_msg_close(&m);
+            continue;
+        }
+        at_us[n] = clock_mono_us();
+        msgs[n++] = m;
+        if (m.env->kind == LION__KIND__RESULT || m.env->kind == LION__KIND__ERROR) break;
+    }
+    return n;
+}
+
+static void flow_close(envelope_msg *msgs, int n) {
+    for (int i = 0; i < n; i++) envelope_msg_close(&msgs[i]);
+}
+
+/* A PARTIAL as the stage sent it: this job's id, stage and attempt, text and ids. */
+static void check_partial(const envelope_msg *m, const char *id, const char *text, const int32_t *ids, size_t n_ids) {
+    CHECK_EQ_INT(m->env->kind, LION__KIND__PARTIAL);
+    if (m->env->kind != LION__KIND__PARTIAL) return;
+    CHECK(!strcmp(m->env->request_id, id));
+    CHECK_EQ_INT(m->env->stage, LION__STAGE__VISION);
+    CHECK(m->env->has_attempt && m->env->attempt == 3);
+    CHECK_EQ_INT(m->n_tensors, 0);
+    const Lion__Result *r = m->env->result;
+    CHECK(r && r->n_sequences == 1);
+    if (!r || r->n_sequences != 1) return;
+    const Lion__Sequence *seq = r->sequences[0];
+    CHECK_MSG(seq->text && !strcmp(seq->text, text), "PARTIAL text \"%s\", want \"%s\"", seq->text ? seq->text : "",
+              text);
+    CHECK_EQ_INT(seq->n_token_ids, n_ids);
+    CHECK(seq->n_token_ids == n_ids && (!n_ids || !memcmp(seq->token_ids, ids, n_ids * sizeof *ids)));
+    CHECK(!seq->has_score);
+}
+
+static void test_streaming(gateway *g) {
+    float x[3] = {1.0f, 2.0f, 3.0f};
+    envelope_msg msgs[8];
+    int64_t at[8];
+    /* PARTIALs go out as the stage sends them, in order, and before the RESULT */
+    send_job_stream(g, "st1", "stream", x, 3, 0, LION__STAGE__VISION, 1);
+    int n = flow_of(g, "st1", msgs, at, 8, 3000);
+    CHECK_EQ_INT(n, 4);
+    if (n == 4) {
+        const int32_t ids[4] = {7, 8, 9, 1};
+        check_partial(&msgs[0], "st1", "a ", ids, 1);
+        check_partial(&msgs[1], "st1", "big ", ids + 1, 1);
+        check_partial(&msgs[2], "st1", "dog", ids + 2, 2);
+        CHECK_EQ_INT(msgs[3].env->kind, LION__KIND__RESULT);
+        const Lion__Result *r = msgs[3].env->result;
+        CHECK(r && r->n_sequences == 1 && !strcmp(r->sequences[0]->text, "a big dog") &&
+              r->sequences[0]->n_token_ids == 4);
+        CHECK(msgs[3].n_tensors == 1 && envelope_msg_find(&msgs[3], "y") == 0);
+        /* the first part came while the stage still worked (two 20 ms sleeps after it) */
+        CHECK_MSG(at[3] - at[0] >= 30000, "the first PARTIAL came %.1f ms before the RESULT",
+                  (double)(at[3] - at[0]) / 1000.0);
+    }
+    flow_close(msgs, n);
+    /* the same job without `stream`: the stage's calls send nothing */
+    send_job_stream(g, "st2", "stream", x, 3, 0, LION__STAGE__VISION, 0);
+    n = flow_of(g, "st2", msgs, at, 8, 3000);
+    CHECK_EQ_INT(n, 1);
+    CHECK(n == 1 && msgs[0].env->kind == LION__KIND__RESULT);
+    flow_close(msgs, n);
+}
+
+static void test_cancel(gateway *g) {
+    float x[2] = {1.0f, 2.0f};
+    envelope_msg m;
+    /* a queued job: answered at once, while the job before it still runs */
+    send_job(g, "q0", "slow", x, 2, 0, LION__STAGE__VISION);
+    sleep_ms(50); /* q0 runs (300 ms) */
+    send_job(g, "q1", "double", x, 2, 0, LION__STAGE__VISION);
+    sleep_ms(20); /* q1 waits */
+    int64_t t0 = clock_mono_us();
+    send_cancel(g, "q1", LION__STAGE__VISION, 3);
+    CHECK_EQ_INT(gateway_recv(g, &m, 3000), 0);
+    CHECK_MSG(m.env && m.env->request_id && !strcmp(m.env->request_id, "q1"), "the cancelled job is answered first");
+    check_error(&m, LION_ECANCELED, "cancelled by the gateway");
+    CHECK_MSG(clock_mono_us() - t0 < 150000, "a queued job's cancel took %.1f ms", (clock_mono_us() - t0) / 1000.0);
+    envelope_msg_close(&m);
+    CHECK_EQ_INT(gateway_recv(g, &m, 3000), 0);
+    CHECK(m.env && !strcmp(m.env->request_id, "q0") && m.env->kind == LION__KIND__RESULT);
+    envelope_msg_close(&m);
+
+    /* a running job: flagged, so the stage stops, and answered ERROR cancelled; CANCELs for
+     * another attempt or stage of it change nothing */
+    atomic_store(&saw_cancel, 0);
+    send_job_stream(g, "r1", "wait-cancel", x, 2, 0, LION__STAGE__VISION, 1);
+    CHECK_EQ_INT(gateway_recv(g, &m, 3000), 0);
+    CHECK(m.env && !strcmp(m.env->request_id, "r1") && m.env->kind == LION__KIND__PARTIAL); /* "started" */
+    envelope_msg_close(&m);
+    send_cancel(g, "r1", LION__STAGE__VISION, 2);
+    send_cancel(g, "r1", LION__STAGE__LLM, 3);
+    send_cancel(g, "r", LION__STAGE__VISION, 3);
+    CHECK_MSG(gateway_recv(g, &m, 150) == -1, "a CANCEL of another job was answered");
+    CHECK_EQ_INT(atomic_load(&saw_cancel), 0);
+    t0 = clock_mono_us();
+    send_cancel(g, "r1", LION__STAGE__VISION, 3);
+    CHECK_EQ_INT(gateway_recv(g, &m, 3000), 0);
+    CHECK(m.env && !strcmp(m.env->request_id, "r1"));
+    check_error(&m, LION_ECANCELED, "cancelled by the gateway");
+    CHECK(m.env && m.env->has_attempt && m.env->attempt == 3 && m.env->n_trace == 1);
+    CHECK_MSG(clock_mono_us() - t0 < 1000000, "a running job's cancel took %.1f ms", (clock_mono_us() - t0) / 1000.0);
+    CHECK_EQ_INT(atomic_load(&saw_cancel), 1);
+    envelope_msg_close(&m);
+
+    /* a CANCEL for a job the worker does not hold (answered already, never seen): ignored */
+    send_cancel(g, "r1", LION__STAGE__VISION, 3);
+    send_cancel(g, "nobody", LION__STAGE__VISION, 0);
+    send_job(g, "after-cancel", "double", x, 2, 0, LION__STAGE__VISION);
+    CHECK_EQ_INT(gateway_recv(g, &m, 3000), 0);
+    CHECK(m.env && !strcmp(m.env->request_id, "after-cancel") && m.env->kind == LION__KIND__RESULT);
+    envelope_msg_close(&m);
+
+    /* the answers to cancelled jobs returned their credit: nothing is held, and a full
+     * capacity of jobs is taken */
+    CHECK_EQ_INT(gateway_recv(g, &m, 200), -1); /* heartbeats only */
+    CHECK_EQ_INT(g->last_in_flight, 0);
+    answers a = {.n = 0};
+    char id[16];
+    send_job(g, "k0", "slow", x, 2, 0, LION__STAGE__VISION);
+    for (int i = 1; i < 8; i++) {
+        snprintf(id, sizeof id, "k%d", i);
+        send_job(g, id, "double", x, 2, 0, LION__STAGE__VISION);
+    }
+    for (int i = 0; i < 8; i++) {
+        snprintf(id, sizeof id, "k%d", i);
+        envelope_msg *r = answer_for(g, &a, id, 3000);
+        CHECK_MSG(r && r->env->kind == LION__KIND__RESULT, "%s: %s", id,
+                  r && r->env->error ? r->env->error->message : "no result");
+    }
+    answers_clear(&a);
+}
+
 static void test_stop_flag_shutdown(gateway *g, worker_thread *wt) {
     answers a = {.n = 0};
     float x[2] = {1.0f, 2.0f};
@@ -460,6 +641,8 @@ int main(void) {
     expect_ready(&g);
     test_results_and_errors(&g);
     test_batching_and_capacity(&g);
+    test_streaming(&g);
+    test_cancel(&g);
     /* the gateway's own heartbeat needs no answer; the worker's came every 50 ms */
     lion_status st;
     Lion__Envelope *hb = envelope_new(LION__KIND__HEARTBEAT, 0, NULL, &st);

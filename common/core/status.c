@@ -51,6 +51,7 @@ const char *lion_code_name(int code) {
     case LION_ETIMEOUT: return "deadline_exceeded";
     case LION_EUNAVAILABLE: return "unavailable";
     case LION_EINTERNAL: return "internal";
+    case LION_ECANCELED: return "cancelled";
     default: return "unknown";
     }
 }

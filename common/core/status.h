@@ -19,7 +19,8 @@ enum lion_code {
     LION_ENOTFOUND = 6,    /* a named tensor, key, route or model is absent */
     LION_ETIMEOUT = 7,     /* a deadline passed */
     LION_EUNAVAILABLE = 8, /* no worker, queue full, shutting down: retry later */
-    LION_EINTERNAL = 9     /* a bug: an invariant did not hold */
+    LION_EINTERNAL = 9,    /* a bug: an invariant did not hold */
+    LION_ECANCELED = 10    /* the client went away and the work was dropped */
 };
 
 #define LION_STATUS_MSG_MAX 512

@@ -35,8 +35,11 @@ int spm_encode(const spm_tokenizer *tok, const char *text, int32_t *ids, size_t 
 int t5_tokenize(const spm_tokenizer *tok, const char *text, int32_t *ids, size_t max_ids,
                 size_t *n_ids, lion_status *st);
 
-/* Ids to text, skipping pad, eos, unk, control ids and the extra ids; '▁' becomes a space
- * and the leading one is dropped. *text is malloc'ed and NUL-terminated; caller frees. */
+/* Ids to text with special tokens skipped (HF's skip_special_tokens): pad, eos, unk,
+ * control ids, the extra ids and any id past them (a model's output layer may be wider
+ * than its tokenizer, as FlanT5's is: those ids decode to nothing) are skipped; '▁' becomes
+ * a space and the leading one is dropped. A negative id fails (LION_EINVAL). *text is
+ * malloc'ed and NUL-terminated; caller frees. */
 int spm_decode(const spm_tokenizer *tok, const int32_t *ids, size_t n_ids, char **text,
                lion_status *st);
 

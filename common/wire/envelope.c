@@ -37,11 +37,12 @@ static envelope_limits limits_or_default(const envelope_limits *given) {
 
 /* --- names ---------------------------------------------------------------------------- */
 
-static int kind_known(int kind) { return kind >= LION__KIND__JOB && kind <= LION__KIND__BYE; }
+static int kind_known(int kind) { return kind >= LION__KIND__JOB && kind <= LION__KIND__CANCEL; }
 
 /* Kinds that belong to one request and must name it. */
 static int kind_has_request(int kind) {
-    return kind == LION__KIND__JOB || kind == LION__KIND__RESULT || kind == LION__KIND__ERROR;
+    return kind == LION__KIND__JOB || kind == LION__KIND__RESULT || kind == LION__KIND__ERROR ||
+           kind == LION__KIND__PARTIAL || kind == LION__KIND__CANCEL;
 }
 
 /* The wire DType numbers are tensor.h's (lion.proto says so); this is the one mapping. */
@@ -223,6 +224,37 @@ Lion__Sequence *envelope_add_sequence(Lion__Envelope *env, const char *text,
         return NULL;
     }
     return seq;
+}
+
+void envelope_sequence_set_finish(Lion__Sequence *seq, int finish_reason, uint32_t generated_tokens) {
+    seq->has_finish_reason = finish_reason != 0;
+    seq->finish_reason = (Lion__FinishReason)finish_reason;
+    seq->has_generated_tokens = 1;
+    seq->generated_tokens = generated_tokens;
+}
+
+Lion__Envelope *envelope_partial(const Lion__Envelope *job, const char *text, const int32_t *ids,
+                                 size_t n_ids, lion_status *st) {
+    Lion__Envelope *env =
+        envelope_new(LION__KIND__PARTIAL, job->has_stage ? (int)job->stage : 0, job->request_id, st);
+    if (!env) return NULL;
+    env->has_attempt = job->has_attempt;
+    env->attempt = job->attempt;
+    Lion__Sequence *seq = envelope_add_sequence(env, text ? text : "", ids, n_ids, 0.0f, st);
+    if (!seq) {
+        envelope_free(env);
+        return NULL;
+    }
+    seq->has_score = 0; /* a part of an answer has no score of its own */
+    return env;
+}
+
+Lion__Envelope *envelope_cancel(const char *request_id, int stage, uint32_t attempt, lion_status *st) {
+    Lion__Envelope *env = envelope_new(LION__KIND__CANCEL, stage, request_id, st);
+    if (!env) return NULL;
+    env->has_attempt = 1;
+    env->attempt = attempt;
+    return env;
 }
 
 int envelope_set_prompt_tokens(Lion__Envelope *env, uint32_t n, lion_status *st) {

@@ -84,6 +84,12 @@ Lion__Envelope *envelope_reply(const Lion__Envelope *job, Lion__Kind kind, lion_
  * malformed message): what it has is copied. */
 Lion__Envelope *envelope_error_reply(const Lion__Envelope *job, int code, const char *message,
                                      lion_status *st);
+/* A PARTIAL for job (its request id, stage and attempt; no trace): result.sequences[0]
+ * holds text and the n_ids token ids (ids may be NULL when n_ids is 0), without a score. */
+Lion__Envelope *envelope_partial(const Lion__Envelope *job, const char *text, const int32_t *ids,
+                                 size_t n_ids, lion_status *st);
+/* A CANCEL of the job of request_id at stage, dispatch attempt (the gateway's side). */
+Lion__Envelope *envelope_cancel(const char *request_id, int stage, uint32_t attempt, lion_status *st);
 /* A deep copy (e.g. the task of a request, copied into each stage's job). */
 Lion__Envelope *envelope_dup(const Lion__Envelope *env, lion_status *st);
 void envelope_free(Lion__Envelope *env);
@@ -96,6 +102,9 @@ Lion__Sequence *envelope_add_sequence(Lion__Envelope *env, const char *text,
                                       const int32_t *token_ids, size_t n_tokens, float score,
                                       lion_status *st);
 int envelope_add_box(Lion__Sequence *seq, float x0, float y0, float x1, float y1, lion_status *st);
+/* Why the sequence ended (LION__FINISH_REASON__STOP or __LENGTH; 0 leaves it absent) and the
+ * tokens generated for it, the decoder start id not counted. */
+void envelope_sequence_set_finish(Lion__Sequence *seq, int finish_reason, uint32_t generated_tokens);
 int envelope_set_prompt_tokens(Lion__Envelope *env, uint32_t n, lion_status *st);
 int envelope_add_tag(Lion__Envelope *env, const char *name, float score, lion_status *st);
 int envelope_add_top_tag(Lion__Envelope *env, const char *name, float score, lion_status *st);

@@ -11,6 +11,8 @@ const char *lion_kind_name(int kind) {
     case LION__KIND__READY: return "READY";
     case LION__KIND__HEARTBEAT: return "HEARTBEAT";
     case LION__KIND__BYE: return "BYE";
+    case LION__KIND__PARTIAL: return "PARTIAL";
+    case LION__KIND__CANCEL: return "CANCEL";
     default: return "?";
     }
 }

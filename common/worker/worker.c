@@ -33,11 +33,20 @@ typedef struct pending_job {
     int64_t receive_us;
 } pending_job;
 
+/* What the compute thread sends the socket thread over the pipe, in order: the PARTIALs
+ * of a running batch, then the batch itself when it is done. */
+enum { PIPE_BATCH_DONE = 1, PIPE_PARTIAL = 2 };
+typedef struct pipe_msg {
+    int kind;
+    void *ptr; /* batch * or Lion__Envelope * (a PARTIAL to send and free) */
+} pipe_msg;
+
 typedef struct compute_args {
     void *zctx;
     const char *endpoint;
     const worker_stage *stage;
     int threads;
+    atomic_int *exited; /* set when the compute thread has sent its last message */
 } compute_args;
 
 typedef struct worker {
@@ -50,6 +59,7 @@ typedef struct worker {
     pthread_t compute;
     compute_args compute_args; /* read by the compute thread until it is joined */
     int compute_started;
+    atomic_int compute_exited;
     pending_job *pending; /* FIFO of received jobs, capacity entries */
     int n_pending;
     batch *running; /* NULL when the compute thread is idle */
@@ -104,6 +114,26 @@ int worker_job_fail(worker_job *job, int code, const char *fmt, ...) {
     va_end(ap);
     return -1;
 }
+
+int worker_job_send_partial(worker_job *job, const char *text, const int32_t *ids, size_t n_ids, lion_status *st) {
+    if (!job->task->has_stream || !job->task->stream) return 0;
+    if (!job->pipe) return lion_fail(st, LION_EINTERNAL, "request %s: PARTIAL sent outside process", job->env->request_id);
+    Lion__Envelope *env = envelope_partial(job->env, text, ids, n_ids, st);
+    if (!env) return -1;
+    env->has_sent_us = 1;
+    env->sent_us = clock_unix_us();
+    pipe_msg msg = {.kind = PIPE_PARTIAL, .ptr = env};
+    int rc;
+    while ((rc = zmq_send(job->pipe, &msg, sizeof msg, 0)) < 0 && errno == EINTR) {}
+    if (rc != (int)sizeof msg) {
+        envelope_free(env);
+        return lion_fail(st, LION_EINTERNAL, "request %s: PARTIAL not handed to the socket thread: %s",
+                         job->env->request_id, zmq_strerror(errno));
+    }
+    return 0;
+}
+
+int worker_job_cancelled(const worker_job *job) { return atomic_load(&job->cancelled) != 0; }
 
 /* --- sending ---------------------------------------------------------------------------- */
 
@@ -162,8 +192,15 @@ static void send_error(worker *w, const Lion__Envelope *job, int64_t receive_us,
     envelope_free(reply);
 }
 
-/* Sends the RESULT of a job the stage finished, or an ERROR when it failed. */
+#define CANCELLED_MSG "cancelled by the gateway"
+
+/* Sends the RESULT of a job the stage finished, or an ERROR when it failed or was
+ * cancelled while it ran. */
 static void send_outcome(worker *w, worker_job *job, const batch *b) {
+    if (worker_job_cancelled(job)) {
+        send_error(w, job->env, job->receive_us, LION_ECANCELED, CANCELLED_MSG);
+        return;
+    }
     if (b->rc != 0 || job->status.code != LION_OK) {
         const lion_status *why = b->rc != 0 ? &b->st : &job->status;
         int code = why->code != LION_OK ? why->code : LION_EINTERNAL;
@@ -264,6 +301,7 @@ static void dispatch(worker *w) {
         job->inputs = job->msg->tensors;
         job->reply = reply;
         job->receive_us = p->receive_us;
+        atomic_init(&job->cancelled, 0);
         lion_status_clear(&job->status);
         b->n++;
     }
@@ -283,13 +321,32 @@ static void dispatch(worker *w) {
     w->running = b;
 }
 
-/* The compute thread's answer: the batch is done, send its answers. */
+/* A PARTIAL from the compute thread goes to the gateway as it comes (then freed). */
+static void send_partial(worker *w, Lion__Envelope *env) {
+    log_debug("request %s: PARTIAL of %zu bytes", env->request_id,
+              env->result && env->result->n_sequences && env->result->sequences[0]->text
+                  ? strlen(env->result->sequences[0]->text)
+                  : (size_t)0);
+    send_or_log(w, env, NULL, 0, 0);
+    envelope_free(env);
+}
+
+/* What the compute thread sent, in its order: PARTIALs go out at once; a done batch has
+ * its answers sent (after the PARTIALs of its jobs, which came first). */
 static void collect(worker *w) {
-    batch *b = NULL;
-    if (zmq_recv(w->pipe, &b, sizeof b, ZMQ_DONTWAIT) != sizeof b || b != w->running) return;
-    for (int i = 0; i < b->n; i++) send_outcome(w, &b->jobs[i], b);
-    batch_free(b);
-    w->running = NULL;
+    for (;;) {
+        pipe_msg msg;
+        if (zmq_recv(w->pipe, &msg, sizeof msg, ZMQ_DONTWAIT) != (int)sizeof msg) return;
+        if (msg.kind == PIPE_PARTIAL) {
+            send_partial(w, msg.ptr);
+            continue;
+        }
+        batch *b = msg.ptr;
+        if (msg.kind != PIPE_BATCH_DONE || b != w->running) continue;
+        for (int i = 0; i < b->n; i++) send_outcome(w, &b->jobs[i], b);
+        batch_free(b);
+        w->running = NULL;
+    }
 }
 
 static void *compute_main(void *arg) {
@@ -299,6 +356,7 @@ static void *compute_main(void *arg) {
     if (!pipe || zmq_connect(pipe, a->endpoint) != 0) {
         log_error("compute thread: pipe: %s", zmq_strerror(errno));
         if (pipe) zmq_close(pipe);
+        atomic_store(a->exited, 1);
         return NULL;
     }
     for (;;) {
@@ -307,11 +365,15 @@ static void *compute_main(void *arg) {
         if (got < 0 && errno == EINTR) continue;
         if (got != sizeof b || !b) break; /* NULL: the loop is shutting down */
         lion_status_clear(&b->st);
+        for (int i = 0; i < b->n; i++) b->jobs[i].pipe = pipe;
         b->rc = a->stage->process(a->stage->ctx, b->jobs, b->n, &b->st);
+        for (int i = 0; i < b->n; i++) b->jobs[i].pipe = NULL;
         b->finish_us = clock_unix_us();
-        while (zmq_send(pipe, &b, sizeof b, 0) < 0 && errno == EINTR) {}
+        pipe_msg done = {.kind = PIPE_BATCH_DONE, .ptr = b};
+        while (zmq_send(pipe, &done, sizeof done, 0) < 0 && errno == EINTR) {}
     }
     zmq_close(pipe);
+    atomic_store(a->exited, 1);
     return NULL;
 }
 
@@ -341,6 +403,41 @@ static void on_job(worker *w, envelope_msg *m, int64_t receive_us) {
     p->msg = *m;
     p->receive_us = receive_us;
     memset(m, 0, sizeof *m); /* moved into the queue */
+}
+
+/* Whether job is the one cancel names: same request id, stage and attempt (absent = 0). */
+static int cancel_names(const Lion__Envelope *cancel, const Lion__Envelope *job) {
+    uint32_t want = cancel->has_attempt ? cancel->attempt : 0, have = job->has_attempt ? job->attempt : 0;
+    return job->request_id && strcmp(job->request_id, cancel->request_id) == 0 && want == have &&
+           (int)cancel->stage == (int)job->stage;
+}
+
+/* CANCEL: a queued job is answered at once, a running one flagged (answered when its batch
+ * ends); one the worker does not hold (answered already, or never seen) is ignored. */
+static void on_cancel(worker *w, const Lion__Envelope *cancel) {
+    int found = 0;
+    for (int i = 0; i < w->n_pending;) {
+        pending_job *p = &w->pending[i];
+        if (!cancel_names(cancel, p->msg.env)) {
+            i++;
+            continue;
+        }
+        send_error(w, p->msg.env, p->receive_us, LION_ECANCELED, CANCELLED_MSG);
+        envelope_msg_close(&p->msg);
+        w->n_pending--;
+        memmove(w->pending + i, w->pending + i + 1, (size_t)(w->n_pending - i) * sizeof *w->pending);
+        found++;
+    }
+    for (int i = 0; w->running && i < w->running->n; i++) {
+        worker_job *job = &w->running->jobs[i];
+        if (!cancel_names(cancel, job->env)) continue;
+        atomic_store(&job->cancelled, 1);
+        log_info("request %s: cancelled while running", job->env->request_id);
+        found++;
+    }
+    if (!found)
+        log_debug("CANCEL of request %s attempt %u at %s: no such job here (answered already?)", cancel->request_id,
+                  cancel->has_attempt ? cancel->attempt : 0, lion_stage_name(cancel->stage));
 }
 
 /* A message that did not decode: answer it when it names a job, else log and drop. */
@@ -380,13 +477,15 @@ static void drain_socket(worker *w) {
             on_malformed(w, &m, &st, receive_us);
         } else if (m.env->kind == LION__KIND__JOB) {
             on_job(w, &m, receive_us);
+        } else if (m.env->kind == LION__KIND__CANCEL) {
+            on_cancel(w, m.env);
         } else if (m.env->kind == LION__KIND__HEARTBEAT) {
             /* last_heard_us is all a heartbeat is for */
         } else if (m.env->kind == LION__KIND__BYE) {
             log_info("gateway said BYE: waiting for it to come back");
             w->gateway_lost = 1;
         } else {
-            log_warn("dropped a %s message: workers only take JOB, HEARTBEAT and BYE",
+            log_warn("dropped a %s message: workers only take JOB, CANCEL, HEARTBEAT and BYE",
                      lion_kind_name(m.env->kind));
         }
         envelope_msg_close(&m);
@@ -472,8 +571,9 @@ static void stop_signals_restore(const stop_signals *saved) {
 }
 
 static int compute_start(worker *w, lion_status *st) {
+    atomic_init(&w->compute_exited, 0);
     w->compute_args = (compute_args){.zctx = w->zctx, .endpoint = w->pipe_endpoint, .stage = w->stage,
-                                     .threads = w->cfg->threads};
+                                     .threads = w->cfg->threads, .exited = &w->compute_exited};
     /* the compute thread blocks the stop signals, so that they wake the socket thread's poll */
     sigset_t block, saved;
     sigemptyset(&block);
@@ -485,12 +585,33 @@ static int compute_start(worker *w, lion_status *st) {
     return w->compute_started ? 0 : lion_fail(st, LION_EIO, "worker: cannot start the compute thread");
 }
 
+/* Whatever the compute thread still sends once the loop is over (only when the loop ended
+ * with a batch running: a poll failure) is freed unsent, so that it never blocks on a full
+ * pipe. */
+static void discard_pipe(worker *w) {
+    pipe_msg msg;
+    while (zmq_recv(w->pipe, &msg, sizeof msg, ZMQ_DONTWAIT) == (int)sizeof msg) {
+        if (msg.kind == PIPE_PARTIAL) {
+            envelope_free(msg.ptr);
+        } else if (msg.kind == PIPE_BATCH_DONE && msg.ptr == w->running) {
+            batch_free(w->running);
+            w->running = NULL;
+        }
+    }
+}
+
 /* A NULL batch tells the compute thread to end, once the batch it may be running is done. */
 static void compute_stop(worker *w) {
     if (!w->compute_started) return;
     batch *none = NULL;
     zmq_send(w->pipe, &none, sizeof none, 0);
+    while (!atomic_load(&w->compute_exited)) {
+        zmq_pollitem_t item = {.socket = w->pipe, .events = ZMQ_POLLIN};
+        zmq_poll(&item, 1, 20);
+        discard_pipe(w);
+    }
     pthread_join(w->compute, NULL);
+    discard_pipe(w);
     w->compute_started = 0;
 }
 

@@ -9,7 +9,17 @@
  * Bad input never stops the worker: a malformed frame gets an ERROR (when its request id
  * can be read) or is logged and dropped. SIGTERM/SIGINT stop it cleanly: queued jobs are
  * failed with LION_EUNAVAILABLE (the gateway re-dispatches them), the running batch
- * finishes and is answered, BYE is sent, and the sockets and context are closed. */
+ * finishes and is answered, BYE is sent, and the sockets and context are closed.
+ *
+ * Streaming: while process runs, it may send a job's answer so far with
+ * worker_job_send_partial (a PARTIAL, for a task with `stream` set); the socket thread sends
+ * it at once, and every PARTIAL of a job goes out before its RESULT or ERROR.
+ * Cancellation: a CANCEL from the gateway names a job (request id, stage, attempt). A job
+ * still queued leaves the queue and is answered ERROR LION_ECANCELED at once; a running job
+ * is flagged (worker_job_cancelled, which process should poll between steps) and answered
+ * ERROR LION_ECANCELED when its batch ends, whatever process did with it; a CANCEL for a job
+ * the worker no longer holds is ignored. Every answer, a cancelled one too, frees the job's
+ * credit. */
 #ifndef LION_WORKER_H
 #define LION_WORKER_H
 
@@ -61,6 +71,8 @@ typedef struct worker_job {
     struct worker_output *outputs;
     envelope_msg *msg;
     int64_t receive_us;
+    atomic_int cancelled; /* set by the socket thread on CANCEL: read worker_job_cancelled */
+    void *pipe;           /* the compute thread's end of the pipe, for PARTIALs */
 } worker_job;
 
 /* The stage's batch function, called on the compute thread with 1..max_batch jobs.
@@ -89,6 +101,18 @@ const tensor *worker_job_input(const worker_job *job, const char *name, lion_sta
 int worker_job_add_output(worker_job *job, const char *name, tensor *t, lion_status *st);
 /* Fails this job alone with code and message; returns -1. */
 int worker_job_fail(worker_job *job, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Streams a part of the job's answer: when job->task->stream is set, a PARTIAL of this job
+ * (request id, stage, attempt) whose result.sequences[0] holds text (the new text since the
+ * previous PARTIAL) and ids[0..n_ids) (the new token ids; ids may be NULL when n_ids is 0)
+ * goes to the gateway at once, before the job's RESULT or ERROR and after its earlier
+ * PARTIALs. Returns 0 without sending anything when the task does not ask for streaming.
+ * Call it from the thread that runs process (not from threads process starts); -1 with st
+ * filled when the message could not be built or handed to the socket thread. */
+int worker_job_send_partial(worker_job *job, const char *text, const int32_t *ids, size_t n_ids, lion_status *st);
+/* Non-zero once the gateway cancelled this job (a CANCEL with its request id and attempt).
+ * Safe to poll from process at any time: a stage that runs long should stop working on a
+ * cancelled job (its answer will be ERROR LION_ECANCELED whatever process does). */
+int worker_job_cancelled(const worker_job *job);
 
 /* Defaults, then LION_GATEWAY, LION_MODEL, LION_THREADS, LION_REPLICA, LION_CAPACITY,
  * LION_MAX_BATCH, LION_HEARTBEAT_MS from the environment, then the command line:

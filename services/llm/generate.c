@@ -26,6 +26,7 @@ void generate_result_free(generate_result *r) {
     free(r->ids);
     free(r->lengths);
     free(r->scores);
+    free(r->stopped);
     memset(r, 0, sizeof *r);
 }
 
@@ -171,7 +172,8 @@ static int result_alloc(generate_result *r, int requests, int per_request, int s
     r->ids = calloc(n * stride, sizeof *r->ids);
     r->lengths = calloc(n, sizeof *r->lengths);
     r->scores = calloc(n, sizeof *r->scores);
-    if (!r->ids || !r->lengths || !r->scores) {
+    r->stopped = calloc((size_t)requests, sizeof *r->stopped);
+    if (!r->ids || !r->lengths || !r->scores || !r->stopped) {
         generate_result_free(r);
         return lion_fail(st, LION_ENOMEM, "generate: out of memory for %zu sequences", n);
     }
@@ -180,37 +182,67 @@ static int result_alloc(generate_result *r, int requests, int per_request, int s
 
 /* ------------------------------------------------------------------ greedy / sampling */
 
-static int generate_single(const t5_model *m, t5_decoder *dec, const generate_params *p, generate_result *out,
-                           arena *a, lion_status *st) {
+/* Asks opts->stop about every request still open (open[b]) of the decoder's elements
+ * act[0..*n); the stopped ones are closed, marked in out and dropped from the decoder and
+ * from act. Returns how many stopped. */
+static int stop_requests(const generate_options *opts, t5_decoder *dec, int *act, int *n, uint8_t *open,
+                         uint8_t *keep, generate_result *out) {
+    if (!opts || !opts->stop) return 0;
+    int stopped = 0;
+    for (int e = 0; e < *n; e++) {
+        const int b = act[e];
+        keep[e] = 1;
+        if (!open[b] || !opts->stop(opts->ctx, b)) continue;
+        keep[e] = 0, open[b] = 0, out->stopped[b] = 1, stopped++;
+        for (int k = 0; k < out->per_request; k++) out->lengths[(size_t)b * out->per_request + k] = 0;
+    }
+    if (!stopped) return 0;
+    t5_decoder_keep(dec, keep);
+    int k = 0;
+    for (int e = 0; e < *n; e++)
+        if (keep[e]) act[k++] = act[e];
+    *n = k;
+    return stopped;
+}
+
+static int generate_single(const t5_model *m, t5_decoder *dec, const generate_params *p, const generate_options *opts,
+                           generate_result *out, arena *a, lion_status *st) {
     const int B = dec->batch, V = m->cfg.vocab_size, max_len = p->max_new_tokens + 1;
     float *logits = arena_floats(a, (size_t)B * V);
     int32_t *tokens = arena_alloc(a, (size_t)B * sizeof(int32_t));
     uint8_t *seen = arena_alloc(a, (size_t)V), *unfinished = arena_alloc(a, (size_t)B);
+    uint8_t *keep = arena_alloc(a, (size_t)B);
     scored_token *order = arena_alloc(a, (size_t)V * sizeof *order);
     double *probs = arena_alloc(a, (size_t)V * sizeof(double));
     uint64_t *rng = arena_alloc(a, (size_t)B * sizeof(uint64_t));
-    if (!logits || !tokens || !seen || !unfinished || !order || !probs || !rng)
+    int *act = arena_alloc(a, (size_t)B * sizeof(int)); /* decoder row -> request */
+    if (!logits || !tokens || !seen || !unfinished || !keep || !order || !probs || !rng || !act)
         return lion_fail(st, LION_ENOMEM, "generate: out of scratch memory");
     memset(seen, 0, (size_t)V);
     for (int b = 0; b < B; b++) {
         unfinished[b] = 1;
-        rng[b] = p->seed;
+        rng[b] = opts && opts->seeds ? opts->seeds[b] : p->seed;
+        act[b] = b;
         out->ids[(size_t)b * out->stride] = p->decoder_start_id;
         out->lengths[b] = 1;
     }
     int32_t *seq_all = out->ids;
-    for (int cur = 1, left = B; cur < max_len && left > 0; cur++) {
-        for (int b = 0; b < B; b++) tokens[b] = seq_all[(size_t)b * out->stride + cur - 1];
+    for (int cur = 1, left = B, n = B; cur < max_len && left > 0; cur++) {
+        left -= stop_requests(opts, dec, act, &n, unfinished, keep, out);
+        if (left == 0) break;
+        for (int e = 0; e < n; e++) tokens[e] = seq_all[(size_t)act[e] * out->stride + cur - 1];
         if (t5_decoder_step(m, dec, tokens, logits, a, st)) return -1;
-        for (int b = 0; b < B; b++) {
+        for (int e = 0; e < n; e++) {
+            const int b = act[e];
             if (!unfinished[b]) continue;
-            float *s = logits + (size_t)b * V;
+            float *s = logits + (size_t)e * V;
             int32_t *seq = seq_all + (size_t)b * out->stride;
             process_logits(s, seq, cur, p, seen);
             int next = p->do_sample ? sample_row(s, V, p, &rng[b], order, probs) : argmax_row(s, V);
             seq[cur] = next;
             out->lengths[b] = cur + 1;
             if (next == p->eos_id) unfinished[b] = 0, left--;
+            if (opts && opts->step) opts->step(opts->ctx, b, seq, cur + 1, next == p->eos_id || cur + 1 == max_len);
         }
         /* finished rows keep stepping with their last token; their output is not read */
     }
@@ -334,7 +366,8 @@ static int beams_init(beam_search *bs, const t5_model *m, const t5_decoder *dec,
 /* One step of request b from this step's logits, sequences cur ids long: its next beams
  * (src, next_token, beam_score) and finished hypotheses (BeamSearchScorer.process). A closed
  * request keeps its rows with pad. */
-static int beams_step_request(beam_search *bs, int b, int cur, const generate_params *p, lion_status *st) {
+static int beams_step_request(beam_search *bs, int b, float *logits, int cur, const generate_params *p,
+                              lion_status *st) {
     const int nb = bs->nb, V = bs->V;
     if (!bs->open[b]) {
         for (int j = 0; j < nb; j++) bs->src[b * nb + j] = b * nb + j, bs->next_token[b * nb + j] = p->pad_id;
@@ -343,7 +376,7 @@ static int beams_step_request(beam_search *bs, int b, int cur, const generate_pa
     int n = 0;
     for (int j = 0; j < nb; j++) {
         const int r = b * nb + j;
-        float *s = bs->logits + (size_t)r * V;
+        float *s = logits + (size_t)j * V; /* this request's nb rows of this step's logits */
         log_softmax_row(s, V);
         process_logits(s, bs->seqs + (size_t)r * bs->max_len, cur, p, bs->seen);
         for (int t = 0; t < V; t++) candidate_insert(bs->cand, &n, bs->k, s[t] + bs->beam_score[r], j * V + t);
@@ -400,6 +433,7 @@ static int beams_close(beam_search *bs, int cur) {
 static void beams_output(beam_search *bs, const generate_params *p, generate_result *out) {
     for (int b = 0; b < bs->B; b++) {
         beam_hyps *h = &bs->hyps[b];
+        if (out->stopped[b]) continue;
         for (int q = 0; q < p->num_return_sequences; q++) {
             int best = -1;
             for (int i = 0; i < h->count; i++)
@@ -416,19 +450,38 @@ static void beams_output(beam_search *bs, const generate_params *p, generate_res
     }
 }
 
-static int generate_beams(const t5_model *m, t5_decoder *dec, const generate_params *p, generate_result *out,
-                          arena *a, lion_status *st) {
+/* The decoder holds the elements act[0..n) (requests); stopped requests leave it, and the
+ * beam state stays indexed by request. */
+static int generate_beams(const t5_model *m, t5_decoder *dec, const generate_params *p, const generate_options *opts,
+                          generate_result *out, arena *a, lion_status *st) {
     beam_search bs;
     if (beams_init(&bs, m, dec, p, a, st)) return -1;
-    int cur = 1, left = bs.B;
+    const int nb = bs.nb;
+    int *act = arena_alloc(a, (size_t)bs.B * sizeof(int)), *at = arena_alloc(a, (size_t)bs.B * sizeof(int));
+    int *dsrc = arena_alloc(a, (size_t)bs.rows * sizeof(int));
+    uint8_t *keep = arena_alloc(a, (size_t)bs.B);
+    if (!act || !at || !dsrc || !keep) return lion_fail(st, LION_ENOMEM, "generate: out of scratch memory");
+    for (int b = 0; b < bs.B; b++) act[b] = b;
+    int cur = 1, left = bs.B, n = bs.B;
     while (left > 0) {
-        for (int r = 0; r < bs.rows; r++) bs.tokens[r] = bs.seqs[(size_t)r * bs.max_len + cur - 1];
+        left -= stop_requests(opts, dec, act, &n, bs.open, keep, out);
+        if (left == 0) break;
+        for (int b = 0; b < bs.B; b++) at[b] = -1;
+        for (int e = 0; e < n; e++) {
+            at[act[e]] = e;
+            for (int j = 0; j < nb; j++)
+                bs.tokens[e * nb + j] = bs.seqs[(size_t)(act[e] * nb + j) * bs.max_len + cur - 1];
+        }
         if (t5_decoder_step(m, dec, bs.tokens, bs.logits, a, st)) return -1;
-        for (int b = 0; b < bs.B; b++)
-            if (beams_step_request(&bs, b, cur, p, st)) return -1;
+        for (int b = 0; b < bs.B; b++) {
+            float *logits = at[b] >= 0 ? bs.logits + (size_t)at[b] * nb * bs.V : NULL; /* not read when closed */
+            if (beams_step_request(&bs, b, logits, cur, p, st)) return -1;
+        }
         beams_extend(&bs, cur);
         cur++;
-        if (t5_decoder_reorder(dec, bs.src, a, st)) return -1;
+        for (int e = 0; e < n; e++)
+            for (int j = 0; j < nb; j++) dsrc[e * nb + j] = bs.src[act[e] * nb + j] - act[e] * nb + e * nb;
+        if (t5_decoder_reorder(dec, dsrc, a, st)) return -1;
         left -= beams_close(&bs, cur);
     }
     beams_output(&bs, p, out);
@@ -438,8 +491,8 @@ static int generate_beams(const t5_model *m, t5_decoder *dec, const generate_par
 /* ------------------------------------------------------------------ entry points */
 
 int generate_from_encoded(const t5_model *m, const float *enc, const uint8_t *mask, int batch, int len,
-                          int router_idx, const generate_params *p, generate_result *out, arena *a,
-                          lion_status *st) {
+                          int router_idx, const generate_params *p, const generate_options *opts,
+                          generate_result *out, arena *a, lion_status *st) {
     memset(out, 0, sizeof *out);
     if (check_params(m, p, st)) return -1;
     t5_decoder dec;
@@ -449,7 +502,8 @@ int generate_from_encoded(const t5_model *m, const float *enc, const uint8_t *ma
         return -1;
     }
     arena_mark mark = arena_save(a);
-    int rc = p->num_beams > 1 ? generate_beams(m, &dec, p, out, a, st) : generate_single(m, &dec, p, out, a, st);
+    int rc = p->num_beams > 1 ? generate_beams(m, &dec, p, opts, out, a, st)
+                              : generate_single(m, &dec, p, opts, out, a, st);
     arena_restore(a, mark);
     t5_decoder_free(&dec);
     if (rc) generate_result_free(out);
@@ -458,6 +512,12 @@ int generate_from_encoded(const t5_model *m, const float *enc, const uint8_t *ma
 
 int generate_run(const t5_model *m, const float *inputs_embeds, const uint8_t *mask, int batch, int len,
                  int router_idx, const generate_params *p, generate_result *out, arena *a, lion_status *st) {
+    return generate_run_with(m, inputs_embeds, mask, batch, len, router_idx, p, NULL, out, a, st);
+}
+
+int generate_run_with(const t5_model *m, const float *inputs_embeds, const uint8_t *mask, int batch, int len,
+                      int router_idx, const generate_params *p, const generate_options *opts, generate_result *out,
+                      arena *a, lion_status *st) {
     memset(out, 0, sizeof *out);
     if (check_params(m, p, st)) return -1;
     if (batch <= 0 || len <= 0)
@@ -465,7 +525,7 @@ int generate_run(const t5_model *m, const float *inputs_embeds, const uint8_t *m
     float *enc = malloc((size_t)batch * len * m->cfg.d_model * sizeof(float));
     if (!enc) return lion_fail(st, LION_ENOMEM, "generate: out of memory for the encoder output");
     int rc = t5_encode(m, inputs_embeds, mask, batch, len, router_idx, enc, a, st);
-    if (!rc) rc = generate_from_encoded(m, enc, mask, batch, len, router_idx, p, out, a, st);
+    if (!rc) rc = generate_from_encoded(m, enc, mask, batch, len, router_idx, p, opts, out, a, st);
     free(enc);
     return rc;
 }

@@ -11,9 +11,13 @@
  *    the open beams when max_new_tokens is reached; the best num_return_sequences hypotheses
  *    get an eos appended when shorter than max_new_tokens + 1;
  *  - nucleus sampling (do_sample, num_beams 1): temperature, top-k, top-p, then a draw from
- *    a per-request generator seeded with `seed` (the same seed gives the same text whatever
- *    the request is batched with; the draws cannot equal torch's generator).
- * Several requests run as one batch; each request's result is what it would be alone. */
+ *    a per-request generator seeded with `seed` (or the request's own seed, generate_options:
+ *    the same seed gives the same text whatever the request is batched with; the draws
+ *    cannot equal torch's generator).
+ * Several requests run as one batch; each request's result is what it would be alone.
+ * Between decoder steps the caller may stop requests (they leave the decoder batch, the
+ * others go on unchanged) and, in greedy and sampling, see each request's ids so far
+ * (generate_options). */
 #ifndef LION_GENERATE_H
 #define LION_GENERATE_H
 
@@ -49,18 +53,40 @@ typedef struct generate_result {
     int requests, per_request, stride;
     int32_t *ids;
     int *lengths;
-    double *scores; /* beam search: each sequence's final hypothesis score; else 0 */
+    double *scores;   /* beam search: each sequence's final hypothesis score; else 0 */
+    uint8_t *stopped; /* [requests]: stopped by generate_options.stop (its lengths are 0) */
 } generate_result;
 
 void generate_result_free(generate_result *r);
 
+/* Per-request seeds and the caller's hooks between decoder steps; every field is optional. */
+typedef struct generate_options {
+    /* [batch]: request i samples with its own generator seeded with seeds[i]; NULL: every
+     * request's is seeded with the params' seed */
+    const uint64_t *seeds;
+    void *ctx;
+    /* Asked before every decoder step for each request still generating: non-zero stops
+     * request r now. Its rows leave the decoder batch (the other requests' results are what
+     * they would be without it); its result has lengths 0 and stopped[r] set. */
+    int (*stop)(void *ctx, int request);
+    /* Greedy and sampling only (beam search has no answer before its end): after each
+     * decoder step, for each request that took a token in it, its ids so far (the decoder
+     * start id first, n_ids of them) and whether that token ended it (eos, or the last step
+     * max_new_tokens allows). */
+    void (*step)(void *ctx, int request, const int32_t *ids, int n_ids, int finished);
+} generate_options;
 /* Generation from encoder output enc [batch, len, d_model] with its mask (NULL = none
- * padded). */
+ * padded); opts may be NULL. */
 int generate_from_encoded(const t5_model *m, const float *enc, const uint8_t *mask, int batch, int len,
-                          int router_idx, const generate_params *p, generate_result *out, arena *a, lion_status *st);
+                          int router_idx, const generate_params *p, const generate_options *opts,
+                          generate_result *out, arena *a, lion_status *st);
 
 /* t5_encode then generate_from_encoded. */
 int generate_run(const t5_model *m, const float *inputs_embeds, const uint8_t *mask, int batch, int len,
                  int router_idx, const generate_params *p, generate_result *out, arena *a, lion_status *st);
+/* The same with per-request seeds and hooks (opts may be NULL). */
+int generate_run_with(const t5_model *m, const float *inputs_embeds, const uint8_t *mask, int batch, int len,
+                      int router_idx, const generate_params *p, const generate_options *opts, generate_result *out,
+                      arena *a, lion_status *st);
 
 #endif

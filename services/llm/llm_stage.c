@@ -141,6 +141,9 @@ int llm_task_params(const llm_stage *s, const Lion__Task *task, generate_params 
         if (g->has_seed) p->seed = g->seed;
         if (g->has_num_return_sequences) p->num_return_sequences = (int)g->num_return_sequences;
     }
+    /* model.json's num_beams is for beam search: sampling without a num_beams of its own
+     * samples one sequence */
+    if (p->do_sample && !(g && g->has_num_beams)) p->num_beams = 1;
     /* model.json's defaults are checked too: a model directory may hold any numbers. The float
      * limits are compared as floats: the gateway checks the JSON number, then stores a float,
      * and (float)0.01 is below the double 0.01. NaN fails every range. */
@@ -177,15 +180,29 @@ int llm_task_params(const llm_stage *s, const Lion__Task *task, generate_params 
     return 0;
 }
 
+uint64_t llm_request_seed(const char *request_id) {
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a, 64 bits */
+    for (const unsigned char *c = (const unsigned char *)(request_id ? request_id : ""); *c; c++)
+        h = (h ^ *c) * 0x100000001b3ULL;
+    return h;
+}
+
 /* One job as the stage prepared it. */
 typedef struct llm_job {
     int ready; /* passed validation and waits for its group */
     generate_params params;
     int router_idx;
+    uint64_t seed; /* sampling: the task's seed, or llm_request_seed */
     float *visual; /* [n_visual, d_model] f32 copy */
     int n_visual;
     int32_t *ids;  /* [n_ids]: the prompt's token ids */
     int n_ids;
+    /* streaming (task.stream, greedy or sampling) */
+    int stream;
+    char *sent;       /* the text sent in PARTIALs so far (malloc'ed, NULL: none) */
+    size_t sent_len;
+    int ids_sent;     /* generated ids that went out in PARTIALs */
+    int failed;       /* a PARTIAL could not be sent: the job has failed, its rows stop */
 } llm_job;
 
 /* Validates a job and fills j; on failure st names the tensor or field. */
@@ -193,6 +210,9 @@ static int job_prepare(const llm_stage *s, const worker_job *job, llm_job *j, li
     const llm_config *l = &s->cfg.llm;
     const Lion__Task *task = job->task;
     if (llm_task_params(s, task, &j->params, &j->router_idx, st)) return -1;
+    const Lion__GenerationParams *g = task->generation;
+    j->seed = g && g->has_seed ? g->seed : llm_request_seed(job->env->request_id);
+    j->stream = task->has_stream && task->stream && j->params.num_beams == 1;
     const tensor *v = worker_job_input(job, LION_TENSOR_VISUAL_TOKENS, st);
     if (!v) return -1;
     if (v->dtype != DTYPE_F32 && v->dtype != DTYPE_F16 && v->dtype != DTYPE_BF16)
@@ -233,14 +253,15 @@ static int job_prepare(const llm_stage *s, const worker_job *job, llm_job *j, li
     return 0;
 }
 
-/* Same parameters and route: the jobs can share one generate_run. */
+/* Same parameters and route: the jobs can share one generate_run (each samples with its own
+ * seed, so seeds may differ). */
 static int same_group(const llm_job *a, const llm_job *b) {
     const generate_params *p = &a->params, *q = &b->params;
     return a->router_idx == b->router_idx && p->num_beams == q->num_beams && p->max_new_tokens == q->max_new_tokens &&
            p->min_length == q->min_length && p->repetition_penalty == q->repetition_penalty &&
            p->length_penalty == q->length_penalty && p->num_return_sequences == q->num_return_sequences &&
            p->do_sample == q->do_sample && p->temperature == q->temperature && p->top_p == q->top_p &&
-           p->top_k == q->top_k && p->seed == q->seed;
+           p->top_k == q->top_k;
 }
 
 /* Adds request r of res (prepared as j) to the job's RESULT. */
@@ -250,45 +271,135 @@ static int add_sequences(const llm_stage *s, worker_job *job, const llm_job *j, 
     for (int k = 0; k < res->per_request; k++) {
         size_t row = (size_t)r * res->per_request + k;
         const int32_t *ids = res->ids + row * res->stride;
+        const int len = res->lengths[row];
         char *text;
-        if (spm_decode(s->tok, ids, (size_t)res->lengths[row], &text, st)) return -1;
-        Lion__Sequence *seq = envelope_add_sequence(job->reply, text, ids, (size_t)res->lengths[row],
-                                                    (float)res->scores[row], st);
+        if (spm_decode(s->tok, ids, (size_t)len, &text, st)) return -1;
+        Lion__Sequence *seq = envelope_add_sequence(job->reply, text, ids, (size_t)len, (float)res->scores[row], st);
         text_box boxes[LLM_MAX_BOXES];
         size_t nb = seq ? boxes_parse(text, boxes, LLM_MAX_BOXES) : 0;
         free(text);
         if (!seq) return -1;
+        /* an answer ends with eos unless max_new_tokens stopped it first */
+        int stop = len > 1 && ids[len - 1] == j->params.eos_id;
+        envelope_sequence_set_finish(seq, stop ? LION__FINISH_REASON__STOP : LION__FINISH_REASON__LENGTH,
+                                     (uint32_t)(len > 0 ? len - 1 : 0));
         for (size_t b = 0; b < nb && b < LLM_MAX_BOXES; b++)
             if (envelope_add_box(seq, boxes[b].x0, boxes[b].y0, boxes[b].x1, boxes[b].y1, st)) return -1;
     }
     return 0;
 }
 
-/* Runs the ready jobs in members[0..m) (one group) as one batch. */
-static int run_group(llm_stage *s, worker_job *jobs, llm_job *js, const int *members, int m, lion_status *st) {
-    prompt_request *reqs = malloc((size_t)m * sizeof *reqs);
-    if (!reqs) return lion_fail(st, LION_ENOMEM, "llm: out of memory");
-    for (int k = 0; k < m; k++) {
-        const llm_job *j = &js[members[k]];
-        reqs[k] = (prompt_request){j->visual, j->n_visual, j->ids, j->n_ids};
+#define LLM_CANCELLED_MSG "cancelled by the gateway"
+
+/* One group's generation, as generate's hooks see it: request r is jobs[members[r]]. */
+typedef struct group_run {
+    const llm_stage *s;
+    worker_job *jobs;
+    llm_job *js;
+    const int *members;
+} group_run;
+
+/* generate_options.stop: the gateway cancelled the job, or its stream broke. */
+static int group_stop(void *ctx, int r) {
+    group_run *g = ctx;
+    return worker_job_cancelled(&g->jobs[g->members[r]]) || g->js[g->members[r]].failed;
+}
+
+/* The length of text without its trailing U+FFFD: a byte-fallback character whose bytes have
+ * not all been generated decodes to replacement characters until they have. */
+static size_t settled_length(const char *text, size_t len) {
+    while (len >= 3 && memcmp(text + len - 3, "\xEF\xBF\xBD", 3) == 0) len -= 3;
+    return len;
+}
+
+/* generate_options.step: a streamed job's new text goes out as a PARTIAL with the ids
+ * generated since the last one. The text so far is decoded whole each step and only what
+ * extends the text already sent (minus a character still being spelled in bytes) is sent,
+ * so that the PARTIALs add up to the RESULT's text exactly. */
+static void group_step(void *ctx, int r, const int32_t *ids, int n_ids, int finished) {
+    group_run *g = ctx;
+    worker_job *job = &g->jobs[g->members[r]];
+    llm_job *j = &g->js[g->members[r]];
+    if (!j->stream || j->failed) return;
+    char *text;
+    lion_status st;
+    if (spm_decode(g->s->tok, ids, (size_t)n_ids, &text, &st)) goto fail;
+    size_t len = strlen(text), ready = finished ? len : settled_length(text, len);
+    int extends = len >= j->sent_len && (!j->sent_len || memcmp(text, j->sent, j->sent_len) == 0);
+    if (finished && !extends)
+        log_warn("request %s: the answer \"%.64s\" does not extend the %zu bytes streamed", job->env->request_id, text,
+                 j->sent_len);
+    if (ready <= j->sent_len || !extends) {
+        free(text); /* nothing new, or not an extension of what was sent yet: held back */
+        return;
     }
-    prompt_batch b;
-    generate_result res = {0};
-    const llm_job *first = &js[members[0]];
-    int rc = prompt_batch_build(&b, &s->embedder, reqs, m, 0, st);
-    free(reqs);
-    if (rc) return -1;
-    rc = generate_run(&s->t5, b.embeds, b.mask, b.batch, b.len, first->router_idx, &first->params, &res, &s->scratch, st);
-    prompt_batch_free(&b);
-    arena_reset(&s->scratch);
-    if (rc) return -1;
-    for (int k = 0; k < m; k++) {
-        lion_status js_st;
-        if (add_sequences(s, &jobs[members[k]], &js[members[k]], &res, k, &js_st))
-            worker_job_fail(&jobs[members[k]], js_st.code, "%s", js_st.msg);
+    const int generated = n_ids - 1; /* the decoder start id is no part of the answer */
+    char saved = text[ready];
+    text[ready] = '\0';
+    int rc = worker_job_send_partial(job, text + j->sent_len, ids + 1 + j->ids_sent, (size_t)(generated - j->ids_sent),
+                                     &st);
+    text[ready] = saved;
+    if (rc) {
+        free(text);
+        goto fail;
     }
-    generate_result_free(&res);
-    return 0;
+    free(j->sent);
+    j->sent = text;
+    j->sent_len = ready;
+    j->ids_sent = generated;
+    return;
+fail:
+    j->failed = 1;
+    worker_job_fail(job, st.code, "llm: streaming: %s", st.msg);
+}
+
+/* Runs the ready jobs in members[0..m) (one group) as one batch; jobs the gateway has
+ * cancelled meanwhile are failed without running, and stop when cancelled while they run. */
+static int run_group(llm_stage *s, worker_job *jobs, llm_job *js, const int *members_in, int m_in, lion_status *st) {
+    int *members = malloc((size_t)m_in * sizeof *members);
+    prompt_request *reqs = malloc((size_t)m_in * sizeof *reqs);
+    uint64_t *seeds = malloc((size_t)m_in * sizeof *seeds);
+    if (!members || !reqs || !seeds) {
+        free(members), free(reqs), free(seeds);
+        return lion_fail(st, LION_ENOMEM, "llm: out of memory");
+    }
+    int m = 0;
+    for (int k = 0; k < m_in; k++) {
+        if (worker_job_cancelled(&jobs[members_in[k]])) {
+            worker_job_fail(&jobs[members_in[k]], LION_ECANCELED, LLM_CANCELLED_MSG);
+            continue;
+        }
+        const llm_job *j = &js[members_in[k]];
+        reqs[m] = (prompt_request){j->visual, j->n_visual, j->ids, j->n_ids};
+        seeds[m] = j->seed;
+        members[m++] = members_in[k];
+    }
+    int rc = 0;
+    if (m > 0) {
+        prompt_batch b;
+        generate_result res = {0};
+        const llm_job *first = &js[members[0]];
+        group_run gr = {s, jobs, js, members};
+        generate_options opts = {.seeds = seeds, .ctx = &gr, .stop = group_stop, .step = group_step};
+        rc = prompt_batch_build(&b, &s->embedder, reqs, m, 0, st);
+        if (!rc) {
+            rc = generate_run_with(&s->t5, b.embeds, b.mask, b.batch, b.len, first->router_idx, &first->params, &opts,
+                                   &res, &s->scratch, st);
+            prompt_batch_free(&b);
+        }
+        arena_reset(&s->scratch);
+        for (int k = 0; k < m && !rc; k++) {
+            worker_job *job = &jobs[members[k]];
+            lion_status js_st;
+            if (js[members[k]].failed) continue; /* failed with the stream's error */
+            if (res.stopped[k]) worker_job_fail(job, LION_ECANCELED, LLM_CANCELLED_MSG);
+            else if (add_sequences(s, job, &js[members[k]], &res, k, &js_st))
+                worker_job_fail(job, js_st.code, "%s", js_st.msg);
+        }
+        if (!rc) generate_result_free(&res);
+    }
+    free(members), free(reqs), free(seeds);
+    return rc ? -1 : 0;
 }
 
 int llm_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
@@ -315,7 +426,7 @@ int llm_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
             for (int k = 0; k < m; k++) worker_job_fail(&jobs[members[k]], gst.code, "%s", gst.msg);
         for (int k = 0; k < m; k++) js[members[k]].ready = 0;
     }
-    for (int i = 0; i < n; i++) free(js[i].visual), free(js[i].ids);
+    for (int i = 0; i < n; i++) free(js[i].visual), free(js[i].ids), free(js[i].sent);
     free(js), free(members);
     return 0;
 }

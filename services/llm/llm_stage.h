@@ -8,8 +8,27 @@
  * soft_prompt_hint at the soft prompt token, and generates. generate_run takes one
  * parameter set and one adapter route per call, so a batch is split into groups of jobs
  * with equal parameters and route; each group runs as one batched generation. Each job's
- * RESULT holds its sequences, best first: text (special tokens skipped), the token ids as
- * HF returns them (decoder start id first), the beam score, and the boxes in the text.
+ * RESULT holds its sequences, best first: text (special tokens skipped; ids past the
+ * tokenizer, which a wider lm_head can emit, decode to nothing), the token ids as HF
+ * returns them (decoder start id first), the beam score, the boxes in the text, why it
+ * ended (finish_reason STOP when it ends with eos, LENGTH when max_new_tokens ended it) and
+ * the tokens generated (generated_tokens: the start id not counted, eos counted).
+ *
+ * Sampling (do_sample) without a num_beams of the task's own samples with one beam (the
+ * model's num_beams is beam search's); each job samples with its own generator, seeded with
+ * task.generation.seed or, without one, llm_request_seed(request id), so that a job sent
+ * again (a re-dispatched attempt) generates the same text.
+ *
+ * Streaming: a greedy or sampling job whose task has `stream` set sends its new text after
+ * each decoding step as a PARTIAL (worker_job_send_partial): the text decoded so far minus
+ * what was sent (held back while it does not extend what was sent, or ends in a character
+ * whose bytes are not all generated), with the ids generated since the previous PARTIAL; the
+ * PARTIALs' texts add up to the RESULT's text. Beam search streams nothing: its answer is
+ * only known at its end, in the RESULT.
+ * Cancellation: between steps, a job the gateway cancelled (worker_job_cancelled) stops:
+ * its rows leave the batch (the whole group stops once all of its jobs have) and it fails
+ * with LION_ECANCELED; the others go on unchanged. A cancelled job whose group has not
+ * started is not run.
  *
  * A job that breaks the contract or protocol.h's request limits fails alone with LION_EINVAL
  * naming the tensor or field ("task.generation.num_beams: 0 is not in [1, 16]"); the others
@@ -58,5 +77,9 @@ char *llm_prompt_text(const llm_config *l, const char *const *tags, size_t n_tag
  * (the ranges the gateway accepts); LION_EINVAL naming the field otherwise. */
 int llm_task_params(const llm_stage *s, const Lion__Task *task, generate_params *p, int *router_idx,
                     lion_status *st);
+
+/* The sampling seed of a request that gives none: FNV-1a (64 bits) of its id, the same for
+ * every attempt and every worker. */
+uint64_t llm_request_seed(const char *request_id);
 
 #endif

@@ -399,3 +399,39 @@ int t5_decoder_reorder(t5_decoder *dec, const int *src, arena *a, lion_status *s
     arena_restore(a, mark);
     return 0;
 }
+
+/* Moves the kept items of an array of layers x items x item_size floats down in place, only
+ * the first used floats of each item (the rest of a cache row is unwritten). Destinations
+ * never pass their sources (the new layout is no larger and keeps the order), so walking
+ * forward with memmove never overwrites an item not yet moved. */
+static void keep_items(float *base, int layers, int items, int new_items, size_t item_size, size_t used,
+                       const uint8_t *keep, int per_keep) {
+    for (int i = 0; i < layers; i++) {
+        int k = 0;
+        for (int r = 0; r < items; r++) {
+            if (!keep[r / per_keep]) continue;
+            float *src = base + ((size_t)i * items + r) * item_size, *dst = base + ((size_t)i * new_items + k) * item_size;
+            if (dst != src) memmove(dst, src, used * sizeof(float));
+            k++;
+        }
+    }
+}
+
+int t5_decoder_keep(t5_decoder *dec, const uint8_t *keep) {
+    int kept = 0;
+    for (int b = 0; b < dec->batch; b++) kept += keep[b] != 0;
+    if (kept == dec->batch) return kept;
+    const int new_rows = kept * dec->beams;
+    const size_t row = (size_t)dec->capacity * dec->inner, used = (size_t)dec->len * dec->inner;
+    const size_t cross = (size_t)dec->enc_len * dec->inner;
+    keep_items(dec->self_k, dec->layers, dec->rows, new_rows, row, used, keep, dec->beams);
+    keep_items(dec->self_v, dec->layers, dec->rows, new_rows, row, used, keep, dec->beams);
+    keep_items(dec->cross_k, dec->layers, dec->batch, kept, cross, cross, keep, 1);
+    keep_items(dec->cross_v, dec->layers, dec->batch, kept, cross, cross, keep, 1);
+    for (int b = 0, k = 0; b < dec->batch; b++)
+        if (keep[b]) memmove(dec->enc_mask + (size_t)k++ * dec->enc_len, dec->enc_mask + (size_t)b * dec->enc_len,
+                             (size_t)dec->enc_len);
+    dec->batch = kept;
+    dec->rows = new_rows;
+    return kept;
+}

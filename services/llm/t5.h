@@ -113,4 +113,9 @@ int t5_decoder_step(const t5_model *m, t5_decoder *dec, const int32_t *tokens, f
  * element's beams). Staging scratch from a. */
 int t5_decoder_reorder(t5_decoder *dec, const int *src, arena *a, lion_status *st);
 
+/* Drops the batch elements b whose keep[b] is 0 (with all their beams), in place: the kept
+ * ones move down in their order (element k of the new batch is the k-th kept one), so that
+ * later steps compute only them. Returns the new batch size (0 when nothing is kept). */
+int t5_decoder_keep(t5_decoder *dec, const uint8_t *keep);
+
 #endif

@@ -77,9 +77,11 @@ static int decode_meta(envelope_msg *m, lion_status *st) {
  * bug worth naming rather than printing one of the two. */
 static int check_topic_matches(const tap_topic *t, const Lion__Envelope *env, lion_status *st) {
     int kind = env->has_kind ? (int)env->kind : 0;
-    if (kind != LION__KIND__JOB && kind != LION__KIND__RESULT && kind != LION__KIND__ERROR)
-        return lion_fail(st, LION_EFORMAT, "bad envelope: a tap carries JOB, RESULT or ERROR, not kind %d", kind);
-    const char *want_dir = kind == LION__KIND__JOB ? "out" : "in";
+    if (kind != LION__KIND__JOB && kind != LION__KIND__CANCEL && kind != LION__KIND__RESULT &&
+        kind != LION__KIND__ERROR && kind != LION__KIND__PARTIAL)
+        return lion_fail(st, LION_EFORMAT, "bad envelope: a tap carries JOB, CANCEL, PARTIAL, RESULT or ERROR, not kind %d",
+                         kind);
+    const char *want_dir = kind == LION__KIND__JOB || kind == LION__KIND__CANCEL ? "out" : "in";
     if (strcmp(t->direction, want_dir) != 0)
         return lion_fail(st, LION_EFORMAT, "topic says direction %s but the envelope is a %s", t->direction,
                          lion_kind_name(kind));

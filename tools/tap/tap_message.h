@@ -16,7 +16,7 @@
 typedef struct tap_topic {
     int data;              /* class data/ (tensor frames follow) rather than meta/ */
     char stage[16];        /* "vision", ... */
-    char direction[4];     /* "out" (JOB) or "in" (RESULT, ERROR) */
+    char direction[4];     /* "out" (JOB, CANCEL) or "in" (PARTIAL, RESULT, ERROR) */
     char request_id[129];
 } tap_topic;
 

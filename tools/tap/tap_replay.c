@@ -7,13 +7,21 @@
 #include "tap_compare.h"
 #include "tap_dump.h"
 
-/* The dumped JOB of the request and stage and the answer to it (NULL env when absent). */
+/* The dumped JOB of the request and stage and the answer to it (NULL env when absent).
+ * CANCELs and PARTIALs in the dump are neither: a PARTIAL is part of an answer that its
+ * RESULT holds whole, and a replayed job is never cancelled. */
 typedef struct replay_pair {
     tap_message job, answer;
 } replay_pair;
 
+static int is_job(const tap_message *m) {
+    return strcmp(m->topic.direction, "out") == 0 && m->msg.env->kind == LION__KIND__JOB;
+}
+
 static int is_answer_to(const tap_message *a, const tap_message *job) {
-    return strcmp(a->topic.direction, "in") == 0 && a->msg.env->attempt == job->msg.env->attempt;
+    return strcmp(a->topic.direction, "in") == 0 &&
+           (a->msg.env->kind == LION__KIND__RESULT || a->msg.env->kind == LION__KIND__ERROR) &&
+           a->msg.env->attempt == job->msg.env->attempt;
 }
 
 static int find_pair(const tap_replay_options *o, replay_pair *p, lion_status *st) {
@@ -28,7 +36,7 @@ static int find_pair(const tap_replay_options *o, replay_pair *p, lion_status *s
     while ((rc = tap_dump_next(&r, &tm, st)) == 1) {
         int keep = 0;
         if (tap_filter_match(&f, &tm.topic)) {
-            if (!p->job.msg.env && strcmp(tm.topic.direction, "out") == 0) {
+            if (!p->job.msg.env && is_job(&tm)) {
                 p->job = tm, keep = 1;
             } else if (p->job.msg.env && !p->answer.msg.env && is_answer_to(&tm, &p->job)) {
                 p->answer = tm, keep = 1;
@@ -51,7 +59,8 @@ static int find_pair(const tap_replay_options *o, replay_pair *p, lion_status *s
 }
 
 /* Next RESULT/ERROR for the request, or a worker of the stage announcing itself
- * (want_worker: READY or HEARTBEAT, which a running worker repeats every interval). */
+ * (want_worker: READY or HEARTBEAT, which a running worker repeats every interval). The
+ * PARTIALs of a streamed job are skipped: its RESULT holds the whole answer. */
 static int wait_for(void *router, int want_worker, int stage, const char *request_id, int timeout_ms,
                     envelope_msg *m, lion_status *st) {
     int64_t end = clock_mono_us() + (int64_t)timeout_ms * 1000;
