@@ -298,11 +298,11 @@ static void check_chat(int port) {
     CHECK_MSG(text && !strcmp(text, want), "content '%s', expected '%s'", text ? text : "(none)", want);
     CHECK(json_str(r.json, "choices.0.message.role") && !strcmp(json_str(r.json, "choices.0.message.role"), "assistant"));
     CHECK(json_str(r.json, "choices.0.finish_reason") && !strcmp(json_str(r.json, "choices.0.finish_reason"), "stop"));
-    CHECK(cJSON_GetNumberValue(json_at(r.json, "usage.completion_tokens")) == 6);
+    CHECK(cJSON_GetNumberValue(json_at(r.json, "usage.completion_tokens")) == 4); /* 2 sequences of 2 generated tokens (the start id is not one) */
     /* the stub llm reports visual rows + instruction length as its prompt */
     const double prompt = cJSON_GetNumberValue(json_at(r.json, "usage.prompt_tokens"));
     CHECK_MSG(prompt > (double)strlen("find the cat"), "usage.prompt_tokens %g", prompt);
-    CHECK(cJSON_GetNumberValue(json_at(r.json, "usage.total_tokens")) == prompt + 6);
+    CHECK(cJSON_GetNumberValue(json_at(r.json, "usage.total_tokens")) == prompt + 4);
     CHECK_EQ_INT(cJSON_GetArraySize(json_at(r.json, "lion.boxes.0")), 4);
     reply_free(&r);
 }
@@ -457,6 +457,221 @@ static void check_protocol_limits(int port) {
     CHECK_MSG(r.status == 200, "a request at the limits: %d %s", r.status, r.body ? r.body : "");
     reply_free(&r);
     free(body);
+}
+
+/* A chat request body: the test image as a data URI of media type `type`, the instruction,
+ * and extra top-level fields. */
+static char *chat_body(const char *type, const char *instruction, const char *extra) {
+    size_t n = strlen(image_b64) + strlen(instruction) + (extra ? strlen(extra) : 0) + 512;
+    char *body = malloc(n);
+    snprintf(body, n,
+             "{%s%s\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":"
+             "{\"url\":\"data:%s;base64,%s\"}},{\"type\":\"text\",\"text\":\"%s\"}]}]}",
+             extra ? extra : "", extra ? "," : "", type, image_b64, instruction);
+    return body;
+}
+
+/* The events of a streamed (chunked, text/event-stream) answer: the raw body de-chunked
+ * into out, 0 when the stream ended with its last chunk. */
+static int read_event_stream(int fd, reply *head, char **out, size_t *out_len, int timeout_ms) {
+    size_t cap = 1 << 16, len = 0;
+    char *raw = malloc(cap);
+    int64_t until = clock_mono_us() + (int64_t)timeout_ms * 1000;
+    char *body = NULL;
+    while (clock_mono_us() < until) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 50) <= 0) continue;
+        if (len + 4096 > cap) raw = realloc(raw, cap *= 2);
+        ssize_t n = recv(fd, raw + len, cap - len - 1, 0);
+        if (n <= 0) break;
+        len += (size_t)n;
+        raw[len] = 0;
+        if ((body = strstr(raw, "\r\n\r\n")) && strstr(body, "\r\n0\r\n\r\n")) break;
+        body = NULL;
+    }
+    memset(head, 0, sizeof *head);
+    if (!body) {
+        free(raw);
+        return -1;
+    }
+    sscanf(raw, "HTTP/1.1 %d", &head->status);
+    size_t hl = (size_t)(body - raw) + 4;
+    memcpy(head->head, raw, hl < sizeof head->head ? hl : sizeof head->head - 1);
+    /* de-chunk */
+    char *p = body + 4, *dst = malloc(len + 1);
+    size_t dl = 0;
+    for (;;) {
+        size_t size = strtoul(p, &p, 16);
+        p += 2;
+        if (size == 0) break;
+        memcpy(dst + dl, p, size);
+        dl += size;
+        p += size + 2;
+    }
+    dst[dl] = 0;
+    *out = dst;
+    *out_len = dl;
+    free(raw);
+    return 0;
+}
+
+/* stream: true on /v1/chat/completions: OpenAI's chunks, the text assembled from the
+ * content deltas equals the non-streamed answer; /v1/generate's events likewise. */
+static void check_streaming(int port) {
+    char want[512];
+    expected_text(want, sizeof want, "stream it", "dog,cat", "image", 0, 0);
+    char *body = chat_body("image/png", "stream it",
+                           "\"model\":\"tiny-test\",\"stream\":true,\"stream_options\":{\"include_usage\":true}");
+    size_t len;
+    char *req = format_request("POST", "/v1/chat/completions", body, &len);
+    int fd = http_connect(port);
+    CHECK(fd >= 0 && send_all(fd, req, len) == 0);
+    reply head;
+    char *events = NULL;
+    size_t n_events = 0;
+    CHECK(read_event_stream(fd, &head, &events, &n_events, 10000) == 0);
+    close(fd);
+    free(req);
+    free(body);
+    if (!events) return;
+    CHECK_EQ_INT(head.status, 200);
+    CHECK_CONTAINS(header_value(&head, "Content-Type"), "text/event-stream");
+    char text[1024] = "";
+    int chunks = 0, role_first = 0, finish = 0, usage = 0, done = 0, content_deltas = 0;
+    char *save = NULL; /* strtok_r: json_str walks its paths with strtok */
+    for (char *line = strtok_r(events, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (strncmp(line, "data: ", 6) != 0) continue;
+        if (!strcmp(line + 6, "[DONE]")) {
+            done = 1;
+            continue;
+        }
+        cJSON *j = cJSON_Parse(line + 6);
+        CHECK_MSG(j, "event not JSON: %s", line);
+        if (!j) continue;
+        CHECK(json_str(j, "object") && !strcmp(json_str(j, "object"), "chat.completion.chunk"));
+        if (chunks++ == 0) role_first = json_str(j, "choices.0.delta.role") != NULL;
+        const char *content = json_str(j, "choices.0.delta.content");
+        if (content && *content) {
+            content_deltas++;
+            strncat(text, content, sizeof text - strlen(text) - 1);
+        }
+        const char *fr = json_str(j, "choices.0.finish_reason");
+        if (fr) finish = !strcmp(fr, "stop");
+        if (cJSON_IsObject(json_at(j, "usage"))) usage = cJSON_GetArraySize(json_at(j, "choices")) == 0 &&
+                                                         json_at(j, "usage.completion_tokens")->valuedouble == 2;
+        cJSON_Delete(j);
+    }
+    CHECK_MSG(!strcmp(text, want), "streamed text '%s', expected '%s'", text, want);
+    CHECK_MSG(content_deltas >= 3, "%d content deltas: the text did not come in pieces", content_deltas);
+    CHECK(role_first);
+    CHECK(finish);
+    CHECK(usage);
+    CHECK(done);
+    free(events);
+
+    body = generate_body("stream it", "\"stream\":true");
+    req = format_request("POST", "/v1/generate", body, &len);
+    fd = http_connect(port);
+    CHECK(fd >= 0 && send_all(fd, req, len) == 0);
+    CHECK(read_event_stream(fd, &head, &events, &n_events, 10000) == 0);
+    close(fd);
+    free(req);
+    free(body);
+    if (!events) return;
+    text[0] = 0;
+    int done_ok = 0;
+    const char *event = "";
+    save = NULL;
+    for (char *line = strtok_r(events, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (!strncmp(line, "event: ", 7)) {
+            event = line + 7;
+            continue;
+        }
+        if (strncmp(line, "data: ", 6) != 0) continue;
+        cJSON *j = cJSON_Parse(line + 6);
+        if (!strcmp(event, "text") && json_str(j, "text")) strncat(text, json_str(j, "text"), sizeof text - strlen(text) - 1);
+        if (!strcmp(event, "done"))
+            done_ok = json_str(j, "text") && !strcmp(json_str(j, "text"), want) && json_str(j, "finish_reason");
+        cJSON_Delete(j);
+    }
+    CHECK_MSG(!strcmp(text, want), "generate stream text '%s', expected '%s'", text, want);
+    CHECK(done_ok);
+    free(events);
+}
+
+/* What OpenAI clients meet: finish_reason and usage as the llm reports them, the newer
+ * max_completion_tokens, an unknown model, refused fields, media types, HTTP versions. */
+static void check_openai_conformance(int port) {
+    /* cut by max_completion_tokens: "length", completion_tokens = the limit */
+    char *body = chat_body("image/png", "cut me", "\"model\":\"tiny-test\",\"max_completion_tokens\":2");
+    reply r;
+    CHECK(http(port, "POST", "/v1/chat/completions", body, &r) == 0);
+    free(body);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(json_str(r.json, "choices.0.finish_reason") && !strcmp(json_str(r.json, "choices.0.finish_reason"), "length"));
+    CHECK(json_at(r.json, "usage.completion_tokens") && json_at(r.json, "usage.completion_tokens")->valuedouble == 2);
+    reply_free(&r);
+    body = chat_body("image/png", "whole", "\"model\":\"tiny-test\"");
+    CHECK(http(port, "POST", "/v1/chat/completions", body, &r) == 0);
+    free(body);
+    CHECK(json_str(r.json, "choices.0.finish_reason") && !strcmp(json_str(r.json, "choices.0.finish_reason"), "stop"));
+    CHECK(json_at(r.json, "usage.completion_tokens") && json_at(r.json, "usage.completion_tokens")->valuedouble == 2);
+    reply_free(&r);
+
+    body = chat_body("image/png", "hi", "\"model\":\"gpt-4o\"");
+    check_error(port, "POST", "/v1/chat/completions", body, 404, "model_not_found", "'gpt-4o' does not exist");
+    free(body);
+    CHECK(http(port, "POST", "/v1/chat/completions", (body = chat_body("image/png", "hi", "\"model\":\"gpt-4o\"")), &r) == 0);
+    CHECK(json_str(r.json, "error.param") && !strcmp(json_str(r.json, "error.param"), "model"));
+    CHECK(json_str(r.json, "error.type") && !strcmp(json_str(r.json, "error.type"), "invalid_request_error"));
+    reply_free(&r);
+    free(body);
+    static const struct {
+        const char *extra, *message;
+    } refused[] = {
+        {"\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]", "'tools' is not supported"},
+        {"\"response_format\":{\"type\":\"json_object\"}", "'response_format': only {\"type\": \"text\"}"},
+        {"\"logprobs\":true", "'logprobs' is not supported"},
+        {"\"stop\":[\"\\n\"]", "'stop' is not supported"},
+        {"\"presence_penalty\":0.5", "'presence_penalty' is not supported"},
+        {"\"n\":2,\"temperature\":0.7", "'n' above 1 needs beam search"},
+        {"\"stream\":\"yes\"", "'stream' must be true or false"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        body = chat_body("image/png", "hi", refused[i].extra);
+        check_error(port, "POST", "/v1/chat/completions", body, 400, "invalid_argument", refused[i].message);
+        free(body);
+    }
+    /* fields that change nothing are taken */
+    body = chat_body("image/png", "fine", "\"response_format\":{\"type\":\"text\"},\"logprobs\":false,\"user\":\"u1\"");
+    CHECK(http(port, "POST", "/v1/chat/completions", body, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    reply_free(&r);
+    free(body);
+    body = chat_body("text/plain", "hi", NULL);
+    check_error(port, "POST", "/v1/chat/completions", body, 400, "invalid_argument", "media type 'text/plain' is not an image");
+    free(body);
+
+    /* HTTP versions other than 1.0 and 1.1: 505 */
+    static const char v2[] = "GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n";
+    CHECK(http_raw(port, v2, sizeof v2 - 1, &r) == 0);
+    CHECK_EQ_INT(r.status, 505);
+    CHECK_CONTAINS(json_str(r.json, "error.message"), "HTTP/2.0 is not supported");
+    reply_free(&r);
+    /* a chunked body over the limit: 413, readable (no reset), while the client still sends */
+    int fd = http_connect(port);
+    static const char head[] = "POST /v1/generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    CHECK(fd >= 0 && send_all(fd, head, sizeof head - 1) == 0);
+    char chunk[4096 + 16];
+    int n = snprintf(chunk, sizeof chunk, "1000\r\n");
+    memset(chunk + n, 'x', 4096);
+    memcpy(chunk + n + 4096, "\r\n", 2);
+    for (int i = 0; i < 24; i++) send_all(fd, chunk, (size_t)n + 4098); /* 96 KiB, the limit is 64 */
+    CHECK(read_reply(fd, &r, 5000) == 0);
+    CHECK_EQ_INT(r.status, 413);
+    CHECK_CONTAINS(json_str(r.json, "error.message"), "the limit is 65536");
+    reply_free(&r);
+    close(fd);
 }
 
 /* A multipart/form-data upload: the raw image as a file part, the rest as fields. */
@@ -781,6 +996,8 @@ static void scenario_pipeline(void) {
     check_tags(port);
     check_errors(port);
     check_protocol_limits(port);
+    check_openai_conformance(port);
+    check_streaming(port);
     check_keep_alive(port);
     check_head(port);
     check_multipart(port);

@@ -173,4 +173,70 @@ static void scenario_failures(void) {
 }
 
 
-int main(int argc, char **argv) { return gateway_harness_main(argc, argv, scenario_failures); }
+/* The metric's value, polled until it equals want or timeout_ms pass. */
+static int metric_reaches(int port, const char *series, double want, int timeout_ms) {
+    for (int waited = 0; waited <= timeout_ms; waited += 20) {
+        reply m;
+        double v = -1;
+        if (http(port, "GET", "/metrics", NULL, &m) == 0) v = metric_value(m.body ? m.body : "", series);
+        reply_free(&m);
+        if (v == want) return 1;
+        sleep_ms(20);
+    }
+    return 0;
+}
+
+/* A client that leaves cancels its request through the pipeline: the llm worker holding the
+ * job gets CANCEL, drops it (the stub checks every 10 ms of its 3 s delay) and its credit
+ * comes back long before the job would have ended. */
+static void scenario_cancel(void) {
+    int port = free_port();
+    char listen[64], ep[5][64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    for (int s = 1; s <= 4; s++) snprintf(ep[s], sizeof ep[s], "tcp://127.0.0.1:%d", free_port());
+    char gw_bin[4096];
+    const char *bin_dir = getenv("LION_BIN_DIR");
+    snprintf(gw_bin, sizeof gw_bin, "%s/lion-gateway", bin_dir ? bin_dir : "build/services");
+    const char *argv[] = {gw_bin, "--listen", listen, "--vision", ep[1], "--tagger", ep[2], "--aggregator", ep[3],
+                          "--llm", ep[4], "--heartbeat-ms", "100", NULL};
+    CHECK(spawn(argv) > 0);
+    spawn_stub("vision", ep[1], "vision-1", "0", "4");
+    spawn_stub("tagger", ep[2], "tagger-1", "0", "4");
+    spawn_stub("aggregator", ep[3], "aggregator-1", "0", "4");
+    spawn_stub("llm", ep[4], "llm-slow", "3000", "4");
+    if (wait_ready(port, 200, "\"llm\":1", 15000) != 0) {
+        CHECK_MSG(0, "the gateway did not become ready");
+        stop_all();
+        return;
+    }
+    char *body = generate_body("leave early", NULL);
+    size_t len;
+    char *req = format_request("POST", "/v1/generate", body, &len);
+    int fd = http_connect(port);
+    CHECK(fd >= 0 && send_all(fd, req, len) == 0);
+    CHECK_MSG(metric_reaches(port, "lion_jobs_outstanding{stage=\"llm\"}", 1, 5000), "the job never reached the llm");
+    const int64_t left = clock_mono_us();
+    close(fd);
+    CHECK_MSG(metric_reaches(port, "lion_requests_cancelled_total", 1, 1000), "the request was not cancelled");
+    CHECK(metric_reaches(port, "lion_cancels_total{stage=\"llm\"}", 1, 1000));
+    /* the worker answered the cancelled job (ERROR cancelled, dropped as late): credit back */
+    CHECK_MSG(metric_reaches(port, "lion_jobs_outstanding{stage=\"llm\"}", 0, 1500), "the llm worker kept the job");
+    CHECK_MSG(clock_mono_us() - left < 2000000, "the job was dropped only after %lld ms",
+              (long long)((clock_mono_us() - left) / 1000));
+    CHECK(metric_reaches(port, "lion_late_answers_total{stage=\"llm\"}", 1, 1000));
+    /* the gateway and the worker go on: the next request is answered */
+    reply r;
+    CHECK(http(port, "POST", "/v1/generate", body, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    reply_free(&r);
+    free(req);
+    free(body);
+    CHECK_EQ_INT(stop_all(), 0);
+}
+
+static void run_all(void) {
+    scenario_failures();
+    scenario_cancel();
+}
+
+int main(int argc, char **argv) { return gateway_harness_main(argc, argv, run_all); }

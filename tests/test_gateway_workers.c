@@ -32,6 +32,65 @@ extern char **environ;
 /* ---------------------------------------------------------------------------------------- */
 /* scenario 3: the real workers on the tiny model, against lion_ref                             */
 
+/* The sum of a per-replica series over the stage's replicas ("name{stage=\"vision\",replica=").
+ * -1 when absent. */
+static double replica_sum(const char *text, const char *prefix, int *replicas) {
+    double sum = 0;
+    *replicas = 0;
+    for (const char *p = strstr(text, prefix); p; p = strstr(p + 1, prefix)) {
+        const char *v = strchr(p, '}');
+        if (!v) break;
+        sum += strtod(v + 1, NULL);
+        ++*replicas;
+    }
+    return *replicas ? sum : -1;
+}
+
+/* Cache-aware routing: three distinct images, each sent several times, with two vision
+ * replicas: every image is computed once (3 misses in all), the repeats hit, whichever
+ * replica an image hashes to. Dispatch that ignored the image would compute each image on
+ * both replicas (about 6 misses). */
+static void check_cache_routing(int port, const char *dir) {
+    static const char *const files[] = {"image_1.png", "image_2.png", "image.png"};
+    static const int repeats[] = {4, 4, 2};
+    char path[2300];
+    reply r;
+    for (int f = 0; f < 3; f++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[f]);
+        size_t png_len = 0;
+        unsigned char *png = testing_read_file(path, &png_len);
+        CHECK_MSG(png, "no %s", path);
+        if (!png) return;
+        char *b64 = calloc(BASE64_ENCODE_RAW_LENGTH(png_len) + 1, 1);
+        base64_encode_raw(b64, png_len, png);
+        free(png);
+        size_t cap = strlen(b64) + 256;
+        char *body = malloc(cap);
+        snprintf(body, cap, "{\"image\":\"%s\",\"instruction\":\"what is it\",\"tags\":[\"x\"]}", b64);
+        for (int k = 0; k < repeats[f]; k++) {
+            CHECK(http(port, "POST", "/v1/generate", body, &r) == 0);
+            CHECK_EQ_INT(r.status, 200);
+            reply_free(&r);
+        }
+        free(body);
+        free(b64);
+    }
+    /* image.png was seen twice before: 1 miss, 1 hit; now 2 new images and 8 repeats */
+    double hits = -1, misses = -1;
+    int n_hits = 0, n_misses = 0;
+    for (int tries = 0; tries < 40 && !(hits == 9 && misses == 3); tries++) {
+        if (tries) sleep_ms(100);
+        if (http(port, "GET", "/metrics", NULL, &r) != 0) continue;
+        const char *t = r.body ? r.body : "";
+        hits = replica_sum(t, "lion_worker_cache_hits_total{stage=\"vision\",replica=", &n_hits);
+        misses = replica_sum(t, "lion_worker_cache_misses_total{stage=\"vision\",replica=", &n_misses);
+        reply_free(&r);
+    }
+    CHECK_MSG(hits == 9 && misses == 3, "two vision replicas: %g hits, %g misses (want 9 and 3)", hits, misses);
+    CHECK_EQ_INT(n_hits, 2);
+    CHECK_EQ_INT(n_misses, 2);
+}
+
 static void scenario_real_workers(void) {
     char dir[2048], path[2200], model[2200];
     snprintf(dir, sizeof dir, "%s", testing_fixture("gateway"));
@@ -69,10 +128,14 @@ static void scenario_real_workers(void) {
     CHECK(spawn(argv) > 0);
     for (int s = 1; s <= 4; s++) {
         const char *wargv[] = {bins[s], "--gateway", ep[s], "--model", model, "--threads", "1", "--heartbeat-ms", "200",
-                               NULL};
+                               "--replica", s == 1 ? "vision-a" : names[s], NULL};
         CHECK_MSG(spawn(wargv) > 0, "cannot start %s", bins[s]);
     }
-    if (wait_ready(port, 200, "\"llm\":1", 60000) != 0) {
+    /* a second vision replica: an image's jobs must find the replica that cached it */
+    const char *second[] = {bins[1], "--gateway", ep[1], "--model", model, "--threads", "1", "--heartbeat-ms", "200",
+                            "--replica", "vision-b", NULL};
+    CHECK(spawn(second) > 0);
+    if (wait_ready(port, 200, "\"vision\":2", 60000) != 0 || wait_ready(port, 200, "\"llm\":1", 60000) != 0) {
         CHECK_MSG(0, "the real workers did not all register");
         stop_all();
         cJSON_Delete(expected);
@@ -138,6 +201,7 @@ static void scenario_real_workers(void) {
         if (!hit) sleep_ms(100);
     }
     CHECK_MSG(hit, "/metrics never showed the vision worker's one cache hit and one miss");
+    check_cache_routing(port, dir);
     free(body);
     free(b64);
     cJSON_Delete(expected);

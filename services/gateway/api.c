@@ -12,20 +12,6 @@
 #include "image.h"
 #include "log.h"
 
-int api_http_status_of(int code) {
-    switch (code) {
-    case LION_EINVAL:
-    case LION_EFORMAT: return 400;
-    case LION_ETOOBIG: return 413;
-    case LION_ENOTFOUND: return 404;
-    case LION_ETIMEOUT: return 504;
-    case LION_ENOMEM:
-    case LION_EUNAVAILABLE: return 503;
-    case LION_EIO: return 502;
-    default: return 500;
-    }
-}
-
 static void respond_json(http_conn *c, int status, cJSON *root, int retry_after_s) {
     char *text = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
@@ -38,18 +24,33 @@ static void respond_json(http_conn *c, int status, cJSON *root, int retry_after_
     free(text);
 }
 
-void api_respond_error(gateway *gw, http_conn *c, int http_status, int code, const char *message) {
-    metrics_count_error(&gw->metrics, code);
+/* The error body, in a shape both our clients and OpenAI's read: {"error": {"code",
+ * "message", "type", "param"}}. code_name is a lion_code name, or OpenAI's own code where
+ * clients look for it ("model_not_found"). */
+static cJSON *error_json(int http_status, const char *code_name, const char *message, const char *param) {
     cJSON *root = cJSON_CreateObject();
     cJSON *err = cJSON_AddObjectToObject(root, "error");
-    cJSON_AddStringToObject(err, "code", lion_code_name(code));
+    cJSON_AddStringToObject(err, "code", code_name);
     cJSON_AddStringToObject(err, "message", message);
+    cJSON_AddStringToObject(err, "type", http_status < 500 ? "invalid_request_error" : "server_error");
+    if (param) cJSON_AddStringToObject(err, "param", param);
+    else cJSON_AddNullToObject(err, "param");
+    return root;
+}
+
+static void respond_error_named(gateway *gw, http_conn *c, int http_status, int code, const char *code_name,
+                                const char *message, const char *param) {
+    metrics_count_error(&gw->metrics, code);
     int retry = http_status == 429 || http_status == 503 ? gw->cfg.retry_after_s : 0;
-    respond_json(c, http_status, root, retry);
+    respond_json(c, http_status, error_json(http_status, code_name, message, param), retry);
+}
+
+void api_respond_error(gateway *gw, http_conn *c, int http_status, int code, const char *message) {
+    respond_error_named(gw, c, http_status, code, lion_code_name(code), message, NULL);
 }
 
 static void respond_status(gateway *gw, http_conn *c, const lion_status *st) {
-    api_respond_error(gw, c, api_http_status_of(st->code), st->code, st->msg);
+    api_respond_error(gw, c, http_status_of(st->code), st->code, st->msg);
 }
 
 /* --- request parsing ------------------------------------------------------------------------ */
@@ -109,6 +110,10 @@ static int parse_generation(const cJSON *o, int openai, Lion__GenerationParams *
     NUM("temperature", 0, LION_MAX_TEMPERATURE, 0, temperature, float)
     NUM("seed", 0, 9007199254740991.0, 1, seed, uint64_t)
     NUM(openai ? "n" : "num_return_sequences", 1, LION_MAX_RETURN_SEQUENCES, 1, num_return_sequences, uint32_t)
+    /* OpenAI's newer name for max_tokens; it wins when both are given */
+    if (openai) {
+        NUM("max_completion_tokens", 1, LION_MAX_NEW_TOKENS, 1, max_new_tokens, uint32_t)
+    }
 #undef NUM
     const cJSON *ds = cJSON_GetObjectItemCaseSensitive(o, "do_sample");
     if (ds && !cJSON_IsNull(ds)) {
@@ -214,16 +219,25 @@ static Lion__Task *task_new(lion_status *st) {
 }
 
 static void request_done(request *r, int http_status, const lion_status *st);
+static void stream_text(request *r, const char *text, size_t len);
 
-/* Starts the request; answers the connection at once when it cannot start. */
+/* Starts the request; answers the connection at once when it cannot start. A streamed
+ * request asks the llm for PARTIALs and answers in server-sent events. */
 static void start(gateway *gw, http_conn *c, request_kind kind, unsigned char *image, size_t image_len,
-                  Lion__Task *task, int deadline_ms) {
+                  Lion__Task *task, int deadline_ms, int stream, int include_usage) {
     lion_status st;
+    if (stream && task) {
+        task->has_stream = 1;
+        task->stream = 1;
+    }
     request *r = request_new(gw, kind, image, image_len, task, deadline_ms, request_done, &st);
     if (!r) {
         respond_status(gw, c, &st);
         return;
     }
+    if (stream) r->on_text = stream_text;
+    r->include_usage = include_usage;
+    r->created_s = clock_unix_us() / 1000000;
     int status;
     c->req = r;
     r->conn = c;
@@ -237,6 +251,22 @@ static int deadline_of(const cJSON *root, lion_status *st) {
     double v = 0;
     if (get_number(root, "deadline_ms", 1, 86400000, 1, &v, st) < 0) return -1;
     return (int)v;
+}
+
+/* "stream" (true: server-sent events) and, for OpenAI, stream_options.include_usage. */
+static int read_stream_flags(const cJSON *root, int openai, int *stream, int *include_usage, lion_status *st) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "stream");
+    if (v && !cJSON_IsNull(v) && !cJSON_IsBool(v)) return lion_fail(st, LION_EINVAL, "'stream' must be true or false");
+    *stream = cJSON_IsTrue(v);
+    *include_usage = 0;
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    if (!so || cJSON_IsNull(so)) return 0;
+    if (!openai || !*stream) return lion_fail(st, LION_EINVAL, "'stream_options' is only allowed with 'stream': true");
+    const cJSON *iu = cJSON_GetObjectItemCaseSensitive(so, "include_usage");
+    if (iu && !cJSON_IsNull(iu) && !cJSON_IsBool(iu))
+        return lion_fail(st, LION_EINVAL, "'stream_options.include_usage' must be true or false");
+    *include_usage = cJSON_IsTrue(iu);
+    return 0;
 }
 
 static void handle_generate(gateway *gw, http_conn *c, cJSON *root, const multipart_part *file) {
@@ -267,8 +297,10 @@ static void handle_generate(gateway *gw, http_conn *c, cJSON *root, const multip
     if (parse_tags(gw, cJSON_GetObjectItemCaseSensitive(root, "tags"), task, &st)) goto fail;
     if (parse_generation(root, 0, &task->generation, &st)) goto fail;
     if ((deadline = deadline_of(root, &st)) < 0) goto fail;
+    int stream = 0, include_usage = 0;
+    if (read_stream_flags(root, 0, &stream, &include_usage, &st)) goto fail;
     if (take_image(gw, root, file, &image, &image_len, &st)) goto fail;
-    start(gw, c, REQUEST_GENERATE, image, image_len, task, deadline);
+    start(gw, c, REQUEST_GENERATE, image, image_len, task, deadline, stream, 0);
     return;
 fail:
     if (task) lion__task__free_unpacked(task, NULL);
@@ -294,7 +326,7 @@ static void handle_tags(gateway *gw, http_conn *c, cJSON *root, const multipart_
     }
     if ((deadline = deadline_of(root, &st)) < 0) goto fail;
     if (take_image(gw, root, file, &image, &image_len, &st)) goto fail;
-    start(gw, c, REQUEST_TAGS, image, image_len, task, deadline);
+    start(gw, c, REQUEST_TAGS, image, image_len, task, deadline, 0, 0);
     return;
 fail:
     if (task) lion__task__free_unpacked(task, NULL);
@@ -390,6 +422,63 @@ static int chat_task_type(const cJSON *root, Lion__Task *task, lion_status *st) 
     return parse_task_type(lt->valuestring, &task->task_type, st);
 }
 
+/* "model": one the gateway serves, or 404 model_not_found in OpenAI's shape (answered here;
+ * 1 when refused). Absent, the gateway's model is meant. */
+static int chat_check_model(gateway *gw, http_conn *c, const cJSON *root) {
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (!model || cJSON_IsNull(model)) return 0;
+    char msg[320];
+    if (!cJSON_IsString(model)) {
+        respond_error_named(gw, c, 400, LION_EINVAL, lion_code_name(LION_EINVAL), "'model' must be a string", "model");
+        return 1;
+    }
+    const char *name = model->valuestring;
+    const size_t n = strlen(name), own = strlen(gw->cfg.model_name);
+    if (!strcmp(name, gw->cfg.model_name) || (n == own + 7 && !strncmp(name, gw->cfg.model_name, own) &&
+                                              !strcmp(name + own, "-region")))
+        return 0;
+    snprintf(msg, sizeof msg, "The model '%.200s' does not exist: this gateway serves '%s' and '%s-region'", name,
+             gw->cfg.model_name, gw->cfg.model_name);
+    respond_error_named(gw, c, 404, LION_ENOTFOUND, "model_not_found", msg, "model");
+    return 1;
+}
+
+/* OpenAI fields this server does not do are refused by name, never ignored; fields with a
+ * value that changes nothing (text output, no penalties, no log-probabilities) are taken. */
+static int chat_refuse_unsupported(const cJSON *root, lion_status *st) {
+    static const char *const never[] = {"tools", "tool_choice", "functions", "function_call", "logit_bias", "stop",
+                                        "audio", "prediction", "parallel_tool_calls", "web_search_options"};
+    for (size_t i = 0; i < sizeof never / sizeof never[0]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, never[i]);
+        if (v && !cJSON_IsNull(v)) return lion_fail(st, LION_EINVAL, "'%s' is not supported by this server", never[i]);
+    }
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(root, "response_format");
+    if (rf && !cJSON_IsNull(rf)) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(rf, "type");
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") != 0)
+            return lion_fail(st, LION_EINVAL, "'response_format': only {\"type\": \"text\"} is supported");
+    }
+    const cJSON *lp = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
+    if (cJSON_IsTrue(lp)) return lion_fail(st, LION_EINVAL, "'logprobs' is not supported by this server");
+    const cJSON *tlp = cJSON_GetObjectItemCaseSensitive(root, "top_logprobs");
+    if (tlp && !cJSON_IsNull(tlp) && !(cJSON_IsNumber(tlp) && tlp->valuedouble == 0))
+        return lion_fail(st, LION_EINVAL, "'top_logprobs' is not supported by this server");
+    static const char *const penalties[] = {"presence_penalty", "frequency_penalty"};
+    for (size_t i = 0; i < 2; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, penalties[i]);
+        if (v && !cJSON_IsNull(v) && !(cJSON_IsNumber(v) && v->valuedouble == 0))
+            return lion_fail(st, LION_EINVAL, "'%s' is not supported (use repetition_penalty)", penalties[i]);
+    }
+    const cJSON *modalities = cJSON_GetObjectItemCaseSensitive(root, "modalities");
+    if (modalities && !cJSON_IsNull(modalities)) {
+        const cJSON *m0 = cJSON_GetArrayItem(modalities, 0);
+        if (!cJSON_IsArray(modalities) || cJSON_GetArraySize(modalities) != 1 || !cJSON_IsString(m0) ||
+            strcmp(m0->valuestring, "text") != 0)
+            return lion_fail(st, LION_EINVAL, "'modalities': only [\"text\"] is supported");
+    }
+    return 0;
+}
+
 /* OpenAI chat: the image is the one image_url part (a data URI), the instruction the text
  * of the last user message; the task type comes from "lion_task" or a model name ending
  * in "-region". */
@@ -400,12 +489,11 @@ static void handle_chat(gateway *gw, http_conn *c, cJSON *root, const multipart_
     Lion__Task *task = task_new(&st);
     char *instruction = NULL;
     const char *image_url = NULL;
-    int deadline = 0;
+    int deadline = 0, stream = 0, include_usage = 0;
     if (!task) goto fail;
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"))) {
-        lion_fail(&st, LION_EINVAL, "'stream': true is not supported");
-        goto fail;
-    }
+    if (chat_check_model(gw, c, root)) goto refused;
+    if (chat_refuse_unsupported(root, &st)) goto fail;
+    if (read_stream_flags(root, 1, &stream, &include_usage, &st)) goto fail;
     if (chat_read_messages(root, &instruction, &image_url, &st)) goto fail;
     if (set_instruction(gw, task, instruction, &st)) goto fail;
     if (chat_task_type(root, task, &st)) goto fail;
@@ -421,13 +509,14 @@ static void handle_chat(gateway *gw, http_conn *c, cJSON *root, const multipart_
         goto fail;
     }
     free(instruction);
-    start(gw, c, REQUEST_CHAT, image, image_len, task, deadline);
+    start(gw, c, REQUEST_CHAT, image, image_len, task, deadline, stream, include_usage);
     return;
 fail:
+    respond_status(gw, c, &st);
+refused:
     free(instruction);
     free(image);
     if (task) lion__task__free_unpacked(task, NULL);
-    respond_status(gw, c, &st);
 }
 
 /* --- answers ------------------------------------------------------------------------------- */
@@ -462,7 +551,19 @@ static const Lion__Result *result_of(const request *r, int stage) {
     return m->env ? m->env->result : NULL;
 }
 
-static void answer_generate(request *r) {
+/* What the llm says of a sequence: why it stopped, and how many tokens it generated (the
+ * decoder start id HF puts first is not one of them). */
+static const char *finish_reason_of(const Lion__Sequence *s) {
+    return s && s->has_finish_reason && s->finish_reason == LION__FINISH_REASON__LENGTH ? "length" : "stop";
+}
+
+static double generated_tokens_of(const Lion__Sequence *s) {
+    if (!s) return 0;
+    if (s->has_generated_tokens) return (double)s->generated_tokens;
+    return s->n_token_ids > 0 ? (double)(s->n_token_ids - 1) : 0;
+}
+
+static cJSON *generate_json(const request *r) {
     const Lion__Result *res = result_of(r, LION__STAGE__LLM);
     const Lion__Sequence *best = res && res->n_sequences ? res->sequences[0] : NULL;
     cJSON *root = cJSON_CreateObject();
@@ -472,6 +573,8 @@ static void answer_generate(request *r) {
     cJSON_AddItemToObject(root, "boxes", box_array(best));
     cJSON_AddItemToObject(root, "tags", tag_names(r));
     cJSON_AddNumberToObject(root, "tokens", best ? (double)best->n_token_ids : 0);
+    cJSON_AddNumberToObject(root, "generated_tokens", generated_tokens_of(best));
+    cJSON_AddStringToObject(root, "finish_reason", finish_reason_of(best));
     cJSON_AddNumberToObject(root, "prompt_tokens", res ? (double)res->prompt_tokens : 0);
     cJSON *seqs = cJSON_AddArrayToObject(root, "sequences");
     for (size_t i = 0; res && i < res->n_sequences; i++) {
@@ -480,24 +583,54 @@ static void answer_generate(request *r) {
         cJSON_AddStringToObject(o, "text", s->text ? s->text : "");
         cJSON_AddNumberToObject(o, "score", s->score);
         cJSON_AddNumberToObject(o, "tokens", (double)s->n_token_ids);
+        cJSON_AddNumberToObject(o, "generated_tokens", generated_tokens_of(s));
+        cJSON_AddStringToObject(o, "finish_reason", finish_reason_of(s));
         cJSON_AddItemToObject(o, "boxes", box_array(s));
         cJSON_AddItemToArray(seqs, o);
     }
     cJSON_AddItemToObject(root, "timings_ms", timings(r));
-    respond_json(r->conn, 200, root, 0);
+    return root;
 }
 
-static void answer_chat(request *r) {
-    const Lion__Result *res = result_of(r, LION__STAGE__LLM);
+/* OpenAI's usage: what the encoder read (visual tokens and the prompt text, tag prompt
+ * included) and what was generated, every returned sequence counted. */
+static cJSON *usage_json(const Lion__Result *res) {
+    double completion = 0;
+    for (size_t i = 0; res && i < res->n_sequences; i++) completion += generated_tokens_of(res->sequences[i]);
+    const double prompt = res ? (double)res->prompt_tokens : 0;
+    cJSON *usage = cJSON_CreateObject();
+    cJSON_AddNumberToObject(usage, "prompt_tokens", prompt);
+    cJSON_AddNumberToObject(usage, "completion_tokens", completion);
+    cJSON_AddNumberToObject(usage, "total_tokens", prompt + completion);
+    return usage;
+}
+
+/* LION's own fields beside OpenAI's: request id, boxes, tags, timings. */
+static cJSON *lion_json(const request *r, const Lion__Result *res) {
+    cJSON *lion = cJSON_CreateObject();
+    cJSON_AddStringToObject(lion, "request_id", r->id);
+    cJSON_AddItemToObject(lion, "boxes", box_array(res && res->n_sequences ? res->sequences[0] : NULL));
+    cJSON_AddItemToObject(lion, "tags", tag_names(r));
+    cJSON_AddItemToObject(lion, "timings_ms", timings(r));
+    return lion;
+}
+
+/* The fields every chat answer and chunk starts with. */
+static cJSON *chat_head(const request *r, const char *object) {
     cJSON *root = cJSON_CreateObject();
     char id[80];
     snprintf(id, sizeof id, "chatcmpl-%s", r->id);
     cJSON_AddStringToObject(root, "id", id);
-    cJSON_AddStringToObject(root, "object", "chat.completion");
-    cJSON_AddNumberToObject(root, "created", (double)(clock_unix_us() / 1000000));
+    cJSON_AddStringToObject(root, "object", object);
+    cJSON_AddNumberToObject(root, "created", (double)r->created_s);
     cJSON_AddStringToObject(root, "model", r->gw->cfg.model_name);
+    return root;
+}
+
+static cJSON *chat_json(const request *r) {
+    const Lion__Result *res = result_of(r, LION__STAGE__LLM);
+    cJSON *root = chat_head(r, "chat.completion");
     cJSON *choices = cJSON_AddArrayToObject(root, "choices");
-    size_t completion = 0;
     for (size_t i = 0; res && i < res->n_sequences; i++) {
         const Lion__Sequence *s = res->sequences[i];
         cJSON *choice = cJSON_CreateObject();
@@ -505,22 +638,13 @@ static void answer_chat(request *r) {
         cJSON *message = cJSON_AddObjectToObject(choice, "message");
         cJSON_AddStringToObject(message, "role", "assistant");
         cJSON_AddStringToObject(message, "content", s->text ? s->text : "");
-        cJSON_AddStringToObject(choice, "finish_reason", "stop");
+        cJSON_AddNullToObject(choice, "logprobs");
+        cJSON_AddStringToObject(choice, "finish_reason", finish_reason_of(s));
         cJSON_AddItemToArray(choices, choice);
-        completion += s->n_token_ids;
     }
-    cJSON *usage = cJSON_AddObjectToObject(root, "usage");
-    /* what the encoder read: the visual tokens and the prompt text (tag prompt included) */
-    const double prompt = res ? (double)res->prompt_tokens : 0;
-    cJSON_AddNumberToObject(usage, "prompt_tokens", prompt);
-    cJSON_AddNumberToObject(usage, "completion_tokens", (double)completion);
-    cJSON_AddNumberToObject(usage, "total_tokens", prompt + (double)completion);
-    cJSON *lion = cJSON_AddObjectToObject(root, "lion");
-    cJSON_AddStringToObject(lion, "request_id", r->id);
-    cJSON_AddItemToObject(lion, "boxes", box_array(res && res->n_sequences ? res->sequences[0] : NULL));
-    cJSON_AddItemToObject(lion, "tags", tag_names(r));
-    cJSON_AddItemToObject(lion, "timings_ms", timings(r));
-    respond_json(r->conn, 200, root, 0);
+    cJSON_AddItemToObject(root, "usage", usage_json(res));
+    cJSON_AddItemToObject(root, "lion", lion_json(r, res));
+    return root;
 }
 
 static cJSON *tag_list(Lion__Tag **tags, size_t n) {
@@ -534,7 +658,7 @@ static cJSON *tag_list(Lion__Tag **tags, size_t n) {
     return a;
 }
 
-static void answer_tags(request *r) {
+static cJSON *tags_json(const request *r) {
     const Lion__Result *res = result_of(r, LION__STAGE__TAGGER);
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "request_id", r->id);
@@ -544,16 +668,131 @@ static void answer_tags(request *r) {
     cJSON_AddStringToObject(root, "prompt", prompt);
     if (res && res->n_top_tags) cJSON_AddItemToObject(root, "top_tags", tag_list(res->top_tags, res->n_top_tags));
     cJSON_AddItemToObject(root, "timings_ms", timings(r));
-    respond_json(r->conn, 200, root, 0);
+    return root;
+}
+
+/* --- streamed answers (server-sent events) -------------------------------------------------- */
+/* /v1/chat/completions: OpenAI's chat.completion.chunk events, the role first, then content
+ * deltas, a chunk with finish_reason per choice, the usage chunk when asked, "data: [DONE]".
+ * /v1/generate: "event: text" {"text": delta} events, then "event: done" with the whole
+ * answer (as without streaming), or "event: error". A failure before the first event is an
+ * ordinary JSON error with its HTTP status. */
+
+static void sse_send(http_conn *c, const char *event, cJSON *data) {
+    char *json = cJSON_PrintUnformatted(data);
+    cJSON_Delete(data);
+    if (!json) return;
+    const size_t cap = strlen(json) + 64;
+    char *buf = malloc(cap);
+    if (buf) {
+        int n = event ? snprintf(buf, cap, "event: %s\ndata: %s\n\n", event, json)
+                      : snprintf(buf, cap, "data: %s\n\n", json);
+        http_conn_stream_write(c, buf, (size_t)n);
+    }
+    free(buf);
+    free(json);
+}
+
+/* One chat chunk for choice `index`: a delta (role and/or content) or the finish reason. */
+static cJSON *chat_chunk(const request *r, int index, const char *role, const char *content, size_t len,
+                         const char *finish_reason) {
+    cJSON *root = chat_head(r, "chat.completion.chunk");
+    cJSON *choices = cJSON_AddArrayToObject(root, "choices");
+    cJSON *choice = cJSON_CreateObject();
+    cJSON_AddNumberToObject(choice, "index", index);
+    cJSON *delta = cJSON_AddObjectToObject(choice, "delta");
+    if (role) cJSON_AddStringToObject(delta, "role", role);
+    if (content) {
+        char *text = strndup(content, len);
+        cJSON_AddStringToObject(delta, "content", text ? text : "");
+        free(text);
+    }
+    cJSON_AddNullToObject(choice, "logprobs");
+    if (finish_reason) cJSON_AddStringToObject(choice, "finish_reason", finish_reason);
+    else cJSON_AddNullToObject(choice, "finish_reason");
+    cJSON_AddItemToArray(choices, choice);
+    if (r->include_usage) cJSON_AddNullToObject(root, "usage");
+    return root;
+}
+
+static void stream_begin(request *r) {
+    if (r->stream_begun) return;
+    r->stream_begun = 1;
+    http_conn_stream_begin(r->conn, 200, "text/event-stream");
+    if (r->kind == REQUEST_CHAT) sse_send(r->conn, NULL, chat_chunk(r, 0, "assistant", "", 0, NULL));
+}
+
+static void stream_piece(request *r, int index, const char *text, size_t len) {
+    if (r->kind == REQUEST_CHAT) {
+        sse_send(r->conn, NULL, chat_chunk(r, index, NULL, text, len, NULL));
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    char *t = strndup(text, len);
+    cJSON_AddStringToObject(o, "text", t ? t : "");
+    free(t);
+    sse_send(r->conn, "text", o);
+}
+
+/* request_text_fn */
+static void stream_text(request *r, const char *text, size_t len) {
+    if (!r->conn || len == 0) return;
+    stream_begin(r);
+    stream_piece(r, 0, text, len);
+}
+
+static void stream_done_line(request *r) {
+    static const char done[] = "data: [DONE]\n\n";
+    http_conn_stream_write(r->conn, done, sizeof done - 1);
+}
+
+/* The end of a streamed answer: the text not streamed yet (all of it for beam search), the
+ * finish chunks and usage (chat) or the whole answer (generate), then the end. */
+static void stream_finish(request *r) {
+    stream_begin(r);
+    const Lion__Result *res = result_of(r, LION__STAGE__LLM);
+    const int chat = r->kind == REQUEST_CHAT;
+    for (size_t i = 0; res && i < res->n_sequences && (chat || i == 0); i++) {
+        const Lion__Sequence *s = res->sequences[i];
+        const char *text = s->text ? s->text : "";
+        const size_t len = strlen(text);
+        const size_t sent = i == 0 ? (r->streamed_bytes < len ? r->streamed_bytes : len) : 0;
+        if (chat && i > 0) sse_send(r->conn, NULL, chat_chunk(r, (int)i, "assistant", "", 0, NULL));
+        if (len > sent) stream_piece(r, (int)i, text + sent, len - sent);
+        if (chat) sse_send(r->conn, NULL, chat_chunk(r, (int)i, NULL, NULL, 0, finish_reason_of(s)));
+    }
+    if (chat) {
+        if (r->include_usage) {
+            cJSON *u = chat_head(r, "chat.completion.chunk");
+            cJSON_AddArrayToObject(u, "choices");
+            cJSON_AddItemToObject(u, "usage", usage_json(res));
+            sse_send(r->conn, NULL, u);
+        }
+        stream_done_line(r);
+    } else {
+        sse_send(r->conn, "done", generate_json(r));
+    }
+    http_conn_stream_end(r->conn);
+}
+
+/* A failure after the stream began: an error event, then the end. */
+static void stream_fail(request *r, int http_status, const lion_status *st) {
+    metrics_count_error(&r->gw->metrics, st->code);
+    const int chat = r->kind == REQUEST_CHAT;
+    sse_send(r->conn, chat ? NULL : "error", error_json(http_status, lion_code_name(st->code), st->msg, NULL));
+    if (chat) stream_done_line(r);
+    http_conn_stream_end(r->conn);
 }
 
 /* request_done_fn: the request's answer or failure to its connection, if it is still there. */
 static void request_done(request *r, int http_status, const lion_status *st) {
     if (!r->conn) return;
-    if (st) api_respond_error(r->gw, r->conn, http_status, st->code, st->msg);
-    else if (r->kind == REQUEST_GENERATE) answer_generate(r);
-    else if (r->kind == REQUEST_CHAT) answer_chat(r);
-    else answer_tags(r);
+    if (st && r->stream_begun) stream_fail(r, http_status, st);
+    else if (st) api_respond_error(r->gw, r->conn, http_status, st->code, st->msg);
+    else if (r->on_text) stream_finish(r);
+    else if (r->kind == REQUEST_GENERATE) respond_json(r->conn, 200, generate_json(r), 0);
+    else if (r->kind == REQUEST_CHAT) respond_json(r->conn, 200, chat_json(r), 0);
+    else respond_json(r->conn, 200, tags_json(r), 0);
     r->conn = NULL; /* answered: the connection takes its next request */
 }
 
@@ -659,7 +898,7 @@ static void handle_body(gateway *gw, http_conn *c, const http_request_view *req,
         cJSON *root = parts ? form_to_json(req, &file, parts, &st) : NULL;
         if (!root) {
             if (!parts) lion_fail(&st, LION_ENOMEM, "out of memory");
-            api_respond_error(gw, c, api_http_status_of(st.code), st.code, st.msg);
+            api_respond_error(gw, c, http_status_of(st.code), st.code, st.msg);
         } else {
             h(gw, c, root, file);
         }

@@ -3,6 +3,7 @@
 #include <nettle/base64.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "gateway_impl.h"
 
@@ -16,6 +17,12 @@ int base64_decode_payload(const char *text, size_t len, size_t max_bytes, unsign
         size_t head = (size_t)(comma - text);
         if (head < 7 || memcmp(comma - 7, ";base64", 7) != 0)
             return lion_fail(st, LION_EINVAL, "data URI is not base64 (expected data:<type>;base64,...)");
+        /* the media type is the part before the first ';' (RFC 2397); only images are taken */
+        const char *type = text + 5, *type_end = memchr(type, ';', (size_t)(comma - type));
+        const size_t type_len = (size_t)(type_end - type);
+        if (type_len < 6 || strncasecmp(type, "image/", 6) != 0)
+            return lion_fail(st, LION_EINVAL, "data URI of media type '%.*s' is not an image (expected image/...)",
+                             (int)(type_len > 64 ? 64 : type_len), type);
         len -= head + 1;
         text = comma + 1;
     }

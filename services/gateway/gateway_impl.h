@@ -33,6 +33,7 @@ typedef struct worker_slot {
     unsigned outstanding; /* jobs sent to it and not answered */
     int64_t last_seen_us; /* monotonic */
     uint64_t cache_hits, cache_misses; /* the worker's own counters, from its credit */
+    uint64_t id_hash;     /* of replica_id: its place in rendezvous hashing */
 } worker_slot;
 
 typedef enum job_state { JOB_IDLE = 0, JOB_QUEUED, JOB_SENT } job_state;
@@ -45,6 +46,8 @@ typedef struct stage_job {
     void *owner; /* the request, handed back to the client's callbacks */
     job_state state;
     unsigned attempt;
+    uint64_t affinity;             /* the image's hash: jobs for one image go to the same
+                                      replica, whose cache holds it; 0: any replica */
     envelope_peer worker;          /* JOB_SENT: where it went */
     struct stage_job *prev, *next; /* in the queue (JOB_QUEUED) or the sent list (JOB_SENT) */
 } stage_job;
@@ -66,6 +69,8 @@ typedef struct stage_pool_client {
     void (*lost)(void *owner, int stage, const char *why);
     /* The job cannot be done: it could not be built, or its answer was malformed. */
     void (*failed)(void *owner, int stage, const lion_status *st);
+    /* A PARTIAL of the job's current attempt (m is closed by the pool); the job stays sent. */
+    void (*partial)(void *owner, int stage, const envelope_msg *m);
 } stage_pool_client;
 
 typedef struct stage_pool {
@@ -89,8 +94,9 @@ void stage_pool_close(stage_pool *p);
 /* Sends the job now, or queues it until a worker has credit. A send that fails comes back
  * through the client's lost or failed callback, so the job may have ended on return. */
 void stage_pool_submit(stage_pool *p, stage_job *job);
-/* Takes the job out of the queue or the sent list (its request ended); a late answer to it
- * is then counted and dropped. */
+/* Takes the job out of the queue or the sent list (its request ended); a job at a worker is
+ * sent CANCEL, and its answer (ERROR cancelled, or a RESULT already on its way) is then
+ * counted as late and dropped. */
 void stage_pool_cancel(stage_pool *p, stage_job *job);
 /* Receives and handles every message waiting on the router. ZMQ_FD is edge-triggered and a
  * send can consume the edge, so the loop also calls this once per iteration. */
@@ -128,6 +134,9 @@ struct request;
 /* How a request's end reaches its client (api.c): the answer when st is NULL, else the
  * failure with its HTTP status. Called once; the request is freed later. */
 typedef void (*request_done_fn)(struct request *r, int http_status, const lion_status *st);
+/* New answer text while the llm generates (streamed requests): each byte once, in order,
+ * even across a re-dispatch (the new attempt's text is skipped up to what was sent). */
+typedef void (*request_text_fn)(struct request *r, const char *text, size_t len);
 
 typedef struct request {
     struct gateway *gw;
@@ -137,11 +146,19 @@ typedef struct request {
     char id[48];
     request_kind kind;
     request_done_fn done;
+    request_text_fn on_text;     /* streamed requests only */
+    size_t streamed_bytes;       /* answer text given to on_text so far */
+    unsigned partial_attempt;    /* the llm attempt the last PARTIAL came from */
+    size_t attempt_bytes;        /* text that attempt has produced */
+    int stream_begun;            /* api.c: the streamed answer's headers are out */
+    int include_usage;           /* api.c: OpenAI stream_options.include_usage */
+    int64_t created_s;           /* api.c: the answer's "created" */
     struct http_conn *conn;      /* the client's connection; NULL once it went away */
     Lion__Envelope *job;         /* JOB template: task (instruction, tags, generation) */
     int user_tags;               /* tags came with the request: no tagger step */
     zmq_msg_t image;             /* the encoded image, shared by the vision and tagger jobs */
     tensor image_view;
+    uint64_t image_hash;         /* the affinity of its vision and tagger jobs */
     int64_t start_us, deadline_us;  /* monotonic */
     int64_t start_unix_us, deadline_unix_us;
     request_step step[LION_STAGE_SLOTS];
@@ -159,6 +176,9 @@ request *request_new(struct gateway *gw, request_kind kind, unsigned char *image
 int request_start(request *r, int *http_status, lion_status *st);
 /* Ends the request with an HTTP status and a status (r->done is told). */
 void request_fail(request *r, int http_status, const lion_status *st);
+/* The client left: the request ends cancelled (no answer) and the workers holding its jobs
+ * are told to drop them. */
+void request_cancel(request *r);
 /* Frees the requests that ended since the last call (the loop's check callback). */
 void request_free_ended(struct gateway *gw);
 /* Expired requests answered 504. */
@@ -169,6 +189,9 @@ void request_sweep_deadlines(struct gateway *gw, int64_t now_us);
 typedef struct http_conn {
     uv_tcp_t tcp;
     uv_shutdown_t shutdown; /* gateway shutdown: answers written out, then closed */
+    uv_shutdown_t linger;   /* a closing answer is out: FIN sent, the rest read and dropped */
+    int lingering;
+    int64_t linger_until_us;
     struct gateway *gw;
     struct http_conn *prev, *next; /* gw->conns */
     http_parser parser;
@@ -188,6 +211,8 @@ typedef struct http_conn {
     int head_only;        /* a HEAD request: answers carry headers (Content-Length) only */
     const char *allow;    /* the next answer's Allow header (a 405), then NULL */
     int busy;             /* a request is being answered: parsing waits */
+    int streaming;        /* a streamed answer has begun and not ended */
+    int stream_status;    /* its status, counted when it ends */
     int closing;
     char *pending;        /* bytes read while busy (a pipelined next request) */
     size_t pending_len;
@@ -211,6 +236,13 @@ void http_server_close(struct gateway *gw);
  * retry_after_s > 0 adds Retry-After. */
 void http_conn_respond(struct http_conn *c, int status, const char *content_type, const char *body,
                        size_t len, int retry_after_s);
+/* The HTTP status that answers a lion_code. */
+int http_status_of(int lion_code);
+/* A streamed answer (server-sent events): the headers, then each piece as one chunk, then
+ * the end, after which the connection takes its next request (or closes). */
+void http_conn_stream_begin(struct http_conn *c, int status, const char *content_type);
+void http_conn_stream_write(struct http_conn *c, const char *data, size_t len);
+void http_conn_stream_end(struct http_conn *c);
 /* Closes connections idle (or stalled mid-request) longer than --idle-timeout-ms. */
 void http_server_sweep_idle(struct gateway *gw, int64_t now_us);
 
@@ -221,8 +253,6 @@ void api_handle(struct gateway *gw, struct http_conn *c, const http_request_view
 /* {"error": {"code": ..., "message": ...}} with the status. */
 void api_respond_error(struct gateway *gw, struct http_conn *c, int http_status, int code,
                        const char *message);
-/* The HTTP status for a lion_code. */
-int api_http_status_of(int lion_code);
 
 /* The route table's size, and each route's label in /metrics: api_route_of gives a path's
  * index, or API_ROUTES ("other") for a path that is no route. */
@@ -250,8 +280,9 @@ void tap_drain(tap *t);
 /* --- base64 ------------------------------------------------------------------------------ */
 
 /* Decodes base64 (standard alphabet with '=' padding, whitespace ignored), or a data URI
- * "data:<type>;base64,<payload>". A malloc'd buffer in *out; -1 with st naming the
- * problem (LION_EINVAL "not valid base64 ..."; LION_ETOOBIG over max_bytes). */
+ * "data:image/<type>;base64,<payload>" (other media types are refused). A malloc'd
+ * buffer in *out; -1 with st naming the problem (LION_EINVAL "not valid base64 ...";
+ * LION_ETOOBIG over max_bytes). */
 int base64_decode_payload(const char *text, size_t len, size_t max_bytes, unsigned char **out,
                           size_t *out_len, lion_status *st);
 
@@ -291,6 +322,9 @@ typedef struct metrics {
     uint64_t jobs[LION_STAGE_SLOTS];
     uint64_t redispatches[LION_STAGE_SLOTS];
     uint64_t late_answers[LION_STAGE_SLOTS];
+    uint64_t cancels_sent[LION_STAGE_SLOTS];   /* CANCELs sent to workers */
+    uint64_t affinity_routed[LION_STAGE_SLOTS]; /* jobs sent to their image's replica */
+    uint64_t requests_cancelled;             /* the client left before its answer */
 } metrics;
 
 void metrics_count_request(metrics *m, int route, int http_status, double seconds);

@@ -1,10 +1,14 @@
 /* http_conn.c - HTTP/1.1 connections on libuv, parsed by http-parser.
  *
  * One request at a time per connection: when a request is complete the parser is paused
- * and reading stops until its answer is written; bytes already read (a pipelined next
- * request) wait in `pending`. Answers resume the connection from the write callback, never
- * from inside the code that answered, so that no caller sees a new request start under it.
- * Malformed HTTP and broken limits get a JSON error and the connection is closed. */
+ * until its answer is written; bytes read meanwhile (a pipelined next request) wait in
+ * `pending`, up to a bound past which reading stops. Reading goes on while a request is
+ * answered so that a client that leaves (EOF, reset) is seen at once: its request is
+ * cancelled through the pipeline (request_cancel). Answers resume the connection from the
+ * write callback, never from inside the code that answered, so that no caller sees a new
+ * request start under it. An answer is whole (http_conn_respond) or streamed in chunks
+ * (http_conn_stream_*: server-sent events). Malformed HTTP and broken limits get a JSON
+ * error and the connection is closed. */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +27,7 @@ static http_parser_settings parser_settings;
 static void conn_feed(http_conn *c, const char *data, size_t len);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void conn_linger(http_conn *c);
 
 static void on_close(uv_handle_t *h) {
     http_conn *c = h->data;
@@ -35,9 +40,10 @@ static void on_close(uv_handle_t *h) {
 /* Marks c closing and takes it off the gateway's lists; the handle is closed by the caller. */
 static void conn_detach_all(http_conn *c) {
     c->closing = 1;
-    if (c->req) {
-        c->req->conn = NULL; /* the request runs on and its answer is dropped */
+    if (c->req) { /* the client left before its answer: the pipeline drops the work */
+        request *r = c->req;
         c->req = NULL;
+        request_cancel(r);
     }
     gateway *gw = c->gw;
     if (!c->prev && gw->conns != c) return; /* never listed: answered 503 over the cap */
@@ -52,6 +58,28 @@ static void conn_close(http_conn *c) {
     if (c->closing) return;
     conn_detach_all(c);
     uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+#define LINGER_US 2000000
+
+static void on_linger_shutdown(uv_shutdown_t *req, int status) {
+    if (status < 0 && status != UV_ECANCELED) conn_close(req->handle->data);
+}
+
+/* Closes after an answer that ends the connection without losing that answer: a client
+ * still sending (a body refused as too large, a pipelined request) would get a reset for its
+ * unread bytes, and a reset can destroy the answer before the client reads it. So: FIN
+ * first, then what still arrives is read and dropped until the client closes or
+ * LINGER_US pass (nginx's lingering close). */
+static void conn_linger(http_conn *c) {
+    if (c->lingering) return;
+    c->lingering = 1;
+    c->linger_until_us = clock_mono_us() + LINGER_US;
+    if (uv_shutdown(&c->linger, (uv_stream_t *)&c->tcp, on_linger_shutdown) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
@@ -185,11 +213,16 @@ static void on_write(uv_write_t *w, int status) {
     int close_after = wr->close_after;
     free(wr->buf);
     free(wr);
-    if (c->closing || close_after < 0) return;
-    if (status < 0 || close_after) {
+    if (c->closing) return;
+    if (status < 0) { /* a failed write, even of a chunk, means the client is gone */
         conn_close(c);
         return;
     }
+    if (close_after > 0) {
+        conn_linger(c);
+        return;
+    }
+    if (close_after < 0) return; /* an interim write: 100 Continue or a chunk of a streamed answer */
     /* the answer is out: the connection takes its next request */
     c->busy = 0;
     c->last_read_us = clock_mono_us();
@@ -236,6 +269,7 @@ static const char *reason_phrase(int status) {
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Status";
     }
 }
@@ -264,11 +298,74 @@ void http_conn_respond(http_conn *c, int status, const char *content_type, const
     write_raw(c, buf, (size_t)n + body_len, !c->keep_alive);
 }
 
+int http_status_of(int code) {
+    switch (code) {
+    case LION_EINVAL:
+    case LION_EFORMAT: return 400;
+    case LION_ETOOBIG: return 413;
+    case LION_ENOTFOUND: return 404;
+    case LION_ETIMEOUT: return 504;
+    case LION_ENOMEM:
+    case LION_EUNAVAILABLE: return 503;
+    case LION_EIO: return 502;
+    case LION_ECANCELED: return 499; /* nginx's "client closed request": nobody reads it */
+    default: return 500;
+    }
+}
+
+/* A streamed answer: chunked transfer encoding, so the connection stays usable after it. */
+void http_conn_stream_begin(http_conn *c, int status, const char *content_type) {
+    if (c->closing || c->streaming) return;
+    c->streaming = 1;
+    c->stream_status = status;
+    char head[384];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
+                     "Connection: %s\r\n\r\n",
+                     status, reason_phrase(status), content_type, c->keep_alive ? "keep-alive" : "close");
+    char *buf = malloc((size_t)n);
+    if (!buf) {
+        conn_close(c);
+        return;
+    }
+    memcpy(buf, head, (size_t)n);
+    write_raw(c, buf, (size_t)n, -1);
+}
+
+void http_conn_stream_write(http_conn *c, const char *data, size_t len) {
+    if (c->closing || !c->streaming || len == 0) return;
+    char size_line[24];
+    int n = snprintf(size_line, sizeof size_line, "%zx\r\n", len);
+    char *buf = malloc((size_t)n + len + 2);
+    if (!buf) {
+        conn_close(c);
+        return;
+    }
+    memcpy(buf, size_line, (size_t)n);
+    memcpy(buf + n, data, len);
+    memcpy(buf + n + len, "\r\n", 2);
+    write_raw(c, buf, (size_t)n + len + 2, -1);
+}
+
+void http_conn_stream_end(http_conn *c) {
+    if (c->closing || !c->streaming) return;
+    c->streaming = 0;
+    c->req = NULL;
+    metrics_count_request(&c->gw->metrics, c->route, c->stream_status, (double)(clock_mono_us() - c->start_us) / 1e6);
+    static const char last[] = "0\r\n\r\n";
+    char *buf = malloc(sizeof last - 1);
+    if (!buf) {
+        conn_close(c);
+        return;
+    }
+    memcpy(buf, last, sizeof last - 1);
+    write_raw(c, buf, sizeof last - 1, !c->keep_alive);
+}
+
 /* --- reading ------------------------------------------------------------------------------- */
 
 static void handle_message(http_conn *c) {
-    c->busy = 1;
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->busy = 1; /* reading goes on (a client that leaves is seen); parsing waits */
     c->start_us = clock_mono_us();
     if (!c->url) c->url = calloc(1, MAX_URL_BYTES + 1);
     if (!c->url) {
@@ -279,6 +376,15 @@ static void handle_message(http_conn *c) {
     if (q) *q = 0;
     c->route = api_route_of(c->url);
     c->head_only = c->parser.method == HTTP_HEAD;
+    if (c->parser.http_major != 1 || c->parser.http_minor > 1) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "HTTP/%u.%u is not supported (HTTP/1.0 and HTTP/1.1 are)", c->parser.http_major,
+                 c->parser.http_minor);
+        c->keep_alive = 0;
+        c->route = API_ROUTES;
+        api_respond_error(c->gw, c, 505, LION_EINVAL, msg);
+        return;
+    }
     http_request_view v = {.method = (int)c->parser.method,
                            .path = c->url,
                            .body = c->body ? c->body : "",
@@ -303,9 +409,13 @@ static void parse_failed(http_conn *c, enum http_errno e) {
     api_respond_error(c->gw, c, 400, LION_EINVAL, msg);
 }
 
+/* Bytes of pipelined requests held while one is answered: one more whole request. */
+static size_t max_pending(const http_conn *c) { return c->gw->cfg.max_body_bytes + MAX_HEADER_BYTES + MAX_URL_BYTES; }
+
 static void conn_feed(http_conn *c, const char *data, size_t len) {
     while (!c->closing && len > 0) {
         if (c->busy) { /* keep the rest for when the answer is out */
+            if (c->pending_len + len > max_pending(c)) uv_read_stop((uv_stream_t *)&c->tcp); /* back-pressure */
             char *p = realloc(c->pending, c->pending_len + len);
             if (!p) {
                 conn_close(c);
@@ -340,6 +450,11 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     http_conn *c = s->data;
     c->last_read_us = clock_mono_us();
+    if (c->lingering) { /* the answer is out: drop what comes until the client closes */
+        if (nread < 0) conn_close(c);
+        free(buf->base);
+        return;
+    }
     if (nread > 0) conn_feed(c, buf->base, (size_t)nread);
     else if (nread < 0) {
         /* EOF in the middle of a request is malformed HTTP; between requests it is a goodbye */
@@ -427,7 +542,7 @@ void http_server_sweep_idle(gateway *gw, int64_t now_us) {
     for (http_conn *c = gw->conns; c; c = next) {
         next = c->next;
         /* a connection waiting for its answer is the request's deadline's business */
-        if (!c->busy && now_us - c->last_read_us > limit) conn_close(c);
+        if (c->lingering ? now_us > c->linger_until_us : !c->busy && now_us - c->last_read_us > limit) conn_close(c);
     }
 }
 

@@ -96,7 +96,7 @@ char *metrics_render(gateway *gw, size_t *len) {
                 put(&t, "lion_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n", api_route_label(r),
                     m->status_codes[k], (unsigned long long)m->requests[r][k]);
     family(&t, "lion_errors_total", "counter", "Error answers, by error code.");
-    for (int c = 1; c <= LION_EINTERNAL; c++)
+    for (int c = 1; c <= LION_ECANCELED; c++)
         put(&t, "lion_errors_total{code=\"%s\"} %llu\n", lion_code_name(c), (unsigned long long)m->errors[c]);
     family(&t, "lion_request_duration_seconds", "histogram", "Time from a complete HTTP request to its answer.");
     for (int r = 0; r < METRIC_ROUTES; r++)
@@ -125,6 +125,21 @@ char *metrics_render(gateway *gw, size_t *len) {
     family(&t, "lion_cache_misses_total", "counter", "Feature-cache misses the workers reported.");
     for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         put(&t, "lion_cache_misses_total{stage=\"%s\"} %llu\n", lion_stage_name(s), (unsigned long long)misses[s]);
+    family(&t, "lion_worker_cache_hits_total", "counter", "Cache hits of each live replica, from its heartbeats.");
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
+        for (int i = 0; i < gw->pool[s].n_workers; i++)
+            put(&t, "lion_worker_cache_hits_total{stage=\"%s\",replica=\"%s\"} %llu\n", lion_stage_name(s),
+                gw->pool[s].workers[i].replica_id, (unsigned long long)gw->pool[s].workers[i].cache_hits);
+    family(&t, "lion_worker_cache_misses_total", "counter", "Cache misses of each live replica, from its heartbeats.");
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
+        for (int i = 0; i < gw->pool[s].n_workers; i++)
+            put(&t, "lion_worker_cache_misses_total{stage=\"%s\",replica=\"%s\"} %llu\n", lion_stage_name(s),
+                gw->pool[s].workers[i].replica_id, (unsigned long long)gw->pool[s].workers[i].cache_misses);
+    family(&t, "lion_affinity_routed_total", "counter",
+           "Jobs sent to the replica their image hashes to (the rest went to the least loaded one).");
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
+        put(&t, "lion_affinity_routed_total{stage=\"%s\"} %llu\n", lion_stage_name(s),
+            (unsigned long long)m->affinity_routed[s]);
     family(&t, "lion_jobs_total", "counter", "Jobs sent to workers.");
     for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         put(&t, "lion_jobs_total{stage=\"%s\"} %llu\n", lion_stage_name(s), (unsigned long long)m->jobs[s]);
@@ -136,6 +151,11 @@ char *metrics_render(gateway *gw, size_t *len) {
     for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         put(&t, "lion_late_answers_total{stage=\"%s\"} %llu\n", lion_stage_name(s),
             (unsigned long long)m->late_answers[s]);
+    family(&t, "lion_cancels_total", "counter", "CANCELs sent to workers for jobs whose request ended.");
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
+        put(&t, "lion_cancels_total{stage=\"%s\"} %llu\n", lion_stage_name(s), (unsigned long long)m->cancels_sent[s]);
+    family(&t, "lion_requests_cancelled_total", "counter", "Requests whose client left before the answer.");
+    put(&t, "lion_requests_cancelled_total %llu\n", (unsigned long long)m->requests_cancelled);
     family(&t, "lion_requests_in_flight", "gauge", "Requests being processed.");
     put(&t, "lion_requests_in_flight %d\n", gw->n_requests);
     family(&t, "lion_http_connections", "gauge", "Open HTTP connections.");

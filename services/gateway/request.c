@@ -22,6 +22,18 @@
 
 static void free_image(void *data, void *hint) { free(data); }
 
+/* A hash of the image for routing its jobs (stage_pool's affinity): FNV-1a over the length
+ * and up to 64 slices of 1 KiB spread over the file, so a 12 MP JPEG costs microseconds on
+ * the gateway's one thread. Two images that collide only share a replica. */
+static uint64_t image_affinity(const unsigned char *b, size_t n) {
+    enum { SLICES = 64, SLICE = 1024 };
+    uint64_t h = 0xcbf29ce484222325ull ^ (uint64_t)n;
+    const size_t step = n > (size_t)SLICES * SLICE ? n / SLICES : SLICE;
+    for (size_t at = 0; at < n; at += step)
+        for (size_t i = at; i < at + SLICE && i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h ? h : 1; /* 0 means "no affinity" */
+}
+
 request *request_new(gateway *gw, request_kind kind, unsigned char *image, size_t image_len, Lion__Task *task,
                      int deadline_ms, request_done_fn done, lion_status *st) {
     request *r = calloc(1, sizeof *r);
@@ -39,10 +51,14 @@ request *request_new(gateway *gw, request_kind kind, unsigned char *image, size_
     r->done = done;
     snprintf(r->id, sizeof r->id, "req-%llx-%08x", (unsigned long long)++gw->next_request,
              (unsigned)(clock_unix_us() ^ (int64_t)random()) & 0xffffffffu);
+    r->image_hash = image_affinity(image, image_len);
     for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) {
         r->step[s].job.owner = r;
         r->step[s].job.request_id = r->id;
     }
+    /* the stages that cache by image go to the replica that has seen it */
+    r->step[LION__STAGE__VISION].job.affinity = r->image_hash;
+    r->step[LION__STAGE__TAGGER].job.affinity = r->image_hash;
     r->job = job;
     if (!task) {
         task = malloc(sizeof *task);
@@ -97,6 +113,16 @@ void request_fail(request *r, int http_status, const lion_status *st) {
     if (r->ended) return;
     log_info("%s failed (%d): %s", r->id, http_status, st->msg);
     request_end(r, http_status, st);
+}
+
+void request_cancel(request *r) {
+    if (r->ended) return;
+    r->conn = NULL; /* nobody to answer */
+    r->gw->metrics.requests_cancelled++;
+    lion_status st;
+    lion_fail(&st, LION_ECANCELED, "the client went away");
+    log_info("%s cancelled: the client went away", r->id);
+    request_end(r, 499, &st);
 }
 
 static void finish(request *r) {
@@ -215,7 +241,7 @@ static void job_lost(void *owner, int stage, const char *why) {
 
 /* stage_pool_client.failed */
 static void job_failed(void *owner, int stage, const lion_status *st) {
-    request_fail(owner, api_http_status_of(st->code), st);
+    request_fail(owner, http_status_of(st->code), st);
 }
 
 /* Tags the tagger found become the llm job's tags. */
@@ -259,7 +285,7 @@ static void on_error(request *r, int stage, envelope_msg *m) {
               env->error && env->error->message ? env->error->message : "failed");
     envelope_msg_close(m);
     if (code == LION_EUNAVAILABLE) redispatch(r, stage, st.msg);
-    else request_fail(r, api_http_status_of(code), &st);
+    else request_fail(r, http_status_of(code), &st);
 }
 
 /* stage_pool_client.answered: the stage's answer moves the request on. */
@@ -306,11 +332,32 @@ static void on_answer(void *owner, int stage, envelope_msg *m) {
         submit(r, LION__STAGE__LLM);
 }
 
+/* stage_pool_client.partial: the llm's new text, given on once. A re-dispatched job starts
+ * its text again: its first bytes, up to what an earlier attempt already gave, are skipped
+ * (generation is deterministic: greedy, or sampling with the seed the gateway fixed). */
+static void on_partial(void *owner, int stage, const envelope_msg *m) {
+    request *r = owner;
+    const Lion__Result *res = m->env->result;
+    if (r->ended || !r->on_text || !res || res->n_sequences == 0 || !res->sequences[0]->text) return;
+    if (m->env->attempt != r->partial_attempt) {
+        r->partial_attempt = m->env->attempt;
+        r->attempt_bytes = 0;
+    }
+    const char *text = res->sequences[0]->text;
+    const size_t len = strlen(text), start = r->attempt_bytes, end = start + len;
+    r->attempt_bytes = end;
+    if (end <= r->streamed_bytes) return;
+    const size_t skip = r->streamed_bytes > start ? r->streamed_bytes - start : 0;
+    r->streamed_bytes = end;
+    r->on_text(r, text + skip, len - skip);
+}
+
 const stage_pool_client request_pool_client = {
     .build = build_job,
     .answered = on_answer,
     .lost = job_lost,
     .failed = job_failed,
+    .partial = on_partial,
 };
 
 void request_sweep_deadlines(gateway *gw, int64_t now_us) {

@@ -1,5 +1,6 @@
 /* stage_pool.c - one stage's ROUTER endpoint: the workers connected to it, their credit,
  * the jobs waiting for credit, and the messages in and out (docs/wire-protocol.md). */
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,15 +86,53 @@ unsigned stage_pool_outstanding(const stage_pool *p) {
 
 /* The live worker with the lowest load (outstanding / capacity) that has credit left;
  * ties go round robin so that idle replicas share the work. */
-static worker_slot *worker_pick(stage_pool *p) {
+static worker_slot *least_loaded(stage_pool *p) {
     worker_slot *best = NULL;
     for (int k = 0; k < p->n_workers; k++) {
         worker_slot *w = &p->workers[(p->rr + k) % p->n_workers];
         if (w->outstanding >= w->capacity) continue;
         if (!best || (uint64_t)w->outstanding * best->capacity < (uint64_t)best->outstanding * w->capacity) best = w;
     }
-    if (best) p->rr = (int)(best - p->workers + 1) % p->n_workers;
     return best;
+}
+
+/* splitmix64's finaliser: every input bit moves every output bit. */
+static uint64_t mix64(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* A job with an affinity (its image's hash) goes where rendezvous hashing puts it among the
+ * replicas with credit: the same replica for the same image, from any gateway, and only 1/N
+ * of the images move when a replica comes or goes, so N replicas' feature caches keep the
+ * hit rate of one. A replica AFFINITY_SLACK jobs busier than the least loaded one gives the
+ * job up to that one: a hot image must not queue behind itself while others idle. */
+#define AFFINITY_SLACK 2u
+
+static worker_slot *worker_pick(stage_pool *p, uint64_t affinity) {
+    worker_slot *least = least_loaded(p), *chosen = least;
+    if (least && affinity) {
+        worker_slot *best = NULL;
+        uint64_t top = 0;
+        for (int k = 0; k < p->n_workers; k++) {
+            worker_slot *w = &p->workers[k];
+            if (w->outstanding >= w->capacity) continue;
+            const uint64_t weight = mix64(affinity ^ w->id_hash);
+            if (!best || weight > top) {
+                best = w;
+                top = weight;
+            }
+        }
+        if (best->outstanding < least->outstanding + AFFINITY_SLACK) {
+            chosen = best;
+            p->gw->metrics.affinity_routed[p->stage]++;
+        }
+    }
+    if (chosen == least && least) p->rr = (int)(least - p->workers + 1) % p->n_workers;
+    return chosen;
 }
 
 /* Sends [peer][envelope][tensors] without blocking; publishes the frames on the tap first. */
@@ -173,9 +212,9 @@ static void send_job(stage_pool *p, worker_slot *w, stage_job *j) {
 /* Sends queued jobs while some worker has credit. */
 static void pump(stage_pool *p) {
     while (p->queue.head) {
-        worker_slot *w = worker_pick(p);
-        if (!w) return;
         stage_job *j = p->queue.head;
+        worker_slot *w = worker_pick(p, j->affinity);
+        if (!w) return;
         job_unlink(p, j);
         send_job(p, w, j);
     }
@@ -188,7 +227,24 @@ void stage_pool_submit(stage_pool *p, stage_job *job) {
     pump(p);
 }
 
-void stage_pool_cancel(stage_pool *p, stage_job *job) { job_unlink(p, job); }
+/* Tells the worker that holds j to drop it. Best effort: a worker that is gone answers
+ * nothing, and its slot's credit goes with it. */
+static void send_cancel(stage_pool *p, const stage_job *j) {
+    worker_slot *w = worker_find(p, &j->worker);
+    lion_status st;
+    Lion__Envelope *env = w ? envelope_new(LION__KIND__CANCEL, p->stage, j->request_id, &st) : NULL;
+    if (!env) return;
+    env->has_attempt = 1;
+    env->attempt = j->attempt;
+    if (send_to(p, w, env, NULL, 0, j->request_id, &st) != 0) log_debug("%s", st.msg);
+    envelope_free(env);
+    p->gw->metrics.cancels_sent[p->stage]++;
+}
+
+void stage_pool_cancel(stage_pool *p, stage_job *job) {
+    if (job->state == JOB_SENT) send_cancel(p, job);
+    job_unlink(p, job);
+}
 
 /* --- workers ---------------------------------------------------------------------------- */
 
@@ -235,6 +291,12 @@ static worker_slot *worker_register(stage_pool *p, const envelope_msg *m) {
         memset(w, 0, sizeof *w);
         w->peer = m->peer;
         snprintf(w->replica_id, sizeof w->replica_id, "%s", m->env->replica_id ? m->env->replica_id : "?");
+        /* it becomes a Prometheus label value and a log word: keep it to a safe alphabet */
+        for (char *c = w->replica_id; *c; c++)
+            if (!isalnum((unsigned char)*c) && !strchr("._:-@", *c)) *c = '_';
+        /* FNV-1a: a replica keeps its place in rendezvous hashing across reconnects */
+        w->id_hash = 0xcbf29ce484222325ull;
+        for (const char *c = w->replica_id; *c; c++) w->id_hash = (w->id_hash ^ (unsigned char)*c) * 0x100000001b3ull;
         log_info("%s worker %s joined", lion_stage_name(p->stage), w->replica_id);
     }
     const Lion__Credit *c = m->env->credit;
@@ -275,6 +337,15 @@ static void handle_answer(stage_pool *p, worker_slot *w, envelope_msg *m, int de
     p->client->answered(j->owner, p->stage, m);
 }
 
+/* A PARTIAL goes to its job's owner when the attempt is still the one waited for. */
+static void handle_partial(stage_pool *p, envelope_msg *m, int decode_failed) {
+    const Lion__Envelope *env = m->env;
+    if (env->request_id) tap_publish(&p->gw->tap, p->stage, 0, env->request_id, m->frames, m->n_frames);
+    stage_job *j = decode_failed ? NULL : sent_job_find(p, env);
+    if (j) p->client->partial(j->owner, p->stage, m);
+    envelope_msg_close(m);
+}
+
 static void handle(stage_pool *p, envelope_msg *m, int rc, lion_status *st) {
     Lion__Envelope *env = m->env;
     if (!env) {
@@ -313,6 +384,9 @@ static void handle(stage_pool *p, envelope_msg *m, int rc, lion_status *st) {
     case LION__KIND__ERROR:
         handle_answer(p, w, m, rc != 0, st);
         pump(p);
+        return;
+    case LION__KIND__PARTIAL:
+        handle_partial(p, m, rc != 0);
         return;
     default:
         log_warn("%s: unexpected %s from a worker; ignored", lion_stage_name(p->stage), lion_kind_name(env->kind));
