@@ -8,7 +8,9 @@
 #      gives byte-identical answers;
 #   5. the whole held-out evaluation (models/tiny-lion/eval.json: 980 requests over 150
 #      scenes) through the pipeline reproduces the reference's per-task figures, answers
-#      and tags exactly (tools/train/eval_c_pipeline.py).
+#      and tags exactly (tools/train/eval_c_pipeline.py);
+#   6. lion-batch over the examples repeated (140 ids) loses and doubles nothing when the
+#      gateway is killed and restarted mid-run, nor when lion-batch is killed and resumed.
 # Loopback only; ports from this process id. Needs $LION_BUILD_DIR (ctest sets it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -129,5 +131,73 @@ replay() { # stage rid...
 }
 replay vision $rids
 replay llm ${rids%% *}
+
+# lion-batch through failures, on the real model: the example requests 20 times each (140
+# distinct ids). Run 1: the gateway is killed (SIGKILL) a quarter through and restarted on
+# its ports a second later. Run 2: lion-batch itself is killed a third through and run
+# again with --resume. Each time every id is in --out exactly once, and --check passes all.
+many_started=$SECONDS
+python3 - "$requests" "$work/many.json" <<'PY'
+import json, os, sys
+src = json.load(open(sys.argv[1]))["requests"]
+base = os.path.dirname(os.path.abspath(sys.argv[1]))
+reqs = [dict(r, id="%s-%02d" % (r["id"], k), image=os.path.join(base, r["image"])) for k in range(20) for r in src]
+json.dump({"requests": reqs}, open(sys.argv[2], "w"))
+PY
+many=140
+wait_lines() { # file n: until file has n lines (30 s at most)
+  for _ in $(seq 1 600); do
+    [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+check_many() { # out log what: every id once, every answer right
+  python3 - "$work/many.json" "$1" "$3" <<'PY' || fail "$3: $(tail -n 5 "$2")"
+import collections, json, sys
+ids = [str(r["id"]) for r in json.load(open(sys.argv[1]))["requests"]]
+lines = [json.loads(l) for l in open(sys.argv[2])]
+count = collections.Counter(str(l["id"]) for l in lines)
+once = sum(count[i] == 1 for i in ids)
+dup = sum(count[i] > 1 for i in ids)
+right = sum(bool(l.get("pass")) and "error" not in l for l in lines)
+print("%s: %d of %d ids answered once, %d duplicated, %d lines, %d answers right"
+      % (sys.argv[3], once, len(ids), dup, len(lines), right))
+sys.exit(0 if once == len(ids) == len(lines) == right else 1)
+PY
+  grep -E "^$many passed, 0 failed$" "$2" >/dev/null || fail "$3: no clean pass line: $(tail -n 3 "$2")"
+}
+
+"$build"/tools/batch/lion-batch --gateway "http://127.0.0.1:$port" --concurrency 4 --check --progress none \
+  --out "$work/many1.jsonl" "$work/many.json" 2>"$work/many1.log" &
+batch_pid=$!
+wait_lines "$work/many1.jsonl" $((many / 4)) || fail "the batch did not get a quarter through"
+kill -KILL "${pids[0]}"
+wait "${pids[0]}" 2>/dev/null || true
+killed_at=$(wc -l <"$work/many1.jsonl")
+sleep 1
+"$build"/services/lion-gateway --listen "127.0.0.1:$port" --bind-base "tcp://127.0.0.1:$base" \
+  --tap "tcp://127.0.0.1:$tap_port" --model-name tiny-lion >"$work/gateway2.log" 2>&1 &
+pids[0]=$!
+wait "$batch_pid" || fail "lion-batch across a gateway restart: $(tail -n 5 "$work/many1.log")"
+echo "gateway killed after $killed_at of $many answers, back 1 s later"
+check_many "$work/many1.jsonl" "$work/many1.log" "gateway kill -9 + restart"
+grep -E "^lion-batch: (.* requests/s|retries)" "$work/many1.log"
+
+"$build"/tools/batch/lion-batch --gateway "http://127.0.0.1:$port" --concurrency 4 --check --progress none \
+  --out "$work/many2.jsonl" "$work/many.json" 2>"$work/many2.log" &
+batch_pid=$!
+wait_lines "$work/many2.jsonl" $((many / 3)) || fail "the batch did not get a third through"
+kill -KILL "$batch_pid"
+wait "$batch_pid" 2>/dev/null || true
+killed_at=$(wc -l <"$work/many2.jsonl")
+[ "$killed_at" -lt $many ] || fail "lion-batch ended before it was killed"
+"$build"/tools/batch/lion-batch --gateway "http://127.0.0.1:$port" --concurrency 4 --check --progress none \
+  --resume --out "$work/many2.jsonl" "$work/many.json" 2>"$work/many2r.log" \
+  || fail "lion-batch --resume: $(tail -n 5 "$work/many2r.log")"
+echo "lion-batch killed after $killed_at of $many answers, then --resume"
+grep -E "^lion-batch: --resume" "$work/many2r.log"
+check_many "$work/many2.jsonl" "$work/many2r.log" "lion-batch kill -9 + --resume"
+echo "lion-batch through failures: $((SECONDS - many_started)) s"
 stop_all
 echo "1 passed, 0 failed"

@@ -1,10 +1,15 @@
 /* batch_request.c - see batch_request.h. */
 #include "batch_request.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <glob.h>
 #include <nettle/base64.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 
 static char *read_file(const char *path, size_t *len, lion_status *st) {
     FILE *f = fopen(path, "rb");
@@ -76,14 +81,21 @@ static int request_from_json(const cJSON *o, const char *base_dir, const char *w
                                                                                        : "image_level";
     if (strcmp(route, "image_level") && strcmp(route, "region_level"))
         return lion_fail(st, LION_EFORMAT, "%s: task/category \"%s\" is not image_level or region_level", where, route);
+    /* whole numbers as integers ("%g" would make 1000000 and 1000001 both "1e+06"); no id:
+     * the request's place in its file */
     char idbuf[64];
-    if (cJSON_IsNumber(id)) snprintf(idbuf, sizeof idbuf, "%g", id->valuedouble);
-    else if (cJSON_IsString(id)) snprintf(idbuf, sizeof idbuf, "%s", id->valuestring);
-    else snprintf(idbuf, sizeof idbuf, "%s", where);
+    const char *id_text = idbuf;
+    if (cJSON_IsNumber(id)) {
+        double v = id->valuedouble;
+        int whole = v > -9e15 && v < 9e15 && v == (double)(long long)v;
+        snprintf(idbuf, sizeof idbuf, whole ? "%.0f" : "%.17g", v);
+    } else {
+        id_text = cJSON_IsString(id) ? id->valuestring : where;
+    }
     char path[4096];
     if (image->valuestring[0] == '/' || !base_dir[0]) snprintf(path, sizeof path, "%s", image->valuestring);
     else snprintf(path, sizeof path, "%s/%s", base_dir, image->valuestring);
-    r->id = dup_str(idbuf);
+    r->id = dup_str(id_text);
     r->image_path = dup_str(path);
     r->category = dup_str(route);
     r->label = dup_str(cJSON_IsString(task) ? task->valuestring : route);
@@ -93,6 +105,9 @@ static int request_from_json(const cJSON *o, const char *base_dir, const char *w
     for (const cJSON *f = o->child; f; f = f->next)
         if (!is_local(f->string) && strcmp(f->string, "task")) cJSON_AddItemToObject(r->body, f->string, cJSON_Duplicate(f, 1));
     cJSON_AddStringToObject(r->body, "task", route);
+    if (!r->id || !r->image_path || !r->category || !r->label || (expected && !r->expected) ||
+        !cJSON_GetObjectItemCaseSensitive(r->body, "task"))
+        return lion_fail(st, LION_ENOMEM, "%s: no memory", where);
     return 0;
 }
 
@@ -103,6 +118,96 @@ static void request_free(batch_request *r) {
     free(r->label);
     free(r->expected);
     cJSON_Delete(r->body);
+}
+
+/* A zeroed place for one more request; NULL with st filled when memory runs out. */
+static batch_request *requests_grow(batch_requests *out, const char *where, lion_status *st) {
+    if (out->n == out->cap) {
+        size_t cap = out->cap ? out->cap * 2 : 16;
+        batch_request *b = realloc(out->items, cap * sizeof *b);
+        if (!b) {
+            lion_fail(st, LION_ENOMEM, "%s: no memory", where);
+            return NULL;
+        }
+        out->items = b;
+        out->cap = cap;
+    }
+    batch_request *r = &out->items[out->n];
+    memset(r, 0, sizeof *r);
+    return r;
+}
+
+static int add_request(batch_requests *out, const cJSON *o, const char *base_dir, const char *where, lion_status *st) {
+    batch_request *r = requests_grow(out, where, st);
+    if (!r) return -1;
+    if (request_from_json(o, base_dir, where, r, st) != 0) {
+        request_free(r);
+        return -1;
+    }
+    out->n++;
+    return 0;
+}
+
+/* tools/train/evaluate.py's examples: {"requests": [...]} */
+static int load_examples(const cJSON *list, const char *path, const char *base_dir, batch_requests *out,
+                         lion_status *st) {
+    int n = cJSON_GetArraySize(list);
+    for (int i = 0; i < n; i++) {
+        char where[4200];
+        snprintf(where, sizeof where, "%s: requests[%d]", path, i);
+        if (add_request(out, cJSON_GetArrayItem(list, i), base_dir, where, st) != 0) return -1;
+    }
+    return 0;
+}
+
+/* JSONL: one object per non-blank line (text is cut at its newlines). */
+static int load_jsonl(char *text, const char *path, const char *base_dir, batch_requests *out, lion_status *st) {
+    int line_no = 0;
+    for (char *line = text; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        line_no++;
+        char *q = line;
+        while (*q == ' ' || *q == '\t' || *q == '\r') q++;
+        if (*q) {
+            char where[4200];
+            snprintf(where, sizeof where, "%s:%d", path, line_no);
+            cJSON *o = cJSON_Parse(q);
+            if (!o)
+                return lion_fail(st, LION_EFORMAT, "%s: not valid JSON (neither a requests.json object nor JSONL)",
+                                 where);
+            int rc = add_request(out, o, base_dir, where, st);
+            cJSON_Delete(o);
+            if (rc) return -1;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    return 0;
+}
+
+static int compare_ids(const void *a, const void *b) {
+    return strcmp((*(const batch_request *const *)a)->id, (*(const batch_request *const *)b)->id);
+}
+
+/* Sorts the requests by id into by_id; two requests with one id are refused, since --out
+ * holds one line per id and --resume tells the answered ones by id. */
+static int index_ids(batch_requests *out, const char *source, lion_status *st) {
+    out->by_id = malloc((out->n ? out->n : 1) * sizeof *out->by_id);
+    if (!out->by_id) return lion_fail(st, LION_ENOMEM, "%s: no memory", source);
+    for (size_t i = 0; i < out->n; i++) out->by_id[i] = &out->items[i];
+    qsort(out->by_id, out->n, sizeof *out->by_id, compare_ids);
+    for (size_t i = 1; i < out->n; i++)
+        if (!strcmp(out->by_id[i - 1]->id, out->by_id[i]->id))
+            return lion_fail(st, LION_EFORMAT, "%s: two requests with id \"%s\" (ids must be unique)", source,
+                             out->by_id[i]->id);
+    return 0;
+}
+
+long batch_requests_find(const batch_requests *r, const char *id) {
+    batch_request key = {.id = (char *)id};
+    const batch_request *k = &key;
+    const batch_request **hit = r->by_id ? bsearch(&k, r->by_id, r->n, sizeof *r->by_id, compare_ids) : NULL;
+    return hit ? (long)(*hit - r->items) : -1;
 }
 
 int batch_requests_load(const char *path, batch_requests *out, lion_status *st) {
@@ -116,54 +221,115 @@ int batch_requests_load(const char *path, batch_requests *out, lion_status *st) 
     if (slash) *slash = 0;
     else base_dir[0] = 0;
 
-    int rc = 0;
     const char *p = text;
     while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
     cJSON *doc = *p == '{' ? cJSON_Parse(text) : NULL;
     const cJSON *list = doc ? cJSON_GetObjectItemCaseSensitive(doc, "requests") : NULL;
-    if (cJSON_IsArray(list)) {
-        int n = cJSON_GetArraySize(list);
-        out->items = calloc(n ? (size_t)n : 1, sizeof *out->items);
-        for (int i = 0; i < n && rc == 0; i++) {
-            char where[4200];
-            snprintf(where, sizeof where, "%s: requests[%d]", path, i);
-            rc = request_from_json(cJSON_GetArrayItem(list, i), base_dir, where, &out->items[out->n], st);
-            if (rc == 0) out->n++;
-        }
-    } else {
-        /* JSONL: one object per non-blank line */
-        size_t cap = 16;
-        out->items = calloc(cap, sizeof *out->items);
-        int line_no = 0;
-        for (char *line = text; line && *line && rc == 0;) {
-            char *nl = strchr(line, '\n');
-            if (nl) *nl = 0;
-            line_no++;
-            char *q = line;
-            while (*q == ' ' || *q == '\t' || *q == '\r') q++;
-            if (*q) {
-                char where[4200];
-                snprintf(where, sizeof where, "%s:%d", path, line_no);
-                cJSON *o = cJSON_Parse(q);
-                if (!o) {
-                    rc = lion_fail(st, LION_EFORMAT, "%s: not valid JSON (neither a requests.json object nor JSONL)", where);
-                } else {
-                    if (out->n == cap) {
-                        batch_request *b = realloc(out->items, (cap *= 2) * sizeof *b);
-                        if (!b) rc = lion_fail(st, LION_ENOMEM, "%s: no memory", where);
-                        else out->items = b;
-                    }
-                    if (rc == 0) rc = request_from_json(o, base_dir, where, &out->items[out->n], st);
-                    if (rc == 0) out->n++;
-                    cJSON_Delete(o);
-                }
-            }
-            line = nl ? nl + 1 : NULL;
-        }
-    }
+    int rc = cJSON_IsArray(list) ? load_examples(list, path, base_dir, out, st)
+                                 : load_jsonl(text, path, base_dir, out, st);
     cJSON_Delete(doc);
     free(text);
     if (rc == 0 && out->n == 0) rc = lion_fail(st, LION_EFORMAT, "%s: no requests", path);
+    if (rc == 0) rc = index_ids(out, path, st);
+    if (rc) batch_requests_free(out);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* --images                                                                                  */
+
+/* JPEG and PNG by name only: a folder of millions of images is listed without opening them
+ * (a file that is neither fails at the gateway, as a request of its own). */
+static int is_image_name(const char *name) {
+    const char *dot = strrchr(name, '.');
+    return dot && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") || !strcasecmp(dot, ".png"));
+}
+
+typedef struct path_list {
+    char **items;
+    size_t n, cap;
+} path_list;
+
+static int path_list_add(path_list *l, const char *path) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        char **b = realloc(l->items, cap * sizeof *b);
+        if (!b) return -1;
+        l->items = b;
+        l->cap = cap;
+    }
+    if (!(l->items[l->n] = dup_str(path))) return -1;
+    l->n++;
+    return 0;
+}
+
+static void path_list_free(path_list *l) {
+    for (size_t i = 0; i < l->n; i++) free(l->items[i]);
+    free(l->items);
+}
+
+static int compare_paths(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The regular files (or links to them) of a folder whose names are JPEG or PNG ones. */
+static int list_folder(const char *dir, path_list *l, lion_status *st) {
+    DIR *d = opendir(dir);
+    if (!d) return lion_fail(st, LION_EIO, "--images %s: %s", dir, strerror(errno));
+    int rc = 0;
+    for (struct dirent *e; rc == 0 && (e = readdir(d));) {
+        if (!is_image_name(e->d_name)) continue;
+        char path[4352];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat sb;
+        if (e->d_type != DT_REG && (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))) continue;
+        if (path_list_add(l, path) != 0) rc = lion_fail(st, LION_ENOMEM, "--images %s: no memory", dir);
+    }
+    closedir(d);
+    return rc;
+}
+
+static int list_glob(const char *pattern, path_list *l, lion_status *st) {
+    glob_t g;
+    /* GLOB_MARK: a folder comes back as "x.png/", which is_image_name refuses */
+    int grc = glob(pattern, GLOB_MARK, NULL, &g);
+    if (grc == GLOB_NOMATCH)
+        return lion_fail(st, LION_EIO, "--images %s: no such folder, and no file matches it", pattern);
+    if (grc != 0) return lion_fail(st, LION_EIO, "--images %s: cannot read the glob's folders", pattern);
+    int rc = 0;
+    for (size_t i = 0; i < g.gl_pathc && rc == 0; i++)
+        if (is_image_name(g.gl_pathv[i]) && path_list_add(l, g.gl_pathv[i]) != 0)
+            rc = lion_fail(st, LION_ENOMEM, "--images %s: no memory", pattern);
+    globfree(&g);
+    return rc;
+}
+
+/* One request per image, made as a JSONL line would be, so that it is checked the same way. */
+static int add_image_request(batch_requests *out, const char *path, const char *instruction, const char *route,
+                             lion_status *st) {
+    const char *slash = strrchr(path, '/');
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "id", slash ? slash + 1 : path) ||
+        !cJSON_AddStringToObject(o, "image", path) || !cJSON_AddStringToObject(o, "instruction", instruction) ||
+        !cJSON_AddStringToObject(o, "task", route)) {
+        cJSON_Delete(o);
+        return lion_fail(st, LION_ENOMEM, "%s: no memory", path);
+    }
+    int rc = add_request(out, o, "", path, st);
+    cJSON_Delete(o);
+    return rc;
+}
+
+int batch_requests_from_images(const char *dir_or_glob, const char *instruction, const char *route,
+                               batch_requests *out, lion_status *st) {
+    memset(out, 0, sizeof *out);
+    path_list l = {0};
+    struct stat sb;
+    int rc = stat(dir_or_glob, &sb) == 0 && S_ISDIR(sb.st_mode) ? list_folder(dir_or_glob, &l, st)
+                                                                 : list_glob(dir_or_glob, &l, st);
+    if (rc == 0 && l.n == 0) rc = lion_fail(st, LION_EFORMAT, "--images %s: no .jpg, .jpeg or .png file", dir_or_glob);
+    if (rc == 0) qsort(l.items, l.n, sizeof *l.items, compare_paths);
+    for (size_t i = 0; i < l.n && rc == 0; i++) rc = add_image_request(out, l.items[i], instruction, route, st);
+    path_list_free(&l);
+    if (rc == 0) rc = index_ids(out, dir_or_glob, st);
     if (rc) batch_requests_free(out);
     return rc;
 }
@@ -171,6 +337,7 @@ int batch_requests_load(const char *path, batch_requests *out, lion_status *st) 
 void batch_requests_free(batch_requests *r) {
     for (size_t i = 0; i < r->n; i++) request_free(&r->items[i]);
     free(r->items);
+    free(r->by_id);
     memset(r, 0, sizeof *r);
 }
 
