@@ -674,6 +674,52 @@ static void check_openai_conformance(int port) {
     close(fd);
 }
 
+/* GET /v1/pipeline (the web page's Watch view): every stage with its live worker, and, once
+ * watched, the requests that finish with their hops and tensor shapes; GET / the page. */
+static void check_pipeline_view(int port) {
+    reply r;
+    CHECK(http(port, "GET", "/v1/pipeline", NULL, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(cJSON_GetArraySize(json_at(r.json, "stages")), 4);
+    static const char *const names[] = {"vision", "tagger", "aggregator", "llm"};
+    for (int s = 0; s < 4; s++) {
+        char key[64];
+        snprintf(key, sizeof key, "stages.%d.name", s);
+        CHECK(json_str(r.json, key) && !strcmp(json_str(r.json, key), names[s]));
+        snprintf(key, sizeof key, "stages.%d.workers.0.replica", s);
+        CHECK_MSG(json_str(r.json, key), "stage %s shows no worker", names[s]);
+    }
+    reply_free(&r);
+    /* watched now: a request that finishes is listed, newest first, with its hops */
+    char *body = generate_body("watch me", "\"tags\":[\"a\"]");
+    CHECK(http(port, "POST", "/v1/generate", body, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    char id[64];
+    snprintf(id, sizeof id, "%s", json_str(r.json, "request_id") ? json_str(r.json, "request_id") : "?");
+    reply_free(&r);
+    free(body);
+    CHECK(http(port, "GET", "/v1/pipeline", NULL, &r) == 0);
+    CHECK_MSG(json_str(r.json, "recent.0.id") && !strcmp(json_str(r.json, "recent.0.id"), id), "recent: %s",
+              r.body ? r.body : "");
+    CHECK_EQ_INT((int)cJSON_GetNumberValue(json_at(r.json, "recent.0.status")), 200);
+    CHECK(json_str(r.json, "recent.0.stages.0.stage") && !strcmp(json_str(r.json, "recent.0.stages.0.stage"), "vision"));
+    CHECK(json_str(r.json, "recent.0.stages.0.replica") &&
+          !strcmp(json_str(r.json, "recent.0.stages.0.replica"), "vision-1"));
+    CHECK(json_str(r.json, "recent.0.stages.0.tensors.0.name") &&
+          !strcmp(json_str(r.json, "recent.0.stages.0.tensors.0.name"), "vit_layer_1"));
+    CHECK_EQ_INT((int)cJSON_GetNumberValue(json_at(r.json, "recent.0.stages.0.tensors.0.shape.1")), 3);
+    CHECK(cJSON_IsNumber(json_at(r.json, "stages.0.busy_fraction")));
+    CHECK(cJSON_IsNumber(json_at(r.json, "requests.per_second")));
+    reply_free(&r);
+    /* the page: only plain file names, never a path out of its folder */
+    CHECK(http(port, "GET", "/../CMakeLists.txt", NULL, &r) == 0);
+    CHECK_EQ_INT(r.status, 404);
+    reply_free(&r);
+    CHECK(http(port, "GET", "/.gitignore", NULL, &r) == 0);
+    CHECK_EQ_INT(r.status, 404);
+    reply_free(&r);
+}
+
 /* A multipart/form-data upload: the raw image as a file part, the rest as fields. */
 static void check_multipart(int port) {
     static const char boundary[] = "----lionTestBoundary7MA4YWxk";
@@ -998,6 +1044,7 @@ static void scenario_pipeline(void) {
     check_protocol_limits(port);
     check_openai_conformance(port);
     check_streaming(port);
+    check_pipeline_view(port);
     check_keep_alive(port);
     check_head(port);
     check_multipart(port);

@@ -949,6 +949,19 @@ static void route_healthz(gateway *gw, http_conn *c, const http_request_view *re
 }
 static void route_readyz(gateway *gw, http_conn *c, const http_request_view *req) { handle_readyz(gw, c); }
 static void route_metrics(gateway *gw, http_conn *c, const http_request_view *req) { handle_metrics(gw, c); }
+static void route_pipeline(gateway *gw, http_conn *c, const http_request_view *req) {
+    size_t len = 0;
+    char *text = pipeline_render(gw, &len);
+    if (!text) {
+        api_respond_error(gw, c, 503, LION_ENOMEM, "no memory for the pipeline view");
+        return;
+    }
+    http_conn_respond(c, 200, "application/json", text, len, 0);
+    free(text);
+}
+static void route_page(gateway *gw, http_conn *c, const http_request_view *req) {
+    if (!web_serve(gw, c, req->path)) api_respond_error(gw, c, 404, LION_ENOTFOUND, "the web page is not built in");
+}
 
 /* Every route: its path (also its label in /metrics), its method (GET routes answer HEAD
  * too) and its handler. */
@@ -964,6 +977,8 @@ static const struct api_route {
     {"/healthz", HTTP_GET, route_healthz},
     {"/readyz", HTTP_GET, route_readyz},
     {"/metrics", HTTP_GET, route_metrics},
+    {"/v1/pipeline", HTTP_GET, route_pipeline},
+    {"/", HTTP_GET, route_page},
 };
 
 int api_route_of(const char *path) {
@@ -976,6 +991,9 @@ const char *api_route_label(int route) { return route >= 0 && route < API_ROUTES
 
 void api_handle(gateway *gw, http_conn *c, const http_request_view *req) {
     const int found = api_route_of(req->path);
+    /* the web page's other files (app.js, style.css) */
+    if (found == API_ROUTES && (req->method == HTTP_GET || req->method == HTTP_HEAD) && web_serve(gw, c, req->path))
+        return;
     if (found == API_ROUTES) {
         char msg[160];
         snprintf(msg, sizeof msg, "no route %s %.100s", http_method_str(req->method), req->path);

@@ -103,6 +103,8 @@ static const args_option gateway_options[] = {
      .max = 1024, .help = "XPUB endpoint of the message taps (none without it)"},
     {.name = "--model-name", .metavar = "NAME", .kind = ARG_STRING, ARGS_AT(gateway_config, model_name), .min = 1,
      .max = 120, .help = "reported by /v1/models and in answers"},
+    {.name = "--web-root", .metavar = "DIR", .kind = ARG_STRING, ARGS_AT(gateway_config, web_root), .min = 1,
+     .max = 1024, .help = "serve the web page from DIR instead of the copy built in (while editing web/)"},
     {.name = "--deadline-ms", .metavar = "N", .kind = ARG_INT, ARGS_AT(gateway_config, deadline_ms), .min = 1,
      .max = 86400000, .help = "per request (a request may ask for less)"},
     {.name = "--heartbeat-ms", .metavar = "N", .kind = ARG_INT, ARGS_AT(gateway_config, heartbeat_ms), .min = 10,

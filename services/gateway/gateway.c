@@ -115,6 +115,7 @@ int gateway_run(const gateway_config *cfg, atomic_int *stop, lion_status *st) {
     shutdown_gateway(gw); /* no-op after a clean stop; closes what a failed start opened */
     uv_run(loop, UV_RUN_DEFAULT);
     request_free_ended(gw);
+    pipeline_free(gw);
     zmq_ctx_term(gw->zctx);
     uv_loop_close(loop);
     free(loop);

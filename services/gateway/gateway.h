@@ -20,6 +20,7 @@ typedef struct gateway_config {
     const char *stage_endpoint[5]; /* ROUTER endpoint per Lion__Stage 1..4 */
     const char *tap_endpoint; /* XPUB tap endpoint; NULL: no taps */
     const char *model_name;   /* reported by /v1/models and in answers */
+    const char *web_root;     /* the page's files from this folder; NULL: the built-in copy */
     int deadline_ms;          /* per request, unless the request asks for less */
     int heartbeat_ms;         /* gateway -> worker heartbeat interval */
     int worker_timeout_ms;    /* a worker silent this long is dead */

@@ -128,6 +128,7 @@ typedef struct request_step {
     stage_job job;
     envelope_msg result; /* the RESULT, kept for forwarding its frames and for the answer */
     double worker_ms;    /* the worker's hop (receive -> finish) */
+    char replica[64];    /* the worker that answered (its trace hop) */
 } request_step;
 
 struct request;
@@ -256,7 +257,7 @@ void api_respond_error(struct gateway *gw, struct http_conn *c, int http_status,
 
 /* The route table's size, and each route's label in /metrics: api_route_of gives a path's
  * index, or API_ROUTES ("other") for a path that is no route. */
-#define API_ROUTES 7
+#define API_ROUTES 9
 int api_route_of(const char *path);
 const char *api_route_label(int route);
 
@@ -333,6 +334,21 @@ void histogram_observe(histogram *h, double seconds);
 /* The Prometheus text exposition (version 0.0.4), malloc'd. */
 char *metrics_render(struct gateway *gw, size_t *len);
 
+/* --- the pipeline view (pipeline.c): GET /v1/pipeline for the web page's Watch view ---- */
+
+/* A finished request's summary for the view; kept only while someone watches (polled in the
+ * last PIPELINE_WATCH_S), so nobody watching costs the request path one comparison. */
+void pipeline_record(struct gateway *gw, const request *r, int http_status);
+/* The view as JSON (malloc'd): stages, workers, rates, recent requests; marks it watched. */
+char *pipeline_render(struct gateway *gw, size_t *len);
+void pipeline_free(struct gateway *gw);
+
+/* --- static files of the web page (web.c) ---------------------------------------------- */
+
+/* Answers GET path from --web-root or from the page files built into the binary; 0 when the
+ * path is no file of the page (the caller answers 404). */
+int web_serve(struct gateway *gw, struct http_conn *c, const char *path);
+
 /* --- the gateway ------------------------------------------------------------------------- */
 
 typedef struct gateway {
@@ -356,6 +372,7 @@ typedef struct gateway {
     uint64_t next_request;
     int64_t last_heartbeat_us;
     metrics metrics;
+    struct pipeline_view *view; /* /v1/pipeline's state (pipeline.c) */
     int stopping;
 } gateway;
 

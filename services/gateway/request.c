@@ -106,6 +106,7 @@ static void request_end(request *r, int http_status, const lion_status *st) {
     gw->n_requests--;
     r->ended_next = gw->ended;
     gw->ended = r;
+    pipeline_record(gw, r, http_status);
     if (r->done) r->done(r, http_status, st);
 }
 
@@ -270,6 +271,7 @@ static void observe_worker_time(request *r, int stage, const Lion__Envelope *env
         const Lion__Hop *h = env->trace[i];
         if (h->service && !strcmp(h->service, "gateway")) continue;
         r->step[stage].worker_ms = (double)(h->finish_us - h->receive_us) / 1000.0;
+        snprintf(r->step[stage].replica, sizeof r->step[stage].replica, "%s", h->replica_id ? h->replica_id : "?");
         histogram_observe(&r->gw->metrics.stage_seconds[stage], r->step[stage].worker_ms / 1000.0);
         return;
     }
