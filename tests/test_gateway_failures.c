@@ -234,9 +234,136 @@ static void scenario_cancel(void) {
     CHECK_EQ_INT(stop_all(), 0);
 }
 
+/* Starts a gateway with its stubs on fresh ports; returns its HTTP port (0 when it did not
+ * become ready). extra: more gateway flags, NULL-terminated. */
+static int start_gateway(const char *const *extra) {
+    int port = free_port();
+    static char listen[64], ep[5][64], gw_bin[4096];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    for (int s = 1; s <= 4; s++) snprintf(ep[s], sizeof ep[s], "tcp://127.0.0.1:%d", free_port());
+    const char *bin_dir = getenv("LION_BIN_DIR");
+    snprintf(gw_bin, sizeof gw_bin, "%s/lion-gateway", bin_dir ? bin_dir : "build/services");
+    const char *argv[32] = {gw_bin, "--listen", listen, "--vision", ep[1], "--tagger", ep[2], "--aggregator", ep[3],
+                            "--llm", ep[4], "--heartbeat-ms", "100"};
+    int n = 13;
+    for (int i = 0; extra && extra[i] && n < 31; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    CHECK(spawn(argv) > 0);
+    static const char *const names[] = {"", "vision", "tagger", "aggregator", "llm"};
+    for (int s = 1; s <= 4; s++) {
+        char replica[32];
+        snprintf(replica, sizeof replica, "%s-1", names[s]);
+        spawn_stub(names[s], ep[s], replica, "0", "4");
+    }
+    return wait_ready(port, 200, "\"llm\":1", 15000) == 0 ? port : 0;
+}
+
+/* A request with an Authorization header (NULL: none). */
+static int http_auth(int port, const char *path, const char *body, const char *authorization, reply *r) {
+    char req[65536 + 1024];
+    int n = snprintf(req, sizeof req,
+                     "%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%s%s%s\r\n%s",
+                     body ? "POST" : "GET", path, body ? strlen(body) : 0, authorization ? "Authorization: " : "",
+                     authorization ? authorization : "", authorization ? "\r\n" : "", body ? body : "");
+    return http_raw(port, req, (size_t)n, r);
+}
+
+/* The HTTP edge against abuse: API keys (401 with WWW-Authenticate, probes open), a slow
+ * sender closed after --read-timeout-ms (408), a per-client connection cap (429), health
+ * probes answered while the gateway is full, and no open API off loopback by accident. */
+static void scenario_http_edge(void) {
+    char keys[] = "/tmp/lion-keys-XXXXXX";
+    int kfd = mkstemp(keys);
+    static const char key_text[] = "# test keys\nsk-test-0123456789abcdef\n  sk-other-0123456789abcdef  \n";
+    CHECK(kfd >= 0 && write(kfd, key_text, sizeof key_text - 1) == (ssize_t)(sizeof key_text - 1));
+    close(kfd);
+    const char *extra[] = {"--api-keys", keys, "--read-timeout-ms", "300", "--max-connections-per-client", "4", NULL};
+    int port = start_gateway(extra);
+    CHECK_MSG(port, "the gateway with API keys did not become ready");
+    if (!port) {
+        stop_all();
+        unlink(keys);
+        return;
+    }
+    char *body = generate_body("keyed", NULL);
+    reply r;
+    CHECK(http_auth(port, "/v1/generate", body, NULL, &r) == 0);
+    CHECK_EQ_INT(r.status, 401);
+    CHECK(json_str(r.json, "error.code") && !strcmp(json_str(r.json, "error.code"), "invalid_api_key"));
+    CHECK_CONTAINS(header_value(&r, "WWW-Authenticate"), "Bearer");
+    reply_free(&r);
+    CHECK(http_auth(port, "/v1/generate", body, "Bearer sk-wrong-0123456789abcdef", &r) == 0);
+    CHECK_EQ_INT(r.status, 401);
+    CHECK_CONTAINS(json_str(r.json, "error.message"), "not valid");
+    reply_free(&r);
+    CHECK(http_auth(port, "/v1/generate", body, "Bearer sk-other-0123456789abcdef", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    reply_free(&r);
+    CHECK(http_auth(port, "/v1/models", NULL, NULL, &r) == 0);
+    CHECK_EQ_INT(r.status, 401);
+    reply_free(&r);
+    static const char *const open_paths[] = {"/healthz", "/readyz", "/metrics"};
+    for (int i = 0; i < 3; i++) {
+        CHECK(http_auth(port, open_paths[i], NULL, NULL, &r) == 0);
+        CHECK_MSG(r.status == 200, "%s without a key: %d", open_paths[i], r.status);
+        reply_free(&r);
+    }
+    free(body);
+    /* a sender that stops in the middle of its headers: 408 after --read-timeout-ms */
+    int slow = http_connect(port);
+    static const char part[] = "POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Le";
+    CHECK(slow >= 0 && send_all(slow, part, sizeof part - 1) == 0);
+    const int64_t sent = clock_mono_us();
+    CHECK(read_reply(slow, &r, 3000) == 0);
+    CHECK_EQ_INT(r.status, 408);
+    CHECK_MSG(clock_mono_us() - sent < 2000000, "408 came after %lld ms", (long long)((clock_mono_us() - sent) / 1000));
+    reply_free(&r);
+    close(slow);
+    /* one client address: 4 connections, the 5th is answered 429 */
+    int fds[5];
+    for (int i = 0; i < 5; i++) fds[i] = http_connect(port);
+    sleep_ms(100);
+    CHECK(read_reply(fds[4], &r, 3000) == 0);
+    CHECK_EQ_INT(r.status, 429);
+    CHECK_CONTAINS(json_str(r.json, "error.message"), "--max-connections-per-client 4");
+    reply_free(&r);
+    for (int i = 0; i < 5; i++) close(fds[i]);
+    CHECK_EQ_INT(stop_all(), 0);
+    unlink(keys);
+
+    /* full: a health probe is still answered, anything else 503 */
+    const char *full[] = {"--max-connections", "3", NULL};
+    port = start_gateway(full);
+    CHECK_MSG(port, "the gateway with 3 connections did not become ready");
+    int held[3];
+    for (int i = 0; i < 3; i++) held[i] = http_connect(port);
+    sleep_ms(100);
+    CHECK(http_auth(port, "/healthz", NULL, NULL, &r) == 0);
+    CHECK_MSG(r.status == 200, "/healthz over the cap: %d", r.status);
+    reply_free(&r);
+    CHECK(http_auth(port, "/v1/models", NULL, NULL, &r) == 0);
+    CHECK_EQ_INT(r.status, 503);
+    CHECK_CONTAINS(json_str(r.json, "error.message"), "--max-connections 3");
+    reply_free(&r);
+    for (int i = 0; i < 3; i++) close(held[i]);
+    CHECK_EQ_INT(stop_all(), 0);
+
+    /* off loopback without keys: refused at start, unless --allow-open */
+    const char *bin_dir = getenv("LION_BIN_DIR");
+    char gw_bin[4096], listen[64];
+    snprintf(gw_bin, sizeof gw_bin, "%s/lion-gateway", bin_dir ? bin_dir : "build/services");
+    snprintf(listen, sizeof listen, "0.0.0.0:%d", free_port());
+    const char *open_argv[] = {gw_bin, "--listen", listen, "--bind-base", "tcp://127.0.0.1:1", NULL};
+    pid_t pid = spawn(open_argv);
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) != 0, "an open gateway on 0.0.0.0 started");
+}
+
 static void run_all(void) {
     scenario_failures();
     scenario_cancel();
+    scenario_http_edge();
 }
 
 int main(int argc, char **argv) { return gateway_harness_main(argc, argv, run_all); }

@@ -52,6 +52,7 @@ const char *lion_code_name(int code) {
     case LION_EUNAVAILABLE: return "unavailable";
     case LION_EINTERNAL: return "internal";
     case LION_ECANCELED: return "cancelled";
+    case LION_EDENIED: return "unauthenticated";
     default: return "unknown";
     }
 }

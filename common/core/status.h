@@ -20,7 +20,8 @@ enum lion_code {
     LION_ETIMEOUT = 7,     /* a deadline passed */
     LION_EUNAVAILABLE = 8, /* no worker, queue full, shutting down: retry later */
     LION_EINTERNAL = 9,    /* a bug: an invariant did not hold */
-    LION_ECANCELED = 10    /* the client went away and the work was dropped */
+    LION_ECANCELED = 10,   /* the client went away and the work was dropped */
+    LION_EDENIED = 11      /* no or a wrong credential (API key, CURVE key) */
 };
 
 #define LION_STATUS_MSG_MAX 512

@@ -989,6 +989,22 @@ int api_route_of(const char *path) {
 
 const char *api_route_label(int route) { return route >= 0 && route < API_ROUTES ? routes[route].path : "other"; }
 
+/* With --api-keys, every route but the probes and the page itself (which asks for the key)
+ * needs "Authorization: Bearer KEY"; /metrics too with --metrics-auth. Answers 401 itself
+ * (OpenAI's invalid_api_key) and returns 0 when the key is missing or wrong. */
+static int authorized(gateway *gw, http_conn *c, int route) {
+    if (gw->keys.n == 0) return 1;
+    const char *path = routes[route].path;
+    if (!strcmp(path, "/healthz") || !strcmp(path, "/readyz") || !strcmp(path, "/")) return 1;
+    if (!strcmp(path, "/metrics") && !gw->cfg.metrics_auth) return 1;
+    if (api_keys_check(&gw->keys, c->authorization)) return 1;
+    c->extra_header = "WWW-Authenticate: Bearer realm=\"lion\"";
+    respond_error_named(gw, c, 401, LION_EDENIED, "invalid_api_key",
+                        c->authorization[0] ? "the API key is not valid" : "an API key is needed: Authorization: Bearer KEY",
+                        NULL);
+    return 0;
+}
+
 void api_handle(gateway *gw, http_conn *c, const http_request_view *req) {
     const int found = api_route_of(req->path);
     /* the web page's other files (app.js, style.css) */
@@ -1001,6 +1017,7 @@ void api_handle(gateway *gw, http_conn *c, const http_request_view *req) {
         return;
     }
     const struct api_route *route = &routes[found];
+    if (!authorized(gw, c, found)) return;
     /* HEAD is GET without the body (http_conn_respond leaves it out) */
     const int head_of_get = req->method == HTTP_HEAD && route->method == HTTP_GET;
     if (req->method != route->method && !head_of_get) {

@@ -28,7 +28,9 @@ static void defaults(gateway_config *cfg) {
     cfg->max_prompt_bytes = LION_MAX_INSTRUCTION_BYTES;
     cfg->max_tags = LION_MAX_TAGS;
     cfg->idle_timeout_ms = 60000;
+    cfg->read_timeout_ms = 10000;
     cfg->max_connections = 1024;
+    cfg->max_connections_per_client = 64;
 }
 
 /* A port number after "HOST:"; name is the option, for the message. */
@@ -130,7 +132,18 @@ static const args_option gateway_options[] = {
     {.name = "--idle-timeout-ms", .metavar = "N", .kind = ARG_INT, ARGS_AT(gateway_config, idle_timeout_ms),
      .min = 100, .max = 86400000, .help = "close connections idle (or stalled mid-request) this long"},
     {.name = "--max-connections", .metavar = "N", .kind = ARG_INT, ARGS_AT(gateway_config, max_connections),
-     .min = 1, .max = 1000000, .help = "open HTTP connections; one more is answered 503"},
+     .min = 1, .max = 1000000, .help = "open HTTP connections; one more is answered 503 (health probes still answered)"},
+    {.name = "--max-connections-per-client", .metavar = "N", .kind = ARG_INT,
+     ARGS_AT(gateway_config, max_connections_per_client), .min = 1, .max = 1000000,
+     .help = "open HTTP connections from one client address; one more is answered 429"},
+    {.name = "--read-timeout-ms", .metavar = "N", .kind = ARG_INT, ARGS_AT(gateway_config, read_timeout_ms),
+     .min = 100, .max = 86400000, .help = "a request's headers and body must arrive within this; else 408"},
+    {.name = "--api-keys", .metavar = "FILE", .kind = ARG_STRING, ARGS_AT(gateway_config, api_keys_file), .min = 1,
+     .max = 4096, .help = "API keys, one per line: requests need Authorization: Bearer KEY"},
+    {.name = "--metrics-auth", .kind = ARG_FLAG, ARGS_AT(gateway_config, metrics_auth),
+     .help = "/metrics needs a key too (with --api-keys)"},
+    {.name = "--allow-open", .kind = ARG_FLAG, ARGS_AT(gateway_config, allow_open),
+     .help = "serve without --api-keys on an address other than loopback (anyone who reaches it may use it)"},
 };
 
 static int defaults_with_endpoints(gateway_config *cfg, lion_status *st) {

@@ -66,6 +66,30 @@ static void on_signal(uv_signal_t *s, int signum) {
     shutdown_gateway(s->data);
 }
 
+static int is_loopback(const char *host) {
+    return !strncmp(host, "127.", 4) || !strcmp(host, "::1") || !strcmp(host, "localhost");
+}
+
+/* API keys are asked for whenever the API is reachable from elsewhere: off loopback the
+ * gateway refuses to start without --api-keys unless told --allow-open. */
+static int open_api_keys(gateway *gw, lion_status *st) {
+    const gateway_config *cfg = &gw->cfg;
+    if (cfg->api_keys_file) {
+        if (api_keys_load(&gw->keys, cfg->api_keys_file, st) != 0) return -1;
+        log_info("API keys: %d from %s%s", gw->keys.n, cfg->api_keys_file,
+                 cfg->metrics_auth ? " (also for /metrics)" : "");
+        return 0;
+    }
+    if (is_loopback(cfg->listen_host)) return 0;
+    if (!cfg->allow_open)
+        return lion_fail(st, LION_EINVAL,
+                         "listening on %s without --api-keys: anyone who reaches it could use it; give --api-keys FILE "
+                         "(or --allow-open to serve it open on purpose)",
+                         cfg->listen_host);
+    log_warn("NO API KEYS on %s (--allow-open): anyone who reaches this address may use the API", cfg->listen_host);
+    return 0;
+}
+
 static const char *own_pointer(const gateway_config *from, gateway_config *to, const char *p) {
     for (int i = 0; i < 5; i++)
         if (p == from->endpoint_storage[i]) return to->endpoint_storage[i];
@@ -87,7 +111,7 @@ int gateway_run(const gateway_config *cfg, atomic_int *stop, lion_status *st) {
     gw->loop = loop;
     gw->stop = stop;
     gw->zctx = zmq_ctx_new();
-    int rc = 0;
+    int rc = open_api_keys(gw, st);
     for (int s = LION_STAGE_FIRST; rc == 0 && s <= LION_STAGE_LAST; s++)
         rc = stage_pool_open(&gw->pool[s], gw, s, gw->cfg.stage_endpoint[s], &request_pool_client, st);
     if (rc == 0) rc = tap_open(&gw->tap, gw->zctx, loop, gw->cfg.tap_endpoint, st);
@@ -116,6 +140,7 @@ int gateway_run(const gateway_config *cfg, atomic_int *stop, lion_status *st) {
     uv_run(loop, UV_RUN_DEFAULT);
     request_free_ended(gw);
     pipeline_free(gw);
+    api_keys_free(&gw->keys);
     zmq_ctx_term(gw->zctx);
     uv_loop_close(loop);
     free(loop);

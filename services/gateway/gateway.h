@@ -35,6 +35,11 @@ typedef struct gateway_config {
     int idle_timeout_ms;      /* a connection with no request being answered and no bytes
                                  for this long is closed (slow or dead clients) */
     int max_connections;      /* open HTTP connections; one more is answered 503 and closed */
+    int max_connections_per_client; /* from one address; one more is answered 429 and closed */
+    int read_timeout_ms;      /* a request's headers and body arrive within this, else 408 */
+    const char *api_keys_file; /* one key per line; NULL: no keys asked for */
+    int metrics_auth;         /* /metrics needs a key too */
+    int allow_open;           /* no keys on a non-loopback address is what the operator wants */
     char endpoint_storage[5][128]; /* [0]: the --listen host; [1..4]: endpoints made from --bind-base */
     int help;
 } gateway_config;

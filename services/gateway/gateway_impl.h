@@ -213,6 +213,11 @@ typedef struct http_conn {
     const char *allow;    /* the next answer's Allow header (a 405), then NULL */
     int busy;             /* a request is being answered: parsing waits */
     int streaming;        /* a streamed answer has begun and not ended */
+    char authorization[192]; /* the request's Authorization header */
+    int64_t message_begin_us; /* the current request's first byte (0: between requests) */
+    char peer[64];        /* the client's address, for --max-connections-per-client */
+    int probe_only;       /* over --max-connections: only /healthz and /readyz are answered */
+    const char *extra_header; /* one more header line for the next answer ("Name: value") */
     int stream_status;    /* its status, counted when it ends */
     int closing;
     char *pending;        /* bytes read while busy (a pipelined next request) */
@@ -334,6 +339,20 @@ void histogram_observe(histogram *h, double seconds);
 /* The Prometheus text exposition (version 0.0.4), malloc'd. */
 char *metrics_render(struct gateway *gw, size_t *len);
 
+/* --- API keys (auth.c) -------------------------------------------------------------------- */
+
+#define API_KEY_HASH 32
+
+typedef struct api_keys {
+    uint8_t (*hashes)[API_KEY_HASH]; /* SHA-256 of each key; the keys themselves are not kept */
+    int n;
+} api_keys;
+
+int api_keys_load(api_keys *k, const char *path, lion_status *st);
+void api_keys_free(api_keys *k);
+/* Whether an Authorization header value ("Bearer KEY") names one of the keys. */
+int api_keys_check(const api_keys *k, const char *authorization);
+
 /* --- the pipeline view (pipeline.c): GET /v1/pipeline for the web page's Watch view ---- */
 
 /* A finished request's summary for the view; kept only while someone watches (polled in the
@@ -368,11 +387,13 @@ typedef struct gateway {
     http_conn *conns;
     int n_conns;
     uint64_t conns_rejected; /* over --max-connections */
+    uint64_t conns_rejected_per_client; /* over --max-connections-per-client */
     int n_requests;
     uint64_t next_request;
     int64_t last_heartbeat_us;
     metrics metrics;
     struct pipeline_view *view; /* /v1/pipeline's state (pipeline.c) */
+    api_keys keys;              /* empty: no key asked for */
     int stopping;
 } gateway;
 

@@ -18,6 +18,10 @@
 #include "gateway_impl.h"
 #include "log.h"
 
+/* Connections beyond --max-connections (up to PROBE_RESERVE more) are still read briefly,
+ * so that a health probe is answered while the gateway is full. */
+#define PROBE_RESERVE 16
+#define PROBE_READ_MS 1000
 #define MAX_URL_BYTES 8192
 #define MAX_HEADER_BYTES 65536
 #define READ_CHUNK 65536
@@ -28,6 +32,7 @@ static void conn_feed(http_conn *c, const char *data, size_t len);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void conn_linger(http_conn *c);
+static void over_capacity(http_conn *c);
 
 static void on_close(uv_handle_t *h) {
     http_conn *c = h->data;
@@ -101,6 +106,8 @@ static int limit_error(http_conn *c, int status, const char *fmt, ...) {
 
 static int on_message_begin(http_parser *p) {
     http_conn *c = p->data;
+    c->message_begin_us = clock_mono_us();
+    c->authorization[0] = 0;
     c->url_len = c->body_len = c->header_bytes = c->header_field_len = 0;
     c->in_header_value = 0;
     c->content_type[0] = 0;
@@ -149,6 +156,11 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
         size_t n = len < room ? len : room;
         memcpy(c->content_type + have, at, n);
         c->content_type[have + n] = 0;
+    } else if (!strcasecmp(c->header_field, "authorization")) {
+        size_t have = strlen(c->authorization), room = sizeof c->authorization - 1 - have;
+        size_t n = len < room ? len : room;
+        memcpy(c->authorization + have, at, n);
+        c->authorization[have + n] = 0;
     } else if (!strcasecmp(c->header_field, "expect") && len >= 12 && !strncasecmp(at, "100-continue", 12)) {
         c->expect_continue = 1;
     }
@@ -194,6 +206,7 @@ static int on_body(http_parser *p, const char *at, size_t len) {
 
 static int on_message_complete(http_parser *p) {
     http_conn *c = p->data;
+    c->message_begin_us = 0;
     c->keep_alive = http_should_keep_alive(p);
     http_parser_pause(p, 1); /* conn_feed handles the request, outside the parser */
     return 0;
@@ -263,6 +276,8 @@ static const char *reason_phrase(int status) {
     case 413: return "Payload Too Large";
     case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
+    case 401: return "Unauthorized";
+    case 408: return "Request Timeout";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -283,7 +298,8 @@ void http_conn_respond(http_conn *c, int status, const char *content_type, const
     char extra[128] = "";
     if (retry_after_s > 0) snprintf(extra, sizeof extra, "Retry-After: %d\r\n", retry_after_s);
     if (c->allow) snprintf(extra + strlen(extra), sizeof extra - strlen(extra), "Allow: %s\r\n", c->allow);
-    c->allow = NULL;
+    if (c->extra_header) snprintf(extra + strlen(extra), sizeof extra - strlen(extra), "%s\r\n", c->extra_header);
+    c->allow = c->extra_header = NULL;
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n%s\r\n", status,
                      reason_phrase(status), content_type, len, c->keep_alive ? "keep-alive" : "close", extra);
@@ -309,6 +325,7 @@ int http_status_of(int code) {
     case LION_EUNAVAILABLE: return 503;
     case LION_EIO: return 502;
     case LION_ECANCELED: return 499; /* nginx's "client closed request": nobody reads it */
+    case LION_EDENIED: return 401;
     default: return 500;
     }
 }
@@ -376,6 +393,10 @@ static void handle_message(http_conn *c) {
     if (q) *q = 0;
     c->route = api_route_of(c->url);
     c->head_only = c->parser.method == HTTP_HEAD;
+    if (c->probe_only && strcmp(c->url, "/healthz") != 0 && strcmp(c->url, "/readyz") != 0) {
+        over_capacity(c);
+        return;
+    }
     if (c->parser.http_major != 1 || c->parser.http_minor > 1) {
         char msg[96];
         snprintf(msg, sizeof msg, "HTTP/%u.%u is not supported (HTTP/1.0 and HTTP/1.1 are)", c->parser.http_major,
@@ -474,6 +495,35 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     free(buf->base);
 }
 
+/* The 503 of a connection over --max-connections. */
+static void over_capacity(http_conn *c) {
+    gateway *gw = c->gw;
+    gw->conns_rejected++;
+    c->busy = 1;
+    c->keep_alive = 0;
+    c->route = API_ROUTES;
+    c->start_us = clock_mono_us();
+    char msg[128];
+    snprintf(msg, sizeof msg, "too many connections: %d open, the limit is --max-connections %d", gw->n_conns,
+             gw->cfg.max_connections);
+    api_respond_error(gw, c, 503, LION_EUNAVAILABLE, msg);
+}
+
+static int same_client(const gateway *gw, const char *peer) {
+    int n = 0;
+    for (const http_conn *o = gw->conns; o; o = o->next) n += !strcmp(o->peer, peer);
+    return n;
+}
+
+static void peer_name(http_conn *c) {
+    struct sockaddr_storage a;
+    int len = sizeof a;
+    snprintf(c->peer, sizeof c->peer, "?");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&a, &len) != 0) return;
+    if (a.ss_family == AF_INET) uv_ip4_name((const struct sockaddr_in *)&a, c->peer, sizeof c->peer);
+    else if (a.ss_family == AF_INET6) uv_ip6_name((const struct sockaddr_in6 *)&a, c->peer, sizeof c->peer);
+}
+
 static void on_connection(uv_stream_t *server, int status) {
     gateway *gw = server->data;
     if (status < 0) return;
@@ -487,21 +537,28 @@ static void on_connection(uv_stream_t *server, int status) {
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    c->last_read_us = clock_mono_us();
+    c->last_read_us = c->start_us = clock_mono_us();
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
-    if (gw->n_conns >= gw->cfg.max_connections) {
-        /* answered before its request is read, then closed: a client that waits for
-         * its answer sees why, and the gateway's file descriptors stay bounded */
-        gw->conns_rejected++;
-        c->route = API_ROUTES;
-        c->start_us = clock_mono_us();
-        char msg[128];
-        snprintf(msg, sizeof msg, "too many connections: %d open, the limit is --max-connections %d", gw->n_conns,
-                 gw->cfg.max_connections);
-        api_respond_error(gw, c, 503, LION_EUNAVAILABLE, msg);
+    peer_name(c);
+    if (gw->n_conns >= gw->cfg.max_connections + PROBE_RESERVE) {
+        /* answered before its request is read, then closed: a client that waits for its
+         * answer sees why, and the gateway's file descriptors stay bounded */
+        over_capacity(c);
         return;
     }
+    if (gw->n_conns < gw->cfg.max_connections && same_client(gw, c->peer) >= gw->cfg.max_connections_per_client) {
+        gw->conns_rejected_per_client++;
+        c->busy = 1;
+        c->keep_alive = 0;
+        c->route = API_ROUTES;
+        char msg[160];
+        snprintf(msg, sizeof msg, "too many connections from %s: the limit is --max-connections-per-client %d",
+                 c->peer, gw->cfg.max_connections_per_client);
+        api_respond_error(gw, c, 429, LION_EUNAVAILABLE, msg);
+        return;
+    }
+    c->probe_only = gw->n_conns >= gw->cfg.max_connections;
     c->next = gw->conns;
     if (gw->conns) gw->conns->prev = c;
     gw->conns = c;
@@ -536,13 +593,35 @@ int http_server_start(gateway *gw, lion_status *st) {
     return 0;
 }
 
+
+static void request_timed_out(http_conn *c) {
+    c->busy = 1;
+    c->keep_alive = 0;
+    c->start_us = clock_mono_us();
+    c->route = API_ROUTES;
+    if (c->probe_only) {
+        over_capacity(c);
+        return;
+    }
+    char msg[128];
+    snprintf(msg, sizeof msg, "the request did not arrive within --read-timeout-ms %d", c->gw->cfg.read_timeout_ms);
+    api_respond_error(c->gw, c, 408, LION_ETIMEOUT, msg);
+}
+
 void http_server_sweep_idle(gateway *gw, int64_t now_us) {
     int64_t limit = (int64_t)gw->cfg.idle_timeout_ms * 1000;
     http_conn *next;
     for (http_conn *c = gw->conns; c; c = next) {
         next = c->next;
         /* a connection waiting for its answer is the request's deadline's business */
-        if (c->lingering ? now_us > c->linger_until_us : !c->busy && now_us - c->last_read_us > limit) conn_close(c);
+        if (c->lingering ? now_us > c->linger_until_us : !c->busy && now_us - c->last_read_us > limit) {
+            conn_close(c);
+            continue;
+        }
+        /* a request whose headers and body trickle in: a slow sender is not held for long */
+        const int64_t read_limit = (int64_t)(c->probe_only ? PROBE_READ_MS : gw->cfg.read_timeout_ms) * 1000;
+        const int64_t began = c->message_begin_us ? c->message_begin_us : c->probe_only ? c->start_us : 0;
+        if (!c->busy && !c->lingering && began && now_us - began > read_limit) request_timed_out(c);
     }
 }
 

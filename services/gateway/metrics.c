@@ -96,7 +96,7 @@ char *metrics_render(gateway *gw, size_t *len) {
                 put(&t, "lion_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n", api_route_label(r),
                     m->status_codes[k], (unsigned long long)m->requests[r][k]);
     family(&t, "lion_errors_total", "counter", "Error answers, by error code.");
-    for (int c = 1; c <= LION_ECANCELED; c++)
+    for (int c = 1; c <= LION_EDENIED; c++)
         put(&t, "lion_errors_total{code=\"%s\"} %llu\n", lion_code_name(c), (unsigned long long)m->errors[c]);
     family(&t, "lion_request_duration_seconds", "histogram", "Time from a complete HTTP request to its answer.");
     for (int r = 0; r < METRIC_ROUTES; r++)
@@ -162,6 +162,9 @@ char *metrics_render(gateway *gw, size_t *len) {
     put(&t, "lion_http_connections %d\n", gw->n_conns);
     family(&t, "lion_http_connections_rejected_total", "counter", "Connections answered 503 over --max-connections.");
     put(&t, "lion_http_connections_rejected_total %llu\n", (unsigned long long)gw->conns_rejected);
+    family(&t, "lion_http_connections_rejected_per_client_total", "counter",
+           "Connections answered 429 over --max-connections-per-client.");
+    put(&t, "lion_http_connections_rejected_per_client_total %llu\n", (unsigned long long)gw->conns_rejected_per_client);
     family(&t, "lion_tap_messages_total", "counter", "Jobs and answers published on the tap endpoint.");
     put(&t, "lion_tap_messages_total %llu\n", (unsigned long long)gw->tap.published);
     if (t.failed) {
