@@ -354,16 +354,63 @@ static void scenario_http_edge(void) {
     snprintf(gw_bin, sizeof gw_bin, "%s/lion-gateway", bin_dir ? bin_dir : "build/services");
     snprintf(listen, sizeof listen, "0.0.0.0:%d", free_port());
     const char *open_argv[] = {gw_bin, "--listen", listen, "--bind-base", "tcp://127.0.0.1:1", NULL};
-    pid_t pid = spawn(open_argv);
-    int status = 0;
+    pid_t pid = -1;
+    int status = 0; /* posix_spawn, not spawn(): this one is waited for here, not by stop_all */
+    CHECK(posix_spawn(&pid, gw_bin, NULL, NULL, (char *const *)open_argv, environ) == 0);
     CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
     CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) != 0, "an open gateway on 0.0.0.0 started");
+}
+
+/* A worker that holds a job past the job timeout: the job goes to another replica (attempt
+ * 1), the first is told CANCEL and gets no new job until it answers; counted. */
+static void scenario_stuck_worker(void) {
+    int port = free_port();
+    char listen[64], ep[5][64], gw_bin[4096];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    for (int s = 1; s <= 4; s++) snprintf(ep[s], sizeof ep[s], "tcp://127.0.0.1:%d", free_port());
+    const char *bin_dir = getenv("LION_BIN_DIR");
+    snprintf(gw_bin, sizeof gw_bin, "%s/lion-gateway", bin_dir ? bin_dir : "build/services");
+    const char *argv[] = {gw_bin, "--listen", listen, "--vision", ep[1], "--tagger", ep[2], "--aggregator", ep[3],
+                          "--llm", ep[4], "--heartbeat-ms", "100", "--job-timeout-ms", "400", NULL};
+    CHECK(spawn(argv) > 0);
+    spawn_stub("vision", ep[1], "vision-1", "0", "4");
+    spawn_stub("tagger", ep[2], "tagger-1", "0", "4");
+    spawn_stub("aggregator", ep[3], "aggregator-1", "0", "4");
+    spawn_stub("llm", ep[4], "llm-stuck", "20000", "4");
+    if (wait_ready(port, 200, "\"llm\":1", 15000) != 0) {
+        CHECK_MSG(0, "the gateway did not become ready");
+        stop_all();
+        return;
+    }
+    char *body = generate_body("stuck", NULL);
+    size_t len;
+    char *req = format_request("POST", "/v1/generate", body, &len);
+    int fd = http_connect(port);
+    CHECK(fd >= 0 && send_all(fd, req, len) == 0);
+    const int64_t sent = clock_mono_us();
+    CHECK(metric_reaches(port, "lion_jobs_outstanding{stage=\"llm\"}", 1, 3000));
+    spawn_stub("llm", ep[4], "llm-fast", "0", "4");
+    reply r;
+    CHECK(read_reply(fd, &r, 8000) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    char want[512];
+    expected_text(want, sizeof want, "stuck", "dog,cat", "image", 1, 0);
+    CHECK_MSG(json_str(r.json, "text") && !strcmp(json_str(r.json, "text"), want), "text '%s', expected '%s'",
+              json_str(r.json, "text") ? json_str(r.json, "text") : "(none)", want);
+    CHECK_MSG(clock_mono_us() - sent < 5000000, "answered after %lld ms", (long long)((clock_mono_us() - sent) / 1000));
+    reply_free(&r);
+    close(fd);
+    CHECK(metric_reaches(port, "lion_job_timeouts_total{stage=\"llm\"}", 1, 1000));
+    free(req);
+    free(body);
+    CHECK_EQ_INT(stop_all(), 0);
 }
 
 static void run_all(void) {
     scenario_failures();
     scenario_cancel();
     scenario_http_edge();
+    scenario_stuck_worker();
 }
 
 int main(int argc, char **argv) { return gateway_harness_main(argc, argv, run_all); }

@@ -37,6 +37,8 @@ typedef struct gateway_config {
     int max_connections;      /* open HTTP connections; one more is answered 503 and closed */
     int max_connections_per_client; /* from one address; one more is answered 429 and closed */
     int read_timeout_ms;      /* a request's headers and body arrive within this, else 408 */
+    int job_timeout_ms;       /* a job at a worker longer than this goes to another; 0: from
+                                 the stage's observed latency */
     const char *api_keys_file; /* one key per line; NULL: no keys asked for */
     int metrics_auth;         /* /metrics needs a key too */
     int allow_open;           /* no keys on a non-loopback address is what the operator wants */

@@ -34,6 +34,10 @@ typedef struct worker_slot {
     int64_t last_seen_us; /* monotonic */
     uint64_t cache_hits, cache_misses; /* the worker's own counters, from its credit */
     uint64_t id_hash;     /* of replica_id: its place in rendezvous hashing */
+    char precision[16];   /* from its credit ("f32", "bf16"); "" until reported */
+    char isa[48];         /* from its credit ("avx2", ...); "" until reported */
+    int stuck;            /* a job of it passed the stage's job timeout: no new jobs until it
+                             answers something */
 } worker_slot;
 
 typedef enum job_state { JOB_IDLE = 0, JOB_QUEUED, JOB_SENT } job_state;
@@ -49,6 +53,7 @@ typedef struct stage_job {
     uint64_t affinity;             /* the image's hash: jobs for one image go to the same
                                       replica, whose cache holds it; 0: any replica */
     envelope_peer worker;          /* JOB_SENT: where it went */
+    int64_t sent_us;               /* JOB_SENT: when (monotonic) */
     struct stage_job *prev, *next; /* in the queue (JOB_QUEUED) or the sent list (JOB_SENT) */
 } stage_job;
 
@@ -85,6 +90,7 @@ typedef struct stage_pool {
     int rr;         /* where the least-loaded search starts (round robin on ties) */
     job_list queue; /* FIFO of jobs waiting for a worker with credit */
     job_list sent;  /* jobs at workers, waiting for their answers */
+    double latency_ewma_s; /* of the stage's jobs, answer - send */
     uint64_t gone_cache_hits, gone_cache_misses; /* of workers that left, so totals never fall */
 } stage_pool;
 
@@ -101,8 +107,13 @@ void stage_pool_cancel(stage_pool *p, stage_job *job);
 /* Receives and handles every message waiting on the router. ZMQ_FD is edge-triggered and a
  * send can consume the edge, so the loop also calls this once per iteration. */
 void stage_pool_drain(stage_pool *p);
-/* Heartbeats to the workers, and dead workers' jobs re-dispatched. */
+/* Heartbeats to the workers, dead workers' jobs re-dispatched, and jobs past the stage's
+ * job timeout taken back from their (stuck) worker and sent again. */
 void stage_pool_tick(stage_pool *p, int64_t now_us);
+/* The job timeout now: --job-timeout-ms, or JOB_TIMEOUT_FACTOR x the stage's observed
+ * latency, at least JOB_TIMEOUT_MIN_MS. */
+int64_t stage_pool_job_timeout_us(const stage_pool *p);
+int stage_pool_stuck_workers(const stage_pool *p);
 int stage_pool_live_workers(const stage_pool *p);
 unsigned stage_pool_capacity(const stage_pool *p);
 unsigned stage_pool_outstanding(const stage_pool *p);
@@ -330,6 +341,7 @@ typedef struct metrics {
     uint64_t late_answers[LION_STAGE_SLOTS];
     uint64_t cancels_sent[LION_STAGE_SLOTS];   /* CANCELs sent to workers */
     uint64_t affinity_routed[LION_STAGE_SLOTS]; /* jobs sent to their image's replica */
+    uint64_t job_timeouts[LION_STAGE_SLOTS];    /* jobs taken back from a stuck worker */
     uint64_t requests_cancelled;             /* the client left before its answer */
 } metrics;
 

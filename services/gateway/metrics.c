@@ -84,6 +84,17 @@ static void put_histogram(text *t, const char *name, const char *label, const ch
     put(t, "%s_count{%s=\"%s\"} %llu\n", name, label, value, (unsigned long long)h->count);
 }
 
+/* `git describe` when the build passes it (-DLION_GIT_DESCRIBE="..."), else the schema. */
+static const char *build_version(void) {
+#ifdef LION_GIT_DESCRIBE
+    return LION_GIT_DESCRIBE;
+#else
+    static char schema[16];
+    snprintf(schema, sizeof schema, "schema-%d", lion_proto_schema_version);
+    return schema;
+#endif
+}
+
 char *metrics_render(gateway *gw, size_t *len) {
     metrics *m = &gw->metrics;
     text t = {malloc(4096), 0, 4096, 0};
@@ -135,6 +146,21 @@ char *metrics_render(gateway *gw, size_t *len) {
         for (int i = 0; i < gw->pool[s].n_workers; i++)
             put(&t, "lion_worker_cache_misses_total{stage=\"%s\",replica=\"%s\"} %llu\n", lion_stage_name(s),
                 gw->pool[s].workers[i].replica_id, (unsigned long long)gw->pool[s].workers[i].cache_misses);
+    family(&t, "lion_worker_info", "gauge",
+           "Each live replica's precision (f32, bf16) and CPU kernels, from its READY/HEARTBEAT credit.");
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
+        for (int i = 0; i < gw->pool[s].n_workers; i++) {
+            const worker_slot *w = &gw->pool[s].workers[i];
+            put(&t, "lion_worker_info{stage=\"%s\",replica=\"%s\",precision=\"%s\",isa=\"%s\"} 1\n",
+                lion_stage_name(s), w->replica_id, w->precision[0] ? w->precision : "unknown",
+                w->isa[0] ? w->isa : "unknown");
+        }
+    family(&t, "lion_job_timeouts_total", "counter", "Jobs taken back from a worker past the stage's job timeout.");
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
+        put(&t, "lion_job_timeouts_total{stage=\"%s\"} %llu\n", lion_stage_name(s), (unsigned long long)m->job_timeouts[s]);
+    family(&t, "lion_workers_stuck", "gauge", "Workers given no new jobs until they answer (a job timed out).");
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
+        put(&t, "lion_workers_stuck{stage=\"%s\"} %d\n", lion_stage_name(s), stage_pool_stuck_workers(&gw->pool[s]));
     family(&t, "lion_affinity_routed_total", "counter",
            "Jobs sent to the replica their image hashes to (the rest went to the least loaded one).");
     for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
@@ -167,6 +193,8 @@ char *metrics_render(gateway *gw, size_t *len) {
     put(&t, "lion_http_connections_rejected_per_client_total %llu\n", (unsigned long long)gw->conns_rejected_per_client);
     family(&t, "lion_tap_messages_total", "counter", "Jobs and answers published on the tap endpoint.");
     put(&t, "lion_tap_messages_total %llu\n", (unsigned long long)gw->tap.published);
+    family(&t, "lion_build_info", "gauge", "The gateway's build: its version and the wire schema it speaks.");
+    put(&t, "lion_build_info{version=\"%s\",schema=\"%d\"} 1\n", build_version(), lion_proto_schema_version);
     if (t.failed) {
         free(t.buf);
         return NULL;

@@ -90,7 +90,7 @@ static worker_slot *least_loaded(stage_pool *p) {
     worker_slot *best = NULL;
     for (int k = 0; k < p->n_workers; k++) {
         worker_slot *w = &p->workers[(p->rr + k) % p->n_workers];
-        if (w->outstanding >= w->capacity) continue;
+        if (w->outstanding >= w->capacity || w->stuck) continue;
         if (!best || (uint64_t)w->outstanding * best->capacity < (uint64_t)best->outstanding * w->capacity) best = w;
     }
     return best;
@@ -119,7 +119,7 @@ static worker_slot *worker_pick(stage_pool *p, uint64_t affinity) {
         uint64_t top = 0;
         for (int k = 0; k < p->n_workers; k++) {
             worker_slot *w = &p->workers[k];
-            if (w->outstanding >= w->capacity) continue;
+            if (w->outstanding >= w->capacity || w->stuck) continue;
             const uint64_t weight = mix64(affinity ^ w->id_hash);
             if (!best || weight > top) {
                 best = w;
@@ -204,6 +204,7 @@ static void send_job(stage_pool *p, worker_slot *w, stage_job *j) {
     }
     j->state = JOB_SENT;
     j->worker = w->peer;
+    j->sent_us = clock_mono_us();
     list_push(&p->sent, j);
     w->outstanding++;
     p->gw->metrics.jobs[p->stage]++;
@@ -277,6 +278,19 @@ static void worker_remove(stage_pool *p, worker_slot *w, const char *why) {
     }
 }
 
+/* A label value and a log word from a worker: kept to a safe alphabet, as replica ids are. */
+static void copy_label(char *dst, size_t len, const char *src) {
+    snprintf(dst, len, "%s", src);
+    for (char *c = dst; *c; c++)
+        if (!isalnum((unsigned char)*c) && !strchr("._:-+@", *c)) *c = '_';
+}
+
+/* What the worker computes with, when its READY or HEARTBEAT credit says (lion_worker_info). */
+static void worker_info(worker_slot *w, const Lion__Credit *c) {
+    if (c->precision) copy_label(w->precision, sizeof w->precision, c->precision);
+    if (c->isa) copy_label(w->isa, sizeof w->isa, c->isa);
+}
+
 static worker_slot *worker_register(stage_pool *p, const envelope_msg *m) {
     worker_slot *w = worker_find(p, &m->peer);
     if (!w) {
@@ -316,6 +330,10 @@ static stage_job *sent_job_find(stage_pool *p, const Lion__Envelope *env) {
 static void handle_answer(stage_pool *p, worker_slot *w, envelope_msg *m, int decode_failed, lion_status *st) {
     Lion__Envelope *env = m->env;
     if (w && w->outstanding > 0) w->outstanding--;
+    if (w && w->stuck) {
+        log_info("%s worker %s answers again: it gets jobs again", lion_stage_name(p->stage), w->replica_id);
+        w->stuck = 0;
+    }
     if (env->request_id) tap_publish(&p->gw->tap, p->stage, 0, env->request_id, m->frames, m->n_frames);
     stage_job *j = sent_job_find(p, env);
     if (!j) {
@@ -325,6 +343,9 @@ static void handle_answer(stage_pool *p, worker_slot *w, envelope_msg *m, int de
         envelope_msg_close(m);
         return;
     }
+    /* the stage's latency, for the default job timeout: an average over about 20 answers */
+    const double took_s = (double)(clock_mono_us() - j->sent_us) / 1e6;
+    p->latency_ewma_s = p->latency_ewma_s > 0 ? 0.95 * p->latency_ewma_s + 0.05 * took_s : took_s;
     job_unlink(p, j);
     if (decode_failed) {
         lion_status failed;
@@ -373,6 +394,7 @@ static void handle(stage_pool *p, envelope_msg *m, int rc, lion_status *st) {
         } else if (w && env->credit && env->credit->has_capacity && env->credit->capacity > 0) {
             w->capacity = env->credit->capacity;
         }
+        if (w && rc == 0 && env->credit) worker_info(w, env->credit);
         envelope_msg_close(m);
         pump(p);
         return;
@@ -413,7 +435,54 @@ void stage_pool_drain(stage_pool *p) {
     }
 }
 
+#define JOB_TIMEOUT_FACTOR 20
+#define JOB_TIMEOUT_MIN_MS 10000
+
+int64_t stage_pool_job_timeout_us(const stage_pool *p) {
+    if (p->gw->cfg.job_timeout_ms > 0) return (int64_t)p->gw->cfg.job_timeout_ms * 1000;
+    const int64_t observed = (int64_t)(JOB_TIMEOUT_FACTOR * p->latency_ewma_s * 1e6);
+    return observed > (int64_t)JOB_TIMEOUT_MIN_MS * 1000 ? observed : (int64_t)JOB_TIMEOUT_MIN_MS * 1000;
+}
+
+int stage_pool_stuck_workers(const stage_pool *p) {
+    int n = 0;
+    for (int i = 0; i < p->n_workers; i++) n += p->workers[i].stuck;
+    return n;
+}
+
+/* A worker that heartbeats but does not answer would hold its jobs until their deadlines:
+ * a job past the job timeout is taken back (the worker is told CANCEL, and its answer, if
+ * it ever comes, is dropped as late), sent again elsewhere, and the worker gets no new job
+ * until it answers something. */
+static void take_back_overdue(stage_pool *p, int64_t now_us) {
+    const int64_t limit = stage_pool_job_timeout_us(p);
+    job_list overdue = {0};
+    for (stage_job *j = p->sent.head, *next; j; j = next) {
+        next = j->next;
+        if (now_us - j->sent_us <= limit) continue;
+        worker_slot *w = worker_find(p, &j->worker);
+        if (w && !w->stuck) {
+            w->stuck = 1;
+            log_warn("%s worker %s: a job past the job timeout of %lld ms; no new jobs until it answers",
+                     lion_stage_name(p->stage), w->replica_id, (long long)(limit / 1000));
+        }
+        send_cancel(p, j);
+        list_remove(&p->sent, j);
+        j->state = JOB_IDLE;
+        list_push(&overdue, j);
+        p->gw->metrics.job_timeouts[p->stage]++;
+    }
+    while (overdue.head) {
+        stage_job *j = overdue.head;
+        list_remove(&overdue, j);
+        char why[96];
+        snprintf(why, sizeof why, "no answer within the job timeout of %lld ms", (long long)(limit / 1000));
+        p->client->lost(j->owner, p->stage, why);
+    }
+}
+
 void stage_pool_tick(stage_pool *p, int64_t now_us) {
+    take_back_overdue(p, now_us);
     gateway *gw = p->gw;
     for (int i = 0; i < p->n_workers;) {
         worker_slot *w = &p->workers[i];
