@@ -130,7 +130,7 @@ char *metrics_render(gateway *gw, size_t *len) {
             stage_pool_outstanding(&gw->pool[s]));
     uint64_t hits[LION_STAGE_SLOTS], misses[LION_STAGE_SLOTS];
     for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) stage_pool_cache_counts(&gw->pool[s], &hits[s], &misses[s]);
-    family(&t, "lion_cache_hits_total", "counter", "Feature-cache hits the workers reported (vision: same image bytes).");
+    family(&t, "lion_cache_hits_total", "counter", "Cache hits the workers reported (vision and tagger: the same image bytes again).");
     for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         put(&t, "lion_cache_hits_total{stage=\"%s\"} %llu\n", lion_stage_name(s), (unsigned long long)hits[s]);
     family(&t, "lion_cache_misses_total", "counter", "Feature-cache misses the workers reported.");
