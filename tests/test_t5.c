@@ -1,8 +1,13 @@
 /* FlanT5 + adapters against the PyTorch reference (fixtures/gen_t5.py): encoder output and
  * several KV-cached decoder steps, both router indices, padded batches, at tiny dims and at
- * true FlanT5-XL dims truncated to one layer per stack. Tolerance 1e-4 relative. Also the
- * bucket function exactly, the beam cache (shared cross keys, reorder) against plain rows,
- * and the errors of bad weights and bad input. */
+ * true FlanT5-XL dims truncated to one layer per stack. Tolerance 1e-4 relative. The bf16
+ * decoder step (t5_load_with PRECISION_BF16) on the same fixtures: its matrices held in bf16
+ * only, its logits within a measured bound of f32's and the reference's, greedy's token the
+ * same where the logits' margin is wide; at XL widths on weights with random low mantissa
+ * bits. Also the bucket function exactly, the beam cache (shared cross keys, reorder) against
+ * plain rows, and the errors of bad weights and bad input. */
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -109,9 +114,227 @@ static void run_case(const char *name, t5_config cfg, int batch, int len, int st
     weights_close(&w);
 }
 
+/* ------------------------------------------------------------------ bf16 decoder step */
+
+/* Bounds of the bf16 decoder step against the f32 one, as testing_rel_err measures them (max
+ * |diff| / max |f32 logit| over one step's rows). bf16 keeps 8 bits of mantissa: each weight
+ * is rounded by at most 2^-9 relative, and the products sum those errors with random signs,
+ * so a logit moves by about 2^-9 sqrt(sum (x w)^2) per product, compounded through the
+ * layers: a few 2^-9 (1.95e-3). Measured (the test prints them): tiny fixtures 3.7e-3 to
+ * 7.0e-3 (2-3 decoder layers 32-64 wide), XL widths with random low mantissa bits 2.8e-3;
+ * asserted with about 3x margin. */
+#define BF16_TINY_BOUND 2e-2
+#define BF16_XL_BOUND 1e-2
+
+/* The row's best and second-best logits. */
+static void top2(const float *l, int n, int *best, float *margin) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (l[i] > l[b]) b = i;
+    float second = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (i != b && l[i] > second) second = l[i];
+    *best = b;
+    *margin = l[b] - second;
+}
+
+typedef struct bf16_figures {
+    double vs_f32, vs_ref;     /* worst testing_rel_err of a step */
+    int rows, wide, same;      /* rows checked; of them with a wide margin; of those, same argmax */
+} bf16_figures;
+
+/* Steps both models on the same encoder output (the encoder is f32 in both) with the fixture's
+ * tokens, for both routes; the bf16 logits against the f32 ones and the reference's (NULL: none). */
+static void bf16_steps(const t5_model *mf, const t5_model *mb, safetensors_file *io, int batch, int len, int steps,
+                       int ref, bf16_figures *fig) {
+    lion_status st;
+    const int d = mf->cfg.d_model, V = mf->cfg.vocab_size;
+    const size_t n_enc = (size_t)batch * len * d;
+    const float *x = io_floats(io, "inputs_embeds", n_enc);
+    tensor tmask, ttok;
+    if (!x || safetensors_get(io, "key_mask", &tmask, &st) || safetensors_get(io, "tokens", &ttok, &st)) {
+        CHECK_MSG(0, "fixture inputs missing");
+        return;
+    }
+    const int32_t *tokens = ttok.data;
+    float *enc = malloc(n_enc * sizeof(float)), *lf = malloc((size_t)batch * V * sizeof(float)),
+          *lb = malloc((size_t)batch * V * sizeof(float));
+    arena a;
+    arena_init(&a, 0);
+    for (int r = 0; r < 2; r++) {
+        char key[32];
+        snprintf(key, sizeof key, "logits_%d", r);
+        const float *want = ref ? io_floats(io, key, (size_t)steps * batch * V) : NULL;
+        CHECK_MSG(t5_encode(mf, x, tmask.data, batch, len, r, enc, &a, &st) == 0, "%s", st.msg);
+        t5_decoder df, db;
+        CHECK_MSG(t5_decoder_init(&df, mf, enc, tmask.data, batch, len, 1, steps, r, &st) == 0, "%s", st.msg);
+        CHECK_MSG(t5_decoder_init(&db, mb, enc, tmask.data, batch, len, 1, steps, r, &st) == 0, "%s", st.msg);
+        for (int s = 0; s < steps; s++) {
+            CHECK(t5_decoder_step(mf, &df, tokens + (size_t)s * batch, lf, &a, &st) == 0);
+            CHECK(t5_decoder_step(mb, &db, tokens + (size_t)s * batch, lb, &a, &st) == 0);
+            double e = testing_rel_err(lb, lf, (size_t)batch * V);
+            if (e > fig->vs_f32) fig->vs_f32 = e;
+            if (want) {
+                e = testing_rel_err(lb, want + (size_t)s * batch * V, (size_t)batch * V);
+                if (e > fig->vs_ref) fig->vs_ref = e;
+            }
+            /* greedy's choice: where f32's best logit leads by more than twice the bound of the
+             * error (in logits), bf16 must pick the same token */
+            double scale = 1e-12;
+            for (size_t i = 0; i < (size_t)batch * V; i++) scale = fmax(scale, fabs(lf[i]));
+            for (int b = 0; b < batch; b++) {
+                int best_f, best_b;
+                float margin, unused;
+                top2(lf + (size_t)b * V, V, &best_f, &margin);
+                top2(lb + (size_t)b * V, V, &best_b, &unused);
+                fig->rows++;
+                if (margin > 2 * BF16_TINY_BOUND * scale) {
+                    fig->wide++;
+                    fig->same += best_f == best_b;
+                }
+            }
+        }
+        t5_decoder_free(&df);
+        t5_decoder_free(&db);
+    }
+    free(enc), free(lf), free(lb);
+    arena_free(&a);
+}
+
+/* The decoder step's f32 matrices with random low 16 bits: an f32 model whose weights are not
+ * bf16 values (the fixture's are), so that bf16 storage rounds every one of them. */
+static float *with_low_bits(const float *w, size_t n, uint64_t *state) {
+    float *p = malloc(n * sizeof(float));
+    if (!p) return NULL;
+    uint64_t x = *state;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint32_t u;
+        memcpy(&u, &w[i], 4);
+        u = (u & 0xffff0000u) | (uint32_t)(x >> 48);
+        memcpy(&p[i], &u, 4);
+    }
+    *state = x;
+    return p;
+}
+
+/* At true FlanT5-XL widths (one layer per stack): f32 weights with random low mantissa bits
+ * against their bf16 storage. */
+static void bf16_xl_rounding(const t5_model *m, safetensors_file *io, int batch, int len, int steps) {
+    lion_status st;
+    const t5_config *c = &m->cfg;
+    const size_t d = c->d_model, inner = (size_t)c->heads * c->d_kv, f = c->d_ff;
+    t5_model mf = *m;
+    mf.decoder.layers = malloc((size_t)c->decoder_layers * sizeof *mf.decoder.layers);
+    memcpy(mf.decoder.layers, m->decoder.layers, (size_t)c->decoder_layers * sizeof *mf.decoder.layers);
+    mf.bf16_owned = NULL, mf.n_bf16_owned = 0;
+    uint64_t seed = 0x2545f4914f6cdd1dull;
+    float *made[64];
+    int n_made = 0;
+#define LOW_BITS(field, n) (made[n_made++] = with_low_bits((field), (n), &seed), (field) = made[n_made - 1])
+    for (int i = 0; i < c->decoder_layers; i++) {
+        t5_layer *l = &mf.decoder.layers[i];
+        LOW_BITS(l->self.q, inner * d), LOW_BITS(l->self.k, inner * d), LOW_BITS(l->self.v, inner * d);
+        LOW_BITS(l->self.o, d * inner), LOW_BITS(l->cross.q, inner * d), LOW_BITS(l->cross.o, d * inner);
+        LOW_BITS(l->ff.wi_0, f * d), LOW_BITS(l->ff.wi_1, f * d), LOW_BITS(l->ff.wo, d * f);
+    }
+    LOW_BITS(mf.lm_head, (size_t)c->vocab_size * d);
+#undef LOW_BITS
+    int ok = 1;
+    for (int i = 0; i < n_made; i++) ok &= made[i] != NULL;
+    t5_model mb = mf;
+    mb.decoder.layers = malloc((size_t)c->decoder_layers * sizeof *mb.decoder.layers);
+    memcpy(mb.decoder.layers, mf.decoder.layers, (size_t)c->decoder_layers * sizeof *mb.decoder.layers);
+    if (ok && mb.decoder.layers && t5_decoder_to_bf16(&mb, &st) == 0) {
+        CHECK(mb.step_bf16 && mb.lm_head == NULL && mb.decoder.layers[0].ff.wo == NULL && mb.lm_head16);
+        CHECK(mb.step_bf16_bytes == mb.bf16_owned_bytes && mb.bf16_owned_bytes > 0);
+        bf16_figures fig = {0};
+        bf16_steps(&mf, &mb, io, batch, len, steps, 0, &fig);
+        printf("t5_xl, random low mantissa bits: bf16 step vs f32 %.2e (bound %.1e); argmax same in %d of %d rows "
+               "with a wide margin (%d rows)\n",
+               fig.vs_f32, BF16_XL_BOUND, fig.same, fig.wide, fig.rows);
+        CHECK_MSG(fig.vs_f32 <= BF16_XL_BOUND, "t5_xl bf16 step: relative error %.3g > %.3g", fig.vs_f32,
+                  BF16_XL_BOUND);
+        CHECK_MSG(fig.vs_f32 > 1e-5, "t5_xl: the weights were not rounded (error %.3g)", fig.vs_f32);
+        CHECK_EQ_INT(fig.same, fig.wide);
+    } else {
+        CHECK_MSG(0, "t5_xl bf16: %s", ok ? st.msg : "out of memory");
+    }
+    for (int i = 0; i < mb.n_bf16_owned; i++) free(mb.bf16_owned[i]);
+    free(mb.bf16_owned);
+    free(mb.decoder.layers);
+    free(mf.decoder.layers);
+    for (int i = 0; i < n_made; i++) free(made[i]);
+}
+
+/* The bf16 decoder step (t5_load_with PRECISION_BF16) on a fixture: its matrices held in bf16
+ * only, its logits against f32's and the reference's. bf16_file: the fixture's weights are
+ * bf16 values (t5_xl), used in place and rounded by nothing, so the step matches the
+ * reference as f32 does; at XL widths the rounding is then checked on perturbed weights. */
+static void bf16_case(const char *name, t5_config cfg, int batch, int len, int steps, int bf16_file) {
+    char path[4096], io_path[4096];
+    snprintf(path, sizeof path, "%s.safetensors", testing_fixture(name));
+    snprintf(io_path, sizeof io_path, "%s_io.safetensors", testing_fixture(name));
+    lion_status st;
+    weights w;
+    safetensors_file *io;
+    if (weights_open(&w, path, "t5_model.", &st)) {
+        CHECK_MSG(0, "%s", st.msg);
+        return;
+    }
+    if (safetensors_open(&io, io_path, &st)) {
+        CHECK_MSG(0, "%s", st.msg);
+        weights_close(&w);
+        return;
+    }
+    t5_model mf, mb;
+    CHECK(t5_load_with(&mb, &cfg, &w, PRECISION_AUTO, &st) == -1);
+    CHECK_CONTAINS(st.msg, "precision auto");
+    if (t5_load(&mf, &cfg, &w, &st) || t5_load_with(&mb, &cfg, &w, PRECISION_BF16, &st)) {
+        CHECK_MSG(0, "%s: %s", name, st.msg);
+        safetensors_close(io);
+        weights_close(&w);
+        return;
+    }
+    /* held in bf16 only; the encoder, the cross keys/values and the embeddings stay f32 */
+    const t5_layer *l = &mb.decoder.layers[0];
+    CHECK(mb.step_bf16 && l->self.q == NULL && l->self.q16 && l->self.k == NULL && l->self.o16 && l->cross.q == NULL &&
+          l->cross.o16 && l->ff.wi_0 == NULL && l->ff.wo == NULL && l->ff.wo_16);
+    CHECK(l->cross.k && l->cross.v && !l->cross.k16 && mb.shared && mb.encoder.layers[0].self.q &&
+          mb.encoder.layers[0].ff.wi_0 && !mb.encoder.layers[0].ff.wi_0_16);
+    if (cfg.tie_word_embeddings) CHECK(mb.lm_head == mb.shared && !mb.lm_head16);
+    else CHECK(mb.lm_head == NULL && mb.lm_head16);
+    const double d = cfg.d_model, inner = (double)cfg.heads * cfg.d_kv;
+    const double want_bytes = 2.0 * (cfg.decoder_layers * (6 * d * inner + 3 * d * cfg.d_ff) +
+                                     (cfg.tie_word_embeddings ? 0 : (double)cfg.vocab_size * d));
+    CHECK_MSG((double)mb.step_bf16_bytes == want_bytes, "%s: %zu bf16 bytes, expected %.0f", name, mb.step_bf16_bytes,
+              want_bytes);
+    /* a bf16 file's matrices are views of it (its other tensors widened to f32, their pages
+     * released); an f32 file's are converted and their f32 pages released */
+    if (bf16_file) CHECK(mb.bf16_owned_bytes == 0 && mb.released_bytes > 0 && mf.released_bytes > mb.released_bytes);
+    else CHECK(mb.bf16_owned_bytes == mb.step_bf16_bytes && mb.released_bytes > 0 && mf.released_bytes == 0);
+
+    bf16_figures fig = {0};
+    bf16_steps(&mf, &mb, io, batch, len, steps, 1, &fig);
+    printf("%s: bf16 decoder step vs f32 %.2e, vs reference %.2e; argmax same in %d of %d rows with a wide margin "
+           "(%d rows)\n",
+           name, fig.vs_f32, fig.vs_ref, fig.same, fig.wide, fig.rows);
+    const double bound = bf16_file ? 1e-4 : BF16_TINY_BOUND;
+    CHECK_MSG(fig.vs_f32 <= bound && fig.vs_ref <= bound, "%s bf16 step: relative error %.3g / %.3g > %.3g", name,
+              fig.vs_f32, fig.vs_ref, bound);
+    CHECK_EQ_INT(fig.same, fig.wide);
+    CHECK_MSG(fig.wide * 2 >= fig.rows, "%s: only %d of %d rows have a wide margin", name, fig.wide, fig.rows);
+    if (bf16_file) bf16_xl_rounding(&mf, io, batch, len, steps);
+    t5_free(&mb);
+    t5_free(&mf);
+    safetensors_close(io);
+    weights_close(&w);
+}
+
 /* Beam rows share their batch element's cross keys; reorder must equal having fed each row
- * the other row's history. Compared against beams = 1 decoders, no reference needed. */
-static void test_beam_cache(void) {
+ * the other row's history. Compared against beams = 1 decoders, no reference needed; in f32
+ * and with the decoder step in bf16. */
+static void test_beam_cache(lion_precision precision) {
     lion_status st;
     weights w;
     safetensors_file *io;
@@ -122,7 +345,7 @@ static void test_beam_cache(void) {
     }
     t5_config cfg = {32, 64, 8, 4, 2, 2, 128, 8, 16, 1e-6f, ACT_GELU, 2, 4, 0};
     t5_model m;
-    CHECK_MSG(t5_load(&m, &cfg, &w, &st) == 0, "%s", st.msg);
+    CHECK_MSG(t5_load_with(&m, &cfg, &w, precision, &st) == 0, "%s", st.msg);
     const int batch = 3, len = 40, beams = 2, V = 128;
     const float *enc = io_floats(io, "enc_1", (size_t)batch * len * 32);
     tensor tmask;
@@ -235,7 +458,12 @@ int main(void) {
     run_case("t5_tied", tied, 2, 12, 3);
     t5_config xl = {2048, 5120, 64, 32, 1, 1, 32128, 32, 128, 1e-6f, ACT_GELU, 2, 64, 0};
     run_case("t5_xl", xl, 2, 40, 3);
-    test_beam_cache();
+    bf16_case("t5_tiny", tiny, 3, 40, 6, 0);
+    bf16_case("t5_tiny1", tiny1, 2, 200, 4, 0);
+    bf16_case("t5_tied", tied, 2, 12, 3, 0);
+    bf16_case("t5_xl", xl, 2, 40, 3, 1);
+    test_beam_cache(PRECISION_F32);
+    test_beam_cache(PRECISION_BF16);
     test_errors();
     return testing_finish();
 }

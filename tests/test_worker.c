@@ -1,11 +1,14 @@
 /* test_worker: the generic worker loop against a ROUTER on 127.0.0.1 that plays the
  * gateway. The toy stage doubles tensor "x" into "y" and misbehaves on request, so that
  * READY, results, batching, every kind of error answer, deadlines, heartbeats, capacity,
- * streamed PARTIALs, cancellation (queued, running, unknown) and both ways of shutting down
- * are seen from the gateway's side of the socket. */
+ * streamed PARTIALs, cancellation (queued, running, unknown), the precision and ISA in the
+ * credit, and both ways of shutting down are seen from the gateway's side of the socket.
+ * Also --precision's parsing and resolution (auto, f32, bf16 on CPUs with and without
+ * native bf16). */
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -13,7 +16,10 @@
 #include <zmq.h>
 
 #include "clock.h"
+#include "cpu_features.h"
 #include "envelope.h"
+#include "matvec_bf16.h"
+#include "precision.h"
 #include "testing.h"
 #include "worker.h"
 
@@ -84,6 +90,7 @@ typedef struct gateway {
     envelope_peer peer;
     int heartbeats;
     int heartbeat_with_credit;
+    int heartbeat_with_info; /* credit with precision and isa */
     int last_in_flight; /* of the latest heartbeat */
     int readies;     /* READY again after a silence: the worker re-announces itself */
     int want_ready;  /* gateway_recv returns the next READY instead of counting it */
@@ -123,6 +130,9 @@ static int gateway_recv(gateway *g, envelope_msg *m, int timeout_ms) {
         if (m->env->kind == LION__KIND__HEARTBEAT) {
             g->heartbeats++;
             if (m->env->credit && m->env->credit->capacity > 0) g->heartbeat_with_credit++;
+            if (m->env->credit && m->env->credit->precision && !strcmp(m->env->credit->precision, "bf16") &&
+                m->env->credit->isa && !strcmp(m->env->credit->isa, cpu_isa_name()))
+                g->heartbeat_with_info++;
             if (m->env->credit) g->last_in_flight = (int)m->env->credit->in_flight;
             envelope_msg_close(m);
             continue;
@@ -239,7 +249,8 @@ static void worker_start(worker_thread *wt, const gateway *g, int use_signals) {
     wt->cfg.linger_ms = 500;
     atomic_store(&wt->stop, 0);
     wt->cfg.stop = use_signals ? NULL : &wt->stop;
-    wt->stage = (worker_stage){.stage = LION__STAGE__VISION, .process = toy_process};
+    wt->stage = (worker_stage){.stage = LION__STAGE__VISION, .process = toy_process, .precision = "bf16",
+                               .isa = cpu_isa_name()};
     pthread_create(&wt->thread, NULL, worker_thread_main, wt);
 }
 
@@ -255,6 +266,9 @@ static void expect_ready(gateway *g) {
     CHECK_EQ_INT(m.env->stage, LION__STAGE__VISION);
     CHECK(m.env->credit && m.env->credit->capacity == 8 && m.env->credit->max_batch == 4);
     CHECK(m.env->replica_id && !strcmp(m.env->replica_id, "vision-test"));
+    /* what the stage computes with, for the gateway's lion_worker_info */
+    CHECK(m.env->credit && m.env->credit->precision && !strcmp(m.env->credit->precision, "bf16"));
+    CHECK(m.env->credit && m.env->credit->isa && !strcmp(m.env->credit->isa, cpu_isa_name()));
     g->peer = m.peer;
     envelope_msg_close(&m);
 }
@@ -576,6 +590,37 @@ static void test_signal_shutdown(void) {
     gateway_close(&g);
 }
 
+/* auto is bf16 only where the CPU has native bf16 and the stage a bf16 path; an explicit bf16
+ * runs bf16 on any CPU for a stage that has one (weights widened in registers), f32 otherwise. */
+static void test_precision(void) {
+    const unsigned llm = PRECISION_BIT(PRECISION_BF16), vision = 0;
+    const char *why;
+    CHECK_EQ_INT(precision_resolve(PRECISION_AUTO, 0, llm, &why), PRECISION_F32);
+    CHECK_CONTAINS(why, "auto: no native bf16");
+    CHECK_EQ_INT(precision_resolve(PRECISION_AUTO, 1, llm, &why), PRECISION_BF16);
+    CHECK_CONTAINS(why, "auto: native bf16");
+    CHECK_EQ_INT(precision_resolve(PRECISION_AUTO, 1, vision, &why), PRECISION_F32);
+    CHECK_CONTAINS(why, "no bf16 path");
+    CHECK_EQ_INT(precision_resolve(PRECISION_BF16, 0, llm, &why), PRECISION_BF16);
+    CHECK_CONTAINS(why, "no native bf16");
+    CHECK_EQ_INT(precision_resolve(PRECISION_BF16, 1, vision, NULL), PRECISION_F32);
+    CHECK_EQ_INT(precision_resolve(PRECISION_F32, 1, llm, &why), PRECISION_F32);
+    char line[160];
+    precision_describe(line, sizeof line, PRECISION_F32, "auto: no native bf16");
+    char want[160];
+    snprintf(want, sizeof want, "precision f32 (auto: no native bf16; kernels %s)", cpu_isa_name());
+    CHECK_MSG(!strcmp(line, want), "'%s' != '%s'", line, want);
+    /* the ISA starts with the matvec kernel; native bf16 is what cpuid says */
+    CHECK(!strncmp(cpu_isa_name(), matvec_isa_name(matvec_isa_best()), strlen(matvec_isa_name(matvec_isa_best()))));
+    CHECK_EQ_INT(cpu_native_bf16(), cpu_features_get()->avx512_bf16 || cpu_features_get()->amx_bf16);
+    CHECK_EQ_INT(!!strstr(cpu_isa_name(), "avx512bf16"), cpu_features_get()->avx512_bf16);
+    lion_precision p;
+    CHECK(precision_from_name("bf16", &p) == 0 && p == PRECISION_BF16 && precision_from_name("BF16", &p) == -1);
+    CHECK(!strcmp(precision_name(PRECISION_AUTO), "auto") && !strcmp(precision_name((lion_precision)7), "?"));
+    printf("this CPU: isa %s, native bf16 %s, vendor %s\n", cpu_isa_name(), cpu_native_bf16() ? "yes" : "no",
+           cpu_features_get()->vendor);
+}
+
 static void test_config_parse(void) {
     worker_config cfg;
     lion_status st;
@@ -619,6 +664,19 @@ static void test_config_parse(void) {
                        "0123456789012345678901234567890123456789012345678901234567890123456789"};
     CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 5, long_id, &st), -1);
     CHECK_CONTAINS(st.msg, "--replica: replica id must be 1..63 bytes");
+    /* --precision / LION_PRECISION: auto unless given, the command line over the environment */
+    CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 7, ok, &st), 0);
+    CHECK_EQ_INT(cfg.precision, PRECISION_AUTO);
+    char *bf16[] = {"llm", "--gateway", "tcp://a:1", "--precision", "bf16"};
+    setenv("LION_PRECISION", "f32", 1);
+    CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 3, bf16, &st), 0);
+    CHECK_EQ_INT(cfg.precision, PRECISION_F32);
+    CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 5, bf16, &st), 0);
+    CHECK_EQ_INT(cfg.precision, PRECISION_BF16);
+    setenv("LION_PRECISION", "fp16", 1);
+    CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 3, bf16, &st), -1);
+    CHECK_CONTAINS(st.msg, "LION_PRECISION: 'fp16' is not one of auto, f32, bf16");
+    unsetenv("LION_PRECISION");
     char *help[] = {"llm", "--help"};
     CHECK_EQ_INT(worker_config_parse(&cfg, "llm", 2, help, &st), 0);
     CHECK_EQ_INT(cfg.help, 1);
@@ -632,6 +690,7 @@ static void test_config_parse(void) {
 
 int main(void) {
     alarm(60); /* a hung socket fails the test instead of stalling ctest */
+    test_precision();
     test_config_parse();
 
     gateway g;
@@ -650,6 +709,7 @@ int main(void) {
     envelope_free(hb);
     CHECK(g.heartbeats >= 3);
     CHECK(g.heartbeat_with_credit == g.heartbeats);
+    CHECK(g.heartbeat_with_info == g.heartbeats);
     test_stop_flag_shutdown(&g, &wt);
     gateway_close(&g);
 

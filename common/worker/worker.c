@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "curve.h"
 #include "log.h"
 #include "threads.h"
 
@@ -163,6 +164,8 @@ static void send_state(worker *w, Lion__Kind kind) {
         w->stage->cache_stats(w->stage->ctx, &credit.cache_hits, &credit.cache_misses);
         credit.has_cache_hits = credit.has_cache_misses = 1;
     }
+    credit.precision = (char *)w->stage->precision; /* borrowed; NULL: not sent */
+    credit.isa = (char *)w->stage->isa;
     env->credit = &credit;
     env->replica_id = (char *)w->cfg->replica_id;
     env->has_sent_us = 1;
@@ -494,6 +497,31 @@ static void drain_socket(worker *w) {
 
 /* --- the loop --------------------------------------------------------------------------- */
 
+/* CURVE on the link to the gateway when given its public key and our pair; without them, a
+ * gateway off this machine is refused unless --insecure (the link would carry images and
+ * prompts in the clear, and anyone could pose as the gateway). */
+static int secure_link(void *sock, const worker_config *cfg, lion_status *st) {
+    if (!cfg->curve_server_key && !cfg->curve_key) {
+        if (curve_endpoint_is_local(cfg->gateway)) return 0;
+        if (!cfg->insecure)
+            return lion_fail(st, LION_EINVAL,
+                             "gateway %s is on another machine: give --curve-server-key and --curve-key "
+                             "(lion-keygen), or --insecure to connect without CURVE on purpose",
+                             cfg->gateway);
+        log_warn("INSECURE: connecting to %s without CURVE (--insecure)", cfg->gateway);
+        return 0;
+    }
+    if (!cfg->curve_server_key || !cfg->curve_key)
+        return lion_fail(st, LION_EINVAL, "CURVE needs both --curve-server-key and --curve-key");
+    char server[CURVE_KEY_TEXT];
+    curve_keypair own;
+    if (curve_public_load(cfg->curve_server_key, server, st) != 0 || curve_keypair_load(cfg->curve_key, &own, st) != 0)
+        return -1;
+    int rc = curve_client_setup(sock, server, &own, st);
+    memset(&own, 0, sizeof own);
+    return rc;
+}
+
 static int worker_open(worker *w, lion_status *st) {
     const worker_config *cfg = w->cfg;
     w->zctx = zmq_ctx_new();
@@ -513,6 +541,7 @@ static int worker_open(worker *w, lion_status *st) {
     /* a frame over the whole payload limit is refused by ZeroMQ before it is buffered */
     int64_t max_msg = (int64_t)w->limits.max_payload_bytes;
     zmq_setsockopt(w->sock, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg);
+    if (secure_link(w->sock, cfg, st) != 0) return -1;
     if (zmq_connect(w->sock, cfg->gateway) != 0)
         return lion_fail(st, LION_EINVAL, "gateway endpoint '%s': %s", cfg->gateway, zmq_strerror(errno));
     snprintf(w->pipe_endpoint, sizeof w->pipe_endpoint, "inproc://worker-compute-%p", (void *)w);
@@ -715,6 +744,13 @@ static int set_replica(const args_option *opt, void *base, const char *name, con
     return 0;
 }
 
+static int set_precision(const args_option *opt, void *base, const char *name, const char *text,
+                         lion_status *st) {
+    if (precision_from_name(text, &((worker_config *)base)->precision))
+        return lion_fail(st, LION_EINVAL, "%s: '%s' is not one of auto, f32, bf16", name, text);
+    return 0;
+}
+
 /* The options every worker shares, each with its environment variable. */
 static const args_option worker_options[] = {
     {.name = "--gateway", .env = "LION_GATEWAY", .metavar = "EP", .kind = ARG_CUSTOM, .set = set_gateway,
@@ -731,6 +767,17 @@ static const args_option worker_options[] = {
      ARGS_AT(worker_config, max_batch), .min = 1, .max = LION_MAX_BATCH, .help = "jobs run in one forward"},
     {.name = "--heartbeat-ms", .env = "LION_HEARTBEAT_MS", .metavar = "N", .kind = ARG_INT,
      ARGS_AT(worker_config, heartbeat_ms), .min = 1, .max = 3600000, .help = "heartbeat interval"},
+    {.name = "--curve-server-key", .env = "LION_CURVE_SERVER_KEY", .metavar = "FILE", .kind = ARG_STRING,
+     ARGS_AT(worker_config, curve_server_key), .min = 1, .max = 4096,
+     .help = "the gateway's public key (CURVE on the link)"},
+    {.name = "--curve-key", .env = "LION_CURVE_KEY", .metavar = "FILE", .kind = ARG_STRING,
+     ARGS_AT(worker_config, curve_key), .min = 1, .max = 4096, .help = "this worker's key pair (lion-keygen)"},
+    {.name = "--insecure", .kind = ARG_FLAG, ARGS_AT(worker_config, insecure),
+     .help = "connect to a gateway on another machine without CURVE"},
+    {.name = "--precision", .env = "LION_PRECISION", .metavar = "auto|f32|bf16", .kind = ARG_CUSTOM,
+     .set = set_precision, .deflt = "auto",
+     .help = "weights the stage computes with: bf16 where it has a bf16 path (the llm's decoder step), "
+             "auto = bf16 only on CPUs with native bf16"},
 };
 
 static void config_defaults(worker_config *cfg, const char *service) {

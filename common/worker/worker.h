@@ -29,6 +29,7 @@
 
 #include "args.h"
 #include "envelope.h"
+#include "precision.h"
 #include "status.h"
 #include "tensor.h"
 
@@ -41,12 +42,18 @@ typedef struct worker_config {
     const char *service;   /* "vision", ...: logs, trace hops, the default replica id */
     char replica_id[64];   /* a copy, so that the config can be copied by value */
     int threads;           /* compute threads (OpenMP, OpenBLAS) of the stage; 0: as set */
+    lion_precision precision; /* --precision as parsed (PRECISION_AUTO unless given);
+                                 worker_main replaces it with what the stage runs
+                                 (precision_resolve) before opening the stage */
     int capacity;          /* jobs held at once, queued + running: the credit announced */
     int max_batch;         /* jobs given to one process call */
     int heartbeat_ms;
     int gateway_silence_ms; /* nothing heard for this long: warn, and announce READY again
                                when the gateway is back (it may have restarted); 0: 3 beats */
     int linger_ms;          /* how long close waits for unsent answers; 0: 2000 */
+    const char *curve_server_key; /* the gateway's public key file: CURVE on the link */
+    const char *curve_key;        /* this worker's key pair file (lion-keygen) */
+    int insecure;                 /* a gateway off this machine without CURVE, on purpose */
     envelope_limits limits; /* for received messages; zeros take the defaults */
     /* Set non-zero (from any thread) to stop the loop. NULL: worker_run stops on
      * SIGTERM/SIGINT, installing handlers for its duration. */
@@ -87,6 +94,10 @@ typedef struct worker_stage {
     /* Optional: the stage's cache counters, reported in READY/HEARTBEAT credit. Called on the
      * socket thread while process may run, so it must read them atomically. */
     void (*cache_stats)(void *ctx, uint64_t *hits, uint64_t *misses);
+    /* Optional: reported in READY/HEARTBEAT credit (the gateway's lion_worker_info): what the
+     * stage computes with ("f32", "bf16") and the CPU's ISA (cpu_isa_name()). NULL: not
+     * reported. worker_main sets both. */
+    const char *precision, *isa;
 } worker_stage;
 
 /* Runs until stopped; returns 0 after a clean shutdown, -1 with st filled when the loop
@@ -115,10 +126,11 @@ int worker_job_send_partial(worker_job *job, const char *text, const int32_t *id
 int worker_job_cancelled(const worker_job *job);
 
 /* Defaults, then LION_GATEWAY, LION_MODEL, LION_THREADS, LION_REPLICA, LION_CAPACITY,
- * LION_MAX_BATCH, LION_HEARTBEAT_MS from the environment, then the command line:
- * --gateway EP --model DIR --threads N (1..1024) --replica ID --capacity N
+ * LION_MAX_BATCH, LION_HEARTBEAT_MS, LION_PRECISION from the environment, then the command
+ * line: --gateway EP --model DIR --threads N (1..1024) --replica ID --capacity N
  * (1..LION_MAX_CAPACITY) --max-batch N (1..LION_MAX_BATCH, at most --capacity)
- * --heartbeat-ms N --help (either "--opt value" or "--opt=value"; common/core/args.h).
+ * --heartbeat-ms N --precision auto|f32|bf16 (common/nn/precision.h) --help (either
+ * "--opt value" or "--opt=value"; common/core/args.h).
  * cfg keeps pointers into argv and the environment (except replica_id, copied). */
 int worker_config_parse(worker_config *cfg, const char *service, int argc, char **argv, lion_status *st);
 /* The same, with a service's own options (extra, may be NULL: e.g. lion-vision's

@@ -12,8 +12,9 @@
 typedef struct worker_service {
     const char *name;  /* "vision": logs, trace hops, replica ids, "lion-vision" in usage */
     int stage;         /* Lion__Stage */
-    /* Opens the stage from cfg (model_dir already defaulted, max_batch, threads); returns
-     * the ctx given to process, or NULL with st filled. */
+    /* Opens the stage from cfg (model_dir already defaulted, max_batch, threads, precision
+     * resolved: PRECISION_F32, or PRECISION_BF16 only when `precisions` has it); returns the
+     * ctx given to process, or NULL with st filled. */
     void *(*open)(const worker_config *cfg, lion_status *st);
     void (*close)(void *ctx);
     worker_process_fn process;
@@ -22,9 +23,13 @@ typedef struct worker_service {
      * listed after them by --help; its base is the service's options struct, holding the
      * defaults until main parses. Zero: none. */
     args_table options;
+    /* PRECISION_BIT(PRECISION_BF16) when the stage has a bf16 path (common/nn/precision.h);
+     * zero: f32 only, whatever --precision says (logged). */
+    unsigned precisions;
 } worker_service;
 
-/* Exit status: 0 after a clean shutdown, 1 when the model or the loop failed, 2 for bad
+/* The precision and ISA are logged at start ("precision f32 (auto: no native bf16; kernels
+ * avx2)") and reported in the worker's credit. Exit status: 0 after a clean shutdown, 1 when the model or the loop failed, 2 for bad
  * options. */
 int worker_main(const worker_service *svc, int argc, char **argv);
 

@@ -22,6 +22,10 @@ static int piece_id(const spm_tokenizer *tok, const char *piece, int32_t *id, li
 }
 
 int llm_stage_open(llm_stage *s, const char *model_dir, lion_status *st) {
+    return llm_stage_open_with(s, model_dir, PRECISION_F32, st);
+}
+
+int llm_stage_open_with(llm_stage *s, const char *model_dir, lion_precision precision, lion_status *st) {
     memset(s, 0, sizeof *s);
     arena_init(&s->scratch, 0);
     if (model_config_load(&s->cfg, model_dir, st)) return -1;
@@ -39,7 +43,7 @@ int llm_stage_open(llm_stage *s, const char *model_dir, lion_status *st) {
     }
     t5_config tc;
     t5_config_from_llm(&tc, l);
-    if (weights_open(&s->w, l->file, "t5_model.", st) || t5_load(&s->t5, &tc, &s->w, st) ||
+    if (weights_open(&s->w, l->file, "t5_model.", st) || t5_load_with(&s->t5, &tc, &s->w, precision, st) ||
         spm_load(l->spiece, &s->tok, st))
         goto fail;
     if (t5_vocab_size(s->tok) > (size_t)l->vocab_size) {
@@ -73,6 +77,11 @@ int llm_stage_open(llm_stage *s, const char *model_dir, lion_status *st) {
              "defaults %d beams, %d new tokens",
              s->cfg.name, l->d_model, l->d_ff, l->encoder_layers, l->decoder_layers, l->vocab_size, l->adapters_num,
              s->w.bytes_f32 / 1e6, p->num_beams, p->max_new_tokens);
+    if (s->t5.step_bf16)
+        log_info("llm: decoder step in bf16: %.1f MB of bf16 matrices (%.1f MB converted at load, the rest used in "
+                 "place), %.1f MB of file pages released after conversion; encoder, cross-attention keys/values, adapters and "
+                 "embeddings f32",
+                 s->t5.step_bf16_bytes / 1e6, s->t5.bf16_owned_bytes / 1e6, s->t5.released_bytes / 1e6);
     return 0;
 fail:
     llm_stage_close(s);

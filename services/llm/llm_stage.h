@@ -62,6 +62,9 @@ typedef struct llm_stage {
 /* Loads the llm section of the model (refusing a tag_prompt over LION_MAX_TAG_PROMPT_BYTES,
  * which the prompt token limit is sized for). */
 int llm_stage_open(llm_stage *s, const char *model_dir, lion_status *st);
+/* The same with a precision (PRECISION_F32 or PRECISION_BF16: the decoder step's matrices in
+ * bf16, t5.h); llm_stage_open is f32. */
+int llm_stage_open_with(llm_stage *s, const char *model_dir, lion_precision precision, lion_status *st);
 void llm_stage_close(llm_stage *s);
 
 /* worker_process_fn: ctx is the llm_stage. */

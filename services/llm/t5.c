@@ -1,9 +1,14 @@
 #include "t5.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include "matvec_bf16.h"
 #include "ops.h"
 
 /* ------------------------------------------------------------------ loading */
@@ -26,25 +31,136 @@ void t5_config_from_llm(t5_config *out, const llm_config *l) {
     out->tie_word_embeddings = l->tie_word_embeddings;
 }
 
-static int load_attention(t5_attention *at, weights *w, lion_status *st, const char *stack, int i, int sub,
-                          const char *kind, int64_t d, int64_t inner) {
-    int64_t s_in[] = {inner, d}, s_out[] = {d, inner}, s_vec[] = {d};
+/* Binds weights for one model: f32 through weights_get, or the decoder step's matrices as
+ * bf16 when bf16 is set. */
+typedef struct loader {
+    t5_model *m;
+    weights *w;
+    int bf16;
+} loader;
+
+/* Keeps a converted bf16 matrix for t5_free. */
+static int own_bf16(t5_model *m, uint16_t *p, size_t n, lion_status *st) {
+    uint16_t **grown = realloc(m->bf16_owned, (size_t)(m->n_bf16_owned + 1) * sizeof *grown);
+    if (!grown) {
+        free(p);
+        return lion_fail(st, LION_ENOMEM, "t5: out of memory");
+    }
+    m->bf16_owned = grown;
+    m->bf16_owned[m->n_bf16_owned++] = p;
+    m->bf16_owned_bytes += n * sizeof *p;
+    return 0;
+}
+
+/* Gives the whole pages inside [p, p + bytes) of a read-only file mapping back to the kernel:
+ * they leave the process's RSS and are read from the file again should anyone touch them
+ * (nothing here does). Returns the bytes released. */
+static size_t release_mapped(const void *p, size_t bytes) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), e = ((uintptr_t)p + bytes) & ~(page - 1);
+    if (e <= a || madvise((void *)a, e - a, MADV_DONTNEED) != 0) return 0;
+    return e - a;
+}
+
+static void f32_to_bf16_array(uint16_t *dst, const float *src, size_t n) {
+#pragma omp parallel for schedule(static) if (n >= ((size_t)1 << 20))
+    for (size_t i = 0; i < n; i++) dst[i] = f32_to_bf16(src[i]);
+}
+
+/* After weights_get made an f32 copy of a tensor stored f16 or bf16, the file pages it read
+ * are not needed any more (an f32 tensor is used in place: its pages stay). */
+static void release_converted(loader *ld, const char *name) {
+    char full[sizeof ld->w->prefix + 512];
+    snprintf(full, sizeof full, "%s%s", ld->w->prefix, name);
+    tensor view;
+    lion_status ignored;
+    if (safetensors_get(ld->w->file, full, &view, &ignored) == 0 && view.dtype != DTYPE_F32)
+        ld->m->released_bytes += release_mapped(view.data, tensor_nbytes(&view));
+}
+
+/* One matrix [rows, cols] of the decoder step as bf16: a view of a bf16 tensor of the file, or
+ * a conversion of its f32 / f16 tensor (whose mapped pages are then released). */
+static int bind_bf16(loader *ld, const uint16_t **out, int64_t rows, int64_t cols, const char *name,
+                     lion_status *st) {
+    char full[sizeof ld->w->prefix + 512];
+    snprintf(full, sizeof full, "%s%s", ld->w->prefix, name);
+    int64_t shape[] = {rows, cols};
+    tensor view;
+    if (safetensors_get_checked(ld->w->file, full, SAFETENSORS_ANY_DTYPE, 2, shape, &view, st)) return -1;
+    const size_t n = (size_t)rows * (size_t)cols;
+    ld->m->step_bf16_bytes += n * sizeof(uint16_t);
+    if (view.dtype == DTYPE_BF16) {
+        *out = view.data;
+        return 0;
+    }
+    if (view.dtype != DTYPE_F32 && view.dtype != DTYPE_F16)
+        return lion_fail(st, LION_EFORMAT, "%s: tensor '%s': dtype %s, expected F32, F16 or BF16",
+                         safetensors_path(ld->w->file), full, dtype_name(view.dtype));
+    uint16_t *b = malloc(n * sizeof *b);
+    if (!b) return lion_fail(st, LION_ENOMEM, "t5: out of memory converting '%s' to bf16", full);
+    if (view.dtype == DTYPE_F32) {
+        f32_to_bf16_array(b, view.data, n);
+    } else {
+        const uint16_t *h = view.data;
+#pragma omp parallel for schedule(static) if (n >= ((size_t)1 << 20))
+        for (size_t i = 0; i < n; i++) b[i] = f32_to_bf16(f16_to_f32(h[i]));
+    }
+    ld->m->released_bytes += release_mapped(view.data, tensor_nbytes(&view));
+    if (own_bf16(ld->m, b, n, st)) return -1;
+    *out = b;
+    return 0;
+}
+
+/* A matrix of the model: as bf16 into *b16 when the loader binds the decoder step in bf16 and
+ * step says this is one of its matrices, else f32 into *f32. */
+static int get_matrix(loader *ld, int step, const float **f32, const uint16_t **b16, int64_t rows, int64_t cols,
+                      lion_status *st, const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+static int get_matrix(loader *ld, int step, const float **f32, const uint16_t **b16, int64_t rows, int64_t cols,
+                      lion_status *st, const char *fmt, ...) {
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    if (step && ld->bf16) return bind_bf16(ld, b16, rows, cols, name, st);
+    int64_t shape[] = {rows, cols};
+    if (!(*f32 = weights_get(ld->w, st, 2, shape, "%s", name))) return -1;
+    release_converted(ld, name);
+    return 0;
+}
+
+/* In the decoder, the step reads q and o of both attentions and k, v of the self-attention;
+ * the cross-attention's k and v are projected once per request (t5_decoder_init). */
+static int load_attention(loader *ld, t5_attention *at, lion_status *st, const char *stack, int i, int sub,
+                          const char *kind, int64_t d, int64_t inner, int decoder) {
+    weights *w = ld->w;
+    const int self = sub == 0;
+    int64_t s_vec[] = {d};
     if (!(at->norm = weights_get(w, st, 1, s_vec, "%s.block.%d.layer.%d.layer_norm.weight", stack, i, sub)) ||
-        !(at->q = weights_get(w, st, 2, s_in, "%s.block.%d.layer.%d.%s.q.weight", stack, i, sub, kind)) ||
-        !(at->k = weights_get(w, st, 2, s_in, "%s.block.%d.layer.%d.%s.k.weight", stack, i, sub, kind)) ||
-        !(at->v = weights_get(w, st, 2, s_in, "%s.block.%d.layer.%d.%s.v.weight", stack, i, sub, kind)) ||
-        !(at->o = weights_get(w, st, 2, s_out, "%s.block.%d.layer.%d.%s.o.weight", stack, i, sub, kind)))
+        get_matrix(ld, decoder, &at->q, &at->q16, inner, d, st, "%s.block.%d.layer.%d.%s.q.weight", stack, i, sub,
+                   kind) ||
+        get_matrix(ld, decoder && self, &at->k, &at->k16, inner, d, st, "%s.block.%d.layer.%d.%s.k.weight", stack, i,
+                   sub, kind) ||
+        get_matrix(ld, decoder && self, &at->v, &at->v16, inner, d, st, "%s.block.%d.layer.%d.%s.v.weight", stack, i,
+                   sub, kind) ||
+        get_matrix(ld, decoder, &at->o, &at->o16, d, inner, st, "%s.block.%d.layer.%d.%s.o.weight", stack, i, sub,
+                   kind))
         return -1;
     return 0;
 }
 
-static int load_ff(t5_ff *ff, const t5_config *c, weights *w, lion_status *st, const char *stack, int i, int sub) {
+static int load_ff(loader *ld, t5_ff *ff, const t5_config *c, lion_status *st, const char *stack, int i, int sub,
+                   int decoder) {
+    weights *w = ld->w;
     const int64_t d = c->d_model, f = c->d_ff, bn = c->adapter_bottleneck;
-    int64_t s_vec[] = {d}, s_wi[] = {f, d}, s_wo[] = {d, f};
+    int64_t s_vec[] = {d};
     if (!(ff->norm = weights_get(w, st, 1, s_vec, "%s.block.%d.layer.%d.layer_norm.weight", stack, i, sub)) ||
-        !(ff->wi_0 = weights_get(w, st, 2, s_wi, "%s.block.%d.layer.%d.DenseReluDense.wi_0.weight", stack, i, sub)) ||
-        !(ff->wi_1 = weights_get(w, st, 2, s_wi, "%s.block.%d.layer.%d.DenseReluDense.wi_1.weight", stack, i, sub)) ||
-        !(ff->wo = weights_get(w, st, 2, s_wo, "%s.block.%d.layer.%d.DenseReluDense.wo.weight", stack, i, sub)))
+        get_matrix(ld, decoder, &ff->wi_0, &ff->wi_0_16, f, d, st, "%s.block.%d.layer.%d.DenseReluDense.wi_0.weight",
+                   stack, i, sub) ||
+        get_matrix(ld, decoder, &ff->wi_1, &ff->wi_1_16, f, d, st, "%s.block.%d.layer.%d.DenseReluDense.wi_1.weight",
+                   stack, i, sub) ||
+        get_matrix(ld, decoder, &ff->wo, &ff->wo_16, d, f, st, "%s.block.%d.layer.%d.DenseReluDense.wo.weight", stack,
+                   i, sub))
         return -1;
     int64_t s_one[] = {1}, s_down[] = {bn, d}, s_bn[] = {bn}, s_up[] = {d, bn}, s_ratio[] = {2, d};
     for (int k = 0; k < c->adapters; k++) {
@@ -70,7 +186,8 @@ static int load_ff(t5_ff *ff, const t5_config *c, weights *w, lion_status *st, c
     return 0;
 }
 
-static int load_stack(t5_stack *s, const t5_config *c, weights *w, lion_status *st, int is_decoder) {
+static int load_stack(loader *ld, t5_stack *s, const t5_config *c, lion_status *st, int is_decoder) {
+    weights *w = ld->w;
     const char *name = is_decoder ? "decoder" : "encoder";
     const int64_t d = c->d_model, inner = (int64_t)c->heads * c->d_kv;
     s->n_layers = is_decoder ? c->decoder_layers : c->encoder_layers;
@@ -83,15 +200,21 @@ static int load_stack(t5_stack *s, const t5_config *c, weights *w, lion_status *
         return -1;
     for (int i = 0; i < s->n_layers; i++) {
         t5_layer *l = &s->layers[i];
-        if (load_attention(&l->self, w, st, name, i, 0, "SelfAttention", d, inner)) return -1;
-        if (is_decoder && load_attention(&l->cross, w, st, name, i, 1, "EncDecAttention", d, inner)) return -1;
-        if (load_ff(&l->ff, c, w, st, name, i, is_decoder ? 2 : 1)) return -1;
+        if (load_attention(ld, &l->self, st, name, i, 0, "SelfAttention", d, inner, is_decoder)) return -1;
+        if (is_decoder && load_attention(ld, &l->cross, st, name, i, 1, "EncDecAttention", d, inner, 1)) return -1;
+        if (load_ff(ld, &l->ff, c, st, name, i, is_decoder ? 2 : 1, is_decoder)) return -1;
     }
     return 0;
 }
 
 int t5_load(t5_model *m, const t5_config *c, weights *w, lion_status *st) {
+    return t5_load_with(m, c, w, PRECISION_F32, st);
+}
+
+int t5_load_with(t5_model *m, const t5_config *c, weights *w, lion_precision precision, lion_status *st) {
     memset(m, 0, sizeof *m);
+    if (precision != PRECISION_F32 && precision != PRECISION_BF16)
+        return lion_fail(st, LION_EINVAL, "t5: precision %s: load with f32 or bf16", precision_name(precision));
     if (c->d_model <= 0 || c->d_ff <= 0 || c->d_kv <= 0 || c->heads <= 0 || c->vocab_size <= 0 ||
         c->encoder_layers <= 0 || c->decoder_layers <= 0)
         return lion_fail(st, LION_EINVAL, "t5: dimensions must be positive (d_model %d, d_ff %d, d_kv %d, heads %d, "
@@ -106,20 +229,58 @@ int t5_load(t5_model *m, const t5_config *c, weights *w, lion_status *st) {
     if (c->ff_act != ACT_GELU && c->ff_act != ACT_GELU_TANH && c->ff_act != ACT_RELU)
         return lion_fail(st, LION_EINVAL, "t5: unknown ff activation %d", (int)c->ff_act);
     m->cfg = *c;
+    m->step_bf16 = precision == PRECISION_BF16;
+    m->step_matvec_f32 = 1;
+    loader ld = {m, w, m->step_bf16};
     int64_t s_emb[] = {c->vocab_size, c->d_model};
     if (!(m->shared = weights_get(w, st, 2, s_emb, "shared.weight"))) return -1;
-    if (c->tie_word_embeddings) m->lm_head = m->shared;
-    else if (!(m->lm_head = weights_get(w, st, 2, s_emb, "lm_head.weight"))) return -1;
-    if (load_stack(&m->encoder, c, w, st, 0) || load_stack(&m->decoder, c, w, st, 1)) {
+    release_converted(&ld, "shared.weight");
+    int rc = 0;
+    if (c->tie_word_embeddings) m->lm_head = m->shared; /* the f32 embedding table, in any precision */
+    else rc = get_matrix(&ld, 1, &m->lm_head, &m->lm_head16, c->vocab_size, c->d_model, st, "lm_head.weight");
+    if (rc || load_stack(&ld, &m->encoder, c, st, 0) || load_stack(&ld, &m->decoder, c, st, 1)) {
         t5_free(m);
         return -1;
     }
     return 0;
 }
 
+/* Replaces *f32 by an owned bf16 copy in *b16. */
+static int to_bf16(t5_model *m, const float **f32, const uint16_t **b16, size_t n, lion_status *st) {
+    if (!*f32) return 0; /* already bf16 */
+    uint16_t *b = malloc(n * sizeof *b);
+    if (!b) return lion_fail(st, LION_ENOMEM, "t5: out of memory converting the decoder to bf16");
+    f32_to_bf16_array(b, *f32, n);
+    if (own_bf16(m, b, n, st)) return -1;
+    m->step_bf16_bytes += n * sizeof *b;
+    *b16 = b;
+    *f32 = NULL;
+    return 0;
+}
+
+int t5_decoder_to_bf16(t5_model *m, lion_status *st) {
+    const t5_config *c = &m->cfg;
+    const size_t d = (size_t)c->d_model, inner = (size_t)c->heads * c->d_kv, f = (size_t)c->d_ff;
+    for (int i = 0; i < m->decoder.n_layers; i++) {
+        t5_layer *l = &m->decoder.layers[i];
+        if (to_bf16(m, &l->self.q, &l->self.q16, inner * d, st) || to_bf16(m, &l->self.k, &l->self.k16, inner * d, st) ||
+            to_bf16(m, &l->self.v, &l->self.v16, inner * d, st) || to_bf16(m, &l->self.o, &l->self.o16, d * inner, st) ||
+            to_bf16(m, &l->cross.q, &l->cross.q16, inner * d, st) ||
+            to_bf16(m, &l->cross.o, &l->cross.o16, d * inner, st) ||
+            to_bf16(m, &l->ff.wi_0, &l->ff.wi_0_16, f * d, st) || to_bf16(m, &l->ff.wi_1, &l->ff.wi_1_16, f * d, st) ||
+            to_bf16(m, &l->ff.wo, &l->ff.wo_16, d * f, st))
+            return -1;
+    }
+    if (m->lm_head != m->shared && to_bf16(m, &m->lm_head, &m->lm_head16, (size_t)c->vocab_size * d, st)) return -1;
+    m->step_bf16 = 1;
+    return 0;
+}
+
 void t5_free(t5_model *m) {
     free(m->encoder.layers);
     free(m->decoder.layers);
+    for (int i = 0; i < m->n_bf16_owned; i++) free(m->bf16_owned[i]);
+    free(m->bf16_owned);
     memset(m, 0, sizeof *m);
 }
 
@@ -157,8 +318,19 @@ static void position_bias(float *bias, const float *table, const t5_config *c, i
 
 /* ------------------------------------------------------------------ sub-layers */
 
-/* h += FF(RMSNorm(h)) + router(h), for rows of h. */
-static int ff_forward(const t5_model *m, const t5_ff *ff, float *h, int rows, int router_idx, arena *a) {
+/* y = x W^T for a product of the decoder step (step set) or of the encoder: W is f32 (w) or
+ * bf16 (w16). bf16 goes to matvec_bf16 with every row at once; f32 to OpenBLAS, or in the
+ * step with 2..T5_MATVEC_MAX_ROWS rows to matvec_f32 when the model says so. */
+static void product(const t5_model *m, int step, float *y, const float *x, const float *w, const uint16_t *w16,
+                    int rows, int in, int out) {
+    if (w16) matvec_bf16(y, x, w16, NULL, rows, in, out);
+    else if (step && m->step_matvec_f32 && rows >= 2 && rows <= T5_MATVEC_MAX_ROWS)
+        matvec_f32(y, x, w, NULL, rows, in, out);
+    else linear_forward(y, x, w, NULL, rows, in, out);
+}
+
+/* h += FF(RMSNorm(h)) + router(h), for rows of h (step: the decoder step's). */
+static int ff_forward(const t5_model *m, const t5_ff *ff, float *h, int rows, int router_idx, int step, arena *a) {
     const t5_config *c = &m->cfg;
     const int d = c->d_model, f = c->d_ff, bn = c->adapter_bottleneck;
     const size_t nd = (size_t)rows * d;
@@ -189,11 +361,11 @@ static int ff_forward(const t5_model *m, const t5_ff *ff, float *h, int rows, in
         }
     }
     rmsnorm_forward(x, h, ff->norm, rows, d, c->ln_eps);
-    linear_forward(g, x, ff->wi_0, NULL, rows, d, f);
+    product(m, step, g, x, ff->wi_0, ff->wi_0_16, rows, d, f);
     activation_forward(g, (size_t)rows * f, c->ff_act);
-    linear_forward(u, x, ff->wi_1, NULL, rows, d, f);
+    product(m, step, u, x, ff->wi_1, ff->wi_1_16, rows, d, f);
     mul_forward(g, g, u, (size_t)rows * f);
-    linear_forward(x, g, ff->wo, NULL, rows, f, d);
+    product(m, step, x, g, ff->wo, ff->wo_16, rows, f, d);
     add_forward(h, x, nd);
     if (route) add_forward(h, route, nd);
     arena_restore(a, mark);
@@ -238,7 +410,7 @@ int t5_encode(const t5_model *m, const float *in, const uint8_t *key_mask, int b
         if (attention_forward(&at, a)) goto oom;
         linear_forward(x, att, l->self.o, NULL, rows, inner, d);
         add_forward(h, x, (size_t)rows * d);
-        if (ff_forward(m, &l->ff, h, rows, router_idx, a)) goto oom;
+        if (ff_forward(m, &l->ff, h, rows, router_idx, 0, a)) goto oom;
     }
     rmsnorm_forward(out, h, m->encoder.final_norm, rows, d, c->ln_eps);
     arena_restore(a, mark);
@@ -329,9 +501,9 @@ int t5_decoder_step(const t5_model *m, t5_decoder *dec, const int32_t *tokens, f
         const t5_layer *l = &m->decoder.layers[i];
         float *ck = dec->self_k + i * self_layer, *cv = dec->self_v + i * self_layer;
         rmsnorm_forward(x, h, l->self.norm, rows, d, c->ln_eps);
-        linear_forward(q, x, l->self.q, NULL, rows, d, inner);
-        linear_forward(kv, x, l->self.k, NULL, rows, d, inner);
-        linear_forward(kv + (size_t)rows * inner, x, l->self.v, NULL, rows, d, inner);
+        product(m, 1, q, x, l->self.q, l->self.q16, rows, d, inner);
+        product(m, 1, kv, x, l->self.k, l->self.k16, rows, d, inner);
+        product(m, 1, kv + (size_t)rows * inner, x, l->self.v, l->self.v16, rows, d, inner);
         for (int r = 0; r < rows; r++) {
             memcpy(ck + r * row_stride + (size_t)pos * inner, kv + (size_t)r * inner, inner * sizeof(float));
             memcpy(cv + r * row_stride + (size_t)pos * inner, kv + ((size_t)rows + r) * inner, inner * sizeof(float));
@@ -344,28 +516,28 @@ int t5_decoder_step(const t5_model *m, t5_decoder *dec, const int32_t *tokens, f
                                  .v_stride = inner, .out_stride = inner, .scale = 1.0f, .bias = bias};
             if (attention_forward(&at, a)) goto oom;
         }
-        linear_forward(x, att, l->self.o, NULL, rows, inner, d);
+        product(m, 1, x, att, l->self.o, l->self.o16, rows, inner, d);
         add_forward(h, x, (size_t)rows * d);
 
         /* cross-attention: the beams of one batch element are that element's queries */
         rmsnorm_forward(x, h, l->cross.norm, rows, d, c->ln_eps);
-        linear_forward(q, x, l->cross.q, NULL, rows, d, inner);
+        product(m, 1, q, x, l->cross.q, l->cross.q16, rows, d, inner);
         attention_args xa = {.batch = dec->batch, .heads = c->heads, .head_dim = c->d_kv, .q_len = dec->beams,
                              .k_len = dec->enc_len, .q = q, .k = dec->cross_k + i * cross_layer,
                              .v = dec->cross_v + i * cross_layer, .out = att, .q_stride = inner, .k_stride = inner,
                              .v_stride = inner, .out_stride = inner, .scale = 1.0f, .key_mask = dec->enc_mask};
         if (attention_forward(&xa, a)) goto oom;
-        linear_forward(x, att, l->cross.o, NULL, rows, inner, d);
+        product(m, 1, x, att, l->cross.o, l->cross.o16, rows, inner, d);
         add_forward(h, x, (size_t)rows * d);
 
-        if (ff_forward(m, &l->ff, h, rows, dec->router_idx, a)) goto oom;
+        if (ff_forward(m, &l->ff, h, rows, dec->router_idx, 1, a)) goto oom;
     }
     rmsnorm_forward(x, h, m->decoder.final_norm, rows, d, c->ln_eps);
     if (c->tie_word_embeddings) {
         const float s = 1.0f / sqrtf((float)d);
         for (size_t j = 0; j < (size_t)rows * d; j++) x[j] *= s;
     }
-    linear_forward(logits, x, m->lm_head, NULL, rows, d, c->vocab_size);
+    product(m, 1, logits, x, m->lm_head, m->lm_head16, rows, d, c->vocab_size);
     dec->len++;
     arena_restore(a, mark);
     return 0;

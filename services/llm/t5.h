@@ -10,14 +10,30 @@
  *
  * The decoder runs one position at a time on a KV cache: cross-attention keys/values are
  * projected from the encoder output once, self-attention keys/values are appended per step,
- * and beam search reorders the cache rows. */
+ * and beam search reorders the cache rows.
+ *
+ * Precision (common/nn/precision.h). f32: every weight f32, products on OpenBLAS. bf16: the
+ * matrices a decoder step reads (self-attention q/k/v/o, cross-attention q/o, FF
+ * wi_0/wi_1/wo, lm_head) are held in bf16 only, converted once at load (a bf16 file is used
+ * in place from its mapping; the f32 pages of an f32 file are released after conversion;
+ * an f16 file's are never widened to f32), and every step's product with them goes through
+ * matvec_bf16 with all rows of the step (all beams of all requests) in one pass over W:
+ * f32 accumulation of bf16 weights widened in registers. The encoder, the cross-attention
+ * keys/values (projected once per request), the adapters, the norms and the embeddings stay
+ * f32; so does a tied lm_head (it is the f32 embedding table).
+ *
+ * In both precisions, a matrix (or the embedding table) stored f16 or bf16 that weights_get
+ * widens to an f32 copy has its mapped file pages released after the copy: the worker then
+ * holds each weight once, not twice. */
 #ifndef LION_T5_H
 #define LION_T5_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "arena.h"
 #include "model_config.h"
+#include "precision.h"
 #include "status.h"
 #include "weights.h"
 
@@ -39,12 +55,16 @@ typedef struct t5_adapter {
     const float *scale, *down_w, *down_b, *up_w, *up_b;
 } t5_adapter;
 
+/* A matrix of the decoder step is either f32 (the f32 pointer) or bf16 (the _16 pointer, the
+ * f32 one then NULL): never both. */
 typedef struct t5_attention {
     const float *norm, *q, *k, *v, *o;
+    const uint16_t *q16, *k16, *v16, *o16; /* decoder in bf16: self q/k/v/o, cross q/o */
 } t5_attention;
 
 typedef struct t5_ff {
     const float *norm, *wi_0, *wi_1, *wo;
+    const uint16_t *wi_0_16, *wi_1_16, *wo_16; /* decoder in bf16 */
     t5_adapter adapters[2];
     const float *router_ratio1, *router_ratio2; /* [2, d_model] each, with 2 adapters */
 } t5_ff;
@@ -64,9 +84,24 @@ typedef struct t5_stack {
 typedef struct t5_model {
     t5_config cfg;
     const float *shared;  /* [vocab, d_model] */
-    const float *lm_head; /* [vocab, d_model]; == shared when tied */
+    const float *lm_head; /* [vocab, d_model]; == shared when tied; NULL when lm_head16 */
+    const uint16_t *lm_head16;
     t5_stack encoder, decoder;
+    int step_bf16;            /* the decoder step's matrices are bf16 (t5_load_with, t5_decoder_to_bf16) */
+    size_t step_bf16_bytes;   /* their bytes: what a step reads of them */
+    size_t bf16_owned_bytes;  /* of those, converted at load (the rest are views of a bf16 file) */
+    size_t released_bytes;    /* file pages given back after conversion (madvise): of f32 matrices
+                                 made bf16, and of f16/bf16 tensors weights_get made f32 */
+    uint16_t **bf16_owned;    /* the converted matrices, freed by t5_free */
+    int n_bf16_owned;
+    /* f32 decoder step: products of 2..T5_MATVEC_MAX_ROWS rows on matvec_f32 instead of
+     * OpenBLAS (1 row stays on sgemv). Set by t5_load*; benchmarks may change it. */
+    int step_matvec_f32;
 } t5_model;
+
+/* The most rows (beams x requests) a decoder-step product sends to matvec_f32. bf16
+ * matrices go to matvec_bf16 with any number of rows (there is no f32 copy). */
+#define T5_MATVEC_MAX_ROWS 16
 
 /* The T5 dimensions of model.json's llm section. */
 void t5_config_from_llm(t5_config *out, const llm_config *l);
@@ -74,6 +109,14 @@ void t5_config_from_llm(t5_config *out, const llm_config *l);
 /* Binds every weight by its upstream name under w's prefix (normally "t5_model.":
  * shared.weight, encoder.block.N.layer.M..., lm_head.weight) and checks every shape. */
 int t5_load(t5_model *m, const t5_config *cfg, weights *w, lion_status *st);
+/* The same with a precision (PRECISION_F32 or PRECISION_BF16; AUTO is refused: resolve it
+ * first). bf16 binds the decoder step's matrices as bf16 without ever making f32 copies of
+ * them (see the top of this file); their f32 pointers stay NULL. */
+int t5_load_with(t5_model *m, const t5_config *cfg, weights *w, lion_precision precision, lion_status *st);
+/* For a model built in memory (benchmarks, tests): converts its decoder step's f32 matrices
+ * to owned bf16 copies and sets their f32 pointers to NULL (the caller still owns, and may
+ * free, the f32 arrays). A tied lm_head stays f32. */
+int t5_decoder_to_bf16(t5_model *m, lion_status *st);
 void t5_free(t5_model *m);
 
 /* T5's bucket of relative_position = key_pos - query_pos (HF/Mesh-TF maths, including its

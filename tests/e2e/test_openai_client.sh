@@ -27,7 +27,7 @@ fi
 work=$(mktemp -d)
 export OMP_WAIT_POLICY=passive
 # below the ephemeral range (32768+), where outgoing connections may hold a port
-port=$((20000 + ($$ % 12000)))
+port=$((26000 + ($$ % 500) * 12)) # a block of 12 of its own: 26000..31999, apart from test_tiny_lion.sh
 base=$((port + 1))
 pids=()
 cleanup() {

@@ -11,6 +11,9 @@
 #      and tags exactly (tools/train/eval_c_pipeline.py);
 #   6. lion-batch over the examples repeated (140 ids) loses and doubles nothing when the
 #      gateway is killed and restarted mid-run, nor when lion-batch is killed and resumed.
+#   7. the llm worker in --precision bf16 (its decoder step's weights held in bf16): the same
+#      evaluation within 1 accuracy point per task of the reference with >= 97% of the
+#      answers identical, and /metrics shows lion_worker_info with its precision.
 # Loopback only; ports from this process id. Needs $LION_BUILD_DIR (ctest sets it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,7 +24,7 @@ requests=$model/examples/requests.json
 work=$(mktemp -d)
 export OMP_WAIT_POLICY=passive
 # below the ephemeral range (32768+), where outgoing connections may hold a port
-port=$((20000 + ($$ % 12000)))
+port=$((20000 + ($$ % 500) * 12)) # a block of 12 of its own: 20000..25999
 base=$((port + 1)) tap_port=$((port + 10)) replay_port=$((port + 11))
 
 pids=()
@@ -199,5 +202,32 @@ echo "lion-batch killed after $killed_at of $many answers, then --resume"
 grep -E "^lion-batch: --resume" "$work/many2r.log"
 check_many "$work/many2.jsonl" "$work/many2r.log" "lion-batch kill -9 + --resume"
 echo "lion-batch through failures: $((SECONDS - many_started)) s"
+
+# the llm worker replaced by one in --precision bf16 (services/llm/t5.h); the other stages'
+# caches hold the evaluation's scenes by now
+bf16_started=$SECONDS
+kill -TERM "${pids[4]}"
+wait "${pids[4]}" 2>/dev/null || true
+"$build"/services/lion-llm --gateway "tcp://127.0.0.1:$((base + 3))" --model "$model" --threads 1 --max-batch 4 \
+  --precision bf16 --replica llm-bf16 >"$work/llm_bf16.log" 2>&1 &
+pids[4]=$!
+info='lion_worker_info{stage="llm",replica="llm-bf16",precision="bf16",isa="'
+for _ in $(seq 1 300); do
+  metrics=$(curl -sf "http://127.0.0.1:$port/metrics" || true)
+  grep -qF "$info" <<<"$metrics" && grep -q '^lion_workers{stage="llm"} 1$' <<<"$metrics" && break
+  sleep 0.1
+done
+grep -F "$info" <<<"$metrics" || fail "/metrics never showed the bf16 llm worker's lion_worker_info"
+grep -q '^lion_build_info{version="[^"]*",schema="2"} 1$' <<<"$metrics" || fail "/metrics has no lion_build_info"
+grep -q "precision bf16 (asked" "$work/llm_bf16.log" || fail "the bf16 llm worker did not log its precision"
+"$build"/tools/batch/lion-batch --gateway "http://127.0.0.1:$port" --concurrency 8 --progress none \
+  --out "$work/eval_bf16_answers.jsonl" "$work/eval/requests.json" 2>"$work/eval_bf16_batch.log" \
+  || fail "lion-batch on the evaluation, bf16 llm: $(tail -n 2 "$work/eval_bf16_batch.log")"
+/usr/bin/python3 tools/train/eval_c_pipeline.py compare "$work/eval" "$work/eval_bf16_answers.jsonl" \
+  --max-points 1 --min-identical 0.97 >"$work/eval_bf16_compare.txt" \
+  || { cat "$work/eval_bf16_compare.txt"; fail "the bf16 llm's evaluation is not within 1 point / 97% identical"; }
+echo "bf16 llm worker:"
+grep -E "points|identical answers" "$work/eval_bf16_compare.txt" || true
+echo "bf16 llm evaluation: $((SECONDS - bf16_started)) s"
 stop_all
 echo "1 passed, 0 failed"

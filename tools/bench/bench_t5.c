@@ -3,22 +3,55 @@
  * the encoder over LION's 289 visual + 40 text tokens, and one decoder step, greedy
  * (batch 1) and beam search (5 beams, cache reordered every step).
  *
- *   bench_t5 [--threads N] [--layers L] [--steps S] [--tokens T] [--bandwidth GBS]
+ *   bench_t5 [--threads N] [--layers L] [--steps S] [--tokens T] [--beams LIST] [--reps R]
+ *            [--precision f32|bf16] [--bandwidth GBS] [--floor-mb MB]
  *
  * All 24 + 24 layers need about 11.4 GB; --layers L builds L + L (the figures per step then
  * cover that many layers). A decoder step at batch 1 is a chain of matrix-vector products:
  * it must read every decoder weight it uses plus the lm_head once, so its floor is those
- * bytes over the memory bandwidth (24 GB/s unless --bandwidth says otherwise). The ratio
- * printed is the measured step time over that floor (1.0 = streaming-bound). */
+ * bytes over the memory bandwidth. The bandwidth is measured in the same process with the
+ * same threads, as bench_matvec does (a streaming read of a --floor-mb MB buffer, 4 streams
+ * per thread, interleaved with the steps; the best seen is used, so ratios are upper
+ * bounds), unless --bandwidth gives it. The ratio printed is the step time over that floor
+ * (1.0 = streaming-bound).
+ *
+ * Each beam count (--beams, default 1,5) is timed as
+ *   f32 openblas   f32 weights, products on OpenBLAS (sgemv for 1 row, sgemm for more);
+ *   f32 matvec     f32 weights, 2..16-row products on matvec_f32 (1 row: as above);
+ *   bf16           with --precision bf16: the decoder step's matrices in bf16 only
+ *                  (t5_decoder_to_bf16; services/llm/t5.h), products on matvec_bf16;
+ * --reps times each, all interleaved (a busy neighbour slows them alike); best and median
+ * printed. With --precision bf16 the end also gives the RSS of the weights in both modes:
+ * after filling (all f32) and after the decoder step's f32 matrices are freed (bf16).
+ *
+ *   bench_t5 --model DIR [--precision f32|bf16] [--threads N] [--beams LIST] ...
+ *
+ * instead loads a model directory's llm as lion-llm does (llm_stage_open_with: the file
+ * mapped, f32 tensors used in place, in bf16 the step's matrices converted or used in place
+ * and the f32 pages released) and times that model in that one precision (the f32 openblas
+ * mode is skipped with bf16), with the process's RSS after loading and after the first steps
+ * (every weight page touched): the RSS of an llm worker's weights. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #include "args.h"
+#include "cpu_features.h"
+#include "llm_stage.h"
+#include "matvec_bf16.h"
 #include "t5.h"
 #include "threads.h"
+
+#define MAX_BEAM_COUNTS 8
+#define MAX_BEAMS 16 /* rows of a timed step: matvec's design range */
+#define MAX_REPS 32
 
 static double now(void) {
     struct timespec ts;
@@ -28,13 +61,18 @@ static double now(void) {
 
 static size_t total_bytes;
 
-/* Uniform in [-scale/2, scale/2), from a xorshift: filling 11 GB with rand_r is too slow. */
-static float *random_floats(size_t n, float scale, uint64_t *state) {
-    float *p = malloc(n * sizeof(float));
+static void *xmalloc(size_t n) {
+    void *p = malloc(n);
     if (!p) {
         fprintf(stderr, "bench_t5: out of memory after %.1f GB\n", total_bytes / 1e9);
         exit(1);
     }
+    return p;
+}
+
+/* Uniform in [-scale/2, scale/2), from a xorshift: filling 11 GB with rand_r is too slow. */
+static float *random_floats(size_t n, float scale, uint64_t *state) {
+    float *p = xmalloc(n * sizeof(float));
     total_bytes += n * sizeof(float);
     uint64_t x = *state;
     for (size_t i = 0; i < n; i++) {
@@ -46,8 +84,7 @@ static float *random_floats(size_t n, float scale, uint64_t *state) {
 }
 
 static float *constant_floats(size_t n, float v) {
-    float *p = malloc(n * sizeof(float));
-    if (!p) exit(1);
+    float *p = xmalloc(n * sizeof(float));
     total_bytes += n * sizeof(float);
     for (size_t i = 0; i < n; i++) p[i] = v;
     return p;
@@ -83,6 +120,7 @@ static void random_stack(t5_stack *st, const t5_config *c, int layers, int decod
     size_t inner = (size_t)c->heads * c->d_kv;
     st->n_layers = layers;
     st->layers = calloc((size_t)layers, sizeof *st->layers);
+    if (!st->layers) exit(1);
     for (int i = 0; i < layers; i++) {
         random_attention(&st->layers[i].self, c->d_model, inner, s);
         if (decoder) random_attention(&st->layers[i].cross, c->d_model, inner, s);
@@ -92,15 +130,102 @@ static void random_stack(t5_stack *st, const t5_config *c, int layers, int decod
     st->final_norm = constant_floats(c->d_model, 1.0f);
 }
 
-/* f32 bytes one decoder step reads: per layer the self-attention q, k, v, o, the
- * cross-attention q and o (its keys and values were projected once from the encoder
- * output), the FF and adapters, the norms; then the lm_head. */
-static double step_weight_bytes(const t5_config *c) {
-    double d = c->d_model, inner = (double)c->heads * c->d_kv, f = c->d_ff, bn = c->adapter_bottleneck;
-    double adapters = c->adapters * (2 * d * bn + bn + d + 1) + (c->adapters > 1 ? 4 * d : 0);
-    double layer = 6 * d * inner + 3 * d * f + adapters + 3 * d;
-    return 4.0 * (c->decoder_layers * layer + d + (double)c->vocab_size * d);
+/* Weights one decoder step reads, in elements: the matrices that go bf16 with --precision
+ * bf16 (per layer the self-attention q, k, v, o, the cross-attention q and o (its keys and
+ * values were projected once from the encoder output), the FF; then the lm_head), and the
+ * rest, f32 in both modes (adapters, norms). */
+static double step_matrix_elems(const t5_config *c) {
+    double d = c->d_model, inner = (double)c->heads * c->d_kv, f = c->d_ff;
+    return c->decoder_layers * (6 * d * inner + 3 * d * f) + (double)c->vocab_size * d;
 }
+
+static double step_other_elems(const t5_config *c) {
+    double d = c->d_model, bn = c->adapter_bottleneck;
+    double adapters = c->adapters * (2 * d * bn + bn + d + 1) + (c->adapters > 1 ? 4 * d : 0);
+    return c->decoder_layers * (adapters + 3 * d) + d;
+}
+
+/* Elements of every weight of the model (what "the llm's weights" are). */
+static double model_elems(const t5_config *c) {
+    double d = c->d_model, inner = (double)c->heads * c->d_kv, f = c->d_ff, bn = c->adapter_bottleneck;
+    double ff = 3 * d * f + d + c->adapters * (2 * d * bn + bn + d + 1) + (c->adapters > 1 ? 4 * d : 0);
+    double enc = c->encoder_layers * (4 * d * inner + d + ff), dec = c->decoder_layers * (8 * d * inner + 2 * d + ff);
+    return enc + dec + 2.0 * c->rel_buckets * c->heads + 2 * d + 2.0 * c->vocab_size * d;
+}
+
+/* ------------------------------------------------------------------ the floor (as bench_matvec) */
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx2"))) static uint64_t sum_avx2(const uint64_t *p, size_t n) {
+    const size_t q = n / 4;
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < q; i += 8) {
+        a0 = _mm256_add_epi64(a0, _mm256_add_epi64(_mm256_load_si256((const __m256i *)(p + i)),
+                                                   _mm256_load_si256((const __m256i *)(p + i + 4))));
+        a1 = _mm256_add_epi64(a1, _mm256_add_epi64(_mm256_load_si256((const __m256i *)(p + q + i)),
+                                                   _mm256_load_si256((const __m256i *)(p + q + i + 4))));
+        a2 = _mm256_add_epi64(a2, _mm256_add_epi64(_mm256_load_si256((const __m256i *)(p + 2 * q + i)),
+                                                   _mm256_load_si256((const __m256i *)(p + 2 * q + i + 4))));
+        a3 = _mm256_add_epi64(a3, _mm256_add_epi64(_mm256_load_si256((const __m256i *)(p + 3 * q + i)),
+                                                   _mm256_load_si256((const __m256i *)(p + 3 * q + i + 4))));
+    }
+    a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+    uint64_t lanes[4];
+    _mm256_storeu_si256((__m256i *)lanes, a0);
+    return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+#endif
+
+/* The sum of n words (a multiple of 32) read as 4 streams side by side. */
+static uint64_t sum_words(const uint64_t *p, size_t n) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (__builtin_cpu_supports("avx2")) return sum_avx2(p, n);
+#endif
+    const size_t q = n / 4;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = 0; i < q; i++) s0 += p[i], s1 += p[q + i], s2 += p[2 * q + i], s3 += p[3 * q + i];
+    return s0 + s1 + s2 + s3;
+}
+
+static volatile uint64_t sink;
+
+#define SLICE_WORDS ((size_t)1 << 17) /* 1 MiB */
+#define PIECE_SLICES 16
+
+typedef struct stream_buffer {
+    uint64_t *words;
+    size_t n_pieces, next;
+} stream_buffer;
+
+static void stream_init(stream_buffer *sb, size_t mb) {
+    sb->n_pieces = mb / 16 ? mb / 16 : 1;
+    size_t slices = sb->n_pieces * PIECE_SLICES;
+    sb->words = aligned_alloc(64, slices * SLICE_WORDS * sizeof(uint64_t));
+    if (!sb->words) exit(1);
+    sb->next = 0;
+    const long n = (long)slices;
+#pragma omp parallel for schedule(static)
+    for (long b = 0; b < n; b++) /* first touch by the thread that will read it */
+        for (size_t i = 0; i < SLICE_WORDS; i++) sb->words[(size_t)b * SLICE_WORDS + i] = (size_t)b * SLICE_WORDS + i;
+}
+
+/* GB/s of reading 16 MiB pieces in order until min_s have passed. */
+static double time_stream(stream_buffer *sb, double min_s) {
+    size_t bytes = 0;
+    uint64_t total = 0;
+    double t0 = now(), t;
+    do {
+        const uint64_t *piece = sb->words + sb->next * PIECE_SLICES * SLICE_WORDS;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+        for (int b = 0; b < PIECE_SLICES; b++) total += sum_words(piece + (size_t)b * SLICE_WORDS, SLICE_WORDS);
+        bytes += PIECE_SLICES * SLICE_WORDS * sizeof(uint64_t);
+        sb->next = (sb->next + 1) % sb->n_pieces;
+    } while ((t = now() - t0) < min_s);
+    sink = total;
+    return (double)bytes / t / 1e9;
+}
+
+/* ------------------------------------------------------------------ steps */
 
 /* Seconds per step of `steps` decoder steps for one request with `beams` rows (after one
  * warm-up step), with the cache reordered every step as beam search does. */
@@ -111,9 +236,10 @@ static double time_steps(const t5_model *m, const float *enc, int enc_len, int b
         fprintf(stderr, "bench_t5: %s\n", st.msg);
         exit(1);
     }
-    int32_t tokens[16] = {0};
-    int src[16];
-    float *logits = malloc((size_t)beams * m->cfg.vocab_size * sizeof(float));
+    int32_t tokens[MAX_BEAMS];
+    int src[MAX_BEAMS];
+    for (int r = 0; r < beams; r++) tokens[r] = 0;
+    float *logits = xmalloc((size_t)beams * m->cfg.vocab_size * sizeof(float));
     double t = 0;
     for (int s = 0; s <= steps; s++) {
         double t0 = now();
@@ -137,10 +263,92 @@ static double time_steps(const t5_model *m, const float *enc, int enc_len, int b
     return t / steps;
 }
 
+/* Max |a - b| / max |b| of one step's logits: how far a mode's step is from f32 OpenBLAS. */
+static double step_diff(const t5_model *ma, const t5_model *mb, const float *enc, int enc_len, int beams, arena *a) {
+    lion_status st;
+    t5_decoder da, db;
+    const size_t n = (size_t)beams * ma->cfg.vocab_size;
+    float *la = xmalloc(n * sizeof(float)), *lb = xmalloc(n * sizeof(float));
+    int32_t tokens[MAX_BEAMS];
+    for (int r = 0; r < beams; r++) tokens[r] = 3 + r * 13;
+    if (t5_decoder_init(&da, ma, enc, NULL, 1, enc_len, beams, 1, 1, &st) ||
+        t5_decoder_init(&db, mb, enc, NULL, 1, enc_len, beams, 1, 1, &st) ||
+        t5_decoder_step(ma, &da, tokens, la, a, &st) || t5_decoder_step(mb, &db, tokens, lb, a, &st)) {
+        fprintf(stderr, "bench_t5: %s\n", st.msg);
+        exit(1);
+    }
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = la[i] - lb[i];
+        if (e < 0) e = -e;
+        if (e > diff) diff = e;
+        double v = lb[i] < 0 ? -lb[i] : lb[i];
+        if (v > scale) scale = v;
+    }
+    free(la), free(lb);
+    t5_decoder_free(&da), t5_decoder_free(&db);
+    arena_reset(a);
+    return scale > 0 ? diff / scale : diff;
+}
+
+/* ------------------------------------------------------------------ process */
+
+static double rss_bytes(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    double kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0) kb = atof(line + 6);
+    fclose(f);
+    return kb * 1024;
+}
+
+static void cpu_model(char *buf, size_t len) {
+    snprintf(buf, len, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "model name", 10) == 0) {
+            const char *v = strchr(line, ':');
+            if (v) {
+                v++;
+                while (*v == ' ' || *v == '\t') v++;
+                snprintf(buf, len, "%.*s", (int)strcspn(v, "\n"), v);
+            }
+            break;
+        }
+    fclose(f);
+}
+
+static void sort_ascending(double *v, int n) {
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
+            double t = v[j];
+            v[j] = v[j - 1], v[j - 1] = t;
+        }
+}
+
+/* ------------------------------------------------------------------ options */
+
 typedef struct bench_options {
-    int threads, layers, steps, tokens;
+    int threads, layers, steps, tokens, reps;
     double bandwidth;
+    size_t floor_mb;
+    const char *beams;
+    const char *model;
+    const char *modes;
+    lion_precision precision;
 } bench_options;
+
+static int set_precision(const args_option *opt, void *base, const char *name, const char *text, lion_status *st) {
+    lion_precision p;
+    if (precision_from_name(text, &p) || p == PRECISION_AUTO)
+        return lion_fail(st, LION_EINVAL, "%s: '%s' is not f32 or bf16", name, text);
+    ((bench_options *)base)->precision = p;
+    return 0;
+}
 
 static const args_option bench_options_table[] = {
     {.name = "--threads", .metavar = "N", .kind = ARG_INT, ARGS_AT(bench_options, threads), .min = 1, .max = 1024,
@@ -148,20 +356,136 @@ static const args_option bench_options_table[] = {
     {.name = "--layers", .metavar = "L", .kind = ARG_INT, ARGS_AT(bench_options, layers), .min = 1, .max = 24,
      .help = "encoder and decoder layers each (FlanT5-XL: 24)"},
     {.name = "--steps", .metavar = "S", .kind = ARG_INT, ARGS_AT(bench_options, steps), .min = 1, .max = 100000,
-     .help = "timed decoder steps"},
+     .help = "timed decoder steps per timing"},
     {.name = "--tokens", .metavar = "T", .kind = ARG_INT, ARGS_AT(bench_options, tokens), .min = 1, .max = 4096,
      .help = "text tokens after LION's 289 visual ones"},
+    {.name = "--beams", .metavar = "LIST", .kind = ARG_STRING, ARGS_AT(bench_options, beams), .min = 1, .max = 64,
+     .help = "rows of the decoder steps timed, comma-separated, each 1..16"},
+    {.name = "--reps", .metavar = "R", .kind = ARG_INT, ARGS_AT(bench_options, reps), .min = 1, .max = MAX_REPS,
+     .help = "timings of each figure (interleaved); best and median printed"},
+    {.name = "--precision", .metavar = "f32|bf16", .kind = ARG_CUSTOM, .set = set_precision, .deflt = "f32",
+     .help = "bf16: also time the decoder step with its matrices in bf16, and give the RSS of both"},
     {.name = "--bandwidth", .metavar = "GBS", .kind = ARG_DOUBLE, ARGS_AT(bench_options, bandwidth), .fmin = 0.1,
-     .fmax = 100000, .help = "memory bandwidth in GB/s, for the streaming floor"},
+     .fmax = 100000, .help = "memory bandwidth in GB/s for the floor", .deflt = "measured"},
+    {.name = "--modes", .metavar = "LIST", .kind = ARG_STRING, ARGS_AT(bench_options, modes), .min = 1, .max = 64,
+     .help = "the modes timed, of openblas,matvec,bf16 (bf16 needs --precision bf16): e.g. bf16 alone under perf",
+     .deflt = "all"},
+    {.name = "--model", .metavar = "DIR", .kind = ARG_STRING, ARGS_AT(bench_options, model),
+     .help = "time this model directory's llm, loaded as lion-llm loads it, instead of random XL weights"},
+    {.name = "--floor-mb", .metavar = "MB", .kind = ARG_SIZE, ARGS_AT(bench_options, floor_mb), .min = 64,
+     .max = 65536, .help = "size of the streaming read that measures the bandwidth"},
 };
 
-static const bench_options defaults = {.layers = 24, .steps = 8, .tokens = 40, .bandwidth = 24.0};
+static const bench_options defaults = {.layers = 24, .steps = 8, .tokens = 40, .reps = 3, .floor_mb = 1024,
+                                       .beams = "1,5", .precision = PRECISION_F32};
 
 static void usage(FILE *out) {
     bench_options d = defaults;
     args_table table = ARGS_TABLE(bench_options_table, &d);
     fprintf(out, "usage: bench_t5 [options]\n");
     args_usage(out, &table, 1);
+}
+
+static int parse_beams(const char *text, int *out) {
+    int n = 0;
+    for (const char *p = text; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > MAX_BEAMS || n == MAX_BEAM_COUNTS) return -1;
+        out[n++] = (int)v;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -1;
+    }
+    return n;
+}
+
+enum { MODE_BLAS, MODE_MATVEC, MODE_BF16, N_MODES };
+static const char *const mode_names[N_MODES] = {"f32 openblas", "f32 matvec_f32", "bf16 matvec_bf16"};
+
+/* --model DIR: the llm of a model directory, loaded as lion-llm loads it, in one precision. */
+static int bench_model(const bench_options *o, const int *beam_counts, int n_beams) {
+    lion_status st;
+    threads_init(o->threads);
+    const double rss0 = rss_bytes();
+    llm_stage s;
+    double t0 = now();
+    if (llm_stage_open_with(&s, o->model, o->precision, &st)) {
+        fprintf(stderr, "bench_t5: %s\n", st.msg);
+        return 1;
+    }
+    const double t_load = now() - t0, rss_load = rss_bytes() - rss0;
+    t5_model *m = &s.t5;
+    const t5_config c = m->cfg;
+    const int bf16 = m->step_bf16, enc_len = 289 + o->tokens;
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    float *x = random_floats((size_t)enc_len * c.d_model, 1.0f, &seed);
+    float *enc = xmalloc((size_t)enc_len * c.d_model * sizeof(float));
+    arena a;
+    arena_init(&a, 0);
+    t0 = now();
+    if (t5_encode(m, x, NULL, 1, enc_len, 1, enc, &a, &st)) {
+        fprintf(stderr, "bench_t5: %s\n", st.msg);
+        return 1;
+    }
+    const double t_enc = now() - t0;
+    arena_reset(&a);
+    (void)time_steps(m, enc, enc_len, 1, 1, &a); /* every weight page touched once */
+    const double rss_serving = rss_bytes() - rss0;
+    const int mode = bf16 ? MODE_BF16 : MODE_MATVEC;
+    stream_buffer sb = {0};
+    if (o->bandwidth <= 0) stream_init(&sb, o->floor_mb);
+    double floors[MAX_REPS * MAX_BEAM_COUNTS], t[N_MODES][MAX_BEAM_COUNTS][MAX_REPS];
+    int n_floors = 0;
+    for (int r = 0; r < o->reps; r++)
+        for (int bi = 0; bi < n_beams; bi++) {
+            if (o->bandwidth <= 0) floors[n_floors++] = time_stream(&sb, 0.1);
+            t[mode][bi][r] = time_steps(m, enc, enc_len, beam_counts[bi], o->steps, &a);
+            if (!bf16) { /* f32: OpenBLAS for every row count too */
+                m->step_matvec_f32 = 0;
+                t[MODE_BLAS][bi][r] = time_steps(m, enc, enc_len, beam_counts[bi], o->steps, &a);
+                m->step_matvec_f32 = 1;
+            }
+        }
+    double bw = o->bandwidth * 1e9;
+    if (o->bandwidth <= 0) {
+        sort_ascending(floors, n_floors);
+        bw = floors[n_floors - 1] * 1e9;
+        free(sb.words);
+    }
+    const double matrices = step_matrix_elems(&c), others = step_other_elems(&c);
+    const double step_bytes = bf16 ? 2.0 * matrices + 4.0 * others : 4.0 * (matrices + others);
+    const double all_bf16 = 2.0 * (model_elems(&c) + (s.embedder.soft_prompt_hint ? c.d_model : 0));
+    char cpu[256];
+    cpu_model(cpu, sizeof cpu);
+    printf("bench_t5 --model %s: d_model %d, d_ff %d, %d + %d layers, vocab %d; precision %s; threads %d\n", o->model,
+           c.d_model, c.d_ff, c.encoder_layers, c.decoder_layers, c.vocab_size, precision_name(o->precision),
+           threads_count());
+    printf("  CPU             %s; isa %s, native bf16 %s\n", cpu, cpu_isa_name(), cpu_native_bf16() ? "yes" : "no");
+    printf("  loaded in %.2f s: f32 weights %.3f GB (mapped or converted); bf16 matrices %.3f GB (%.3f GB converted, "
+           "the rest used in place); %.3f GB of file pages released after conversion\n",
+           t_load, s.w.bytes_f32 / 1e9, m->step_bf16_bytes / 1e9, m->bf16_owned_bytes / 1e9,
+           m->released_bytes / 1e9);
+    printf("  encoder %d tokens %.3f s\n", enc_len, t_enc);
+    printf("  RSS             after load %.3f GB; serving (every page touched) %.3f GB\n", rss_load / 1e9,
+           rss_serving / 1e9);
+    printf("  weights         f32 %.3f GB, all in bf16 %.3f GB: serving RSS / all-bf16 bytes = %.2f\n",
+           2 * all_bf16 / 1e9, all_bf16 / 1e9, rss_serving / all_bf16);
+    printf("  step reads      %.3f GB of weights; floor %.1f ms at %.1f GB/s (%s)\n\n", step_bytes / 1e9,
+           step_bytes / bw * 1e3, bw / 1e9, o->bandwidth > 0 ? "given" : "best streaming read, interleaved");
+    printf("| rows | mode | step best ms | median ms | GB/s of weights | ratio to floor |\n| --- | --- | --- | --- | --- | --- |\n");
+    for (int bi = 0; bi < n_beams; bi++)
+        for (int mo = 0; mo < N_MODES; mo++) {
+            if (mo != mode && !(mo == MODE_BLAS && !bf16)) continue;
+            sort_ascending(t[mo][bi], o->reps);
+            const double best = t[mo][bi][0], median = t[mo][bi][o->reps / 2];
+            printf("| %d | %s | %.1f | %.1f | %.1f | %.2f |\n", beam_counts[bi],
+                   mo == MODE_MATVEC && beam_counts[bi] == 1 ? "f32 (sgemv)" : mode_names[mo], best * 1e3,
+                   median * 1e3, step_bytes / best / 1e9, best / (step_bytes / bw));
+        }
+    free(x), free(enc);
+    arena_free(&a);
+    llm_stage_close(&s);
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -175,19 +499,26 @@ int main(int argc, char **argv) {
         usage(rc != 0 ? stderr : stdout);
         return rc != 0 ? 2 : 0;
     }
-    int threads = o.threads, layers = o.layers, steps = o.steps, text_tokens = o.tokens;
-    double bandwidth = o.bandwidth;
+    int beam_counts[MAX_BEAM_COUNTS];
+    const int n_beams = parse_beams(o.beams, beam_counts);
+    if (n_beams <= 0) {
+        fprintf(stderr, "bench_t5: --beams: '%s' is not a list of 1..%d\n", o.beams, MAX_BEAMS);
+        return 2;
+    }
+    if (o.model) return bench_model(&o, beam_counts, n_beams);
+    const int layers = o.layers, steps = o.steps, text_tokens = o.tokens, bf16 = o.precision == PRECISION_BF16;
     t5_config c = {2048, 5120, 64, 32, layers, layers, 32128, 32, 128, 1e-6f, ACT_GELU, 2, 64, 0};
     /* refuse rather than push a shared machine into swap or the OOM killer */
-    double need = 4.0 * ((double)c.vocab_size * c.d_model * 2 +
-                         layers * (10.0 * c.d_model * c.d_model + 6.0 * c.d_model * c.d_ff));
-    double avail = (double)sysconf(_SC_AVPHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    const double weights_f32 = 4.0 * model_elems(&c), matrices = step_matrix_elems(&c), others = step_other_elems(&c);
+    const double need = weights_f32 + (bf16 ? 2.0 * matrices : 0) + (o.bandwidth > 0 ? 0 : o.floor_mb * 1048576.0);
+    const double avail = (double)sysconf(_SC_AVPHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
     if (need > 0.85 * avail) {
         fprintf(stderr, "bench_t5: %d + %d layers need %.1f GB, %.1f GB is free; use fewer --layers\n", layers, layers,
                 need / 1e9, avail / 1e9);
         return 1;
     }
-    threads_init(threads);
+    threads_init(o.threads);
+    const double rss0 = rss_bytes();
     uint64_t seed = 0x9e3779b97f4a7c15ull;
     t5_model m = {.cfg = c};
     double t0 = now();
@@ -195,11 +526,11 @@ int main(int argc, char **argv) {
     m.lm_head = random_floats((size_t)c.vocab_size * c.d_model, 0.05f, &seed);
     random_stack(&m.encoder, &c, layers, 0, &seed);
     random_stack(&m.decoder, &c, layers, 1, &seed);
-    double t_fill = now() - t0;
+    const double t_fill = now() - t0, rss_f32 = rss_bytes() - rss0;
 
     const int enc_len = 289 + text_tokens;
     float *x = random_floats((size_t)enc_len * c.d_model, 1.0f, &seed);
-    float *enc = malloc((size_t)enc_len * c.d_model * sizeof(float));
+    float *enc = xmalloc((size_t)enc_len * c.d_model * sizeof(float));
     arena a;
     arena_init(&a, 0);
     t0 = now();
@@ -207,24 +538,118 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_t5: %s\n", st.msg);
         return 1;
     }
-    double t_enc = now() - t0;
+    const double t_enc = now() - t0;
     arena_reset(&a);
-    double inner = (double)c.heads * c.d_kv;
-    double enc_flops = layers * (2.0 * enc_len * (4 * c.d_model * inner + 3.0 * c.d_model * c.d_ff) +
-                                 4.0 * enc_len * (double)enc_len * inner);
+    const double inner = (double)c.heads * c.d_kv;
+    const double enc_flops = layers * (2.0 * enc_len * (4 * c.d_model * inner + 3.0 * c.d_model * c.d_ff) +
+                                       4.0 * enc_len * (double)enc_len * inner);
 
-    double t_greedy = time_steps(&m, enc, enc_len, 1, steps, &a);
-    double t_beam = time_steps(&m, enc, enc_len, 5, steps, &a);
-    double bytes = step_weight_bytes(&c), floor_s = bytes / (bandwidth * 1e9);
+    /* the three models share every array but the decoder layers' table */
+    t5_model mv = m, mb = m;
+    mv.step_matvec_f32 = 1;
+    if (bf16) {
+        mb.decoder.layers = xmalloc((size_t)layers * sizeof *mb.decoder.layers);
+        memcpy(mb.decoder.layers, m.decoder.layers, (size_t)layers * sizeof *mb.decoder.layers);
+        mb.bf16_owned = NULL, mb.n_bf16_owned = 0;
+        t0 = now();
+        if (t5_decoder_to_bf16(&mb, &st)) {
+            fprintf(stderr, "bench_t5: %s\n", st.msg);
+            return 1;
+        }
+        printf("bench_t5: decoder step converted to bf16 in %.1f s\n", now() - t0);
+    }
+    const t5_model *models[N_MODES] = {&m, &mv, bf16 ? &mb : NULL};
+    static const char *const mode_words[N_MODES] = {"openblas", "matvec", "bf16"};
+    for (int mo = 0; o.modes && mo < N_MODES; mo++)
+        if (!strstr(o.modes, mode_words[mo])) models[mo] = NULL;
+    double diffs[N_MODES][MAX_BEAM_COUNTS] = {{0}};
+    for (int mo = MODE_MATVEC; mo < N_MODES; mo++)
+        for (int bi = 0; models[mo] && bi < n_beams; bi++)
+            diffs[mo][bi] = step_diff(models[mo], &m, enc, enc_len, beam_counts[bi], &a);
 
+    stream_buffer sb = {0};
+    if (o.bandwidth <= 0) stream_init(&sb, o.floor_mb);
+    double floors[MAX_REPS * MAX_BEAM_COUNTS];
+    int n_floors = 0;
+    double t[N_MODES][MAX_BEAM_COUNTS][MAX_REPS];
+    for (int r = 0; r < o.reps; r++)
+        for (int bi = 0; bi < n_beams; bi++) {
+            if (o.bandwidth <= 0) floors[n_floors++] = time_stream(&sb, 0.1);
+            for (int mo = 0; mo < N_MODES; mo++) {
+                if (!models[mo] || (mo == MODE_MATVEC && beam_counts[bi] == 1)) continue; /* 1 row: sgemv */
+                t[mo][bi][r] = time_steps(models[mo], enc, enc_len, beam_counts[bi], steps, &a);
+            }
+        }
+    double bw = o.bandwidth * 1e9, bw_median = bw, bw_worst = bw;
+    if (o.bandwidth <= 0) {
+        sort_ascending(floors, n_floors);
+        bw = floors[n_floors - 1] * 1e9, bw_median = floors[n_floors / 2] * 1e9, bw_worst = floors[0] * 1e9;
+        free(sb.words);
+    }
+
+    /* the bf16 mode's RSS: the decoder step's f32 matrices freed, as a bf16 llm worker never has them */
+    double rss_bf16 = 0;
+    if (bf16) {
+        for (int i = 0; i < layers; i++) {
+            t5_layer *l = &m.decoder.layers[i];
+            free((void *)l->self.q), free((void *)l->self.k), free((void *)l->self.v), free((void *)l->self.o);
+            free((void *)l->cross.q), free((void *)l->cross.o);
+            free((void *)l->ff.wi_0), free((void *)l->ff.wi_1), free((void *)l->ff.wo);
+        }
+        free((void *)m.lm_head);
+        rss_bf16 = rss_bytes() - rss0;
+    }
+
+    char cpu[256];
+    cpu_model(cpu, sizeof cpu);
+    const double bytes_f32 = 4.0 * (matrices + others), bytes_bf16 = 2.0 * matrices + 4.0 * others;
+    const double kv_bytes = 2.0 * layers * enc_len * inner * 4.0;
     printf("bench_t5: FlanT5-XL dims + 2 adapters, %d + %d layers, f32 weights %.2f GB (filled in %.1f s), threads %d\n",
-           layers, layers, total_bytes / 1e9, t_fill, threads_count());
+           layers, layers, weights_f32 / 1e9, t_fill, threads_count());
+    printf("  CPU             %s; isa %s, native bf16 %s; matvec kernel %s\n", cpu, cpu_isa_name(),
+           cpu_native_bf16() ? "yes" : "no", matvec_kernel_name());
     printf("  encoder %d tokens      %.3f s  (%.1f GFLOP/s)\n", enc_len, t_enc, enc_flops / t_enc / 1e9);
-    printf("  decoder step, greedy    %.1f ms  (%.1f GB/s of weights)\n", t_greedy * 1e3, bytes / t_greedy / 1e9);
-    printf("  decoder step, 5 beams   %.1f ms  (%.1f ms per beam)\n", t_beam * 1e3, t_beam * 1e3 / 5);
-    printf("  weights read per step   %.2f GB (decoder %d layers + lm_head)\n", bytes / 1e9, layers);
-    printf("  streaming floor         %.1f ms at %.0f GB/s\n", floor_s * 1e3, bandwidth);
-    printf("  ratio to floor          greedy %.2f, 5 beams %.2f\n", t_greedy / floor_s, t_beam / floor_s);
+    printf("  weights read per step   f32 %.3f GB; bf16 %.3f GB (%.3f GB bf16 matrices + %.4f GB f32 adapters, norms)\n",
+           bytes_f32 / 1e9, bytes_bf16 / 1e9, 2.0 * matrices / 1e9, 4.0 * others / 1e9);
+    printf("  also read per step      %.1f MB of cross-attention keys/values per request (f32, not in the floors)\n",
+           kv_bytes / 1e6);
+    if (o.bandwidth > 0) printf("  bandwidth               %.1f GB/s (given)\n", bw / 1e9);
+    else
+        printf("  bandwidth               %.1f GB/s best (median %.1f, worst %.1f) of %d streaming reads of %zu MB, "
+               "interleaved; the best is used\n",
+               bw / 1e9, bw_median / 1e9, bw_worst / 1e9, n_floors, o.floor_mb);
+    printf("  floors                  f32 %.1f ms, bf16 %.1f ms\n", bytes_f32 / bw * 1e3, bytes_bf16 / bw * 1e3);
+    printf("  timings                 %d steps each, best (median) of %d, interleaved\n\n", steps, o.reps);
+    printf("| rows | mode | step best ms | median ms | GB/s of weights | floor ms | ratio to floor | vs f32 openblas | "
+           "max rel diff of logits |\n");
+    printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    for (int bi = 0; bi < n_beams; bi++) {
+        double blas_best = 0, blas_median = 0;
+        for (int mo = 0; mo < N_MODES; mo++) {
+            if (!models[mo] || (mo == MODE_MATVEC && beam_counts[bi] == 1)) continue;
+            sort_ascending(t[mo][bi], o.reps);
+            const double best = t[mo][bi][0], median = t[mo][bi][o.reps / 2];
+            const double bytes = mo == MODE_BF16 ? bytes_bf16 : bytes_f32;
+            if (mo == MODE_BLAS) blas_best = best, blas_median = median;
+            char vs[64] = "-", diff[32] = "-";
+            if (mo != MODE_BLAS && blas_best > 0) {
+                snprintf(vs, sizeof vs, "%.2fx (median %.2fx)", blas_best / best, blas_median / median);
+            }
+            if (mo != MODE_BLAS) snprintf(diff, sizeof diff, "%.1e", diffs[mo][bi]);
+            printf("| %d | %s | %.1f | %.1f | %.1f | %.1f | %.2f | %s | %s |\n", beam_counts[bi], mode_names[mo],
+                   best * 1e3, median * 1e3, bytes / best / 1e9, bytes / bw * 1e3, best / (bytes / bw), vs, diff);
+        }
+    }
+    if (bf16) {
+        const double all_bf16 = 2.0 * model_elems(&c);
+        const double worker_bf16 = weights_f32 - 2.0 * matrices; /* what a bf16 llm worker holds */
+        printf("\n  weights RSS             f32 mode %.2f GB; bf16 mode %.2f GB (expected %.2f: the step's matrices "
+               "bf16, the rest f32)\n",
+               rss_f32 / 1e9, rss_bf16 / 1e9, worker_bf16 / 1e9);
+        printf("  every weight in bf16    %.2f GB: bf16-mode RSS / that = %.2f (encoder, cross k/v projections, "
+               "adapters and embeddings are still f32)\n",
+               all_bf16 / 1e9, rss_bf16 / all_bf16);
+    }
     printf("  arena peak              %.1f MB\n", a.peak / 1e6);
     arena_free(&a);
     return 0;
