@@ -9,6 +9,9 @@ packages=(
   libopenblas-dev libuv1-dev libjpeg62-turbo-dev libpng-dev
   libhttp-parser-dev libcjson-dev nettle-dev curl libcurl4-openssl-dev
   python3-torch python3-numpy python3-sentencepiece python3-pil python3-protobuf
+  # the fuzz build (deploy/test.sh): clang, its runtimes (libFuzzer, ASan, UBSan: only
+  # recommended by clang, and recommends are not installed) and its OpenMP
+  clang libclang-rt-dev libomp-dev
 )
 
 missing=()

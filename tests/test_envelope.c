@@ -366,6 +366,39 @@ static void test_malformed_envelope_frame(void) {
     env.trace = hops;
     envelope_limits budget = {.max_decoded_bytes = 2048};
     CHECK_REJECTS(&env, NULL, 0, &budget, LION_ETOOBIG, "bytes to decode");
+
+    /* Field number 0, written in two bytes (0x81 0x00: a 64-bit field), which protobuf-c
+     * keeps as an unknown field it then cannot copy: refused, at the top and inside a
+     * submessage. Found by fuzz_envelope (tests/fuzz/regressions/envelope/). */
+    static const uint8_t zero_top[] = {0x08, 0x02, 0x10, 0x04, 0x20, 0x03, 0x81, 0x00, 1, 2, 3, 4, 5, 6, 7, 8};
+    static const uint8_t zero_hop[] = {0x08, 0x02, 0x10, 0x05, 0x4a, 0x06, 0x0a, 0x01, 'g', 0x80, 0x00, 0x07};
+    const struct {
+        const uint8_t *bytes;
+        size_t len;
+    } zero[] = {{zero_top, sizeof zero_top}, {zero_hop, sizeof zero_hop}};
+    for (int i = 0; i < 2; i++) {
+        zmq_msg_init_size(&f[0], zero[i].len);
+        memcpy(zmq_msg_data(&f[0]), zero[i].bytes, zero[i].len);
+        CHECK_EQ_INT(envelope_decode(&m, f, 1, NULL, &st), -1);
+        CHECK_EQ_INT(st.code, LION_EFORMAT);
+        CHECK_CONTAINS(st.msg, "is not a valid lion.Envelope: a field number 0");
+        CHECK(m.env == NULL);
+        envelope_msg_close(&m);
+        lion_status_clear(&st);
+        CHECK(envelope_unpack(zero[i].bytes, zero[i].len, NULL, &st) == NULL);
+        CHECK_CONTAINS(st.msg, "a field number 0");
+        zmq_msg_close(&f[0]);
+    }
+    /* an unknown field with a real number (a newer sender's) is kept and copied */
+    static const uint8_t newer[] = {0x08, 0x02, 0x10, 0x05, 0xf8, 0x07, 0x2a};
+    lion_status_clear(&st);
+    Lion__Envelope *e = envelope_unpack(newer, sizeof newer, NULL, &st);
+    CHECK_MSG(e != NULL, "%s", st.msg);
+    Lion__Envelope *copy = e ? envelope_dup(e, &st) : NULL;
+    CHECK(copy != NULL);
+    CHECK(copy && copy->base.n_unknown_fields == 1 && copy->base.unknown_fields[0].tag == 127);
+    envelope_free(copy);
+    envelope_free(e);
 }
 
 static void test_malformed_header(void) {

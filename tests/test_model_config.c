@@ -224,6 +224,13 @@ static void test_invalid_fields(void) {
         {"llm.adapters.bottleneck", "0", "llm.adapters.bottleneck: expected a positive integer, found 0"},
         {"llm.generation.top_p", "0", "llm.generation.top_p: expected a number in (0, 1], found 0"},
         {"llm.generation.temperature", "-1", "llm.generation.temperature: expected a positive number, found -1"},
+        /* numbers a double holds and a float does not (they became inf or 0 once stored) */
+        {"llm.ln_eps", "1e300", "llm.ln_eps: 1e+300 is outside the range of a float"},
+        {"vision.mean", "[0, -1e39, 0]", "vision.mean[1]: -1e+39 is outside the range of a float"},
+        {"llm.generation.length_penalty", "3.5e38", "llm.generation.length_penalty: 3.5e+38 is outside the range"},
+        {"llm.ln_eps", "1e-50", "llm.ln_eps: 1e-50 is too small for a float (it would be 0)"},
+        {"tagger.std", "[1, 1, 1e-46]", "tagger.std[2]: 1e-46 is too small for a float (it would be 0)"},
+        {"llm.generation.top_p", "1e-46", "llm.generation.top_p: 1e-46 is too small for a float (it would be 0)"},
         {"llm.generation.min_length", "-1", "llm.generation.min_length: expected a non-negative integer, found -1"},
         {"llm.generation.do_sample", "1", "llm.generation.do_sample: expected true or false"},
         {"llm.generation", NULL, "llm.generation: missing"},

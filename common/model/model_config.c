@@ -2,6 +2,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -100,7 +101,12 @@ static void expect_float(reader *r, const cJSON *v, const char *path, const char
         return;
     }
     double d = v->valuedouble;
-    if (range == FLOAT_POSITIVE && !(d > 0)) fail_at(r, path, key, "expected a positive number, found %g", d);
+    /* the value is kept as a float: one past its range would become infinite, and a
+     * positive one below its smallest would become 0 */
+    if (fabs(d) > FLT_MAX) fail_at(r, path, key, "%g is outside the range of a float", d);
+    else if ((range == FLOAT_POSITIVE || range == FLOAT_UNIT_OPEN_LOW) && d > 0 && (float)d == 0)
+        fail_at(r, path, key, "%g is too small for a float (it would be 0)", d);
+    else if (range == FLOAT_POSITIVE && !(d > 0)) fail_at(r, path, key, "expected a positive number, found %g", d);
     else if (range == FLOAT_UNIT_CLOSED && !(d >= 0 && d <= 1))
         fail_at(r, path, key, "expected a number in [0, 1], found %g", d);
     else if (range == FLOAT_UNIT_OPEN_LOW && !(d > 0 && d <= 1))

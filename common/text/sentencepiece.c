@@ -602,9 +602,10 @@ int spm_load_buffer(const void *data, size_t size, const char *name, spm_tokeniz
     }
     const Sentencepiece__TrainerSpec *ts = tok->proto->trainer_spec;
     if (ts && ts->model_type != SENTENCEPIECE__TRAINER_SPEC__MODEL_TYPE__UNIGRAM) {
+        const int model_type = (int)ts->model_type; /* ts is freed with tok */
         spm_free(tok);
         return lion_fail(st, LION_EFORMAT, "%s: model_type %d is not unigram, the only type supported", name,
-                         (int)ts->model_type);
+                         model_type);
     }
     const Sentencepiece__NormalizerSpec *ns = tok->proto->normalizer_spec;
     tok->add_dummy_prefix = ns ? ns->add_dummy_prefix : 1;

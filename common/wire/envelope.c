@@ -265,6 +265,14 @@ int envelope_set_prompt_tokens(Lion__Envelope *env, uint32_t n, lion_status *st)
     return 0;
 }
 
+int envelope_set_cache_hit(Lion__Envelope *env, int hit, lion_status *st) {
+    Lion__Result *res = result_of(env);
+    if (!res) return lion_fail(st, LION_ENOMEM, "envelope_set_cache_hit: out of memory");
+    res->has_cache_hit = 1;
+    res->cache_hit = hit != 0;
+    return 0;
+}
+
 int envelope_add_box(Lion__Sequence *seq, float x0, float y0, float x1, float y1, lion_status *st) {
     Lion__Box *box = malloc(sizeof *box);
     if (!box) return lion_fail(st, LION_ENOMEM, "envelope_add_box: out of memory");
@@ -473,6 +481,31 @@ static void *budget_alloc(void *data, size_t size) {
 
 static void budget_free(void *data, void *p) { free(p); }
 
+/* Field number 0 does not exist in protobuf, yet protobuf-c takes it when the tag is written
+ * in more bytes than needed (0x81 0x00), keeping it as an unknown field, and then packs it in
+ * one byte that it refuses to unpack: a message received so could not be copied (envelope_dup)
+ * nor sent on. 1 when m or any message inside it holds such a field. */
+static int has_field_number_zero(const ProtobufCMessage *m) {
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0) return 1;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    const char *base = (const char *)m;
+    for (unsigned f = 0; f < d->n_fields; f++) {
+        const ProtobufCFieldDescriptor *fd = &d->fields[f];
+        if (fd->type != PROTOBUF_C_TYPE_MESSAGE) continue;
+        if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+            const size_t n = *(const size_t *)(base + fd->quantifier_offset);
+            ProtobufCMessage *const *items = *(ProtobufCMessage *const *const *)(base + fd->offset);
+            for (size_t k = 0; k < n; k++)
+                if (has_field_number_zero(items[k])) return 1;
+        } else {
+            const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)(base + fd->offset);
+            if (sub && has_field_number_zero(sub)) return 1;
+        }
+    }
+    return 0;
+}
+
 Lion__Envelope *envelope_unpack(const void *data, size_t len, const envelope_limits *lim, lion_status *st) {
     envelope_limits defaults = envelope_limits_default();
     if (!lim) lim = &defaults;
@@ -488,6 +521,11 @@ Lion__Envelope *envelope_unpack(const void *data, size_t len, const envelope_lim
                   lim->max_decoded_bytes);
     else if (!env)
         lion_fail(st, LION_EFORMAT, "envelope frame (%zu bytes) is not a valid lion.Envelope", len);
+    else if (has_field_number_zero(&env->base)) {
+        envelope_free(env);
+        env = NULL;
+        lion_fail(st, LION_EFORMAT, "envelope frame (%zu bytes) is not a valid lion.Envelope: a field number 0", len);
+    }
     return env;
 }
 
