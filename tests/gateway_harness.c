@@ -202,6 +202,15 @@ pid_t spawn_stub(const char *stage, const char *endpoint, const char *replica, c
     return spawn(argv);
 }
 
+pid_t spawn_stub_with(const char *stage, const char *endpoint, const char *replica, const char *const *extra) {
+    const char *argv[32] = {self_exe, "--stub", stage, "--gateway", endpoint, "--replica", replica, "--heartbeat-ms",
+                            "100", "--delay-ms", "0", "--capacity", "4", "--max-batch", "1"};
+    int n = 15;
+    for (int i = 0; extra && extra[i] && n < 31; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    return spawn(argv);
+}
+
 /* Signals a child and reaps it; its exit status, or -1 when it died by a signal or had
  * to be killed. Reaped children leave the list, so that no pid is signalled twice. */
 int stop_child(pid_t pid, int sig) {

@@ -22,6 +22,8 @@ void sleep_ms(int ms);
 pid_t spawn(const char *const *argv);
 pid_t spawn_stub(const char *stage, const char *endpoint, const char *replica, const char *delay_ms,
                  const char *capacity);
+/* A stub with more worker options (NULL-terminated), e.g. CURVE keys. */
+pid_t spawn_stub_with(const char *stage, const char *endpoint, const char *replica, const char *const *extra);
 pid_t spawned(int i);
 /* Signals a child and reaps it: its exit status, -1 when it died by a signal or was killed. */
 int stop_child(pid_t pid, int sig);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "curve.h"
 #include "envelope.h"
 #include "fake_gateway.h"
 #include "gateway_impl.h"
@@ -406,11 +407,114 @@ static void scenario_stuck_worker(void) {
     CHECK_EQ_INT(stop_all(), 0);
 }
 
+/* CURVE on the ZeroMQ links: workers whose keys are allowed serve, a worker with an
+ * unknown key never registers (so gets no job), a tap reader without an allowed key gets
+ * nothing while an allowed one sees the traffic; and without CURVE a gateway refuses
+ * endpoints off loopback unless --insecure. */
+static void scenario_curve(void) {
+    char dir[] = "/tmp/lion-curve-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    const char *keygen_dir = getenv("LION_BUILD_DIR");
+    char keygen[4096], cmd[8192];
+    snprintf(keygen, sizeof keygen, "%s/tools/keygen/lion-keygen", keygen_dir ? keygen_dir : "build");
+    static const char *const names[] = {"gateway", "workers/vision", "workers/tagger", "workers/aggregator",
+                                        "workers/llm", "rogue", "reader", "stranger"};
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/workers", dir);
+    CHECK(system(cmd) == 0);
+    for (int i = 0; i < 8; i++) {
+        snprintf(cmd, sizeof cmd, "%s %s/%s >/dev/null", keygen, dir, names[i]);
+        CHECK_MSG(system(cmd) == 0, "lion-keygen %s failed", names[i]);
+    }
+    char gw_key[4200], gw_pub[4200], workers[4200], taps[4200], key[9][4200];
+    snprintf(gw_key, sizeof gw_key, "%s/gateway.key", dir);
+    snprintf(gw_pub, sizeof gw_pub, "%s/gateway.pub", dir);
+    snprintf(workers, sizeof workers, "%s/workers", dir);
+    snprintf(taps, sizeof taps, "%s/reader.pub", dir);
+    for (int i = 0; i < 8; i++) snprintf(key[i], sizeof key[i], "%s/%s.key", dir, names[i]);
+    int port = free_port();
+    char listen[64], ep[5][64], tap_ep[64], gw_bin[4096];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    for (int s = 1; s <= 4; s++) snprintf(ep[s], sizeof ep[s], "tcp://127.0.0.1:%d", free_port());
+    snprintf(tap_ep, sizeof tap_ep, "tcp://127.0.0.1:%d", free_port());
+    const char *bin_dir = getenv("LION_BIN_DIR");
+    snprintf(gw_bin, sizeof gw_bin, "%s/lion-gateway", bin_dir ? bin_dir : "build/services");
+    const char *argv[] = {gw_bin, "--listen", listen, "--vision", ep[1], "--tagger", ep[2], "--aggregator", ep[3],
+                          "--llm", ep[4], "--tap", tap_ep, "--heartbeat-ms", "100", "--curve-key", gw_key,
+                          "--worker-keys", workers, "--tap-keys", taps, NULL};
+    CHECK(spawn(argv) > 0);
+    static const char *const stages[] = {"", "vision", "tagger", "aggregator", "llm"};
+    for (int s = 1; s <= 3; s++) {
+        const char *extra[] = {"--curve-server-key", gw_pub, "--curve-key", key[s], NULL};
+        spawn_stub_with(stages[s], ep[s], stages[s], extra);
+    }
+    /* the llm stage: only a worker with a key not on the list */
+    const char *rogue[] = {"--curve-server-key", gw_pub, "--curve-key", key[5], NULL};
+    spawn_stub_with("llm", ep[4], "rogue", rogue);
+    CHECK(wait_ready(port, 503, "no live llm worker", 15000) == 0);
+    sleep_ms(600); /* handshakes and heartbeats had their time: the rogue is still not in */
+    reply r;
+    CHECK(http(port, "GET", "/readyz", NULL, &r) == 0);
+    CHECK_MSG(r.status == 503, "the worker with an unknown key was let in: %s", r.body ? r.body : "");
+    reply_free(&r);
+    CHECK(http(port, "GET", "/metrics", NULL, &r) == 0);
+    CHECK(metric_value(r.body ? r.body : "", "lion_zap_denied_total") >= 1);
+    reply_free(&r);
+    const char *good[] = {"--curve-server-key", gw_pub, "--curve-key", key[4], NULL};
+    spawn_stub_with("llm", ep[4], "llm", good);
+    CHECK(wait_ready(port, 200, "\"llm\":1", 10000) == 0);
+    /* tap readers: the allowed one sees the request's messages, the stranger nothing */
+    void *zctx = zmq_ctx_new();
+    void *readers[2];
+    for (int k = 0; k < 2; k++) {
+        curve_keypair own;
+        char server[CURVE_KEY_TEXT];
+        lion_status st;
+        readers[k] = zmq_socket(zctx, ZMQ_SUB);
+        CHECK(curve_public_load(gw_pub, server, &st) == 0 && curve_keypair_load(key[k == 0 ? 6 : 7], &own, &st) == 0);
+        CHECK(curve_client_setup(readers[k], server, &own, &st) == 0);
+        zmq_setsockopt(readers[k], ZMQ_SUBSCRIBE, "meta/", 5);
+        zmq_connect(readers[k], tap_ep);
+    }
+    sleep_ms(500);
+    char *body = generate_body("secure", NULL);
+    CHECK(http(port, "POST", "/v1/generate", body, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    reply_free(&r);
+    free(body);
+    int got[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        int timeout = 300;
+        zmq_setsockopt(readers[k], ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        while (zmq_msg_recv(&m, readers[k], 0) >= 0) got[k]++;
+        zmq_msg_close(&m);
+        zmq_close(readers[k]);
+    }
+    zmq_ctx_term(zctx);
+    CHECK_MSG(got[0] > 0, "the allowed tap reader got nothing");
+    CHECK_MSG(got[1] == 0, "a tap reader with an unknown key got %d frames", got[1]);
+    CHECK_EQ_INT(stop_all(), 0);
+
+    /* without CURVE, endpoints off loopback are refused unless --insecure */
+    char open_ep[64];
+    snprintf(open_ep, sizeof open_ep, "tcp://0.0.0.0:%d", free_port());
+    const char *plain[] = {gw_bin, "--listen", listen, "--vision", open_ep, NULL};
+    pid_t pid = -1;
+    int status = 0;
+    CHECK(posix_spawn(&pid, gw_bin, NULL, NULL, (char *const *)plain, environ) == 0);
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) != 0, "a gateway with a plain 0.0.0.0 endpoint started");
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 static void run_all(void) {
     scenario_failures();
     scenario_cancel();
     scenario_http_edge();
     scenario_stuck_worker();
+    scenario_curve();
 }
 
 int main(int argc, char **argv) { return gateway_harness_main(argc, argv, run_all); }

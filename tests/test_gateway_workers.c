@@ -70,6 +70,12 @@ static void check_cache_routing(int port, const char *dir) {
         for (int k = 0; k < repeats[f]; k++) {
             CHECK(http(port, "POST", "/v1/generate", body, &r) == 0);
             CHECK_EQ_INT(r.status, 200);
+            /* the answer says whether vision's cache answered: the first sight of a new image
+             * is a miss, every repeat (and image.png, seen before) a hit */
+            const char *want_cache = k > 0 || f == 2 ? "hit" : "miss";
+            const char *got_cache = json_str(r.json, "cache.vision");
+            CHECK_MSG(got_cache && !strcmp(got_cache, want_cache), "%s #%d: cache.vision '%s', expected '%s'", files[f],
+                      k, got_cache ? got_cache : "(none)", want_cache);
             reply_free(&r);
         }
         free(body);

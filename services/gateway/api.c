@@ -539,6 +539,18 @@ static cJSON *timings(const request *r) {
     return t;
 }
 
+/* Which stages answered from their cache: {"vision": "hit", "tagger": "miss"} (stages
+ * without a cache are absent). */
+static cJSON *cache_json(const request *r) {
+    cJSON *c = cJSON_CreateObject();
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) {
+        const envelope_msg *m = &r->step[s].result;
+        if (r->step[s].state == STEP_DONE && m->env && m->env->result && m->env->result->has_cache_hit)
+            cJSON_AddStringToObject(c, lion_stage_name(s), m->env->result->cache_hit ? "hit" : "miss");
+    }
+    return c;
+}
+
 static cJSON *tag_names(const request *r) {
     cJSON *tags = cJSON_CreateArray();
     const Lion__Task *task = r->job->task;
@@ -589,6 +601,7 @@ static cJSON *generate_json(const request *r) {
         cJSON_AddItemToArray(seqs, o);
     }
     cJSON_AddItemToObject(root, "timings_ms", timings(r));
+    cJSON_AddItemToObject(root, "cache", cache_json(r));
     return root;
 }
 
@@ -612,6 +625,7 @@ static cJSON *lion_json(const request *r, const Lion__Result *res) {
     cJSON_AddItemToObject(lion, "boxes", box_array(res && res->n_sequences ? res->sequences[0] : NULL));
     cJSON_AddItemToObject(lion, "tags", tag_names(r));
     cJSON_AddItemToObject(lion, "timings_ms", timings(r));
+    cJSON_AddItemToObject(lion, "cache", cache_json(r));
     return lion;
 }
 
@@ -668,6 +682,7 @@ static cJSON *tags_json(const request *r) {
     cJSON_AddStringToObject(root, "prompt", prompt);
     if (res && res->n_top_tags) cJSON_AddItemToObject(root, "top_tags", tag_list(res->top_tags, res->n_top_tags));
     cJSON_AddItemToObject(root, "timings_ms", timings(r));
+    cJSON_AddItemToObject(root, "cache", cache_json(r));
     return root;
 }
 

@@ -1,7 +1,7 @@
 /* auth.c - API keys: who may use the HTTP API.
  *
- * Keys come from a file, one per line ('#' starts a comment, blank lines and surrounding
- * spaces are ignored), as OpenAI clients send them: "Authorization: Bearer <key>". Only the
+ * Keys come from a file, one per line (a line starting with '#' is a comment, blank lines
+ * and surrounding spaces are ignored), as OpenAI clients send them: "Authorization: Bearer <key>". Only the
  * SHA-256 of each key is kept in memory, and a presented key is hashed and compared with
  * every stored hash in constant time (all of them, always), so neither a memory dump nor
  * the answer's timing gives a key away. */
@@ -42,9 +42,8 @@ int api_keys_load(api_keys *k, const char *path, lion_status *st) {
     int rc = 0, line = 0;
     for (char *save = NULL, *l = strtok_r(text, "\n", &save); l && rc == 0; l = strtok_r(NULL, "\n", &save)) {
         line++;
-        char *hash = strchr(l, '#');
-        if (hash) *hash = 0;
         while (*l == ' ' || *l == '\t') l++;
+        if (*l == '#') continue; /* a comment line; a key may hold '#' itself */
         size_t len = strlen(l);
         while (len && (l[len - 1] == ' ' || l[len - 1] == '\t' || l[len - 1] == '\r')) l[--len] = 0;
         if (len) rc = add_key(k, l, len, line, path, st);

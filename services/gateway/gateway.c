@@ -11,6 +11,7 @@
 #define TICK_MS 20
 
 static void drain_all(gateway *gw) {
+    zap_drain(gw);
     for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) stage_pool_drain(&gw->pool[s]);
     tap_drain(&gw->tap);
 }
@@ -30,12 +31,14 @@ static void shutdown_gateway(gateway *gw) {
         stage_pool_close(&gw->pool[s]);
     }
     tap_close(&gw->tap);
+    zap_close(gw); /* after every socket that asks it */
     http_server_close(gw);
     uv_close((uv_handle_t *)&gw->tick, NULL);
     uv_close((uv_handle_t *)&gw->check, NULL);
     if (!gw->stop) {
         uv_close((uv_handle_t *)&gw->sigterm, NULL);
         uv_close((uv_handle_t *)&gw->sigint, NULL);
+        uv_close((uv_handle_t *)&gw->sighup, NULL);
     }
 }
 
@@ -59,6 +62,12 @@ static void on_check(uv_check_t *c) {
     gateway *gw = c->data;
     request_free_ended(gw);
     if (!gw->stopping) drain_all(gw);
+}
+
+/* SIGHUP: the CURVE allow-lists are read again (keys added or revoked without a restart). */
+static void on_sighup(uv_signal_t *s, int signum) {
+    log_info("SIGHUP: reloading the allow-lists");
+    zap_reload(s->data);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -112,9 +121,11 @@ int gateway_run(const gateway_config *cfg, atomic_int *stop, lion_status *st) {
     gw->stop = stop;
     gw->zctx = zmq_ctx_new();
     int rc = open_api_keys(gw, st);
+    if (rc == 0) rc = zap_open(gw, st); /* before any endpoint binds: libzmq asks it at every handshake */
+    pipeline_start(gw);
     for (int s = LION_STAGE_FIRST; rc == 0 && s <= LION_STAGE_LAST; s++)
         rc = stage_pool_open(&gw->pool[s], gw, s, gw->cfg.stage_endpoint[s], &request_pool_client, st);
-    if (rc == 0) rc = tap_open(&gw->tap, gw->zctx, loop, gw->cfg.tap_endpoint, st);
+    if (rc == 0) rc = tap_open(&gw->tap, gw, gw->cfg.tap_endpoint, st);
     if (rc == 0) rc = http_server_start(gw, st);
     uv_timer_init(loop, &gw->tick);
     gw->tick.data = gw;
@@ -123,7 +134,8 @@ int gateway_run(const gateway_config *cfg, atomic_int *stop, lion_status *st) {
     if (!stop) {
         uv_signal_init(loop, &gw->sigterm);
         uv_signal_init(loop, &gw->sigint);
-        gw->sigterm.data = gw->sigint.data = gw;
+        uv_signal_init(loop, &gw->sighup);
+        gw->sigterm.data = gw->sigint.data = gw->sighup.data = gw;
     }
     if (rc == 0) {
         uv_timer_start(&gw->tick, on_tick, TICK_MS, TICK_MS);
@@ -131,6 +143,7 @@ int gateway_run(const gateway_config *cfg, atomic_int *stop, lion_status *st) {
         if (!stop) {
             uv_signal_start(&gw->sigterm, on_signal, SIGTERM);
             uv_signal_start(&gw->sigint, on_signal, SIGINT);
+            uv_signal_start(&gw->sighup, on_sighup, SIGHUP);
         }
         log_info("gateway ready (deadline %d ms, %d requests, queues of %d)", gw->cfg.deadline_ms,
                  gw->cfg.max_requests, gw->cfg.max_queue);

@@ -42,6 +42,10 @@ typedef struct gateway_config {
     const char *api_keys_file; /* one key per line; NULL: no keys asked for */
     int metrics_auth;         /* /metrics needs a key too */
     int allow_open;           /* no keys on a non-loopback address is what the operator wants */
+    const char *curve_key;    /* the gateway's CURVE key pair (lion-keygen); NULL: no CURVE */
+    const char *worker_keys;  /* workers' public keys allowed (a file, or a folder of .pub) */
+    const char *tap_keys;     /* tap readers' public keys allowed */
+    int insecure;             /* ZeroMQ endpoints off this machine without CURVE, on purpose */
     char endpoint_storage[5][128]; /* [0]: the --listen host; [1..4]: endpoints made from --bind-base */
     int help;
 } gateway_config;

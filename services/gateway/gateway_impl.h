@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "curve.h"
 #include "envelope.h"
 #include "gateway.h"
 #include "protocol.h"
@@ -287,7 +288,7 @@ typedef struct tap {
     uint64_t published;     /* jobs and answers published (meta/) */
 } tap;
 
-int tap_open(tap *t, void *zctx, uv_loop_t *loop, const char *endpoint, lion_status *st);
+int tap_open(tap *t, struct gateway *gw, const char *endpoint, lion_status *st);
 void tap_close(tap *t);
 /* Publishes a JOB (out) or answer (in): frames[0] is the envelope, frames[1..n) tensors. */
 void tap_publish(tap *t, int stage, int outgoing, const char *request_id, zmq_msg_t *frames, int n);
@@ -351,6 +352,27 @@ void histogram_observe(histogram *h, double seconds);
 /* The Prometheus text exposition (version 0.0.4), malloc'd. */
 char *metrics_render(struct gateway *gw, size_t *len);
 
+/* --- CURVE and ZAP (zap.c) --------------------------------------------------------------- */
+
+typedef struct zap {
+    int on;                   /* --curve-key given: every ZeroMQ endpoint is a CURVE server */
+    curve_keypair server;
+    curve_allowlist workers, taps;
+    void *rep;                /* the ZAP handler */
+    uv_poll_t poll;
+    int polling;
+    uint64_t denied;          /* clients refused */
+} zap;
+
+/* Loads the key pair and allow-lists and starts the ZAP handler (before any endpoint binds);
+ * without --curve-key, refuses endpoints off this machine unless --insecure. */
+int zap_open(struct gateway *gw, lion_status *st);
+/* Makes sock a CURVE server judged in domain ("workers", "taps"), when CURVE is on. */
+int zap_secure(struct gateway *gw, void *sock, const char *domain, lion_status *st);
+void zap_drain(struct gateway *gw);
+void zap_reload(struct gateway *gw); /* SIGHUP: the allow-lists again */
+void zap_close(struct gateway *gw);
+
 /* --- API keys (auth.c) -------------------------------------------------------------------- */
 
 #define API_KEY_HASH 32
@@ -372,6 +394,7 @@ int api_keys_check(const api_keys *k, const char *authorization);
 void pipeline_record(struct gateway *gw, const request *r, int http_status);
 /* The view as JSON (malloc'd): stages, workers, rates, recent requests; marks it watched. */
 char *pipeline_render(struct gateway *gw, size_t *len);
+void pipeline_start(struct gateway *gw); /* at start: uptime and totals count from here */
 void pipeline_free(struct gateway *gw);
 
 /* --- static files of the web page (web.c) ---------------------------------------------- */
@@ -392,7 +415,7 @@ typedef struct gateway {
     int listening;
     uv_timer_t tick;
     uv_check_t check;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     atomic_int *stop;
     request *requests; /* in flight */
     request *ended;    /* ended, freed from the check callback */
@@ -406,6 +429,7 @@ typedef struct gateway {
     metrics metrics;
     struct pipeline_view *view; /* /v1/pipeline's state (pipeline.c) */
     api_keys keys;              /* empty: no key asked for */
+    zap zap;
     int stopping;
 } gateway;
 

@@ -155,6 +155,8 @@ char *metrics_render(gateway *gw, size_t *len) {
                 lion_stage_name(s), w->replica_id, w->precision[0] ? w->precision : "unknown",
                 w->isa[0] ? w->isa : "unknown");
         }
+    family(&t, "lion_zap_denied_total", "counter", "ZeroMQ clients refused by CURVE/ZAP (key not allowed).");
+    put(&t, "lion_zap_denied_total %llu\n", (unsigned long long)gw->zap.denied);
     family(&t, "lion_job_timeouts_total", "counter", "Jobs taken back from a worker past the stage's job timeout.");
     for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         put(&t, "lion_job_timeouts_total{stage=\"%s\"} %llu\n", lion_stage_name(s), (unsigned long long)m->job_timeouts[s]);

@@ -26,6 +26,7 @@ typedef struct recent_tensor {
 
 typedef struct recent_stage {
     int used;
+    int cache; /* 0: the stage has no cache, 1: miss, 2: hit */
     char replica[64];
     double worker_ms;
     int n_tensors;
@@ -59,6 +60,8 @@ static pipeline_view *view_of(gateway *gw) {
     return gw->view;
 }
 
+void pipeline_start(gateway *gw) { view_of(gw); }
+
 void pipeline_free(gateway *gw) {
     free(gw->view);
     gw->view = NULL;
@@ -69,6 +72,7 @@ static void record_stage(recent_stage *rs, const request_step *step) {
     snprintf(rs->replica, sizeof rs->replica, "%s", step->replica);
     rs->worker_ms = step->worker_ms;
     const Lion__Envelope *env = step->result.env;
+    if (env && env->result && env->result->has_cache_hit) rs->cache = env->result->cache_hit ? 2 : 1;
     for (size_t i = 0; env && i < env->n_tensors && rs->n_tensors < PIPELINE_TENSORS; i++) {
         const Lion__TensorDesc *d = env->tensors[i];
         recent_tensor *t = &rs->tensors[rs->n_tensors++];
@@ -157,6 +161,7 @@ static cJSON *recent_json(const recent_request *e) {
         cJSON_AddStringToObject(so, "stage", lion_stage_name(s));
         cJSON_AddStringToObject(so, "replica", rs->replica);
         cJSON_AddNumberToObject(so, "worker_ms", rs->worker_ms);
+        if (rs->cache) cJSON_AddStringToObject(so, "cache", rs->cache == 2 ? "hit" : "miss");
         cJSON *tensors = cJSON_AddArrayToObject(so, "tensors");
         for (int k = 0; k < rs->n_tensors; k++) {
             const recent_tensor *t = &rs->tensors[k];
@@ -181,6 +186,7 @@ char *pipeline_render(gateway *gw, size_t *len) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", gw->cfg.model_name);
     cJSON_AddNumberToObject(root, "uptime_s", (double)(now - v->started_us) / 1e6);
+    cJSON_AddNumberToObject(root, "now_unix_ms", (double)(clock_unix_us() / 1000)); /* for ages, whatever the reader's clock */
     cJSON *req = cJSON_AddObjectToObject(root, "requests");
     cJSON_AddNumberToObject(req, "in_flight", gw->n_requests);
     cJSON_AddNumberToObject(req, "per_second",

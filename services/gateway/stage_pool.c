@@ -36,6 +36,7 @@ int stage_pool_open(stage_pool *p, gateway *gw, int stage, const char *endpoint,
     int one = 1, zero = 0;
     zmq_setsockopt(p->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt(p->router, ZMQ_LINGER, &zero, sizeof zero);
+    if (zap_secure(gw, p->router, "workers", st) != 0) return -1;
     if (zmq_bind(p->router, endpoint) != 0)
         return lion_fail(st, LION_EIO, "%s endpoint %s: cannot bind: %s", lion_stage_name(stage), endpoint,
                          zmq_strerror(errno));

@@ -12,19 +12,20 @@
 
 static void on_poll(uv_poll_t *h, int status, int events) { tap_drain((tap *)h->data); }
 
-int tap_open(tap *t, void *zctx, uv_loop_t *loop, const char *endpoint, lion_status *st) {
+int tap_open(tap *t, gateway *gw, const char *endpoint, lion_status *st) {
     memset(t, 0, sizeof *t);
     if (!endpoint) return 0;
-    t->pub = zmq_socket(zctx, ZMQ_XPUB);
+    t->pub = zmq_socket(gw->zctx, ZMQ_XPUB);
     if (!t->pub) return lion_fail(st, LION_EIO, "tap: zmq_socket: %s", zmq_strerror(errno));
     int zero = 0;
     zmq_setsockopt(t->pub, ZMQ_LINGER, &zero, sizeof zero);
+    if (zap_secure(gw, t->pub, "taps", st) != 0) return -1;
     if (zmq_bind(t->pub, endpoint) != 0)
         return lion_fail(st, LION_EIO, "tap endpoint %s: cannot bind: %s", endpoint, zmq_strerror(errno));
     int fd;
     size_t len = sizeof fd;
     zmq_getsockopt(t->pub, ZMQ_FD, &fd, &len);
-    uv_poll_init(loop, &t->poll, fd);
+    uv_poll_init(gw->loop, &t->poll, fd);
     t->poll.data = t;
     uv_poll_start(&t->poll, UV_READABLE, on_poll);
     t->polling = 1;

@@ -133,16 +133,19 @@ int tagger_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
             s->keys[i] = feature_key_of(bytes, len);
             const float *cached = feature_cache_get(s->cache, &s->keys[i], &cached_len);
             if (cached && cached_len == sizeof(float) * n_tags) {
+                envelope_set_cache_hit(jobs[i].reply, 1, &js);
                 answer(s, &jobs[i], cached, top_k[i]);
                 hits++;
                 continue;
             }
             /* the same new image twice in one batch: decoded and run once */
             if ((row_of[i] = pending_row(s, i)) >= 0) {
+                envelope_set_cache_hit(jobs[i].reply, 1, &js);
                 hits++;
                 continue;
             }
         }
+        envelope_set_cache_hit(jobs[i].reply, 0, &js);
         misses++;
         if (image_preprocess(bytes, len, t->image_size, filter, t->mean, t->std, s->pixels + m * img, &s->limits,
                              &js)) {

@@ -106,7 +106,12 @@ int vision_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
         }
         keys[i] = feature_key_of(bytes, len);
         const float *blob = feature_cache_get(s->cache, &keys[i], &blob_len);
-        if (blob && blob_len == sizeof(float) * per * nl) {
+        const int hit = blob && blob_len == sizeof(float) * per * nl;
+        if (envelope_set_cache_hit(jobs[i].reply, hit, &js)) {
+            worker_job_fail(&jobs[i], js.code, "%s", js.msg);
+            continue;
+        }
+        if (hit) {
             if (add_outputs(s, &jobs[i], blob, &js)) worker_job_fail(&jobs[i], js.code, "%s", js.msg);
             continue;
         }

@@ -21,6 +21,8 @@
 
 typedef struct options {
     const char *command, *file, *tap, *out, *bind;
+    const char *curve_server_key, *curve_key;
+    int insecure;
     tap_filter filter;
     int data;
     long count, timeout_ms;
@@ -29,6 +31,12 @@ typedef struct options {
 static const args_option tap_options[] = {
     {.name = "--tap", .metavar = "EP", .kind = ARG_STRING, ARGS_AT(options, tap),
      .help = "the gateway's tap endpoint (watch, dump)"},
+    {.name = "--curve-server-key", .env = "LION_CURVE_SERVER_KEY", .metavar = "FILE", .kind = ARG_STRING,
+     ARGS_AT(options, curve_server_key), .help = "the gateway's public key (CURVE on the tap)"},
+    {.name = "--curve-key", .env = "LION_CURVE_KEY", .metavar = "FILE", .kind = ARG_STRING, ARGS_AT(options, curve_key),
+     .help = "this reader's key pair (lion-keygen; in the gateway's --tap-keys)"},
+    {.name = "--insecure", .kind = ARG_FLAG, ARGS_AT(options, insecure),
+     .help = "read a tap on another machine without CURVE"},
     {.name = "--out", .metavar = "FILE", .kind = ARG_STRING, ARGS_AT(options, out),
      .help = "the dump to write (dump), the answer's dump (replay)"},
     {.name = "--bind", .metavar = "EP", .kind = ARG_STRING, ARGS_AT(options, bind),
@@ -90,7 +98,8 @@ static int watch_options(const options *o, tap_watch_options *w) {
         return -1;
     }
     *w = (tap_watch_options){.endpoint = o->tap, .filter = o->filter, .data = o->data, .count = o->count,
-                             .timeout_ms = o->timeout_ms};
+                             .timeout_ms = o->timeout_ms, .curve_server_key = o->curve_server_key,
+                             .curve_key = o->curve_key, .insecure = o->insecure};
     return 0;
 }
 

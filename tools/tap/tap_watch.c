@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "curve.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -44,6 +45,25 @@ static int watch_loop(const tap_watch_options *o, void *sub, tap_watch_fn fn, vo
     return 0;
 }
 
+/* The tap carries users' images and prompts: CURVE when given keys, and no gateway on
+ * another machine without it unless --insecure. */
+static int secure_link(void *sub, const tap_watch_options *o, lion_status *st) {
+    if (!o->curve_server_key && !o->curve_key) {
+        if (curve_endpoint_is_local(o->endpoint) || o->insecure) return 0;
+        return lion_fail(st, LION_EINVAL,
+                         "%s is on another machine: give --curve-server-key and --curve-key, or --insecure", o->endpoint);
+    }
+    if (!o->curve_server_key || !o->curve_key)
+        return lion_fail(st, LION_EINVAL, "CURVE needs both --curve-server-key and --curve-key");
+    char server[CURVE_KEY_TEXT];
+    curve_keypair own;
+    if (curve_public_load(o->curve_server_key, server, st) != 0 || curve_keypair_load(o->curve_key, &own, st) != 0)
+        return -1;
+    int rc = curve_client_setup(sub, server, &own, st);
+    memset(&own, 0, sizeof own);
+    return rc;
+}
+
 int tap_watch_run(const tap_watch_options *o, tap_watch_fn fn, void *ctx, lion_status *st) {
     if (o->filter.stage && !lion_stage_from_name(o->filter.stage))
         return lion_fail(st, LION_EINVAL, "unknown stage '%s' (vision, tagger, aggregator, llm)", o->filter.stage);
@@ -61,7 +81,9 @@ int tap_watch_run(const tap_watch_options *o, tap_watch_fn fn, void *ctx, lion_s
     snprintf(prefix, sizeof prefix, "%s/%s%s", o->data ? "data" : "meta", o->filter.stage ? o->filter.stage : "",
              o->filter.stage ? "/" : "");
     int rc;
-    if (zmq_setsockopt(sub, ZMQ_SUBSCRIBE, prefix, strlen(prefix)) != 0 || zmq_connect(sub, o->endpoint) != 0)
+    if (secure_link(sub, o, st) != 0)
+        rc = -1;
+    else if (zmq_setsockopt(sub, ZMQ_SUBSCRIBE, prefix, strlen(prefix)) != 0 || zmq_connect(sub, o->endpoint) != 0)
         rc = lion_fail(st, LION_EINVAL, "cannot subscribe to %s: %s", o->endpoint, zmq_strerror(zmq_errno()));
     else
         rc = watch_loop(o, sub, fn, ctx, st);

@@ -12,6 +12,9 @@ typedef struct tap_watch_options {
     int data;              /* subscribe to data/ (tensor payloads) instead of meta/ */
     long count;            /* stop after this many messages; 0: no limit */
     long timeout_ms;       /* stop after this long in all; 0: no limit */
+    const char *curve_server_key; /* the gateway's public key file: CURVE on the link */
+    const char *curve_key;        /* this reader's key pair file (in the gateway's --tap-keys) */
+    int insecure;                 /* a gateway on another machine without CURVE, on purpose */
 } tap_watch_options;
 
 /* Called for each message that passes the filter; a non-zero return stops the watch. */
