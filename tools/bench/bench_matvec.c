@@ -33,11 +33,9 @@
 #include <cblas.h>
 #include <omp.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
 
 #include "args.h"
+#include "bench_util.h"
 #include "matvec_bf16.h"
 #include "tensor.h"
 #include "threads.h"
@@ -50,20 +48,7 @@ char *openblas_get_corename(void);
 #define MAX_ROW_COUNTS 8
 #define MAX_REPS 64
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
-static void *xmalloc(size_t n) {
-    void *p = aligned_alloc(64, (n + 63) / 64 * 64);
-    if (!p) {
-        fprintf(stderr, "bench_matvec: out of memory (%.1f MB)\n", n / 1e6);
-        exit(1);
-    }
-    return p;
-}
 
 static void fill_random(float *p, size_t n, float scale, uint64_t *state) {
     uint64_t x = *state;
@@ -74,99 +59,9 @@ static void fill_random(float *p, size_t n, float scale, uint64_t *state) {
     *state = x;
 }
 
-static void cpu_model(char *buf, size_t len) {
-    snprintf(buf, len, "unknown CPU");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "model name", 10) == 0) {
-            const char *v = strchr(line, ':');
-            if (v) {
-                v++;
-                while (*v == ' ' || *v == '\t') v++;
-                snprintf(buf, len, "%.*s", (int)strcspn(v, "\n"), v);
-            }
-            break;
-        }
-    fclose(f);
-}
 
 /* ------------------------------------------------------------------ the floor */
 
-/* The sum of n words, n a multiple of 32, read as 4 streams side by side (the quarters of
- * the range): one stream per core leaves bandwidth unused (measured here: ~35% less than
- * 4), and the products read several rows of W at once too. */
-#if defined(__x86_64__) || defined(__i386__)
-__attribute__((target("avx2"))) static uint64_t sum_avx2(const uint64_t *p, size_t n) {
-    const size_t q = n / 4;
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i < q; i += 8) {
-        a0 = _mm256_add_epi64(a0, _mm256_add_epi64(_mm256_load_si256((const __m256i *)(p + i)),
-                                                   _mm256_load_si256((const __m256i *)(p + i + 4))));
-        a1 = _mm256_add_epi64(a1, _mm256_add_epi64(_mm256_load_si256((const __m256i *)(p + q + i)),
-                                                   _mm256_load_si256((const __m256i *)(p + q + i + 4))));
-        a2 = _mm256_add_epi64(a2, _mm256_add_epi64(_mm256_load_si256((const __m256i *)(p + 2 * q + i)),
-                                                   _mm256_load_si256((const __m256i *)(p + 2 * q + i + 4))));
-        a3 = _mm256_add_epi64(a3, _mm256_add_epi64(_mm256_load_si256((const __m256i *)(p + 3 * q + i)),
-                                                   _mm256_load_si256((const __m256i *)(p + 3 * q + i + 4))));
-    }
-    a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
-    uint64_t lanes[4];
-    _mm256_storeu_si256((__m256i *)lanes, a0);
-    return lanes[0] + lanes[1] + lanes[2] + lanes[3];
-}
-#endif
-
-static uint64_t sum_words(const uint64_t *p, size_t n) {
-#if defined(__x86_64__) || defined(__i386__)
-    if (__builtin_cpu_supports("avx2")) return sum_avx2(p, n);
-#endif
-    const size_t q = n / 4;
-    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (size_t i = 0; i < q; i++) s0 += p[i], s1 += p[q + i], s2 += p[2 * q + i], s3 += p[3 * q + i];
-    return s0 + s1 + s2 + s3;
-}
-
-static volatile uint64_t sink;
-
-/* The floor's streaming read: a buffer far beyond the caches, read in 16 MiB pieces in
- * order (each piece split over the threads in 1 MiB slices, so every thread streams), so that
- * every piece comes from memory. */
-typedef struct stream_buffer {
-    uint64_t *words;
-    size_t n_pieces, next;
-} stream_buffer;
-
-#define SLICE_WORDS ((size_t)1 << 17) /* 1 MiB */
-#define PIECE_SLICES 16
-
-static void stream_init(stream_buffer *sb, size_t mb) {
-    sb->n_pieces = mb / 16 ? mb / 16 : 1;
-    size_t slices = sb->n_pieces * PIECE_SLICES;
-    sb->words = xmalloc(slices * SLICE_WORDS * sizeof(uint64_t));
-    sb->next = 0;
-    const long n = (long)slices;
-#pragma omp parallel for schedule(static)
-    for (long b = 0; b < n; b++) /* first touch by the thread that will read it */
-        for (size_t i = 0; i < SLICE_WORDS; i++) sb->words[(size_t)b * SLICE_WORDS + i] = (size_t)b * SLICE_WORDS + i;
-}
-
-/* GB/s of reading pieces until min_s have passed. */
-static double time_stream(stream_buffer *sb, double min_s) {
-    size_t bytes = 0;
-    uint64_t total = 0;
-    double t0 = now(), t;
-    do {
-        const uint64_t *piece = sb->words + sb->next * PIECE_SLICES * SLICE_WORDS;
-#pragma omp parallel for schedule(static) reduction(+ : total)
-        for (int b = 0; b < PIECE_SLICES; b++) total += sum_words(piece + (size_t)b * SLICE_WORDS, SLICE_WORDS);
-        bytes += PIECE_SLICES * SLICE_WORDS * sizeof(uint64_t);
-        sb->next = (sb->next + 1) % sb->n_pieces;
-    } while ((t = now() - t0) < min_s);
-    sink = total;
-    return (double)bytes / t / 1e9;
-}
 
 /* ------------------------------------------------------------------ products */
 
@@ -217,22 +112,15 @@ static void product(int method, float *y, const float *x, const weights_pool *p,
 static double time_products(int method, float *y, const float *x, const weights_pool *p, int rows, int in, int out,
                             double min_s, int *next_copy) {
     int count = 0;
-    double t0 = now(), t;
+    double t0 = bench_now(), t;
     do {
         product(method, y, x, p, *next_copy, rows, in, out);
         *next_copy = (*next_copy + 1) % p->copies;
         count++;
-    } while ((t = now() - t0) < min_s || count < 2);
+    } while ((t = bench_now() - t0) < min_s || count < 2);
     return t / count;
 }
 
-static void sort_ascending(double *v, int n) {
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
-            double t = v[j];
-            v[j] = v[j - 1], v[j - 1] = t;
-        }
-}
 
 /* max |a - b| / max |b| */
 static double rel_diff(const float *a, const float *b, size_t n) {
@@ -347,7 +235,7 @@ int main(int argc, char **argv) {
 
     threads_init(o.threads);
     char cpu[256];
-    cpu_model(cpu, sizeof cpu);
+    bench_cpu_model(cpu, sizeof cpu);
     printf("bench_matvec: %s, %d threads\n", cpu, threads_count());
     if (chosen_isa == matvec_isa_best()) printf("  our kernel      %s\n", matvec_kernel_name());
     else printf("  our kernel      %s (forced; auto runs %s)\n", matvec_isa_name(chosen_isa), matvec_kernel_name());
@@ -369,7 +257,7 @@ int main(int argc, char **argv) {
     figure fig[N_SHAPES][MAX_ROW_COUNTS][N_METHODS];
     double diff_f32[N_SHAPES][MAX_ROW_COUNTS], diff_bf16[N_SHAPES][MAX_ROW_COUNTS];
     uint64_t seed = 0x9e3779b97f4a7c15ull;
-    float *x = xmalloc((size_t)MAX_ROWS * 5120 * sizeof(float));
+    float *x = bench_alloc("bench_matvec", (size_t)MAX_ROWS * 5120 * sizeof(float));
     fill_random(x, (size_t)MAX_ROWS * 5120, 2.0f, &seed);
 
     for (int s = 0; s < N_SHAPES; s++) {
@@ -382,8 +270,8 @@ int main(int argc, char **argv) {
         p.bf16 = malloc(p.copies * sizeof *p.bf16);
         if (!p.f32 || !p.bf16) return 1;
         for (int c = 0; c < p.copies; c++) {
-            p.f32[c] = xmalloc(nw * sizeof(float));
-            p.bf16[c] = xmalloc(nw * sizeof(uint16_t));
+            p.f32[c] = bench_alloc("bench_matvec", nw * sizeof(float));
+            p.bf16[c] = bench_alloc("bench_matvec", nw * sizeof(uint16_t));
             if (c == 0) {
                 fill_random(p.f32[0], nw, 0.05f, &seed);
                 convert_from_f32(p.bf16[0], DTYPE_BF16, p.f32[0], nw, &st);
@@ -393,7 +281,7 @@ int main(int argc, char **argv) {
             }
         }
         float *y[N_METHODS];
-        for (int m = 0; m < N_METHODS; m++) y[m] = xmalloc((size_t)MAX_ROWS * out * sizeof(float));
+        for (int m = 0; m < N_METHODS; m++) y[m] = bench_alloc("bench_matvec", (size_t)MAX_ROWS * out * sizeof(float));
         for (int ri = 0; ri < n_rows; ri++) {
             const int rows = row_counts[ri];
             for (int m = 0; m < N_METHODS; m++) product(m, y[m], x, &p, 0, rows, in, out); /* warm up, check */
@@ -407,7 +295,7 @@ int main(int argc, char **argv) {
                     t[m][r] = time_products(m, y[m], x, &p, rows, in, out, o.min_ms / 1e3, &next_copy);
             }
             for (int m = 0; m < N_METHODS; m++) {
-                sort_ascending(t[m], o.reps);
+                bench_sort(t[m], o.reps);
                 fig[s][ri][m] = (figure){t[m][0], t[m][o.reps / 2]};
             }
         }
@@ -422,8 +310,8 @@ int main(int argc, char **argv) {
         fflush(stdout);
     }
     free(x);
-    free(sb.words);
-    sort_ascending(floors, n_floors);
+    stream_free(&sb);
+    bench_sort(floors, n_floors);
     const double bw = floors[n_floors - 1] * 1e9;
     printf("  memory floor    streaming read of a %zu MB buffer, %d threads, timed with the products: %.1f GB/s best, "
            "%.1f median, %.1f worst (the best is used)\n\n",

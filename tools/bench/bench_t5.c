@@ -38,11 +38,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
 
 #include "args.h"
+#include "bench_util.h"
 #include "cpu_features.h"
 #include "llm_stage.h"
 #include "matvec_bf16.h"
@@ -53,26 +51,13 @@
 #define MAX_BEAMS 16 /* rows of a timed step: matvec's design range */
 #define MAX_REPS 32
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static size_t total_bytes;
 
-static void *xmalloc(size_t n) {
-    void *p = malloc(n);
-    if (!p) {
-        fprintf(stderr, "bench_t5: out of memory after %.1f GB\n", total_bytes / 1e9);
-        exit(1);
-    }
-    return p;
-}
 
 /* Uniform in [-scale/2, scale/2), from a xorshift: filling 11 GB with rand_r is too slow. */
 static float *random_floats(size_t n, float scale, uint64_t *state) {
-    float *p = xmalloc(n * sizeof(float));
+    float *p = bench_alloc("bench_t5", n * sizeof(float));
     total_bytes += n * sizeof(float);
     uint64_t x = *state;
     for (size_t i = 0; i < n; i++) {
@@ -84,7 +69,7 @@ static float *random_floats(size_t n, float scale, uint64_t *state) {
 }
 
 static float *constant_floats(size_t n, float v) {
-    float *p = xmalloc(n * sizeof(float));
+    float *p = bench_alloc("bench_t5", n * sizeof(float));
     total_bytes += n * sizeof(float);
     for (size_t i = 0; i < n; i++) p[i] = v;
     return p;
@@ -155,75 +140,6 @@ static double model_elems(const t5_config *c) {
 
 /* ------------------------------------------------------------------ the floor (as bench_matvec) */
 
-#if defined(__x86_64__) || defined(__i386__)
-__attribute__((target("avx2"))) static uint64_t sum_avx2(const uint64_t *p, size_t n) {
-    const size_t q = n / 4;
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i < q; i += 8) {
-        a0 = _mm256_add_epi64(a0, _mm256_add_epi64(_mm256_load_si256((const __m256i *)(p + i)),
-                                                   _mm256_load_si256((const __m256i *)(p + i + 4))));
-        a1 = _mm256_add_epi64(a1, _mm256_add_epi64(_mm256_load_si256((const __m256i *)(p + q + i)),
-                                                   _mm256_load_si256((const __m256i *)(p + q + i + 4))));
-        a2 = _mm256_add_epi64(a2, _mm256_add_epi64(_mm256_load_si256((const __m256i *)(p + 2 * q + i)),
-                                                   _mm256_load_si256((const __m256i *)(p + 2 * q + i + 4))));
-        a3 = _mm256_add_epi64(a3, _mm256_add_epi64(_mm256_load_si256((const __m256i *)(p + 3 * q + i)),
-                                                   _mm256_load_si256((const __m256i *)(p + 3 * q + i + 4))));
-    }
-    a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
-    uint64_t lanes[4];
-    _mm256_storeu_si256((__m256i *)lanes, a0);
-    return lanes[0] + lanes[1] + lanes[2] + lanes[3];
-}
-#endif
-
-/* The sum of n words (a multiple of 32) read as 4 streams side by side. */
-static uint64_t sum_words(const uint64_t *p, size_t n) {
-#if defined(__x86_64__) || defined(__i386__)
-    if (__builtin_cpu_supports("avx2")) return sum_avx2(p, n);
-#endif
-    const size_t q = n / 4;
-    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (size_t i = 0; i < q; i++) s0 += p[i], s1 += p[q + i], s2 += p[2 * q + i], s3 += p[3 * q + i];
-    return s0 + s1 + s2 + s3;
-}
-
-static volatile uint64_t sink;
-
-#define SLICE_WORDS ((size_t)1 << 17) /* 1 MiB */
-#define PIECE_SLICES 16
-
-typedef struct stream_buffer {
-    uint64_t *words;
-    size_t n_pieces, next;
-} stream_buffer;
-
-static void stream_init(stream_buffer *sb, size_t mb) {
-    sb->n_pieces = mb / 16 ? mb / 16 : 1;
-    size_t slices = sb->n_pieces * PIECE_SLICES;
-    sb->words = aligned_alloc(64, slices * SLICE_WORDS * sizeof(uint64_t));
-    if (!sb->words) exit(1);
-    sb->next = 0;
-    const long n = (long)slices;
-#pragma omp parallel for schedule(static)
-    for (long b = 0; b < n; b++) /* first touch by the thread that will read it */
-        for (size_t i = 0; i < SLICE_WORDS; i++) sb->words[(size_t)b * SLICE_WORDS + i] = (size_t)b * SLICE_WORDS + i;
-}
-
-/* GB/s of reading 16 MiB pieces in order until min_s have passed. */
-static double time_stream(stream_buffer *sb, double min_s) {
-    size_t bytes = 0;
-    uint64_t total = 0;
-    double t0 = now(), t;
-    do {
-        const uint64_t *piece = sb->words + sb->next * PIECE_SLICES * SLICE_WORDS;
-#pragma omp parallel for schedule(static) reduction(+ : total)
-        for (int b = 0; b < PIECE_SLICES; b++) total += sum_words(piece + (size_t)b * SLICE_WORDS, SLICE_WORDS);
-        bytes += PIECE_SLICES * SLICE_WORDS * sizeof(uint64_t);
-        sb->next = (sb->next + 1) % sb->n_pieces;
-    } while ((t = now() - t0) < min_s);
-    sink = total;
-    return (double)bytes / t / 1e9;
-}
 
 /* ------------------------------------------------------------------ steps */
 
@@ -239,10 +155,10 @@ static double time_steps(const t5_model *m, const float *enc, int enc_len, int b
     int32_t tokens[MAX_BEAMS];
     int src[MAX_BEAMS];
     for (int r = 0; r < beams; r++) tokens[r] = 0;
-    float *logits = xmalloc((size_t)beams * m->cfg.vocab_size * sizeof(float));
+    float *logits = bench_alloc("bench_t5", (size_t)beams * m->cfg.vocab_size * sizeof(float));
     double t = 0;
     for (int s = 0; s <= steps; s++) {
-        double t0 = now();
+        double t0 = bench_now();
         if (t5_decoder_step(m, &dec, tokens, logits, a, &st)) {
             fprintf(stderr, "bench_t5: %s\n", st.msg);
             exit(1);
@@ -254,7 +170,7 @@ static double time_steps(const t5_model *m, const float *enc, int enc_len, int b
                 exit(1);
             }
         }
-        if (s > 0) t += now() - t0;
+        if (s > 0) t += bench_now() - t0;
         arena_reset(a);
         for (int r = 0; r < beams; r++) tokens[r] = 3 + (s * 7 + r * 13) % 1000;
     }
@@ -268,7 +184,7 @@ static double step_diff(const t5_model *ma, const t5_model *mb, const float *enc
     lion_status st;
     t5_decoder da, db;
     const size_t n = (size_t)beams * ma->cfg.vocab_size;
-    float *la = xmalloc(n * sizeof(float)), *lb = xmalloc(n * sizeof(float));
+    float *la = bench_alloc("bench_t5", n * sizeof(float)), *lb = bench_alloc("bench_t5", n * sizeof(float));
     int32_t tokens[MAX_BEAMS];
     for (int r = 0; r < beams; r++) tokens[r] = 3 + r * 13;
     if (t5_decoder_init(&da, ma, enc, NULL, 1, enc_len, beams, 1, 1, &st) ||
@@ -304,31 +220,7 @@ static double rss_bytes(void) {
     return kb * 1024;
 }
 
-static void cpu_model(char *buf, size_t len) {
-    snprintf(buf, len, "unknown CPU");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "model name", 10) == 0) {
-            const char *v = strchr(line, ':');
-            if (v) {
-                v++;
-                while (*v == ' ' || *v == '\t') v++;
-                snprintf(buf, len, "%.*s", (int)strcspn(v, "\n"), v);
-            }
-            break;
-        }
-    fclose(f);
-}
 
-static void sort_ascending(double *v, int n) {
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
-            double t = v[j];
-            v[j] = v[j - 1], v[j - 1] = t;
-        }
-}
 
 /* ------------------------------------------------------------------ options */
 
@@ -408,26 +300,26 @@ static int bench_model(const bench_options *o, const int *beam_counts, int n_bea
     threads_init(o->threads);
     const double rss0 = rss_bytes();
     llm_stage s;
-    double t0 = now();
+    double t0 = bench_now();
     if (llm_stage_open_with(&s, o->model, o->precision, &st)) {
         fprintf(stderr, "bench_t5: %s\n", st.msg);
         return 1;
     }
-    const double t_load = now() - t0, rss_load = rss_bytes() - rss0;
+    const double t_load = bench_now() - t0, rss_load = rss_bytes() - rss0;
     t5_model *m = &s.t5;
     const t5_config c = m->cfg;
     const int bf16 = m->step_bf16, enc_len = 289 + o->tokens;
     uint64_t seed = 0x9e3779b97f4a7c15ull;
     float *x = random_floats((size_t)enc_len * c.d_model, 1.0f, &seed);
-    float *enc = xmalloc((size_t)enc_len * c.d_model * sizeof(float));
+    float *enc = bench_alloc("bench_t5", (size_t)enc_len * c.d_model * sizeof(float));
     arena a;
     arena_init(&a, 0);
-    t0 = now();
+    t0 = bench_now();
     if (t5_encode(m, x, NULL, 1, enc_len, 1, enc, &a, &st)) {
         fprintf(stderr, "bench_t5: %s\n", st.msg);
         return 1;
     }
-    const double t_enc = now() - t0;
+    const double t_enc = bench_now() - t0;
     arena_reset(&a);
     (void)time_steps(m, enc, enc_len, 1, 1, &a); /* every weight page touched once */
     const double rss_serving = rss_bytes() - rss0;
@@ -448,15 +340,15 @@ static int bench_model(const bench_options *o, const int *beam_counts, int n_bea
         }
     double bw = o->bandwidth * 1e9;
     if (o->bandwidth <= 0) {
-        sort_ascending(floors, n_floors);
+        bench_sort(floors, n_floors);
         bw = floors[n_floors - 1] * 1e9;
-        free(sb.words);
+        stream_free(&sb);
     }
     const double matrices = step_matrix_elems(&c), others = step_other_elems(&c);
     const double step_bytes = bf16 ? 2.0 * matrices + 4.0 * others : 4.0 * (matrices + others);
     const double all_bf16 = 2.0 * (model_elems(&c) + (s.embedder.soft_prompt_hint ? c.d_model : 0));
     char cpu[256];
-    cpu_model(cpu, sizeof cpu);
+    bench_cpu_model(cpu, sizeof cpu);
     printf("bench_t5 --model %s: d_model %d, d_ff %d, %d + %d layers, vocab %d; precision %s; threads %d\n", o->model,
            c.d_model, c.d_ff, c.encoder_layers, c.decoder_layers, c.vocab_size, precision_name(o->precision),
            threads_count());
@@ -476,7 +368,7 @@ static int bench_model(const bench_options *o, const int *beam_counts, int n_bea
     for (int bi = 0; bi < n_beams; bi++)
         for (int mo = 0; mo < N_MODES; mo++) {
             if (mo != mode && !(mo == MODE_BLAS && !bf16)) continue;
-            sort_ascending(t[mo][bi], o->reps);
+            bench_sort(t[mo][bi], o->reps);
             const double best = t[mo][bi][0], median = t[mo][bi][o->reps / 2];
             printf("| %d | %s | %.1f | %.1f | %.1f | %.2f |\n", beam_counts[bi],
                    mo == MODE_MATVEC && beam_counts[bi] == 1 ? "f32 (sgemv)" : mode_names[mo], best * 1e3,
@@ -521,24 +413,24 @@ int main(int argc, char **argv) {
     const double rss0 = rss_bytes();
     uint64_t seed = 0x9e3779b97f4a7c15ull;
     t5_model m = {.cfg = c};
-    double t0 = now();
+    double t0 = bench_now();
     m.shared = random_floats((size_t)c.vocab_size * c.d_model, 1.0f, &seed);
     m.lm_head = random_floats((size_t)c.vocab_size * c.d_model, 0.05f, &seed);
     random_stack(&m.encoder, &c, layers, 0, &seed);
     random_stack(&m.decoder, &c, layers, 1, &seed);
-    const double t_fill = now() - t0, rss_f32 = rss_bytes() - rss0;
+    const double t_fill = bench_now() - t0, rss_f32 = rss_bytes() - rss0;
 
     const int enc_len = 289 + text_tokens;
     float *x = random_floats((size_t)enc_len * c.d_model, 1.0f, &seed);
-    float *enc = xmalloc((size_t)enc_len * c.d_model * sizeof(float));
+    float *enc = bench_alloc("bench_t5", (size_t)enc_len * c.d_model * sizeof(float));
     arena a;
     arena_init(&a, 0);
-    t0 = now();
+    t0 = bench_now();
     if (t5_encode(&m, x, NULL, 1, enc_len, 1, enc, &a, &st)) {
         fprintf(stderr, "bench_t5: %s\n", st.msg);
         return 1;
     }
-    const double t_enc = now() - t0;
+    const double t_enc = bench_now() - t0;
     arena_reset(&a);
     const double inner = (double)c.heads * c.d_kv;
     const double enc_flops = layers * (2.0 * enc_len * (4 * c.d_model * inner + 3.0 * c.d_model * c.d_ff) +
@@ -548,15 +440,15 @@ int main(int argc, char **argv) {
     t5_model mv = m, mb = m;
     mv.step_matvec_f32 = 1;
     if (bf16) {
-        mb.decoder.layers = xmalloc((size_t)layers * sizeof *mb.decoder.layers);
+        mb.decoder.layers = bench_alloc("bench_t5", (size_t)layers * sizeof *mb.decoder.layers);
         memcpy(mb.decoder.layers, m.decoder.layers, (size_t)layers * sizeof *mb.decoder.layers);
         mb.bf16_owned = NULL, mb.n_bf16_owned = 0;
-        t0 = now();
+        t0 = bench_now();
         if (t5_decoder_to_bf16(&mb, &st)) {
             fprintf(stderr, "bench_t5: %s\n", st.msg);
             return 1;
         }
-        printf("bench_t5: decoder step converted to bf16 in %.1f s\n", now() - t0);
+        printf("bench_t5: decoder step converted to bf16 in %.1f s\n", bench_now() - t0);
     }
     const t5_model *models[N_MODES] = {&m, &mv, bf16 ? &mb : NULL};
     static const char *const mode_words[N_MODES] = {"openblas", "matvec", "bf16"};
@@ -582,9 +474,9 @@ int main(int argc, char **argv) {
         }
     double bw = o.bandwidth * 1e9, bw_median = bw, bw_worst = bw;
     if (o.bandwidth <= 0) {
-        sort_ascending(floors, n_floors);
+        bench_sort(floors, n_floors);
         bw = floors[n_floors - 1] * 1e9, bw_median = floors[n_floors / 2] * 1e9, bw_worst = floors[0] * 1e9;
-        free(sb.words);
+        stream_free(&sb);
     }
 
     /* the bf16 mode's RSS: the decoder step's f32 matrices freed, as a bf16 llm worker never has them */
@@ -601,7 +493,7 @@ int main(int argc, char **argv) {
     }
 
     char cpu[256];
-    cpu_model(cpu, sizeof cpu);
+    bench_cpu_model(cpu, sizeof cpu);
     const double bytes_f32 = 4.0 * (matrices + others), bytes_bf16 = 2.0 * matrices + 4.0 * others;
     const double kv_bytes = 2.0 * layers * enc_len * inner * 4.0;
     printf("bench_t5: FlanT5-XL dims + 2 adapters, %d + %d layers, f32 weights %.2f GB (filled in %.1f s), threads %d\n",
@@ -627,7 +519,7 @@ int main(int argc, char **argv) {
         double blas_best = 0, blas_median = 0;
         for (int mo = 0; mo < N_MODES; mo++) {
             if (!models[mo] || (mo == MODE_MATVEC && beam_counts[bi] == 1)) continue;
-            sort_ascending(t[mo][bi], o.reps);
+            bench_sort(t[mo][bi], o.reps);
             const double best = t[mo][bi][0], median = t[mo][bi][o.reps / 2];
             const double bytes = mo == MODE_BF16 ? bytes_bf16 : bytes_f32;
             if (mo == MODE_BLAS) blas_best = best, blas_median = median;

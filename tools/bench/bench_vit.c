@@ -11,15 +11,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "args.h"
 #include "threads.h"
 #include "vit.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static float *random_floats(size_t n, float scale, unsigned *seed) {
     float *p = malloc(n * sizeof(float));
@@ -34,10 +30,10 @@ static float *random_floats(size_t n, float scale, unsigned *seed) {
 static double sgemm_peak(int n) {
     float *a = calloc((size_t)n * n, 4), *b = calloc((size_t)n * n, 4), *c = calloc((size_t)n * n, 4);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    double t = now();
+    double t = bench_now();
     int reps = 3;
     for (int r = 0; r < reps; r++) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    t = now() - t;
+    t = bench_now() - t;
     free(a), free(b), free(c);
     return 2.0 * n * n * (double)n * reps / t / 1e9;
 }
@@ -119,9 +115,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_vit: %s\n", st.msg);
         return 1;
     }
-    double t = now();
+    double t = bench_now();
     for (int r = 0; r < iters; r++) vit_forward(&m, pixels, batch, layers, 3, outs, &a, &st);
-    t = (now() - t) / iters;
+    t = (bench_now() - t) / iters;
     double peak = sgemm_peak(2048);
     printf("bench_vit: EVA ViT-g depth %d, batch %d, threads %d\n", depth, batch, threads_count());
     printf("  forward        %.3f s  (%.3f s per image)\n", t, t / batch);

@@ -1,0 +1,27 @@
+/* bench_util.h - what every benchmark measures besides its own subject: the clock, the CPU
+ * model, and the memory-bandwidth floor (a streaming read measured in the same process, so
+ * that a bandwidth-bound figure is a ratio to what this machine does right now). */
+#ifndef LION_BENCH_UTIL_H
+#define LION_BENCH_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+double bench_now(void);                       /* seconds, monotonic */
+void *bench_alloc(const char *who, size_t n); /* 64-byte aligned; exits when out of memory */
+void bench_cpu_model(char *buf, size_t len);  /* /proc/cpuinfo's model name */
+void bench_sort(double *v, int n);            /* ascending */
+
+/* A buffer far beyond the caches, read in 16 MiB pieces in order (each piece split over the
+ * threads in 1 MiB slices, each read as 4 streams side by side: one stream per core leaves
+ * bandwidth unused, ~35% less here), so that every piece comes from memory. */
+typedef struct stream_buffer {
+    uint64_t *words;
+    size_t n_pieces, next;
+} stream_buffer;
+
+void stream_init(stream_buffer *sb, size_t mb); /* first touch by the thread that reads it */
+double time_stream(stream_buffer *sb, double min_s); /* GB/s over at least min_s */
+void stream_free(stream_buffer *sb);
+
+#endif
