@@ -187,26 +187,47 @@ static int metric_reaches(int port, const char *series, double want, int timeout
     return 0;
 }
 
+/* A gateway on fresh loopback ports with a stub worker per stage (the llm one named
+ * llm_replica, taking llm_delay_ms per job), started and ready; port 0 when it did not
+ * become ready. extra: more gateway flags, NULL-terminated. */
+typedef struct test_gateway {
+    int port;
+    char ep[5][64]; /* the stage endpoints, [1..4] */
+} test_gateway;
+
+static test_gateway start_gateway_with(const char *const *extra, const char *llm_replica, const char *llm_delay_ms) {
+    test_gateway g;
+    g.port = free_port();
+    char listen[64], gw_bin[4096];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", g.port);
+    for (int s = 1; s <= 4; s++) snprintf(g.ep[s], sizeof g.ep[s], "tcp://127.0.0.1:%d", free_port());
+    const char *bin_dir = getenv("LION_BIN_DIR");
+    snprintf(gw_bin, sizeof gw_bin, "%s/lion-gateway", bin_dir ? bin_dir : "build/services");
+    const char *argv[32] = {gw_bin, "--listen", listen, "--vision", g.ep[1], "--tagger", g.ep[2], "--aggregator",
+                            g.ep[3], "--llm", g.ep[4], "--heartbeat-ms", "100"};
+    int n = 13;
+    for (int i = 0; extra && extra[i] && n < 31; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    CHECK(spawn(argv) > 0);
+    spawn_stub("vision", g.ep[1], "vision-1", "0", "4");
+    spawn_stub("tagger", g.ep[2], "tagger-1", "0", "4");
+    spawn_stub("aggregator", g.ep[3], "aggregator-1", "0", "4");
+    spawn_stub("llm", g.ep[4], llm_replica, llm_delay_ms, "4");
+    if (wait_ready(g.port, 200, "\"llm\":1", 15000) != 0) {
+        CHECK_MSG(0, "the gateway did not become ready");
+        g.port = 0;
+    }
+    return g;
+}
+
+static int start_gateway(const char *const *extra) { return start_gateway_with(extra, "llm-1", "0").port; }
+
 /* A client that leaves cancels its request through the pipeline: the llm worker holding the
  * job gets CANCEL, drops it (the stub checks every 10 ms of its 3 s delay) and its credit
  * comes back long before the job would have ended. */
 static void scenario_cancel(void) {
-    int port = free_port();
-    char listen[64], ep[5][64];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    for (int s = 1; s <= 4; s++) snprintf(ep[s], sizeof ep[s], "tcp://127.0.0.1:%d", free_port());
-    char gw_bin[4096];
-    const char *bin_dir = getenv("LION_BIN_DIR");
-    snprintf(gw_bin, sizeof gw_bin, "%s/lion-gateway", bin_dir ? bin_dir : "build/services");
-    const char *argv[] = {gw_bin, "--listen", listen, "--vision", ep[1], "--tagger", ep[2], "--aggregator", ep[3],
-                          "--llm", ep[4], "--heartbeat-ms", "100", NULL};
-    CHECK(spawn(argv) > 0);
-    spawn_stub("vision", ep[1], "vision-1", "0", "4");
-    spawn_stub("tagger", ep[2], "tagger-1", "0", "4");
-    spawn_stub("aggregator", ep[3], "aggregator-1", "0", "4");
-    spawn_stub("llm", ep[4], "llm-slow", "3000", "4");
-    if (wait_ready(port, 200, "\"llm\":1", 15000) != 0) {
-        CHECK_MSG(0, "the gateway did not become ready");
+    const int port = start_gateway_with(NULL, "llm-slow", "3000").port;
+    if (!port) {
         stop_all();
         return;
     }
@@ -235,29 +256,6 @@ static void scenario_cancel(void) {
     CHECK_EQ_INT(stop_all(), 0);
 }
 
-/* Starts a gateway with its stubs on fresh ports; returns its HTTP port (0 when it did not
- * become ready). extra: more gateway flags, NULL-terminated. */
-static int start_gateway(const char *const *extra) {
-    int port = free_port();
-    static char listen[64], ep[5][64], gw_bin[4096];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    for (int s = 1; s <= 4; s++) snprintf(ep[s], sizeof ep[s], "tcp://127.0.0.1:%d", free_port());
-    const char *bin_dir = getenv("LION_BIN_DIR");
-    snprintf(gw_bin, sizeof gw_bin, "%s/lion-gateway", bin_dir ? bin_dir : "build/services");
-    const char *argv[32] = {gw_bin, "--listen", listen, "--vision", ep[1], "--tagger", ep[2], "--aggregator", ep[3],
-                            "--llm", ep[4], "--heartbeat-ms", "100"};
-    int n = 13;
-    for (int i = 0; extra && extra[i] && n < 31; i++) argv[n++] = extra[i];
-    argv[n] = NULL;
-    CHECK(spawn(argv) > 0);
-    static const char *const names[] = {"", "vision", "tagger", "aggregator", "llm"};
-    for (int s = 1; s <= 4; s++) {
-        char replica[32];
-        snprintf(replica, sizeof replica, "%s-1", names[s]);
-        spawn_stub(names[s], ep[s], replica, "0", "4");
-    }
-    return wait_ready(port, 200, "\"llm\":1", 15000) == 0 ? port : 0;
-}
 
 /* A request with an Authorization header (NULL: none). */
 static int http_auth(int port, const char *path, const char *body, const char *authorization, reply *r) {
@@ -365,21 +363,10 @@ static void scenario_http_edge(void) {
 /* A worker that holds a job past the job timeout: the job goes to another replica (attempt
  * 1), the first is told CANCEL and gets no new job until it answers; counted. */
 static void scenario_stuck_worker(void) {
-    int port = free_port();
-    char listen[64], ep[5][64], gw_bin[4096];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    for (int s = 1; s <= 4; s++) snprintf(ep[s], sizeof ep[s], "tcp://127.0.0.1:%d", free_port());
-    const char *bin_dir = getenv("LION_BIN_DIR");
-    snprintf(gw_bin, sizeof gw_bin, "%s/lion-gateway", bin_dir ? bin_dir : "build/services");
-    const char *argv[] = {gw_bin, "--listen", listen, "--vision", ep[1], "--tagger", ep[2], "--aggregator", ep[3],
-                          "--llm", ep[4], "--heartbeat-ms", "100", "--job-timeout-ms", "400", NULL};
-    CHECK(spawn(argv) > 0);
-    spawn_stub("vision", ep[1], "vision-1", "0", "4");
-    spawn_stub("tagger", ep[2], "tagger-1", "0", "4");
-    spawn_stub("aggregator", ep[3], "aggregator-1", "0", "4");
-    spawn_stub("llm", ep[4], "llm-stuck", "20000", "4");
-    if (wait_ready(port, 200, "\"llm\":1", 15000) != 0) {
-        CHECK_MSG(0, "the gateway did not become ready");
+    const char *extra[] = {"--job-timeout-ms", "400", NULL};
+    const test_gateway g = start_gateway_with(extra, "llm-stuck", "20000");
+    const int port = g.port;
+    if (!port) {
         stop_all();
         return;
     }
@@ -390,7 +377,7 @@ static void scenario_stuck_worker(void) {
     CHECK(fd >= 0 && send_all(fd, req, len) == 0);
     const int64_t sent = clock_mono_us();
     CHECK(metric_reaches(port, "lion_jobs_outstanding{stage=\"llm\"}", 1, 3000));
-    spawn_stub("llm", ep[4], "llm-fast", "0", "4");
+    spawn_stub("llm", g.ep[4], "llm-fast", "0", "4");
     reply r;
     CHECK(read_reply(fd, &r, 8000) == 0);
     CHECK_EQ_INT(r.status, 200);

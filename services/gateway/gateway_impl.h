@@ -12,6 +12,7 @@
 #ifndef LION_GATEWAY_IMPL_H
 #define LION_GATEWAY_IMPL_H
 
+#include <cjson/cJSON.h>
 #include <http_parser.h>
 #include <stdint.h>
 #include <uv.h>
@@ -268,6 +269,17 @@ void http_server_sweep_idle(struct gateway *gw, int64_t now_us);
 
 /* Handles one complete HTTP request (answers now, or later through its request). */
 void api_handle(struct gateway *gw, struct http_conn *c, const http_request_view *req);
+/* The JSON body (freed here) with the status; an error body in the shape both our clients
+ * and OpenAI's read: {"error": {"code", "message", "type", "param"}}. */
+void api_respond_json(struct http_conn *c, int status, cJSON *root, int retry_after_s);
+cJSON *api_error_json(int http_status, const char *code_name, const char *message, const char *param);
+
+/* --- answers (answer.c) ------------------------------------------------------------------ */
+
+/* request_done_fn: the answer or the failure to the request's connection, if still there. */
+void answer_done(request *r, int http_status, const lion_status *st);
+/* request_text_fn: a streamed request's new text. */
+void answer_stream_text(request *r, const char *text, size_t len);
 /* {"error": {"code": ..., "message": ...}} with the status. */
 void api_respond_error(struct gateway *gw, struct http_conn *c, int http_status, int code,
                        const char *message);
