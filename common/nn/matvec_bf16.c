@@ -2,6 +2,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -371,10 +372,19 @@ int matvec_isa_supported(matvec_isa isa) {
     }
 }
 
+static matvec_isa best_isa;
+static pthread_once_t best_once = PTHREAD_ONCE_INIT;
+
+static void find_best_isa(void) {
+    best_isa = matvec_isa_supported(MATVEC_AVX512) ? MATVEC_AVX512
+               : matvec_isa_supported(MATVEC_AVX2) ? MATVEC_AVX2
+                                                    : MATVEC_SCALAR;
+}
+
+/* Decided once: every product of every decode step asks. */
 matvec_isa matvec_isa_best(void) {
-    if (matvec_isa_supported(MATVEC_AVX512)) return MATVEC_AVX512;
-    if (matvec_isa_supported(MATVEC_AVX2)) return MATVEC_AVX2;
-    return MATVEC_SCALAR;
+    pthread_once(&best_once, find_best_isa);
+    return best_isa;
 }
 
 static const char *const isa_names[MATVEC_ISA_COUNT] = {"auto", "scalar", "avx2", "avx512"};

@@ -45,12 +45,24 @@ int curve_keypair_generate(const char *path, const char *pub_path, curve_keypair
     int n = snprintf(text, sizeof text, "public: %s\nsecret: %s\n", out->public_key, out->secret_key);
     int rc = write(fd, text, (size_t)n) == n ? 0 : -1;
     memset(text, 0, sizeof text);
-    if (close(fd) != 0 || rc != 0) return lion_fail(st, LION_EIO, "%s: cannot write: %s", path, strerror(errno));
+    if (close(fd) != 0 || rc != 0) {
+        lion_fail(st, LION_EIO, "%s: cannot write: %s", path, strerror(errno));
+        unlink(path); /* no half-written pair blocks the next try (O_EXCL) */
+        return -1;
+    }
     fd = open(pub_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return lion_fail(st, LION_EIO, "%s: cannot create: %s", pub_path, strerror(errno));
-    n = snprintf(text, sizeof text, "%s\n", out->public_key);
-    rc = write(fd, text, (size_t)n) == n ? 0 : -1;
-    if (close(fd) != 0 || rc != 0) return lion_fail(st, LION_EIO, "%s: cannot write: %s", pub_path, strerror(errno));
+    rc = fd < 0 ? -1 : 0;
+    if (fd >= 0) {
+        n = snprintf(text, sizeof text, "%s\n", out->public_key);
+        rc = write(fd, text, (size_t)n) == n ? 0 : -1;
+        if (close(fd) != 0) rc = -1;
+    }
+    if (rc != 0) {
+        lion_fail(st, LION_EIO, "%s: cannot write: %s", pub_path, strerror(errno));
+        unlink(path);
+        unlink(pub_path);
+        return -1;
+    }
     return 0;
 }
 

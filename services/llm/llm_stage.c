@@ -432,7 +432,8 @@ int llm_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
             if (js[k].ready && same_group(&js[i], &js[k])) members[m++] = k;
         lion_status gst;
         if (run_group(s, jobs, js, members, m, &gst))
-            for (int k = 0; k < m; k++) worker_job_fail(&jobs[members[k]], gst.code, "%s", gst.msg);
+            for (int k = 0; k < m; k++) /* a job that failed on its own keeps its own reason */
+                if (!js[members[k]].failed) worker_job_fail(&jobs[members[k]], gst.code, "%s", gst.msg);
         for (int k = 0; k < m; k++) js[members[k]].ready = 0;
     }
     for (int i = 0; i < n; i++) free(js[i].visual), free(js[i].ids), free(js[i].sent);
