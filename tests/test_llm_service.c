@@ -556,11 +556,11 @@ static void test_finish_reasons(fake_gateway *g, const expected_case *cases, int
     CHECK_MSG(tested, "no greedy case longer than 3 tokens");
 }
 
-/* Two streamed greedy jobs forced to 512 tokens are sent while a long job runs (its first
- * PARTIAL says so), so that they wait together and run as the next batch, in one group; the
- * first is cancelled at its first PARTIAL: it is
- * answered ERROR cancelled after a few steps, and the second, which streamed meanwhile,
- * answers what it answers alone. */
+/* Continuous batching with a cancel: two streamed greedy jobs forced to 512 tokens; the
+ * second is sent once the first streams (it joins the running batch), and the first is
+ * cancelled once the second streams too (both decoding in one batch): the first is answered
+ * ERROR cancelled after a few steps, and the second, which decoded beside it and then on
+ * its own, answers what it answers alone. */
 static void test_cancel(fake_gateway *g, const expected_case *cases) {
     job_spec a = cases[1].spec, b = cases[3].spec; /* both region-level: one group */
     job_spec *both[2] = {&a, &b};
@@ -589,41 +589,28 @@ static void test_cancel(fake_gateway *g, const expected_case *cases) {
     /* a PARTIAL per step that adds text, not the answer at its end */
     CHECK_MSG(alone.partials > LION_MAX_NEW_TOKENS / 4, "512 tokens streamed in %d PARTIALs", alone.partials);
 
-    job_spec blocker = a;
-    blocker.instruction = cases[5].spec.instruction;
     g->want_partials = 1;
-    send_job(g, "blocker", &blocker);
+    send_job(g, "cancel-a", &a);
     streamed fa, fb;
     memset(&fa, 0, sizeof fa);
     memset(&fb, 0, sizeof fb);
-    int blocker_done = 0, cancelled = 0, b_streamed_before_a_answer = 0, sent = 0;
-    while (!(blocker_done && fa.answered && fb.answered)) {
+    int cancelled = 0, b_sent = 0, b_streamed_before_a_answer = 0;
+    while (!(fa.answered && fb.answered)) {
         envelope_msg m;
         if (fake_gateway_recv(g, &m, 60000)) {
-            CHECK_MSG(0, "cancel: answers missing (blocker %d, a %d, b %d)", blocker_done, fa.answered, fb.answered);
+            CHECK_MSG(0, "cancel: answers missing (a %d, b %d)", fa.answered, fb.answered);
             break;
         }
         const char *id = m.env->request_id ? m.env->request_id : "";
         streamed *f = !strcmp(id, "cancel-a") ? &fa : !strcmp(id, "cancel-b") ? &fb : NULL;
-        if (!strcmp(id, "blocker")) {
-            if (m.env->kind == LION__KIND__PARTIAL) {
-                if (!sent) { /* it runs: the two jobs wait for it, together */
-                    send_job(g, "cancel-a", &a);
-                    send_job(g, "cancel-b", &b);
-                    sent = 1;
-                }
-            } else {
-                CHECK_MSG(m.env->kind == LION__KIND__RESULT && sent, "blocker: not a result, or no PARTIAL");
-                blocker_done = 1;
-                if (!sent) {
-                    envelope_msg_close(&m);
-                    break;
-                }
-            }
-        } else if (f && m.env->kind == LION__KIND__PARTIAL) {
+        if (f && m.env->kind == LION__KIND__PARTIAL) {
             streamed_add(f, &m);
+            if (f == &fa && !b_sent) { /* a decodes: b joins it */
+                send_job(g, "cancel-b", &b);
+                b_sent = 1;
+            }
             if (f == &fb && !fa.answered) b_streamed_before_a_answer = 1;
-            if (f == &fa && !cancelled) cancelled = fake_gateway_cancel(g, "cancel-a", LION__STAGE__LLM, 0) == 0;
+            if (f == &fb && !cancelled) cancelled = fake_gateway_cancel(g, "cancel-a", LION__STAGE__LLM, 0) == 0;
         } else if (f) {
             f->answer = m;
             f->answered = 1;
@@ -644,7 +631,7 @@ static void test_cancel(fake_gateway *g, const expected_case *cases) {
         CHECK_MSG(fa.n_ids >= 1 && fa.n_ids < LION_MAX_NEW_TOKENS / 2, "the cancelled job streamed %d tokens", fa.n_ids);
         envelope_msg_close(&fa.answer);
     }
-    CHECK_MSG(b_streamed_before_a_answer, "the two jobs did not run in one batch");
+    CHECK_MSG(b_streamed_before_a_answer, "the second job did not join the first one's running batch");
     const Lion__Sequence *got = check_streamed(&fb, "cancel-b", 1);
     if (got && want) {
         CHECK_MSG(got->n_token_ids == want->n_token_ids &&

@@ -441,7 +441,7 @@ static void test_errors(void) {
     CHECK_CONTAINS(st.msg, "empty input");
     t5_decoder dec;
     CHECK(t5_decoder_init(&dec, &m, out, mask, 2, 3, 1, 4, 0, &st) == -1);
-    CHECK_CONTAINS(st.msg, "batch row 1 has no unmasked encoder token");
+    CHECK_CONTAINS(st.msg, "batch row 1: t5_decoder: no unmasked encoder token");
     arena_free(&a);
     t5_free(&m);
     weights_close(&w);

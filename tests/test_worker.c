@@ -685,7 +685,7 @@ static void test_config_parse(void) {
     worker_stage stage = {.stage = 42, .process = toy_process};
     cfg.gateway = "tcp://127.0.0.1:9";
     CHECK_EQ_INT(worker_run(&cfg, &stage, &st), -1);
-    CHECK_CONTAINS(st.msg, "worker: stage 42 has no process function or is unknown");
+    CHECK_CONTAINS(st.msg, "worker: stage 42 has no process (or admit and step) function or is unknown");
 }
 
 int main(void) {

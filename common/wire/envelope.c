@@ -265,6 +265,14 @@ int envelope_set_prompt_tokens(Lion__Envelope *env, uint32_t n, lion_status *st)
     return 0;
 }
 
+int envelope_set_first_token(Lion__Envelope *env, int64_t unix_us, lion_status *st) {
+    Lion__Result *res = result_of(env);
+    if (!res) return lion_fail(st, LION_ENOMEM, "envelope_set_first_token: out of memory");
+    res->has_first_token_us = 1;
+    res->first_token_us = unix_us;
+    return 0;
+}
+
 int envelope_set_cache_hit(Lion__Envelope *env, int hit, lion_status *st) {
     Lion__Result *res = result_of(env);
     if (!res) return lion_fail(st, LION_ENOMEM, "envelope_set_cache_hit: out of memory");

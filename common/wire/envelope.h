@@ -106,6 +106,9 @@ int envelope_add_box(Lion__Sequence *seq, float x0, float y0, float x1, float y1
  * tokens generated for it, the decoder start id not counted. */
 void envelope_sequence_set_finish(Lion__Sequence *seq, int finish_reason, uint32_t generated_tokens);
 int envelope_set_prompt_tokens(Lion__Envelope *env, uint32_t n, lion_status *st);
+/* When the llm generated the job's first token (unix microseconds): the gateway's time to
+ * first token. */
+int envelope_set_first_token(Lion__Envelope *env, int64_t unix_us, lion_status *st);
 /* Whether the stage answered from its cache (vision, tagger). */
 int envelope_set_cache_hit(Lion__Envelope *env, int hit, lion_status *st);
 int envelope_add_tag(Lion__Envelope *env, const char *name, float score, lion_status *st);

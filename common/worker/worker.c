@@ -19,7 +19,9 @@ struct worker_output {
     tensor t;
 };
 
-/* A batch handed to the compute thread and back, by pointer over an inproc pipe. */
+/* A batch handed to the compute thread and back, by pointer over an inproc pipe. A
+ * process stage answers it whole (PIPE_BATCH_DONE); a continuous stage answers its jobs one
+ * by one (PIPE_JOB_DONE), and the batch is freed with its last answer. */
 typedef struct batch {
     int n;
     worker_job *jobs;
@@ -27,6 +29,8 @@ typedef struct batch {
     int rc;
     lion_status st;
     int64_t finish_us;
+    int left;           /* jobs not answered yet */
+    struct batch *next; /* the worker's list of batches in the compute thread */
 } batch;
 
 typedef struct pending_job {
@@ -36,10 +40,10 @@ typedef struct pending_job {
 
 /* What the compute thread sends the socket thread over the pipe, in order: the PARTIALs
  * of a running batch, then the batch itself when it is done. */
-enum { PIPE_BATCH_DONE = 1, PIPE_PARTIAL = 2 };
+enum { PIPE_BATCH_DONE = 1, PIPE_PARTIAL = 2, PIPE_JOB_DONE = 3 };
 typedef struct pipe_msg {
     int kind;
-    void *ptr; /* batch * or Lion__Envelope * (a PARTIAL to send and free) */
+    void *ptr; /* batch *, worker_job * or Lion__Envelope * (a PARTIAL to send and free) */
 } pipe_msg;
 
 typedef struct compute_args {
@@ -63,7 +67,9 @@ typedef struct worker {
     atomic_int compute_exited;
     pending_job *pending; /* FIFO of received jobs, capacity entries */
     int n_pending;
-    batch *running; /* NULL when the compute thread is idle */
+    batch *running;   /* batches in the compute thread (NULL: idle); a process stage has one
+                         at most, a continuous stage any number */
+    int running_jobs; /* their jobs not answered yet */
     int stopping;
     int bye_sent;
     int64_t last_heard_us; /* monotonic */
@@ -136,6 +142,23 @@ int worker_job_send_partial(worker_job *job, const char *text, const int32_t *id
 
 int worker_job_cancelled(const worker_job *job) { return atomic_load(&job->cancelled) != 0; }
 
+int worker_job_done(worker_job *job, lion_status *st) {
+    if (!job->pipe) return lion_fail(st, LION_EINTERNAL, "request %s: done outside the compute thread", job->env->request_id);
+    job->finish_us = clock_unix_us();
+    /* once sent, the socket thread owns the job (and may free it at once): nothing of it is
+     * touched after the send */
+    void *pipe = job->pipe;
+    job->pipe = NULL;
+    const char *id = job->env->request_id;
+    pipe_msg msg = {.kind = PIPE_JOB_DONE, .ptr = job};
+    int rc;
+    while ((rc = zmq_send(pipe, &msg, sizeof msg, 0)) < 0 && errno == EINTR) {}
+    if (rc != (int)sizeof msg)
+        return lion_fail(st, LION_EINTERNAL, "request %s: answer not handed to the socket thread: %s", id,
+                         zmq_strerror(errno));
+    return 0;
+}
+
 /* --- sending ---------------------------------------------------------------------------- */
 
 static void send_or_log(worker *w, Lion__Envelope *env, envelope_tensor *tensors, int n, int flags) {
@@ -145,7 +168,7 @@ static void send_or_log(worker *w, Lion__Envelope *env, envelope_tensor *tensors
                  st.msg);
 }
 
-static int in_flight(const worker *w) { return w->n_pending + (w->running ? w->running->n : 0); }
+static int in_flight(const worker *w) { return w->n_pending + w->running_jobs; }
 
 /* READY, HEARTBEAT and BYE: the worker's state, no request. */
 static void send_state(worker *w, Lion__Kind kind) {
@@ -163,6 +186,10 @@ static void send_state(worker *w, Lion__Kind kind) {
     if (w->stage->cache_stats) {
         w->stage->cache_stats(w->stage->ctx, &credit.cache_hits, &credit.cache_misses);
         credit.has_cache_hits = credit.has_cache_misses = 1;
+    }
+    if (w->stage->decode_stats) {
+        w->stage->decode_stats(w->stage->ctx, &credit.running_rows, &credit.kv_bytes, &credit.kv_budget_bytes);
+        credit.has_running_rows = credit.has_kv_bytes = credit.has_kv_budget_bytes = 1;
     }
     credit.precision = (char *)w->stage->precision; /* borrowed; NULL: not sent */
     credit.isa = (char *)w->stage->isa;
@@ -198,8 +225,8 @@ static void send_error(worker *w, const Lion__Envelope *job, int64_t receive_us,
 #define CANCELLED_MSG "cancelled by the gateway"
 
 /* Sends the RESULT of a job the stage finished, or an ERROR when it failed or was
- * cancelled while it ran. */
-static void send_outcome(worker *w, worker_job *job, const batch *b) {
+ * cancelled while it ran (b->rc: its whole batch failed). */
+static void send_outcome(worker *w, worker_job *job, const batch *b, int64_t finish_us) {
     if (worker_job_cancelled(job)) {
         send_error(w, job->env, job->receive_us, LION_ECANCELED, CANCELLED_MSG);
         return;
@@ -211,7 +238,7 @@ static void send_outcome(worker *w, worker_job *job, const batch *b) {
         return;
     }
     lion_status st;
-    if (envelope_add_hop(job->reply, w->cfg->service, w->cfg->replica_id, job->receive_us, b->finish_us, &st) != 0) {
+    if (envelope_add_hop(job->reply, w->cfg->service, w->cfg->replica_id, job->receive_us, finish_us, &st) != 0) {
         send_error(w, job->env, job->receive_us, st.code, st.msg);
         return;
     }
@@ -304,6 +331,7 @@ static void dispatch(worker *w) {
         job->inputs = job->msg->tensors;
         job->reply = reply;
         job->receive_us = p->receive_us;
+        job->batch = b;
         atomic_init(&job->cancelled, 0);
         lion_status_clear(&job->status);
         b->n++;
@@ -321,7 +349,36 @@ static void dispatch(worker *w) {
         batch_free(b);
         return;
     }
+    b->left = b->n;
+    b->next = w->running;
     w->running = b;
+    w->running_jobs += b->n;
+}
+
+/* Takes b out of the running list and frees it. */
+static void running_remove(worker *w, batch *b) {
+    for (batch **at = &w->running; *at; at = &(*at)->next)
+        if (*at == b) {
+            *at = b->next;
+            break;
+        }
+    w->running_jobs -= b->left;
+    batch_free(b);
+}
+
+static int is_running(const worker *w, const batch *b) {
+    for (const batch *r = w->running; r; r = r->next)
+        if (r == b) return 1;
+    return 0;
+}
+
+/* One job of a continuous stage answered: its batch goes with its last job. */
+static void job_answered(worker *w, worker_job *job) {
+    batch *b = job->batch;
+    job->answered = 1;
+    b->left--;
+    w->running_jobs--;
+    if (b->left == 0) running_remove(w, b);
 }
 
 /* A PARTIAL from the compute thread goes to the gateway as it comes (then freed). */
@@ -344,11 +401,58 @@ static void collect(worker *w) {
             send_partial(w, msg.ptr);
             continue;
         }
+        if (msg.kind == PIPE_JOB_DONE) {
+            worker_job *job = msg.ptr;
+            send_outcome(w, job, job->batch, job->finish_us);
+            job_answered(w, job);
+            continue;
+        }
         batch *b = msg.ptr;
-        if (msg.kind != PIPE_BATCH_DONE || b != w->running) continue;
-        for (int i = 0; i < b->n; i++) send_outcome(w, &b->jobs[i], b);
-        batch_free(b);
-        w->running = NULL;
+        if (msg.kind != PIPE_BATCH_DONE || !is_running(w, b)) continue;
+        for (int i = 0; i < b->n; i++) send_outcome(w, &b->jobs[i], b, b->finish_us);
+        running_remove(w, b);
+    }
+}
+
+/* A process stage: one batch at a time, answered whole. */
+static void compute_batches(void *pipe, const worker_stage *stage) {
+    for (;;) {
+        batch *b = NULL;
+        int got = zmq_recv(pipe, &b, sizeof b, 0);
+        if (got < 0 && errno == EINTR) continue;
+        if (got != sizeof b || !b) break; /* NULL: the loop is shutting down */
+        lion_status_clear(&b->st);
+        for (int i = 0; i < b->n; i++) b->jobs[i].pipe = pipe;
+        b->rc = stage->process(stage->ctx, b->jobs, b->n, &b->st);
+        for (int i = 0; i < b->n; i++) b->jobs[i].pipe = NULL;
+        b->finish_us = clock_unix_us();
+        pipe_msg done = {.kind = PIPE_BATCH_DONE, .ptr = b};
+        while (zmq_send(pipe, &done, sizeof done, 0) < 0 && errno == EINTR) {}
+    }
+}
+
+/* A continuous stage: between its steps, the jobs that arrived join it; it answers each
+ * job when it is done. Told to stop, it runs until it holds no job. */
+static void compute_continuous(void *pipe, const worker_stage *stage) {
+    int held = 0, stopping = 0;
+    for (;;) {
+        /* wait for work only when there is nothing to step */
+        int flags = held > 0 ? ZMQ_DONTWAIT : 0;
+        while (!stopping) {
+            batch *b = NULL;
+            int got = zmq_recv(pipe, &b, sizeof b, flags);
+            if (got < 0 && errno == EINTR) continue;
+            if (got < 0 && errno == EAGAIN) break;
+            if (got != sizeof b || !b) {
+                stopping = 1;
+                break;
+            }
+            for (int i = 0; i < b->n; i++) b->jobs[i].pipe = pipe;
+            stage->admit(stage->ctx, b->jobs, b->n);
+            flags = ZMQ_DONTWAIT;
+        }
+        held = stage->step(stage->ctx);
+        if (stopping && held == 0) break;
     }
 }
 
@@ -362,19 +466,8 @@ static void *compute_main(void *arg) {
         atomic_store(a->exited, 1);
         return NULL;
     }
-    for (;;) {
-        batch *b = NULL;
-        int got = zmq_recv(pipe, &b, sizeof b, 0);
-        if (got < 0 && errno == EINTR) continue;
-        if (got != sizeof b || !b) break; /* NULL: the loop is shutting down */
-        lion_status_clear(&b->st);
-        for (int i = 0; i < b->n; i++) b->jobs[i].pipe = pipe;
-        b->rc = a->stage->process(a->stage->ctx, b->jobs, b->n, &b->st);
-        for (int i = 0; i < b->n; i++) b->jobs[i].pipe = NULL;
-        b->finish_us = clock_unix_us();
-        pipe_msg done = {.kind = PIPE_BATCH_DONE, .ptr = b};
-        while (zmq_send(pipe, &done, sizeof done, 0) < 0 && errno == EINTR) {}
-    }
+    if (a->stage->process) compute_batches(pipe, a->stage);
+    else compute_continuous(pipe, a->stage);
     zmq_close(pipe);
     atomic_store(a->exited, 1);
     return NULL;
@@ -431,13 +524,14 @@ static void on_cancel(worker *w, const Lion__Envelope *cancel) {
         memmove(w->pending + i, w->pending + i + 1, (size_t)(w->n_pending - i) * sizeof *w->pending);
         found++;
     }
-    for (int i = 0; w->running && i < w->running->n; i++) {
-        worker_job *job = &w->running->jobs[i];
-        if (!cancel_names(cancel, job->env)) continue;
-        atomic_store(&job->cancelled, 1);
-        log_info("request %s: cancelled while running", job->env->request_id);
-        found++;
-    }
+    for (batch *b = w->running; b; b = b->next)
+        for (int i = 0; i < b->n; i++) {
+            worker_job *job = &b->jobs[i];
+            if (job->answered || !cancel_names(cancel, job->env)) continue;
+            atomic_store(&job->cancelled, 1);
+            log_info("request %s: cancelled while running", job->env->request_id);
+            found++;
+        }
     if (!found)
         log_debug("CANCEL of request %s attempt %u at %s: no such job here (answered already?)", cancel->request_id,
                   cancel->has_attempt ? cancel->attempt : 0, lion_stage_name(cancel->stage));
@@ -564,8 +658,9 @@ static int config_check(const worker_config *cfg, const worker_stage *stage, lio
     if (cfg->capacity < 1 || cfg->max_batch < 1 || cfg->heartbeat_ms < 1)
         return lion_fail(st, LION_EINVAL, "worker: capacity %d, max batch %d, heartbeat %d ms must all be >= 1",
                          cfg->capacity, cfg->max_batch, cfg->heartbeat_ms);
-    if (lion_stage_name(stage->stage)[0] == '?' || !stage->process)
-        return lion_fail(st, LION_EINVAL, "worker: stage %d has no process function or is unknown", stage->stage);
+    if (lion_stage_name(stage->stage)[0] == '?' || (!stage->process && (!stage->admit || !stage->step)))
+        return lion_fail(st, LION_EINVAL, "worker: stage %d has no process (or admit and step) function or is unknown",
+                         stage->stage);
     return 0;
 }
 
@@ -622,9 +717,10 @@ static void discard_pipe(worker *w) {
     while (zmq_recv(w->pipe, &msg, sizeof msg, ZMQ_DONTWAIT) == (int)sizeof msg) {
         if (msg.kind == PIPE_PARTIAL) {
             envelope_free(msg.ptr);
-        } else if (msg.kind == PIPE_BATCH_DONE && msg.ptr == w->running) {
-            batch_free(w->running);
-            w->running = NULL;
+        } else if (msg.kind == PIPE_JOB_DONE) {
+            job_answered(w, msg.ptr);
+        } else if (msg.kind == PIPE_BATCH_DONE && is_running(w, msg.ptr)) {
+            running_remove(w, msg.ptr);
         }
     }
 }
@@ -647,7 +743,7 @@ static void compute_stop(worker *w) {
 /* BYE, and every queued job back to the gateway as unavailable (it re-dispatches them);
  * the running batch still finishes and is answered. */
 static void begin_stopping(worker *w) {
-    log_info("stopping: %d queued jobs handed back, %d running", w->n_pending, w->running ? w->running->n : 0);
+    log_info("stopping: %d queued jobs handed back, %d running", w->n_pending, w->running_jobs);
     w->stopping = 1;
     send_state(w, LION__KIND__BYE);
     for (int i = 0; i < w->n_pending; i++) {
@@ -698,7 +794,12 @@ static void serve(worker *w) {
     for (;;) {
         if (stop_requested(w) && !w->stopping) begin_stopping(w);
         if (w->stopping && !w->running) break;
-        if (!w->running && w->n_pending > 0) dispatch(w);
+        /* a process stage takes the next batch when it is idle, a continuous one at once */
+        while (w->n_pending > 0 && (!w->running || !w->stage->process)) {
+            int before = w->n_pending;
+            dispatch(w);
+            if (w->n_pending == before) break; /* out of memory: tried again next turn */
+        }
         if (wait_and_handle(w, next_beat_us) != 0) break;
         beat_if_due(w, &next_beat_us, silence_ms);
     }

@@ -80,6 +80,9 @@ typedef struct worker_job {
     int64_t receive_us;
     atomic_int cancelled; /* set by the socket thread on CANCEL: read worker_job_cancelled */
     void *pipe;           /* the compute thread's end of the pipe, for PARTIALs */
+    struct batch *batch;  /* the batch it came in */
+    int answered;         /* continuous stages: its answer went out */
+    int64_t finish_us;    /* continuous stages: when worker_job_done was called */
 } worker_job;
 
 /* The stage's batch function, called on the compute thread with 1..max_batch jobs.
@@ -87,10 +90,26 @@ typedef struct worker_job {
  * st filled when the whole batch failed (every job is answered with st). */
 typedef int (*worker_process_fn)(void *ctx, worker_job *jobs, int n, lion_status *st);
 
+/* A stage either runs batches (process: called with the jobs queued, returns when all of
+ * them are done; the next batch forms meanwhile) or runs continuously (process NULL; admit
+ * and step): jobs join its running work between its steps as they arrive, and each leaves
+ * when it is done (worker_job_done), so a short job never waits for a long one. Both run on
+ * the compute thread. */
 typedef struct worker_stage {
     int stage; /* Lion__Stage this worker serves: jobs for another stage are refused */
     worker_process_fn process;
+    /* Continuous stages: admit hands over newly arrived jobs (the stage keeps them until it
+     * answers each with worker_job_done, failing a job by worker_job_fail first); step runs
+     * one iteration and returns how many jobs the stage still holds (0: the compute thread
+     * waits for new jobs). A stage must answer every job it holds in a bounded number of
+     * steps; told to stop, the worker steps until it holds none. */
+    void (*admit)(void *ctx, worker_job *jobs, int n);
+    int (*step)(void *ctx);
     void *ctx; /* the stage's model, given to process */
+    /* Optional, continuous decoding stages: rows in the running batch, bytes of decoding
+     * state held and the budget for it, reported in READY/HEARTBEAT credit. Called on the
+     * socket thread while step may run: read them atomically. */
+    void (*decode_stats)(void *ctx, uint32_t *running_rows, uint64_t *kv_bytes, uint64_t *kv_budget_bytes);
     /* Optional: the stage's cache counters, reported in READY/HEARTBEAT credit. Called on the
      * socket thread while process may run, so it must read them atomically. */
     void (*cache_stats)(void *ctx, uint64_t *hits, uint64_t *misses);
@@ -124,6 +143,11 @@ int worker_job_send_partial(worker_job *job, const char *text, const int32_t *id
  * Safe to poll from process at any time: a stage that runs long should stop working on a
  * cancelled job (its answer will be ERROR LION_ECANCELED whatever process does). */
 int worker_job_cancelled(const worker_job *job);
+/* Continuous stages: the job is done (its RESULT built, or failed with worker_job_fail, or
+ * cancelled): its answer goes to the gateway now, after its PARTIALs. The stage must not
+ * touch the job afterwards. -1 with st filled when it could not be handed over (the worker
+ * is going away). */
+int worker_job_done(worker_job *job, lion_status *st);
 
 /* Defaults, then LION_GATEWAY, LION_MODEL, LION_THREADS, LION_REPLICA, LION_CAPACITY,
  * LION_MAX_BATCH, LION_HEARTBEAT_MS, LION_PRECISION from the environment, then the command

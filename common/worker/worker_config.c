@@ -66,8 +66,11 @@ static const args_option worker_options[] = {
 static void config_defaults(worker_config *cfg, const char *service) {
     memset(cfg, 0, sizeof *cfg);
     cfg->service = service;
-    cfg->capacity = 4;
-    cfg->max_batch = 4;
+    /* the llm batches continuously: every job it holds can decode in the same step, so it
+     * holds more (its --kv-budget-mb bounds their memory) */
+    const int continuous = strcmp(service, "llm") == 0;
+    cfg->capacity = continuous ? 32 : 4;
+    cfg->max_batch = continuous ? 32 : 4;
     cfg->heartbeat_ms = 1000;
     snprintf(cfg->replica_id, sizeof cfg->replica_id, "%s-%ld", service, (long)getpid());
 }

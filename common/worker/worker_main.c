@@ -36,7 +36,8 @@ int worker_main(const worker_service *svc, int argc, char **argv) {
         log_error("%s", st.msg);
         return 1;
     }
-    worker_stage ws = {.stage = svc->stage, .process = svc->process, .ctx = ctx, .cache_stats = svc->cache_stats,
+    worker_stage ws = {.stage = svc->stage, .process = svc->process, .admit = svc->admit, .step = svc->step,
+                       .ctx = ctx, .cache_stats = svc->cache_stats, .decode_stats = svc->decode_stats,
                        .precision = precision_name(cfg.precision), .isa = cpu_isa_name()};
     int rc = worker_run(&cfg, &ws, &st);
     if (rc) log_error("%s", st.msg);

@@ -18,6 +18,10 @@ typedef struct worker_service {
     void *(*open)(const worker_config *cfg, lion_status *st);
     void (*close)(void *ctx);
     worker_process_fn process;
+    /* a continuous stage instead of process (worker_stage) */
+    void (*admit)(void *ctx, worker_job *jobs, int n);
+    int (*step)(void *ctx);
+    void (*decode_stats)(void *ctx, uint32_t *running_rows, uint64_t *kv_bytes, uint64_t *kv_budget_bytes);
     void (*cache_stats)(void *ctx, uint64_t *hits, uint64_t *misses); /* optional, see worker_stage */
     /* The service's own options (common/core/args.h), parsed with the shared ones and
      * listed after them by --help; its base is the service's options struct, holding the

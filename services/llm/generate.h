@@ -14,10 +14,11 @@
  *    a per-request generator seeded with `seed` (or the request's own seed, generate_options:
  *    the same seed gives the same text whatever the request is batched with; the draws
  *    cannot equal torch's generator).
- * Several requests run as one batch; each request's result is what it would be alone.
- * Between decoder steps the caller may stop requests (they leave the decoder batch, the
- * others go on unchanged) and, in greedy and sampling, see each request's ids so far
- * (generate_options). */
+ * Several requests run as one batch (decode_batch.h: a request that finishes leaves it at
+ * once); each request's result is what it would be alone. Between decoder steps the caller
+ * may stop requests (they leave the decoder batch, the others go on unchanged) and, in
+ * greedy and sampling, see each request's ids so far (generate_options). The search
+ * itself, one request's, is search.h. */
 #ifndef LION_GENERATE_H
 #define LION_GENERATE_H
 
@@ -45,6 +46,8 @@ typedef struct generate_params {
 /* Upstream LION's defaults: 5 beams, 256 new tokens, min_length 1, repetition penalty 1.5,
  * length penalty 1, top_p 0.9, temperature 1, top_k 50, no sampling; T5's ids 0 / 1 / 0. */
 void generate_params_default(generate_params *p);
+/* LION_EINVAL naming the parameter that is out of range for a vocabulary of V ids. */
+int generate_params_check(const generate_params *p, int V, lion_status *st);
 
 /* Request-major: request i's k-th sequence is ids + (i * per_request + k) * stride, with
  * lengths[...] ids, starting with the decoder start id (as HF returns them). Greedy and

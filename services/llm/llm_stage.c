@@ -5,11 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "boxes.h"
+#include "llm_job.h"
 #include "log.h"
-
-/* Boxes read from one answer; more than this in a single answer are dropped. */
-#define LLM_MAX_BOXES 64
 
 /* The id of a single-token piece such as "<extra_id_0>", as the tokenizer reads it. */
 static int piece_id(const spm_tokenizer *tok, const char *piece, int32_t *id, lion_status *st) {
@@ -28,6 +25,9 @@ int llm_stage_open(llm_stage *s, const char *model_dir, lion_status *st) {
 int llm_stage_open_with(llm_stage *s, const char *model_dir, lion_precision precision, lion_status *st) {
     memset(s, 0, sizeof *s);
     arena_init(&s->scratch, 0);
+    s->kv_budget = (size_t)LLM_DEFAULT_KV_BUDGET_MB << 20;
+    s->prefill_tokens = LLM_DEFAULT_PREFILL_TOKENS;
+    decode_batch_init(&s->running, &s->t5);
     if (model_config_load(&s->cfg, model_dir, st)) return -1;
     const llm_config *l = &s->cfg.llm;
     /* LION_MAX_PROMPT_TOKENS leaves room for this much tag prompt and no more */
@@ -89,6 +89,14 @@ fail:
 }
 
 void llm_stage_close(llm_stage *s) {
+    /* the worker answers every job before it closes the stage: nothing is held here */
+    decode_batch_free(&s->running);
+    while (s->waiting) {
+        llm_job *j = s->waiting;
+        s->waiting = j->next;
+        llm_job_release(j);
+        free(j);
+    }
     t5_free(&s->t5);
     weights_close(&s->w);
     weights_close(&s->root);
@@ -194,249 +202,4 @@ uint64_t llm_request_seed(const char *request_id) {
     for (const unsigned char *c = (const unsigned char *)(request_id ? request_id : ""); *c; c++)
         h = (h ^ *c) * 0x100000001b3ULL;
     return h;
-}
-
-/* One job as the stage prepared it. */
-typedef struct llm_job {
-    int ready; /* passed validation and waits for its group */
-    generate_params params;
-    int router_idx;
-    uint64_t seed; /* sampling: the task's seed, or llm_request_seed */
-    float *visual; /* [n_visual, d_model] f32 copy */
-    int n_visual;
-    int32_t *ids;  /* [n_ids]: the prompt's token ids */
-    int n_ids;
-    /* streaming (task.stream, greedy or sampling) */
-    int stream;
-    char *sent;       /* the text sent in PARTIALs so far (malloc'ed, NULL: none) */
-    size_t sent_len;
-    int ids_sent;     /* generated ids that went out in PARTIALs */
-    int failed;       /* a PARTIAL could not be sent: the job has failed, its rows stop */
-} llm_job;
-
-/* Validates a job and fills j; on failure st names the tensor or field. */
-static int job_prepare(const llm_stage *s, const worker_job *job, llm_job *j, lion_status *st) {
-    const llm_config *l = &s->cfg.llm;
-    const Lion__Task *task = job->task;
-    if (llm_task_params(s, task, &j->params, &j->router_idx, st)) return -1;
-    const Lion__GenerationParams *g = task->generation;
-    j->seed = g && g->has_seed ? g->seed : llm_request_seed(job->env->request_id);
-    j->stream = task->has_stream && task->stream && j->params.num_beams == 1;
-    const tensor *v = worker_job_input(job, LION_TENSOR_VISUAL_TOKENS, st);
-    if (!v) return -1;
-    if (v->dtype != DTYPE_F32 && v->dtype != DTYPE_F16 && v->dtype != DTYPE_BF16)
-        return lion_fail(st, LION_EINVAL, "%s: dtype %s, expected F32, F16 or BF16", LION_TENSOR_VISUAL_TOKENS,
-                         dtype_name(v->dtype));
-    if (v->ndim != 2 || v->shape[1] != l->d_model || v->shape[0] < 1 || v->shape[0] > LION_MAX_VISUAL_TOKENS)
-        return lion_fail(st, LION_EINVAL, "%s: shape must be [n, %d] with n in [1, %d]", LION_TENSOR_VISUAL_TOKENS,
-                         l->d_model, LION_MAX_VISUAL_TOKENS);
-    j->n_visual = (int)v->shape[0];
-    size_t n = (size_t)j->n_visual * l->d_model;
-    j->visual = malloc(n * sizeof(float));
-    if (!j->visual) return lion_fail(st, LION_ENOMEM, "llm: out of memory for %s", LION_TENSOR_VISUAL_TOKENS);
-    if (convert_to_f32(j->visual, v->data, v->dtype, n, st)) return -1;
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(j->visual[i]))
-            return lion_fail(st, LION_EINVAL, "%s: value %zu is not finite", LION_TENSOR_VISUAL_TOKENS, i);
-
-    if (!task->instruction) return lion_fail(st, LION_EINVAL, "task.instruction: missing");
-    size_t len = strlen(task->instruction);
-    if (len > LION_MAX_INSTRUCTION_BYTES)
-        return lion_fail(st, LION_EINVAL, "task.instruction: %zu bytes, over the limit of %d", len,
-                         LION_MAX_INSTRUCTION_BYTES);
-    char *text = llm_prompt_text(l, (const char *const *)task->tags, task->n_tags, task->instruction);
-    if (!text) return lion_fail(st, LION_ENOMEM, "llm: out of memory for the prompt");
-    /* tokenized into the stage's buffer of the largest prompt, kept in one of its own size */
-    size_t n_ids;
-    lion_status ts;
-    int rc = t5_tokenize(s->tok, text, s->prompt_ids, LION_MAX_PROMPT_TOKENS, &n_ids, &ts);
-    free(text);
-    if (rc && ts.code == LION_ETOOBIG)
-        return lion_fail(st, LION_EINVAL, "task.instruction: the prompt is %zu tokens, over the limit of %d", n_ids,
-                         LION_MAX_PROMPT_TOKENS);
-    if (rc) return lion_fail(st, LION_EINVAL, "task.instruction: %s", ts.msg);
-    j->ids = malloc(n_ids * sizeof *j->ids);
-    if (!j->ids) return lion_fail(st, LION_ENOMEM, "llm: out of memory for the prompt");
-    memcpy(j->ids, s->prompt_ids, n_ids * sizeof *j->ids);
-    j->n_ids = (int)n_ids;
-    return 0;
-}
-
-/* Same parameters and route: the jobs can share one generate_run (each samples with its own
- * seed, so seeds may differ). */
-static int same_group(const llm_job *a, const llm_job *b) {
-    const generate_params *p = &a->params, *q = &b->params;
-    return a->router_idx == b->router_idx && p->num_beams == q->num_beams && p->max_new_tokens == q->max_new_tokens &&
-           p->min_length == q->min_length && p->repetition_penalty == q->repetition_penalty &&
-           p->length_penalty == q->length_penalty && p->num_return_sequences == q->num_return_sequences &&
-           p->do_sample == q->do_sample && p->temperature == q->temperature && p->top_p == q->top_p &&
-           p->top_k == q->top_k;
-}
-
-/* Adds request r of res (prepared as j) to the job's RESULT. */
-static int add_sequences(const llm_stage *s, worker_job *job, const llm_job *j, const generate_result *res, int r,
-                         lion_status *st) {
-    if (envelope_set_prompt_tokens(job->reply, (uint32_t)(j->n_visual + j->n_ids), st)) return -1;
-    for (int k = 0; k < res->per_request; k++) {
-        size_t row = (size_t)r * res->per_request + k;
-        const int32_t *ids = res->ids + row * res->stride;
-        const int len = res->lengths[row];
-        char *text;
-        if (spm_decode(s->tok, ids, (size_t)len, &text, st)) return -1;
-        Lion__Sequence *seq = envelope_add_sequence(job->reply, text, ids, (size_t)len, (float)res->scores[row], st);
-        text_box boxes[LLM_MAX_BOXES];
-        size_t nb = seq ? boxes_parse(text, boxes, LLM_MAX_BOXES) : 0;
-        free(text);
-        if (!seq) return -1;
-        /* an answer ends with eos unless max_new_tokens stopped it first */
-        int stop = len > 1 && ids[len - 1] == j->params.eos_id;
-        envelope_sequence_set_finish(seq, stop ? LION__FINISH_REASON__STOP : LION__FINISH_REASON__LENGTH,
-                                     (uint32_t)(len > 0 ? len - 1 : 0));
-        for (size_t b = 0; b < nb && b < LLM_MAX_BOXES; b++)
-            if (envelope_add_box(seq, boxes[b].x0, boxes[b].y0, boxes[b].x1, boxes[b].y1, st)) return -1;
-    }
-    return 0;
-}
-
-#define LLM_CANCELLED_MSG "cancelled by the gateway"
-
-/* One group's generation, as generate's hooks see it: request r is jobs[members[r]]. */
-typedef struct group_run {
-    const llm_stage *s;
-    worker_job *jobs;
-    llm_job *js;
-    const int *members;
-} group_run;
-
-/* generate_options.stop: the gateway cancelled the job, or its stream broke. */
-static int group_stop(void *ctx, int r) {
-    group_run *g = ctx;
-    return worker_job_cancelled(&g->jobs[g->members[r]]) || g->js[g->members[r]].failed;
-}
-
-/* The length of text without its trailing U+FFFD: a byte-fallback character whose bytes have
- * not all been generated decodes to replacement characters until they have. */
-static size_t settled_length(const char *text, size_t len) {
-    while (len >= 3 && memcmp(text + len - 3, "\xEF\xBF\xBD", 3) == 0) len -= 3;
-    return len;
-}
-
-/* generate_options.step: a streamed job's new text goes out as a PARTIAL with the ids
- * generated since the last one. The text so far is decoded whole each step and only what
- * extends the text already sent (minus a character still being spelled in bytes) is sent,
- * so that the PARTIALs add up to the RESULT's text exactly. */
-static void group_step(void *ctx, int r, const int32_t *ids, int n_ids, int finished) {
-    group_run *g = ctx;
-    worker_job *job = &g->jobs[g->members[r]];
-    llm_job *j = &g->js[g->members[r]];
-    if (!j->stream || j->failed) return;
-    char *text;
-    lion_status st;
-    if (spm_decode(g->s->tok, ids, (size_t)n_ids, &text, &st)) goto fail;
-    size_t len = strlen(text), ready = finished ? len : settled_length(text, len);
-    int extends = len >= j->sent_len && (!j->sent_len || memcmp(text, j->sent, j->sent_len) == 0);
-    if (finished && !extends)
-        log_warn("request %s: the answer \"%.64s\" does not extend the %zu bytes streamed", job->env->request_id, text,
-                 j->sent_len);
-    if (ready <= j->sent_len || !extends) {
-        free(text); /* nothing new, or not an extension of what was sent yet: held back */
-        return;
-    }
-    const int generated = n_ids - 1; /* the decoder start id is no part of the answer */
-    char saved = text[ready];
-    text[ready] = '\0';
-    int rc = worker_job_send_partial(job, text + j->sent_len, ids + 1 + j->ids_sent, (size_t)(generated - j->ids_sent),
-                                     &st);
-    text[ready] = saved;
-    if (rc) {
-        free(text);
-        goto fail;
-    }
-    free(j->sent);
-    j->sent = text;
-    j->sent_len = ready;
-    j->ids_sent = generated;
-    return;
-fail:
-    j->failed = 1;
-    worker_job_fail(job, st.code, "llm: streaming: %s", st.msg);
-}
-
-/* Runs the ready jobs in members[0..m) (one group) as one batch; jobs the gateway has
- * cancelled meanwhile are failed without running, and stop when cancelled while they run. */
-static int run_group(llm_stage *s, worker_job *jobs, llm_job *js, const int *members_in, int m_in, lion_status *st) {
-    int *members = malloc((size_t)m_in * sizeof *members);
-    prompt_request *reqs = malloc((size_t)m_in * sizeof *reqs);
-    uint64_t *seeds = malloc((size_t)m_in * sizeof *seeds);
-    if (!members || !reqs || !seeds) {
-        free(members), free(reqs), free(seeds);
-        return lion_fail(st, LION_ENOMEM, "llm: out of memory");
-    }
-    int m = 0;
-    for (int k = 0; k < m_in; k++) {
-        if (worker_job_cancelled(&jobs[members_in[k]])) {
-            worker_job_fail(&jobs[members_in[k]], LION_ECANCELED, LLM_CANCELLED_MSG);
-            continue;
-        }
-        const llm_job *j = &js[members_in[k]];
-        reqs[m] = (prompt_request){j->visual, j->n_visual, j->ids, j->n_ids};
-        seeds[m] = j->seed;
-        members[m++] = members_in[k];
-    }
-    int rc = 0;
-    if (m > 0) {
-        prompt_batch b;
-        generate_result res = {0};
-        const llm_job *first = &js[members[0]];
-        group_run gr = {s, jobs, js, members};
-        generate_options opts = {.seeds = seeds, .ctx = &gr, .stop = group_stop, .step = group_step};
-        rc = prompt_batch_build(&b, &s->embedder, reqs, m, 0, st);
-        if (!rc) {
-            rc = generate_run_with(&s->t5, b.embeds, b.mask, b.batch, b.len, first->router_idx, &first->params, &opts,
-                                   &res, &s->scratch, st);
-            prompt_batch_free(&b);
-        }
-        arena_reset(&s->scratch);
-        for (int k = 0; k < m && !rc; k++) {
-            worker_job *job = &jobs[members[k]];
-            lion_status js_st;
-            if (js[members[k]].failed) continue; /* failed with the stream's error */
-            if (res.stopped[k]) worker_job_fail(job, LION_ECANCELED, LLM_CANCELLED_MSG);
-            else if (add_sequences(s, job, &js[members[k]], &res, k, &js_st))
-                worker_job_fail(job, js_st.code, "%s", js_st.msg);
-        }
-        if (!rc) generate_result_free(&res);
-    }
-    free(members), free(reqs), free(seeds);
-    return rc ? -1 : 0;
-}
-
-int llm_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
-    llm_stage *s = ctx;
-    llm_job *js = calloc((size_t)n, sizeof *js);
-    int *members = malloc((size_t)n * sizeof *members);
-    if (!js || !members) {
-        free(js), free(members);
-        return lion_fail(st, LION_ENOMEM, "llm: out of memory for a batch of %d", n);
-    }
-    for (int i = 0; i < n; i++) {
-        lion_status jst;
-        if (job_prepare(s, &jobs[i], &js[i], &jst)) worker_job_fail(&jobs[i], jst.code, "%s", jst.msg);
-        else js[i].ready = 1;
-    }
-    /* groups in order of their first job; a group's failure fails only its jobs */
-    for (int i = 0; i < n; i++) {
-        if (!js[i].ready) continue;
-        int m = 0;
-        for (int k = i; k < n; k++)
-            if (js[k].ready && same_group(&js[i], &js[k])) members[m++] = k;
-        lion_status gst;
-        if (run_group(s, jobs, js, members, m, &gst))
-            for (int k = 0; k < m; k++) /* a job that failed on its own keeps its own reason */
-                if (!js[members[k]].failed) worker_job_fail(&jobs[members[k]], gst.code, "%s", gst.msg);
-        for (int k = 0; k < m; k++) js[members[k]].ready = 0;
-    }
-    for (int i = 0; i < n; i++) free(js[i].visual), free(js[i].ids), free(js[i].sent);
-    free(js), free(members);
-    return 0;
 }

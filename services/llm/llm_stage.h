@@ -5,9 +5,9 @@
  * "Stage contracts"). The stage builds the prompt as upstream LION does
  *     tag_prompt.format(", ".join(tags)) + instruction
  * tokenizes it (T5 SentencePiece, eos appended), puts the visual tokens first and the
- * soft_prompt_hint at the soft prompt token, and generates. generate_run takes one
- * parameter set and one adapter route per call, so a batch is split into groups of jobs
- * with equal parameters and route; each group runs as one batched generation. Each job's
+ * soft_prompt_hint at the soft prompt token, and generates. Jobs are batched continuously
+ * (llm_batching.c): a job joins the running decode batch between two decoder steps, whatever
+ * its parameters and adapter route, and leaves it, answered, the step it finishes. Each job's
  * RESULT holds its sequences, best first: text (special tokens skipped; ids past the
  * tokenizer, which a wider lm_head can emit, decode to nothing), the token ids as HF
  * returns them (decoder start id first), the beam score, the boxes in the text, why it
@@ -36,9 +36,11 @@
 #ifndef LION_LLM_STAGE_H
 #define LION_LLM_STAGE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "arena.h"
+#include "decode_batch.h"
 #include "generate.h"
 #include "model_config.h"
 #include "prompt.h"
@@ -57,7 +59,21 @@ typedef struct llm_stage {
     generate_params defaults; /* model.json's llm.generation over generate_params_default */
     arena scratch;
     int32_t *prompt_ids; /* [LION_MAX_PROMPT_TOKENS]: a job's prompt as it is tokenized */
+    /* continuous batching (llm_batching.c) */
+    size_t kv_budget;     /* bytes of decoding state (caches) the running jobs may hold; 0: no limit */
+    int prefill_tokens;   /* encoder tokens encoded between two decoder steps (at least one job) */
+    decode_batch running; /* the jobs decoding */
+    struct llm_job *waiting, *waiting_tail; /* arrived, not yet encoded, in arrival order */
+    int n_waiting;
+    atomic_uint stat_rows;      /* for llm_stage_decode_stats, read on the socket thread */
+    atomic_ullong stat_kv_bytes;
 } llm_stage;
+
+/* Defaults of --kv-budget-mb and --prefill-tokens (services/llm/main.c). */
+#define LLM_DEFAULT_KV_BUDGET_MB 4096
+#define LLM_DEFAULT_PREFILL_TOKENS 1024
+/* The most jobs encoded between two steps. */
+#define LLM_MAX_ADMIT 64
 
 /* Loads the llm section of the model (refusing a tag_prompt over LION_MAX_TAG_PROMPT_BYTES,
  * which the prompt token limit is sized for). */
@@ -67,8 +83,12 @@ int llm_stage_open(llm_stage *s, const char *model_dir, lion_status *st);
 int llm_stage_open_with(llm_stage *s, const char *model_dir, lion_precision precision, lion_status *st);
 void llm_stage_close(llm_stage *s);
 
-/* worker_process_fn: ctx is the llm_stage. */
-int llm_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st);
+/* The continuous stage's functions (worker_stage.admit, .step, .decode_stats); ctx is the
+ * llm_stage. A job that breaks the contract, or that could never fit kv_budget, is
+ * answered at once. */
+void llm_stage_admit(void *ctx, worker_job *jobs, int n);
+int llm_stage_step(void *ctx);
+void llm_stage_decode_stats(void *ctx, uint32_t *running_rows, uint64_t *kv_bytes, uint64_t *kv_budget_bytes);
 
 /* The prompt text of a task (malloc'ed): the tag prompt with the tags joined by ", " in
  * its "{}", then the instruction; just the instruction when the model has no soft prompt

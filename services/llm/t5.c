@@ -329,8 +329,10 @@ static void product(const t5_model *m, int step, float *y, const float *x, const
     else linear_forward(y, x, w, NULL, rows, in, out);
 }
 
-/* h += FF(RMSNorm(h)) + router(h), for rows of h (step: the decoder step's). */
-static int ff_forward(const t5_model *m, const t5_ff *ff, float *h, int rows, int router_idx, int step, arena *a) {
+/* h += FF(RMSNorm(h)) + router(h), for rows of h (step: the decoder step's). Row r takes
+ * route routes[r], or router_idx for every row when routes is NULL. */
+static int ff_forward(const t5_model *m, const t5_ff *ff, float *h, int rows, int router_idx, const int *routes,
+                      int step, arena *a) {
     const t5_config *c = &m->cfg;
     const int d = c->d_model, f = c->d_ff, bn = c->adapter_bottleneck;
     const size_t nd = (size_t)rows * d;
@@ -350,9 +352,10 @@ static int ff_forward(const t5_model *m, const t5_ff *ff, float *h, int rows, in
         relu_forward(down, (size_t)rows * bn);
         linear_forward(one, down, ad->up_w, ad->up_b, rows, bn, d);
         const float scale = ad->scale[0];
-        const float *ratio = c->adapters == 1 ? NULL : (k == 0 ? ff->router_ratio1 : ff->router_ratio2) + (size_t)router_idx * d;
+        const float *ratios = c->adapters == 1 ? NULL : k == 0 ? ff->router_ratio1 : ff->router_ratio2;
         for (int r = 0; r < rows; r++) {
             float *o = one + (size_t)r * d, *dst = route + (size_t)r * d;
+            const float *ratio = ratios ? ratios + (size_t)(routes ? routes[r] : router_idx) * d : NULL;
             for (int j = 0; j < d; j++) {
                 float v = o[j] * scale;
                 if (ratio) v *= ratio[j];
@@ -410,7 +413,7 @@ int t5_encode(const t5_model *m, const float *in, const uint8_t *key_mask, int b
         if (attention_forward(&at, a)) goto oom;
         linear_forward(x, att, l->self.o, NULL, rows, inner, d);
         add_forward(h, x, (size_t)rows * d);
-        if (ff_forward(m, &l->ff, h, rows, router_idx, 0, a)) goto oom;
+        if (ff_forward(m, &l->ff, h, rows, router_idx, NULL, 0, a)) goto oom;
     }
     rmsnorm_forward(out, h, m->encoder.final_norm, rows, d, c->ln_eps);
     arena_restore(a, mark);
@@ -422,188 +425,266 @@ oom:
 
 /* ------------------------------------------------------------------ decoder */
 
+static int route_ok(const t5_model *m, int router_idx) {
+    return m->cfg.adapters != 2 || router_idx == 0 || router_idx == 1;
+}
+
+size_t t5_cross_bytes(const t5_model *m, int enc_len) {
+    const size_t inner = (size_t)m->cfg.heads * m->cfg.d_kv;
+    return (size_t)enc_len + 2 * (size_t)m->decoder.n_layers * enc_len * inner * sizeof(float);
+}
+
+void t5_cross_free(t5_cross *x) {
+    free(x->mask);
+    free(x->k);
+    free(x->v);
+    memset(x, 0, sizeof *x);
+}
+
+int t5_cross_init(t5_cross *x, const t5_model *m, const float *enc, const uint8_t *mask, int enc_len, int router_idx,
+                  lion_status *st) {
+    const t5_config *c = &m->cfg;
+    memset(x, 0, sizeof *x);
+    if (enc_len <= 0) return lion_fail(st, LION_EINVAL, "t5_decoder: encoder length %d must be positive", enc_len);
+    if (!route_ok(m, router_idx))
+        return lion_fail(st, LION_EINVAL, "t5_decoder: router index %d is not 0 or 1", router_idx);
+    int any = 0;
+    for (int j = 0; j < enc_len; j++) any |= !mask || mask[j];
+    if (!any) return lion_fail(st, LION_EINVAL, "t5_decoder: no unmasked encoder token");
+    const int layers = m->decoder.n_layers, d = c->d_model, inner = c->heads * c->d_kv;
+    *x = (t5_cross){.layers = layers, .enc_len = enc_len, .inner = inner, .router_idx = router_idx};
+    const size_t per = (size_t)enc_len * inner;
+    x->mask = malloc((size_t)enc_len);
+    x->k = malloc((size_t)layers * per * sizeof(float));
+    x->v = malloc((size_t)layers * per * sizeof(float));
+    if (!x->mask || !x->k || !x->v) {
+        t5_cross_free(x);
+        return lion_fail(st, LION_ENOMEM, "t5_decoder: out of memory for %d encoder positions", enc_len);
+    }
+    for (int j = 0; j < enc_len; j++) x->mask[j] = !mask || mask[j];
+    for (int i = 0; i < layers; i++) {
+        const t5_attention *at = &m->decoder.layers[i].cross;
+        linear_forward(x->k + i * per, enc, at->k, NULL, enc_len, d, inner);
+        linear_forward(x->v + i * per, enc, at->v, NULL, enc_len, d, inner);
+    }
+    return 0;
+}
+
+size_t t5_seq_bytes(const t5_model *m, int capacity) {
+    return 2 * (size_t)m->decoder.n_layers * capacity * m->cfg.heads * m->cfg.d_kv * sizeof(float);
+}
+
+void t5_seq_free(t5_seq *s) {
+    free(s->k);
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+int t5_seq_init(t5_seq *s, const t5_model *m, const t5_cross *cross, int capacity, lion_status *st) {
+    memset(s, 0, sizeof *s);
+    if (capacity <= 0) return lion_fail(st, LION_EINVAL, "t5_decoder: %d steps must be positive", capacity);
+    const int layers = m->decoder.n_layers, inner = m->cfg.heads * m->cfg.d_kv;
+    *s = (t5_seq){.cross = cross, .layers = layers, .inner = inner, .capacity = capacity};
+    const size_t n = (size_t)layers * capacity * inner;
+    s->k = malloc(n * sizeof(float));
+    s->v = malloc(n * sizeof(float));
+    if (!s->k || !s->v) {
+        t5_seq_free(s);
+        return lion_fail(st, LION_ENOMEM, "t5_decoder: out of memory for a cache of %d steps", capacity);
+    }
+    return 0;
+}
+
+/* dst's cache becomes src's (its len positions; both have the same capacity) */
+static void seq_copy(t5_seq *dst, const t5_seq *src) {
+    const size_t layer = (size_t)src->capacity * src->inner, used = (size_t)src->len * src->inner;
+    for (int i = 0; i < src->layers; i++) {
+        memcpy(dst->k + i * layer, src->k + i * layer, used * sizeof(float));
+        memcpy(dst->v + i * layer, src->v + i * layer, used * sizeof(float));
+    }
+    dst->cross = src->cross;
+    dst->len = src->len;
+}
+
+int t5_seqs_reorder(t5_seq **seqs, int n, const int *src, arena *a, lion_status *st) {
+    if (n <= 0) return 0;
+    for (int r = 0; r < n; r++)
+        if (src[r] < 0 || src[r] >= n || seqs[src[r]]->cross != seqs[r]->cross ||
+            seqs[src[r]]->capacity != seqs[r]->capacity)
+            return lion_fail(st, LION_EINVAL, "t5_decoder: reorder source %d for row %d is not a beam of its request",
+                             src[r], r);
+    arena_mark mark = arena_save(a);
+    t5_seq **old = arena_alloc(a, (size_t)n * sizeof *old);
+    uint8_t *taken = arena_alloc(a, (size_t)n);
+    if (!old || !taken) {
+        arena_restore(a, mark);
+        return lion_fail(st, LION_ENOMEM, "t5_decoder: out of scratch memory to reorder %d rows", n);
+    }
+    memcpy(old, seqs, (size_t)n * sizeof *old);
+    memset(taken, 0, (size_t)n);
+    /* first, each source keeps its cache for the first row that continues it */
+    for (int r = 0; r < n; r++) {
+        if (taken[src[r]]) {
+            seqs[r] = NULL;
+            continue;
+        }
+        taken[src[r]] = 1;
+        seqs[r] = old[src[r]];
+    }
+    /* then the other rows copy their source into a cache nobody continues */
+    int spare = 0;
+    for (int r = 0; r < n; r++) {
+        if (seqs[r]) continue;
+        while (taken[spare]) spare++;
+        taken[spare] = 1;
+        seq_copy(old[spare], old[src[r]]);
+        seqs[r] = old[spare];
+    }
+    arena_restore(a, mark);
+    return 0;
+}
+
+int t5_step(const t5_model *m, t5_seq *const *seqs, int n, const int32_t *tokens, float *logits, arena *a,
+            lion_status *st) {
+    const t5_config *c = &m->cfg;
+    const int d = c->d_model, inner = c->heads * c->d_kv, H = c->heads;
+    if (n <= 0) return lion_fail(st, LION_EINVAL, "t5_decoder: a step of %d rows", n);
+    int max_k = 0;
+    for (int r = 0; r < n; r++)
+        if (tokens[r] < 0 || tokens[r] >= c->vocab_size)
+            return lion_fail(st, LION_EINVAL, "t5_decoder: token %d of row %d is outside the vocabulary of %d",
+                             (int)tokens[r], r, c->vocab_size);
+    for (int r = 0; r < n; r++) {
+        if (seqs[r]->len >= seqs[r]->capacity)
+            return lion_fail(st, LION_ETOOBIG, "t5_decoder: cache full at %d positions", seqs[r]->capacity);
+        if (seqs[r]->len + 1 > max_k) max_k = seqs[r]->len + 1;
+    }
+    arena_mark mark = arena_save(a);
+    float *h = arena_floats(a, (size_t)n * d), *x = arena_floats(a, (size_t)n * d);
+    float *q = arena_floats(a, (size_t)n * inner), *kv = arena_floats(a, (size_t)n * inner * 2);
+    float *att = arena_floats(a, (size_t)n * inner), *bias = arena_floats(a, (size_t)n * H * max_k);
+    int *routes = arena_alloc(a, (size_t)n * sizeof *routes);
+    if (!h || !x || !q || !kv || !att || !bias || !routes) goto oom;
+    embedding_forward(h, m->shared, tokens, n, d);
+    /* each row's causal buckets of its one new query against its cached keys, shared by all
+     * layers; rows at the same position (the beams of a request) share the previous row's */
+    for (int r = 0; r < n; r++) {
+        routes[r] = seqs[r]->cross->router_idx;
+        const int pos = seqs[r]->len;
+        float *b = bias + (size_t)r * H * max_k;
+        if (r > 0 && seqs[r - 1]->len == pos) memcpy(b, b - (size_t)H * max_k, (size_t)H * (pos + 1) * sizeof(float));
+        else position_bias(b, m->decoder.rel_bias, c, 0, 1, pos, pos + 1);
+    }
+    for (int i = 0; i < m->decoder.n_layers; i++) {
+        const t5_layer *l = &m->decoder.layers[i];
+        rmsnorm_forward(x, h, l->self.norm, n, d, c->ln_eps);
+        product(m, 1, q, x, l->self.q, l->self.q16, n, d, inner);
+        product(m, 1, kv, x, l->self.k, l->self.k16, n, d, inner);
+        product(m, 1, kv + (size_t)n * inner, x, l->self.v, l->self.v16, n, d, inner);
+        for (int r = 0; r < n; r++) {
+            t5_seq *s = seqs[r];
+            const size_t at = ((size_t)i * s->capacity + s->len) * inner;
+            memcpy(s->k + at, kv + (size_t)r * inner, inner * sizeof(float));
+            memcpy(s->v + at, kv + ((size_t)n + r) * inner, inner * sizeof(float));
+        }
+        /* each row's cache is its own batch of keys, so one call per row */
+        for (int r = 0; r < n; r++) {
+            const t5_seq *s = seqs[r];
+            const size_t layer = (size_t)i * s->capacity * inner;
+            attention_args at = {.batch = 1, .heads = H, .head_dim = c->d_kv, .q_len = 1, .k_len = s->len + 1,
+                                 .q = q + (size_t)r * inner, .k = s->k + layer, .v = s->v + layer,
+                                 .out = att + (size_t)r * inner, .q_stride = inner, .k_stride = inner,
+                                 .v_stride = inner, .out_stride = inner, .scale = 1.0f,
+                                 .bias = bias + (size_t)r * H * max_k};
+            if (attention_forward(&at, a)) goto oom;
+        }
+        product(m, 1, x, att, l->self.o, l->self.o16, n, inner, d);
+        add_forward(h, x, (size_t)n * d);
+
+        /* cross-attention: the consecutive rows of one request are its queries */
+        rmsnorm_forward(x, h, l->cross.norm, n, d, c->ln_eps);
+        product(m, 1, q, x, l->cross.q, l->cross.q16, n, d, inner);
+        for (int r = 0, run; r < n; r += run) {
+            const t5_cross *xc = seqs[r]->cross;
+            for (run = 1; r + run < n && seqs[r + run]->cross == xc; run++) {}
+            const size_t layer = (size_t)i * xc->enc_len * inner;
+            attention_args xa = {.batch = 1, .heads = H, .head_dim = c->d_kv, .q_len = run, .k_len = xc->enc_len,
+                                 .q = q + (size_t)r * inner, .k = xc->k + layer, .v = xc->v + layer,
+                                 .out = att + (size_t)r * inner, .q_stride = inner, .k_stride = inner,
+                                 .v_stride = inner, .out_stride = inner, .scale = 1.0f, .key_mask = xc->mask};
+            if (attention_forward(&xa, a)) goto oom;
+        }
+        product(m, 1, x, att, l->cross.o, l->cross.o16, n, inner, d);
+        add_forward(h, x, (size_t)n * d);
+
+        if (ff_forward(m, &l->ff, h, n, 0, routes, 1, a)) goto oom;
+    }
+    rmsnorm_forward(x, h, m->decoder.final_norm, n, d, c->ln_eps);
+    if (c->tie_word_embeddings) {
+        const float s = 1.0f / sqrtf((float)d);
+        for (size_t j = 0; j < (size_t)n * d; j++) x[j] *= s;
+    }
+    product(m, 1, logits, x, m->lm_head, m->lm_head16, n, d, c->vocab_size);
+    for (int r = 0; r < n; r++) seqs[r]->len++;
+    arena_restore(a, mark);
+    return 0;
+oom:
+    arena_restore(a, mark);
+    return lion_fail(st, LION_ENOMEM, "t5_decoder: out of scratch memory for %d rows", n);
+}
+
+/* ------------------------------------------------------------------ a fixed batch */
+
 void t5_decoder_free(t5_decoder *dec) {
-    free(dec->enc_mask);
-    free(dec->cross_k);
-    free(dec->cross_v);
-    free(dec->self_k);
-    free(dec->self_v);
+    for (int b = 0; dec->cross && b < dec->batch; b++) t5_cross_free(&dec->cross[b]);
+    for (int r = 0; dec->store && r < dec->rows; r++) t5_seq_free(&dec->store[r]);
+    free(dec->cross);
+    free(dec->store);
+    free(dec->seq);
     memset(dec, 0, sizeof *dec);
 }
 
 int t5_decoder_init(t5_decoder *dec, const t5_model *m, const float *enc, const uint8_t *enc_mask, int batch,
                     int enc_len, int beams, int max_steps, int router_idx, lion_status *st) {
-    const t5_config *c = &m->cfg;
     memset(dec, 0, sizeof *dec);
     if (batch <= 0 || enc_len <= 0 || beams <= 0 || max_steps <= 0)
         return lion_fail(st, LION_EINVAL, "t5_decoder: batch %d, encoder length %d, beams %d, steps %d must be positive",
                          batch, enc_len, beams, max_steps);
-    if (c->adapters == 2 && router_idx != 0 && router_idx != 1)
+    if (!route_ok(m, router_idx))
         return lion_fail(st, LION_EINVAL, "t5_decoder: router index %d is not 0 or 1", router_idx);
-    const int layers = m->decoder.n_layers, d = c->d_model;
-    dec->layers = layers, dec->batch = batch, dec->beams = beams, dec->rows = batch * beams;
-    dec->enc_len = enc_len, dec->capacity = max_steps, dec->router_idx = router_idx;
-    dec->inner = c->heads * c->d_kv;
-    const size_t cross = (size_t)layers * batch * enc_len * dec->inner;
-    const size_t self = (size_t)layers * dec->rows * max_steps * dec->inner;
-    dec->enc_mask = malloc((size_t)batch * enc_len);
-    dec->cross_k = malloc(cross * sizeof(float));
-    dec->cross_v = malloc(cross * sizeof(float));
-    dec->self_k = malloc(self * sizeof(float));
-    dec->self_v = malloc(self * sizeof(float));
-    if (!dec->enc_mask || !dec->cross_k || !dec->cross_v || !dec->self_k || !dec->self_v) {
+    const int rows = batch * beams, d = m->cfg.d_model;
+    dec->cross = calloc((size_t)batch, sizeof *dec->cross);
+    dec->store = calloc((size_t)rows, sizeof *dec->store);
+    dec->seq = calloc((size_t)rows, sizeof *dec->seq);
+    if (!dec->cross || !dec->store || !dec->seq) {
         t5_decoder_free(dec);
-        return lion_fail(st, LION_ENOMEM, "t5_decoder: out of memory for %d rows x %d steps", batch * beams,
-                         max_steps);
+        return lion_fail(st, LION_ENOMEM, "t5_decoder: out of memory for %d rows", rows);
     }
-    for (int b = 0; b < batch; b++) {
-        int any = 0;
-        for (int j = 0; j < enc_len; j++) {
-            uint8_t v = enc_mask ? enc_mask[(size_t)b * enc_len + j] != 0 : 1;
-            dec->enc_mask[(size_t)b * enc_len + j] = v;
-            any |= v;
-        }
-        if (!any) {
+    dec->beams = beams;
+    for (int b = 0; b < batch; b++, dec->batch++)
+        if (t5_cross_init(&dec->cross[b], m, enc + (size_t)b * enc_len * d, enc_mask ? enc_mask + (size_t)b * enc_len : NULL,
+                          enc_len, router_idx, st)) {
+            lion_fail_prefix(st, "batch row %d: ", b);
             t5_decoder_free(dec);
-            return lion_fail(st, LION_EINVAL, "t5_decoder: batch row %d has no unmasked encoder token", b);
+            return -1;
         }
-    }
-    const size_t per = (size_t)batch * enc_len * dec->inner;
-    for (int i = 0; i < layers; i++) {
-        const t5_attention *x = &m->decoder.layers[i].cross;
-        linear_forward(dec->cross_k + i * per, enc, x->k, NULL, batch * enc_len, d, dec->inner);
-        linear_forward(dec->cross_v + i * per, enc, x->v, NULL, batch * enc_len, d, dec->inner);
+    for (int r = 0; r < rows; r++, dec->rows++) {
+        if (t5_seq_init(&dec->store[r], m, &dec->cross[r / beams], max_steps, st)) {
+            t5_decoder_free(dec);
+            return -1;
+        }
+        dec->seq[r] = &dec->store[r];
     }
     return 0;
 }
 
 int t5_decoder_step(const t5_model *m, t5_decoder *dec, const int32_t *tokens, float *logits, arena *a,
                     lion_status *st) {
-    const t5_config *c = &m->cfg;
-    const int rows = dec->rows, d = c->d_model, inner = dec->inner, pos = dec->len, k_len = pos + 1;
-    for (int r = 0; r < rows; r++)
-        if (tokens[r] < 0 || tokens[r] >= c->vocab_size)
-            return lion_fail(st, LION_EINVAL, "t5_decoder: token %d of row %d is outside the vocabulary of %d",
-                             (int)tokens[r], r, c->vocab_size);
-    if (pos >= dec->capacity)
-        return lion_fail(st, LION_ETOOBIG, "t5_decoder: cache full at %d positions", dec->capacity);
-    arena_mark mark = arena_save(a);
-    float *h = arena_floats(a, (size_t)rows * d), *x = arena_floats(a, (size_t)rows * d);
-    float *q = arena_floats(a, (size_t)rows * inner), *kv = arena_floats(a, (size_t)rows * inner * 2);
-    float *att = arena_floats(a, (size_t)rows * inner), *bias = arena_floats(a, (size_t)c->heads * k_len);
-    if (!h || !x || !q || !kv || !att || !bias) goto oom;
-    embedding_forward(h, m->shared, tokens, rows, d);
-    /* causal buckets of the one new query against every cached key, shared by all layers */
-    position_bias(bias, m->decoder.rel_bias, c, 0, 1, pos, k_len);
-    const size_t self_layer = (size_t)rows * dec->capacity * inner, row_stride = (size_t)dec->capacity * inner;
-    const size_t cross_layer = (size_t)dec->batch * dec->enc_len * inner;
-    for (int i = 0; i < m->decoder.n_layers; i++) {
-        const t5_layer *l = &m->decoder.layers[i];
-        float *ck = dec->self_k + i * self_layer, *cv = dec->self_v + i * self_layer;
-        rmsnorm_forward(x, h, l->self.norm, rows, d, c->ln_eps);
-        product(m, 1, q, x, l->self.q, l->self.q16, rows, d, inner);
-        product(m, 1, kv, x, l->self.k, l->self.k16, rows, d, inner);
-        product(m, 1, kv + (size_t)rows * inner, x, l->self.v, l->self.v16, rows, d, inner);
-        for (int r = 0; r < rows; r++) {
-            memcpy(ck + r * row_stride + (size_t)pos * inner, kv + (size_t)r * inner, inner * sizeof(float));
-            memcpy(cv + r * row_stride + (size_t)pos * inner, kv + ((size_t)rows + r) * inner, inner * sizeof(float));
-        }
-        /* each row's cache is its own batch of k_len keys, so one call per row */
-        for (int r = 0; r < rows; r++) {
-            attention_args at = {.batch = 1, .heads = c->heads, .head_dim = c->d_kv, .q_len = 1, .k_len = k_len,
-                                 .q = q + (size_t)r * inner, .k = ck + r * row_stride, .v = cv + r * row_stride,
-                                 .out = att + (size_t)r * inner, .q_stride = inner, .k_stride = inner,
-                                 .v_stride = inner, .out_stride = inner, .scale = 1.0f, .bias = bias};
-            if (attention_forward(&at, a)) goto oom;
-        }
-        product(m, 1, x, att, l->self.o, l->self.o16, rows, inner, d);
-        add_forward(h, x, (size_t)rows * d);
-
-        /* cross-attention: the beams of one batch element are that element's queries */
-        rmsnorm_forward(x, h, l->cross.norm, rows, d, c->ln_eps);
-        product(m, 1, q, x, l->cross.q, l->cross.q16, rows, d, inner);
-        attention_args xa = {.batch = dec->batch, .heads = c->heads, .head_dim = c->d_kv, .q_len = dec->beams,
-                             .k_len = dec->enc_len, .q = q, .k = dec->cross_k + i * cross_layer,
-                             .v = dec->cross_v + i * cross_layer, .out = att, .q_stride = inner, .k_stride = inner,
-                             .v_stride = inner, .out_stride = inner, .scale = 1.0f, .key_mask = dec->enc_mask};
-        if (attention_forward(&xa, a)) goto oom;
-        product(m, 1, x, att, l->cross.o, l->cross.o16, rows, inner, d);
-        add_forward(h, x, (size_t)rows * d);
-
-        if (ff_forward(m, &l->ff, h, rows, dec->router_idx, 1, a)) goto oom;
-    }
-    rmsnorm_forward(x, h, m->decoder.final_norm, rows, d, c->ln_eps);
-    if (c->tie_word_embeddings) {
-        const float s = 1.0f / sqrtf((float)d);
-        for (size_t j = 0; j < (size_t)rows * d; j++) x[j] *= s;
-    }
-    product(m, 1, logits, x, m->lm_head, m->lm_head16, rows, d, c->vocab_size);
+    if (t5_step(m, dec->seq, dec->rows, tokens, logits, a, st)) return -1;
     dec->len++;
-    arena_restore(a, mark);
     return 0;
-oom:
-    arena_restore(a, mark);
-    return lion_fail(st, LION_ENOMEM, "t5_decoder: out of scratch memory for %d rows", rows);
 }
 
 int t5_decoder_reorder(t5_decoder *dec, const int *src, arena *a, lion_status *st) {
-    const int rows = dec->rows, beams = dec->beams;
-    int moved = 0;
-    for (int r = 0; r < rows; r++) {
-        if (src[r] < 0 || src[r] >= rows || src[r] / beams != r / beams)
-            return lion_fail(st, LION_EINVAL,
-                             "t5_decoder: reorder source %d for row %d is not a beam of its batch element", src[r], r);
-        moved |= src[r] != r;
-    }
-    if (!moved) return 0;
-    /* a permutation cannot be gathered in place row by row: stage the used part of a layer's
-     * rows, then write back the rows that change */
-    const size_t row = (size_t)dec->capacity * dec->inner, used = (size_t)dec->len * dec->inner;
-    arena_mark mark = arena_save(a);
-    float *stage = arena_floats(a, (size_t)rows * used);
-    if (!stage) return lion_fail(st, LION_ENOMEM, "t5_decoder: out of scratch memory to reorder %d rows", rows);
-    for (size_t i = 0; i < (size_t)dec->layers * 2; i++) {
-        float *cache = (i % 2 ? dec->self_v : dec->self_k) + (i / 2) * rows * row;
-        for (int r = 0; r < rows; r++) memcpy(stage + r * used, cache + r * row, used * sizeof(float));
-        for (int r = 0; r < rows; r++)
-            if (src[r] != r) memcpy(cache + r * row, stage + (size_t)src[r] * used, used * sizeof(float));
-    }
-    arena_restore(a, mark);
-    return 0;
-}
-
-/* Moves the kept items of an array of layers x items x item_size floats down in place, only
- * the first used floats of each item (the rest of a cache row is unwritten). Destinations
- * never pass their sources (the new layout is no larger and keeps the order), so walking
- * forward with memmove never overwrites an item not yet moved. */
-static void keep_items(float *base, int layers, int items, int new_items, size_t item_size, size_t used,
-                       const uint8_t *keep, int per_keep) {
-    for (int i = 0; i < layers; i++) {
-        int k = 0;
-        for (int r = 0; r < items; r++) {
-            if (!keep[r / per_keep]) continue;
-            float *src = base + ((size_t)i * items + r) * item_size, *dst = base + ((size_t)i * new_items + k) * item_size;
-            if (dst != src) memmove(dst, src, used * sizeof(float));
-            k++;
-        }
-    }
-}
-
-int t5_decoder_keep(t5_decoder *dec, const uint8_t *keep) {
-    int kept = 0;
-    for (int b = 0; b < dec->batch; b++) kept += keep[b] != 0;
-    if (kept == dec->batch) return kept;
-    const int new_rows = kept * dec->beams;
-    const size_t row = (size_t)dec->capacity * dec->inner, used = (size_t)dec->len * dec->inner;
-    const size_t cross = (size_t)dec->enc_len * dec->inner;
-    keep_items(dec->self_k, dec->layers, dec->rows, new_rows, row, used, keep, dec->beams);
-    keep_items(dec->self_v, dec->layers, dec->rows, new_rows, row, used, keep, dec->beams);
-    keep_items(dec->cross_k, dec->layers, dec->batch, kept, cross, cross, keep, 1);
-    keep_items(dec->cross_v, dec->layers, dec->batch, kept, cross, cross, keep, 1);
-    for (int b = 0, k = 0; b < dec->batch; b++)
-        if (keep[b]) memmove(dec->enc_mask + (size_t)k++ * dec->enc_len, dec->enc_mask + (size_t)b * dec->enc_len,
-                             (size_t)dec->enc_len);
-    dec->batch = kept;
-    dec->rows = new_rows;
-    return kept;
+    return t5_seqs_reorder(dec->seq, dec->rows, src, a, st);
 }

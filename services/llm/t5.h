@@ -129,36 +129,76 @@ int t5_relative_bucket(int relative_position, int bidirectional, int num_buckets
 int t5_encode(const t5_model *m, const float *x, const uint8_t *key_mask, int batch, int len, int router_idx,
               float *out, arena *a, lion_status *st);
 
-/* Decoding state for rows = batch * beams sequences; row r belongs to encoder batch
- * element r / beams. Caches are malloc'ed (they live across steps); t5_decoder_free. */
+/* The decoder works on sequences (t5_seq): each has its own self-attention cache and its
+ * own position, and reads the encoder output of its request (t5_cross). One step multiplies
+ * the rows of every sequence given to it (all beams of all requests, whatever their
+ * positions, encoder lengths and adapter routes) by each weight once; attention is per
+ * sequence. This is what lets requests join and leave a running batch between steps
+ * (decode_batch.h). */
+
+/* One request's encoder side: the cross-attention keys/values of every decoder layer,
+ * projected once from its encoder output, and its adapter route. */
+typedef struct t5_cross {
+    int layers, enc_len, inner, router_idx;
+    uint8_t *mask; /* [enc_len], 1 = real token */
+    float *k, *v;  /* [layers, enc_len, inner] */
+} t5_cross;
+
+/* enc [enc_len, d_model] (mask [enc_len] as for t5_encode, NULL = all real). */
+int t5_cross_init(t5_cross *x, const t5_model *m, const float *enc, const uint8_t *mask, int enc_len, int router_idx,
+                  lion_status *st);
+void t5_cross_free(t5_cross *x);
+/* The bytes t5_cross_init allocates for enc_len encoder positions. */
+size_t t5_cross_bytes(const t5_model *m, int enc_len);
+
+/* One decoder sequence: a greedy or sampled request's, or one beam. */
+typedef struct t5_seq {
+    const t5_cross *cross; /* not owned */
+    int layers, inner;
+    int len, capacity;     /* positions cached / that fit */
+    float *k, *v;          /* [layers, capacity, inner] */
+} t5_seq;
+
+int t5_seq_init(t5_seq *s, const t5_model *m, const t5_cross *cross, int capacity, lion_status *st);
+void t5_seq_free(t5_seq *s);
+/* The bytes t5_seq_init allocates for capacity positions. */
+size_t t5_seq_bytes(const t5_model *m, int capacity);
+
+/* One position for n sequences: tokens [n] are their current inputs, logits [n, vocab] the
+ * next-token logits; each sequence's cache grows by one. Sequences of the same cross next
+ * to each other share its attention call. Scratch from a. */
+int t5_step(const t5_model *m, t5_seq *const *seqs, int n, const int32_t *tokens, float *logits, arena *a,
+            lion_status *st);
+
+/* Beam search's reorder of the sequences seqs[0..n): afterwards seqs[r] holds what
+ * seqs[src[r]] held. A sequence continued once is moved (a pointer swap, no copy); only
+ * one continued by several rows is copied, into the cache of one continued by none.
+ * Scratch (n pointers and flags) from a. */
+int t5_seqs_reorder(t5_seq **seqs, int n, const int *src, arena *a, lion_status *st);
+
+/* A fixed batch of requests with the same number of beams, stepping together: rows =
+ * batch * beams sequences, row r belongs to batch element r / beams. For callers that run
+ * one batch from start to end (tests, benchmarks). */
 typedef struct t5_decoder {
-    int layers, batch, beams, rows;
-    int enc_len, capacity, len; /* self-attention cache holds len of capacity positions */
-    int router_idx;
-    int inner;                  /* heads * d_kv */
-    uint8_t *enc_mask;          /* [batch, enc_len] copy */
-    float *cross_k, *cross_v;   /* per layer [batch, enc_len, inner] */
-    float *self_k, *self_v;     /* per layer [rows, capacity, inner] */
+    int batch, beams, rows;
+    int len;          /* positions decoded */
+    t5_cross *cross;  /* [batch] */
+    t5_seq *store;    /* [rows]: the caches */
+    t5_seq **seq;     /* [rows]: row r's sequence (reorders permute these) */
 } t5_decoder;
 
 /* Projects the cross-attention keys/values of enc [batch, enc_len, d_model] (enc_mask as
- * for t5_encode) and sizes the self-attention cache for max_steps decoder positions. */
+ * for t5_encode) and sizes every row's cache for max_steps decoder positions. */
 int t5_decoder_init(t5_decoder *dec, const t5_model *m, const float *enc, const uint8_t *enc_mask, int batch,
                     int enc_len, int beams, int max_steps, int router_idx, lion_status *st);
 void t5_decoder_free(t5_decoder *dec);
 
-/* One position for every row: tokens [rows] are the current decoder inputs; logits
- * [rows, vocab] are the next-token logits. Appends to the cache. */
+/* One position for every row (t5_step). */
 int t5_decoder_step(const t5_model *m, t5_decoder *dec, const int32_t *tokens, float *logits, arena *a,
                     lion_status *st);
 
-/* Beam search: row r's cache becomes the former row src[r] (src[r] in the same batch
- * element's beams). Staging scratch from a. */
+/* Beam search: row r becomes the former row src[r] (src[r] in the same batch element's
+ * beams); t5_seqs_reorder. */
 int t5_decoder_reorder(t5_decoder *dec, const int *src, arena *a, lion_status *st);
-
-/* Drops the batch elements b whose keep[b] is 0 (with all their beams), in place: the kept
- * ones move down in their order (element k of the new batch is the k-th kept one), so that
- * later steps compute only them. Returns the new batch size (0 when nothing is kept). */
-int t5_decoder_keep(t5_decoder *dec, const uint8_t *keep);
 
 #endif

@@ -1,0 +1,149 @@
+#include "llm_job.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "boxes.h"
+#include "log.h"
+
+/* Boxes read from one answer; more than this in a single answer are dropped. */
+#define LLM_MAX_BOXES 64
+
+int llm_job_prepare(llm_stage *s, worker_job *job, llm_job *j, lion_status *st) {
+    memset(j, 0, sizeof *j);
+    j->job = job;
+    const llm_config *l = &s->cfg.llm;
+    const Lion__Task *task = job->task;
+    if (llm_task_params(s, task, &j->params, &j->router_idx, st)) return -1;
+    const Lion__GenerationParams *g = task->generation;
+    j->seed = g && g->has_seed ? g->seed : llm_request_seed(job->env->request_id);
+    j->stream = task->has_stream && task->stream && j->params.num_beams == 1;
+    const tensor *v = worker_job_input(job, LION_TENSOR_VISUAL_TOKENS, st);
+    if (!v) return -1;
+    if (v->dtype != DTYPE_F32 && v->dtype != DTYPE_F16 && v->dtype != DTYPE_BF16)
+        return lion_fail(st, LION_EINVAL, "%s: dtype %s, expected F32, F16 or BF16", LION_TENSOR_VISUAL_TOKENS,
+                         dtype_name(v->dtype));
+    if (v->ndim != 2 || v->shape[1] != l->d_model || v->shape[0] < 1 || v->shape[0] > LION_MAX_VISUAL_TOKENS)
+        return lion_fail(st, LION_EINVAL, "%s: shape must be [n, %d] with n in [1, %d]", LION_TENSOR_VISUAL_TOKENS,
+                         l->d_model, LION_MAX_VISUAL_TOKENS);
+    j->n_visual = (int)v->shape[0];
+    size_t n = (size_t)j->n_visual * l->d_model;
+    j->visual = malloc(n * sizeof(float));
+    if (!j->visual) return lion_fail(st, LION_ENOMEM, "llm: out of memory for %s", LION_TENSOR_VISUAL_TOKENS);
+    if (convert_to_f32(j->visual, v->data, v->dtype, n, st)) return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(j->visual[i]))
+            return lion_fail(st, LION_EINVAL, "%s: value %zu is not finite", LION_TENSOR_VISUAL_TOKENS, i);
+
+    if (!task->instruction) return lion_fail(st, LION_EINVAL, "task.instruction: missing");
+    size_t len = strlen(task->instruction);
+    if (len > LION_MAX_INSTRUCTION_BYTES)
+        return lion_fail(st, LION_EINVAL, "task.instruction: %zu bytes, over the limit of %d", len,
+                         LION_MAX_INSTRUCTION_BYTES);
+    char *text = llm_prompt_text(l, (const char *const *)task->tags, task->n_tags, task->instruction);
+    if (!text) return lion_fail(st, LION_ENOMEM, "llm: out of memory for the prompt");
+    /* tokenized into the stage's buffer of the largest prompt, kept in one of its own size */
+    size_t n_ids;
+    lion_status ts;
+    int rc = t5_tokenize(s->tok, text, s->prompt_ids, LION_MAX_PROMPT_TOKENS, &n_ids, &ts);
+    free(text);
+    if (rc && ts.code == LION_ETOOBIG)
+        return lion_fail(st, LION_EINVAL, "task.instruction: the prompt is %zu tokens, over the limit of %d", n_ids,
+                         LION_MAX_PROMPT_TOKENS);
+    if (rc) return lion_fail(st, LION_EINVAL, "task.instruction: %s", ts.msg);
+    j->ids = malloc(n_ids * sizeof *j->ids);
+    if (!j->ids) return lion_fail(st, LION_ENOMEM, "llm: out of memory for the prompt");
+    memcpy(j->ids, s->prompt_ids, n_ids * sizeof *j->ids);
+    j->n_ids = (int)n_ids;
+    return 0;
+}
+
+void llm_job_release(llm_job *j) {
+    free(j->visual);
+    free(j->ids);
+    free(j->sent);
+    j->visual = NULL, j->ids = NULL, j->sent = NULL;
+}
+
+/* The length of text without its trailing U+FFFD: a byte-fallback character whose bytes have
+ * not all been generated decodes to replacement characters until they have. */
+static size_t settled_length(const char *text, size_t len) {
+    while (len >= 3 && memcmp(text + len - 3, "\xEF\xBF\xBD", 3) == 0) len -= 3;
+    return len;
+}
+
+/* The text so far is decoded whole each step and only what extends the text already sent
+ * (minus a character still being spelled in bytes) is sent, so that the PARTIALs add up to
+ * the RESULT's text exactly. */
+void llm_job_stream(const llm_stage *s, llm_job *j, const int32_t *ids, int n_ids, int finished) {
+    worker_job *job = j->job;
+    if (!j->stream || j->failed) return;
+    char *text;
+    lion_status st;
+    if (spm_decode(s->tok, ids, (size_t)n_ids, &text, &st)) goto fail;
+    size_t len = strlen(text), ready = finished ? len : settled_length(text, len);
+    int extends = len >= j->sent_len && (!j->sent_len || memcmp(text, j->sent, j->sent_len) == 0);
+    if (finished && !extends)
+        log_warn("request %s: the answer \"%.64s\" does not extend the %zu bytes streamed", job->env->request_id, text,
+                 j->sent_len);
+    if (ready <= j->sent_len || !extends) {
+        free(text); /* nothing new, or not an extension of what was sent yet: held back */
+        return;
+    }
+    const int generated = n_ids - 1; /* the decoder start id is no part of the answer */
+    char saved = text[ready];
+    text[ready] = '\0';
+    int rc = worker_job_send_partial(job, text + j->sent_len, ids + 1 + j->ids_sent, (size_t)(generated - j->ids_sent),
+                                     &st);
+    text[ready] = saved;
+    if (rc) {
+        free(text);
+        goto fail;
+    }
+    free(j->sent);
+    j->sent = text;
+    j->sent_len = ready;
+    j->ids_sent = generated;
+    return;
+fail:
+    j->failed = 1;
+    worker_job_fail(job, st.code, "llm: streaming: %s", st.msg);
+}
+
+int llm_job_answer(const llm_stage *s, llm_job *j, search *sr, lion_status *st) {
+    worker_job *job = j->job;
+    const int per = j->params.num_return_sequences, stride = j->params.max_new_tokens + 1;
+    int32_t *all = malloc((size_t)per * stride * sizeof *all);
+    int *lengths = malloc((size_t)per * sizeof *lengths);
+    double *scores = malloc((size_t)per * sizeof *scores);
+    int rc = -1;
+    if (!all || !lengths || !scores) {
+        lion_fail(st, LION_ENOMEM, "llm: out of memory for the answer");
+        goto done;
+    }
+    search_output(sr, all, stride, lengths, scores);
+    if (envelope_set_prompt_tokens(job->reply, (uint32_t)(j->n_visual + j->n_ids), st)) goto done;
+    if (j->first_token_us && envelope_set_first_token(job->reply, j->first_token_us, st)) goto done;
+    for (int k = 0; k < per; k++) {
+        const int32_t *ids = all + (size_t)k * stride;
+        const int len = lengths[k];
+        char *text;
+        if (spm_decode(s->tok, ids, (size_t)len, &text, st)) goto done;
+        Lion__Sequence *seq = envelope_add_sequence(job->reply, text, ids, (size_t)len, (float)scores[k], st);
+        text_box boxes[LLM_MAX_BOXES];
+        size_t nb = seq ? boxes_parse(text, boxes, LLM_MAX_BOXES) : 0;
+        free(text);
+        if (!seq) goto done;
+        /* an answer ends with eos unless max_new_tokens stopped it first */
+        int stop = len > 1 && ids[len - 1] == j->params.eos_id;
+        envelope_sequence_set_finish(seq, stop ? LION__FINISH_REASON__STOP : LION__FINISH_REASON__LENGTH,
+                                     (uint32_t)(len > 0 ? len - 1 : 0));
+        for (size_t b = 0; b < nb && b < LLM_MAX_BOXES; b++)
+            if (envelope_add_box(seq, boxes[b].x0, boxes[b].y0, boxes[b].x1, boxes[b].y1, st)) goto done;
+    }
+    rc = 0;
+done:
+    free(all), free(lengths), free(scores);
+    return rc;
+}
