@@ -74,6 +74,16 @@ void relu_forward(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
+void silu_forward(float *x, size_t n) {
+    #pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+void quick_gelu_forward(float *x, size_t n) {
+    #pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+}
+
 void activation_forward(float *x, size_t n, activation act) {
     switch (act) {
     case ACT_GELU: gelu_forward(x, n); break;
@@ -182,6 +192,40 @@ int patch_embed_forward(float *out, const float *img, const float *w, const floa
                        (size_t)patch * sizeof(float));
     }
     linear_forward(out, cols, w, b, np, kdim, dim);
+    arena_restore(scratch, mark);
+    return 0;
+}
+
+void rope_forward(float *x, int rows, int stride, int heads, int head_dim, const int *pos, float theta) {
+    const int half = head_dim / 2;
+    #pragma omp parallel for if ((size_t)rows * heads * head_dim > 65536)
+    for (int r = 0; r < rows; r++) {
+        for (int i = 0; i < half; i++) {
+            /* f32 throughout, like torch: inv_freq = 1 / theta^(2i/d), angle = pos * inv_freq */
+            const float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
+            const float angle = (float)pos[r] * inv_freq, c = cosf(angle), s = sinf(angle);
+            for (int h = 0; h < heads; h++) {
+                float *v = x + (size_t)r * stride + (size_t)h * head_dim;
+                const float a = v[i], b = v[i + half];
+                v[i] = a * c - b * s;
+                v[i + half] = b * c + a * s;
+            }
+        }
+    }
+}
+
+int adapter_forward(float *x, int rows, int d, int bottleneck, const float *down_w, const float *down_b,
+                    const float *up_w, const float *up_b, int silu, arena *scratch) {
+    arena_mark mark = arena_save(scratch);
+    float *down = arena_floats(scratch, (size_t)rows * bottleneck), *up = arena_floats(scratch, (size_t)rows * d);
+    if (!down || !up) {
+        arena_restore(scratch, mark);
+        return -1;
+    }
+    linear_forward(down, x, down_w, down_b, rows, d, bottleneck);
+    if (silu) silu_forward(down, (size_t)rows * bottleneck);
+    linear_forward(up, down, up_w, up_b, rows, bottleneck, d);
+    add_forward(x, up, (size_t)rows * d);
     arena_restore(scratch, mark);
     return 0;
 }

@@ -26,6 +26,11 @@ void rmsnorm_forward(float *y, const float *x, const float *w, int n, int d, flo
 void gelu_forward(float *x, size_t n);
 void gelu_tanh_forward(float *x, size_t n);
 void relu_forward(float *x, size_t n);
+/* In place: x * sigmoid(x) (SiLU: LLaMA's gated MLP, Pink's non-linear adapters), computed
+ * as torch does, x / (1 + exp(-x)). */
+void silu_forward(float *x, size_t n);
+/* In place: x * sigmoid(1.702 x), OpenAI CLIP's "quick_gelu". */
+void quick_gelu_forward(float *x, size_t n);
 /* In place: one of the above, as model.json names it. */
 void activation_forward(float *x, size_t n, activation act);
 float sigmoidf_stable(float x);
@@ -41,6 +46,18 @@ void softmax_forward(float *x, int rows, int cols);
 
 /* Rows of an embedding table: y[i] = table[ids[i]]; ids must be in [0, vocab). */
 void embedding_forward(float *y, const float *table, const int32_t *ids, int n, int d);
+
+/* Rotary position embedding in place, as HF's LlamaRotaryEmbedding with rotate_half: row r
+ * (x + r*stride) holds heads vectors of head_dim (even); in each, element i < head_dim/2 pairs
+ * with i + head_dim/2 (halves, not interleaved pairs) and the pair turns by the angle
+ * pos[r] * theta^(-2i/head_dim), computed in f32 as the reference does. */
+void rope_forward(float *x, int rows, int stride, int heads, int head_dim, const int *pos, float theta);
+
+/* A residual bottleneck adapter in place on rows of d (Pink's AdapterLayer):
+ *     x += up_w (act(down_w x + down_b)) + up_b,   act = SiLU when silu, else identity.
+ * down_w [bottleneck, d], up_w [d, bottleneck]. Returns 0, or -1 when scratch cannot grow. */
+int adapter_forward(float *x, int rows, int d, int bottleneck, const float *down_w, const float *down_b,
+                    const float *up_w, const float *up_b, int silu, arena *scratch);
 
 /* Multi-head scaled dot-product attention over packed rows.
  * Row t of batch b of q is q + (b*q_len + t)*q_stride; head h occupies columns
