@@ -40,6 +40,9 @@ typedef struct worker_slot {
     char isa[48];         /* from its credit ("avx2", ...); "" until reported */
     int stuck;            /* a job of it passed the stage's job timeout: no new jobs until it
                              answers something */
+    int decodes;          /* it reports a running decode batch (the llm): the three below */
+    uint32_t running_rows;
+    uint64_t kv_bytes, kv_budget_bytes;
 } worker_slot;
 
 typedef enum job_state { JOB_IDLE = 0, JOB_QUEUED, JOB_SENT } job_state;
@@ -349,6 +352,8 @@ typedef struct metrics {
     uint64_t errors[16];                     /* by lion_code */
     histogram request_seconds[METRIC_ROUTES];
     histogram stage_seconds[LION_STAGE_SLOTS]; /* the worker's hop */
+    histogram ttft_seconds;                    /* llm answers: time to first token */
+    histogram tpot_seconds;                    /* llm answers: time per output token after it */
     uint64_t jobs[LION_STAGE_SLOTS];
     uint64_t redispatches[LION_STAGE_SLOTS];
     uint64_t late_answers[LION_STAGE_SLOTS];

@@ -72,16 +72,27 @@ static void family(text *t, const char *name, const char *type, const char *help
     put(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* label NULL: a histogram without labels */
 static void put_histogram(text *t, const char *name, const char *label, const char *value, const histogram *h) {
+    char labels[160] = "", bucket_sep[2] = "";
+    if (label) {
+        snprintf(labels, sizeof labels, "%s=\"%s\"", label, value);
+        bucket_sep[0] = ',';
+    }
     uint64_t cumulative = 0;
     for (int i = 0; i < METRIC_BUCKETS; i++) {
         cumulative += h->bucket[i];
-        put(t, "%s_bucket{%s=\"%s\",le=\"%g\"} %llu\n", name, label, value, bucket_bounds[i],
+        put(t, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, bucket_sep, bucket_bounds[i],
             (unsigned long long)cumulative);
     }
-    put(t, "%s_bucket{%s=\"%s\",le=\"+Inf\"} %llu\n", name, label, value, (unsigned long long)h->count);
-    put(t, "%s_sum{%s=\"%s\"} %.6f\n", name, label, value, h->sum);
-    put(t, "%s_count{%s=\"%s\"} %llu\n", name, label, value, (unsigned long long)h->count);
+    put(t, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, bucket_sep, (unsigned long long)h->count);
+    if (label) {
+        put(t, "%s_sum{%s} %.6f\n", name, labels, h->sum);
+        put(t, "%s_count{%s} %llu\n", name, labels, (unsigned long long)h->count);
+    } else {
+        put(t, "%s_sum %.6f\n", name, h->sum);
+        put(t, "%s_count %llu\n", name, (unsigned long long)h->count);
+    }
 }
 
 /* `git describe` when the build passes it (-DLION_GIT_DESCRIBE="..."), else the schema. */
@@ -115,6 +126,31 @@ char *metrics_render(gateway *gw, size_t *len) {
     family(&t, "lion_stage_duration_seconds", "histogram", "Time a worker spent on a job (its trace hop).");
     for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         put_histogram(&t, "lion_stage_duration_seconds", "stage", lion_stage_name(s), &m->stage_seconds[s]);
+    family(&t, "lion_time_to_first_token_seconds", "histogram",
+           "llm answers: from the complete HTTP request to the first generated token.");
+    put_histogram(&t, "lion_time_to_first_token_seconds", NULL, NULL, &m->ttft_seconds);
+    family(&t, "lion_time_per_output_token_seconds", "histogram",
+           "llm answers: the llm's time after the first token, per later token.");
+    put_histogram(&t, "lion_time_per_output_token_seconds", NULL, NULL, &m->tpot_seconds);
+    family(&t, "lion_llm_running_rows", "gauge",
+           "Decoder rows (beams of all requests) in each llm replica's running batch, from its heartbeats.");
+    for (int i = 0; i < gw->pool[LION__STAGE__LLM].n_workers; i++) {
+        const worker_slot *w = &gw->pool[LION__STAGE__LLM].workers[i];
+        if (w->decodes) put(&t, "lion_llm_running_rows{replica=\"%s\"} %u\n", w->replica_id, w->running_rows);
+    }
+    family(&t, "lion_llm_kv_bytes", "gauge", "Bytes of decoding state each llm replica holds, from its heartbeats.");
+    for (int i = 0; i < gw->pool[LION__STAGE__LLM].n_workers; i++) {
+        const worker_slot *w = &gw->pool[LION__STAGE__LLM].workers[i];
+        if (w->decodes)
+            put(&t, "lion_llm_kv_bytes{replica=\"%s\"} %llu\n", w->replica_id, (unsigned long long)w->kv_bytes);
+    }
+    family(&t, "lion_llm_kv_budget_bytes", "gauge", "Each llm replica's --kv-budget-mb, in bytes (0: no limit).");
+    for (int i = 0; i < gw->pool[LION__STAGE__LLM].n_workers; i++) {
+        const worker_slot *w = &gw->pool[LION__STAGE__LLM].workers[i];
+        if (w->decodes)
+            put(&t, "lion_llm_kv_budget_bytes{replica=\"%s\"} %llu\n", w->replica_id,
+                (unsigned long long)w->kv_budget_bytes);
+    }
     family(&t, "lion_queue_depth", "gauge", "Jobs waiting for a worker with credit.");
     for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
         put(&t, "lion_queue_depth{stage=\"%s\"} %d\n", lion_stage_name(s), stage_pool_queued(&gw->pool[s]));

@@ -265,6 +265,19 @@ static int take_tags(request *r, const Lion__Envelope *answer, lion_status *st) 
     return 0;
 }
 
+/* Time to first token: the request's time so far less what the llm did after its first
+ * token (both of that difference on the worker's clock, so no clock of two hosts is
+ * compared); time per output token: the llm's time after the first token per later token. */
+static void observe_token_times(request *r, const Lion__Envelope *env, const Lion__Hop *h) {
+    const Lion__Result *res = env->result;
+    if (!res || !res->has_first_token_us || res->n_sequences == 0) return;
+    const double after_first_s = (double)(h->finish_us - res->first_token_us) / 1e6;
+    const double elapsed_s = (double)(clock_mono_us() - r->start_us) / 1e6;
+    histogram_observe(&r->gw->metrics.ttft_seconds, elapsed_s - after_first_s);
+    const uint32_t tokens = res->sequences[0]->generated_tokens;
+    if (tokens > 1) histogram_observe(&r->gw->metrics.tpot_seconds, after_first_s / (tokens - 1));
+}
+
 /* The worker's hop is the last one in the trace that is not the gateway's. */
 static void observe_worker_time(request *r, int stage, const Lion__Envelope *env) {
     for (size_t i = env->n_trace; i-- > 0;) {
@@ -273,6 +286,7 @@ static void observe_worker_time(request *r, int stage, const Lion__Envelope *env
         r->step[stage].worker_ms = (double)(h->finish_us - h->receive_us) / 1000.0;
         snprintf(r->step[stage].replica, sizeof r->step[stage].replica, "%s", h->replica_id ? h->replica_id : "?");
         histogram_observe(&r->gw->metrics.stage_seconds[stage], r->step[stage].worker_ms / 1000.0);
+        if (stage == LION__STAGE__LLM) observe_token_times(r, env, h);
         return;
     }
 }

@@ -381,6 +381,12 @@ static void handle(stage_pool *p, envelope_msg *m, int rc, lion_status *st) {
         w->cache_hits = env->credit->cache_hits;
         w->cache_misses = env->credit->cache_misses;
     }
+    if (w && env->credit && env->credit->has_running_rows) {
+        w->decodes = 1;
+        w->running_rows = env->credit->running_rows;
+        w->kv_bytes = env->credit->kv_bytes;
+        w->kv_budget_bytes = env->credit->kv_budget_bytes;
+    }
     switch (env->kind) {
     case LION__KIND__READY:
     case LION__KIND__HEARTBEAT:

@@ -42,11 +42,12 @@ fail() { echo "e2e FAIL: $*"; for f in "$work"/*.log; do echo "--- $f"; tail -n 
 pids+=($!)
 p=$base
 for svc in vision tagger aggregator llm; do
-  # the llm worker runs its jobs one at a time so that its replay below is byte-exact: a
-  # batched forward sums GEMM tile edges in another order (docs/operations.md, replay)
-  batch=4
-  [ $svc = llm ] && batch=1
-  "$build"/services/lion-$svc --gateway "tcp://127.0.0.1:$p" --model "$model" --threads 1 --max-batch $batch \
+  # the llm worker holds one job at a time so that its replay below is byte-exact: in a
+  # running batch a job's products are computed beside other rows, which sums GEMM tile
+  # edges in another order (docs/operations.md, replay)
+  batch="--max-batch 4"
+  [ $svc = llm ] && batch="--capacity 1 --max-batch 1"
+  "$build"/services/lion-$svc --gateway "tcp://127.0.0.1:$p" --model "$model" --threads 1 $batch \
     >"$work/$svc.log" 2>&1 &
   pids+=($!)
   p=$((p + 1))
@@ -229,5 +230,17 @@ grep -q "precision bf16 (asked" "$work/llm_bf16.log" || fail "the bf16 llm worke
 echo "bf16 llm worker:"
 grep -E "points|identical answers" "$work/eval_bf16_compare.txt" || true
 echo "bf16 llm evaluation: $((SECONDS - bf16_started)) s"
+# continuous batching's figures: time to first token / per output token of every llm
+# answer, and the replica's running rows and decoding-state budget from its heartbeats
+metrics=$(curl -sf "http://127.0.0.1:$port/metrics") || fail "/metrics did not answer"
+ttft=$(sed -n 's/^lion_time_to_first_token_seconds_count \([0-9]*\)$/\1/p' <<<"$metrics")
+tpot=$(sed -n 's/^lion_time_per_output_token_seconds_count \([0-9]*\)$/\1/p' <<<"$metrics")
+[ "${ttft:-0}" -ge "$many" ] || fail "lion_time_to_first_token_seconds_count is '${ttft}', want >= $many answers"
+[ "${tpot:-0}" -gt 0 ] || fail "lion_time_per_output_token_seconds_count is '${tpot}'"
+grep -q '^lion_llm_running_rows{replica="llm-bf16"} [0-9]*$' <<<"$metrics" \
+  || fail "/metrics has no lion_llm_running_rows of llm-bf16"
+grep -q '^lion_llm_kv_budget_bytes{replica="llm-bf16"} 4294967296$' <<<"$metrics" \
+  || fail "/metrics has no lion_llm_kv_budget_bytes of llm-bf16 (4096 MB)"
+echo "llm token times: $ttft answers with a time to first token, $tpot with a time per output token"
 stop_all
 echo "1 passed, 0 failed"

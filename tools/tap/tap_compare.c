@@ -84,10 +84,11 @@ static int compare_tags(const char *what, Lion__Tag **g, size_t ng, Lion__Tag **
 /* Field by field first, for a readable difference; then the packed bytes, so that
  * nothing the named checks skip (scores, boxes) can differ unseen. */
 static int compare_result(const Lion__Result *gr, const Lion__Result *wr, char *diff, size_t len) {
-    /* whether a cache answered is how, not what: a replay into a fresh worker misses where
-     * the dumped answer may have hit */
+    /* whether a cache answered, and when the first token came, are how, not what: a replay
+     * into a fresh worker misses where the dumped answer may have hit, and runs later */
     Lion__Result empty = LION__RESULT__INIT, gc = gr ? *gr : empty, wc = wr ? *wr : empty;
     gc.has_cache_hit = wc.has_cache_hit = 0;
+    gc.has_first_token_us = wc.has_first_token_us = 0;
     const Lion__Result *g = &gc, *w = &wc;
     if (compare_sequences(g, w, diff, len) || compare_tags("tags", g->tags, g->n_tags, w->tags, w->n_tags, diff, len) ||
         compare_tags("top tags", g->top_tags, g->n_top_tags, w->top_tags, w->n_top_tags, diff, len))
