@@ -72,8 +72,8 @@ int zap_open(gateway *gw, lion_status *st) {
     if (!gw->cfg.worker_keys) return lion_fail(st, LION_EINVAL, "--curve-key needs --worker-keys FILE|DIR");
     if (gw->cfg.tap_endpoint && !gw->cfg.tap_keys)
         return lion_fail(st, LION_EINVAL, "--curve-key with --tap needs --tap-keys FILE|DIR (the readers allowed)");
-    /* meta-only readers are only meta-only on their own endpoint: on --tap they would be refused,
-     * which is safe but surely not what was meant */
+    /* without --tap-meta, the readers of --tap-meta-keys would be admitted nowhere (--tap
+     * refuses them): a mistake in the set-up, said at start rather than found later */
     if (gw->cfg.tap_meta_keys && !gw->cfg.tap_meta_endpoint)
         return lion_fail(st, LION_EINVAL, "--tap-meta-keys needs --tap-meta EP (the endpoint that carries meta/ only)");
     if (gw->cfg.tap_meta_endpoint && !gw->cfg.tap_meta_keys && !gw->cfg.tap_keys)
