@@ -18,7 +18,8 @@ typedef struct gateway_config {
     const char *listen_host;  /* HTTP address (default 127.0.0.1) */
     int listen_port;          /* HTTP port (default 8080) */
     const char *stage_endpoint[5]; /* ROUTER endpoint per Lion__Stage 1..4 */
-    const char *tap_endpoint; /* XPUB tap endpoint; NULL: no taps */
+    const char *tap_endpoint; /* XPUB tap endpoint (meta/ and data/); NULL: none */
+    const char *tap_meta_endpoint; /* XPUB tap endpoint of meta/ only; NULL: none */
     const char *model_name;   /* reported by /v1/models and in answers */
     const char *web_root;     /* the page's files from this folder; NULL: the built-in copy */
     int deadline_ms;          /* per request, unless the request asks for less */
@@ -44,7 +45,8 @@ typedef struct gateway_config {
     int allow_open;           /* no keys on a non-loopback address is what the operator wants */
     const char *curve_key;    /* the gateway's CURVE key pair (lion-keygen); NULL: no CURVE */
     const char *worker_keys;  /* workers' public keys allowed (a file, or a folder of .pub) */
-    const char *tap_keys;     /* tap readers' public keys allowed */
+    const char *tap_keys;     /* tap readers' public keys allowed (meta/ and data/) */
+    const char *tap_meta_keys; /* meta-only tap readers' public keys (on tap_meta_endpoint) */
     int insecure;             /* ZeroMQ endpoints off this machine without CURVE, on purpose */
     char endpoint_storage[5][128]; /* [0]: the --listen host; [1..4]: endpoints made from --bind-base */
     int help;
@@ -55,7 +57,7 @@ typedef struct gateway_config {
  *   --listen HOST:PORT --vision EP --tagger EP --aggregator EP --llm EP
  *   --bind-base tcp://HOST:PORT (vision PORT, tagger +1, aggregator +2, llm +3; a stage
  *     given on its own keeps its endpoint)
- *   --tap EP --model-name NAME --deadline-ms N --heartbeat-ms N --worker-timeout-ms N
+ *   --tap EP --tap-meta EP --model-name NAME --deadline-ms N --heartbeat-ms N --worker-timeout-ms N
  *   --max-requests N --max-queue N --max-attempts N --retry-after-s N
  *   --max-body-bytes N --max-image-bytes N --max-prompt-bytes N --max-tags N
  *   --idle-timeout-ms N --max-connections N --help

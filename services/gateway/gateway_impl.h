@@ -295,19 +295,31 @@ const char *api_route_label(int route);
 
 /* --- taps ------------------------------------------------------------------------------ */
 
-typedef struct tap {
+/* One XPUB endpoint of the taps. */
+typedef struct tap_socket {
     void *pub;
     uv_poll_t poll;
     int polling;
-    int data_subscriptions; /* subscriptions that match data/ topics */
-    uint64_t published;     /* jobs and answers published (meta/) */
+    int data_subscriptions; /* subscriptions that match data/ topics (the --tap endpoint only) */
+} tap_socket;
+
+/* Two endpoints, because one XPUB cannot safely give its subscribers different topics with
+ * the libzmq we build on (tap.c says why): --tap carries meta/ and data/ to the readers of
+ * --tap-keys, --tap-meta carries meta/ only, to the readers of --tap-meta-keys (and of
+ * --tap-keys). */
+typedef struct tap {
+    tap_socket all;     /* --tap: meta/ and data/ */
+    tap_socket meta;    /* --tap-meta: meta/ only */
+    uint64_t published; /* jobs and answers published (meta/) */
 } tap;
 
+/* Opens endpoint (meta/ and data/) and the config's tap_meta_endpoint (meta/ only); each
+ * may be NULL. */
 int tap_open(tap *t, struct gateway *gw, const char *endpoint, lion_status *st);
 void tap_close(tap *t);
 /* Publishes a JOB (out) or answer (in): frames[0] is the envelope, frames[1..n) tensors. */
 void tap_publish(tap *t, int stage, int outgoing, const char *request_id, zmq_msg_t *frames, int n);
-/* Reads subscription messages (called when the XPUB is readable). */
+/* Reads subscription messages (called when an XPUB is readable). */
 void tap_drain(tap *t);
 
 /* --- base64 ------------------------------------------------------------------------------ */
@@ -374,7 +386,7 @@ char *metrics_render(struct gateway *gw, size_t *len);
 typedef struct zap {
     int on;                   /* --curve-key given: every ZeroMQ endpoint is a CURVE server */
     curve_keypair server;
-    curve_allowlist workers, taps;
+    curve_allowlist workers, taps, tap_meta; /* tap_meta: readers of meta/ only */
     void *rep;                /* the ZAP handler */
     uv_poll_t poll;
     int polling;
@@ -384,7 +396,8 @@ typedef struct zap {
 /* Loads the key pair and allow-lists and starts the ZAP handler (before any endpoint binds);
  * without --curve-key, refuses endpoints off this machine unless --insecure. */
 int zap_open(struct gateway *gw, lion_status *st);
-/* Makes sock a CURVE server judged in domain ("workers", "taps"), when CURVE is on. */
+/* Makes sock a CURVE server judged in domain ("workers", "taps", "taps-meta"), when CURVE
+ * is on. */
 int zap_secure(struct gateway *gw, void *sock, const char *domain, lion_status *st);
 void zap_drain(struct gateway *gw);
 void zap_reload(struct gateway *gw); /* SIGHUP: the allow-lists again */

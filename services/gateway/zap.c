@@ -1,12 +1,15 @@
 /* zap.c - who may connect to the gateway's ZeroMQ endpoints (CURVE + ZAP, RFC 27).
  *
- * With --curve-key, every stage ROUTER and the tap XPUB is a CURVE server with the gateway's
- * secret key, and libzmq asks this ZAP handler (a REP socket on inproc://zeromq.zap.01,
- * polled by the libuv loop like the other sockets) about every client's public key: a
- * worker's against --worker-keys (domain "workers"), a tap reader's against --tap-keys
- * ("taps"). A key not on the list is refused during the handshake: it never gets a job or
- * a tap message. SIGHUP reloads both lists. Without --curve-key the endpoints must stay on
- * this machine (ipc://, loopback) unless --insecure is given, which is logged loudly. */
+ * With --curve-key, every stage ROUTER and both tap XPUBs are CURVE servers with the
+ * gateway's secret key, and libzmq asks this ZAP handler (a REP socket on
+ * inproc://zeromq.zap.01, polled by the libuv loop like the other sockets) about every
+ * client's public key: a worker's against --worker-keys (domain "workers"), a reader of the
+ * --tap endpoint (meta/ and data/) against --tap-keys ("taps"), a reader of the --tap-meta
+ * endpoint (meta/ only) against --tap-meta-keys or --tap-keys ("taps-meta": whoever may
+ * read the payloads may read the flow). A key not on its list is refused during the
+ * handshake: it never gets a job or a tap message. SIGHUP reloads the three lists. Without
+ * --curve-key the endpoints must stay on this machine (ipc://, loopback) unless --insecure
+ * is given, which is logged loudly. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,19 +19,26 @@
 
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 
+/* All three lists or none: a reload that fails half-way keeps the old ones. */
 static int load_lists(gateway *gw, lion_status *st) {
     zap *z = &gw->zap;
-    curve_allowlist workers = {0}, taps = {0};
-    if (curve_allowlist_load(&workers, gw->cfg.worker_keys, st) != 0) return -1;
-    if (gw->cfg.tap_keys && curve_allowlist_load(&taps, gw->cfg.tap_keys, st) != 0) {
+    curve_allowlist workers = {0}, taps = {0}, tap_meta = {0};
+    if (curve_allowlist_load(&workers, gw->cfg.worker_keys, st) != 0 ||
+        (gw->cfg.tap_keys && curve_allowlist_load(&taps, gw->cfg.tap_keys, st) != 0) ||
+        (gw->cfg.tap_meta_keys && curve_allowlist_load(&tap_meta, gw->cfg.tap_meta_keys, st) != 0)) {
         curve_allowlist_free(&workers);
+        curve_allowlist_free(&taps);
+        curve_allowlist_free(&tap_meta);
         return -1;
     }
     curve_allowlist_free(&z->workers);
     curve_allowlist_free(&z->taps);
+    curve_allowlist_free(&z->tap_meta);
     z->workers = workers;
     z->taps = taps;
-    log_info("CURVE: %d worker keys, %d tap reader keys", workers.n, taps.n);
+    z->tap_meta = tap_meta;
+    log_info("CURVE: %d worker keys, %d tap reader keys (meta/ and data/), %d meta-only tap reader keys", workers.n,
+             taps.n, tap_meta.n);
     return 0;
 }
 
@@ -37,10 +47,11 @@ static void on_poll(uv_poll_t *h, int status, int events) { zap_drain(h->data); 
 /* Without CURVE, a link that leaves the machine carries images and prompts in the clear and
  * lets anyone who reaches it take jobs: only with --insecure. */
 static int check_plain_endpoints(gateway *gw, lion_status *st) {
-    const char *eps[LION_STAGE_SLOTS + 1] = {0};
+    const char *eps[LION_STAGE_SLOTS + 2] = {0};
     int n = 0;
     for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) eps[n++] = gw->cfg.stage_endpoint[s];
     if (gw->cfg.tap_endpoint) eps[n++] = gw->cfg.tap_endpoint;
+    if (gw->cfg.tap_meta_endpoint) eps[n++] = gw->cfg.tap_meta_endpoint;
     for (int i = 0; i < n; i++) {
         if (curve_endpoint_is_local(eps[i])) continue;
         if (!gw->cfg.insecure)
@@ -61,6 +72,13 @@ int zap_open(gateway *gw, lion_status *st) {
     if (!gw->cfg.worker_keys) return lion_fail(st, LION_EINVAL, "--curve-key needs --worker-keys FILE|DIR");
     if (gw->cfg.tap_endpoint && !gw->cfg.tap_keys)
         return lion_fail(st, LION_EINVAL, "--curve-key with --tap needs --tap-keys FILE|DIR (the readers allowed)");
+    /* without --tap-meta, the readers of --tap-meta-keys would be admitted nowhere (--tap
+     * refuses them): a mistake in the set-up, said at start rather than found later */
+    if (gw->cfg.tap_meta_keys && !gw->cfg.tap_meta_endpoint)
+        return lion_fail(st, LION_EINVAL, "--tap-meta-keys needs --tap-meta EP (the endpoint that carries meta/ only)");
+    if (gw->cfg.tap_meta_endpoint && !gw->cfg.tap_meta_keys && !gw->cfg.tap_keys)
+        return lion_fail(st, LION_EINVAL,
+                         "--curve-key with --tap-meta needs --tap-meta-keys FILE|DIR (the meta-only readers allowed)");
     if (curve_keypair_load(gw->cfg.curve_key, &z->server, st) != 0 || load_lists(gw, st) != 0) return -1;
     z->rep = zmq_socket(gw->zctx, ZMQ_REP);
     if (!z->rep || zmq_bind(z->rep, ZAP_ENDPOINT) != 0)
@@ -118,10 +136,20 @@ static void answer_one(gateway *gw) {
         memcpy(domain, zmq_msg_data(&part[2]), dl);
         domain[dl] = 0;
         const int curve = zmq_msg_size(&part[5]) == 5 && !memcmp(zmq_msg_data(&part[5]), "CURVE", 5);
-        const curve_allowlist *list = !strcmp(domain, "workers") ? &z->workers : !strcmp(domain, "taps") ? &z->taps : NULL;
-        if (!curve || zmq_msg_size(&part[6]) != 32) why = "not CURVE";
-        else if (!list) why = "unknown domain";
-        else if (!(ok = curve_allowlist_has(list, zmq_msg_data(&part[6])))) why = "key not allowed";
+        const int workers = !strcmp(domain, "workers"), taps = !strcmp(domain, "taps"),
+                  tap_meta = !strcmp(domain, "taps-meta");
+        if (!curve || zmq_msg_size(&part[6]) != 32) {
+            why = "not CURVE";
+        } else if (!workers && !taps && !tap_meta) {
+            why = "unknown domain";
+        } else {
+            const unsigned char *key = zmq_msg_data(&part[6]);
+            /* the meta endpoint also admits the data readers: they may see everything */
+            ok = workers  ? curve_allowlist_has(&z->workers, key)
+                 : taps   ? curve_allowlist_has(&z->taps, key)
+                          : curve_allowlist_has(&z->tap_meta, key) || curve_allowlist_has(&z->taps, key);
+            if (!ok) why = "key not allowed";
+        }
     }
     if (!ok) {
         char key[CURVE_KEY_TEXT] = "?";
@@ -159,5 +187,6 @@ void zap_close(gateway *gw) {
     z->rep = NULL;
     curve_allowlist_free(&z->workers);
     curve_allowlist_free(&z->taps);
+    curve_allowlist_free(&z->tap_meta);
     memset(&z->server, 0, sizeof z->server);
 }

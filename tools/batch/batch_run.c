@@ -429,6 +429,7 @@ static int run_open(batch_run *run, const batch_options *o, const batch_requests
         s->headers = curl_slist_append(NULL, "Content-Type: application/json");
         /* no "Expect: 100-continue" round trip for bodies over 1 KiB */
         s->headers = curl_slist_append(s->headers, "Expect:");
+        if (o->authorization) s->headers = curl_slist_append(s->headers, o->authorization);
         if (!s->easy || !s->headers) return cannot_start("no memory");
     }
     return 0;

@@ -26,6 +26,8 @@ typedef struct batch_options {
     const char *out, *draw_dir;         /* out NULL: stdout */
     int concurrency, retries, timeout_ms, max_retry_wait_ms, check, resume;
     progress_mode progress;
+    const char *api_key_file;           /* --api-key-file: the key is its first key line */
+    char *authorization;                /* "Authorization: Bearer KEY" from it (owned), or NULL */
 } batch_options;
 
 /* Runs the batch. Returns 0 when every request got its answer (and, with --check, every

@@ -12,6 +12,7 @@
 
 #include "args.h"
 #include "batch_request.h"
+#include "file_read.h"
 #include "batch_run.h"
 
 #define DEFAULT_GATEWAY "http://127.0.0.1:8080"
@@ -86,6 +87,9 @@ static const args_option batch_options_table[] = {
      .min = 0, .max = 1000000000, .help = "cap on one wait before a retry"},
     {.name = "--timeout-ms", .metavar = "N", .kind = ARG_INT, ARGS_AT(batch_options, timeout_ms), .min = 1,
      .max = 1000000000, .help = "per attempt (connecting: at most 10000 of it)"},
+    {.name = "--api-key-file", .env = "LION_API_KEY_FILE", .metavar = "FILE", .kind = ARG_STRING,
+     ARGS_AT(batch_options, api_key_file),
+     .help = "send Authorization: Bearer KEY, KEY the file's first line (a gateway with --api-keys)"},
     {.name = "--progress", .metavar = "MODE", .kind = ARG_CUSTOM, .set = set_progress,
      .help = "auto (bar on a terminal, else lines), bar, plain, none", .deflt = "auto"},
 };
@@ -108,6 +112,36 @@ static void usage(FILE *out) {
 static void options_free(batch_options *o) {
     for (int i = 0; i < o->n_gateways; i++) free(o->gateways[i]);
     o->n_gateways = 0;
+    free(o->authorization);
+    o->authorization = NULL;
+}
+
+/* The header from --api-key-file: the first line that is not empty or a "#" comment, as the
+ * gateway reads its --api-keys file. From a file, not the command line, so that the key is
+ * not in every `ps` listing. */
+static int load_api_key(batch_options *o, lion_status *st) {
+    char *text = NULL;
+    size_t size = 0;
+    if (file_read_all(o->api_key_file, 1 << 16, "API key file", &text, &size, st) != 0) return -1;
+    char *key = NULL;
+    for (char *save = NULL, *l = strtok_r(text, "\n", &save); l && !key; l = strtok_r(NULL, "\n", &save)) {
+        while (*l == ' ' || *l == '\t') l++;
+        size_t len = strlen(l);
+        while (len && (l[len - 1] == ' ' || l[len - 1] == '\t' || l[len - 1] == '\r')) l[--len] = 0;
+        if (len && *l != '#') key = l;
+    }
+    int rc = 0;
+    if (!key) {
+        rc = lion_fail(st, LION_EINVAL, "%s: no API key in the file", o->api_key_file);
+    } else {
+        size_t n = strlen("Authorization: Bearer ") + strlen(key) + 1;
+        o->authorization = malloc(n);
+        if (o->authorization) snprintf(o->authorization, n, "Authorization: Bearer %s", key);
+        else rc = lion_fail(st, LION_ENOMEM, "%s: no memory", o->api_key_file);
+    }
+    memset(text, 0, size);
+    free(text);
+    return rc;
 }
 
 /* The combinations the table cannot check. */
@@ -145,6 +179,10 @@ static int parse_options(int argc, char **argv, batch_options *o) {
         return -1;
     }
     if (o->n_gateways == 0 && set_gateway(NULL, o, "--gateway", DEFAULT_GATEWAY, &st) != 0) {
+        fprintf(stderr, "lion-batch: %s\n", st.msg);
+        return -1;
+    }
+    if (o->api_key_file && load_api_key(o, &st) != 0) {
         fprintf(stderr, "lion-batch: %s\n", st.msg);
         return -1;
     }
