@@ -80,6 +80,15 @@ typedef struct attention_args {
 /* Returns 0, or -1 when the scratch arena cannot grow (out of memory). */
 int attention_forward(const attention_args *a, arena *scratch);
 
+/* One query's attention, by plain loops: q and out [heads * head_dim]; k_len keys and values
+ * k, v (rows of `stride` floats, head h at h * head_dim); bias (NULL: none) additive, head h
+ * at bias + h * bias_head_stride; key_mask [k_len] (NULL: all); scores: k_len floats of
+ * scratch. For decoder steps, where a GEMM per head of one query costs more to call than
+ * its work; and a row's result never depends on the rows beside it. */
+void attention_query(float *out, const float *q, const float *k, const float *v, int k_len, int stride, int heads,
+                     int head_dim, float scale, const float *bias, size_t bias_head_stride, const uint8_t *key_mask,
+                     float *scores);
+
 /* Convolution with kernel == stride (ViT/Swin patch embedding) as im2col + one GEMM.
  * img [channels, height, width] CHW; w [dim, channels, patch, patch]; b [dim];
  * out [(height/patch)*(width/patch), dim], patches in row-major order. 0, or -1 out of memory. */

@@ -549,7 +549,7 @@ int t5_step(const t5_model *m, t5_seq *const *seqs, int n, const int32_t *tokens
     const t5_config *c = &m->cfg;
     const int d = c->d_model, inner = c->heads * c->d_kv, H = c->heads;
     if (n <= 0) return lion_fail(st, LION_EINVAL, "t5_decoder: a step of %d rows", n);
-    int max_k = 0;
+    int max_k = 0, max_enc = 0;
     for (int r = 0; r < n; r++)
         if (tokens[r] < 0 || tokens[r] >= c->vocab_size)
             return lion_fail(st, LION_EINVAL, "t5_decoder: token %d of row %d is outside the vocabulary of %d",
@@ -558,13 +558,16 @@ int t5_step(const t5_model *m, t5_seq *const *seqs, int n, const int32_t *tokens
         if (seqs[r]->len >= seqs[r]->capacity)
             return lion_fail(st, LION_ETOOBIG, "t5_decoder: cache full at %d positions", seqs[r]->capacity);
         if (seqs[r]->len + 1 > max_k) max_k = seqs[r]->len + 1;
+        if (seqs[r]->cross->enc_len > max_enc) max_enc = seqs[r]->cross->enc_len;
     }
+    const int max_scores = max_k > max_enc ? max_k : max_enc;
     arena_mark mark = arena_save(a);
     float *h = arena_floats(a, (size_t)n * d), *x = arena_floats(a, (size_t)n * d);
     float *q = arena_floats(a, (size_t)n * inner), *kv = arena_floats(a, (size_t)n * inner * 2);
     float *att = arena_floats(a, (size_t)n * inner), *bias = arena_floats(a, (size_t)n * H * max_k);
+    float *scores = arena_floats(a, (size_t)n * max_scores);
     int *routes = arena_alloc(a, (size_t)n * sizeof *routes);
-    if (!h || !x || !q || !kv || !att || !bias || !routes) goto oom;
+    if (!h || !x || !q || !kv || !att || !bias || !scores || !routes) goto oom;
     embedding_forward(h, m->shared, tokens, n, d);
     /* each row's causal buckets of its one new query against its cached keys, shared by all
      * layers; rows at the same position (the beams of a request) share the previous row's */
@@ -587,32 +590,27 @@ int t5_step(const t5_model *m, t5_seq *const *seqs, int n, const int32_t *tokens
             memcpy(s->k + at, kv + (size_t)r * inner, inner * sizeof(float));
             memcpy(s->v + at, kv + ((size_t)n + r) * inner, inner * sizeof(float));
         }
-        /* each row's cache is its own batch of keys, so one call per row */
+        /* each row attends to its own cache (rows in parallel when there is work enough) */
+#pragma omp parallel for schedule(static) if ((size_t)n * max_k * inner > 65536)
         for (int r = 0; r < n; r++) {
-            const t5_seq *s = seqs[r];
-            const size_t layer = (size_t)i * s->capacity * inner;
-            attention_args at = {.batch = 1, .heads = H, .head_dim = c->d_kv, .q_len = 1, .k_len = s->len + 1,
-                                 .q = q + (size_t)r * inner, .k = s->k + layer, .v = s->v + layer,
-                                 .out = att + (size_t)r * inner, .q_stride = inner, .k_stride = inner,
-                                 .v_stride = inner, .out_stride = inner, .scale = 1.0f,
-                                 .bias = bias + (size_t)r * H * max_k};
-            if (attention_forward(&at, a)) goto oom;
+            const t5_seq *sq = seqs[r];
+            const size_t layer = (size_t)i * sq->capacity * inner;
+            attention_query(att + (size_t)r * inner, q + (size_t)r * inner, sq->k + layer, sq->v + layer, sq->len + 1,
+                            inner, H, c->d_kv, 1.0f, bias + (size_t)r * H * max_k, (size_t)sq->len + 1, NULL,
+                            scores + (size_t)r * max_scores);
         }
         product(m, 1, x, att, l->self.o, l->self.o16, n, inner, d);
         add_forward(h, x, (size_t)n * d);
 
-        /* cross-attention: the consecutive rows of one request are its queries */
+        /* cross-attention: each row to its request's encoder output */
         rmsnorm_forward(x, h, l->cross.norm, n, d, c->ln_eps);
         product(m, 1, q, x, l->cross.q, l->cross.q16, n, d, inner);
-        for (int r = 0, run; r < n; r += run) {
+#pragma omp parallel for schedule(static) if ((size_t)n * max_enc * inner > 65536)
+        for (int r = 0; r < n; r++) {
             const t5_cross *xc = seqs[r]->cross;
-            for (run = 1; r + run < n && seqs[r + run]->cross == xc; run++) {}
             const size_t layer = (size_t)i * xc->enc_len * inner;
-            attention_args xa = {.batch = 1, .heads = H, .head_dim = c->d_kv, .q_len = run, .k_len = xc->enc_len,
-                                 .q = q + (size_t)r * inner, .k = xc->k + layer, .v = xc->v + layer,
-                                 .out = att + (size_t)r * inner, .q_stride = inner, .k_stride = inner,
-                                 .v_stride = inner, .out_stride = inner, .scale = 1.0f, .key_mask = xc->mask};
-            if (attention_forward(&xa, a)) goto oom;
+            attention_query(att + (size_t)r * inner, q + (size_t)r * inner, xc->k + layer, xc->v + layer, xc->enc_len,
+                            inner, H, c->d_kv, 1.0f, NULL, 0, xc->mask, scores + (size_t)r * max_scores);
         }
         product(m, 1, x, att, l->cross.o, l->cross.o16, n, inner, d);
         add_forward(h, x, (size_t)n * d);
