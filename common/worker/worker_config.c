@@ -61,6 +61,12 @@ static const args_option worker_options[] = {
      .set = set_precision, .deflt = "auto",
      .help = "weights the stage computes with: bf16 where it has a bf16 path (the llm's decoder step), "
              "auto = bf16 only on CPUs with native bf16"},
+    {.name = "--ready-file", .env = "LION_READY_FILE", .metavar = "FILE", .kind = ARG_STRING,
+     ARGS_AT(worker_config, ready_file), .min = 1, .max = 4096,
+     .help = "written once the model is open, removed at exit (an exec readiness probe: test -e FILE)"},
+    /* command line only: set in an environment, it would keep every start from serving */
+    {.name = "--check-config", .kind = ARG_FLAG, ARGS_AT(worker_config, check_config),
+     .help = "check the options, key files and model as a start would, print what would run, exit"},
 };
 
 static void config_defaults(worker_config *cfg, const char *service) {
