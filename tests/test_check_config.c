@@ -6,6 +6,7 @@
  *     that does not open (exit 1, the real vision stage on a missing folder and on a model
  *     without its weight file), a bad flag (exit 2);
  *   - the ready file: written while serving only (worker_ready_file_*);
+ *   - the default replica id: SERVICE-HOST-PID (replicas in containers are all PID 1);
  *   - the gateway (gateway_config_check): the --listen address, endpoints, --web-root, API
  *     keys or loopback or --allow-open, CURVE's key pair and allow-lists or local endpoints
  *     or --insecure; every refusal names the option or the file. */
@@ -168,6 +169,23 @@ static void check_ready_file(void) {
     CHECK_EQ_INT(worker_config_parse(&cfg, "vision", 3, none, &st), 0);
     CHECK_EQ_INT(worker_check_ready_file(&cfg, &st), 0);
     CHECK_EQ_INT(worker_ready_file_write(&cfg, &st), 0);
+}
+
+/* The default replica id has the host name: in containers every replica is PID 1. */
+static void check_default_replica(void) {
+    worker_config cfg;
+    lion_status st;
+    char *argv[] = {"lion-vision", "--gateway", "tcp://127.0.0.1:1"};
+    CHECK_EQ_INT(worker_config_parse(&cfg, "vision", 3, argv, &st), 0);
+    char host[256] = "", want[128];
+    gethostname(host, sizeof host);
+    host[strcspn(host, ".")] = '\0';
+    snprintf(want, sizeof want, "vision-%s-%ld", host, (long)getpid());
+    CHECK_MSG(!strcmp(cfg.replica_id, want) || (strlen(want) >= sizeof cfg.replica_id && cfg.replica_id[0]),
+              "replica id %s, expected %s", cfg.replica_id, want);
+    char *given[] = {"lion-vision", "--gateway", "tcp://127.0.0.1:1", "--replica", "vision-pod-abc"};
+    CHECK_EQ_INT(worker_config_parse(&cfg, "vision", 5, given, &st), 0);
+    CHECK(!strcmp(cfg.replica_id, "vision-pod-abc"));
 }
 
 /* --- worker_main --check-config ------------------------------------------------------------------ */
@@ -423,6 +441,7 @@ int main(void) {
     make_files();
     check_worker_link();
     check_ready_file();
+    check_default_replica();
     check_worker_main();
     check_gateway();
     remove_files();
