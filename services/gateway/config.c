@@ -201,7 +201,8 @@ static const char *endpoint_option(int stage) {
 static int check_endpoint(const char *option, const char *ep, lion_status *st) {
     if ((!strncmp(ep, "ipc://", 6) && ep[6]) || (!strncmp(ep, "inproc://", 9) && ep[9])) return 0;
     if (strncmp(ep, "tcp://", 6) != 0)
-        return lion_fail(st, LION_EINVAL, "%s: '%s' is not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH)", option, ep);
+        return lion_fail(st, LION_EINVAL, "%s: '%s' is not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH)", option,
+                         ep);
     const char *colon = strrchr(ep + 6, ':');
     if (!colon || colon == ep + 6) return lion_fail(st, LION_EINVAL, "%s: '%s' has no HOST:PORT", option, ep);
     long port;
@@ -213,7 +214,10 @@ static int check_endpoint(const char *option, const char *ep, lion_status *st) {
 static int check_endpoints(const gateway_config *cfg, lion_status *st) {
     const char *eps[LION_STAGE_SLOTS + 1] = {0}, *opts[LION_STAGE_SLOTS + 1] = {0};
     int n = 0;
-    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) opts[n] = endpoint_option(s), eps[n++] = cfg->stage_endpoint[s];
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) {
+        opts[n] = endpoint_option(s);
+        eps[n++] = cfg->stage_endpoint[s];
+    }
     if (cfg->tap_endpoint) opts[n] = "--tap", eps[n++] = cfg->tap_endpoint;
     for (int i = 0; i < n; i++) {
         if (check_endpoint(opts[i], eps[i], st) != 0) return -1;
@@ -275,13 +279,14 @@ static int check_zmq(const gateway_config *cfg, char *what, size_t size, lion_st
             if (curve_endpoint_is_local(eps[i])) continue;
             if (!cfg->insecure)
                 return lion_fail(st, LION_EINVAL,
-                                 "%s is reachable from other machines: give --curve-key and --worker-keys (lion-keygen), "
-                                 "or --insecure to run it without CURVE on purpose",
+                                 "%s is reachable from other machines: give --curve-key and --worker-keys "
+                                 "(lion-keygen), or --insecure to run it without CURVE on purpose",
                                  eps[i]);
             reachable = 1;
         }
-        snprintf(what, size, "%s", reachable ? "ZeroMQ INSECURE (--insecure: no CURVE on endpoints other machines reach)"
-                                             : "plain ZeroMQ (local endpoints only)");
+        snprintf(what, size, "%s",
+                 reachable ? "ZeroMQ INSECURE (--insecure: no CURVE on endpoints other machines reach)"
+                           : "plain ZeroMQ (local endpoints only)");
         return 0;
     }
     if (!cfg->worker_keys) return lion_fail(st, LION_EINVAL, "--curve-key needs --worker-keys FILE|DIR");

@@ -435,7 +435,8 @@ def check_k8s_wiring(docs, deployments, runs):
     labels = gw["spec"]["template"]["metadata"]["labels"]
     for probe in ("livenessProbe", "readinessProbe"):
         get = c.get(probe, {}).get("httpGet")
-        if not get or get.get("path") not in ("/healthz", "/readyz") or ports.get(get.get("port"), get.get("port")) != listen:
+        port = ports.get(get.get("port"), get.get("port")) if get else None
+        if not get or get.get("path") not in ("/healthz", "/readyz") or port != listen:
             fail(f"k8s gateway {probe}: {get} is not /healthz or /readyz on --listen's port {listen}")
     for stage in STAGES:
         run_ = runs.get(f"lion-{stage}", {}).get(stage)
