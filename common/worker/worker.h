@@ -59,6 +59,11 @@ typedef struct worker_config {
      * SIGTERM/SIGINT, installing handlers for its duration. */
     atomic_int *stop;
     int help;              /* worker_config_parse saw --help */
+    int check_config;      /* --check-config: worker_main checks the options, the link's keys
+                              and the model (opened and closed), prints what it would run and
+                              exits, binding and connecting nothing (worker_check.h) */
+    const char *ready_file; /* --ready-file: written by worker_main once the stage is open,
+                               removed when it stops: an exec readiness probe's file */
 } worker_config;
 
 struct worker_output;
@@ -150,11 +155,13 @@ int worker_job_cancelled(const worker_job *job);
 int worker_job_done(worker_job *job, lion_status *st);
 
 /* Defaults, then LION_GATEWAY, LION_MODEL, LION_THREADS, LION_REPLICA, LION_CAPACITY,
- * LION_MAX_BATCH, LION_HEARTBEAT_MS, LION_PRECISION from the environment, then the command
- * line: --gateway EP --model DIR --threads N (1..1024) --replica ID --capacity N
- * (1..LION_MAX_CAPACITY) --max-batch N (1..LION_MAX_BATCH, at most --capacity)
- * --heartbeat-ms N --precision auto|f32|bf16 (common/nn/precision.h) --help (either
- * "--opt value" or "--opt=value"; common/core/args.h).
+ * LION_MAX_BATCH, LION_HEARTBEAT_MS, LION_CURVE_SERVER_KEY, LION_CURVE_KEY, LION_PRECISION,
+ * LION_READY_FILE from the environment, then the command line: --gateway EP --model DIR
+ * --threads N (1..1024) --replica ID --capacity N (1..LION_MAX_CAPACITY) --max-batch N
+ * (1..LION_MAX_BATCH, at most --capacity) --heartbeat-ms N --curve-server-key FILE
+ * --curve-key FILE --insecure --precision auto|f32|bf16 (common/nn/precision.h)
+ * --ready-file FILE --check-config --help (either "--opt value" or "--opt=value";
+ * common/core/args.h).
  * cfg keeps pointers into argv and the environment (except replica_id, copied). */
 int worker_config_parse(worker_config *cfg, const char *service, int argc, char **argv, lion_status *st);
 /* The same, with a service's own options (extra, may be NULL: e.g. lion-vision's

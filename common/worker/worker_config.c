@@ -43,7 +43,7 @@ static const args_option worker_options[] = {
     {.name = "--threads", .env = "LION_THREADS", .metavar = "N", .kind = ARG_INT, ARGS_AT(worker_config, threads),
      .min = 1, .max = 1024, .help = "compute threads", .deflt = "OpenMP's"},
     {.name = "--replica", .env = "LION_REPLICA", .metavar = "ID", .kind = ARG_CUSTOM, .set = set_replica,
-     .help = "replica id in traces and logs", .deflt = "SERVICE-PID"},
+     .help = "replica id in traces and logs", .deflt = "SERVICE-HOST-PID"},
     {.name = "--capacity", .env = "LION_CAPACITY", .metavar = "N", .kind = ARG_INT, ARGS_AT(worker_config, capacity),
      .min = 1, .max = LION_MAX_CAPACITY, .help = "jobs held at once, queued + running"},
     {.name = "--max-batch", .env = "LION_MAX_BATCH", .metavar = "N", .kind = ARG_INT,
@@ -61,7 +61,30 @@ static const args_option worker_options[] = {
      .set = set_precision, .deflt = "auto",
      .help = "weights the stage computes with: bf16 where it has a bf16 path (the llm's decoder step), "
              "auto = bf16 only on CPUs with native bf16"},
+    {.name = "--ready-file", .env = "LION_READY_FILE", .metavar = "FILE", .kind = ARG_STRING,
+     ARGS_AT(worker_config, ready_file), .min = 1, .max = 4096,
+     .help = "written once the model is open, removed at exit (an exec readiness probe: test -e FILE)"},
+    /* command line only: set in an environment, it would keep every start from serving */
+    {.name = "--check-config", .kind = ARG_FLAG, ARGS_AT(worker_config, check_config),
+     .help = "check the options, key files and model as a start would, print what would run, exit"},
 };
+
+/* SERVICE-HOST-PID. The host name matters in containers, where every replica of a stage is
+ * PID 1 (or the same small PID under an init): the gateway hashes the replica id to route
+ * images to caches, and equal ids would send every image to one replica. The host part is
+ * cut so that the PID always fits. */
+static void default_replica_id(char *out, size_t size, const char *service) {
+    char host[256] = "";
+    if (gethostname(host, sizeof host) != 0) host[0] = '\0';
+    host[sizeof host - 1] = '\0';
+    char *dot = strchr(host, '.'); /* the short name: node1, not node1.cluster.example */
+    if (dot) *dot = '\0';
+    char pid[24];
+    snprintf(pid, sizeof pid, "%ld", (long)getpid());
+    int room = (int)size - 1 - (int)strlen(service) - (int)strlen(pid) - 2;
+    if (!host[0] || room < 1) snprintf(out, size, "%s-%s", service, pid);
+    else snprintf(out, size, "%s-%.*s-%s", service, room, host, pid);
+}
 
 static void config_defaults(worker_config *cfg, const char *service) {
     memset(cfg, 0, sizeof *cfg);
@@ -72,7 +95,7 @@ static void config_defaults(worker_config *cfg, const char *service) {
     cfg->capacity = continuous ? 32 : 4;
     cfg->max_batch = continuous ? 32 : 4;
     cfg->heartbeat_ms = 1000;
-    snprintf(cfg->replica_id, sizeof cfg->replica_id, "%s-%ld", service, (long)getpid());
+    default_replica_id(cfg->replica_id, sizeof cfg->replica_id, service);
 }
 
 /* The worker's table, then the service's own options when it has any. */

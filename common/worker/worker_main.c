@@ -6,6 +6,17 @@
 #include "log.h"
 #include "precision.h"
 #include "threads.h"
+#include "worker_check.h"
+
+/* --check-config's one line, on stdout: what this start would run. */
+static void print_summary(const worker_service *svc, const worker_config *cfg, const char *precision,
+                          const char *link) {
+    printf("lion-%s: configuration OK: stage %s, model %s, %s, gateway %s over %s, replica %s, threads %d, "
+           "capacity %d, max batch %d, ready file %s\n",
+           svc->name, svc->name, cfg->model_dir, precision, cfg->gateway, link, cfg->replica_id, threads_count(),
+           cfg->capacity, cfg->max_batch, cfg->ready_file ? cfg->ready_file : "none");
+    fflush(stdout);
+}
 
 int worker_main(const worker_service *svc, int argc, char **argv) {
     worker_config cfg;
@@ -23,6 +34,15 @@ int worker_main(const worker_service *svc, int argc, char **argv) {
     }
     if (!cfg.model_dir) cfg.model_dir = WORKER_DEFAULT_MODEL;
     log_init(cfg.replica_id, LOG_INFO);
+    /* a file left by a killed run must not say ready while this one loads its model */
+    if (!cfg.check_config) worker_ready_file_remove(&cfg);
+    /* before the model: a key file that is missing or readable by others, or a gateway
+     * reached without CURVE, is told at once, not after a large model has loaded */
+    char link[160];
+    if (worker_check_link(&cfg, link, sizeof link, &st) || worker_check_ready_file(&cfg, &st)) {
+        log_error("%s", st.msg);
+        return 2;
+    }
     threads_init(cfg.threads);
     const char *why;
     char line[160];
@@ -31,15 +51,29 @@ int worker_main(const worker_service *svc, int argc, char **argv) {
     precision_describe(line, sizeof line, cfg.precision, why);
     if (asked == PRECISION_BF16 && cfg.precision != PRECISION_BF16) log_warn("%s", line);
     else log_info("%s", line);
+    /* --check-config opens the stage as a start does: model.json, the weight files' headers,
+     * shapes and dtypes, the tokenizers; a start and a check cannot disagree about them */
     void *ctx = svc->open(&cfg, &st);
     if (!ctx) {
+        lion_fail_prefix(&st, "--model %s: ", cfg.model_dir);
         log_error("%s", st.msg);
+        return 1;
+    }
+    if (cfg.check_config) {
+        print_summary(svc, &cfg, line, link);
+        svc->close(ctx);
+        return 0;
+    }
+    if (worker_ready_file_write(&cfg, &st)) {
+        log_error("%s", st.msg);
+        svc->close(ctx);
         return 1;
     }
     worker_stage ws = {.stage = svc->stage, .process = svc->process, .admit = svc->admit, .step = svc->step,
                        .ctx = ctx, .cache_stats = svc->cache_stats, .decode_stats = svc->decode_stats,
                        .precision = precision_name(cfg.precision), .isa = cpu_isa_name()};
     int rc = worker_run(&cfg, &ws, &st);
+    worker_ready_file_remove(&cfg);
     if (rc) log_error("%s", st.msg);
     svc->close(ctx);
     return rc ? 1 : 0;

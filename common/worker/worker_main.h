@@ -1,5 +1,6 @@
-/* worker_main.h - the main() every stage service shares: parse the worker options, set
- * logging and threads, open the stage's model, run the worker loop, close.
+/* worker_main.h - the main() every stage service shares: parse the worker options, check
+ * the link's keys, set logging and threads, open the stage's model, run the worker loop
+ * (or, with --check-config, stop there and say what would run), close.
  *
  * A service supplies its name, its stage, and how to open and close its model; its own
  * main.c is then a few lines (services/<stage>/main.c). WORKER_DEFAULT_MODEL (worker.h)
@@ -33,8 +34,13 @@ typedef struct worker_service {
 } worker_service;
 
 /* The precision and ISA are logged at start ("precision f32 (auto: no native bf16; kernels
- * avx2)") and reported in the worker's credit. Exit status: 0 after a clean shutdown, 1 when the model or the loop failed, 2 for bad
- * options. */
+ * avx2)") and reported in the worker's credit. Before the model is opened, the link's keys
+ * and the --insecure rule are checked (worker_check.h). With --check-config the stage is
+ * opened and closed, one line says what would run ("lion-vision: configuration OK: stage
+ * vision, model ..., gateway ... over CURVE (...), ..."), and nothing is bound or connected.
+ * With --ready-file, the file exists exactly while the loop serves. Exit status: 0 after a
+ * clean shutdown (or a check that passed), 1 when the model or the loop failed, 2 for bad
+ * options, key files or the --insecure rule. */
 int worker_main(const worker_service *svc, int argc, char **argv);
 
 #endif

@@ -1,11 +1,16 @@
 /* config.c - the gateway's command line: one option table (common/core/args.h) that both
- * parses and prints --help. */
+ * parses and prints --help, and the checks a start makes before it binds anything (also
+ * all that --check-config does). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "args.h"
+#include "curve.h"
 #include "gateway.h"
+#include "gateway_impl.h"
 #include "protocol.h"
 
 #define DEFAULT_BIND_BASE "tcp://127.0.0.1:5551"
@@ -159,6 +164,8 @@ static const args_option gateway_options[] = {
      .help = "ZeroMQ endpoints off this machine without CURVE (anyone who reaches them may take jobs)"},
     {.name = "--allow-open", .kind = ARG_FLAG, ARGS_AT(gateway_config, allow_open),
      .help = "serve without --api-keys on an address other than loopback (anyone who reaches it may use it)"},
+    {.name = "--check-config", .kind = ARG_FLAG, ARGS_AT(gateway_config, check_config),
+     .help = "check the options and key files as a start would, print what would run, exit (binds nothing)"},
 };
 
 static int defaults_with_endpoints(gateway_config *cfg, lion_status *st) {
@@ -182,4 +189,140 @@ void gateway_usage(FILE *out, const char *program) {
     args_table table = ARGS_TABLE(gateway_options, &d);
     fprintf(out, "usage: %s [options]\n", program);
     args_usage(out, &table, 1);
+}
+
+/* --- the checks of a start ------------------------------------------------------------------ */
+
+/* The option that set a stage's endpoint, for messages. */
+static const char *endpoint_option(int stage) {
+    static const char *const names[LION_STAGE_SLOTS] = {
+        [LION__STAGE__VISION] = "--vision (or --bind-base)", [LION__STAGE__TAGGER] = "--tagger (or --bind-base)",
+        [LION__STAGE__AGGREGATOR] = "--aggregator (or --bind-base)", [LION__STAGE__LLM] = "--llm (or --bind-base)"};
+    return names[stage];
+}
+
+/* What zmq_bind takes: tcp://HOST:PORT (PORT a number or *), ipc://PATH, inproc://NAME. */
+static int check_endpoint(const char *option, const char *ep, lion_status *st) {
+    if ((!strncmp(ep, "ipc://", 6) && ep[6]) || (!strncmp(ep, "inproc://", 9) && ep[9])) return 0;
+    if (strncmp(ep, "tcp://", 6) != 0)
+        return lion_fail(st, LION_EINVAL, "%s: '%s' is not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH)", option,
+                         ep);
+    const char *colon = strrchr(ep + 6, ':');
+    if (!colon || colon == ep + 6) return lion_fail(st, LION_EINVAL, "%s: '%s' has no HOST:PORT", option, ep);
+    long port;
+    if (strcmp(colon + 1, "*") != 0 && parse_port(option, colon + 1, 0, 65535, &port, st) != 0) return -1;
+    return 0;
+}
+
+/* Every endpoint well formed and none bound twice (the second bind would fail at start). */
+static int check_endpoints(const gateway_config *cfg, lion_status *st) {
+    const char *eps[LION_STAGE_SLOTS + 1] = {0}, *opts[LION_STAGE_SLOTS + 1] = {0};
+    int n = 0;
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) {
+        opts[n] = endpoint_option(s);
+        eps[n++] = cfg->stage_endpoint[s];
+    }
+    if (cfg->tap_endpoint) opts[n] = "--tap", eps[n++] = cfg->tap_endpoint;
+    for (int i = 0; i < n; i++) {
+        if (check_endpoint(opts[i], eps[i], st) != 0) return -1;
+        for (int k = 0; k < i; k++)
+            if (!strcmp(eps[i], eps[k]))
+                return lion_fail(st, LION_EINVAL, "%s: %s is already the endpoint of %s", opts[i], eps[i], opts[k]);
+    }
+    return 0;
+}
+
+/* Loopback as gateway.c judges it: there the API may run without keys. (gateway.c keeps its
+ * own copy of this rule, and zap.c of the CURVE one below, applied again when they open: a
+ * start checks here first, so the two can only disagree by refusing twice.) */
+static int listen_is_loopback(const char *host) {
+    return !strncmp(host, "127.", 4) || !strcmp(host, "::1") || !strcmp(host, "localhost");
+}
+
+/* The HTTP side: an address libuv can bind, and API keys unless loopback or --allow-open. */
+static int check_http(const gateway_config *cfg, char *what, size_t size, lion_status *st) {
+    struct in_addr addr;
+    if (inet_pton(AF_INET, cfg->listen_host, &addr) != 1)
+        return lion_fail(st, LION_EINVAL, "--listen: '%s' is not an IPv4 address", cfg->listen_host);
+    if (cfg->web_root) {
+        struct stat sb;
+        if (stat(cfg->web_root, &sb) != 0)
+            return lion_fail(st, LION_EINVAL, "--web-root %s: %s", cfg->web_root, strerror(errno));
+        if (!S_ISDIR(sb.st_mode)) return lion_fail(st, LION_EINVAL, "--web-root %s: not a folder", cfg->web_root);
+    }
+    if (cfg->api_keys_file) {
+        api_keys keys;
+        if (api_keys_load(&keys, cfg->api_keys_file, st) != 0) return lion_fail_prefix(st, "--api-keys: ");
+        snprintf(what, size, "HTTP %s:%d with %d API key%s from %s (/metrics %s)", cfg->listen_host, cfg->listen_port,
+                 keys.n, keys.n == 1 ? "" : "s", cfg->api_keys_file, cfg->metrics_auth ? "needs a key too" : "open");
+        api_keys_free(&keys);
+        return 0;
+    }
+    if (listen_is_loopback(cfg->listen_host)) {
+        snprintf(what, size, "HTTP %s:%d on loopback without API keys", cfg->listen_host, cfg->listen_port);
+        return 0;
+    }
+    if (!cfg->allow_open)
+        return lion_fail(st, LION_EINVAL,
+                         "listening on %s without --api-keys: anyone who reaches it could use it; give --api-keys FILE "
+                         "(or --allow-open to serve it open on purpose)",
+                         cfg->listen_host);
+    snprintf(what, size, "HTTP %s:%d OPEN without API keys (--allow-open)", cfg->listen_host, cfg->listen_port);
+    return 0;
+}
+
+/* The ZeroMQ side: CURVE's key pair and allow-lists read, or every endpoint local, or
+ * --insecure. */
+static int check_zmq(const gateway_config *cfg, char *what, size_t size, lion_status *st) {
+    if (!cfg->curve_key) {
+        const char *eps[LION_STAGE_SLOTS + 1] = {0};
+        int n = 0, reachable = 0;
+        for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) eps[n++] = cfg->stage_endpoint[s];
+        if (cfg->tap_endpoint) eps[n++] = cfg->tap_endpoint;
+        for (int i = 0; i < n; i++) {
+            if (curve_endpoint_is_local(eps[i])) continue;
+            if (!cfg->insecure)
+                return lion_fail(st, LION_EINVAL,
+                                 "%s is reachable from other machines: give --curve-key and --worker-keys "
+                                 "(lion-keygen), or --insecure to run it without CURVE on purpose",
+                                 eps[i]);
+            reachable = 1;
+        }
+        snprintf(what, size, "%s",
+                 reachable ? "ZeroMQ INSECURE (--insecure: no CURVE on endpoints other machines reach)"
+                           : "plain ZeroMQ (local endpoints only)");
+        return 0;
+    }
+    if (!cfg->worker_keys) return lion_fail(st, LION_EINVAL, "--curve-key needs --worker-keys FILE|DIR");
+    if (cfg->tap_endpoint && !cfg->tap_keys)
+        return lion_fail(st, LION_EINVAL, "--curve-key with --tap needs --tap-keys FILE|DIR (the readers allowed)");
+    curve_keypair server;
+    int rc = curve_keypair_load(cfg->curve_key, &server, st);
+    char public_key[CURVE_KEY_TEXT];
+    memcpy(public_key, server.public_key, sizeof public_key);
+    memset(&server, 0, sizeof server); /* read again by zap.c when the gateway opens */
+    if (rc != 0) return lion_fail_prefix(st, "--curve-key: ");
+    curve_allowlist workers = {0}, taps = {0};
+    if (curve_allowlist_load(&workers, cfg->worker_keys, st) != 0) return lion_fail_prefix(st, "--worker-keys: ");
+    if (cfg->tap_keys && curve_allowlist_load(&taps, cfg->tap_keys, st) != 0) {
+        curve_allowlist_free(&workers);
+        return lion_fail_prefix(st, "--tap-keys: ");
+    }
+    snprintf(what, size, "ZeroMQ over CURVE (gateway key %s, %d worker keys, %d tap reader keys)", public_key,
+             workers.n, taps.n);
+    curve_allowlist_free(&workers);
+    curve_allowlist_free(&taps);
+    return 0;
+}
+
+int gateway_config_check(const gateway_config *cfg, char *summary, size_t size, lion_status *st) {
+    char http[4400], zmq[256];
+    if (check_endpoints(cfg, st) != 0 || check_http(cfg, http, sizeof http, st) != 0 ||
+        check_zmq(cfg, zmq, sizeof zmq, st) != 0)
+        return -1;
+    const char *const *ep = cfg->stage_endpoint;
+    snprintf(summary, size, "%s; stages vision %s, tagger %s, aggregator %s, llm %s; tap %s; %s; model name %s", http,
+             ep[LION__STAGE__VISION], ep[LION__STAGE__TAGGER], ep[LION__STAGE__AGGREGATOR], ep[LION__STAGE__LLM],
+             cfg->tap_endpoint ? cfg->tap_endpoint : "none", zmq, cfg->model_name);
+    return 0;
 }

@@ -50,6 +50,7 @@ typedef struct gateway_config {
     int insecure;             /* ZeroMQ endpoints off this machine without CURVE, on purpose */
     char endpoint_storage[5][128]; /* [0]: the --listen host; [1..4]: endpoints made from --bind-base */
     int help;
+    int check_config;         /* --check-config: check (gateway_config_check), say what would run, exit */
 } gateway_config;
 
 /* Defaults, then the command line (flags only: no environment variables), parsed and
@@ -60,11 +61,22 @@ typedef struct gateway_config {
  *   --tap EP --tap-meta EP --model-name NAME --deadline-ms N --heartbeat-ms N --worker-timeout-ms N
  *   --max-requests N --max-queue N --max-attempts N --retry-after-s N
  *   --max-body-bytes N --max-image-bytes N --max-prompt-bytes N --max-tags N
- *   --idle-timeout-ms N --max-connections N --help
+ *   --idle-timeout-ms N --max-connections N --check-config --help
  * Every number has a range; a value outside it is refused naming the option
  * ("--max-tags: 65 is not in [0, 64]"). */
 int gateway_config_parse(gateway_config *cfg, int argc, char **argv, lion_status *st);
 void gateway_usage(FILE *out, const char *program);
+
+/* What a start needs besides parsing, checked without binding or connecting anything: the
+ * --listen host is an IPv4 address; every stage and tap endpoint is tcp://HOST:PORT (or
+ * ipc://, inproc://) and no two are the same; --web-root is a folder; --api-keys reads (or
+ * the HTTP address is loopback, or --allow-open); with --curve-key its key pair reads and is
+ * private, --worker-keys (and --tap-keys with --tap) read as allow-lists; without it every
+ * endpoint other machines can reach needs --insecure. main() runs it before gateway_run on
+ * every start, and --check-config stops after it. On success summary (size bytes) says
+ * what would run (HTTP address and keys, endpoints, CURVE); returns 0, or -1 with st naming
+ * the option or the file. */
+int gateway_config_check(const gateway_config *cfg, char *summary, size_t size, lion_status *st);
 
 /* Runs until *stop becomes non-zero (checked every tick) or, when stop is NULL, until
  * SIGTERM/SIGINT. Returns 0 after a clean shutdown, -1 with st filled when it could not
