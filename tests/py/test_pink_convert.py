@@ -133,7 +133,7 @@ class PinkConvertTest(unittest.TestCase):
         self.assertEqual({k: p["llm"][k] for k in ("dim", "hidden", "layers", "heads", "kv_heads", "vocab_size",
                                                     "max_positions", "rms_eps", "rope_theta", "adapter")},
                          {"dim": 48, "hidden": 96, "layers": 2, "heads": 6, "kv_heads": 2, "vocab_size": 413,
-                          "max_positions": 64, "rms_eps": 1e-5, "rope_theta": 10000.0,
+                          "max_positions": 512, "rms_eps": 1e-5, "rope_theta": 10000.0,
                           "adapter": {"dim": 4, "attn": True, "mlp": True, "silu": True}})
         self.assertEqual(p["llm"]["generation"]["num_beams"], 1)
         self.assertFalse(p["llm"]["generation"]["do_sample"])

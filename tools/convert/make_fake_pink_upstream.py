@@ -61,7 +61,7 @@ def clip_config():
 def llama_config(vocab):
     return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 48,
             "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 6, "num_key_value_heads": 2,
-            "vocab_size": vocab, "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+            "vocab_size": vocab, "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
             "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
             "tie_word_embeddings": False, "torch_dtype": "float16"}
 
