@@ -69,6 +69,10 @@ GENERATION = {"num_beams": 1, "max_new_tokens": 1024, "min_length": 0, "repetiti
 
 
 def log(msg):
+    bar = lc._BAR   # lion_convert's bar on a terminal: clear its line, its next update redraws it
+    if bar is not None and bar.stream is sys.stderr and bar.done < bar.total:
+        sys.stderr.write("\r\033[K")
+        bar.last_draw = 0.0
     sys.stderr.write("%s: %s\n" % (PROG, msg))
     sys.stderr.flush()
 
