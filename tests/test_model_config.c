@@ -1,5 +1,6 @@
-/* model.json loading: the tiny valid file in tests/data/tiny-model, and one broken variant
- * per check, each made by editing one field of the valid file and asserting the message. */
+/* model.json loading: the tiny valid file in tests/data/tiny-model (LION) and a tiny Pink one
+ * (PINK_JSON), and one broken variant per check, each made by editing one field of a valid file
+ * and asserting the message. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,12 +151,10 @@ static int edit_field(cJSON *root, const char *field, const char *json_value) {
     return 0;
 }
 
-/* Applies n (field, value) edits to the valid model.json, writes it to tmp_dir and returns
+/* Applies n (field, value) edits to a model.json text, writes it to tmp_dir and returns
  * load's result (98/99 when the test itself went wrong). */
-static int load_edits(int n, const char *const edits[][2], model_config *c, lion_status *st) {
-    char *text = read_text(VALID_DIR "/model.json");
+static int load_edits_of(const char *text, int n, const char *const edits[][2], model_config *c, lion_status *st) {
     cJSON *root = text ? cJSON_Parse(text) : NULL;
-    free(text);
     if (!root) return 99;
     for (int i = 0; i < n; i++)
         if (edit_field(root, edits[i][0], edits[i][1])) {
@@ -167,6 +166,14 @@ static int load_edits(int n, const char *const edits[][2], model_config *c, lion
     write_text(tmp_dir, "model.json", out);
     free(out);
     return model_config_load(c, tmp_dir, st);
+}
+
+/* The same with the valid LION model.json of tests/data/tiny-model. */
+static int load_edits(int n, const char *const edits[][2], model_config *c, lion_status *st) {
+    char *text = read_text(VALID_DIR "/model.json");
+    int rc = load_edits_of(text, n, edits, c, st);
+    free(text);
+    return rc;
 }
 
 static int load_edited(const char *field, const char *json_value, model_config *c, lion_status *st) {
@@ -338,6 +345,172 @@ static void test_other_variants(void) {
     CHECK_CONTAINS(st.msg, "tests/data/no-such-model/model.json: cannot open: No such file or directory");
 }
 
+/* ------------------------------------------------------------------ Pink */
+
+/* A valid tiny Pink model.json, as tools/convert/pink_convert.py writes one (docs/model-format.md). */
+static const char PINK_JSON[] =
+    "{\"format\": \"lion-model\", \"format_version\": 1, \"family\": \"pink\", \"name\": \"tiny-pink\",\n"
+    " \"pink\": {\n"
+    "  \"vision\": {\"file\": \"vision.safetensors\", \"image_size\": 28, \"patch_size\": 14, \"dim\": 32,\n"
+    "   \"layers\": 3, \"heads\": 4, \"mlp_hidden\": 64, \"ln_eps\": 1e-5, \"act\": \"quick_gelu\",\n"
+    "   \"select_layer\": -2, \"adapter\": {\"dim\": 4, \"attn\": true, \"mlp\": false}, \"proj_dim\": 48,\n"
+    "   \"resize\": \"bicubic\", \"mean\": [0.48145466, 0.4578275, 0.40821073],\n"
+    "   \"std\": [0.26862954, 0.26130258, 0.27577711]},\n"
+    "  \"llm\": {\"file\": \"llm.safetensors\", \"dim\": 48, \"hidden\": 96, \"layers\": 2, \"heads\": 6,\n"
+    "   \"kv_heads\": 2, \"vocab_size\": 1513, \"max_positions\": 64, \"rms_eps\": 1e-5, \"rope_theta\": 10000.0,\n"
+    "   \"adapter\": {\"dim\": 4, \"attn\": true, \"mlp\": true, \"silu\": false},\n"
+    "   \"generation\": {\"num_beams\": 1, \"max_new_tokens\": 1024, \"min_length\": 0,\n"
+    "    \"repetition_penalty\": 1.0, \"length_penalty\": 1.0, \"top_p\": 1.0, \"temperature\": 1.0,\n"
+    "    \"do_sample\": false}},\n"
+    "  \"tokenizer\": {\"file\": \"tokenizer.model\", \"legacy\": false, \"add_bos\": true, \"add_eos\": false,\n"
+    "   \"clean_up_spaces\": false, \"bos_id\": 1, \"eos_id\": 2, \"pad_id\": 0,\n"
+    "   \"added_tokens\": [{\"content\": \"<im_patch>\", \"id\": 1500}, {\"content\": \"<des>\", \"id\": 1501},\n"
+    "    {\"content\": \"</des>\", \"id\": 1502}]},\n"
+    "  \"prompt\": {\"template\": \"llamav2\", \"system\": \"Image: {}\", \"image_token\": \"<im_patch>\",\n"
+    "   \"image_tokens\": 4, \"box_decimals\": 3, \"tasks\": {\"caption\": \"Describe this image as simply as possible.\",\n"
+    "    \"vqa\": \"Can you give me a straightforward answer to my question: <qes>{}</qes> Consider the image when answering.\",\n"
+    "    \"rec\": \"Where is <des>{}</des>?\",\n"
+    "    \"region_caption\": \"Can you give me a description of the region <loc>{}</loc> in image?\"}}}}\n";
+
+static int load_pink_edited(const char *field, const char *json_value, model_config *c, lion_status *st) {
+    const char *edits[1][2] = {{field, json_value}};
+    return load_edits_of(PINK_JSON, json_value || field ? 1 : 0, edits, c, st);
+}
+
+static void test_pink(void) {
+    model_config c;
+    lion_status st = {0};
+    CHECK_EQ_INT(load_edits_of(PINK_JSON, 0, NULL, &c, &st), 0);
+    CHECK_MSG(st.msg[0] == 0, "%s", st.msg);
+    if (st.msg[0]) return;
+    CHECK_EQ_INT(c.family, MODEL_FAMILY_PINK);
+    CHECK(strcmp(model_family_name(c.family), "pink") == 0);
+    CHECK(strcmp(c.name, "tiny-pink") == 0);
+    const pink_config *p = &c.pink;
+    char want[512];
+    snprintf(want, sizeof want, "%s/vision.safetensors", tmp_dir);
+    CHECK(strcmp(p->vision.file, want) == 0);
+    CHECK_EQ_INT(p->vision.image_size, 28);
+    CHECK_EQ_INT(p->vision.patch_size, 14);
+    CHECK_EQ_INT(p->vision.dim, 32);
+    CHECK_EQ_INT(p->vision.layers, 3);
+    CHECK_EQ_INT(p->vision.heads, 4);
+    CHECK_EQ_INT(p->vision.mlp_hidden, 64);
+    CHECK(p->vision.ln_eps == 1e-5f);
+    CHECK_EQ_INT(p->vision.quick_gelu, 1);
+    CHECK_EQ_INT(p->vision.select_layer, -2);
+    CHECK_EQ_INT(p->vision.adapter_dim, 4);
+    CHECK_EQ_INT(p->vision.adapter_attn, 1);
+    CHECK_EQ_INT(p->vision.adapter_mlp, 0);
+    CHECK_EQ_INT(p->vision.proj_dim, 48);
+    CHECK_EQ_INT(p->vision.resize, RESIZE_BICUBIC);
+    CHECK(p->vision.mean[1] == 0.4578275f && p->vision.std[2] == 0.27577711f);
+    CHECK_EQ_INT(p->llm.dim, 48);
+    CHECK_EQ_INT(p->llm.hidden, 96);
+    CHECK_EQ_INT(p->llm.layers, 2);
+    CHECK_EQ_INT(p->llm.heads, 6);
+    CHECK_EQ_INT(p->llm.kv_heads, 2);
+    CHECK_EQ_INT(p->llm.vocab_size, 1513);
+    CHECK_EQ_INT(p->llm.max_positions, 64);
+    CHECK(p->llm.rms_eps == 1e-5f && p->llm.rope_theta == 10000.0f);
+    CHECK(p->llm.adapter_dim == 4 && p->llm.adapter_attn && p->llm.adapter_mlp && !p->llm.adapter_silu);
+    CHECK_EQ_INT(p->llm.generation.num_beams, 1);
+    CHECK_EQ_INT(p->llm.generation.max_new_tokens, 1024);
+    CHECK_EQ_INT(p->llm.generation.do_sample, 0);
+    snprintf(want, sizeof want, "%s/tokenizer.model", tmp_dir);
+    CHECK(strcmp(p->tokenizer.file, want) == 0);
+    CHECK(!p->tokenizer.legacy && p->tokenizer.add_bos && !p->tokenizer.add_eos && !p->tokenizer.clean_up_spaces);
+    CHECK(p->tokenizer.bos_id == 1 && p->tokenizer.eos_id == 2 && p->tokenizer.pad_id == 0);
+    CHECK_EQ_INT(p->tokenizer.n_added, 3);
+    CHECK(strcmp(p->tokenizer.added[2].content, "</des>") == 0 && p->tokenizer.added[2].id == 1502);
+    CHECK(strcmp(p->prompt.system, "Image: {}") == 0);
+    CHECK(strcmp(p->prompt.image_token, "<im_patch>") == 0);
+    CHECK_EQ_INT(p->prompt.image_tokens, 4);
+    CHECK_EQ_INT(p->prompt.box_decimals, 3);
+    CHECK(strcmp(p->prompt.rec, "Where is <des>{}</des>?") == 0);
+    CHECK(strstr(p->prompt.region_caption, "<loc>{}</loc>") != NULL);
+    CHECK(strcmp(model_config_stage_file(&c, "llm"), p->llm.file) == 0);
+    CHECK(model_config_stage_file(&c, "tagger") == NULL);
+    safetensors_file *f = NULL;
+    CHECK_EQ_INT(model_config_open_stage(&c, "aggregator", &f, &st), -1);
+    CHECK_CONTAINS(st.msg, "model 'tiny-pink': unknown stage 'aggregator' (a Pink model has vision, llm)");
+    /* a Pink model.json has no LION sections, and the LION fields stay empty */
+    CHECK(c.vision.file == NULL && c.llm.file == NULL && c.tagger.tags == NULL);
+    model_config_free(&c);
+    CHECK(c.pink.tokenizer.added == NULL && c.pink.prompt.vqa == NULL);
+
+    /* edits that stay valid */
+    CHECK_EQ_INT(load_pink_edited("pink.vision.adapter", "{\"dim\": 0}", &c, &st), 0);
+    CHECK_EQ_INT(c.pink.vision.adapter_dim, 0);
+    model_config_free(&c);
+    CHECK_EQ_INT(load_pink_edited("pink.vision.act", "\"gelu\"", &c, &st), 0);
+    CHECK_EQ_INT(c.pink.vision.quick_gelu, 0);
+    model_config_free(&c);
+    CHECK_EQ_INT(load_pink_edited("pink.vision.select_layer", "-4", &c, &st), 0);
+    model_config_free(&c);
+    CHECK_EQ_INT(load_pink_edited("pink.tokenizer.added_tokens", "[{\"content\": \"<im_patch>\", \"id\": 1512}]", &c, &st), 0);
+    CHECK_EQ_INT(c.pink.tokenizer.n_added, 1);
+    model_config_free(&c);
+    /* the family of the LION file is lion, explicit or not; an unknown family is an error */
+    CHECK_EQ_INT(load_edited("family", "\"lion\"", &c, &st), 0);
+    CHECK_EQ_INT(c.family, MODEL_FAMILY_LION);
+    model_config_free(&c);
+    CHECK_EQ_INT(load_edited("family", "\"pvit\"", &c, &st), -1);
+    CHECK_CONTAINS(st.msg, "model.json: family: expected one of \"lion\", \"pink\"");
+    CHECK_EQ_INT(load_edited("family", "\"pink\"", &c, &st), -1);
+    CHECK_CONTAINS(st.msg, "model.json: pink: missing");
+
+    static const struct {
+        const char *field, *value, *needle;
+    } bad[] = {
+        {"pink", NULL, "model.json: pink: missing"},
+        {"pink.vision.heads", "5", "pink.vision.heads: 5 does not divide dim 32"},
+        {"pink.vision.patch_size", "5", "pink.vision.patch_size: 5 does not divide image_size 28"},
+        {"pink.vision.select_layer", "4", "pink.vision.select_layer: expected an integer in [-4, 3], found 4"},
+        {"pink.vision.select_layer", "-5", "pink.vision.select_layer: expected an integer in [-4, 3], found -5"},
+        {"pink.vision.act", "\"relu\"", "pink.vision.act: expected one of \"gelu\", \"quick_gelu\""},
+        {"pink.vision.adapter", "{\"dim\": 4, \"attn\": false, \"mlp\": false}",
+         "pink.vision.adapter.dim: 4 but neither attn nor mlp is set"},
+        {"pink.vision.adapter", "{\"dim\": 4}", "pink.vision.adapter.attn: missing"},
+        {"pink.vision.adapter.dim", "-1", "pink.vision.adapter.dim: expected a non-negative integer, found -1"},
+        {"pink.vision.proj_dim", "32", "pink.vision.proj_dim: 32 differs from pink.llm.dim 48"},
+        {"pink.vision.std", "[1, 0, 1]", "pink.vision.std[1]: expected a positive number, found 0"},
+        {"pink.llm.heads", "5", "pink.llm.heads: 5 does not divide dim 48"},
+        {"pink.llm.kv_heads", "4", "pink.llm.kv_heads: 4 does not divide heads 6"},
+        {"pink.llm.heads", "16", "pink.llm.heads: head dim 3 is odd"},
+        {"pink.llm.rope_theta", "0", "pink.llm.rope_theta: expected a positive number, found 0"},
+        {"pink.llm.adapter.silu", NULL, "pink.llm.adapter.silu: missing"},
+        {"pink.llm.generation.top_p", "0", "pink.llm.generation.top_p: expected a number in (0, 1], found 0"},
+        {"pink.llm.generation", NULL, "pink.llm.generation: missing"},
+        {"pink.tokenizer.eos_id", "1513", "pink.tokenizer.eos_id: expected an integer in [0, 1512], found 1513"},
+        {"pink.tokenizer.legacy", "0", "pink.tokenizer.legacy: expected true or false"},
+        {"pink.tokenizer.added_tokens", "[{\"content\": \"<a>\", \"id\": 1500}, {\"content\": \"<a>\", \"id\": 1501}]",
+         "pink.tokenizer.added_tokens[1]: repeats added_tokens[0] (\"<a>\", id 1500)"},
+        {"pink.tokenizer.added_tokens", "[{\"content\": \"<a>\", \"id\": 1513}]",
+         "pink.tokenizer.added_tokens[0].id: expected an integer in [0, 1512], found 1513"},
+        {"pink.tokenizer.added_tokens", "[\"<a>\"]", "pink.tokenizer.added_tokens[0]: expected an object"},
+        {"pink.tokenizer.added_tokens", "[{\"content\": \"<des>\", \"id\": 1501}]",
+         "pink.prompt.image_token: \"<im_patch>\" is not one of pink.tokenizer.added_tokens"},
+        {"pink.prompt.image_tokens", "9", "pink.prompt.image_tokens: 9, but the vision tower gives 4 patches ((28 / 14)^2)"},
+        {"pink.llm.max_positions", "4", "pink.prompt.image_tokens: 4 leave no room in pink.llm.max_positions 4"},
+        {"pink.prompt.system", "\"Image:\"", "pink.prompt.system: must hold exactly one \"{}\" (found 0)"},
+        {"pink.prompt.tasks.rec", "\"Where is {} or {}?\"", "pink.prompt.tasks.rec: must hold exactly one \"{}\" (found 2)"},
+        {"pink.prompt.tasks.caption", "\"Describe {}.\"", "pink.prompt.tasks.caption: must hold no \"{}\" (found 1)"},
+        {"pink.prompt.tasks.vqa", NULL, "pink.prompt.tasks.vqa: missing"},
+        {"pink.prompt.template", "\"llamav1\"", "pink.prompt.template: expected one of \"llamav2\""},
+        {"pink.prompt.box_decimals", "0", "pink.prompt.box_decimals: expected an integer in [1, 9], found 0"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = load_pink_edited(bad[i].field, bad[i].value, &c, &st);
+        CHECK_MSG(rc == -1, "%s = %s: load returned %d, expected -1 with \"%s\"", bad[i].field,
+                  bad[i].value ? bad[i].value : "(removed)", rc, bad[i].needle);
+        if (rc == 0) model_config_free(&c);
+        CHECK_EQ_INT(st.code, LION_EFORMAT);
+        CHECK_CONTAINS(st.msg, bad[i].needle);
+        CHECK(c.name == NULL && c.pink.vision.file == NULL && c.pink.tokenizer.added == NULL);
+    }
+}
+
 int main(void) {
     if (!mkdtemp(tmp_dir)) {
         perror("mkdtemp");
@@ -346,6 +519,7 @@ int main(void) {
     test_valid();
     test_invalid_fields();
     test_other_variants();
+    test_pink();
     char path[512];
     snprintf(path, sizeof path, "%s/model.json", tmp_dir);
     unlink(path);

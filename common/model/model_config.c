@@ -415,6 +415,19 @@ static void read_aggregator(reader *r, const cJSON *root, visual_input vi, const
         }
 }
 
+/* The generation defaults at obj.generation (path gp), LION's and Pink's alike. */
+static void read_generation(reader *r, const cJSON *obj, const char *path, const char *gp, generation_config *g) {
+    const cJSON *go = get_object(r, obj, path, "generation");
+    get_positive(r, go, gp, "num_beams", &g->num_beams);
+    get_positive(r, go, gp, "max_new_tokens", &g->max_new_tokens);
+    get_int(r, go, gp, "min_length", 0, INT_MAX, &g->min_length);
+    get_float(r, go, gp, "repetition_penalty", FLOAT_POSITIVE, &g->repetition_penalty);
+    get_float(r, go, gp, "length_penalty", FLOAT_ANY, &g->length_penalty);
+    get_float(r, go, gp, "top_p", FLOAT_UNIT_OPEN_LOW, &g->top_p);
+    get_float(r, go, gp, "temperature", FLOAT_POSITIVE, &g->temperature);
+    get_bool(r, go, gp, "do_sample", &g->do_sample);
+}
+
 static void read_llm(reader *r, const cJSON *root, llm_config *l) {
     const char *p = "llm";
     const cJSON *o = get_object(r, root, "", p);
@@ -447,17 +460,7 @@ static void read_llm(reader *r, const cJSON *root, llm_config *l) {
     get_string(r, o, p, "soft_prompt_token", &l->soft_prompt_token);
     get_positive(r, o, p, "max_text_len", &l->max_text_len);
 
-    const char *gp = "llm.generation";
-    generation_config *g = &l->generation;
-    const cJSON *go = get_object(r, o, p, "generation");
-    get_positive(r, go, gp, "num_beams", &g->num_beams);
-    get_positive(r, go, gp, "max_new_tokens", &g->max_new_tokens);
-    get_int(r, go, gp, "min_length", 0, INT_MAX, &g->min_length);
-    get_float(r, go, gp, "repetition_penalty", FLOAT_POSITIVE, &g->repetition_penalty);
-    get_float(r, go, gp, "length_penalty", FLOAT_ANY, &g->length_penalty);
-    get_float(r, go, gp, "top_p", FLOAT_UNIT_OPEN_LOW, &g->top_p);
-    get_float(r, go, gp, "temperature", FLOAT_POSITIVE, &g->temperature);
-    get_bool(r, go, gp, "do_sample", &g->do_sample);
+    read_generation(r, o, p, "llm.generation", &l->generation);
     if (r->failed) return;
 
     const char *slot = strstr(l->tag_prompt, "{}");
@@ -466,6 +469,176 @@ static void read_llm(reader *r, const cJSON *root, llm_config *l) {
     else if (!strstr(l->tag_prompt, l->soft_prompt_token))
         fail_at(r, p, "tag_prompt", "does not contain soft_prompt_token \"%s\"", l->soft_prompt_token);
 }
+
+/* ------------------------------------------------------------------ Pink */
+
+/* A string with exactly `slots` occurrences of "{}". */
+static void expect_slots(reader *r, const char *path, const char *key, const char *v, int slots) {
+    if (r->failed || !v) return;
+    int n = 0;
+    for (const char *q = strstr(v, "{}"); q; q = strstr(q + 2, "{}")) n++;
+    if (n != slots) {
+        if (slots == 0) fail_at(r, path, key, "must hold no \"{}\" (found %d)", n);
+        else fail_at(r, path, key, "must hold exactly one \"{}\" (found %d)", n);
+    }
+}
+
+/* Pink's adapters: {"dim": 0} (none) or {"dim": d, "attn": bool, "mlp": bool[, "silu": bool]}. */
+static void read_pink_adapter(reader *r, const cJSON *o, const char *path, int *dim, int *attn, int *mlp, int *silu) {
+    char ap[64];
+    snprintf(ap, sizeof ap, "%s.adapter", path);
+    const cJSON *a = get_object(r, o, path, "adapter");
+    get_int(r, a, ap, "dim", 0, INT_MAX, dim);
+    if (r->failed || *dim == 0) return;
+    get_bool(r, a, ap, "attn", attn);
+    get_bool(r, a, ap, "mlp", mlp);
+    if (silu) get_bool(r, a, ap, "silu", silu);
+    if (!r->failed && !*attn && !*mlp) fail_at(r, ap, "dim", "%d but neither attn nor mlp is set", *dim);
+}
+
+static const char *const act_names[] = {"gelu", "quick_gelu"}; /* index = quick_gelu */
+
+static void read_pink_vision(reader *r, const cJSON *o, pink_vision_config *v) {
+    const char *p = "pink.vision";
+    const cJSON *vo = get_object(r, o, "pink", "vision");
+    get_path(r, vo, p, "file", &v->file);
+    get_positive(r, vo, p, "image_size", &v->image_size);
+    get_positive(r, vo, p, "patch_size", &v->patch_size);
+    get_positive(r, vo, p, "dim", &v->dim);
+    get_positive(r, vo, p, "layers", &v->layers);
+    get_positive(r, vo, p, "heads", &v->heads);
+    get_positive(r, vo, p, "mlp_hidden", &v->mlp_hidden);
+    get_float(r, vo, p, "ln_eps", FLOAT_POSITIVE, &v->ln_eps);
+    get_enum(r, vo, p, "act", act_names, 2, &v->quick_gelu);
+    /* HF's hidden_states has layers + 1 entries: -(layers + 1) .. layers */
+    int max = v->layers > 0 ? v->layers : 0;
+    get_int(r, vo, p, "select_layer", -max - 1, max, &v->select_layer);
+    read_pink_adapter(r, vo, p, &v->adapter_dim, &v->adapter_attn, &v->adapter_mlp, NULL);
+    get_positive(r, vo, p, "proj_dim", &v->proj_dim);
+    int resize = 0;
+    get_enum(r, vo, p, "resize", resize_names, 2, &resize);
+    v->resize = (resize_filter)resize;
+    get_normalization(r, vo, p, v->mean, v->std);
+    if (r->failed) return;
+    if (v->image_size % v->patch_size)
+        fail_at(r, p, "patch_size", "%d does not divide image_size %d", v->patch_size, v->image_size);
+    else if (v->dim % v->heads)
+        fail_at(r, p, "heads", "%d does not divide dim %d", v->heads, v->dim);
+}
+
+static void read_pink_llm(reader *r, const cJSON *o, pink_llm_config *l) {
+    const char *p = "pink.llm";
+    const cJSON *lo = get_object(r, o, "pink", "llm");
+    get_path(r, lo, p, "file", &l->file);
+    get_positive(r, lo, p, "dim", &l->dim);
+    get_positive(r, lo, p, "hidden", &l->hidden);
+    get_positive(r, lo, p, "layers", &l->layers);
+    get_positive(r, lo, p, "heads", &l->heads);
+    get_positive(r, lo, p, "kv_heads", &l->kv_heads);
+    get_positive(r, lo, p, "vocab_size", &l->vocab_size);
+    get_positive(r, lo, p, "max_positions", &l->max_positions);
+    get_float(r, lo, p, "rms_eps", FLOAT_POSITIVE, &l->rms_eps);
+    get_float(r, lo, p, "rope_theta", FLOAT_POSITIVE, &l->rope_theta);
+    read_pink_adapter(r, lo, p, &l->adapter_dim, &l->adapter_attn, &l->adapter_mlp, &l->adapter_silu);
+    read_generation(r, lo, p, "pink.llm.generation", &l->generation);
+    if (r->failed) return;
+    if (l->dim % l->heads) fail_at(r, p, "heads", "%d does not divide dim %d", l->heads, l->dim);
+    else if (l->heads % l->kv_heads) fail_at(r, p, "kv_heads", "%d does not divide heads %d", l->kv_heads, l->heads);
+    else if ((l->dim / l->heads) % 2)
+        fail_at(r, p, "heads", "head dim %d is odd (rotary positions turn pairs)", l->dim / l->heads);
+}
+
+static void read_pink_tokenizer(reader *r, const cJSON *o, int vocab_size, pink_tokenizer_config *t) {
+    const char *p = "pink.tokenizer";
+    const cJSON *to = get_object(r, o, "pink", "tokenizer");
+    get_path(r, to, p, "file", &t->file);
+    get_bool(r, to, p, "legacy", &t->legacy);
+    get_bool(r, to, p, "add_bos", &t->add_bos);
+    get_bool(r, to, p, "add_eos", &t->add_eos);
+    get_bool(r, to, p, "clean_up_spaces", &t->clean_up_spaces);
+    int max_id = vocab_size > 0 ? vocab_size - 1 : 0;
+    get_int(r, to, p, "bos_id", 0, max_id, &t->bos_id);
+    get_int(r, to, p, "eos_id", 0, max_id, &t->eos_id);
+    get_int(r, to, p, "pad_id", 0, max_id, &t->pad_id);
+    int n = 0;
+    const cJSON *a = get_array(r, to, p, "added_tokens", 0, INT_MAX, &n);
+    if (!a || r->failed) return;
+    t->added = calloc((size_t)n + 1, sizeof *t->added);
+    if (!t->added) {
+        fail_oom(r);
+        return;
+    }
+    char elem[64];
+    for (int i = 0; i < n && !r->failed; i++) {
+        snprintf(elem, sizeof elem, "added_tokens[%d]", i);
+        const cJSON *e = cJSON_GetArrayItem(a, i);
+        if (!cJSON_IsObject(e)) {
+            fail_at(r, p, elem, "expected an object {\"content\": ..., \"id\": ...}");
+            break;
+        }
+        char ep[96];
+        snprintf(ep, sizeof ep, "%s.%s", p, elem);
+        get_string(r, e, ep, "content", &t->added[i].content);
+        t->n_added = i + 1; /* counts what model_config_free must release */
+        get_int(r, e, ep, "id", 0, max_id, &t->added[i].id);
+        for (int j = 0; j < i && !r->failed; j++)
+            if (strcmp(t->added[j].content, t->added[i].content) == 0 || t->added[j].id == t->added[i].id)
+                fail_at(r, p, elem, "repeats added_tokens[%d] (\"%s\", id %d)", j, t->added[j].content, t->added[j].id);
+    }
+}
+
+static const char *const template_names[] = {"llamav2"};
+
+static void read_pink_prompt(reader *r, const cJSON *o, const pink_config *pk, pink_prompt_config *q) {
+    const char *p = "pink.prompt";
+    const cJSON *po = get_object(r, o, "pink", "prompt");
+    int tmpl = 0;
+    get_enum(r, po, p, "template", template_names, 1, &tmpl);
+    get_string(r, po, p, "system", &q->system);
+    expect_slots(r, p, "system", q->system, 1);
+    get_string(r, po, p, "image_token", &q->image_token);
+    get_positive(r, po, p, "image_tokens", &q->image_tokens);
+    get_int(r, po, p, "box_decimals", 1, 9, &q->box_decimals);
+    const cJSON *tasks = get_object(r, po, p, "tasks");
+    const char *tp = "pink.prompt.tasks";
+    get_string(r, tasks, tp, "caption", &q->caption);
+    expect_slots(r, tp, "caption", q->caption, 0);
+    get_string(r, tasks, tp, "vqa", &q->vqa);
+    expect_slots(r, tp, "vqa", q->vqa, 1);
+    get_string(r, tasks, tp, "rec", &q->rec);
+    expect_slots(r, tp, "rec", q->rec, 1);
+    get_string(r, tasks, tp, "region_caption", &q->region_caption);
+    expect_slots(r, tp, "region_caption", q->region_caption, 1);
+    if (r->failed) return;
+    const pink_vision_config *v = &pk->vision;
+    long grid = v->image_size / v->patch_size;
+    int found = 0;
+    for (int i = 0; i < pk->tokenizer.n_added; i++) found |= strcmp(pk->tokenizer.added[i].content, q->image_token) == 0;
+    if (!found)
+        fail_at(r, p, "image_token", "\"%s\" is not one of pink.tokenizer.added_tokens", q->image_token);
+    else if (q->image_tokens != grid * grid)
+        fail_at(r, p, "image_tokens", "%d, but the vision tower gives %ld patches ((%d / %d)^2)", q->image_tokens,
+                grid * grid, v->image_size, v->patch_size);
+    else if (q->image_tokens >= pk->llm.max_positions)
+        fail_at(r, p, "image_tokens", "%d leave no room in pink.llm.max_positions %d", q->image_tokens,
+                pk->llm.max_positions);
+}
+
+static void read_pink(reader *r, const cJSON *root, pink_config *pk) {
+    const cJSON *o = get_object(r, root, "", "pink");
+    read_pink_vision(r, o, &pk->vision);
+    read_pink_llm(r, o, &pk->llm);
+    read_pink_tokenizer(r, o, pk->llm.vocab_size, &pk->tokenizer);
+    read_pink_prompt(r, o, pk, &pk->prompt);
+    if (r->failed) return;
+    if (pk->vision.proj_dim != pk->llm.dim)
+        fail_at(r, "pink.vision", "proj_dim", "%d differs from pink.llm.dim %d (mm_projector feeds the LLM)",
+                pk->vision.proj_dim, pk->llm.dim);
+}
+
+static const char *const family_names[] = {"lion", "pink"}; /* model_family's order */
+
+const char *model_family_name(model_family f) { return (unsigned)f < 2 ? family_names[f] : "?"; }
 
 static void read_model(reader *r, const cJSON *root, model_config *cfg) {
     if (!cJSON_IsObject(root)) {
@@ -480,6 +653,14 @@ static void read_model(reader *r, const cJSON *root, model_config *cfg) {
     if (version && !r->failed && !(cJSON_IsNumber(version) && version->valuedouble == MODEL_FORMAT_VERSION))
         fail_at(r, "", "format_version", "this build reads version %d only", MODEL_FORMAT_VERSION);
     get_string(r, root, "", "name", &cfg->name);
+    int family = MODEL_FAMILY_LION;
+    if (!r->failed && cJSON_GetObjectItemCaseSensitive(root, "family"))
+        get_enum(r, root, "", "family", family_names, 2, &family);
+    cfg->family = (model_family)family;
+    if (cfg->family == MODEL_FAMILY_PINK) {
+        read_pink(r, root, &cfg->pink);
+        return;
+    }
     int vi = 0;
     get_enum(r, root, "", "visual_input", visual_input_names, 3, &vi);
     cfg->visual_input = (visual_input)vi;
@@ -565,10 +746,27 @@ void model_config_free(model_config *cfg) {
     free(cfg->llm.spiece);
     free(cfg->llm.tag_prompt);
     free(cfg->llm.soft_prompt_token);
+    pink_config *pk = &cfg->pink;
+    free(pk->vision.file);
+    free(pk->llm.file);
+    free(pk->tokenizer.file);
+    for (int i = 0; pk->tokenizer.added && i < pk->tokenizer.n_added; i++) free(pk->tokenizer.added[i].content);
+    free(pk->tokenizer.added);
+    free(pk->prompt.system);
+    free(pk->prompt.image_token);
+    free(pk->prompt.caption);
+    free(pk->prompt.vqa);
+    free(pk->prompt.rec);
+    free(pk->prompt.region_caption);
     memset(cfg, 0, sizeof *cfg);
 }
 
 const char *model_config_stage_file(const model_config *cfg, const char *stage) {
+    if (cfg->family == MODEL_FAMILY_PINK) {
+        if (strcmp(stage, "vision") == 0) return cfg->pink.vision.file;
+        if (strcmp(stage, "llm") == 0) return cfg->pink.llm.file;
+        return NULL;
+    }
     if (strcmp(stage, "vision") == 0) return cfg->vision.file;
     if (strcmp(stage, "tagger") == 0) return cfg->tagger.file;
     if (strcmp(stage, "aggregator") == 0) return cfg->aggregator.file;
@@ -581,7 +779,8 @@ int model_config_open_stage(const model_config *cfg, const char *stage, safetens
     *out = NULL;
     const char *path = model_config_stage_file(cfg, stage);
     if (!path)
-        return lion_fail(st, LION_EINVAL, "model '%s': unknown stage '%s' (vision, tagger, aggregator, llm)",
-                         cfg->name ? cfg->name : "?", stage);
+        return lion_fail(st, LION_EINVAL, "model '%s': unknown stage '%s' (%s)", cfg->name ? cfg->name : "?", stage,
+                         cfg->family == MODEL_FAMILY_PINK ? "a Pink model has vision, llm"
+                                                          : "vision, tagger, aggregator, llm");
     return safetensors_open(out, path, st);
 }

@@ -4,7 +4,8 @@
  * range, and the relations between them: heads divide widths, layer indices lie inside the
  * ViT, one threshold per tag, ...) so that the services can use the numbers without checking
  * them again. Errors name the file and the field path:
- * "models/tiny/model.json: llm.d_model: expected a positive integer". */
+ * "models/tiny/model.json: llm.d_model: expected a positive integer". A model.json says its
+ * family ("lion", the default, or "pink"); each family has its own sections. */
 #ifndef LION_MODEL_CONFIG_H
 #define LION_MODEL_CONFIG_H
 
@@ -112,26 +113,96 @@ typedef struct llm_config {
     generation_config generation;
 } llm_config;
 
+/* ------------------------------------------------------------------ Pink (family "pink") */
+
+/* Pink's image encoder: CLIP ViT (HF CLIPVisionModel) with Pink's adapters and mm_projector;
+ * the fields of services/vision/clip.h's clip_config (pink_clip_config fills one). */
+typedef struct pink_vision_config {
+    char *file;
+    int image_size, patch_size, dim, layers, heads, mlp_hidden; /* layers: num_hidden_layers */
+    float ln_eps;
+    int quick_gelu;   /* "act": "quick_gelu" (1, OpenAI CLIP) or "gelu" (0) */
+    int select_layer; /* clip_select_layer, HF hidden_states index (negative from the end) */
+    int adapter_dim;  /* 0: no adapters */
+    int adapter_attn, adapter_mlp;
+    int proj_dim;     /* mm_projector's output: llm.dim */
+    resize_filter resize;
+    float mean[3], std[3];
+} pink_vision_config;
+
+/* Pink's LLaMA decoder with adapters; the fields of services/llm/llama.h's llama_config. */
+typedef struct pink_llm_config {
+    char *file;
+    int dim, hidden, layers, heads, kv_heads, vocab_size;
+    int max_positions; /* max_position_embeddings: the longest prompt + answer */
+    float rms_eps, rope_theta;
+    int adapter_dim;   /* 0: no adapters */
+    int adapter_attn, adapter_mlp, adapter_silu;
+    generation_config generation;
+} pink_llm_config;
+
+typedef struct pink_added_token {
+    char *content;
+    int id;
+} pink_added_token;
+
+/* HF LlamaTokenizer settings (common/text/llama_tokenizer.h's llama_tok_options). */
+typedef struct pink_tokenizer_config {
+    char *file; /* tokenizer.model, resolved */
+    int legacy, add_bos, add_eos, clean_up_spaces;
+    int bos_id, eos_id, pad_id;
+    int n_added;
+    pink_added_token *added; /* Pink's <im_patch> and mark tokens, with their ids */
+} pink_tokenizer_config;
+
+/* The llamav2 conversation Pink's inference builds (services/llm/pink_prompt.h). */
+typedef struct pink_prompt_config {
+    char *system;      /* system message, one "{}" where the image tokens go ("Image: {}") */
+    char *image_token; /* "<im_patch>", one of tokenizer.added */
+    int image_tokens;  /* how many: (vision.image_size / vision.patch_size)^2 */
+    int box_decimals;  /* digits of the [0,1] box coordinates in prompts (Pink: 3) */
+    /* task instructions: caption has no "{}", the others exactly one (the question, the
+     * expression to find, the box) */
+    char *caption, *vqa, *rec, *region_caption;
+} pink_prompt_config;
+
+typedef struct pink_config {
+    pink_vision_config vision;
+    pink_llm_config llm;
+    pink_tokenizer_config tokenizer;
+    pink_prompt_config prompt;
+} pink_config;
+
+/* Which model a directory holds: model.json's "family" ("lion" when absent). A LION model has
+ * the vision, tagger, aggregator and llm sections below; a Pink model only `pink`. */
+typedef enum model_family { MODEL_FAMILY_LION = 0, MODEL_FAMILY_PINK } model_family;
+
 typedef struct model_config {
     char *dir;  /* the model directory as given */
     char *name;
+    model_family family;
+    /* family "lion" */
     visual_input visual_input;
     vision_config vision;
     tagger_config tagger;
     aggregator_config aggregator;
     llm_config llm;
+    /* family "pink" */
+    pink_config pink;
 } model_config;
 
 /* Reads and validates dir/model.json. On failure cfg holds nothing to free. */
 int model_config_load(model_config *cfg, const char *dir, lion_status *st);
 void model_config_free(model_config *cfg);
 
-/* The safetensors path of a stage: "vision", "tagger", "aggregator" or "llm"; NULL otherwise. */
+/* The safetensors path of a stage: "vision", "tagger", "aggregator" or "llm" (a Pink model has
+ * only vision and llm); NULL otherwise. */
 const char *model_config_stage_file(const model_config *cfg, const char *stage);
 /* Opens that file (safetensors_open's validation and errors). */
 int model_config_open_stage(const model_config *cfg, const char *stage, safetensors_file **out,
                             lion_status *st);
 
 const char *visual_input_name(visual_input v);
+const char *model_family_name(model_family f);
 
 #endif

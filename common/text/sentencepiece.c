@@ -1,5 +1,6 @@
-/* sentencepiece.c - SentencePiece unigram encoding and decoding, mirroring the sentencepiece
- * library (normalizer.cc, unigram_model.cc, sentencepiece_processor.cc) so that ids match. */
+/* sentencepiece.c - SentencePiece models: loading, normalization, unigram segmentation
+ * (spm_bpe.c has BPE's), T5's specials and decoding, mirroring the sentencepiece library
+ * v0.1.97 (normalizer.cc, unigram_model.cc, sentencepiece_processor.cc) so that ids match. */
 #include "sentencepiece.h"
 
 #include <errno.h>
@@ -8,48 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sentencepiece_model.pb-c.h"
 #include "file_read.h"
+#include "spm_internal.h"
 #include "unicode.h"
 
-#define SPACE_SYMBOL "\xE2\x96\x81" /* U+2581 '▁', sentencepiece's escaped whitespace */
-#define SPACE_SYMBOL_LEN 3
 #define UNK_PENALTY 10.0f            /* unknown pieces score min_score - 10, as upstream */
 #define CHARSMAP_MAX_RESULTS 32      /* upstream keeps at most 32 prefix matches */
 #define MAX_MODEL_BYTES (1u << 30)
-
-typedef Sentencepiece__ModelProto__SentencePiece__Type piece_type;
-#define PT(name) SENTENCEPIECE__MODEL_PROTO__SENTENCE_PIECE__TYPE__##name
-
-struct piece {
-    const char *text;
-    size_t len;
-    float score;
-    piece_type type;
-};
-
-struct spm_tokenizer {
-    Sentencepiece__ModelProto *proto;
-    struct piece *pieces;
-    size_t n_pieces;
-    /* Open-addressing hash from piece text to id, for the pieces the segmenter may emit
-     * (normal, user-defined, unused), as upstream's trie holds. */
-    int32_t *slots;
-    size_t n_slots;
-    size_t max_piece_len;
-    int32_t *user_defined; /* ids of user-defined pieces, matched before normalization */
-    size_t n_user_defined;
-    int32_t byte_ids[256];
-    int byte_fallback;
-    int32_t unk_id, eos_id, pad_id;
-    float min_score, max_score;
-    /* Normalizer spec. */
-    int add_dummy_prefix, remove_extra_whitespaces, escape_whitespaces;
-    uint32_t *trie;  /* darts-clone double array units of the precompiled charsmap */
-    size_t trie_units;
-    const char *norm_strings;
-    size_t norm_strings_len;
-};
+#define DEFAULT_UNK_SURFACE " \xE2\x81\x87 " /* TrainerSpec.unk_surface's default, " ⁇ " */
 
 /* ------------------------------------------------------------------ growable buffers */
 
@@ -81,7 +48,7 @@ static uint64_t hash_bytes(const char *s, size_t n) {
     return h;
 }
 
-static int32_t piece_find(const spm_tokenizer *tok, const char *s, size_t n) {
+int32_t spm_piece_find(const spm_tokenizer *tok, const char *s, size_t n) {
     size_t i = hash_bytes(s, n) & (tok->n_slots - 1);
     for (;;) {
         int32_t id = tok->slots[i];
@@ -94,6 +61,27 @@ static int32_t piece_find(const spm_tokenizer *tok, const char *s, size_t n) {
 
 static int is_segmentable(piece_type t) {
     return t == PT(NORMAL) || t == PT(USER_DEFINED) || t == PT(UNUSED);
+}
+
+/* Upstream's PieceToId: a segmentable piece, else a reserved one (control, unknown, byte: few,
+ * so a scan), else unk. */
+int32_t spm_piece_to_id(const spm_tokenizer *tok, const char *s, size_t n) {
+    int32_t id = spm_piece_find(tok, s, n);
+    if (id >= 0) return id;
+    for (size_t i = 0; i < tok->n_pieces; i++) {
+        const struct piece *p = &tok->pieces[i];
+        if (!is_segmentable(p->type) && p->len == n && memcmp(p->text, s, n) == 0) return (int32_t)i;
+    }
+    return tok->unk_id;
+}
+
+size_t spm_user_defined_prefix(const spm_tokenizer *tok, const char *s, size_t n) {
+    size_t best = 0;
+    for (size_t k = 0; k < tok->n_user_defined; k++) {
+        const struct piece *p = &tok->pieces[tok->user_defined[k]];
+        if (p->len > best && p->len <= n && memcmp(p->text, s, p->len) == 0) best = p->len;
+    }
+    return best;
 }
 
 /* ------------------------------------------------------------------ precompiled charsmap */
@@ -135,11 +123,7 @@ static size_t charsmap_longest(const spm_tokenizer *tok, const char *s, size_t n
  * U+FFFD for one malformed byte. */
 static void normalize_prefix(const spm_tokenizer *tok, const char *s, size_t n,
                              const char **out, size_t *out_len, size_t *consumed) {
-    size_t best = 0;
-    for (size_t k = 0; k < tok->n_user_defined; k++) {
-        const struct piece *p = &tok->pieces[tok->user_defined[k]];
-        if (p->len > best && p->len <= n && memcmp(p->text, s, p->len) == 0) best = p->len;
-    }
+    size_t best = spm_user_defined_prefix(tok, s, n);
     if (best) {
         *out = s;
         *out_len = *consumed = best;
@@ -171,9 +155,9 @@ static int ends_with_space(const struct buf *b, const char *space, size_t n) {
     return b->len >= n && memcmp(b->data + b->len - n, space, n) == 0;
 }
 
-/* Upstream Normalizer::Normalize: drop leading spaces, add the dummy prefix, collapse runs
- * of spaces, escape spaces as '▁', drop trailing spaces. */
-static int normalize(const spm_tokenizer *tok, const char *s, size_t n, struct buf *out) {
+/* Upstream Normalizer::Normalize: drop leading spaces, add the dummy prefix (when
+ * dummy_prefix), collapse runs of spaces, escape spaces as '▁', drop trailing spaces. */
+static int normalize(const spm_tokenizer *tok, const char *s, size_t n, int dummy_prefix, struct buf *out) {
     const char *r;
     size_t rlen, used;
     out->len = 0;
@@ -189,7 +173,7 @@ static int normalize(const spm_tokenizer *tok, const char *s, size_t n, struct b
     if (n == 0) return 0;
     const char *space = tok->escape_whitespaces ? SPACE_SYMBOL : " ";
     size_t space_len = tok->escape_whitespaces ? SPACE_SYMBOL_LEN : 1;
-    if (tok->add_dummy_prefix && buf_append(out, space, space_len)) return -1;
+    if (dummy_prefix && buf_append(out, space, space_len)) return -1;
     int prev_space = tok->remove_extra_whitespaces;
     while (n > 0) {
         normalize_prefix(tok, s, n, &r, &rlen, &used);
@@ -222,21 +206,10 @@ struct best_path {
     long start; /* -1: no path ends here yet */
 };
 
-static size_t char_len(const char *s, size_t n) {
+size_t spm_char_len(const char *s, size_t n) {
     static const unsigned char lens[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
     size_t l = lens[(unsigned char)s[0] >> 4];
     return l < n ? l : n;
-}
-
-/* Id sink shared by the encoders: counts every id, stores those that fit. */
-struct ids_out {
-    int32_t *ids;
-    size_t max, n;
-};
-
-static void ids_push(struct ids_out *o, int32_t id) {
-    if (o->n < o->max) o->ids[o->n] = id;
-    o->n++;
 }
 
 /* Upstream's optimized Viterbi (Model::EncodeOptimized): best path score per end byte,
@@ -254,10 +227,10 @@ static int segment(const spm_tokenizer *tok, const char *s, size_t n, struct ids
     const float unk_score = tok->min_score - UNK_PENALTY;
     for (size_t start = 0; start < n;) {
         const float till_here = best[start].score;
-        const size_t mblen = char_len(s + start, n - start);
+        const size_t mblen = spm_char_len(s + start, n - start);
         int has_single = 0;
         for (size_t len = 1; len <= tok->max_piece_len && start + len <= n; len++) {
-            int32_t id = piece_find(tok, s + start, len);
+            int32_t id = spm_piece_find(tok, s + start, len);
             if (id < 0 || tok->pieces[id].type == PT(UNUSED)) continue;
             double score = tok->pieces[id].type == PT(USER_DEFINED)
                                ? (double)((float)len * tok->max_score) - 0.1
@@ -320,10 +293,13 @@ static int segment(const spm_tokenizer *tok, const char *s, size_t n, struct ids
     return 0;
 }
 
-static int encode_into(const spm_tokenizer *tok, const char *text, size_t len, struct buf *norm,
+static int encode_into(const spm_tokenizer *tok, const char *text, size_t len, int dummy_prefix, struct buf *norm,
                        struct ids_out *out, lion_status *st) {
-    if (normalize(tok, text, len, norm) || segment(tok, norm->data, norm->len, out))
-        return lion_fail(st, LION_ENOMEM, "sentencepiece: out of memory encoding %zu bytes", len);
+    int rc = normalize(tok, text, len, dummy_prefix, norm);
+    if (rc == 0)
+        rc = tok->model_type == SPM_BPE ? spm_bpe_segment(tok, norm->data, norm->len, out)
+                                        : segment(tok, norm->data, norm->len, out);
+    if (rc) return lion_fail(st, LION_ENOMEM, "sentencepiece: out of memory encoding %zu bytes", len);
     return 0;
 }
 
@@ -339,9 +315,17 @@ int spm_encode(const spm_tokenizer *tok, const char *text, int32_t *ids, size_t 
                size_t *n_ids, lion_status *st) {
     if (!tok || !text || (!ids && max_ids) || !n_ids)
         return lion_fail(st, LION_EINVAL, "spm_encode: NULL argument");
+    return spm_encode_span(tok, text, strlen(text), SPM_MODEL_PREFIX, ids, max_ids, n_ids, st);
+}
+
+int spm_encode_span(const spm_tokenizer *tok, const char *text, size_t len, int dummy_prefix, int32_t *ids,
+                    size_t max_ids, size_t *n_ids, lion_status *st) {
+    if (!tok || (!text && len) || (!ids && max_ids) || !n_ids)
+        return lion_fail(st, LION_EINVAL, "spm_encode: NULL argument");
     struct buf norm = {0};
     struct ids_out out = {ids, max_ids, 0};
-    int rc = encode_into(tok, text, strlen(text), &norm, &out, st);
+    int rc = encode_into(tok, text ? text : "", len, dummy_prefix < 0 ? tok->add_dummy_prefix : dummy_prefix, &norm,
+                         &out, st);
     free(norm.data);
     return rc ? rc : finish_ids(&out, n_ids, st);
 }
@@ -385,7 +369,7 @@ int t5_tokenize(const spm_tokenizer *tok, const char *text, int32_t *ids, size_t
         int32_t id = -1;
         size_t l = *p == '<' ? t5_special_at(tok, p, &id) : 0;
         if (l == 0 && *p != '\0') continue;
-        if (p > seg && (rc = encode_into(tok, seg, (size_t)(p - seg), &norm, &out, st))) break;
+        if (p > seg && (rc = encode_into(tok, seg, (size_t)(p - seg), tok->add_dummy_prefix, &norm, &out, st))) break;
         if (*p == '\0') break;
         ids_push(&out, id);
         p += l - 1;
@@ -416,57 +400,117 @@ static int flush_bytes(struct buf *out, const char *bytes, size_t n) {
     return 0;
 }
 
-int spm_decode(const spm_tokenizer *tok, const int32_t *ids, size_t n_ids, char **text,
-               lion_status *st) {
-    if (!tok || (!ids && n_ids) || !text) return lion_fail(st, LION_EINVAL, "spm_decode: NULL argument");
-    *text = NULL;
-    struct buf out = {0}, bytes = {0};
-    int oom = buf_append(&out, "", 0);
-    for (size_t i = 0; i < n_ids && !oom; i++) {
-        int32_t id = ids[i];
-        if (id < 0) {
-            free(out.data);
-            free(bytes.data);
-            return lion_fail(st, LION_EINVAL, "spm_decode: id %d at position %zu is negative", id, i);
-        }
-        /* the extra ids are special; ids past them (a model's lm_head may be wider than its
-         * tokenizer: FlanT5's 32128 rows for 32100 pieces) decode to nothing, as in HF */
-        if ((size_t)id >= tok->n_pieces) continue;
-        const struct piece *p = &tok->pieces[id];
-        if (p->type == PT(CONTROL) || p->type == PT(UNKNOWN)) continue;
-        if (p->type == PT(BYTE)) {
+/* One piece to decode: its text (possibly not the model's: HF strips a '▁') and its id. */
+struct dec_item {
+    const char *text;
+    size_t len;
+    int32_t id;
+};
+
+/* Upstream's DecodePieces (sentencepiece_processor.cc): byte pieces gather into bytes decoded
+ * as UTF-8 when the next other piece comes; control pieces vanish; the unknown piece shows as
+ * unk_surface (another text with the unknown id as itself); '▁' becomes a space. The first
+ * '▁' of the text is the dummy prefix and is dropped: only while nothing was output yet and no
+ * earlier piece already dropped one, and only for models that add a dummy prefix or remove
+ * extra whitespace (the latter drops every leading one). */
+static int decode_items(const spm_tokenizer *tok, const struct dec_item *items, size_t n, int dummy_prefix,
+                        struct buf *out) {
+    struct buf bytes = {0};
+    const Sentencepiece__TrainerSpec *ts = tok->proto->trainer_spec;
+    const char *unk_surface = ts && ts->unk_surface ? ts->unk_surface : DEFAULT_UNK_SURFACE;
+    int is_bos_ws = 1, bos_ws_seen = 0, oom = buf_append(out, "", 0);
+    for (size_t i = 0; i < n && !oom; i++) {
+        const struct dec_item *it = &items[i];
+        piece_type type = tok->pieces[it->id].type;
+        if (type == PT(BYTE)) {
             char b = 0;
             for (int v = 0; v < 256; v++)
-                if (tok->byte_ids[v] == id) b = (char)v;
+                if (tok->byte_ids[v] == it->id) b = (char)v;
             oom = buf_append(&bytes, &b, 1);
             continue;
         }
         if (bytes.len) {
-            oom = flush_bytes(&out, bytes.data, bytes.len);
+            oom = flush_bytes(out, bytes.data, bytes.len);
             bytes.len = 0;
         }
-        const char *s = p->text;
-        size_t len = p->len;
-        /* The first piece's leading '▁' is the dummy prefix, not a space. */
-        if (out.len == 0 && len >= SPACE_SYMBOL_LEN && memcmp(s, SPACE_SYMBOL, SPACE_SYMBOL_LEN) == 0) {
+        if (bos_ws_seen || out->len > 0) is_bos_ws = 0;
+        bos_ws_seen = 0;
+        if (type == PT(CONTROL)) continue;
+        if (type == PT(UNKNOWN)) {
+            const struct piece *unk = &tok->pieces[it->id];
+            if (it->len == unk->len && memcmp(it->text, unk->text, unk->len) == 0)
+                oom = buf_append(out, unk_surface, strlen(unk_surface));
+            else
+                oom = buf_append(out, it->text, it->len);
+            continue;
+        }
+        const char *s = it->text;
+        size_t len = it->len;
+        if (is_bos_ws && (dummy_prefix || tok->remove_extra_whitespaces) && len >= SPACE_SYMBOL_LEN &&
+            memcmp(s, SPACE_SYMBOL, SPACE_SYMBOL_LEN) == 0) {
             s += SPACE_SYMBOL_LEN;
             len -= SPACE_SYMBOL_LEN;
+            bos_ws_seen = !tok->remove_extra_whitespaces;
         }
         for (size_t k = 0; k < len && !oom;) {
             if (k + SPACE_SYMBOL_LEN <= len && memcmp(s + k, SPACE_SYMBOL, SPACE_SYMBOL_LEN) == 0) {
-                oom = buf_append(&out, " ", 1);
+                oom = buf_append(out, " ", 1);
                 k += SPACE_SYMBOL_LEN;
             } else {
-                oom = buf_append(&out, s + k, 1);
+                oom = buf_append(out, s + k, 1);
                 k++;
             }
         }
     }
-    if (!oom && bytes.len) oom = flush_bytes(&out, bytes.data, bytes.len);
+    if (!oom && bytes.len) oom = flush_bytes(out, bytes.data, bytes.len);
     free(bytes.data);
-    if (oom) {
+    return oom ? -1 : 0;
+}
+
+int spm_decode(const spm_tokenizer *tok, const int32_t *ids, size_t n_ids, char **text,
+               lion_status *st) {
+    if (!tok || (!ids && n_ids) || !text) return lion_fail(st, LION_EINVAL, "spm_decode: NULL argument");
+    *text = NULL;
+    struct dec_item *items = malloc((n_ids ? n_ids : 1) * sizeof *items);
+    if (!items) return lion_fail(st, LION_ENOMEM, "spm_decode: out of memory");
+    size_t n = 0;
+    for (size_t i = 0; i < n_ids; i++) {
+        int32_t id = ids[i];
+        if (id < 0) {
+            free(items);
+            return lion_fail(st, LION_EINVAL, "spm_decode: id %d at position %zu is negative", id, i);
+        }
+        /* the extra ids are special; ids past them (a model's lm_head may be wider than its
+         * tokenizer: FlanT5's 32128 rows for 32100 pieces) decode to nothing, as in HF; so does
+         * the unknown piece (HF's skip_special_tokens) */
+        if ((size_t)id >= tok->n_pieces || tok->pieces[id].type == PT(UNKNOWN)) continue;
+        items[n++] = (struct dec_item){tok->pieces[id].text, tok->pieces[id].len, id};
+    }
+    struct buf out = {0};
+    int rc = decode_items(tok, items, n, tok->add_dummy_prefix, &out);
+    free(items);
+    if (rc) {
         free(out.data);
         return lion_fail(st, LION_ENOMEM, "spm_decode: out of memory");
+    }
+    *text = out.data;
+    return 0;
+}
+
+int spm_decode_pieces(const spm_tokenizer *tok, const char *const *pieces, const size_t *lens, size_t n,
+                      int dummy_prefix, char **text, lion_status *st) {
+    if (!tok || (!pieces && n) || (!lens && n) || !text)
+        return lion_fail(st, LION_EINVAL, "spm_decode_pieces: NULL argument");
+    *text = NULL;
+    struct dec_item *items = malloc((n ? n : 1) * sizeof *items);
+    if (!items) return lion_fail(st, LION_ENOMEM, "spm_decode_pieces: out of memory");
+    for (size_t i = 0; i < n; i++) items[i] = (struct dec_item){pieces[i], lens[i], spm_piece_to_id(tok, pieces[i], lens[i])};
+    struct buf out = {0};
+    int rc = decode_items(tok, items, n, dummy_prefix < 0 ? tok->add_dummy_prefix : dummy_prefix, &out);
+    free(items);
+    if (rc) {
+        free(out.data);
+        return lion_fail(st, LION_ENOMEM, "spm_decode_pieces: out of memory");
     }
     *text = out.data;
     return 0;
@@ -479,6 +523,14 @@ size_t t5_vocab_size(const spm_tokenizer *tok) { return tok->n_pieces + T5_EXTRA
 int32_t spm_eos_id(const spm_tokenizer *tok) { return tok->eos_id; }
 int32_t spm_pad_id(const spm_tokenizer *tok) { return tok->pad_id; }
 int32_t spm_unk_id(const spm_tokenizer *tok) { return tok->unk_id; }
+int32_t spm_bos_id(const spm_tokenizer *tok) { return tok->bos_id; }
+int spm_is_bpe(const spm_tokenizer *tok) { return tok->model_type == SPM_BPE; }
+
+const char *spm_id_to_piece(const spm_tokenizer *tok, int32_t id, size_t *len) {
+    if (id < 0 || (size_t)id >= tok->n_pieces) return NULL;
+    if (len) *len = tok->pieces[id].len;
+    return tok->pieces[id].text;
+}
 
 int32_t t5_extra_id(const spm_tokenizer *tok, int n) {
     if (n < 0 || n >= T5_EXTRA_IDS) return -1;
@@ -566,7 +618,7 @@ static int build_pieces(spm_tokenizer *tok, const char *name, lion_status *st) {
         default: break;
         }
         if (!is_segmentable(p->type)) continue;
-        if (piece_find(tok, p->text, p->len) >= 0)
+        if (spm_piece_find(tok, p->text, p->len) >= 0)
             return lion_fail(st, LION_EFORMAT, "%s: piece \"%s\" (id %zu) is already defined", name, p->text, i);
         size_t h = hash_bytes(p->text, p->len) & (tok->n_slots - 1);
         while (tok->slots[h] >= 0) h = (h + 1) & (tok->n_slots - 1);
@@ -585,6 +637,7 @@ static int build_pieces(spm_tokenizer *tok, const char *name, lion_status *st) {
     if (tok->min_score == FLT_MAX) tok->min_score = 0.0f;
     tok->eos_id = ts && ts->eos_id >= 0 && (size_t)ts->eos_id < m->n_pieces ? ts->eos_id : -1;
     tok->pad_id = ts && ts->pad_id >= 0 && (size_t)ts->pad_id < m->n_pieces ? ts->pad_id : -1;
+    tok->bos_id = ts && ts->bos_id >= 0 && (size_t)ts->bos_id < m->n_pieces ? ts->bos_id : -1;
     return 0;
 }
 
@@ -601,12 +654,13 @@ int spm_load_buffer(const void *data, size_t size, const char *name, spm_tokeniz
         return lion_fail(st, LION_EFORMAT, "%s: not a SentencePiece model (protobuf ModelProto does not parse)", name);
     }
     const Sentencepiece__TrainerSpec *ts = tok->proto->trainer_spec;
-    if (ts && ts->model_type != SENTENCEPIECE__TRAINER_SPEC__MODEL_TYPE__UNIGRAM) {
-        const int model_type = (int)ts->model_type; /* ts is freed with tok */
+    const int model_type = ts ? (int)ts->model_type : SPM_UNIGRAM;
+    if (model_type != SPM_UNIGRAM && model_type != SPM_BPE) {
         spm_free(tok);
-        return lion_fail(st, LION_EFORMAT, "%s: model_type %d is not unigram, the only type supported", name,
-                         model_type);
+        return lion_fail(st, LION_EFORMAT, "%s: model_type %d is not unigram (1) or BPE (2), the types supported",
+                         name, model_type);
     }
+    tok->model_type = (enum spm_model_type)model_type;
     const Sentencepiece__NormalizerSpec *ns = tok->proto->normalizer_spec;
     tok->add_dummy_prefix = ns ? ns->add_dummy_prefix : 1;
     tok->remove_extra_whitespaces = ns ? ns->remove_extra_whitespaces : 1;
