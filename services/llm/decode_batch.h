@@ -8,7 +8,12 @@
  * and positions all share a step. A request's result is what it would be alone: its rows'
  * products are computed with other rows beside them, which can change the last bits of a
  * float sum (OpenBLAS picks kernels by the number of rows), and nothing else (docs/
- * architecture.md, "Continuous batching"). */
+ * architecture.md, "Continuous batching").
+ *
+ * The same batch runs Pink's LLaMA decoder (decode_batch_init_llama): a request is then its
+ * beams' slots in one shared KV cache (llama.h), its prompt prefilled when it joins; its
+ * search starts from the prompt's last id (the step feeds it), so search.h is the same for
+ * both models. */
 #ifndef LION_DECODE_BATCH_H
 #define LION_DECODE_BATCH_H
 
@@ -17,21 +22,28 @@
 
 #include "arena.h"
 #include "generate.h"
+#include "llama.h"
 #include "search.h"
 #include "t5.h"
 
 typedef struct decode_request {
     search *search;
-    t5_cross cross;
     int beams;
+    /* T5 */
+    t5_cross cross;
     t5_seq *store; /* [beams]: the caches */
     t5_seq **seq;  /* [beams]: row j's cache (beam search reorders these) */
+    /* LLaMA */
+    int *slot;     /* [beams]: row j's slot of the shared cache (beam search reorders these) */
     size_t bytes;  /* what the caches and the cross-attention keys/values hold */
     void *user;    /* the caller's */
 } decode_request;
 
 typedef struct decode_batch {
-    const t5_model *m;
+    const t5_model *m;     /* the decoder: T5 ... */
+    const llama_model *lm; /* ... or LLaMA, with its cache's slots shared by the requests */
+    llama_cache cache;
+    int *free_slot, n_free;
     decode_request **reqs; /* in the order they joined */
     int n, cap;
     size_t bytes; /* held by every request's caches: the sum of their bytes */
@@ -39,6 +51,7 @@ typedef struct decode_batch {
     /* per-step arrays, grown as rows grow */
     int rows_cap;
     t5_seq **seqs;
+    int *slots;
     int32_t *tokens;
     int *src;
     float *logits;
@@ -66,5 +79,18 @@ int decode_batch_step(decode_batch *b, arena *a, lion_status *st);
 
 /* Frees request i; the others keep their order. */
 void decode_batch_remove(decode_batch *b, int i);
+
+/* A batch on a LLaMA decoder whose requests share a cache of `slots` sequences of up to
+ * `capacity` positions (prompt + answer). */
+int decode_batch_init_llama(decode_batch *b, const llama_model *lm, int slots, int capacity, lion_status *st);
+/* The bytes one slot of such a cache holds. */
+size_t decode_llama_slot_bytes(const llama_model *lm, int capacity);
+/* Whether a request of `beams` beams finds free slots now. */
+int decode_batch_has_slots(const decode_batch *b, int beams);
+/* A new LLaMA request: prompt embeddings x [n, dim], of which the first n - 1 are prefilled
+ * into its beams' slots now; its search starts from p->decoder_start_id, the prompt's last
+ * id, which the next step feeds. n + max_new_tokens must fit the cache's capacity. */
+int decode_batch_add_llama(decode_batch *b, const float *x, int n, const generate_params *p, uint64_t seed, void *user,
+                           arena *a, lion_status *st);
 
 #endif

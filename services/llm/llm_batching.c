@@ -32,6 +32,8 @@ static void job_finish(llm_job *j) {
 }
 
 static size_t job_bytes(const llm_stage *s, const llm_job *j) {
+    if (s->cfg.family == MODEL_FAMILY_PINK)
+        return (size_t)j->params.num_beams * decode_llama_slot_bytes(&s->llama, s->running.cache.capacity);
     return decode_request_bytes(&s->t5, &j->params, j->n_visual + j->n_ids);
 }
 
@@ -132,10 +134,20 @@ fail:
     arena_reset(&s->scratch);
 }
 
+/* A Pink job joins: its prompt is prefilled into its beams' slots of the shared cache. */
+static void prefill_and_join(llm_stage *s, llm_job *j) {
+    lion_status st;
+    if (decode_batch_add_llama(&s->running, j->embeds, j->n_ids, &j->params, j->seed, j, &s->scratch, &st)) {
+        worker_job_fail(j->job, st.code, "%s", st.msg);
+        job_finish(j);
+    }
+    arena_reset(&s->scratch);
+}
+
 /* Step 2: waiting jobs join, in arrival order, within the prefill and memory budgets. */
 static void admit_waiting(llm_stage *s) {
-    llm_job *take[2][LLM_MAX_ADMIT];
-    int n_take[2] = {0, 0}, taken = 0, tokens = 0;
+    llm_job *order[LLM_MAX_ADMIT];
+    int taken = 0, tokens = 0, beams = 0;
     size_t bytes = s->running.bytes;
     while (s->waiting && taken < LLM_MAX_ADMIT) {
         llm_job *j = s->waiting;
@@ -143,15 +155,26 @@ static void admit_waiting(llm_stage *s) {
         const size_t need = job_bytes(s, j);
         if (taken > 0 && tokens + len > s->prefill_tokens) break;
         if (s->kv_budget && bytes + need > s->kv_budget) break; /* no overtaking: it waits for room */
+        if (s->running.lm && !decode_batch_has_slots(&s->running, beams + j->params.num_beams)) break;
         s->waiting = j->next;
         if (!s->waiting) s->waiting_tail = NULL;
         s->n_waiting--;
         j->next = NULL;
-        take[j->router_idx][n_take[j->router_idx]++] = j;
-        taken++, tokens += len, bytes += need;
+        order[taken++] = j;
+        tokens += len, bytes += need, beams += j->params.num_beams;
     }
-    for (int route = 0; route < 2; route++)
-        if (n_take[route]) encode_and_join(s, take[route], n_take[route], route);
+    if (s->running.lm) { /* Pink: each prompt prefilled into its own slots */
+        for (int k = 0; k < taken; k++) prefill_and_join(s, order[k]);
+        return;
+    }
+    /* T5: one padded encoder batch per adapter route */
+    for (int route = 0; route < 2; route++) {
+        llm_job *group[LLM_MAX_ADMIT];
+        int n = 0;
+        for (int k = 0; k < taken; k++)
+            if (order[k]->router_idx == route) group[n++] = order[k];
+        if (n) encode_and_join(s, group, n, route);
+    }
 }
 
 /* Step 3: one decoder step; finished jobs are answered and leave. */

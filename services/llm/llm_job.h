@@ -21,6 +21,7 @@ typedef struct llm_job {
     int n_visual;
     int32_t *ids;  /* [n_ids]: the prompt's token ids */
     int n_ids;
+    float *embeds; /* Pink: [n_ids, dim] the prompt's input embeddings, the image's in place */
     /* streaming (task.stream, greedy or sampling) */
     int stream;
     char *sent;       /* the text sent in PARTIALs so far (malloc'ed, NULL: none) */

@@ -7,6 +7,7 @@
 
 #include "llm_job.h"
 #include "log.h"
+#include "pink_config.h"
 
 /* The id of a single-token piece such as "<extra_id_0>", as the tokenizer reads it. */
 static int piece_id(const spm_tokenizer *tok, const char *piece, int32_t *id, lion_status *st) {
@@ -23,12 +24,64 @@ int llm_stage_open(llm_stage *s, const char *model_dir, lion_status *st) {
 }
 
 int llm_stage_open_with(llm_stage *s, const char *model_dir, lion_precision precision, lion_status *st) {
+    return llm_stage_open_budget(s, model_dir, precision, (size_t)LLM_DEFAULT_KV_BUDGET_MB << 20, st);
+}
+
+/* The shared KV cache of a Pink model: as many sequences of max_positions as the budget
+ * holds (none given: LLM_PINK_SLOTS). */
+static int pink_cache_slots(const llm_stage *s) {
+    const size_t per = decode_llama_slot_bytes(&s->llama, s->cfg.pink.llm.max_positions);
+    size_t slots = s->kv_budget ? s->kv_budget / per : LLM_PINK_SLOTS;
+    if (slots > LLM_PINK_SLOTS) slots = LLM_PINK_SLOTS;
+    return slots > 0 ? (int)slots : 1;
+}
+
+/* A Pink model: its LLaMA, the LLaMA tokenizer with Pink's added tokens, generation defaults. */
+static int open_pink(llm_stage *s, lion_precision precision, lion_status *st) {
+    const pink_llm_config *l = &s->cfg.pink.llm;
+    if (precision != PRECISION_F32) log_warn("llm: a Pink model runs in f32 (no bf16 path yet)");
+    llama_config lc;
+    pink_llama_config(l, &lc);
+    if (weights_open(&s->w, model_config_stage_file(&s->cfg, "llm"), "", st) || llama_load(&s->llama, &lc, &s->w, st) ||
+        pink_tokenizer_load(&s->cfg.pink.tokenizer, l->vocab_size, &s->ltok, st))
+        return -1;
+    const int slots = pink_cache_slots(s);
+    if (decode_batch_init_llama(&s->running, &s->llama, slots, l->max_positions, st)) return -1;
+    generate_params *p = &s->defaults;
+    const generation_config *g = &l->generation;
+    generate_params_default(p);
+    p->num_beams = g->num_beams;
+    /* upstream's 1024 is over what a request may ask (protocol.h); each job is also bounded
+     * by the positions its prompt leaves */
+    p->max_new_tokens = g->max_new_tokens < LION_MAX_NEW_TOKENS ? g->max_new_tokens : LION_MAX_NEW_TOKENS;
+    p->min_length = g->min_length;
+    p->repetition_penalty = g->repetition_penalty;
+    p->length_penalty = g->length_penalty;
+    p->top_p = g->top_p;
+    p->temperature = g->temperature;
+    p->do_sample = g->do_sample;
+    p->eos_id = s->cfg.pink.tokenizer.eos_id;
+    p->pad_id = s->cfg.pink.tokenizer.pad_id >= 0 ? s->cfg.pink.tokenizer.pad_id : p->eos_id;
+    log_info("llm: %s (Pink), LLaMA dim %d hidden %d, %d layers, %d heads (%d kv), vocab %d, %d positions, adapters %d; "
+             "%.1f MB f32 weights; KV cache of %d sequences (%.1f MB); defaults %d beams, %d new tokens",
+             s->cfg.name, l->dim, l->hidden, l->layers, l->heads, l->kv_heads, l->vocab_size, l->max_positions,
+             l->adapter_dim, s->w.bytes_f32 / 1e6, slots,
+             slots * decode_llama_slot_bytes(&s->llama, l->max_positions) / 1e6, p->num_beams, p->max_new_tokens);
+    return 0;
+}
+
+int llm_stage_open_budget(llm_stage *s, const char *model_dir, lion_precision precision, size_t kv_budget,
+                          lion_status *st) {
     memset(s, 0, sizeof *s);
     arena_init(&s->scratch, 0);
-    s->kv_budget = (size_t)LLM_DEFAULT_KV_BUDGET_MB << 20;
+    s->kv_budget = kv_budget;
     s->prefill_tokens = LLM_DEFAULT_PREFILL_TOKENS;
     decode_batch_init(&s->running, &s->t5);
     if (model_config_load(&s->cfg, model_dir, st)) return -1;
+    if (s->cfg.family == MODEL_FAMILY_PINK) {
+        if (open_pink(s, precision, st)) goto fail;
+        return 0;
+    }
     const llm_config *l = &s->cfg.llm;
     /* LION_MAX_PROMPT_TOKENS leaves room for this much tag prompt and no more */
     if (strlen(l->tag_prompt) > LION_MAX_TAG_PROMPT_BYTES) {
@@ -98,6 +151,8 @@ void llm_stage_close(llm_stage *s) {
         free(j);
     }
     t5_free(&s->t5);
+    llama_free(&s->llama);
+    llama_tok_free(s->ltok);
     weights_close(&s->w);
     weights_close(&s->root);
     spm_free(s->tok);
@@ -191,7 +246,8 @@ int llm_task_params(const llm_stage *s, const Lion__Task *task, generate_params 
     if (p->num_return_sequences < 1 || p->num_return_sequences > max_return)
         return lion_fail(st, LION_EINVAL, "%s.num_return_sequences: %d is not in [1, num_beams %d]", f,
                          p->num_return_sequences, max_return);
-    if (p->num_beams > 1 && 2 * p->num_beams > s->cfg.llm.vocab_size)
+    const int vocab = s->cfg.family == MODEL_FAMILY_PINK ? s->cfg.pink.llm.vocab_size : s->cfg.llm.vocab_size;
+    if (p->num_beams > 1 && 2 * p->num_beams > vocab)
         return lion_fail(st, LION_EINVAL, "%s.num_beams: %d beams need a vocabulary of at least %d", f, p->num_beams,
                          2 * p->num_beams);
     return 0;

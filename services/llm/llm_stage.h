@@ -42,6 +42,8 @@
 #include "arena.h"
 #include "decode_batch.h"
 #include "generate.h"
+#include "llama.h"
+#include "llama_tokenizer.h"
 #include "model_config.h"
 #include "prompt.h"
 #include "protocol.h"
@@ -51,11 +53,14 @@
 
 typedef struct llm_stage {
     model_config cfg;
-    weights w;    /* "t5_model." */
+    weights w;    /* "t5_model." (LION); the LLaMA's file (Pink) */
     weights root; /* soft_prompt_hint sits outside the t5_model. prefix */
     t5_model t5;
     spm_tokenizer *tok;
     prompt_embedder embedder;
+    /* a Pink model (cfg.family MODEL_FAMILY_PINK) instead: its LLaMA and tokenizer */
+    llama_model llama;
+    llama_tok *ltok;
     generate_params defaults; /* model.json's llm.generation over generate_params_default */
     arena scratch;
     int32_t *prompt_ids; /* [LION_MAX_PROMPT_TOKENS]: a job's prompt as it is tokenized */
@@ -72,15 +77,21 @@ typedef struct llm_stage {
 /* Defaults of --kv-budget-mb and --prefill-tokens (services/llm/main.c). */
 #define LLM_DEFAULT_KV_BUDGET_MB 4096
 #define LLM_DEFAULT_PREFILL_TOKENS 1024
+/* The most sequences in a Pink model's shared KV cache (beams of all its jobs). */
+#define LLM_PINK_SLOTS 256
 /* The most jobs encoded between two steps. */
 #define LLM_MAX_ADMIT 64
 
 /* Loads the llm section of the model (refusing a tag_prompt over LION_MAX_TAG_PROMPT_BYTES,
- * which the prompt token limit is sized for). */
+ * which the prompt token limit is sized for), or a Pink model's LLaMA, tokenizer and prompt
+ * (family "pink": the stage then answers Pink's jobs, llm_job.h). */
 int llm_stage_open(llm_stage *s, const char *model_dir, lion_status *st);
 /* The same with a precision (PRECISION_F32 or PRECISION_BF16: the decoder step's matrices in
- * bf16, t5.h); llm_stage_open is f32. */
+ * bf16, t5.h; a Pink model is f32 only) and the decoding-state budget in bytes (0: none; a
+ * Pink model's shared KV cache is sized from it); llm_stage_open is f32 with the default. */
 int llm_stage_open_with(llm_stage *s, const char *model_dir, lion_precision precision, lion_status *st);
+int llm_stage_open_budget(llm_stage *s, const char *model_dir, lion_precision precision, size_t kv_budget,
+                          lion_status *st);
 void llm_stage_close(llm_stage *s);
 
 /* The continuous stage's functions (worker_stage.admit, .step, .decode_stats); ctx is the

@@ -35,11 +35,9 @@ static const args_option llm_args[] = {
 static void *llm_open(const worker_config *cfg, lion_status *st) {
     llm_stage *s = malloc(sizeof *s);
     if (!s) lion_fail(st, LION_ENOMEM, "llm: out of memory");
-    else if (llm_stage_open_with(s, cfg->model_dir, cfg->precision, st)) s = (free(s), NULL);
-    if (s) {
-        s->kv_budget = options.kv_budget_mb << 20;
-        s->prefill_tokens = options.prefill_tokens;
-    }
+    else if (llm_stage_open_budget(s, cfg->model_dir, cfg->precision, options.kv_budget_mb << 20, st))
+        s = (free(s), NULL);
+    if (s) s->prefill_tokens = options.prefill_tokens;
     return s;
 }
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "pink_clip_config.h"
 #include "protocol.h"
 #include "stage_io.h"
 
@@ -12,23 +13,46 @@ void vision_output_name(char *buf, size_t len, int layer) {
     snprintf(buf, len, LION_TENSOR_VIT_LAYER_PREFIX "%d", layer);
 }
 
-int vision_stage_open(vision_stage *s, const char *model_dir, int max_batch, size_t cache_bytes, lion_status *st) {
-    memset(s, 0, sizeof *s);
-    if (model_config_load(&s->cfg, model_dir, st)) return -1;
+/* The EVA ViT of a LION model; its outputs are n_intermediate blocks of [tokens, dim]. */
+static int open_lion(vision_stage *s, lion_status *st) {
     const vision_config *v = &s->cfg.vision;
     vit_config vc;
     vit_config_from_model(&vc, v);
-    if (weights_open(&s->w, v->file, "visual_encoder.", st) || vit_load(&s->vit, &vc, &s->w, st)) {
+    if (weights_open(&s->w, v->file, "visual_encoder.", st) || vit_load(&s->vit, &vc, &s->w, st)) return -1;
+    s->image_size = v->image_size;
+    s->filter = v->resize == RESIZE_BILINEAR ? IMAGE_FILTER_BILINEAR : IMAGE_FILTER_BICUBIC;
+    s->mean = v->mean, s->std = v->std;
+    s->per_image = (size_t)s->vit.tokens * v->dim * v->n_intermediate;
+    return 0;
+}
+
+/* Pink's CLIP with adapters and mm_projector; its output is [patches, llm dim]. */
+static int open_pink(vision_stage *s, lion_status *st) {
+    const pink_vision_config *v = &s->cfg.pink.vision;
+    clip_config cc;
+    pink_clip_config(v, &cc);
+    if (weights_open(&s->w, v->file, "", st) || clip_load(&s->clip, &cc, &s->w, st)) return -1;
+    s->image_size = v->image_size;
+    s->filter = v->resize == RESIZE_BILINEAR ? IMAGE_FILTER_BILINEAR : IMAGE_FILTER_BICUBIC;
+    s->mean = v->mean, s->std = v->std;
+    s->per_image = (size_t)s->clip.patches * v->proj_dim;
+    return 0;
+}
+
+int vision_stage_open(vision_stage *s, const char *model_dir, int max_batch, size_t cache_bytes, lion_status *st) {
+    memset(s, 0, sizeof *s);
+    if (model_config_load(&s->cfg, model_dir, st)) return -1;
+    const int pink = s->cfg.family == MODEL_FAMILY_PINK;
+    if (pink ? open_pink(s, st) : open_lion(s, st)) {
         vision_stage_close(s);
         return -1;
     }
     s->max_batch = max_batch > 0 ? max_batch : 1;
     s->limits = image_limits_default();
     s->cache = feature_cache_new(cache_bytes);
-    size_t img = (size_t)3 * v->image_size * v->image_size;
-    size_t per = (size_t)s->vit.tokens * v->dim;
+    size_t img = (size_t)3 * s->image_size * s->image_size;
     s->pixels = malloc(sizeof(float) * img * s->max_batch);
-    s->outs = malloc(sizeof(float) * per * s->max_batch * v->n_intermediate);
+    s->outs = malloc(sizeof(float) * s->per_image * s->max_batch);
     s->keys = malloc(sizeof *s->keys * (size_t)s->max_batch);
     s->miss = malloc(sizeof *s->miss * (size_t)s->max_batch);
     arena_init(&s->scratch, 0);
@@ -36,14 +60,24 @@ int vision_stage_open(vision_stage *s, const char *model_dir, int max_batch, siz
         vision_stage_close(s);
         return lion_fail(st, LION_ENOMEM, "vision: out of memory for batch %d", s->max_batch);
     }
-    log_info("vision: %s, ViT %dx%d/%d dim %d depth %d, returns %d layers, %.1f MB f32 weights, cache %zu MB",
-             s->cfg.name, v->image_size, v->image_size, v->patch_size, v->dim, v->depth, v->n_intermediate,
-             s->w.bytes_f32 / 1e6, cache_bytes >> 20);
+    if (pink) {
+        const pink_vision_config *v = &s->cfg.pink.vision;
+        log_info("vision: %s (Pink), CLIP %dx%d/%d dim %d, %d of %d layers run, %d tokens of %d, %.1f MB f32 "
+                 "weights, cache %zu MB",
+                 s->cfg.name, v->image_size, v->image_size, v->patch_size, v->dim, s->clip.run, v->layers,
+                 s->clip.patches, v->proj_dim, s->w.bytes_f32 / 1e6, cache_bytes >> 20);
+    } else {
+        const vision_config *v = &s->cfg.vision;
+        log_info("vision: %s, ViT %dx%d/%d dim %d depth %d, returns %d layers, %.1f MB f32 weights, cache %zu MB",
+                 s->cfg.name, v->image_size, v->image_size, v->patch_size, v->dim, v->depth, v->n_intermediate,
+                 s->w.bytes_f32 / 1e6, cache_bytes >> 20);
+    }
     return 0;
 }
 
 void vision_stage_close(vision_stage *s) {
     vit_free(&s->vit);
+    clip_free(&s->clip);
     weights_close(&s->w);
     feature_cache_free(s->cache);
     arena_free(&s->scratch);
@@ -55,11 +89,16 @@ void vision_stage_close(vision_stage *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* Adds the job's outputs from blob = [n_layers][tokens][dim] f32. */
+/* Adds the job's outputs from one image's blob: LION's [n_layers][tokens][dim] f32 blocks,
+ * or Pink's [patches][llm dim] visual tokens. */
 static int add_outputs(vision_stage *s, worker_job *job, const float *blob, lion_status *st) {
-    const vision_config *v = &s->cfg.vision;
     dtype dt;
     if (stage_output_dtype(job, &dt, st)) return -1;
+    if (s->cfg.family == MODEL_FAMILY_PINK) {
+        int64_t shape[] = {s->clip.patches, s->cfg.pink.vision.proj_dim};
+        return stage_add_output_f32(job, LION_TENSOR_VISUAL_TOKENS, blob, 2, shape, dt, st);
+    }
+    const vision_config *v = &s->cfg.vision;
     const size_t per = (size_t)s->vit.tokens * v->dim;
     int64_t shape[] = {s->vit.tokens, v->dim};
     for (int k = 0; k < v->n_intermediate; k++) {
@@ -68,6 +107,16 @@ static int add_outputs(vision_stage *s, worker_job *job, const float *blob, lion
         if (stage_add_output_f32(job, name, blob + k * per, 2, shape, dt, st)) return -1;
     }
     return 0;
+}
+
+/* One image's forward into its blob (add_outputs' layout). */
+static int forward_one(vision_stage *s, const float *pixels, float *blob, lion_status *st) {
+    if (s->cfg.family == MODEL_FAMILY_PINK) return clip_forward(&s->clip, pixels, 1, NULL, blob, &s->scratch, st);
+    const vision_config *v = &s->cfg.vision;
+    const size_t per = (size_t)s->vit.tokens * v->dim;
+    float *outs[MODEL_MAX_INTERMEDIATE];
+    for (int k = 0; k < v->n_intermediate; k++) outs[k] = blob + (size_t)k * per;
+    return vit_forward(&s->vit, pixels, 1, v->intermediate_layers, v->n_intermediate, outs, &s->scratch, st);
 }
 
 void vision_stage_cache_stats(void *ctx, uint64_t *hits, uint64_t *misses) {
@@ -84,11 +133,8 @@ static void publish_cache_stats(vision_stage *s) {
 
 int vision_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
     vision_stage *s = ctx;
-    const vision_config *v = &s->cfg.vision;
-    const size_t img = (size_t)3 * v->image_size * v->image_size;
-    const size_t per = (size_t)s->vit.tokens * v->dim;
-    const int nl = v->n_intermediate;
-    const image_filter filter = v->resize == RESIZE_BILINEAR ? IMAGE_FILTER_BILINEAR : IMAGE_FILTER_BICUBIC;
+    const size_t img = (size_t)3 * s->image_size * s->image_size;
+    const size_t per = s->per_image;
     int *miss = s->miss;
     feature_key *keys = s->keys;
     /* the worker gives at most the max_batch the stage was opened with */
@@ -106,7 +152,7 @@ int vision_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
         }
         keys[i] = feature_key_of(bytes, len);
         const float *blob = feature_cache_get(s->cache, &keys[i], &blob_len);
-        const int hit = blob && blob_len == sizeof(float) * per * nl;
+        const int hit = blob && blob_len == sizeof(float) * per;
         if (envelope_set_cache_hit(jobs[i].reply, hit, &js)) {
             worker_job_fail(&jobs[i], js.code, "%s", js.msg);
             continue;
@@ -115,7 +161,7 @@ int vision_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
             if (add_outputs(s, &jobs[i], blob, &js)) worker_job_fail(&jobs[i], js.code, "%s", js.msg);
             continue;
         }
-        if (image_preprocess(bytes, len, v->image_size, filter, v->mean, v->std, s->pixels + m * img, &s->limits,
+        if (image_preprocess(bytes, len, s->image_size, s->filter, s->mean, s->std, s->pixels + m * img, &s->limits,
                              &js)) {
             worker_job_fail(&jobs[i], js.code, "image: %s", js.msg);
             continue;
@@ -132,14 +178,10 @@ int vision_stage_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
      * large: one forward over 4 images was about 8% faster per image (bench_vit, 1 thread,
      * 4 blocks: 0.63 s against 0.69 s), the price of exact replays. */
     for (int j = 0; j < m; j++) {
-        /* each image's outputs land as [layer][tokens][dim]: the cache value and the replies */
-        float *blob = s->outs + (size_t)j * nl * per;
-        float *outs[MODEL_MAX_INTERMEDIATE];
-        for (int k = 0; k < nl; k++) outs[k] = blob + (size_t)k * per;
-        if (vit_forward(&s->vit, s->pixels + j * img, 1, v->intermediate_layers, nl, outs, &s->scratch, st))
-            return -1;
+        float *blob = s->outs + (size_t)j * per;
+        if (forward_one(s, s->pixels + j * img, blob, st)) return -1;
         worker_job *job = &jobs[miss[j]];
-        if (feature_cache_put(s->cache, &keys[miss[j]], blob, per * nl * sizeof(float)))
+        if (feature_cache_put(s->cache, &keys[miss[j]], blob, per * sizeof(float)))
             log_warn("vision: feature cache out of memory; not cached");
         lion_status js;
         if (add_outputs(s, job, blob, &js)) worker_job_fail(job, js.code, "%s", js.msg);

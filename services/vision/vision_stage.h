@@ -1,15 +1,19 @@
-/* vision_stage.h - the vision service's stage: encoded image in, ViT block outputs out.
+/* vision_stage.h - the vision service's stage: encoded image in, image features out.
  *
  * A job carries the encoded image (LION_TENSOR_IMAGE, U8). The stage decodes and
- * preprocesses it as upstream does (PIL bicubic resize to vision.image_size, CLIP
- * normalisation), runs the EVA ViT on every cache miss of the batch (one forward per image),
- * and returns one tensor per configured block, LION_TENSOR_VIT_LAYER_PREFIX "<index>"
- * [tokens, dim], in the job's output dtype. The same image bytes again are answered from the
- * feature cache without running the ViT. */
+ * preprocesses it as upstream does (PIL bicubic resize to the model's image size, CLIP
+ * normalisation), runs the image encoder on every cache miss of the batch (one forward per
+ * image), and returns, in the job's output dtype:
+ *   LION (model.json family "lion"): the EVA ViT; one tensor per configured block,
+ *     LION_TENSOR_VIT_LAYER_PREFIX "<index>" [tokens, dim], for the aggregator;
+ *   Pink (family "pink"): the CLIP ViT with Pink's adapters and mm_projector (clip.h);
+ *     LION_TENSOR_VISUAL_TOKENS [patches, llm dim], for the llm directly.
+ * The same image bytes again are answered from the feature cache without running it. */
 #ifndef LION_VISION_STAGE_H
 #define LION_VISION_STAGE_H
 
 #include "arena.h"
+#include "clip.h"
 #include "feature_cache.h"
 #include "image.h"
 #include "model_config.h"
@@ -19,7 +23,13 @@
 typedef struct vision_stage {
     model_config cfg;
     weights w;
-    vit_model vit;
+    vit_model vit;   /* family lion */
+    clip_model clip; /* family pink */
+    /* what one image takes and gives, by family */
+    int image_size;
+    image_filter filter;
+    const float *mean, *std;
+    size_t per_image; /* floats of one image's outputs (the cache value) */
     feature_cache *cache;
     image_limits limits;
     arena scratch;
