@@ -111,6 +111,14 @@ static int request_from_json(const cJSON *o, const char *base_dir, const char *w
     return 0;
 }
 
+int batch_requests_set_model(batch_requests *r, const char *model, lion_status *st) {
+    for (size_t i = 0; i < r->n; i++)
+        if (!cJSON_GetObjectItemCaseSensitive(r->items[i].body, "model") &&
+            !cJSON_AddStringToObject(r->items[i].body, "model", model))
+            return lion_fail(st, LION_ENOMEM, "--model: no memory");
+    return 0;
+}
+
 static void request_free(batch_request *r) {
     free(r->id);
     free(r->image_path);

@@ -38,6 +38,8 @@ int batch_requests_load(const char *path, batch_requests *out, lion_status *st);
  * request each: id the file's name, the instruction, route "image_level" or "region_level". */
 int batch_requests_from_images(const char *dir_or_glob, const char *instruction, const char *route,
                                batch_requests *out, lion_status *st);
+/* --model: every request without a "model" of its own asks for this one. */
+int batch_requests_set_model(batch_requests *r, const char *model, lion_status *st);
 /* The index of the request with this id, -1 when there is none. */
 long batch_requests_find(const batch_requests *r, const char *id);
 void batch_requests_free(batch_requests *r);

@@ -77,6 +77,8 @@ static const args_option batch_options_table[] = {
      .help = "with --images: the instruction of every image"},
     {.name = "--task", .metavar = "ROUTE", .kind = ARG_CUSTOM, .set = set_task,
      .help = "with --images: image_level or region_level", .deflt = "image_level"},
+    {.name = "--model", .env = "LION_BATCH_MODEL", .metavar = "NAME", .kind = ARG_STRING, ARGS_AT(batch_options, model),
+     .min = 1, .max = 256, .help = "the model of requests that name none (the gateway's default when not given)"},
     {.name = "--check", .kind = ARG_FLAG, ARGS_AT(batch_options, check),
      .help = "compare with \"expected\"; per-task accuracy, exit 1 on any failure"},
     {.name = "--draw", .metavar = "DIR", .kind = ARG_STRING, ARGS_AT(batch_options, draw_dir),
@@ -202,6 +204,7 @@ int main(int argc, char **argv) {
     lion_status st = {0};
     int rc = o.images ? batch_requests_from_images(o.images, o.instruction, o.task, &reqs, &st)
                       : batch_requests_load(o.requests, &reqs, &st);
+    if (rc == 0 && o.model && (rc = batch_requests_set_model(&reqs, o.model, &st)) != 0) batch_requests_free(&reqs);
     if (rc != 0) {
         fprintf(stderr, "lion-batch: %s\n", st.msg);
         options_free(&o);
