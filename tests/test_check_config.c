@@ -177,7 +177,7 @@ static void check_default_replica(void) {
     lion_status st;
     char *argv[] = {"lion-vision", "--gateway", "tcp://127.0.0.1:1"};
     CHECK_EQ_INT(worker_config_parse(&cfg, "vision", 3, argv, &st), 0);
-    char host[256] = "", want[128];
+    char host[256] = "", want[300];
     gethostname(host, sizeof host);
     host[strcspn(host, ".")] = '\0';
     snprintf(want, sizeof want, "vision-%s-%ld", host, (long)getpid());
