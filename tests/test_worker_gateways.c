@@ -138,8 +138,8 @@ typedef struct fake_gw {
 } fake_gw;
 
 /* The open gateways: whatever the test waits on, all of them heartbeat (the worker takes a
- * gateway it has not heard from for 3 of its beats for gone), as real gateways do from their
- * own loops. Everything runs on the test's thread. */
+ * gateway it has not heard from for a while for gone), as real gateways do from their own
+ * loops. Everything runs on the test's thread. */
 static fake_gw *open_gws[4];
 
 static void gw_send(fake_gw *g, Lion__Envelope *env, envelope_tensor *t, int n);
@@ -396,7 +396,8 @@ static void *worker_thread_main(void *arg) {
 }
 
 /* A vision worker of capacity 5 serving gateways (a comma-separated list), heartbeats every
- * 50 ms (silence: 3 beats); keys (server keys, own pair) for CURVE, or NULL. */
+ * 50 ms, a gateway silent for 250 ms taken for gone (5 beats: a loaded test machine may stall
+ * the fake gateways' heartbeats for a moment); keys (server keys, own pair) for CURVE, or NULL. */
 static void worker_start(worker_thread *wt, const char *gateways, const worker_stage *stage, const char *server_keys,
                          const char *own_key) {
     memset(wt, 0, sizeof *wt);
@@ -411,6 +412,7 @@ static void worker_start(worker_thread *wt, const char *gateways, const worker_s
         wt->cfg.curve_key = own_key;
     }
     wt->cfg.linger_ms = 200;
+    wt->cfg.gateway_silence_ms = 250;
     wt->cfg.stop = &wt->stop;
     wt->stage = *stage;
     pthread_create(&wt->thread, NULL, worker_thread_main, wt);
