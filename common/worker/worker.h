@@ -166,7 +166,7 @@ int worker_job_done(worker_job *job, lion_status *st);
 
 /* Defaults, then LION_GATEWAY, LION_MODEL, LION_THREADS, LION_REPLICA, LION_CAPACITY,
  * LION_MAX_BATCH, LION_HEARTBEAT_MS, LION_CURVE_SERVER_KEY, LION_CURVE_KEY, LION_PRECISION,
- * LION_READY_FILE from the environment, then the command line: --gateway EP --model DIR
+ * LION_READY_FILE from the environment, then the command line: --gateway EP[,EP...] --model DIR
  * --threads N (1..1024) --replica ID --capacity N (1..LION_MAX_CAPACITY) --max-batch N
  * (1..LION_MAX_BATCH, at most --capacity) --heartbeat-ms N --curve-server-key FILE
  * --curve-key FILE --insecure --precision auto|f32|bf16 (common/nn/precision.h)
