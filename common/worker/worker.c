@@ -13,6 +13,8 @@
 #include "curve.h"
 #include "log.h"
 #include "threads.h"
+#include "worker_check.h"
+#include "worker_gateways.h"
 
 struct worker_output {
     char *name;
@@ -36,6 +38,7 @@ typedef struct batch {
 typedef struct pending_job {
     envelope_msg msg;
     int64_t receive_us;
+    int link; /* the gateway it came from */
 } pending_job;
 
 /* What the compute thread sends the socket thread over the pipe, in order: the PARTIALs
@@ -44,6 +47,7 @@ enum { PIPE_BATCH_DONE = 1, PIPE_PARTIAL = 2, PIPE_JOB_DONE = 3 };
 typedef struct pipe_msg {
     int kind;
     void *ptr; /* batch *, worker_job * or Lion__Envelope * (a PARTIAL to send and free) */
+    int link;  /* a PARTIAL's gateway: its job's */
 } pipe_msg;
 
 typedef struct compute_args {
@@ -54,12 +58,24 @@ typedef struct compute_args {
     atomic_int *exited; /* set when the compute thread has sent its last message */
 } compute_args;
 
+/* The link to one gateway: its socket, and what the worker knows of that gateway. */
+typedef struct gateway_link {
+    const char *endpoint;  /* into worker.gateways */
+    void *sock;            /* DEALER to the gateway's ROUTER of the stage */
+    int64_t last_heard_us; /* monotonic */
+    int lost;              /* silent for the silence window, or said BYE: READY again when it is
+                              heard from, and meanwhile its share of the credit goes to the
+                              others and nothing sent to it waits */
+} gateway_link;
+
 typedef struct worker {
     const worker_config *cfg;
     const worker_stage *stage;
     envelope_limits limits;
     void *zctx;
-    void *sock; /* DEALER to the gateway */
+    worker_gateways gateways; /* --gateway's list, with each gateway's key file */
+    gateway_link links[WORKER_MAX_GATEWAYS];
+    int n_links;
     void *pipe; /* PAIR to the compute thread */
     pthread_t compute;
     compute_args compute_args; /* read by the compute thread until it is joined */
@@ -71,9 +87,6 @@ typedef struct worker {
                          at most, a continuous stage any number */
     int running_jobs; /* their jobs not answered yet */
     int stopping;
-    int bye_sent;
-    int64_t last_heard_us; /* monotonic */
-    int gateway_lost;
     char pipe_endpoint[64];
 } worker;
 
@@ -129,7 +142,7 @@ int worker_job_send_partial(worker_job *job, const char *text, const int32_t *id
     if (!env) return -1;
     env->has_sent_us = 1;
     env->sent_us = clock_unix_us();
-    pipe_msg msg = {.kind = PIPE_PARTIAL, .ptr = env};
+    pipe_msg msg = {.kind = PIPE_PARTIAL, .ptr = env, .link = job->link};
     int rc;
     while ((rc = zmq_send(job->pipe, &msg, sizeof msg, 0)) < 0 && errno == EINTR) {}
     if (rc != (int)sizeof msg) {
@@ -161,17 +174,45 @@ int worker_job_done(worker_job *job, lion_status *st) {
 
 /* --- sending ---------------------------------------------------------------------------- */
 
-static void send_or_log(worker *w, Lion__Envelope *env, envelope_tensor *tensors, int n, int flags) {
+/* Sends on one gateway's link. A gateway found gone must not hold up the others: nothing
+ * sent to it waits for room (what it loses, it re-dispatches or has already). */
+static int link_send(worker *w, int link, Lion__Envelope *env, envelope_tensor *tensors, int n, int flags,
+                     lion_status *st) {
+    if (w->links[link].lost) flags |= ENVELOPE_DONTWAIT;
+    return envelope_send(w->links[link].sock, NULL, env, tensors, n, flags, st);
+}
+
+static void send_or_log(worker *w, int link, Lion__Envelope *env, envelope_tensor *tensors, int n, int flags) {
     lion_status st;
-    if (envelope_send(w->sock, NULL, env, tensors, n, flags, &st) != 0)
-        log_warn("%s %s not sent: %s", lion_kind_name(env->kind), env->request_id ? env->request_id : "",
-                 st.msg);
+    if (link_send(w, link, env, tensors, n, flags, &st) != 0)
+        log_warn("%s %s not sent to %s: %s", lion_kind_name(env->kind), env->request_id ? env->request_id : "",
+                 w->links[link].endpoint, st.msg);
 }
 
 static int in_flight(const worker *w) { return w->n_pending + w->running_jobs; }
 
-/* READY, HEARTBEAT and BYE: the worker's state, no request. */
-static void send_state(worker *w, Lion__Kind kind) {
+/* The jobs of one gateway the worker holds, queued and running. */
+static int link_held(const worker *w, int link) {
+    int n = 0;
+    for (int i = 0; i < w->n_pending; i++) n += w->pending[i].link == link;
+    for (const batch *b = w->running; b; b = b->next)
+        for (int i = 0; i < b->n; i++) n += !b->jobs[i].answered && b->jobs[i].link == link;
+    return n;
+}
+
+/* The capacity announced to one gateway: its share (worker_gateways_credit). */
+static int link_credit(const worker *w, int link) {
+    int up[WORKER_MAX_GATEWAYS], held[WORKER_MAX_GATEWAYS];
+    for (int i = 0; i < w->n_links; i++) {
+        up[i] = !w->links[i].lost;
+        held[i] = link_held(w, i);
+    }
+    return worker_gateways_credit(w->cfg->capacity, w->n_links, up, held, link);
+}
+
+/* READY, HEARTBEAT and BYE to one gateway: the worker's state, no request. Its credit is
+ * that gateway's: its share of the capacity, and its jobs held. */
+static void send_state(worker *w, int link, Lion__Kind kind) {
     lion_status st;
     Lion__Envelope *env = envelope_new(kind, w->stage->stage, NULL, &st);
     if (!env) {
@@ -180,8 +221,8 @@ static void send_state(worker *w, Lion__Kind kind) {
     }
     Lion__Credit credit = LION__CREDIT__INIT;
     credit.has_capacity = credit.has_in_flight = credit.has_max_batch = 1;
-    credit.capacity = (uint32_t)w->cfg->capacity;
-    credit.in_flight = (uint32_t)in_flight(w);
+    credit.capacity = (uint32_t)link_credit(w, link);
+    credit.in_flight = (uint32_t)link_held(w, link);
     credit.max_batch = (uint32_t)w->cfg->max_batch;
     if (w->stage->cache_stats) {
         w->stage->cache_stats(w->stage->ctx, &credit.cache_hits, &credit.cache_misses);
@@ -198,14 +239,19 @@ static void send_state(worker *w, Lion__Kind kind) {
     env->has_sent_us = 1;
     env->sent_us = clock_unix_us();
     /* a heartbeat that cannot be queued is stale by the next one: never block on it */
-    send_or_log(w, env, NULL, 0, kind == LION__KIND__HEARTBEAT ? ENVELOPE_DONTWAIT : 0);
+    send_or_log(w, link, env, NULL, 0, kind == LION__KIND__HEARTBEAT ? ENVELOPE_DONTWAIT : 0);
     env->credit = NULL; /* borrowed, not malloc'd */
     env->replica_id = NULL;
     envelope_free(env);
 }
 
-/* Answers job (which may be a malformed envelope) with an ERROR. */
-static void send_error(worker *w, const Lion__Envelope *job, int64_t receive_us, int code, const char *msg) {
+static void send_state_all(worker *w, Lion__Kind kind) {
+    for (int i = 0; i < w->n_links; i++) send_state(w, i, kind);
+}
+
+/* Answers job (which may be a malformed envelope) with an ERROR, on its gateway's link. */
+static void send_error(worker *w, int link, const Lion__Envelope *job, int64_t receive_us, int code,
+                       const char *msg) {
     lion_status st;
     Lion__Envelope *reply = envelope_error_reply(job, code, msg, &st);
     if (!reply) {
@@ -218,7 +264,7 @@ static void send_error(worker *w, const Lion__Envelope *job, int64_t receive_us,
     if (envelope_add_hop(reply, w->cfg->service, w->cfg->replica_id, receive_us, clock_unix_us(), &st) != 0)
         log_warn("error reply: %s", st.msg);
     log_info("request %s: %s: %s", reply->request_id ? reply->request_id : "?", lion_code_name(code), msg);
-    send_or_log(w, reply, NULL, 0, 0);
+    send_or_log(w, link, reply, NULL, 0, 0);
     envelope_free(reply);
 }
 
@@ -228,23 +274,24 @@ static void send_error(worker *w, const Lion__Envelope *job, int64_t receive_us,
  * cancelled while it ran (b->rc: its whole batch failed). */
 static void send_outcome(worker *w, worker_job *job, const batch *b, int64_t finish_us) {
     if (worker_job_cancelled(job)) {
-        send_error(w, job->env, job->receive_us, LION_ECANCELED, CANCELLED_MSG);
+        send_error(w, job->link, job->env, job->receive_us, LION_ECANCELED, CANCELLED_MSG);
         return;
     }
     if (b->rc != 0 || job->status.code != LION_OK) {
         const lion_status *why = b->rc != 0 ? &b->st : &job->status;
         int code = why->code != LION_OK ? why->code : LION_EINTERNAL;
-        send_error(w, job->env, job->receive_us, code, why->msg[0] ? why->msg : "stage failed without a message");
+        send_error(w, job->link, job->env, job->receive_us, code,
+                   why->msg[0] ? why->msg : "stage failed without a message");
         return;
     }
     lion_status st;
     if (envelope_add_hop(job->reply, w->cfg->service, w->cfg->replica_id, job->receive_us, finish_us, &st) != 0) {
-        send_error(w, job->env, job->receive_us, st.code, st.msg);
+        send_error(w, job->link, job->env, job->receive_us, st.code, st.msg);
         return;
     }
     envelope_tensor *outs = calloc((size_t)job->n_outputs + 1, sizeof *outs);
     if (!outs) {
-        send_error(w, job->env, job->receive_us, LION_ENOMEM, "result: out of memory");
+        send_error(w, job->link, job->env, job->receive_us, LION_ENOMEM, "result: out of memory");
         return;
     }
     const envelope_msg *in = job->msg;
@@ -257,9 +304,9 @@ static void send_outcome(worker *w, worker_job *job, const batch *b, int64_t fin
             if (t->data == in->tensors[k].data && tensor_nbytes(t) == zmq_msg_size(&in->frames[1 + k]))
                 outs[i].frame = &in->frames[1 + k];
     }
-    if (envelope_send(w->sock, NULL, job->reply, outs, job->n_outputs, 0, &st) != 0) {
+    if (link_send(w, job->link, job->reply, outs, job->n_outputs, 0, &st) != 0) {
         lion_fail_prefix(&st, "stage output: ");
-        send_error(w, job->env, job->receive_us, st.code, st.msg);
+        send_error(w, job->link, job->env, job->receive_us, st.code, st.msg);
     }
     free(outs);
 }
@@ -311,14 +358,14 @@ static void dispatch(worker *w) {
             char msg[128];
             snprintf(msg, sizeof msg, "deadline passed %.1f ms before the job could run",
                      (double)(now - env->deadline_us) / 1000.0);
-            send_error(w, env, p->receive_us, LION_ETIMEOUT, msg);
+            send_error(w, p->link, env, p->receive_us, LION_ETIMEOUT, msg);
             envelope_msg_close(&p->msg);
             continue;
         }
         lion_status st;
         Lion__Envelope *reply = envelope_reply(env, LION__KIND__RESULT, &st);
         if (!reply) {
-            send_error(w, env, p->receive_us, st.code, st.msg);
+            send_error(w, p->link, env, p->receive_us, st.code, st.msg);
             envelope_msg_close(&p->msg);
             continue;
         }
@@ -332,6 +379,7 @@ static void dispatch(worker *w) {
         job->reply = reply;
         job->receive_us = p->receive_us;
         job->batch = b;
+        job->link = p->link;
         atomic_init(&job->cancelled, 0);
         lion_status_clear(&job->status);
         b->n++;
@@ -345,7 +393,8 @@ static void dispatch(worker *w) {
     if (zmq_send(w->pipe, &b, sizeof b, 0) != sizeof b) {
         /* the pipe is in-process: this only fails when the context is going away */
         for (int i = 0; i < b->n; i++)
-            send_error(w, b->jobs[i].env, b->jobs[i].receive_us, LION_EINTERNAL, "compute thread unreachable");
+            send_error(w, b->jobs[i].link, b->jobs[i].env, b->jobs[i].receive_us, LION_EINTERNAL,
+                       "compute thread unreachable");
         batch_free(b);
         return;
     }
@@ -381,13 +430,13 @@ static void job_answered(worker *w, worker_job *job) {
     if (b->left == 0) running_remove(w, b);
 }
 
-/* A PARTIAL from the compute thread goes to the gateway as it comes (then freed). */
-static void send_partial(worker *w, Lion__Envelope *env) {
+/* A PARTIAL from the compute thread goes to its job's gateway as it comes (then freed). */
+static void send_partial(worker *w, int link, Lion__Envelope *env) {
     log_debug("request %s: PARTIAL of %zu bytes", env->request_id,
               env->result && env->result->n_sequences && env->result->sequences[0]->text
                   ? strlen(env->result->sequences[0]->text)
                   : (size_t)0);
-    send_or_log(w, env, NULL, 0, 0);
+    send_or_log(w, link, env, NULL, 0, 0);
     envelope_free(env);
 }
 
@@ -398,7 +447,7 @@ static void collect(worker *w) {
         pipe_msg msg;
         if (zmq_recv(w->pipe, &msg, sizeof msg, ZMQ_DONTWAIT) != (int)sizeof msg) return;
         if (msg.kind == PIPE_PARTIAL) {
-            send_partial(w, msg.ptr);
+            send_partial(w, msg.link, msg.ptr);
             continue;
         }
         if (msg.kind == PIPE_JOB_DONE) {
@@ -475,50 +524,55 @@ static void *compute_main(void *arg) {
 
 /* --- receiving -------------------------------------------------------------------------- */
 
-static void on_job(worker *w, envelope_msg *m, int64_t receive_us) {
+/* A JOB from gateway link. The capacity is the worker's whoever sends: with several gateways
+ * this refusal is what keeps their shares from overlapping (worker_gateways.h). */
+static void on_job(worker *w, int link, envelope_msg *m, int64_t receive_us) {
     const Lion__Envelope *env = m->env;
     if ((int)env->stage != w->stage->stage) {
         char msg[160];
         snprintf(msg, sizeof msg, "job for stage %s sent to a %s worker", lion_stage_name(env->stage),
                  lion_stage_name(w->stage->stage));
-        send_error(w, env, receive_us, LION_EINVAL, msg);
+        send_error(w, link, env, receive_us, LION_EINVAL, msg);
         return;
     }
     if (w->stopping) {
-        send_error(w, env, receive_us, LION_EUNAVAILABLE, "worker shutting down");
+        send_error(w, link, env, receive_us, LION_EUNAVAILABLE, "worker shutting down");
         return;
     }
     if (in_flight(w) >= w->cfg->capacity) {
         char msg[128];
         snprintf(msg, sizeof msg, "worker over capacity (%d jobs held, capacity %d)", in_flight(w),
                  w->cfg->capacity);
-        send_error(w, env, receive_us, LION_EUNAVAILABLE, msg);
+        send_error(w, link, env, receive_us, LION_EUNAVAILABLE, msg);
         return;
     }
     pending_job *p = &w->pending[w->n_pending++];
     p->msg = *m;
     p->receive_us = receive_us;
+    p->link = link;
     memset(m, 0, sizeof *m); /* moved into the queue */
 }
 
-/* Whether job is the one cancel names: same request id, stage and attempt (absent = 0). */
+/* Whether job is the one cancel names: same request id, stage and attempt (absent = 0).
+ * The gateway is compared by the caller: two gateways' request ids are independent. */
 static int cancel_names(const Lion__Envelope *cancel, const Lion__Envelope *job) {
     uint32_t want = cancel->has_attempt ? cancel->attempt : 0, have = job->has_attempt ? job->attempt : 0;
     return job->request_id && strcmp(job->request_id, cancel->request_id) == 0 && want == have &&
            (int)cancel->stage == (int)job->stage;
 }
 
-/* CANCEL: a queued job is answered at once, a running one flagged (answered when its batch
- * ends); one the worker does not hold (answered already, or never seen) is ignored. */
-static void on_cancel(worker *w, const Lion__Envelope *cancel) {
+/* CANCEL from gateway link: its queued job is answered at once, its running one flagged
+ * (answered when its batch ends); one the worker does not hold for that gateway (answered
+ * already, never seen, another gateway's) is ignored. */
+static void on_cancel(worker *w, int link, const Lion__Envelope *cancel) {
     int found = 0;
     for (int i = 0; i < w->n_pending;) {
         pending_job *p = &w->pending[i];
-        if (!cancel_names(cancel, p->msg.env)) {
+        if (p->link != link || !cancel_names(cancel, p->msg.env)) {
             i++;
             continue;
         }
-        send_error(w, p->msg.env, p->receive_us, LION_ECANCELED, CANCELLED_MSG);
+        send_error(w, link, p->msg.env, p->receive_us, LION_ECANCELED, CANCELLED_MSG);
         envelope_msg_close(&p->msg);
         w->n_pending--;
         memmove(w->pending + i, w->pending + i + 1, (size_t)(w->n_pending - i) * sizeof *w->pending);
@@ -527,7 +581,7 @@ static void on_cancel(worker *w, const Lion__Envelope *cancel) {
     for (batch *b = w->running; b; b = b->next)
         for (int i = 0; i < b->n; i++) {
             worker_job *job = &b->jobs[i];
-            if (job->answered || !cancel_names(cancel, job->env)) continue;
+            if (job->answered || job->link != link || !cancel_names(cancel, job->env)) continue;
             atomic_store(&job->cancelled, 1);
             log_info("request %s: cancelled while running", job->env->request_id);
             found++;
@@ -538,49 +592,51 @@ static void on_cancel(worker *w, const Lion__Envelope *cancel) {
 }
 
 /* A message that did not decode: answer it when it names a job, else log and drop. */
-static void on_malformed(worker *w, const envelope_msg *m, const lion_status *why, int64_t receive_us) {
+static void on_malformed(worker *w, int link, const envelope_msg *m, const lion_status *why, int64_t receive_us) {
     const Lion__Envelope *env = m->env;
     int is_job = env && (!env->has_kind || env->kind == LION__KIND__JOB);
     if (is_job && env->request_id && env->request_id[0] && strlen(env->request_id) <= w->limits.max_request_id) {
         char msg[LION_STATUS_MSG_MAX + 32];
         snprintf(msg, sizeof msg, "malformed job: %s", why->msg);
-        send_error(w, env, receive_us, why->code, msg);
+        send_error(w, link, env, receive_us, why->code, msg);
         return;
     }
     log_warn("dropped a malformed message (%d frames): %s", m->n_frames, why->msg);
 }
 
-/* Handles every message waiting on the socket. */
-static void drain_socket(worker *w) {
+/* Handles every message waiting on one gateway's link. */
+static void drain_socket(worker *w, int link) {
+    gateway_link *l = &w->links[link];
     for (;;) {
         envelope_msg m;
         lion_status st;
         lion_status_clear(&st);
-        int rc = envelope_recv(w->sock, &m, ENVELOPE_DONTWAIT, &w->limits, &st);
+        int rc = envelope_recv(l->sock, &m, ENVELOPE_DONTWAIT, &w->limits, &st);
         if (m.n_frames == 0) {
             envelope_msg_close(&m);
             if (st.code != LION_EUNAVAILABLE) log_warn("receive: %s", st.msg);
             return;
         }
         int64_t receive_us = clock_unix_us();
-        if (w->gateway_lost) {
-            /* the gateway may have restarted and forgotten us */
-            log_info("gateway heard again: announcing READY");
-            w->gateway_lost = 0;
-            send_state(w, LION__KIND__READY);
+        if (l->lost) {
+            /* the gateway may have restarted and forgotten us (the other gateways learn
+             * their smaller shares from the next heartbeat) */
+            log_info("gateway %s heard again: announcing READY", l->endpoint);
+            l->lost = 0;
+            send_state(w, link, LION__KIND__READY);
         }
-        w->last_heard_us = clock_mono_us();
+        l->last_heard_us = clock_mono_us();
         if (rc != 0) {
-            on_malformed(w, &m, &st, receive_us);
+            on_malformed(w, link, &m, &st, receive_us);
         } else if (m.env->kind == LION__KIND__JOB) {
-            on_job(w, &m, receive_us);
+            on_job(w, link, &m, receive_us);
         } else if (m.env->kind == LION__KIND__CANCEL) {
-            on_cancel(w, m.env);
+            on_cancel(w, link, m.env);
         } else if (m.env->kind == LION__KIND__HEARTBEAT) {
             /* last_heard_us is all a heartbeat is for */
         } else if (m.env->kind == LION__KIND__BYE) {
-            log_info("gateway said BYE: waiting for it to come back");
-            w->gateway_lost = 1;
+            log_info("gateway %s said BYE: waiting for it to come back", l->endpoint);
+            l->lost = 1;
         } else {
             log_warn("dropped a %s message: workers only take JOB, CANCEL, HEARTBEAT and BYE",
                      lion_kind_name(m.env->kind));
@@ -591,53 +647,59 @@ static void drain_socket(worker *w) {
 
 /* --- the loop --------------------------------------------------------------------------- */
 
-/* CURVE on the link to the gateway when given its public key and our pair; without them, a
- * gateway off this machine is refused unless --insecure (the link would carry images and
- * prompts in the clear, and anyone could pose as the gateway). */
-static int secure_link(void *sock, const worker_config *cfg, lion_status *st) {
-    if (!cfg->curve_server_key && !cfg->curve_key) {
-        if (curve_endpoint_is_local(cfg->gateway)) return 0;
-        if (!cfg->insecure)
-            return lion_fail(st, LION_EINVAL,
-                             "gateway %s is on another machine: give --curve-server-key and --curve-key "
-                             "(lion-keygen), or --insecure to connect without CURVE on purpose",
-                             cfg->gateway);
-        log_warn("INSECURE: connecting to %s without CURVE (--insecure)", cfg->gateway);
-        return 0;
-    }
-    if (!cfg->curve_server_key || !cfg->curve_key)
-        return lion_fail(st, LION_EINVAL, "CURVE needs both --curve-server-key and --curve-key");
-    char server[CURVE_KEY_TEXT];
-    curve_keypair own;
-    if (curve_public_load(cfg->curve_server_key, server, st) != 0 || curve_keypair_load(cfg->curve_key, &own, st) != 0)
-        return -1;
-    int rc = curve_client_setup(sock, server, &own, st);
-    memset(&own, 0, sizeof own);
-    return rc;
-}
-
-static int worker_open(worker *w, lion_status *st) {
+/* One DEALER to gateway i, with CURVE and that gateway's public key when keys are given
+ * (own: this worker's pair). worker_check_link has checked the rule first: without keys,
+ * the gateway is on this machine or --insecure was given. */
+static int link_open(worker *w, int i, const curve_keypair *own, lion_status *st) {
     const worker_config *cfg = w->cfg;
-    w->zctx = zmq_ctx_new();
-    if (!w->zctx) return lion_fail(st, LION_EIO, "zmq_ctx_new: %s", zmq_strerror(errno));
-    w->sock = zmq_socket(w->zctx, ZMQ_DEALER);
-    w->pipe = zmq_socket(w->zctx, ZMQ_PAIR);
-    if (!w->sock || !w->pipe) return lion_fail(st, LION_EIO, "zmq_socket: %s", zmq_strerror(errno));
+    gateway_link *l = &w->links[i];
+    l->endpoint = w->gateways.endpoint[i];
+    l->sock = zmq_socket(w->zctx, ZMQ_DEALER);
+    if (!l->sock) return lion_fail(st, LION_EIO, "zmq_socket: %s", zmq_strerror(errno));
     int linger = cfg->linger_ms > 0 ? cfg->linger_ms : 2000;
-    zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(l->sock, ZMQ_LINGER, &linger, sizeof linger);
     /* a gateway that stops reading must not freeze the loop (and its heartbeats): an
      * answer that cannot be queued for this long is logged and dropped; the request's
      * deadline covers it on the gateway's side */
     int send_timeout = 10000;
-    zmq_setsockopt(w->sock, ZMQ_SNDTIMEO, &send_timeout, sizeof send_timeout);
-    int zero = 0;
-    zmq_setsockopt(w->pipe, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(l->sock, ZMQ_SNDTIMEO, &send_timeout, sizeof send_timeout);
     /* a frame over the whole payload limit is refused by ZeroMQ before it is buffered */
     int64_t max_msg = (int64_t)w->limits.max_payload_bytes;
-    zmq_setsockopt(w->sock, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg);
-    if (secure_link(w->sock, cfg, st) != 0) return -1;
-    if (zmq_connect(w->sock, cfg->gateway) != 0)
-        return lion_fail(st, LION_EINVAL, "gateway endpoint '%s': %s", cfg->gateway, zmq_strerror(errno));
+    zmq_setsockopt(l->sock, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg);
+    if (own) {
+        char server[CURVE_KEY_TEXT];
+        if (curve_public_load(w->gateways.server_key[i], server, st) != 0) return -1;
+        if (curve_client_setup(l->sock, server, own, st) != 0) return -1;
+    } else if (!curve_endpoint_is_local(l->endpoint)) {
+        log_warn("INSECURE: connecting to %s without CURVE (--insecure)", l->endpoint);
+    }
+    if (zmq_connect(l->sock, l->endpoint) != 0)
+        return lion_fail(st, LION_EINVAL, "gateway endpoint '%s': %s", l->endpoint, zmq_strerror(errno));
+    return 0;
+}
+
+static int worker_open(worker *w, lion_status *st) {
+    const worker_config *cfg = w->cfg;
+    /* the same rule --check-config applies: keys, and no CURVE only where it is safe */
+    char what[256];
+    if (worker_check_link(cfg, what, sizeof what, st) != 0) return -1;
+    if (worker_gateways_parse(&w->gateways, cfg, st) != 0) return -1;
+    w->zctx = zmq_ctx_new();
+    if (!w->zctx) return lion_fail(st, LION_EIO, "zmq_ctx_new: %s", zmq_strerror(errno));
+    w->pipe = zmq_socket(w->zctx, ZMQ_PAIR);
+    if (!w->pipe) return lion_fail(st, LION_EIO, "zmq_socket: %s", zmq_strerror(errno));
+    int zero = 0;
+    zmq_setsockopt(w->pipe, ZMQ_LINGER, &zero, sizeof zero);
+    curve_keypair own;
+    const int curve = cfg->curve_key != NULL;
+    if (curve && curve_keypair_load(cfg->curve_key, &own, st) != 0) return -1;
+    int rc = 0;
+    for (int i = 0; i < w->gateways.n && rc == 0; i++) {
+        w->n_links++; /* counted before it opens, so that worker_close closes what it opened */
+        rc = link_open(w, i, curve ? &own : NULL, st);
+    }
+    memset(&own, 0, sizeof own);
+    if (rc != 0) return -1;
     snprintf(w->pipe_endpoint, sizeof w->pipe_endpoint, "inproc://worker-compute-%p", (void *)w);
     if (zmq_bind(w->pipe, w->pipe_endpoint) != 0)
         return lion_fail(st, LION_EIO, "compute pipe: %s", zmq_strerror(errno));
@@ -645,11 +707,13 @@ static int worker_open(worker *w, lion_status *st) {
 }
 
 static void worker_close(worker *w) {
-    if (w->sock) zmq_close(w->sock);
+    for (int i = 0; i < w->n_links; i++)
+        if (w->links[i].sock) zmq_close(w->links[i].sock);
     if (w->pipe) zmq_close(w->pipe);
     if (w->zctx) zmq_ctx_term(w->zctx);
     for (int i = 0; i < w->n_pending; i++) envelope_msg_close(&w->pending[i].msg);
     free(w->pending);
+    worker_gateways_free(&w->gateways);
 }
 
 static int config_check(const worker_config *cfg, const worker_stage *stage, lion_status *st) {
@@ -740,46 +804,55 @@ static void compute_stop(worker *w) {
     w->compute_started = 0;
 }
 
-/* BYE, and every queued job back to the gateway as unavailable (it re-dispatches them);
- * the running batch still finishes and is answered. */
+/* BYE to every gateway, and every queued job back to its gateway as unavailable (it
+ * re-dispatches them); the running batch still finishes and is answered. */
 static void begin_stopping(worker *w) {
     log_info("stopping: %d queued jobs handed back, %d running", w->n_pending, w->running_jobs);
     w->stopping = 1;
-    send_state(w, LION__KIND__BYE);
+    send_state_all(w, LION__KIND__BYE);
     for (int i = 0; i < w->n_pending; i++) {
-        send_error(w, w->pending[i].msg.env, w->pending[i].receive_us, LION_EUNAVAILABLE, "worker shutting down");
+        pending_job *p = &w->pending[i];
+        send_error(w, p->link, p->msg.env, p->receive_us, LION_EUNAVAILABLE, "worker shutting down");
         envelope_msg_close(&w->pending[i].msg);
     }
     w->n_pending = 0;
 }
 
-/* Waits for the socket or the compute thread until the next heartbeat is due, and handles
- * what came. Returns -1 when polling itself failed (the loop cannot go on). */
+/* Waits for the gateways' sockets or the compute thread until the next heartbeat is due,
+ * and handles what came. Returns -1 when polling itself failed (the loop cannot go on). */
 static int wait_and_handle(worker *w, int64_t next_beat_us) {
     long wait_ms = (long)((next_beat_us - clock_mono_us()) / 1000);
     if (wait_ms < 0) wait_ms = 0;
     if (wait_ms > 100) wait_ms = 100; /* the stop flag is polled, too */
-    zmq_pollitem_t items[2] = {{.socket = w->sock, .events = ZMQ_POLLIN}, {.socket = w->pipe, .events = ZMQ_POLLIN}};
-    if (zmq_poll(items, 2, wait_ms) < 0 && errno != EINTR) {
+    zmq_pollitem_t items[WORKER_MAX_GATEWAYS + 1];
+    items[0] = (zmq_pollitem_t){.socket = w->pipe, .events = ZMQ_POLLIN};
+    for (int i = 0; i < w->n_links; i++)
+        items[1 + i] = (zmq_pollitem_t){.socket = w->links[i].sock, .events = ZMQ_POLLIN};
+    if (zmq_poll(items, 1 + w->n_links, wait_ms) < 0 && errno != EINTR) {
         log_error("zmq_poll: %s", zmq_strerror(errno));
         return -1;
     }
-    if (items[1].revents & ZMQ_POLLIN) collect(w);
-    if (items[0].revents & ZMQ_POLLIN) drain_socket(w);
+    if (items[0].revents & ZMQ_POLLIN) collect(w);
+    for (int i = 0; i < w->n_links; i++)
+        if (items[1 + i].revents & ZMQ_POLLIN) drain_socket(w, i);
     return 0;
 }
 
 /* Heartbeats on schedule, and notices a gateway that has gone silent (drain_socket
- * announces READY again when it is heard from). */
+ * announces READY again when it is heard from). Silence is looked at first, so that the
+ * same round of heartbeats tells the other gateways their larger shares. */
 static void beat_if_due(worker *w, int64_t *next_beat_us, int silence_ms) {
     int64_t now = clock_mono_us();
     if (now < *next_beat_us) return;
-    send_state(w, LION__KIND__HEARTBEAT);
-    *next_beat_us = now + (int64_t)w->cfg->heartbeat_ms * 1000;
-    if (!w->gateway_lost && now - w->last_heard_us > (int64_t)silence_ms * 1000) {
-        log_warn("nothing heard from the gateway for %lld ms", (long long)((now - w->last_heard_us) / 1000));
-        w->gateway_lost = 1;
+    for (int i = 0; i < w->n_links; i++) {
+        gateway_link *l = &w->links[i];
+        if (l->lost || now - l->last_heard_us <= (int64_t)silence_ms * 1000) continue;
+        log_warn("nothing heard from the gateway %s for %lld ms", l->endpoint,
+                 (long long)((now - l->last_heard_us) / 1000));
+        l->lost = 1;
     }
+    send_state_all(w, LION__KIND__HEARTBEAT);
+    *next_beat_us = now + (int64_t)w->cfg->heartbeat_ms * 1000;
 }
 
 /* The loop, from READY until stopped and the running batch is answered. */
@@ -787,9 +860,15 @@ static void serve(worker *w) {
     const worker_config *cfg = w->cfg;
     log_info("%s %s: serving stage %s from %s (capacity %d, max batch %d)", cfg->service, cfg->replica_id,
              lion_stage_name(w->stage->stage), cfg->gateway, cfg->capacity, cfg->max_batch);
+    if (w->n_links > 1)
+        log_info("%d gateways share the capacity: each is announced its share, the others' when one is gone",
+                 w->n_links);
+    if (w->n_links > cfg->capacity)
+        log_warn("capacity %d for %d gateways: each is announced 1, and jobs over the capacity are refused",
+                 cfg->capacity, w->n_links);
     int silence_ms = cfg->gateway_silence_ms > 0 ? cfg->gateway_silence_ms : 3 * cfg->heartbeat_ms;
-    send_state(w, LION__KIND__READY);
-    w->last_heard_us = clock_mono_us();
+    for (int i = 0; i < w->n_links; i++) w->links[i].last_heard_us = clock_mono_us();
+    send_state_all(w, LION__KIND__READY);
     int64_t next_beat_us = clock_mono_us() + (int64_t)cfg->heartbeat_ms * 1000;
     for (;;) {
         if (stop_requested(w) && !w->stopping) begin_stopping(w);
@@ -804,7 +883,7 @@ static void serve(worker *w) {
         beat_if_due(w, &next_beat_us, silence_ms);
     }
     /* jobs that were already on their way when BYE went out */
-    drain_socket(w);
+    for (int i = 0; i < w->n_links; i++) drain_socket(w, i);
     log_info("stopped");
 }
 

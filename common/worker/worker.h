@@ -3,9 +3,14 @@
  *
  * worker_run connects a DEALER to the gateway's ROUTER endpoint for its stage, announces
  * READY with its capacity, heartbeats, and answers every JOB with a RESULT or an ERROR
- * (docs/wire-protocol.md). The socket belongs to the calling thread; the stage's process
- * function runs on a compute thread of its own, so that heartbeats and new jobs keep
- * flowing during a long forward, and the jobs that arrived meanwhile form the next batch.
+ * (docs/wire-protocol.md). Given several gateways (--gateway EP,EP), it connects one DEALER
+ * to each and serves them all: READY, HEARTBEAT and BYE go on every link, each announcing
+ * that gateway's share of the capacity (worker_gateways.h); a job is answered (PARTIALs,
+ * RESULT, ERROR) on the link it came from, a CANCEL names a job of its own link, and a
+ * gateway's silence or BYE is tracked per link. The sockets belong to the calling thread; the
+ * stage's process function runs on a compute thread of its own, so that heartbeats and new
+ * jobs keep flowing during a long forward, and the jobs that arrived meanwhile form the next
+ * batch.
  * Bad input never stops the worker: a malformed frame gets an ERROR (when its request id
  * can be read) or is logged and dropped. SIGTERM/SIGINT stop it cleanly: queued jobs are
  * failed with LION_EUNAVAILABLE (the gateway re-dispatches them), the running batch
@@ -37,7 +42,8 @@
 #define WORKER_DEFAULT_MODEL "models/tiny-lion"
 
 typedef struct worker_config {
-    const char *gateway;   /* the stage's gateway endpoint: tcp://HOST:PORT, ipc://PATH */
+    const char *gateway;   /* the stage's gateway endpoint (tcp://HOST:PORT, ipc://PATH), or
+                              several separated by commas: one link to each */
     const char *model_dir; /* for the service; worker_run does not read it */
     const char *service;   /* "vision", ...: logs, trace hops, the default replica id */
     char replica_id[64];   /* a copy, so that the config can be copied by value */
@@ -48,10 +54,12 @@ typedef struct worker_config {
     int capacity;          /* jobs held at once, queued + running: the credit announced */
     int max_batch;         /* jobs given to one process call */
     int heartbeat_ms;
-    int gateway_silence_ms; /* nothing heard for this long: warn, and announce READY again
-                               when the gateway is back (it may have restarted); 0: 3 beats */
+    int gateway_silence_ms; /* nothing heard from a gateway for this long: warn, give its share
+                               of the capacity to the others, and announce READY again when it
+                               is back (it may have restarted); 0: 3 beats */
     int linger_ms;          /* how long close waits for unsent answers; 0: 2000 */
-    const char *curve_server_key; /* the gateway's public key file: CURVE on the link */
+    const char *curve_server_key; /* the gateway's public key file: CURVE on the link; or one
+                                     per gateway, separated by commas (worker_gateways.h) */
     const char *curve_key;        /* this worker's key pair file (lion-keygen) */
     int insecure;                 /* a gateway off this machine without CURVE, on purpose */
     envelope_limits limits; /* for received messages; zeros take the defaults */
@@ -86,6 +94,8 @@ typedef struct worker_job {
     atomic_int cancelled; /* set by the socket thread on CANCEL: read worker_job_cancelled */
     void *pipe;           /* the compute thread's end of the pipe, for PARTIALs */
     struct batch *batch;  /* the batch it came in */
+    int link;             /* the gateway it came from (its place in --gateway's list): its
+                             PARTIALs and its answer go back there, and only there */
     int answered;         /* continuous stages: its answer went out */
     int64_t finish_us;    /* continuous stages: when worker_job_done was called */
 } worker_job;
@@ -156,7 +166,7 @@ int worker_job_done(worker_job *job, lion_status *st);
 
 /* Defaults, then LION_GATEWAY, LION_MODEL, LION_THREADS, LION_REPLICA, LION_CAPACITY,
  * LION_MAX_BATCH, LION_HEARTBEAT_MS, LION_CURVE_SERVER_KEY, LION_CURVE_KEY, LION_PRECISION,
- * LION_READY_FILE from the environment, then the command line: --gateway EP --model DIR
+ * LION_READY_FILE from the environment, then the command line: --gateway EP[,EP...] --model DIR
  * --threads N (1..1024) --replica ID --capacity N (1..LION_MAX_CAPACITY) --max-batch N
  * (1..LION_MAX_BATCH, at most --capacity) --heartbeat-ms N --curve-server-key FILE
  * --curve-key FILE --insecure --precision auto|f32|bf16 (common/nn/precision.h)

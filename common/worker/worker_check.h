@@ -12,14 +12,18 @@
 
 #include "worker.h"
 
-/* The link to cfg->gateway as worker_run will set it up (worker.c, secure_link):
- *   - with --curve-server-key and --curve-key: both must be given, the gateway's public key
- *     must read and this worker's key pair must read and be private to its owner (curve.h);
- *   - without either: a gateway on this machine (ipc://, loopback tcp://) is fine; another
- *     machine is refused unless --insecure.
- * On success, what (size bytes) says what the link will be, for the summary line:
- * "CURVE (gateway key FILE)", "plain (local endpoint)" or "INSECURE (--insecure: ...)".
- * Returns 0, or -1 with st naming the option or the file. */
+/* The links to every gateway of cfg->gateway as worker_run will set them up (worker.c runs
+ * this same check before it connects):
+ *   - the list: 1..WORKER_MAX_GATEWAYS endpoints, none twice (worker_gateways.h);
+ *   - with --curve-server-key and --curve-key: both must be given, --curve-server-key one
+ *     file for all the gateways or one per gateway, each public key must read, and this
+ *     worker's key pair must read and be private to its owner (curve.h);
+ *   - without either: gateways on this machine (ipc://, loopback tcp://) are fine; any on
+ *     another machine is refused (naming it) unless --insecure.
+ * On success, what (size bytes) says what the links will be, for the summary line:
+ * "CURVE (gateway key KEY)" (or "gateway keys K1, K2"), "plain (local endpoint)" ("...s" for
+ * several) or "INSECURE (--insecure: ...)".
+ * Returns 0, or -1 with st naming the option, the endpoint or the file. */
 int worker_check_link(const worker_config *cfg, char *what, size_t size, lion_status *st);
 
 /* --ready-file: its folder must exist and be writable (the file is written once the stage is

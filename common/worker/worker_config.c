@@ -7,12 +7,11 @@
 #include "args.h"
 #include "precision.h"
 #include "worker.h"
+#include "worker_gateways.h"
 
 static int set_gateway(const args_option *opt, void *base, const char *name, const char *text, lion_status *st) {
     /* caught here rather than at zmq_connect, after the model has been loaded */
-    if (!strstr(text, "://"))
-        return lion_fail(st, LION_EINVAL, "%s: '%s' is not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH)", name,
-                         text);
+    if (worker_gateways_check(name, text, st) != 0) return -1;
     ((worker_config *)base)->gateway = text;
     return 0;
 }
@@ -37,7 +36,8 @@ static int set_precision(const args_option *opt, void *base, const char *name, c
 /* The options every worker shares, each with its environment variable. */
 static const args_option worker_options[] = {
     {.name = "--gateway", .env = "LION_GATEWAY", .metavar = "EP", .kind = ARG_CUSTOM, .set = set_gateway,
-     .help = "the stage's gateway endpoint (tcp://HOST:PORT, ipc://PATH)"},
+     .help = "the stage's gateway endpoint (tcp://HOST:PORT, ipc://PATH), or several EPs separated by commas: "
+             "the worker serves every one, its capacity shared among them"},
     {.name = "--model", .env = "LION_MODEL", .metavar = "DIR", .kind = ARG_STRING, ARGS_AT(worker_config, model_dir),
      .help = "model directory (docs/model-format.md)", .deflt = WORKER_DEFAULT_MODEL},
     {.name = "--threads", .env = "LION_THREADS", .metavar = "N", .kind = ARG_INT, ARGS_AT(worker_config, threads),
@@ -52,7 +52,8 @@ static const args_option worker_options[] = {
      ARGS_AT(worker_config, heartbeat_ms), .min = 1, .max = 3600000, .help = "heartbeat interval"},
     {.name = "--curve-server-key", .env = "LION_CURVE_SERVER_KEY", .metavar = "FILE", .kind = ARG_STRING,
      ARGS_AT(worker_config, curve_server_key), .min = 1, .max = 4096,
-     .help = "the gateway's public key (CURVE on the link)"},
+     .help = "the gateway's public key (CURVE on the link); with several gateways one FILE for all, or one per "
+             "gateway separated by commas, in --gateway's order"},
     {.name = "--curve-key", .env = "LION_CURVE_KEY", .metavar = "FILE", .kind = ARG_STRING,
      ARGS_AT(worker_config, curve_key), .min = 1, .max = 4096, .help = "this worker's key pair (lion-keygen)"},
     {.name = "--insecure", .kind = ARG_FLAG, ARGS_AT(worker_config, insecure),

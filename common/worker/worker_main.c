@@ -7,14 +7,36 @@
 #include "precision.h"
 #include "threads.h"
 #include "worker_check.h"
+#include "worker_gateways.h"
+
+/* With several gateways, what each is announced at start ("shared by 2 gateways: 2 + 2"),
+ * so that a check shows how the capacity splits (worker_gateways_credit). */
+static void describe_shares(const worker_config *cfg, char *out, size_t size) {
+    out[0] = '\0';
+    worker_gateways gws;
+    lion_status st;
+    if (worker_gateways_parse(&gws, cfg, &st) == 0 && gws.n > 1) {
+        int up[WORKER_MAX_GATEWAYS], held[WORKER_MAX_GATEWAYS] = {0};
+        for (int i = 0; i < gws.n; i++) up[i] = 1;
+        size_t used = (size_t)snprintf(out, size, " (shared by %d gateways: ", gws.n);
+        for (int i = 0; i < gws.n && used < size; i++)
+            used += (size_t)snprintf(out + used, size - used, "%s%d", i ? " + " : "",
+                                     worker_gateways_credit(cfg->capacity, gws.n, up, held, i));
+        if (used < size) snprintf(out + used, size - used, ")");
+    }
+    worker_gateways_free(&gws);
+}
 
 /* --check-config's one line, on stdout: what this start would run. */
 static void print_summary(const worker_service *svc, const worker_config *cfg, const char *precision,
                           const char *link) {
-    printf("lion-%s: configuration OK: stage %s, model %s, %s, gateway %s over %s, replica %s, threads %d, "
-           "capacity %d, max batch %d, ready file %s\n",
-           svc->name, svc->name, cfg->model_dir, precision, cfg->gateway, link, cfg->replica_id, threads_count(),
-           cfg->capacity, cfg->max_batch, cfg->ready_file ? cfg->ready_file : "none");
+    char shares[160];
+    describe_shares(cfg, shares, sizeof shares);
+    printf("lion-%s: configuration OK: stage %s, model %s, %s, gateway%s %s over %s, replica %s, threads %d, "
+           "capacity %d%s, max batch %d, ready file %s\n",
+           svc->name, svc->name, cfg->model_dir, precision, shares[0] ? "s" : "", cfg->gateway, link,
+           cfg->replica_id, threads_count(), cfg->capacity, shares, cfg->max_batch,
+           cfg->ready_file ? cfg->ready_file : "none");
     fflush(stdout);
 }
 
@@ -38,7 +60,7 @@ int worker_main(const worker_service *svc, int argc, char **argv) {
     if (!cfg.check_config) worker_ready_file_remove(&cfg);
     /* before the model: a key file that is missing or readable by others, or a gateway
      * reached without CURVE, is told at once, not after a large model has loaded */
-    char link[160];
+    char link[512]; /* with several gateways, a key each */
     if (worker_check_link(&cfg, link, sizeof link, &st) || worker_check_ready_file(&cfg, &st)) {
         log_error("%s", st.msg);
         return 2;
