@@ -208,7 +208,8 @@ void model_pool_remove(model_pool *p, worker_slot *w, const char *why) {
     const stage_pool_client *client = p->endpoint->client;
     const int stage = model_pool_stage(p);
     envelope_peer peer = w->peer;
-    log_warn("%s worker %s removed: %s (%u jobs outstanding; model %s)", stage_name(p), w->replica_id, why,
+    /* "(N jobs outstanding)" right after the reason: operators' scripts read it there */
+    log_warn("%s worker %s removed: %s (%u jobs outstanding), model %s", stage_name(p), w->replica_id, why,
              w->outstanding, model_pool_name(p));
     p->gone_cache_hits += w->cache_hits;
     p->gone_cache_misses += w->cache_misses;
