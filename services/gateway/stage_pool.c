@@ -116,39 +116,42 @@ static void worker_info(worker_slot *w, const Lion__Credit *c) {
  * any name, when the gateway serves one model), when this gateway serves that model, as the
  * family the worker says (when it says one), and the model's pipeline has this stage. NULL
  * with why otherwise. */
-static model_pool *pool_for(stage_pool *p, const Lion__Credit *c, char *why, size_t size) {
+static model_pool *pool_for(stage_pool *p, const Lion__Credit *c, const char *replica, char *why, size_t size) {
     const gateway_config *cfg = &p->gw->cfg;
     const char *stage = lion_stage_name(p->stage);
-    int m = 0;
+    int m = 0, other_name = 0;
+    char name[64] = "";
     if (c && c->model && c->model[0]) {
-        for (m = 0; m < cfg->n_models && strcmp(c->model, cfg->models[m].name) != 0; m++) continue;
-        char name[64];
         copy_label(name, sizeof name, c->model);
-        if (m == cfg->n_models && cfg->n_models == 1) {
-            /* A gateway of one model takes every worker of its family, as before workers
-             * announced a model: its name is then only what the API reports (the default
-             * lion-flant5 in front of a converted model named otherwise). */
-            log_info("%s worker announces model '%s'; the one model served here is %s: it joins it", stage, name,
-                     cfg->models[0].name);
-            m = 0;
-        } else if (m == cfg->n_models) {
+        for (m = 0; m < cfg->n_models && strcmp(c->model, cfg->models[m].name) != 0; m++) continue;
+        if (m == cfg->n_models && cfg->n_models > 1) {
             snprintf(why, size, "it serves model '%s', which this gateway does not (--model-name %s)", name,
                      cfg->model_name);
             return NULL;
         }
+        /* A gateway of one model takes every worker of its family, as before workers
+         * announced a model: its name is then only what the API reports (the default
+         * lion-flant5 in front of a converted model named otherwise). */
+        if (m == cfg->n_models) m = 0, other_name = 1;
     }
     const gateway_model *gm = &cfg->models[m];
     const char *family = family_pipeline_of(gm->family)->name;
     if (c && c->family && c->family[0] && strcmp(c->family, family) != 0) {
         char said[16];
         copy_label(said, sizeof said, c->family);
-        snprintf(why, size, "it serves %s as a %s model, this gateway serves it as %s (--model-name %s=%s)", gm->name,
-                 said, family, gm->name, said);
+        snprintf(why, size, "it serves %s (%s), this gateway serves %s as %s (--model-name %s)",
+                 name[0] ? name : "its model", said, gm->name, family, cfg->model_name);
         return NULL;
     }
     if (!model_has_stage(cfg, m, p->stage)) {
         snprintf(why, size, "model %s (%s) has no %s stage", gm->name, family, stage);
         return NULL;
+    }
+    if (other_name) {
+        char who[64];
+        copy_label(who, sizeof who, replica ? replica : "?");
+        log_info("%s worker %s announces model '%s'; the one model served here is %s: it joins it", stage, who, name,
+                 gm->name);
     }
     return &p->models[m];
 }
@@ -213,7 +216,7 @@ static void handle_state(stage_pool *p, worker_slot *w, model_pool *pool, envelo
         }
         if (!w) {
             char why[512];
-            pool = pool_for(p, env->credit, why, sizeof why);
+            pool = pool_for(p, env->credit, env->replica_id, why, sizeof why);
             if (!pool) {
                 refuse(p, m, why);
                 return;
@@ -255,10 +258,12 @@ static void handle(stage_pool *p, envelope_msg *m, int rc, lion_status *st) {
     case LION__KIND__HEARTBEAT:
         handle_state(p, w, pool, m, rc);
         break;
-    case LION__KIND__BYE:
+    case LION__KIND__BYE: {
+        refused_worker *r = w ? NULL : refused_find(p, &m->peer);
         if (w) model_pool_remove(pool, w, "said BYE");
-        else if (refused_find(p, &m->peer)) refused_forget(p, refused_find(p, &m->peer));
+        else if (r) refused_forget(p, r); /* it leaves: no longer counted */
         break;
+    }
     case LION__KIND__RESULT:
     case LION__KIND__ERROR: {
         stage_job *j = find_job(p, env, &pool);
