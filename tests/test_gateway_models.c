@@ -4,8 +4,9 @@
  * vision and llm stubs, and the llm gets the Pink vision stub's visual tokens, no tags);
  * /v1/models, /readyz, /metrics and /v1/pipeline per model; an unknown model is 404; workers
  * the gateway cannot use (a model it does not serve, the model as another family, a stage the
- * model's pipeline lacks) are refused. Also --model-name's list, and a gateway of one model,
- * which takes every worker of its family whatever model it announces. */
+ * model's pipeline lacks) are refused. Also --model-name's list, a gateway of one model,
+ * which takes every worker of its family whatever model it announces, and a real worker
+ * announcing its model directory's name. */
 #include <cjson/cJSON.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -419,10 +420,29 @@ static void scenario_one_model(void) {
     CHECK_EQ_INT(stop_all(), 0);
 }
 
+/* A real worker (worker_main) announces its model directory's name and family: with the
+ * default model a Pink one, models/tiny-lion's tagger joins tiny-lion only because it says
+ * so (announcing nothing, it would go to the default model, which has no tagger). */
+static void scenario_real_worker(void) {
+    char ep[5][64];
+    int port = start_gateway("pinky=pink,tiny-lion", ep);
+    char bin[4096];
+    const char *bin_dir = getenv("LION_BIN_DIR");
+    snprintf(bin, sizeof bin, "%s/lion-tagger", bin_dir ? bin_dir : "build/services");
+    const char *argv[] = {bin, "--gateway", ep[2], "--model", "models/tiny-lion", "--threads", "1",
+                          "--heartbeat-ms", "100", "--replica", "tagger-real", NULL};
+    CHECK(port > 0 && spawn(argv) > 0);
+    CHECK_MSG(metric_reaches(port, "lion_workers{stage=\"tagger\",model=\"tiny-lion\"}", 1, 15000),
+              "the tiny-lion tagger did not join tiny-lion's pool");
+    CHECK(metric_now(port, "lion_workers_refused{stage=\"tagger\"}") == 0);
+    CHECK_EQ_INT(stop_all(), 0);
+}
+
 static void run_all(void) {
     check_model_list();
     scenario_two_models();
     scenario_one_model();
+    scenario_real_worker();
 }
 
 int main(int argc, char **argv) { return gateway_harness_main(argc, argv, run_all); }
