@@ -30,6 +30,13 @@ extern char **environ;
 
 static int stub_stage;
 static int stub_delay_ms;
+/* --announce-model NAME, --announce-family FAMILY: what the stub says it serves in its credit
+ * (none by default: a gateway takes it for its default model). A "pink" vision stub answers as
+ * Pink's vision stage does, with visual_tokens for the llm; an llm stub that announces a model
+ * ends its text with "|llm=MODEL", so an answer tells which model's llm made it. */
+static const char *stub_model, *stub_family;
+
+static int stub_is_pink(void) { return stub_family && !strcmp(stub_family, "pink"); }
 
 void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -94,6 +101,12 @@ static int stub_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
             size_t len = (size_t)img->shape[0];
             unsigned sum = 0;
             for (size_t i = 0; i < len; i++) sum += ((const unsigned char *)img->data)[i];
+            if (stub_is_pink()) {
+                /* Pink's vision stage: the visual tokens themselves; -1 marks them as its own */
+                float v[4] = {(float)len, (float)(sum % 997), -1, 0};
+                if (stub_output(job, "visual_tokens", 2, 2, v, &js)) worker_job_fail(job, js.code, "%s", js.msg);
+                continue;
+            }
             float l1[6], l2[6];
             for (int i = 0; i < 6; i++) {
                 l1[i] = (float)len;
@@ -143,8 +156,9 @@ static int stub_process(void *ctx, worker_job *jobs, int n, lion_status *st) {
             int short_answer = gen && gen->has_max_new_tokens && gen->max_new_tokens < 3;
             for (unsigned s = 0; s < nseq; s++) {
                 char text[512];
-                snprintf(text, sizeof text, "%s|%s|%s|%g,%g,%g|a%u|s%u", task->instruction ? task->instruction : "",
-                         tags, region ? "region" : "image", v[0], v[1], v[2], job->env->attempt, s);
+                snprintf(text, sizeof text, "%s|%s|%s|%g,%g,%g|a%u|s%u%s%s", task->instruction ? task->instruction : "",
+                         tags, region ? "region" : "image", v[0], v[1], v[2], job->env->attempt, s,
+                         stub_model ? "|llm=" : "", stub_model ? stub_model : "");
                 /* the best sequence is the one streamed, before the RESULT */
                 if (s == 0 && task->has_stream && task->stream && stub_stream(job, text)) break;
                 int32_t ids[3] = {5, 6, 1};
@@ -166,6 +180,8 @@ static int run_stub(int argc, char **argv) {
     wargv[wargc++] = argv[0];
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--delay-ms") && i + 1 < argc) stub_delay_ms = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--announce-model") && i + 1 < argc) stub_model = argv[++i];
+        else if (!strcmp(argv[i], "--announce-family") && i + 1 < argc) stub_family = argv[++i];
         else wargv[wargc++] = argv[i];
     }
     worker_config cfg;
@@ -175,7 +191,8 @@ static int run_stub(int argc, char **argv) {
         fprintf(stderr, "stub: bad arguments\n");
         return 2;
     }
-    worker_stage ws = {.stage = stub_stage, .process = stub_process, .ctx = NULL};
+    worker_stage ws = {.stage = stub_stage, .process = stub_process, .ctx = NULL, .model = stub_model,
+                       .family = stub_family};
     int rc = worker_run(&cfg, &ws, &st);
     free(wargv);
     return rc ? 1 : 0;
@@ -422,6 +439,11 @@ void expected_text(char *out, size_t cap, const char *instruction, const char *t
                           unsigned attempt, unsigned seq) {
     snprintf(out, cap, "%s|%s|%s|%g,%g,%g|a%u|s%u", instruction, tags, type, (double)sizeof test_image,
              (double)(image_sum % 997), (double)strlen(instruction), attempt, seq);
+}
+
+void expected_pink_text(char *out, size_t cap, const char *instruction, const char *type, const char *llm_model) {
+    snprintf(out, cap, "%s||%s|%g,%g,-1|a0|s0|llm=%s", instruction, type, (double)sizeof test_image,
+             (double)(image_sum % 997), llm_model);
 }
 
 char *generate_body(const char *instruction, const char *extra) {

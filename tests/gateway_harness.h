@@ -2,7 +2,8 @@
  * worker of any stage ("--stub STAGE": toy process functions on common/worker.h whose
  * outputs show what each stage received, so that an answer's text proves the whole path:
  * image bytes -> vision -> ViT frames forwarded to the aggregator -> visual tokens to the
- * llm, tagger tags into the llm's task, attempt numbers), child processes, a small HTTP
+ * llm, tagger tags into the llm's task, attempt numbers; a Pink stub set: vision's visual
+ * tokens straight to the llm), child processes, a small HTTP
  * client over loopback, and the test image with the stub pipeline's expected answers. */
 #ifndef LION_GATEWAY_HARNESS_H
 #define LION_GATEWAY_HARNESS_H
@@ -22,7 +23,9 @@ void sleep_ms(int ms);
 pid_t spawn(const char *const *argv);
 pid_t spawn_stub(const char *stage, const char *endpoint, const char *replica, const char *delay_ms,
                  const char *capacity);
-/* A stub with more worker options (NULL-terminated), e.g. CURVE keys. */
+/* A stub with more worker options (NULL-terminated), e.g. CURVE keys, or what it announces:
+ * "--announce-model", NAME, "--announce-family", "pink" (a Pink vision stub returns
+ * visual_tokens; an llm stub that announces a model ends its text with "|llm=NAME"). */
 pid_t spawn_stub_with(const char *stage, const char *endpoint, const char *replica, const char *const *extra);
 pid_t spawned(int i);
 /* Signals a child and reaps it: its exit status, -1 when it died by a signal or was killed. */
@@ -61,6 +64,9 @@ extern unsigned char test_image[GATEWAY_TEST_IMAGE_BYTES];
 extern char *image_b64;
 void expected_text(char *out, size_t cap, const char *instruction, const char *tags, const char *type,
                    unsigned attempt, unsigned seq);
+/* What a Pink pipeline of stubs answers (the "pink" vision stub's visual tokens, no tags), the
+ * llm stub announcing llm_model. */
+void expected_pink_text(char *out, size_t cap, const char *instruction, const char *type, const char *llm_model);
 char *generate_body(const char *instruction, const char *extra);
 
 #endif

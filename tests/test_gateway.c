@@ -404,7 +404,7 @@ static double jobs_sent(int port) {
     CHECK(http(port, "GET", "/metrics", NULL, &r) == 0);
     for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) {
         char series[96];
-        snprintf(series, sizeof series, "lion_jobs_total{stage=\"%s\"}", lion_stage_name(s));
+        snprintf(series, sizeof series, "lion_jobs_total{stage=\"%s\",model=\"tiny-test\"}", lion_stage_name(s));
         total += metric_value(r.body ? r.body : "", series);
     }
     reply_free(&r);
@@ -989,14 +989,14 @@ static void check_metrics(int port) {
     CHECK_CONTAINS(header_value(&r, "Content-Type"), "text/plain; version=0.0.4");
     CHECK_EQ_INT(check_prometheus(r.body ? r.body : ""), 0);
     const char *t = r.body ? r.body : "";
-    CHECK(metric_value(t, "lion_workers{stage=\"llm\"}") == 1);
+    CHECK(metric_value(t, "lion_workers{stage=\"llm\",model=\"tiny-test\"}") == 1);
     CHECK(metric_value(t, "lion_http_requests_total{route=\"/v1/generate\",status=\"200\"}") >= 3);
     CHECK(metric_value(t, "lion_errors_total{code=\"invalid_argument\"}") >= 10);
-    CHECK(metric_value(t, "lion_queue_depth{stage=\"vision\"}") == 0);
+    CHECK(metric_value(t, "lion_queue_depth{stage=\"vision\",model=\"tiny-test\"}") == 0);
     CHECK(metric_value(t, "lion_tap_messages_total") >= 9);
-    CHECK(metric_value(t, "lion_stage_duration_seconds_count{stage=\"aggregator\"}") >= 3);
-    CHECK(metric_value(t, "lion_stage_duration_seconds_bucket{stage=\"aggregator\",le=\"+Inf\"}") ==
-          metric_value(t, "lion_stage_duration_seconds_count{stage=\"aggregator\"}"));
+    CHECK(metric_value(t, "lion_stage_duration_seconds_count{stage=\"aggregator\",model=\"tiny-test\"}") >= 3);
+    CHECK(metric_value(t, "lion_stage_duration_seconds_bucket{stage=\"aggregator\",model=\"tiny-test\",le=\"+Inf\"}") ==
+          metric_value(t, "lion_stage_duration_seconds_count{stage=\"aggregator\",model=\"tiny-test\"}"));
     reply_free(&r);
     /* the checker itself must catch broken text */
     CHECK(check_prometheus("lion_x 1\n") > 0);

@@ -100,7 +100,7 @@ static void scenario_failures(void) {
     for (int i = 0; i < 200 && !at_llm; i++) {
         reply m;
         if (http(port, "GET", "/metrics", NULL, &m) == 0)
-            at_llm = metric_value(m.body ? m.body : "", "lion_jobs_outstanding{stage=\"llm\"}") == 2;
+            at_llm = metric_value(m.body ? m.body : "", "lion_jobs_outstanding{stage=\"llm\",model=\"lion-flant5\"}") == 2;
         reply_free(&m);
         if (!at_llm) sleep_ms(20);
     }
@@ -126,8 +126,8 @@ static void scenario_failures(void) {
     }
     free(req);
     CHECK(http(port, "GET", "/metrics", NULL, &r) == 0);
-    CHECK(metric_value(r.body ? r.body : "", "lion_redispatches_total{stage=\"llm\"}") == 2);
-    CHECK(metric_value(r.body ? r.body : "", "lion_workers{stage=\"llm\"}") == 1);
+    CHECK(metric_value(r.body ? r.body : "", "lion_redispatches_total{stage=\"llm\",model=\"lion-flant5\"}") == 2);
+    CHECK(metric_value(r.body ? r.body : "", "lion_workers{stage=\"llm\",model=\"lion-flant5\"}") == 1);
     CHECK(metric_value(r.body ? r.body : "", "lion_http_requests_total{route=\"/v1/generate\",status=\"429\"}") == 2);
     reply_free(&r);
     free(body);
@@ -236,16 +236,16 @@ static void scenario_cancel(void) {
     char *req = format_request("POST", "/v1/generate", body, &len);
     int fd = http_connect(port);
     CHECK(fd >= 0 && send_all(fd, req, len) == 0);
-    CHECK_MSG(metric_reaches(port, "lion_jobs_outstanding{stage=\"llm\"}", 1, 5000), "the job never reached the llm");
+    CHECK_MSG(metric_reaches(port, "lion_jobs_outstanding{stage=\"llm\",model=\"lion-flant5\"}", 1, 5000), "the job never reached the llm");
     const int64_t left = clock_mono_us();
     close(fd);
     CHECK_MSG(metric_reaches(port, "lion_requests_cancelled_total", 1, 1000), "the request was not cancelled");
-    CHECK(metric_reaches(port, "lion_cancels_total{stage=\"llm\"}", 1, 1000));
+    CHECK(metric_reaches(port, "lion_cancels_total{stage=\"llm\",model=\"lion-flant5\"}", 1, 1000));
     /* the worker answered the cancelled job (ERROR cancelled, dropped as late): credit back */
-    CHECK_MSG(metric_reaches(port, "lion_jobs_outstanding{stage=\"llm\"}", 0, 1500), "the llm worker kept the job");
+    CHECK_MSG(metric_reaches(port, "lion_jobs_outstanding{stage=\"llm\",model=\"lion-flant5\"}", 0, 1500), "the llm worker kept the job");
     CHECK_MSG(clock_mono_us() - left < 2000000, "the job was dropped only after %lld ms",
               (long long)((clock_mono_us() - left) / 1000));
-    CHECK(metric_reaches(port, "lion_late_answers_total{stage=\"llm\"}", 1, 1000));
+    CHECK(metric_reaches(port, "lion_late_answers_total{stage=\"llm\",model=\"lion-flant5\"}", 1, 1000));
     /* the gateway and the worker go on: the next request is answered */
     reply r;
     CHECK(http(port, "POST", "/v1/generate", body, &r) == 0);
@@ -376,7 +376,7 @@ static void scenario_stuck_worker(void) {
     int fd = http_connect(port);
     CHECK(fd >= 0 && send_all(fd, req, len) == 0);
     const int64_t sent = clock_mono_us();
-    CHECK(metric_reaches(port, "lion_jobs_outstanding{stage=\"llm\"}", 1, 3000));
+    CHECK(metric_reaches(port, "lion_jobs_outstanding{stage=\"llm\",model=\"lion-flant5\"}", 1, 3000));
     spawn_stub("llm", g.ep[4], "llm-fast", "0", "4");
     reply r;
     CHECK(read_reply(fd, &r, 8000) == 0);
@@ -388,7 +388,7 @@ static void scenario_stuck_worker(void) {
     CHECK_MSG(clock_mono_us() - sent < 5000000, "answered after %lld ms", (long long)((clock_mono_us() - sent) / 1000));
     reply_free(&r);
     close(fd);
-    CHECK(metric_reaches(port, "lion_job_timeouts_total{stage=\"llm\"}", 1, 1000));
+    CHECK(metric_reaches(port, "lion_job_timeouts_total{stage=\"llm\",model=\"lion-flant5\"}", 1, 1000));
     free(req);
     free(body);
     CHECK_EQ_INT(stop_all(), 0);

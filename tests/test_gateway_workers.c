@@ -200,8 +200,8 @@ static void scenario_real_workers(void) {
     int hit = 0;
     for (int tries = 0; tries < 40 && !hit; tries++) {
         if (http(port, "GET", "/metrics", NULL, &r) == 0) {
-            hit = r.body && strstr(r.body, "lion_cache_hits_total{stage=\"vision\"} 1\n") &&
-                  strstr(r.body, "lion_cache_misses_total{stage=\"vision\"} 1\n");
+            hit = r.body && strstr(r.body, "lion_cache_hits_total{stage=\"vision\",model=\"tiny-lion\"} 1\n") &&
+                  strstr(r.body, "lion_cache_misses_total{stage=\"vision\",model=\"tiny-lion\"} 1\n");
             reply_free(&r);
         }
         if (!hit) sleep_ms(100);

@@ -586,12 +586,14 @@
       const up = data.uptime_s || 0;
       const upText = up < 120 ? `${up.toFixed(0)} s` : up < 7200 ? `${(up / 60).toFixed(0)} min` : `${(up / 3600).toFixed(1)} h`;
       $('totals').innerHTML = [
-        ['model', esc(data.model || '–')], ['uptime', upText], ['in flight', r.in_flight ?? '–'],
+        [(data.models || []).length > 1 ? 'models' : 'model',
+          esc((data.models || []).length > 1 ? data.models.map((m) => m.name).join(', ') : data.model || '–')],
+        ['uptime', upText], ['in flight', r.in_flight ?? '–'],
         ['requests/s', r.per_second != null ? r.per_second.toFixed(2) : '–'], ['requests', r.total ?? '–'],
         ['cancelled', r.cancelled ?? '–'],
       ].map(([k, v]) => `<div><b>${v}</b><span>${k}</span></div>`).join('');
       spark();
-      renderStages(data.stages || []);
+      renderStages(data.stages || [], (data.models || []).length > 1);
       renderRecent(data.recent || []);
     }
 
@@ -614,20 +616,22 @@
       g.fillText(`req/s, 2 min (max ${max.toFixed(1)})`, 4 * dpr, 11 * dpr);
     }
 
-    function renderStages(stages) {
+    /* several models: each card names its model (a Pink model has a vision and an llm card) */
+    function renderStages(stages, manyModels) {
       const host = $('stages');
       host.innerHTML = '';
       for (const s of stages) {
         const workers = s.workers || [];
         const card = el('div', `stage${workers.length ? '' : ' dead'}`);
         card.dataset.stage = s.name;
+        if (s.model) card.dataset.model = s.model;
         card.dataset.workers = String(workers.length);
         card.style.setProperty('--c', STAGES.includes(s.name) ? `var(--${s.name})` : '#999');
         const looked = (s.cache_hits || 0) + (s.cache_misses || 0);
         const cache = looked ? `${pct(s.cache_hit_rate)} <span class="muted">(${s.cache_hits}/${looked})</span>` : '–';
         const busyF = Math.min(1, Math.max(0, s.busy_fraction || 0));
         card.innerHTML =
-          `<h3>${esc(s.name)} <small>${workers.length ? `${workers.length} worker${workers.length > 1 ? 's' : ''}` : '<span class="st-err">no live worker</span>'}</small></h3>` +
+          `<h3>${manyModels && s.model ? `<span class="muted">${esc(s.model)}</span> ` : ''}${esc(s.name)} <small>${workers.length ? `${workers.length} worker${workers.length > 1 ? 's' : ''}` : '<span class="st-err">no live worker</span>'}</small></h3>` +
           `<div class="nums"><span>queue</span><b class="q">${s.queue ?? '–'}</b><span>in flight</span><b class="f">${s.in_flight ?? '–'}</b>` +
           `<span>jobs</span><b>${s.jobs_total ?? '–'}</b><span>cache hits</span><b>${cache}</b>` +
           `<span>busy</span><b>${pct(s.busy_fraction)}</b></div>` +

@@ -234,6 +234,8 @@ static void send_state(worker *w, int link, Lion__Kind kind) {
     }
     credit.precision = (char *)w->stage->precision; /* borrowed; NULL: not sent */
     credit.isa = (char *)w->stage->isa;
+    credit.model = (char *)w->stage->model;
+    credit.family = (char *)w->stage->family;
     env->credit = &credit;
     env->replica_id = (char *)w->cfg->replica_id;
     env->has_sent_us = 1;

@@ -132,6 +132,11 @@ typedef struct worker_stage {
      * stage computes with ("f32", "bf16") and the CPU's ISA (cpu_isa_name()). NULL: not
      * reported. worker_main sets both. */
     const char *precision, *isa;
+    /* Optional: the model the stage serves (model.json's name) and its family ("lion",
+     * "pink"), reported in READY/HEARTBEAT credit, so that a gateway serving several models
+     * puts the worker in that model's pool. NULL: not reported (the gateway's default model).
+     * worker_main sets both from the model directory. */
+    const char *model, *family;
 } worker_stage;
 
 /* Runs until stopped; returns 0 after a clean shutdown, -1 with st filled when the loop

@@ -4,6 +4,7 @@
 
 #include "cpu_features.h"
 #include "log.h"
+#include "model_config.h"
 #include "precision.h"
 #include "threads.h"
 #include "worker_check.h"
@@ -38,6 +39,22 @@ static void print_summary(const worker_service *svc, const worker_config *cfg, c
            cfg->replica_id, threads_count(), cfg->capacity, shares, cfg->max_batch,
            cfg->ready_file ? cfg->ready_file : "none");
     fflush(stdout);
+}
+
+/* What the worker announces in its credit: the model directory's name and family, so that a
+ * gateway serving several models puts it in that model's pool. Read from model.json once more
+ * (the stage keeps its config to itself; no weights are touched). A directory that does not
+ * say leaves the worker unannounced, which a gateway takes for its default model. */
+static void read_announcement(const char *model_dir, char *name, size_t size, const char **family) {
+    model_config mc;
+    lion_status st;
+    if (model_config_load(&mc, model_dir, &st) != 0) {
+        log_warn("%s; announcing no model (a gateway takes this worker for its default model)", st.msg);
+        return;
+    }
+    snprintf(name, size, "%s", mc.name ? mc.name : "");
+    *family = model_family_name(mc.family); /* a static string */
+    model_config_free(&mc);
 }
 
 int worker_main(const worker_service *svc, int argc, char **argv) {
@@ -91,9 +108,13 @@ int worker_main(const worker_service *svc, int argc, char **argv) {
         svc->close(ctx);
         return 1;
     }
+    char model[256] = "";
+    const char *family = NULL;
+    read_announcement(cfg.model_dir, model, sizeof model, &family);
     worker_stage ws = {.stage = svc->stage, .process = svc->process, .admit = svc->admit, .step = svc->step,
                        .ctx = ctx, .cache_stats = svc->cache_stats, .decode_stats = svc->decode_stats,
-                       .precision = precision_name(cfg.precision), .isa = cpu_isa_name()};
+                       .precision = precision_name(cfg.precision), .isa = cpu_isa_name(),
+                       .model = model[0] ? model : NULL, .family = family};
     int rc = worker_run(&cfg, &ws, &st);
     worker_ready_file_remove(&cfg);
     if (rc) log_error("%s", st.msg);

@@ -69,7 +69,7 @@ static cJSON *generate_json(const request *r) {
     const Lion__Sequence *best = res && res->n_sequences ? res->sequences[0] : NULL;
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "request_id", r->id);
-    cJSON_AddStringToObject(root, "model", r->gw->cfg.model_name);
+    cJSON_AddStringToObject(root, "model", r->gw->cfg.models[r->model].name);
     cJSON_AddStringToObject(root, "text", best && best->text ? best->text : "");
     cJSON_AddItemToObject(root, "boxes", box_array(best));
     cJSON_AddItemToObject(root, "tags", tag_names(r));
@@ -126,7 +126,7 @@ static cJSON *chat_head(const request *r, const char *object) {
     cJSON_AddStringToObject(root, "id", id);
     cJSON_AddStringToObject(root, "object", object);
     cJSON_AddNumberToObject(root, "created", (double)r->created_s);
-    cJSON_AddStringToObject(root, "model", r->gw->cfg.model_name);
+    cJSON_AddStringToObject(root, "model", r->gw->cfg.models[r->model].name);
     return root;
 }
 
@@ -165,7 +165,7 @@ static cJSON *tags_json(const request *r) {
     const Lion__Result *res = result_of(r, LION__STAGE__TAGGER);
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "request_id", r->id);
-    cJSON_AddStringToObject(root, "model", r->gw->cfg.model_name);
+    cJSON_AddStringToObject(root, "model", r->gw->cfg.models[r->model].name);
     cJSON_AddItemToObject(root, "tags", tag_list(res ? res->tags : NULL, res ? res->n_tags : 0));
     const char *prompt = res && res->n_sequences && res->sequences[0]->text ? res->sequences[0]->text : "";
     cJSON_AddStringToObject(root, "prompt", prompt);

@@ -2,6 +2,7 @@
  * requests into JSON answers (native and OpenAI-shaped), and every error as
  * {"error": {"code": "<lion_code_name>", "message": "..."}} with a matching status. */
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,9 +220,40 @@ static Lion__Task *task_new(lion_status *st) {
 }
 
 
-/* Starts the request; answers the connection at once when it cannot start. A streamed
- * request asks the llm for PARTIALs and answers in server-sent events. */
-static void start(gateway *gw, http_conn *c, request_kind kind, unsigned char *image, size_t image_len,
+/* The model a request names in "model" (absent or null: the default model, models[0]):
+ * *model its index, *region 1 when it was named NAME-region. A model this gateway does not
+ * serve is answered 404 model_not_found in OpenAI's shape (param "model"), and one that is
+ * no string 400: then 1 (answered here). */
+static int request_model(gateway *gw, http_conn *c, const cJSON *root, int *model, int *region) {
+    *model = 0;
+    *region = 0;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsString(v)) {
+        respond_error_named(gw, c, 400, LION_EINVAL, lion_code_name(LION_EINVAL), "'model' must be a string", "model");
+        return 1;
+    }
+    *model = models_find(&gw->cfg, v->valuestring, region);
+    if (*model >= 0) return 0;
+    char names[1200], msg[1500];
+    models_list(&gw->cfg, names, sizeof names);
+    snprintf(msg, sizeof msg, "The model '%.200s' does not exist: this gateway serves %s", v->valuestring, names);
+    respond_error_named(gw, c, 404, LION_ENOTFOUND, "model_not_found", msg, "model");
+    return 1;
+}
+
+/* User tags go into LION's prompt and skip its tagger; a model whose pipeline has no tagger
+ * (Pink) has no use for them, and a field that would change nothing is refused, not ignored. */
+static int check_tags_taken(gateway *gw, int model, const Lion__Task *task, const char *field, lion_status *st) {
+    if (task->n_tags == 0 || model_has_stage(&gw->cfg, model, LION__STAGE__TAGGER)) return 0;
+    return lion_fail(st, LION_EINVAL, "'%s': model %s (%s) takes no tags (its pipeline has no tagger)", field,
+                     gw->cfg.models[model].name, family_pipeline_of(gw->cfg.models[model].family)->name);
+}
+
+/* Starts the request for model (an index into cfg.models); answers the connection at once
+ * when it cannot start. A streamed request asks the llm for PARTIALs and answers in
+ * server-sent events. */
+static void start(gateway *gw, http_conn *c, request_kind kind, int model, unsigned char *image, size_t image_len,
                   Lion__Task *task, int deadline_ms, int stream, int include_usage) {
     lion_status st;
     if (stream && task) {
@@ -233,6 +265,7 @@ static void start(gateway *gw, http_conn *c, request_kind kind, unsigned char *i
         respond_status(gw, c, &st);
         return;
     }
+    r->model = model;
     if (stream) r->on_text = answer_stream_text;
     r->include_usage = include_usage;
     r->created_s = clock_unix_us() / 1000000;
@@ -271,9 +304,10 @@ static void handle_generate(gateway *gw, http_conn *c, cJSON *root, const multip
     lion_status st;
     unsigned char *image = NULL;
     size_t image_len = 0;
-    Lion__Task *task = task_new(&st);
-    int deadline = 0;
-    if (!task) goto fail;
+    Lion__Task *task = NULL;
+    int deadline = 0, model, region;
+    if (request_model(gw, c, root, &model, &region)) return;
+    if (!(task = task_new(&st))) goto fail;
     const cJSON *ins = cJSON_GetObjectItemCaseSensitive(root, "instruction");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "task");
     if (!file && !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(root, "image"))) {
@@ -286,19 +320,21 @@ static void handle_generate(gateway *gw, http_conn *c, cJSON *root, const multip
     }
     if (set_instruction(gw, task, ins->valuestring, &st)) goto fail;
     task->has_task_type = 1;
-    task->task_type = LION__TASK_TYPE__IMAGE_LEVEL;
+    /* "task" when given, else the model name's -region suffix, as for chat */
+    task->task_type = region ? LION__TASK_TYPE__REGION_LEVEL : LION__TASK_TYPE__IMAGE_LEVEL;
     if (type && !cJSON_IsString(type)) {
         lion_fail(&st, LION_EINVAL, "'task' must be a string");
         goto fail;
     }
     if (type && parse_task_type(type->valuestring, &task->task_type, &st)) goto fail;
     if (parse_tags(gw, cJSON_GetObjectItemCaseSensitive(root, "tags"), task, &st)) goto fail;
+    if (check_tags_taken(gw, model, task, "tags", &st)) goto fail;
     if (parse_generation(root, 0, &task->generation, &st)) goto fail;
     if ((deadline = deadline_of(root, &st)) < 0) goto fail;
     int stream = 0, include_usage = 0;
     if (read_stream_flags(root, 0, &stream, &include_usage, &st)) goto fail;
     if (take_image(gw, root, file, &image, &image_len, &st)) goto fail;
-    start(gw, c, REQUEST_GENERATE, image, image_len, task, deadline, stream, 0);
+    start(gw, c, REQUEST_GENERATE, model, image, image_len, task, deadline, stream, 0);
     return;
 fail:
     if (task) lion__task__free_unpacked(task, NULL);
@@ -309,10 +345,16 @@ static void handle_tags(gateway *gw, http_conn *c, cJSON *root, const multipart_
     lion_status st;
     unsigned char *image = NULL;
     size_t image_len = 0;
-    Lion__Task *task = task_new(&st);
+    Lion__Task *task = NULL;
     double k = 0;
-    int deadline = 0, rc;
-    if (!task) goto fail;
+    int deadline = 0, rc, model, region;
+    if (request_model(gw, c, root, &model, &region)) return;
+    if (!(task = task_new(&st))) goto fail;
+    if (!model_has_stage(&gw->cfg, model, LION__STAGE__TAGGER)) {
+        lion_fail(&st, LION_EINVAL, "model %s (%s) has no tagger: /v1/tags serves lion models", gw->cfg.models[model].name,
+                  family_pipeline_of(gw->cfg.models[model].family)->name);
+        goto fail;
+    }
     if (!file && !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(root, "image"))) {
         lion_fail(&st, LION_EINVAL, "missing 'image' (a base64 string or data URI)");
         goto fail;
@@ -324,7 +366,7 @@ static void handle_tags(gateway *gw, http_conn *c, cJSON *root, const multipart_
     }
     if ((deadline = deadline_of(root, &st)) < 0) goto fail;
     if (take_image(gw, root, file, &image, &image_len, &st)) goto fail;
-    start(gw, c, REQUEST_TAGS, image, image_len, task, deadline, 0, 0);
+    start(gw, c, REQUEST_TAGS, model, image, image_len, task, deadline, 0, 0);
     return;
 fail:
     if (task) lion__task__free_unpacked(task, NULL);
@@ -404,41 +446,15 @@ static int chat_read_messages(const cJSON *root, char **instruction, const char 
     return 0;
 }
 
-/* The task type: "lion_task" when given, else region-level for a model name ending in
- * "-region", else image-level. */
-static int chat_task_type(const cJSON *root, Lion__Task *task, lion_status *st) {
+/* The task type: "lion_task" when given, else region-level for a served model named with
+ * "-region" (region), else image-level. */
+static int chat_task_type(const cJSON *root, int region, Lion__Task *task, lion_status *st) {
     task->has_task_type = 1;
-    task->task_type = LION__TASK_TYPE__IMAGE_LEVEL;
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    if (cJSON_IsString(model)) {
-        size_t n = strlen(model->valuestring);
-        if (n >= 7 && !strcmp(model->valuestring + n - 7, "-region")) task->task_type = LION__TASK_TYPE__REGION_LEVEL;
-    }
+    task->task_type = region ? LION__TASK_TYPE__REGION_LEVEL : LION__TASK_TYPE__IMAGE_LEVEL;
     const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "lion_task");
     if (!lt) return 0;
     if (!cJSON_IsString(lt)) return lion_fail(st, LION_EINVAL, "'lion_task' must be a string");
     return parse_task_type(lt->valuestring, &task->task_type, st);
-}
-
-/* "model": one the gateway serves, or 404 model_not_found in OpenAI's shape (answered here;
- * 1 when refused). Absent, the gateway's model is meant. */
-static int chat_check_model(gateway *gw, http_conn *c, const cJSON *root) {
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    if (!model || cJSON_IsNull(model)) return 0;
-    char msg[320];
-    if (!cJSON_IsString(model)) {
-        respond_error_named(gw, c, 400, LION_EINVAL, lion_code_name(LION_EINVAL), "'model' must be a string", "model");
-        return 1;
-    }
-    const char *name = model->valuestring;
-    const size_t n = strlen(name), own = strlen(gw->cfg.model_name);
-    if (!strcmp(name, gw->cfg.model_name) || (n == own + 7 && !strncmp(name, gw->cfg.model_name, own) &&
-                                              !strcmp(name + own, "-region")))
-        return 0;
-    snprintf(msg, sizeof msg, "The model '%.200s' does not exist: this gateway serves '%s' and '%s-region'", name,
-             gw->cfg.model_name, gw->cfg.model_name);
-    respond_error_named(gw, c, 404, LION_ENOTFOUND, "model_not_found", msg, "model");
-    return 1;
 }
 
 /* OpenAI fields this server does not do are refused by name, never ignored; fields with a
@@ -487,15 +503,16 @@ static void handle_chat(gateway *gw, http_conn *c, cJSON *root, const multipart_
     Lion__Task *task = task_new(&st);
     char *instruction = NULL;
     const char *image_url = NULL;
-    int deadline = 0, stream = 0, include_usage = 0;
+    int deadline = 0, stream = 0, include_usage = 0, model, region;
     if (!task) goto fail;
-    if (chat_check_model(gw, c, root)) goto refused;
+    if (request_model(gw, c, root, &model, &region)) goto refused;
     if (chat_refuse_unsupported(root, &st)) goto fail;
     if (read_stream_flags(root, 1, &stream, &include_usage, &st)) goto fail;
     if (chat_read_messages(root, &instruction, &image_url, &st)) goto fail;
     if (set_instruction(gw, task, instruction, &st)) goto fail;
-    if (chat_task_type(root, task, &st)) goto fail;
+    if (chat_task_type(root, region, task, &st)) goto fail;
     if (parse_tags(gw, cJSON_GetObjectItemCaseSensitive(root, "lion_tags"), task, &st)) goto fail;
+    if (check_tags_taken(gw, model, task, "lion_tags", &st)) goto fail;
     if (parse_generation(root, 1, &task->generation, &st)) goto fail;
     if ((deadline = deadline_of(root, &st)) < 0) goto fail;
     if (base64_decode_payload(image_url, strlen(image_url), gw->cfg.max_image_bytes, &image, &image_len, &st) != 0) {
@@ -507,7 +524,7 @@ static void handle_chat(gateway *gw, http_conn *c, cJSON *root, const multipart_
         goto fail;
     }
     free(instruction);
-    start(gw, c, REQUEST_CHAT, image, image_len, task, deadline, stream, include_usage);
+    start(gw, c, REQUEST_CHAT, model, image, image_len, task, deadline, stream, include_usage);
     return;
 fail:
     respond_status(gw, c, &st);
@@ -519,37 +536,91 @@ refused:
 
 /* --- routes -------------------------------------------------------------------------------- */
 
+/* Every served model, each also as NAME-region (the region-level task), with its family (a
+ * field OpenAI's clients ignore). */
 static void handle_models(gateway *gw, http_conn *c) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "object", "list");
     cJSON *data = cJSON_AddArrayToObject(root, "data");
-    char region[160];
-    snprintf(region, sizeof region, "%s-region", gw->cfg.model_name);
-    const char *ids[2] = {gw->cfg.model_name, region};
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 2 * gw->cfg.n_models; i++) {
+        const gateway_model *gm = &gw->cfg.models[i / 2];
+        char id[GATEWAY_MODEL_NAME_MAX + 8];
+        snprintf(id, sizeof id, "%s%s", gm->name, i % 2 ? "-region" : "");
         cJSON *m = cJSON_CreateObject();
-        cJSON_AddStringToObject(m, "id", ids[i]);
+        cJSON_AddStringToObject(m, "id", id);
         cJSON_AddStringToObject(m, "object", "model");
         cJSON_AddNumberToObject(m, "created", 0);
         cJSON_AddStringToObject(m, "owned_by", "lion");
+        cJSON_AddStringToObject(m, "family", family_pipeline_of(gm->family)->name);
         cJSON_AddItemToArray(data, m);
     }
     api_respond_json(c, 200, root, 0);
 }
 
-static void handle_readyz(gateway *gw, http_conn *c) {
-    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
-        if (stage_pool_live_workers(&gw->pool[s]) == 0) {
-            char msg[64];
-            snprintf(msg, sizeof msg, "no live %s worker", lion_stage_name(s));
-            api_respond_error(gw, c, 503, LION_EUNAVAILABLE, msg);
+/* The value of "model=" in a query string, %XX decoded, into out; 0 when absent. */
+static int query_model(const char *query, char *out, size_t size) {
+    for (const char *p = query; p && *p; p += strcspn(p, "&"), p += *p == '&') {
+        if (strncmp(p, "model=", 6) != 0) continue;
+        size_t n = 0;
+        for (const char *v = p + 6; *v && *v != '&' && n + 1 < size; v++) {
+            unsigned hex;
+            if (*v == '%' && sscanf(v + 1, "%2x", &hex) == 1 && isxdigit((unsigned char)v[1]) &&
+                isxdigit((unsigned char)v[2])) {
+                out[n++] = (char)hex;
+                v += 2;
+            } else {
+                out[n++] = *v;
+            }
+        }
+        out[n] = '\0';
+        return 1;
+    }
+    return 0;
+}
+
+/* Ready when every served model (or, with ?model=NAME, that one) has a live worker at each
+ * stage of its pipeline: a model without one cannot answer (its requests get 503). The body
+ * counts the live workers per stage, all models together, and per model. */
+static void handle_readyz(gateway *gw, http_conn *c, const char *query) {
+    int first = 0, last = gw->cfg.n_models - 1, region;
+    char name[GATEWAY_MODEL_NAME_MAX + 16];
+    if (query_model(query, name, sizeof name)) {
+        first = last = models_find(&gw->cfg, name, &region);
+        if (first < 0) {
+            char msg[320];
+            snprintf(msg, sizeof msg, "The model '%.200s' does not exist (see /v1/models)", name);
+            respond_error_named(gw, c, 404, LION_ENOTFOUND, "model_not_found", msg, "model");
             return;
         }
+    }
+    for (int m = first; m <= last; m++)
+        for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
+            if (model_has_stage(&gw->cfg, m, s) && model_pool_live_workers(GATEWAY_POOL(gw, m, s)) == 0) {
+                char msg[256];
+                snprintf(msg, sizeof msg, "no live %s worker for model %s", lion_stage_name(s), gw->cfg.models[m].name);
+                api_respond_error(gw, c, 503, LION_EUNAVAILABLE, msg);
+                return;
+            }
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "status", "ready");
+    int total[LION_STAGE_SLOTS] = {0}, used[LION_STAGE_SLOTS] = {0};
+    cJSON *models = cJSON_CreateObject();
+    for (int m = first; m <= last; m++) {
+        cJSON *mo = cJSON_AddObjectToObject(models, gw->cfg.models[m].name);
+        cJSON_AddStringToObject(mo, "family", family_pipeline_of(gw->cfg.models[m].family)->name);
+        cJSON *w = cJSON_AddObjectToObject(mo, "workers");
+        for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) {
+            if (!model_has_stage(&gw->cfg, m, s)) continue;
+            const int live = model_pool_live_workers(GATEWAY_POOL(gw, m, s));
+            cJSON_AddNumberToObject(w, lion_stage_name(s), live);
+            total[s] += live;
+            used[s] = 1;
+        }
+    }
     cJSON *w = cJSON_AddObjectToObject(root, "workers");
     for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
-        cJSON_AddNumberToObject(w, lion_stage_name(s), stage_pool_live_workers(&gw->pool[s]));
+        if (used[s]) cJSON_AddNumberToObject(w, lion_stage_name(s), total[s]);
+    cJSON_AddItemToObject(root, "models", models);
     api_respond_json(c, 200, root, 0);
 }
 
@@ -596,7 +667,7 @@ static cJSON *form_to_json(const http_request_view *req, const multipart_part **
                 while (tl && t[tl - 1] == ' ') t[--tl] = 0;
                 if (tl) cJSON_AddItemToArray(tags, cJSON_CreateString(t));
             }
-        } else if (!strcmp(p->name, "instruction") || !strcmp(p->name, "task")) {
+        } else if (!strcmp(p->name, "instruction") || !strcmp(p->name, "task") || !strcmp(p->name, "model")) {
             cJSON_AddStringToObject(root, p->name, v);
         } else if (!strcmp(v, "true") || !strcmp(v, "false")) {
             cJSON_AddBoolToObject(root, p->name, v[0] == 't');
@@ -668,7 +739,9 @@ static void route_healthz(gateway *gw, http_conn *c, const http_request_view *re
     static const char ok[] = "{\"status\":\"ok\"}";
     http_conn_respond(c, 200, "application/json", ok, sizeof ok - 1, 0);
 }
-static void route_readyz(gateway *gw, http_conn *c, const http_request_view *req) { handle_readyz(gw, c); }
+static void route_readyz(gateway *gw, http_conn *c, const http_request_view *req) {
+    handle_readyz(gw, c, req->query);
+}
 static void route_metrics(gateway *gw, http_conn *c, const http_request_view *req) { handle_metrics(gw, c); }
 static void route_pipeline(gateway *gw, http_conn *c, const http_request_view *req) {
     size_t len = 0;

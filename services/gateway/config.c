@@ -110,8 +110,9 @@ static const args_option gateway_options[] = {
      .max = 1024, .help = "XPUB endpoint of the message taps, meta/ and data/ (none without it)"},
     {.name = "--tap-meta", .metavar = "EP", .kind = ARG_STRING, ARGS_AT(gateway_config, tap_meta_endpoint), .min = 1,
      .max = 1024, .help = "XPUB endpoint of the message taps' meta/ only: no payloads (none without it)"},
-    {.name = "--model-name", .metavar = "NAME", .kind = ARG_STRING, ARGS_AT(gateway_config, model_name), .min = 1,
-     .max = 120, .help = "reported by /v1/models and in answers"},
+    {.name = "--model-name", .metavar = "NAME[=FAMILY],...", .kind = ARG_STRING, ARGS_AT(gateway_config, model_name),
+     .min = 1, .max = 120,
+     .help = "the models served (the first is the default), each with its family: lion (when not given) or pink"},
     {.name = "--web-root", .metavar = "DIR", .kind = ARG_STRING, ARGS_AT(gateway_config, web_root), .min = 1,
      .max = 1024, .help = "serve the web page from DIR instead of the copy built in (while editing web/)"},
     {.name = "--deadline-ms", .metavar = "N", .kind = ARG_INT, ARGS_AT(gateway_config, deadline_ms), .min = 1,
@@ -179,7 +180,7 @@ int gateway_config_parse(gateway_config *cfg, int argc, char **argv, lion_status
     args_parsed parsed;
     if (args_parse(&table, 1, 0, argc, argv, &parsed, st) != 0) return -1;
     cfg->help = parsed.help;
-    return 0;
+    return models_parse(cfg->model_name, cfg->models, &cfg->n_models, st);
 }
 
 void gateway_usage(FILE *out, const char *program) {
@@ -316,13 +317,14 @@ static int check_zmq(const gateway_config *cfg, char *what, size_t size, lion_st
 }
 
 int gateway_config_check(const gateway_config *cfg, char *summary, size_t size, lion_status *st) {
-    char http[4400], zmq[256];
+    char http[4400], zmq[256], models[1200];
     if (check_endpoints(cfg, st) != 0 || check_http(cfg, http, sizeof http, st) != 0 ||
         check_zmq(cfg, zmq, sizeof zmq, st) != 0)
         return -1;
     const char *const *ep = cfg->stage_endpoint;
-    snprintf(summary, size, "%s; stages vision %s, tagger %s, aggregator %s, llm %s; tap %s; %s; model name %s", http,
+    models_describe(cfg, models, sizeof models);
+    snprintf(summary, size, "%s; stages vision %s, tagger %s, aggregator %s, llm %s; tap %s; %s; models %s", http,
              ep[LION__STAGE__VISION], ep[LION__STAGE__TAGGER], ep[LION__STAGE__AGGREGATOR], ep[LION__STAGE__LLM],
-             cfg->tap_endpoint ? cfg->tap_endpoint : "none", zmq, cfg->model_name);
+             cfg->tap_endpoint ? cfg->tap_endpoint : "none", zmq, models);
     return 0;
 }

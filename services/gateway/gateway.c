@@ -120,7 +120,9 @@ int gateway_run(const gateway_config *cfg, atomic_int *stop, lion_status *st) {
     gw->loop = loop;
     gw->stop = stop;
     gw->zctx = zmq_ctx_new();
-    int rc = open_api_keys(gw, st);
+    /* gateway_config_parse splits --model-name; a config made otherwise gets it done here */
+    int rc = gw->cfg.n_models > 0 ? 0 : models_parse(gw->cfg.model_name, gw->cfg.models, &gw->cfg.n_models, st);
+    if (rc == 0) rc = open_api_keys(gw, st);
     if (rc == 0) rc = zap_open(gw, st); /* before any endpoint binds: libzmq asks it at every handshake */
     pipeline_start(gw);
     for (int s = LION_STAGE_FIRST; rc == 0 && s <= LION_STAGE_LAST; s++)
@@ -145,7 +147,9 @@ int gateway_run(const gateway_config *cfg, atomic_int *stop, lion_status *st) {
             uv_signal_start(&gw->sigint, on_signal, SIGINT);
             uv_signal_start(&gw->sighup, on_sighup, SIGHUP);
         }
-        log_info("gateway ready (deadline %d ms, %d requests, queues of %d)", gw->cfg.deadline_ms,
+        char models[512];
+        models_describe(&gw->cfg, models, sizeof models);
+        log_info("gateway ready (models %s; deadline %d ms, %d requests, queues of %d)", models, gw->cfg.deadline_ms,
                  gw->cfg.max_requests, gw->cfg.max_queue);
         uv_run(loop, UV_RUN_DEFAULT);
     }

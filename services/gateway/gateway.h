@@ -1,9 +1,9 @@
 /* gateway.h - the process users talk to: HTTP in front, the stage workers behind.
  *
  * The gateway serves the HTTP API of docs/api.md on libuv, binds one ZeroMQ ROUTER per
- * stage (vision, tagger, aggregator, llm) that any number of workers connect to, runs each
- * request through the stages (vision and tagger in parallel, then aggregator, then llm),
- * and publishes every job and answer on an XPUB tap endpoint. Everything runs on one
+ * stage (vision, tagger, aggregator, llm) that any number of workers of any served model
+ * connect to, runs each request through its model's stages (LION: vision and tagger in
+ * parallel, then aggregator, then llm; Pink: vision, then llm), and publishes every job and answer on an XPUB tap endpoint. Everything runs on one
  * thread: the libuv loop polls the ZeroMQ sockets' file descriptors. */
 #ifndef LION_GATEWAY_H
 #define LION_GATEWAY_H
@@ -14,13 +14,29 @@
 
 #include "status.h"
 
+/* The most models one gateway serves at once (--model-name's list), and the longest name. */
+#define GATEWAY_MAX_MODELS 8
+#define GATEWAY_MODEL_NAME_MAX 120
+
+/* A model family decides which stages a model's requests go through (models.c holds each
+ * pipeline); its name is model.json's "family", which workers announce in their credit. */
+typedef enum gateway_family { GATEWAY_FAMILY_LION = 0, GATEWAY_FAMILY_PINK, GATEWAY_FAMILIES } gateway_family;
+
+/* One model the gateway serves: requests name it (or NAME-region), its workers announce it. */
+typedef struct gateway_model {
+    char name[GATEWAY_MODEL_NAME_MAX + 1];
+    gateway_family family;
+} gateway_model;
+
 typedef struct gateway_config {
     const char *listen_host;  /* HTTP address (default 127.0.0.1) */
     int listen_port;          /* HTTP port (default 8080) */
     const char *stage_endpoint[5]; /* ROUTER endpoint per Lion__Stage 1..4 */
     const char *tap_endpoint; /* XPUB tap endpoint (meta/ and data/); NULL: none */
     const char *tap_meta_endpoint; /* XPUB tap endpoint of meta/ only; NULL: none */
-    const char *model_name;   /* reported by /v1/models and in answers */
+    const char *model_name;   /* --model-name as given: NAME[=FAMILY][,NAME[=FAMILY]...] */
+    gateway_model models[GATEWAY_MAX_MODELS]; /* model_name parsed by gateway_config_parse; */
+    int n_models;                              /* models[0] is the default model */
     const char *web_root;     /* the page's files from this folder; NULL: the built-in copy */
     int deadline_ms;          /* per request, unless the request asks for less */
     int heartbeat_ms;         /* gateway -> worker heartbeat interval */
@@ -58,12 +74,13 @@ typedef struct gateway_config {
  *   --listen HOST:PORT --vision EP --tagger EP --aggregator EP --llm EP
  *   --bind-base tcp://HOST:PORT (vision PORT, tagger +1, aggregator +2, llm +3; a stage
  *     given on its own keeps its endpoint)
- *   --tap EP --tap-meta EP --model-name NAME --deadline-ms N --heartbeat-ms N --worker-timeout-ms N
+ *   --tap EP --tap-meta EP --model-name NAME[=FAMILY][,...] --deadline-ms N --heartbeat-ms N --worker-timeout-ms N
  *   --max-requests N --max-queue N --max-attempts N --retry-after-s N
  *   --max-body-bytes N --max-image-bytes N --max-prompt-bytes N --max-tags N
  *   --idle-timeout-ms N --max-connections N --check-config --help
  * Every number has a range; a value outside it is refused naming the option
- * ("--max-tags: 65 is not in [0, 64]"). */
+ * ("--max-tags: 65 is not in [0, 64]"). --model-name is split into models[] (the first is
+ * the default; FAMILY "lion" when not given), each name checked (models.c). */
 int gateway_config_parse(gateway_config *cfg, int argc, char **argv, lion_status *st);
 void gateway_usage(FILE *out, const char *program);
 

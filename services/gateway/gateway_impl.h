@@ -1,7 +1,9 @@
 /* gateway_impl.h - the gateway's internal state, shared by its files (not a public API).
  *
  *   gateway.c     the loop: timers, signals, start and shutdown
- *   stage_pool.c  one ROUTER per stage: workers, credit, queue, send and receive
+ *   models.c      the served models (--model-name) and each family's pipeline
+ *   stage_pool.c  one ROUTER per stage, shared by every model: messages to the sender's pool
+ *   model_pool.c  one model's workers at one stage: credit, queue, jobs sent, answers
  *   request.c     one request's path through the stages
  *   http_conn.c   HTTP/1.1 connections on libuv + http-parser
  *   api.c         the routes: JSON in, JSON out
@@ -25,6 +27,49 @@
 struct gateway;
 struct request;
 struct http_conn;
+
+/* --- histograms (metrics.c; the pools keep their own) ------------------------------------- */
+
+#define METRIC_BUCKETS 14
+
+typedef struct histogram {
+    uint64_t bucket[METRIC_BUCKETS]; /* counts per upper bound, not cumulative */
+    uint64_t count;
+    double sum;
+} histogram;
+
+void histogram_observe(histogram *h, double seconds);
+
+/* --- models (models.c) ------------------------------------------------------------------ */
+
+#define STAGE_BIT(stage) (1u << (stage))
+
+/* What a family's requests run: the stages of a generate or chat request, and what each
+ * stage's job is built from. The gateway starts a stage's job as soon as every stage in its
+ * `needs` is done (or skipped: the tagger when the user gave tags). */
+typedef struct family_pipeline {
+    const char *name;                 /* "lion", "pink": model.json's family, the workers' credit */
+    unsigned stages;                  /* STAGE_BIT of each stage it runs */
+    unsigned needs[LION_STAGE_SLOTS]; /* STAGE_BITs of the stages a stage's job is built from */
+    int visual_tokens_from;           /* the stage whose RESULT holds the llm's visual_tokens */
+} family_pipeline;
+
+const family_pipeline *family_pipeline_of(gateway_family family);
+/* The family called name, or -1. */
+int family_from_name(const char *name);
+/* --model-name's list into models (at most GATEWAY_MAX_MODELS): "NAME[=FAMILY],...", names
+ * of [A-Za-z0-9._:+@/-] (they become label values and JSON), each once; -1 with st naming
+ * what is wrong. */
+int models_parse(const char *list, gateway_model *models, int *n_models, lion_status *st);
+/* The model a request names: NAME, or NAME-region (*region then 1: the region-level task);
+ * -1 when this gateway serves no such model. A name served as it is wins over the suffix. */
+int models_find(const gateway_config *cfg, const char *name, int *region);
+/* Whether model m's pipeline has the stage. */
+int model_has_stage(const gateway_config *cfg, int m, int stage);
+/* "'a', 'a-region', 'b' and 'b-region'": the names requests may use, for messages. */
+void models_list(const gateway_config *cfg, char *out, size_t size);
+/* "a (lion, the default), b (pink)": the models and their families, for logs. */
+void models_describe(const gateway_config *cfg, char *out, size_t size);
 
 /* --- stage pools ----------------------------------------------------------------------- */
 
@@ -83,6 +128,44 @@ typedef struct stage_pool_client {
     void (*partial)(void *owner, int stage, const envelope_msg *m);
 } stage_pool_client;
 
+struct stage_pool;
+
+/* The workers of one model at one stage (model_pool.c): their credit, the jobs of the model's
+ * requests waiting for credit, the jobs at its workers, and the pool's own counters (the
+ * /metrics series with a model label). A job of one model goes only to its model's pool, so
+ * a request never reaches another model's workers. */
+typedef struct model_pool {
+    struct stage_pool *endpoint; /* its stage's ROUTER, shared by every model */
+    int model;                   /* index into cfg.models */
+    worker_slot *workers;
+    int n_workers, cap_workers;
+    int rr;         /* where the least-loaded search starts (round robin on ties) */
+    job_list queue; /* FIFO of jobs waiting for a worker with credit */
+    job_list sent;  /* jobs at workers, waiting for their answers */
+    double latency_ewma_s; /* of the pool's jobs, answer - send */
+    uint64_t gone_cache_hits, gone_cache_misses; /* of workers that left, so totals never fall */
+    histogram seconds;           /* the worker's hop per job */
+    histogram ttft_seconds;      /* llm answers: time to first token */
+    histogram tpot_seconds;      /* llm answers: time per output token after it */
+    uint64_t jobs, redispatches, late_answers;
+    uint64_t cancels_sent;       /* CANCELs sent to workers */
+    uint64_t affinity_routed;    /* jobs sent to their image's replica */
+    uint64_t job_timeouts;       /* jobs taken back from a stuck worker */
+} model_pool;
+
+/* A worker this gateway does not take (it announces a model the gateway does not serve, or
+ * serves as another family, or a stage the model's pipeline lacks): remembered while it
+ * heartbeats, so that it is logged once and counted in lion_workers_refused. */
+typedef struct refused_worker {
+    envelope_peer peer;
+    int64_t last_seen_us; /* monotonic */
+} refused_worker;
+
+#define REFUSED_MAX 64
+
+/* One stage's ROUTER endpoint (stage_pool.c): every served model's workers of the stage
+ * connect to it, and each joins the pool of the model it announces in its credit (none: the
+ * default model, models[0]). */
 typedef struct stage_pool {
     struct gateway *gw;
     int stage;
@@ -90,50 +173,84 @@ typedef struct stage_pool {
     void *router;
     uv_poll_t poll;
     int polling;
-    worker_slot *workers;
-    int n_workers, cap_workers;
-    int rr;         /* where the least-loaded search starts (round robin on ties) */
-    job_list queue; /* FIFO of jobs waiting for a worker with credit */
-    job_list sent;  /* jobs at workers, waiting for their answers */
-    double latency_ewma_s; /* of the stage's jobs, answer - send */
-    uint64_t gone_cache_hits, gone_cache_misses; /* of workers that left, so totals never fall */
+    model_pool models[GATEWAY_MAX_MODELS]; /* cfg.models' order */
+    int n_models;
+    refused_worker refused[REFUSED_MAX];
+    int n_refused;
 } stage_pool;
 
+/* Binds the stage's ROUTER; its pools are one per cfg.models (set by gateway_config_parse). */
 int stage_pool_open(stage_pool *p, struct gateway *gw, int stage, const char *endpoint,
                     const stage_pool_client *client, lion_status *st);
 void stage_pool_close(stage_pool *p);
-/* Sends the job now, or queues it until a worker has credit. A send that fails comes back
- * through the client's lost or failed callback, so the job may have ended on return. */
-void stage_pool_submit(stage_pool *p, stage_job *job);
-/* Takes the job out of the queue or the sent list (its request ended); a job at a worker is
- * sent CANCEL, and its answer (ERROR cancelled, or a RESULT already on its way) is then
- * counted as late and dropped. */
-void stage_pool_cancel(stage_pool *p, stage_job *job);
 /* Receives and handles every message waiting on the router. ZMQ_FD is edge-triggered and a
  * send can consume the edge, so the loop also calls this once per iteration. */
 void stage_pool_drain(stage_pool *p);
-/* Heartbeats to the workers, dead workers' jobs re-dispatched, and jobs past the stage's
- * job timeout taken back from their (stuck) worker and sent again. */
+/* Heartbeats to the workers, dead workers' jobs re-dispatched, jobs past the stage's job
+ * timeout taken back from their (stuck) worker and sent again, refused workers forgotten once
+ * silent. */
 void stage_pool_tick(stage_pool *p, int64_t now_us);
-/* The job timeout now: --job-timeout-ms, or JOB_TIMEOUT_FACTOR x the stage's observed
- * latency, at least JOB_TIMEOUT_MIN_MS. */
-int64_t stage_pool_job_timeout_us(const stage_pool *p);
-int stage_pool_stuck_workers(const stage_pool *p);
-int stage_pool_live_workers(const stage_pool *p);
-unsigned stage_pool_capacity(const stage_pool *p);
-unsigned stage_pool_outstanding(const stage_pool *p);
-int stage_pool_queued(const stage_pool *p);
-/* Feature-cache hits and misses the stage's workers reported, those that left included. */
-void stage_pool_cache_counts(const stage_pool *p, uint64_t *hits, uint64_t *misses);
 /* Says BYE to every worker (the gateway is going away). */
 void stage_pool_bye(stage_pool *p);
+/* Sends [peer][envelope][tensors] to w without blocking; publishes the frames on the tap
+ * first when request_id is given. -1 with st (LION_EUNAVAILABLE) when the send failed. */
+int stage_pool_send(stage_pool *p, const worker_slot *w, Lion__Envelope *env, envelope_tensor *tensors, int n,
+                    const char *request_id, lion_status *st);
+/* Refused workers still heartbeating. */
+int stage_pool_refused(const stage_pool *p);
+
+/* The pool of model m at stage s. */
+#define GATEWAY_POOL(gw, m, s) (&(gw)->pool[(s)].models[(m)])
+const char *model_pool_name(const model_pool *p); /* its model's name */
+int model_pool_stage(const model_pool *p);
+
+/* Sends the job now, or queues it until a worker has credit. A send that fails comes back
+ * through the client's lost or failed callback, so the job may have ended on return. */
+void model_pool_submit(model_pool *p, stage_job *job);
+/* Takes the job out of the queue or the sent list (its request ended); a job at a worker is
+ * sent CANCEL, and its answer (ERROR cancelled, or a RESULT already on its way) is then
+ * counted as late and dropped. */
+void model_pool_cancel(model_pool *p, stage_job *job);
+/* Sends queued jobs while some worker has credit. */
+void model_pool_pump(model_pool *p);
+worker_slot *model_pool_find(model_pool *p, const envelope_peer *peer);
+/* Adds the worker of a READY (or of a HEARTBEAT from a worker not known yet: the gateway
+ * restarted), or updates its capacity; NULL when out of memory. */
+worker_slot *model_pool_register(model_pool *p, const envelope_msg *m);
+/* Removes w; the jobs it held go again (through the client's lost callback). */
+void model_pool_remove(model_pool *p, worker_slot *w, const char *why);
+/* The sent job an answer is for: same request and attempt; NULL for an answer nobody waits
+ * for any more (re-dispatched, expired, cancelled). */
+stage_job *model_pool_sent_job(model_pool *p, const Lion__Envelope *env);
+/* A RESULT or ERROR (moved in) from w (NULL: a worker that left) for job j (NULL: late,
+ * counted and dropped); decode_failed: the answer did not validate (st says why). */
+void model_pool_answer(model_pool *p, worker_slot *w, stage_job *j, envelope_msg *m, int decode_failed,
+                       const lion_status *st);
+/* Jobs past the job timeout taken back, workers silent past --worker-timeout-ms removed. */
+void model_pool_tick(model_pool *p, int64_t now_us);
+/* The job timeout now: --job-timeout-ms, or JOB_TIMEOUT_FACTOR x the pool's observed
+ * latency, at least JOB_TIMEOUT_MIN_MS. */
+int64_t model_pool_job_timeout_us(const model_pool *p);
+int model_pool_stuck_workers(const model_pool *p);
+int model_pool_live_workers(const model_pool *p);
+unsigned model_pool_capacity(const model_pool *p);
+unsigned model_pool_outstanding(const model_pool *p);
+int model_pool_queued(const model_pool *p);
+/* Feature-cache hits and misses the pool's workers reported, those that left included. */
+void model_pool_cache_counts(const model_pool *p, uint64_t *hits, uint64_t *misses);
+
+/* Every pool a served model's pipeline has, models in order, each model's stages in order
+ * (what /metrics and /v1/pipeline show); returns how many (at most
+ * GATEWAY_MAX_MODELS * LION_STAGE_SLOTS). */
+int gateway_pools(struct gateway *gw, model_pool **pools);
 
 /* --- requests -------------------------------------------------------------------------- */
 
 typedef enum request_kind { REQUEST_GENERATE = 0, REQUEST_CHAT, REQUEST_TAGS } request_kind;
 
 typedef enum step_state {
-    STEP_UNUSED = 0, /* not part of this request (tagger with user tags, llm for /v1/tags) */
+    STEP_UNUSED = 0, /* not part of this request (tagger with user tags, llm for /v1/tags, a
+                        stage its model's family has not) */
     STEP_WAITING,    /* needs another stage's output first */
     STEP_RUNNING,    /* in its pool: queued or at a worker (job.state says which) */
     STEP_DONE
@@ -178,16 +295,18 @@ typedef struct request {
     uint64_t image_hash;         /* the affinity of its vision and tagger jobs */
     int64_t start_us, deadline_us;  /* monotonic */
     int64_t start_unix_us, deadline_unix_us;
+    int model;                   /* index into cfg.models: its pools, its family's pipeline */
     request_step step[LION_STAGE_SLOTS];
 } request;
 
 /* The stage pools' view of requests (request.c). */
 extern const stage_pool_client request_pool_client;
 
-/* A new request with its image (moved in, freed by the request) and task; not started. */
+/* A new request with its image (moved in, freed by the request) and task; not started. Its
+ * model is the default one (models[0]) until the caller sets r->model. */
 request *request_new(struct gateway *gw, request_kind kind, unsigned char *image, size_t image_len,
                      Lion__Task *task, int deadline_ms, request_done_fn done, lion_status *st);
-/* Admission (live workers, queue room) and the first jobs. On a refusal the request is
+/* Admission (live workers of its model, queue room) and the first jobs. On a refusal the request is
  * freed at once and st says why (LION_EUNAVAILABLE: *http_status 429 or 503); once started,
  * every outcome goes through r->done. */
 int request_start(request *r, int *http_status, lion_status *st);
@@ -247,6 +366,7 @@ typedef struct http_conn {
 typedef struct http_request_view {
     int method;            /* enum http_method */
     const char *path;      /* without the query string */
+    const char *query;     /* after the '?', "" when none */
     const char *body;
     size_t body_len;
     const char *content_type;
@@ -347,37 +467,20 @@ int multipart_parse(const char *content_type, const char *body, size_t len, mult
 
 /* --- metrics ----------------------------------------------------------------------------- */
 
-#define METRIC_BUCKETS 14
-
-typedef struct histogram {
-    uint64_t bucket[METRIC_BUCKETS]; /* counts per upper bound, not cumulative */
-    uint64_t count;
-    double sum;
-} histogram;
-
 #define METRIC_ROUTES (API_ROUTES + 1) /* the routes and "other" */
 #define METRIC_STATUSES 16
 
+/* The gateway's own counters; each pool keeps those of its model and stage (model_pool). */
 typedef struct metrics {
     uint64_t requests[METRIC_ROUTES][METRIC_STATUSES];
     int status_codes[METRIC_STATUSES];
     uint64_t errors[16];                     /* by lion_code */
     histogram request_seconds[METRIC_ROUTES];
-    histogram stage_seconds[LION_STAGE_SLOTS]; /* the worker's hop */
-    histogram ttft_seconds;                    /* llm answers: time to first token */
-    histogram tpot_seconds;                    /* llm answers: time per output token after it */
-    uint64_t jobs[LION_STAGE_SLOTS];
-    uint64_t redispatches[LION_STAGE_SLOTS];
-    uint64_t late_answers[LION_STAGE_SLOTS];
-    uint64_t cancels_sent[LION_STAGE_SLOTS];   /* CANCELs sent to workers */
-    uint64_t affinity_routed[LION_STAGE_SLOTS]; /* jobs sent to their image's replica */
-    uint64_t job_timeouts[LION_STAGE_SLOTS];    /* jobs taken back from a stuck worker */
     uint64_t requests_cancelled;             /* the client left before its answer */
 } metrics;
 
 void metrics_count_request(metrics *m, int route, int http_status, double seconds);
 void metrics_count_error(metrics *m, int lion_code);
-void histogram_observe(histogram *h, double seconds);
 /* The Prometheus text exposition (version 0.0.4), malloc'd. */
 char *metrics_render(struct gateway *gw, size_t *len);
 

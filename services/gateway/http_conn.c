@@ -390,7 +390,7 @@ static void handle_message(http_conn *c) {
         return;
     }
     char *q = strchr(c->url, '?');
-    if (q) *q = 0;
+    if (q) *q++ = 0; /* the path routes; the query stays for the handler (/readyz?model=) */
     c->route = api_route_of(c->url);
     c->head_only = c->parser.method == HTTP_HEAD;
     if (c->probe_only && strcmp(c->url, "/healthz") != 0 && strcmp(c->url, "/readyz") != 0) {
@@ -408,6 +408,7 @@ static void handle_message(http_conn *c) {
     }
     http_request_view v = {.method = (int)c->parser.method,
                            .path = c->url,
+                           .query = q ? q : "",
                            .body = c->body ? c->body : "",
                            .body_len = c->body_len,
                            .content_type = c->content_type};

@@ -1,6 +1,7 @@
 /* pipeline.c - GET /v1/pipeline: what the web page's Watch view shows, from the numbers
  * /metrics reads (pools, workers, histograms) and a ring of recently finished requests with
- * their hops and tensor shapes (as the taps' meta topic describes them).
+ * their hops and tensor shapes (as the taps' meta topic describes them). Each served model's
+ * stages are listed, each with its model; the models themselves (name, family) too.
  *
  * Rates (requests per second, each stage's busy fraction) are over the time since the
  * previous poll, so a page polling every second sees the last second. The ring is written
@@ -36,6 +37,7 @@ typedef struct recent_stage {
 typedef struct recent_request {
     char id[48];
     int kind, status;
+    int model; /* index into cfg.models */
     double total_ms;
     int64_t finished_unix_ms;
     recent_stage stage[LION_STAGE_SLOTS];
@@ -49,7 +51,7 @@ typedef struct pipeline_view {
     uint64_t finished;       /* requests ended, all kinds */
     int64_t prev_us;         /* the previous poll */
     uint64_t prev_finished;
-    double prev_busy_s[LION_STAGE_SLOTS];
+    double prev_busy_s[GATEWAY_MAX_MODELS][LION_STAGE_SLOTS];
 } pipeline_view;
 
 static pipeline_view *view_of(gateway *gw) {
@@ -94,6 +96,7 @@ void pipeline_record(gateway *gw, const request *r, int http_status) {
     if (v->count < PIPELINE_RECENT) v->count++;
     snprintf(e->id, sizeof e->id, "%s", r->id);
     e->kind = r->kind;
+    e->model = r->model;
     e->status = http_status;
     e->total_ms = (double)(clock_mono_us() - r->start_us) / 1000.0;
     e->finished_unix_ms = clock_unix_us() / 1000;
@@ -121,22 +124,24 @@ static cJSON *worker_json(const worker_slot *w, int64_t now_us) {
     return o;
 }
 
-/* One stage: its queue, its workers and, over the time since the last poll, the fraction of
- * its replicas' time spent on jobs (the workers' own hop times, as in /metrics). */
-static cJSON *stage_json(gateway *gw, pipeline_view *v, int s, double elapsed_s, int64_t now_us) {
-    const stage_pool *p = &gw->pool[s];
+/* One stage of one model: its queue, its workers and, over the time since the last poll, the
+ * fraction of its replicas' time spent on jobs (the workers' own hop times, as in /metrics). */
+static cJSON *stage_json(pipeline_view *v, const model_pool *p, double elapsed_s, int64_t now_us) {
+    const int s = model_pool_stage(p);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", lion_stage_name(s));
-    cJSON_AddNumberToObject(o, "queue", stage_pool_queued(p));
-    cJSON_AddNumberToObject(o, "in_flight", stage_pool_outstanding(p));
-    cJSON_AddNumberToObject(o, "jobs_total", (double)gw->metrics.jobs[s]);
-    const double busy_s = gw->metrics.stage_seconds[s].sum;
+    cJSON_AddStringToObject(o, "model", model_pool_name(p));
+    cJSON_AddNumberToObject(o, "queue", model_pool_queued(p));
+    cJSON_AddNumberToObject(o, "in_flight", model_pool_outstanding(p));
+    cJSON_AddNumberToObject(o, "jobs_total", (double)p->jobs);
+    const double busy_s = p->seconds.sum;
     const int replicas = p->n_workers > 0 ? p->n_workers : 1;
-    double busy = elapsed_s > 0 ? (busy_s - v->prev_busy_s[s]) / (elapsed_s * replicas) : 0;
-    v->prev_busy_s[s] = busy_s;
+    double *prev = &v->prev_busy_s[p->model][s];
+    double busy = elapsed_s > 0 ? (busy_s - *prev) / (elapsed_s * replicas) : 0;
+    *prev = busy_s;
     cJSON_AddNumberToObject(o, "busy_fraction", busy < 0 ? 0 : busy > 1 ? 1 : busy);
     uint64_t hits = 0, misses = 0;
-    stage_pool_cache_counts(p, &hits, &misses);
+    model_pool_cache_counts(p, &hits, &misses);
     cJSON_AddNumberToObject(o, "cache_hits", (double)hits);
     cJSON_AddNumberToObject(o, "cache_misses", (double)misses);
     if (hits + misses) cJSON_AddNumberToObject(o, "cache_hit_rate", (double)hits / (double)(hits + misses));
@@ -146,9 +151,10 @@ static cJSON *stage_json(gateway *gw, pipeline_view *v, int s, double elapsed_s,
     return o;
 }
 
-static cJSON *recent_json(const recent_request *e) {
+static cJSON *recent_json(const gateway *gw, const recent_request *e) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", e->id);
+    cJSON_AddStringToObject(o, "model", gw->cfg.models[e->model].name);
     cJSON_AddStringToObject(o, "route", route_of_kind(e->kind));
     cJSON_AddNumberToObject(o, "status", e->status);
     cJSON_AddNumberToObject(o, "total_ms", e->total_ms);
@@ -184,7 +190,15 @@ char *pipeline_render(gateway *gw, size_t *len) {
     v->watched_until_us = now + (int64_t)PIPELINE_WATCH_S * 1000000;
     const double elapsed_s = (double)(now - v->prev_us) / 1e6;
     cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "model", gw->cfg.model_name);
+    cJSON_AddStringToObject(root, "model", gw->cfg.models[0].name); /* the default model */
+    cJSON *models = cJSON_AddArrayToObject(root, "models");
+    for (int m = 0; m < gw->cfg.n_models; m++) {
+        cJSON *mo = cJSON_CreateObject();
+        cJSON_AddStringToObject(mo, "name", gw->cfg.models[m].name);
+        cJSON_AddStringToObject(mo, "family", family_pipeline_of(gw->cfg.models[m].family)->name);
+        cJSON_AddBoolToObject(mo, "default", m == 0);
+        cJSON_AddItemToArray(models, mo);
+    }
     cJSON_AddNumberToObject(root, "uptime_s", (double)(now - v->started_us) / 1e6);
     cJSON_AddNumberToObject(root, "now_unix_ms", (double)(clock_unix_us() / 1000)); /* for ages, whatever the reader's clock */
     cJSON *req = cJSON_AddObjectToObject(root, "requests");
@@ -193,12 +207,14 @@ char *pipeline_render(gateway *gw, size_t *len) {
                             elapsed_s > 0 ? (double)(v->finished - v->prev_finished) / elapsed_s : 0);
     cJSON_AddNumberToObject(req, "total", (double)v->finished);
     cJSON_AddNumberToObject(req, "cancelled", (double)gw->metrics.requests_cancelled);
+    /* every model's stages, models in order: one model shows its stages as before */
     cJSON *stages = cJSON_AddArrayToObject(root, "stages");
-    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
-        cJSON_AddItemToArray(stages, stage_json(gw, v, s, elapsed_s, now));
+    model_pool *pools[GATEWAY_MAX_MODELS * LION_STAGE_SLOTS];
+    const int n = gateway_pools(gw, pools);
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(stages, stage_json(v, pools[i], elapsed_s, now));
     cJSON *recent = cJSON_AddArrayToObject(root, "recent");
     for (int k = 1; k <= v->count; k++)
-        cJSON_AddItemToArray(recent, recent_json(&v->recent[(v->next - k + PIPELINE_RECENT) % PIPELINE_RECENT]));
+        cJSON_AddItemToArray(recent, recent_json(gw, &v->recent[(v->next - k + PIPELINE_RECENT) % PIPELINE_RECENT]));
     v->prev_us = now;
     v->prev_finished = v->finished;
     char *text = cJSON_PrintUnformatted(root);

@@ -1,10 +1,12 @@
-/* request.c - one request's path through the stages.
+/* request.c - one request's path through the stages of its model.
  *
- * vision and tagger start together (the tagger is skipped when the user gave tags); the
- * aggregator starts as soon as vision is done (it does not need the tags), the llm once
- * both the aggregator and the tagger are done. Each stage's RESULT is kept until the
- * request ends: its frames are what the next job forwards, and what a re-dispatched
- * job is built from again.
+ * Its model's family says which stages run and what each waits for (models.c): a stage's job
+ * starts as soon as the stages it is built from are done. LION: vision and tagger start
+ * together (the tagger is skipped when the user gave tags), the aggregator as soon as vision
+ * is done (it does not need the tags), the llm once both the aggregator and the tagger are
+ * done. Pink: vision, then the llm with vision's visual tokens. Each job goes to its model's
+ * pool of that stage only. Each stage's RESULT is kept until the request ends: its frames are
+ * what the next job forwards, and what a re-dispatched job is built from again.
  *
  * A request's life: request_new (created), request_start (admitted; its first jobs go to
  * the stage pools), each answer moves it on (on_answer), and it ends exactly once,
@@ -99,7 +101,8 @@ static void request_end(request *r, int http_status, const lion_status *st) {
     gateway *gw = r->gw;
     if (r->ended) return;
     r->ended = 1;
-    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) stage_pool_cancel(&gw->pool[s], &r->step[s].job);
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
+        model_pool_cancel(GATEWAY_POOL(gw, r->model, s), &r->step[s].job);
     if (r->prev) r->prev->next = r->next;
     else gw->requests = r->next;
     if (r->next) r->next->prev = r->prev;
@@ -131,26 +134,49 @@ static void finish(request *r) {
     request_end(r, 200, NULL);
 }
 
-static void submit(request *r, int stage) {
-    r->step[stage].state = STEP_RUNNING;
-    stage_pool_submit(&r->gw->pool[stage], &r->step[stage].job);
+static model_pool *pool_of(request *r, int stage) { return GATEWAY_POOL(r->gw, r->model, stage); }
+
+static const family_pipeline *pipeline_of(const request *r) {
+    return family_pipeline_of(r->gw->cfg.models[r->model].family);
 }
 
-/* Refuses r when a stage it needs has no worker or a full queue, or too many requests run. */
+static void submit(request *r, int stage) {
+    r->step[stage].state = STEP_RUNNING;
+    model_pool_submit(pool_of(r, stage), &r->step[stage].job);
+}
+
+/* Starts every waiting stage whose inputs are there: each stage it is built from is done
+ * or not part of the request (its family's `needs`). */
+static void submit_ready(request *r) {
+    const family_pipeline *fp = pipeline_of(r);
+    for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST && !r->ended; s++) {
+        if (r->step[s].state != STEP_WAITING) continue;
+        int ready = 1;
+        for (int need = LION_STAGE_FIRST; need <= LION_STAGE_LAST; need++)
+            if ((fp->needs[s] & STAGE_BIT(need)) && r->step[need].state != STEP_DONE &&
+                r->step[need].state != STEP_UNUSED)
+                ready = 0;
+        if (ready) submit(r, s);
+    }
+}
+
+/* Refuses r when a stage it needs has no worker of its model or a full queue, or too many
+ * requests run. */
 static int admit(request *r, int *http_status, lion_status *st) {
     gateway *gw = r->gw;
+    const char *model = gw->cfg.models[r->model].name;
     *http_status = 429;
     if (gw->n_requests >= gw->cfg.max_requests)
         return lion_fail(st, LION_EUNAVAILABLE, "too many requests in flight (limit %d)", gw->cfg.max_requests);
     for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++) {
         if (r->step[s].state == STEP_UNUSED) continue;
-        if (stage_pool_live_workers(&gw->pool[s]) == 0) {
+        if (model_pool_live_workers(pool_of(r, s)) == 0) {
             *http_status = 503;
-            return lion_fail(st, LION_EUNAVAILABLE, "no live %s worker", lion_stage_name(s));
+            return lion_fail(st, LION_EUNAVAILABLE, "no live %s worker for model %s", lion_stage_name(s), model);
         }
-        if (stage_pool_queued(&gw->pool[s]) >= gw->cfg.max_queue)
-            return lion_fail(st, LION_EUNAVAILABLE, "the %s queue is full (%d jobs waiting)", lion_stage_name(s),
-                             stage_pool_queued(&gw->pool[s]));
+        if (model_pool_queued(pool_of(r, s)) >= gw->cfg.max_queue)
+            return lion_fail(st, LION_EUNAVAILABLE, "the %s queue is full (%d jobs of model %s waiting)",
+                             lion_stage_name(s), model_pool_queued(pool_of(r, s)), model);
     }
     return 0;
 }
@@ -160,10 +186,10 @@ int request_start(request *r, int *http_status, lion_status *st) {
     if (r->kind == REQUEST_TAGS) {
         r->step[LION__STAGE__TAGGER].state = STEP_WAITING;
     } else {
-        r->step[LION__STAGE__VISION].state = STEP_WAITING;
-        r->step[LION__STAGE__AGGREGATOR].state = STEP_WAITING;
-        r->step[LION__STAGE__LLM].state = STEP_WAITING;
-        if (!r->user_tags) r->step[LION__STAGE__TAGGER].state = STEP_WAITING;
+        const family_pipeline *fp = pipeline_of(r);
+        for (int s = LION_STAGE_FIRST; s <= LION_STAGE_LAST; s++)
+            if (fp->stages & STAGE_BIT(s)) r->step[s].state = STEP_WAITING;
+        if (r->user_tags) r->step[LION__STAGE__TAGGER].state = STEP_UNUSED;
     }
     if (admit(r, http_status, st) != 0) {
         request_free(r);
@@ -173,10 +199,9 @@ int request_start(request *r, int *http_status, lion_status *st) {
     if (gw->requests) gw->requests->prev = r;
     gw->requests = r;
     gw->n_requests++;
-    log_debug("%s started", r->id);
+    log_debug("%s started (model %s)", r->id, gw->cfg.models[r->model].name);
     /* from here on every outcome reaches the client through r->done */
-    if (r->step[LION__STAGE__VISION].state == STEP_WAITING) submit(r, LION__STAGE__VISION);
-    if (!r->ended && r->step[LION__STAGE__TAGGER].state == STEP_WAITING) submit(r, LION__STAGE__TAGGER);
+    submit_ready(r);
     return 0;
 }
 
@@ -210,9 +235,12 @@ static int build_job(void *owner, int stage, Lion__Envelope **out, envelope_tens
                 tensors[(*n)++] = envelope_forward(v, i);
         if (*n == 0) return lion_fail(st, LION_EIO, "vision returned no %s* tensors", LION_TENSOR_VIT_LAYER_PREFIX);
     } else {
-        envelope_msg *a = &r->step[LION__STAGE__AGGREGATOR].result;
+        /* the aggregator's (LION) or the vision stage's (Pink) visual tokens */
+        const int from = pipeline_of(r)->visual_tokens_from;
+        envelope_msg *a = &r->step[from].result;
         int i = envelope_msg_find(a, LION_TENSOR_VISUAL_TOKENS);
-        if (i < 0) return lion_fail(st, LION_EIO, "aggregator returned no %s tensor", LION_TENSOR_VISUAL_TOKENS);
+        if (i < 0)
+            return lion_fail(st, LION_EIO, "%s returned no %s tensor", lion_stage_name(from), LION_TENSOR_VISUAL_TOKENS);
         tensors[(*n)++] = envelope_forward(a, i);
     }
     return 0;
@@ -222,7 +250,7 @@ static int build_job(void *owner, int stage, Lion__Envelope **out, envelope_tens
 static void redispatch(request *r, int stage, const char *why) {
     stage_job *j = &r->step[stage].job;
     j->attempt++;
-    r->gw->metrics.redispatches[stage]++;
+    pool_of(r, stage)->redispatches++;
     if ((int)j->attempt >= r->gw->cfg.max_attempts) {
         lion_status st;
         lion_fail(&st, LION_EUNAVAILABLE, "%s: gave up after %u attempts: %s", lion_stage_name(stage), j->attempt,
@@ -271,11 +299,12 @@ static int take_tags(request *r, const Lion__Envelope *answer, lion_status *st) 
 static void observe_token_times(request *r, const Lion__Envelope *env, const Lion__Hop *h) {
     const Lion__Result *res = env->result;
     if (!res || !res->has_first_token_us || res->n_sequences == 0) return;
+    model_pool *llm = pool_of(r, LION__STAGE__LLM);
     const double after_first_s = (double)(h->finish_us - res->first_token_us) / 1e6;
     const double elapsed_s = (double)(clock_mono_us() - r->start_us) / 1e6;
-    histogram_observe(&r->gw->metrics.ttft_seconds, elapsed_s - after_first_s);
+    histogram_observe(&llm->ttft_seconds, elapsed_s - after_first_s);
     const uint32_t tokens = res->sequences[0]->generated_tokens;
-    if (tokens > 1) histogram_observe(&r->gw->metrics.tpot_seconds, after_first_s / (tokens - 1));
+    if (tokens > 1) histogram_observe(&llm->tpot_seconds, after_first_s / (tokens - 1));
 }
 
 /* The worker's hop is the last one in the trace that is not the gateway's. */
@@ -285,7 +314,7 @@ static void observe_worker_time(request *r, int stage, const Lion__Envelope *env
         if (h->service && !strcmp(h->service, "gateway")) continue;
         r->step[stage].worker_ms = (double)(h->finish_us - h->receive_us) / 1000.0;
         snprintf(r->step[stage].replica, sizeof r->step[stage].replica, "%s", h->replica_id ? h->replica_id : "?");
-        histogram_observe(&r->gw->metrics.stage_seconds[stage], r->step[stage].worker_ms / 1000.0);
+        histogram_observe(&pool_of(r, stage)->seconds, r->step[stage].worker_ms / 1000.0);
         if (stage == LION__STAGE__LLM) observe_token_times(r, env, h);
         return;
     }
@@ -322,30 +351,15 @@ static void on_answer(void *owner, int stage, envelope_msg *m) {
     s->state = STEP_DONE;
     observe_worker_time(r, stage, s->result.env);
     lion_status st;
-    switch (stage) {
-    case LION__STAGE__VISION:
-        submit(r, LION__STAGE__AGGREGATOR);
-        return;
-    case LION__STAGE__TAGGER:
-        if (r->kind == REQUEST_TAGS) {
-            finish(r);
-            return;
-        }
-        if (take_tags(r, s->result.env, &st) != 0) {
-            request_fail(r, 503, &st);
-            return;
-        }
-        break;
-    case LION__STAGE__AGGREGATOR:
-        break;
-    case LION__STAGE__LLM:
+    if (stage == LION__STAGE__LLM || (stage == LION__STAGE__TAGGER && r->kind == REQUEST_TAGS)) {
         finish(r);
         return;
     }
-    const step_state tagger = r->step[LION__STAGE__TAGGER].state;
-    if (r->step[LION__STAGE__AGGREGATOR].state == STEP_DONE && (tagger == STEP_DONE || tagger == STEP_UNUSED) &&
-        r->step[LION__STAGE__LLM].state == STEP_WAITING)
-        submit(r, LION__STAGE__LLM);
+    if (stage == LION__STAGE__TAGGER && take_tags(r, s->result.env, &st) != 0) {
+        request_fail(r, 503, &st);
+        return;
+    }
+    submit_ready(r);
 }
 
 /* stage_pool_client.partial: the llm's new text, given on once. A re-dispatched job starts

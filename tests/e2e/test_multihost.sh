@@ -14,7 +14,7 @@
 #   1. a request without the API key is refused 401; lion-batch --api-key-file --check answers
 #      the examples correctly;
 #   2. the rogue worker never joins and gets no job (the gateway refuses its key; no tap
-#      message names it; lion_workers{stage="llm"} stays 2);
+#      message names it; lion_workers{stage="llm",model="tiny-lion"} stays 2);
 #   3. tap readers: the one of --tap-keys gets data/ (tensors with their values); the one of
 #      --tap-meta-keys gets meta/ on --tap-meta and nothing with --data there, and is refused
 #      on --tap; readers without a key get nothing on either endpoint;
@@ -158,8 +158,10 @@ wait_workers() { # n_llm: until every stage has 2 workers (the llm stage n_llm)
   local want_llm=$1 m
   for _ in $(seq 1 300); do
     m=$(metrics || true)
-    if grep -qx 'lion_workers{stage="vision"} 2' <<<"$m" && grep -qx 'lion_workers{stage="tagger"} 2' <<<"$m" &&
-      grep -qx 'lion_workers{stage="aggregator"} 2' <<<"$m" && grep -qx "lion_workers{stage=\"llm\"} $want_llm" <<<"$m"; then
+    if grep -qx 'lion_workers{stage="vision",model="tiny-lion"} 2' <<<"$m" &&
+      grep -qx 'lion_workers{stage="tagger",model="tiny-lion"} 2' <<<"$m" &&
+      grep -qx 'lion_workers{stage="aggregator",model="tiny-lion"} 2' <<<"$m" &&
+      grep -qx "lion_workers{stage=\"llm\",model=\"tiny-lion\"} $want_llm" <<<"$m"; then
       return 0
     fi
     sleep 0.1

@@ -215,7 +215,7 @@ pids[4]=$!
 info='lion_worker_info{stage="llm",replica="llm-bf16",precision="bf16",isa="'
 for _ in $(seq 1 300); do
   metrics=$(curl -sf "http://127.0.0.1:$port/metrics" || true)
-  grep -qF "$info" <<<"$metrics" && grep -q '^lion_workers{stage="llm"} 1$' <<<"$metrics" && break
+  grep -qF "$info" <<<"$metrics" && grep -q '^lion_workers{stage="llm",model="tiny-lion"} 1$' <<<"$metrics" && break
   sleep 0.1
 done
 grep -F "$info" <<<"$metrics" || fail "/metrics never showed the bf16 llm worker's lion_worker_info"
@@ -233,13 +233,13 @@ echo "bf16 llm evaluation: $((SECONDS - bf16_started)) s"
 # continuous batching's figures: time to first token / per output token of every llm
 # answer, and the replica's running rows and decoding-state budget from its heartbeats
 metrics=$(curl -sf "http://127.0.0.1:$port/metrics") || fail "/metrics did not answer"
-ttft=$(sed -n 's/^lion_time_to_first_token_seconds_count \([0-9]*\)$/\1/p' <<<"$metrics")
-tpot=$(sed -n 's/^lion_time_per_output_token_seconds_count \([0-9]*\)$/\1/p' <<<"$metrics")
+ttft=$(sed -n 's/^lion_time_to_first_token_seconds_count{model="tiny-lion"} \([0-9]*\)$/\1/p' <<<"$metrics")
+tpot=$(sed -n 's/^lion_time_per_output_token_seconds_count{model="tiny-lion"} \([0-9]*\)$/\1/p' <<<"$metrics")
 [ "${ttft:-0}" -ge "$many" ] || fail "lion_time_to_first_token_seconds_count is '${ttft}', want >= $many answers"
 [ "${tpot:-0}" -gt 0 ] || fail "lion_time_per_output_token_seconds_count is '${tpot}'"
-grep -q '^lion_llm_running_rows{replica="llm-bf16"} [0-9]*$' <<<"$metrics" \
+grep -q '^lion_llm_running_rows{replica="llm-bf16",model="tiny-lion"} [0-9]*$' <<<"$metrics" \
   || fail "/metrics has no lion_llm_running_rows of llm-bf16"
-grep -q '^lion_llm_kv_budget_bytes{replica="llm-bf16"} 4294967296$' <<<"$metrics" \
+grep -q '^lion_llm_kv_budget_bytes{replica="llm-bf16",model="tiny-lion"} 4294967296$' <<<"$metrics" \
   || fail "/metrics has no lion_llm_kv_budget_bytes of llm-bf16 (4096 MB)"
 echo "llm token times: $ttft answers with a time to first token, $tpot with a time per output token"
 stop_all

@@ -128,7 +128,7 @@ try {
   // the vision workers' feature cache hits, as the gateway counts them from their heartbeats
   const authHeader = apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
   const visionHits = async () => {
-    const m = /^lion_cache_hits_total\{stage="vision"\} (\d+)/m.exec(await (await fetch(`${base}/metrics`, { headers: authHeader })).text());
+    const m = /^lion_cache_hits_total\{stage="vision",model="tiny-lion"\} (\d+)/m.exec(await (await fetch(`${base}/metrics`, { headers: authHeader })).text());
     return m ? Number(m[1]) : NaN;
   };
   const hitsBefore = await visionHits();
