@@ -1,33 +1,48 @@
 #!/usr/bin/env bash
-# The main job (README): builds the release, starts the four stage workers and the gateway on
-# loopback with the embedded tiny model, answers the model's example requests with lion-batch
-# (--check against the expected answers, --draw the region answers' boxes into build/demo),
-# prints the model's held-out evaluation (eval.json, tools/train/evaluate.py) beside that
-# regression check, shows one OpenAI-shaped chat completion, stops every process, and exits
-# with lion-batch's status.
+# The main job (README): builds the release, starts one gateway on loopback serving the
+# embedded tiny models (models/tiny-lion, and models/tiny-pink when present) and the stage
+# workers of each (LION: vision, tagger, aggregator, llm; Pink: vision, llm), answers each
+# model's example requests with lion-batch --model NAME (--check against the expected
+# answers, --draw the region answers' boxes into build/demo/NAME), prints each model's held-out
+# evaluation (eval.json) beside that regression check, shows one OpenAI-shaped chat completion
+# per model, stops every process, and exits non-zero when any answer was wrong or failed.
 #
-#   bash deploy/run-demo.sh [--model DIR] [--port N] [--no-deps]
+#   bash deploy/run-demo.sh [--model DIR [--model DIR ...]] [--port N] [--no-deps]
+#
+# --model (repeatable) serves those model directories instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-model=models/tiny-lion
+models=()
 port=8080
 deps=1
 # another build tree (a teammate's, CI's): LION_DEMO_BUILD=dir
 build=${LION_DEMO_BUILD:-build}
 while [ $# -gt 0 ]; do
   case "$1" in
-    --model) model="$2"; shift 2 ;;
+    --model) models+=("$2"); shift 2 ;;
     --port) port="$2"; shift 2 ;;
     --no-deps) deps=0; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
-    *) echo "run-demo: unknown argument '$1' (--model DIR, --port N, --no-deps)" >&2; exit 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "run-demo: unknown argument '$1' (--model DIR [--model DIR ...], --port N, --no-deps)" >&2; exit 2 ;;
   esac
 done
-requests="$model/examples/requests.json"
-for f in "$model/model.json" "$requests"; do
-  [ -f "$f" ] || { echo "run-demo: $f is missing (is $model a trained model directory with examples/?)" >&2; exit 2; }
+# both embedded models by default: tiny LION and tiny Pink, served by one gateway
+if [ ${#models[@]} -eq 0 ]; then
+  models=(models/tiny-lion)
+  [ -f models/tiny-pink/model.json ] && models+=(models/tiny-pink)
+fi
+family_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1] + "/model.json")).get("family", "lion"))' "$1"; }
+names=()
+for model in "${models[@]}"; do
+  for f in "$model/model.json" "$model/examples/requests.json"; do
+    [ -f "$f" ] || { echo "run-demo: $f is missing (is $model a trained model directory with examples/?)" >&2; exit 2; }
+  done
+  family=$(family_of "$model")
+  name=$(basename "$model")
+  if [ "$family" = lion ]; then names+=("$name"); else names+=("$name=$family"); fi
 done
+model_names=$(IFS=,; echo "${names[*]}")
 
 [ "$deps" = 1 ] && bash deploy/install-deps.sh
 echo "== release build"
@@ -49,17 +64,23 @@ mkdir -p "$logs"
 base=$((port + 100))
 export OMP_WAIT_POLICY=passive
 "$build"/services/lion-gateway --listen "127.0.0.1:$port" --bind-base "tcp://127.0.0.1:$base" \
-  --model-name "$(basename "$model")" >"$logs/gateway.log" 2>&1 &
+  --model-name "$model_names" >"$logs/gateway.log" 2>&1 &
 pids+=($!)
-stage_port=$base
-for svc in vision tagger aggregator llm; do
-  "$build"/services/lion-$svc --gateway "tcp://127.0.0.1:$stage_port" --model "$model" --threads 1 \
-    >"$logs/$svc.log" 2>&1 &
-  pids+=($!)
-  stage_port=$((stage_port + 1))
+# every model's workers connect to the same stage endpoints (vision, tagger, aggregator, llm
+# at base + 0..3) and announce their model; a Pink model has no tagger and no aggregator
+for model in "${models[@]}"; do
+  name=$(basename "$model")
+  stages="vision tagger aggregator llm"
+  [ "$(family_of "$model")" = pink ] && stages="vision llm"
+  for svc in $stages; do
+    case $svc in vision) p=$base ;; tagger) p=$((base + 1)) ;; aggregator) p=$((base + 2)) ;; llm) p=$((base + 3)) ;; esac
+    "$build"/services/lion-$svc --gateway "tcp://127.0.0.1:$p" --model "$model" --threads 1 \
+      >"$logs/$name-$svc.log" 2>&1 &
+    pids+=($!)
+  done
 done
 
-echo "== waiting for the workers (logs in $logs)"
+echo "== waiting for the workers of ${names[*]} (logs in $logs)"
 for _ in $(seq 1 600); do
   curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
   for pid in "${pids[@]}"; do
@@ -70,10 +91,15 @@ done
 curl -sf "http://127.0.0.1:$port/readyz" || { echo "run-demo: the gateway never became ready; see $logs" >&2; exit 1; }
 echo
 
-echo "== lion-batch --check on $requests"
 status=0
-"$build"/tools/batch/lion-batch --gateway "http://127.0.0.1:$port" --check --draw "$build"/demo \
-  --out "$build"/demo/answers.jsonl "$requests" || status=$?
+for model in "${models[@]}"; do
+name=$(basename "$model")
+requests="$model/examples/requests.json"
+out=$build/demo/$name
+mkdir -p "$out"
+echo "== $name ($(family_of "$model")): lion-batch --model $name --check on $requests"
+"$build"/tools/batch/lion-batch --gateway "http://127.0.0.1:$port" --model "$name" --check --draw "$out" \
+  --out "$out"/answers.jsonl "$requests" || status=1
 # "N passed" is a regression check on examples the reference answered right, not the
 # model's accuracy: show the held-out evaluation beside it (README, "What 7 passed means")
 python3 - "$model/eval.json" "$requests" <<'PY' || true
@@ -102,8 +128,8 @@ if "tags" in s:
     print("   %-16s %6.1f%%  (micro F1 over %d scenes; precision %.1f%%, recall %.1f%%)" % (
         "RAM tags F1", 100 * t["f1"], t["n"], 100 * t["precision"], 100 * t["recall"]))
 PY
-echo "== answers ($build/demo/answers.jsonl; region answers drawn in $build/demo/<id>.png)"
-python3 - "$build"/demo/answers.jsonl <<'PY' || cat "$build"/demo/answers.jsonl
+echo "== answers of $name ($out/answers.jsonl; region answers drawn in $out/<id>.png)"
+python3 - "$out"/answers.jsonl <<'PY' || cat "$out"/answers.jsonl
 import json, sys
 for line in open(sys.argv[1]):
     a = json.loads(line)
@@ -122,10 +148,11 @@ print("\t".join([r["image"], json.dumps(r["instruction"]), json.dumps(r.get("exp
 echo "== POST /v1/chat/completions (OpenAI-shaped): $image, $instruction (expected $expected)"
 body=$(mktemp)
 printf '{"model":"%s","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,%s"}},{"type":"text","text":%s}]}],"max_tokens":40,"temperature":0}' \
-  "$(basename "$model")" "$(base64 -w0 "$model/examples/$image")" "$instruction" >"$body"
+  "$name" "$(base64 -w0 "$model/examples/$image")" "$instruction" >"$body"
 curl -s "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: application/json' --data-binary @"$body" || status=1
 echo
 rm -f "$body"
+done
 
 stop_all
 exit $status
