@@ -106,6 +106,15 @@
   });
 
   let modelName = '';
+  /* The models the gateway serves (its -region names left out: the task picks the route);
+   * a picker only when there is more than one. */
+  function showModels(list) {
+    const names = list.map((m) => m.id).filter((id) => !/-region$/.test(id));
+    modelName = names[0] || '';
+    const sel = $('model');
+    sel.innerHTML = names.map((n) => `<option value="${esc(n)}">${esc(n)}</option>`).join('');
+    $('model-label').hidden = names.length < 2;
+  }
   async function refreshServer() {
     const s = $('server');
     try {
@@ -115,7 +124,7 @@
       if (!modelName) {
         try {
           const m = await fetch('v1/models', { headers: headers(false), cache: 'no-store' });
-          if (m.ok) modelName = ((await m.json()).data || [])[0]?.id || '';
+          if (m.ok) showModels((await m.json()).data || []);
         } catch (e) { /* later */ }
       }
       s.className = `server ${res.ok ? 'ok' : 'bad'}`;
@@ -485,6 +494,7 @@
     renderHistory();
     showEntry(entry);
     const body = { image: state.image.b64, instruction: p.prompt, task: entry.kind, stream: true };
+    if (!$('model-label').hidden && $('model').value) body.model = $('model').value;
     if ($('greedy').checked) body.num_beams = 1;
     const ctl = new AbortController();
     state.running = ctl;
