@@ -34,6 +34,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -104,12 +105,28 @@ def onednn_version():
 
 # ------------------------------------------------------------------ ours: run and parse the benches
 
-def run_bench(argv, env):
-    """Runs one bench; its stdout, or exits with what it said when it failed."""
-    r = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if r.returncode != 0:
-        sys.exit("compare_torch: %s failed (%d):\n%s%s" % (" ".join(argv), r.returncode, r.stdout, r.stderr))
-    return r.stdout
+def run_bench(argv, env, peaks):
+    """Runs one bench; its stdout, or exits with what it said when it failed. Its peak RSS
+    (VmHWM, sampled while it runs) goes into peaks[name]: getrusage's children figure would
+    count this process's own pages, which a child started by vfork holds until its exec."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(argv, env=env, stdout=out, stderr=err, text=True)
+        name, hwm = os.path.basename(argv[0]), 0
+        while p.poll() is None:
+            try:
+                with open("/proc/%d/status" % p.pid) as f:
+                    m = re.search(r"^VmHWM:\s*(\d+)\s*kB", f.read(), re.M)
+                if m:
+                    hwm = max(hwm, int(m.group(1)) * 1024)
+            except OSError:
+                pass  # it has just exited
+            time.sleep(0.1)
+        peaks[name] = max(peaks.get(name, 0), hwm)
+        out.seek(0), err.seek(0)
+        text = out.read()
+        if p.returncode != 0:
+            sys.exit("compare_torch: %s failed (%d):\n%s%s" % (" ".join(argv), p.returncode, text, err.read()))
+    return text
 
 
 def find(pattern, text, what):
@@ -173,16 +190,29 @@ def timed(fn):
     return time.perf_counter() - t
 
 
-def decode_steps(model, enc, beams, steps, vocab):
-    """Seconds per step of `steps` KV-cache decoder steps (after one warm-up step that also
-    projects the cross-attention keys/values), the work bench_t5's time_steps does: the same
-    token pattern; with beams, the self-attention cache reordered every step by a real
-    permutation (as beam search does). The cross-attention cache is not reordered: every
-    beam of one request holds the same one, and ours does not copy it either (HF's
-    _reorder_cache would, which would make torch slower)."""
-    enc_b = enc.expand(beams, -1, -1)
+def first_step(model, enc):
+    """One decoder step on an empty cache: its logits (the fidelity line's) and each decoder
+    layer's cross-attention keys/values, projected from the encoder output once per request
+    (as ours does when a request starts: t5_decoder_init), never inside a timed step."""
+    logits, past = model.decode(torch.tensor([[3]]), enc)
+    return logits, [ckv for _, ckv in past]
+
+
+def decode_steps(model, enc, cross, beams, steps, vocab):
+    """Seconds per step of `steps` KV-cache decoder steps after one warm-up step, the work
+    bench_t5's time_steps does: a self-attention cache that starts empty, the same token
+    pattern; with beams, the self-attention cache reordered every step by a real permutation
+    (as beam search does). The cross-attention keys/values come from first_step, copied per
+    beam once (as HF's generate holds them: each beam its own rows) and not reordered (every
+    beam of one request holds the same; ours does not copy them, HF's _reorder_cache would:
+    leaving that out favours torch)."""
+    enc_b = enc.expand(beams, -1, -1)  # only its shape is read once the cache is given
+    k0 = cross[0][0]
+    empty = k0.new_zeros(beams, k0.shape[1], 0, k0.shape[3])
+    past = [((empty, empty), (ck.expand(beams, -1, -1, -1).contiguous(), cv.expand(beams, -1, -1, -1).contiguous()))
+            for ck, cv in cross]
     tok = torch.zeros(beams, 1, dtype=torch.long)
-    past, total = None, 0.0
+    total = 0.0
     for s in range(steps + 1):
         t0 = time.perf_counter()
         _, past = model.decode(tok, enc_b, past=past)
@@ -232,11 +262,20 @@ def main():
     ap.add_argument("--steps", type=int, default=8, help="timed decoder steps per timing")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="the CMake build directory")
     ap.add_argument("--only", default=",".join(MEASURES), help="measures, of " + ",".join(MEASURES))
+    ap.add_argument("--bf16-reps", type=int, default=None,
+                    help="repetitions that time torch bf16 (default: --reps where the CPU has native bf16, else 1)")
     ap.add_argument("--tiny", action="store_true", help="tiny widths, for a quick self-test (not a LION figure)")
     a = ap.parse_args()
     only = set(a.only.split(","))
-    if not only <= set(MEASURES) or a.reps < 1 or a.threads < 1:
-        ap.error("--only takes %s; --reps and --threads >= 1" % ",".join(MEASURES))
+    if not only <= set(MEASURES) or a.reps < 1 or a.threads < 1 or (a.bf16_reps is not None and a.bf16_reps < 1):
+        ap.error("--only takes %s; --reps, --bf16-reps and --threads >= 1" % ",".join(MEASURES))
+    cpu_model, flags = cpu_info()
+    native = sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16"))
+    # Without native bf16, torch 1.13 computes bf16 products in a generic fallback ~50-100x
+    # slower than its f32 (1.4 GFLOP/s at the ViT's MLP shape on the AMD EPYC, 2 threads):
+    # one ViT-g forward of 4 blocks took a minute. Repeating those changes no conclusion and
+    # would triple the run, so they are timed in the first repetition only, unless asked.
+    bf16_reps = a.bf16_reps or (a.reps if native else 1)
     w = TINY if a.tiny else XL
     n = a.threads
     torch.set_num_threads(n)
@@ -286,9 +325,10 @@ def main():
             log("torch: T5 warm-up and bf16 fidelity")
             enc_f = t5_f.encode(x)
             fid["enc"] = relerr(t5_b.encode(x.bfloat16()), enc_f)
-            enc_b = enc_f.bfloat16()  # the step's fidelity alone: both decoders see the same encoder output
-            tok = torch.tensor([[3]])
-            fid["dec1"] = relerr(t5_b.decode(tok, enc_b)[0], t5_f.decode(tok, enc_f)[0])
+            # the step's fidelity alone: both decoders see the f32 encoder output
+            logits_f, cross_f = first_step(t5_f, enc_f)
+            logits_b, cross_b = first_step(t5_b, enc_f.bfloat16())
+            fid["dec1"] = relerr(logits_b, logits_f)
         probe = (257, w["vit_dim"], w["vit_mlp"])
         log("torch: GEMM probe %dx%dx%d, f32 and bf16" % probe)
         gemm = {dt: gemm_probe(*probe, dt) for dt in (torch.float32, torch.bfloat16)}
@@ -296,8 +336,7 @@ def main():
     # ---- the interleaved repetitions: t[measure][side] = list of seconds
     sides = ("ours f32", "ours bf16", "torch f32", "torch bf16")
     t = {m: {s: [] for s in sides} for m in MEASURES}
-    ours_diff = {}
-    cpu_lines = {}
+    ours_diff, cpu_lines, peaks = {}, {}, {}
 
     def record(rep, m, side, seconds, what):
         """One timing, with its progress line."""
@@ -308,13 +347,15 @@ def main():
     for rep in range(a.reps):
         with torch.inference_mode():
             if "vit" in only:
-                secs, cpu_lines["bench_vit"] = parse_vit(run_bench(vit_argv, env))
+                secs, cpu_lines["bench_vit"] = parse_vit(run_bench(vit_argv, env, peaks))
                 record(rep, "vit", "ours f32", secs, "ViT forward (bench_vit)")
-                for side, model, px in (("torch f32", vit_f, pixels), ("torch bf16", vit_b, pixels.bfloat16())):
-                    record(rep, "vit", side, timed(lambda: model(px)), "ViT forward")
+                record(rep, "vit", "torch f32", timed(lambda: vit_f(pixels)), "ViT forward")
+                if rep < bf16_reps:
+                    px = pixels.bfloat16()
+                    record(rep, "vit", "torch bf16", timed(lambda: vit_b(px)), "ViT forward")
             if not only & {"enc", "dec1", "dec5"}:
                 continue
-            enc_s, steps, cpu_lines["bench_t5"] = parse_t5(run_bench(t5_argv, env))
+            enc_s, steps, cpu_lines["bench_t5"] = parse_t5(run_bench(t5_argv, env, peaks))
             record(rep, "enc", "ours f32", enc_s, "T5 encoder (bench_t5)")
             # ours f32 is what the f32 service runs: sgemv for 1 row, matvec_f32 for 2..16 rows
             for m, rows, f32_mode in (("dec1", 1, "f32 openblas"), ("dec5", 5, "f32 matvec")):
@@ -322,25 +363,26 @@ def main():
                 ms16, ours_diff[m] = step_figure(steps, rows, "bf16")
                 record(rep, m, "ours f32", ms / 1e3, "decode step, %d row(s) (bench_t5)" % rows)
                 record(rep, m, "ours bf16", ms16 / 1e3, "decode step, %d row(s) (bench_t5)" % rows)
-            for side, model, dt in (("torch f32", t5_f, torch.float32), ("torch bf16", t5_b, torch.bfloat16)):
+            for side, model, dt, cross in (("torch f32", t5_f, torch.float32, cross_f),
+                                           ("torch bf16", t5_b, torch.bfloat16, cross_b)):
+                if side == "torch bf16" and rep >= bf16_reps:
+                    continue
                 if "enc" in only:
                     xx = x.to(dt)
                     record(rep, "enc", side, timed(lambda: model.encode(xx)), "T5 encoder")
                 enc = enc_f.to(dt)
                 for m, beams in (("dec1", 1), ("dec5", 5)):
                     if m in only:
-                        record(rep, m, side, decode_steps(model, enc, beams, a.steps, w["vocab"]),
+                        record(rep, m, side, decode_steps(model, enc, cross, beams, a.steps, w["vocab"]),
                                "decode step, %d row(s)" % beams)
 
     # ---- report
-    model, flags = cpu_info()
     med = {m: {s: (statistics.median(v) if v else None) for s, v in t[m].items()} for m in MEASURES}
-    native = sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16", "amx_tile"))
-    print("compare_torch: %s, %d threads each, %d interleaved repetitions (medians), random weights%s"
-          % ("TINY widths (not LION figures)" if a.tiny else "LION-FlanT5-XL widths", n, a.reps,
-             "" if a.tiny else ", truncated depth"))
+    print("compare_torch: %s, %d threads each, %d interleaved repetitions (medians; torch bf16: %d), "
+          "random weights%s" % ("TINY widths (not LION figures)" if a.tiny else "LION-FlanT5-XL widths", n, a.reps,
+                                min(bf16_reps, a.reps), "" if a.tiny else ", truncated depth"))
     print("  CPU             %s (%d logical CPUs); AVX2 %s, AVX-512F %s, native bf16 (avx512_bf16/amx_bf16) %s"
-          % (model, os.cpu_count(), "yes" if "avx2" in flags else "no", "yes" if "avx512f" in flags else "no",
+          % (cpu_model, os.cpu_count(), "yes" if "avx2" in flags else "no", "yes" if "avx512f" in flags else "no",
              ", ".join(native) if native else "no"))
     for name, line in sorted(cpu_lines.items()):
         print("  ours (%s)%s %s" % (name, " " * (9 - len(name)), line))
@@ -386,9 +428,9 @@ def main():
         fids.append("torch bf16 vs torch f32: " + ", ".join("%s %.1e" % (names[k], v) for k, v in fid.items()))
     print("fidelity (max |bf16 - f32| / max |f32|): " + "; ".join(fids))
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB -> GB
-    rss_kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
-    print("peak RSS: this process (torch) %.2f GB, largest bench %.2f GB; wall %.0f s"
-          % (rss_self, rss_kids, time.perf_counter() - t_start))
+    print("peak RSS: this process (torch, both precisions' models) %.2f GB%s; wall %.0f s"
+          % (rss_self, "".join(", %s %.2f GB" % (k, v / 1e9) for k, v in sorted(peaks.items())),
+             time.perf_counter() - t_start))
 
 
 if __name__ == "__main__":
