@@ -15,8 +15,11 @@ Depth is truncated (--vit-depth, --t5-layers) so that a full run fits ~10 minute
 then again) and each figure is the median of its repetitions, so that a busy neighbour on a
 shared machine slows all three alike rather than whichever ran during the burst.
 
-    /usr/bin/python3 tools/bench/compare_torch.py [--threads N] [--reps R] [--vit-depth D]
-        [--t5-layers L] [--tokens T] [--steps S] [--build DIR] [--only LIST] [--tiny]
+    /usr/bin/python3 tools/bench/compare_torch.py [--threads N] [--reps R] [--bf16-reps K]
+        [--vit-depth D] [--t5-layers L] [--tokens T] [--steps S] [--build DIR] [--only LIST] [--tiny]
+
+Where the CPU has no native bf16 (AVX512_BF16 / AMX), torch's bf16 is an emulation far slower
+than everything else and is timed in the first repetition only (--bf16-reps overrides).
 
 --tiny shrinks every width (a few seconds; tests/py/test_compare_torch.py): its figures
 say nothing about LION. Prints the CPU, the ISA our kernels used, torch's build, then one
@@ -43,7 +46,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools", "reference"))
 # Both sides run on OpenMP (libgomp): the same wait policy for both, set before torch loads
 # it. Passive is what our benches are documented with; on a shared machine an actively
 # spinning thread that lost its core delays every parallel region by a scheduler slice (torch's
-# small elementwise ops took ~20 ms each that way here, 5-10x its passive time), which would
+# small elementwise ops took ~20 ms each that way here, ~10x its passive time), which would
 # measure the neighbours rather than the code. Set OMP_WAIT_POLICY=active for both on an
 # idle, dedicated machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
