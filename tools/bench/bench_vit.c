@@ -1,10 +1,12 @@
 /* bench_vit: EVA ViT-g forward at true LION sizes (224/14, 1408, 16 heads, MLP 6144,
  * 39 blocks) on random weights, and the GEMM rate it reaches against OpenBLAS's own peak.
  *
- *   bench_vit [--threads N] [--batch B] [--depth D] [--iters K]
+ *   bench_vit [--threads N] [--batch B] [--depth D] [--iters K] [--dim C] [--heads H] [--mlp M]
  *
  * Prints seconds per image, achieved GFLOP/s, and the ratio to a large square sgemm
- * measured in the same process (the ceiling for a GEMM-bound forward). */
+ * measured in the same process (the ceiling for a GEMM-bound forward). --dim, --heads and
+ * --mlp shrink the widths (the image stays 224/14, 257 tokens): only for quick runs of the
+ * tools that drive this bench (tools/bench/compare_torch.py --tiny), not a LION figure. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,8 +15,12 @@
 
 #include "bench_util.h"
 #include "args.h"
+#include "cpu_features.h"
 #include "threads.h"
 #include "vit.h"
+
+/* OpenBLAS exports these; declared here as threads.c does, whatever cblas.h is installed. */
+char *openblas_get_corename(void);
 
 
 static float *random_floats(size_t n, float scale, unsigned *seed) {
@@ -39,7 +45,7 @@ static double sgemm_peak(int n) {
 }
 
 typedef struct bench_options {
-    int threads, batch, depth, iters;
+    int threads, batch, depth, iters, dim, heads, mlp;
 } bench_options;
 
 static const args_option bench_options_table[] = {
@@ -52,9 +58,15 @@ static const args_option bench_options_table[] = {
      .help = "ViT blocks (LION: 39)"},
     {.name = "--iters", .metavar = "K", .kind = ARG_INT, ARGS_AT(bench_options, iters), .min = 1, .max = 1000000,
      .help = "timed forwards after the warm-up"},
+    {.name = "--dim", .metavar = "C", .kind = ARG_INT, ARGS_AT(bench_options, dim), .min = 16, .max = 8192,
+     .help = "width (ViT-g: 1408; a multiple of --heads)"},
+    {.name = "--heads", .metavar = "H", .kind = ARG_INT, ARGS_AT(bench_options, heads), .min = 1, .max = 256,
+     .help = "attention heads (ViT-g: 16)"},
+    {.name = "--mlp", .metavar = "M", .kind = ARG_INT, ARGS_AT(bench_options, mlp), .min = 16, .max = 65536,
+     .help = "MLP hidden width (ViT-g: 6144)"},
 };
 
-static const bench_options defaults = {.batch = 1, .depth = 39, .iters = 2};
+static const bench_options defaults = {.batch = 1, .depth = 39, .iters = 2, .dim = 1408, .heads = 16, .mlp = 6144};
 
 static void usage(FILE *out) {
     bench_options d = defaults;
@@ -75,9 +87,13 @@ int main(int argc, char **argv) {
         return rc != 0 ? 2 : 0;
     }
     int threads = o.threads, batch = o.batch, depth = o.depth, iters = o.iters;
+    if (o.dim % o.heads) {
+        fprintf(stderr, "bench_vit: --dim %d is not a multiple of --heads %d\n", o.dim, o.heads);
+        return 2;
+    }
     threads_init(threads);
-    vit_config c = {224, 14, 1408, depth, 16, 6144, 1e-6f};
-    const size_t d = 1408, h = 6144, tokens = 257;
+    vit_config c = {224, 14, o.dim, depth, o.heads, o.mlp, 1e-6f};
+    const size_t d = (size_t)o.dim, h = (size_t)o.mlp, tokens = 257;
     unsigned seed = 7;
     vit_model m = {.cfg = c, .tokens = (int)tokens};
     m.patch_w = random_floats(d * 3 * 14 * 14, 0.02f, &seed);
@@ -119,7 +135,13 @@ int main(int argc, char **argv) {
     for (int r = 0; r < iters; r++) vit_forward(&m, pixels, batch, layers, 3, outs, &a, &st);
     t = (bench_now() - t) / iters;
     double peak = sgemm_peak(2048);
+    char cpu[256];
+    bench_cpu_model(cpu, sizeof cpu);
     printf("bench_vit: EVA ViT-g depth %d, batch %d, threads %d\n", depth, batch, threads_count());
+    if (d != 1408 || h != 6144 || o.heads != 16)
+        printf("  widths         dim %zu, heads %d, mlp %zu (not ViT-g's)\n", d, o.heads, h);
+    printf("  CPU            %s; isa %s, native bf16 %s; OpenBLAS core %s\n", cpu, cpu_isa_name(),
+           cpu_native_bf16() ? "yes" : "no", openblas_get_corename());
     printf("  forward        %.3f s  (%.3f s per image)\n", t, t / batch);
     printf("  compute        %.1f GFLOP/s over %.1f GFLOP\n", flops / t / 1e9, flops / 1e9);
     printf("  sgemm 2048^3   %.1f GFLOP/s (this process, same threads)\n", peak);

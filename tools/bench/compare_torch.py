@@ -1,0 +1,443 @@
+#!/usr/bin/python3
+"""compare_torch.py: our bench binaries and the same model code in PyTorch, side by side.
+
+Issue 13 asks for one run that times each stage three ways on the same machine, at true
+LION-FlanT5-XL widths, with the same thread count:
+
+  ours        build/tools/bench/bench_vit and bench_t5 (random weights, our C code),
+              their printed figures parsed;
+  torch f32   tools/reference/lion_ref's EvaViT / T5ForConditionalGeneration, random weights;
+  torch bf16  the same module objects' twins cast to bfloat16 (upstream LION runs its T5 in
+              bf16 on the hardware it was built for), under torch.inference_mode().
+
+Depth is truncated (--vit-depth, --t5-layers) so that a full run fits ~10 minutes on a
+2-core machine; widths are not. The repetitions are interleaved (ours, torch f32, torch bf16,
+then again) and each figure is the median of its repetitions, so that a busy neighbour on a
+shared machine slows all three alike rather than whichever ran during the burst.
+
+    /usr/bin/python3 tools/bench/compare_torch.py [--threads N] [--reps R] [--bf16-reps K]
+        [--vit-depth D] [--t5-layers L] [--tokens T] [--steps S] [--build DIR] [--only LIST] [--tiny]
+
+Where the CPU has no native bf16 (AVX512_BF16 / AMX), torch's bf16 is an emulation far slower
+than everything else and is timed in the first repetition only (--bf16-reps overrides).
+
+--tiny shrinks every width (a few seconds; tests/py/test_compare_torch.py): its figures
+say nothing about LION. Prints the CPU, the ISA our kernels used, torch's build, then one
+markdown table (the speed ratios are torch time / our time: > 1 means ours is faster) and the
+bf16 fidelity of both sides.
+
+RAM's Swin-L is not covered: lion_ref has it (ram.py) but there is no C bench of our
+Swin forward to drive.
+"""
+import argparse
+import copy
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools", "reference"))
+
+# Both sides run on OpenMP (libgomp): the same wait policy for both, set before torch loads
+# it. Passive is what our benches are documented with; on a shared machine an actively
+# spinning thread that lost its core delays every parallel region by a scheduler slice (torch's
+# small elementwise ops took ~20 ms each that way here, ~10x its passive time), which would
+# measure the neighbours rather than the code. Set OMP_WAIT_POLICY=active for both on an
+# idle, dedicated machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import torch  # noqa: E402
+
+import lion_ref.t5  # noqa: E402
+from lion_ref.eva_vit import EvaViT  # noqa: E402
+from lion_ref.t5 import T5ForConditionalGeneration  # noqa: E402
+
+# lion_ref.t5 masks with float32's lowest value; in bf16 that rounds to -inf and the unmasked
+# entries become 0 * -inf = NaN. bf16's own lowest value (what HF uses: finfo(dtype).min) is
+# finite in both dtypes, and masked scores still vanish in the softmax: f32 results unchanged.
+lion_ref.t5.NEG_INF = torch.finfo(torch.bfloat16).min
+
+# LION-FlanT5-XL widths (what our benches build by default) and a tiny set for the test.
+XL = dict(vit_dim=1408, vit_heads=16, vit_mlp=6144, d_model=2048, d_ff=5120, t5_heads=32, vocab=32128)
+TINY = dict(vit_dim=256, vit_heads=4, vit_mlp=1024, d_model=512, d_ff=1024, t5_heads=8, vocab=4096)
+D_KV = 64           # FlanT5's head width; bench_t5 fixes it too
+VISUAL_TOKENS = 289  # LION's encoder input: 289 visual tokens, then the text tokens
+MEASURES = ("vit", "enc", "dec1", "dec5")
+
+
+def log(msg):
+    """Progress on stderr, so that stdout carries only the report."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ machine
+
+def cpu_info():
+    """(model name, set of flags) from /proc/cpuinfo: the first processor is enough."""
+    model, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model == "unknown":
+                    model = value.strip()
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def torch_cpu_capability():
+    """The vector ISA torch's own kernels were dispatched to ("AVX2", "AVX512"), from its
+    build summary: torch 1.13 has no API for it."""
+    m = re.search(r"CPU capability usage:\s*(\S+)", torch.__config__.show())
+    return m.group(1) if m else "unknown"
+
+
+def onednn_version():
+    m = re.search(r"MKL-DNN v(\S+)", torch.__config__.show())
+    return m.group(1) if m else "unknown"
+
+
+# ------------------------------------------------------------------ ours: run and parse the benches
+
+def run_bench(argv, env, peaks):
+    """Runs one bench; its stdout, or exits with what it said when it failed. Its peak RSS
+    (VmHWM, sampled while it runs) goes into peaks[name]: getrusage's children figure would
+    count this process's own pages, which a child started by vfork holds until its exec."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(argv, env=env, stdout=out, stderr=err, text=True)
+        name, hwm = os.path.basename(argv[0]), 0
+        while p.poll() is None:
+            try:
+                with open("/proc/%d/status" % p.pid) as f:
+                    m = re.search(r"^VmHWM:\s*(\d+)\s*kB", f.read(), re.M)
+                if m:
+                    hwm = max(hwm, int(m.group(1)) * 1024)
+            except OSError:
+                pass  # it has just exited
+            time.sleep(0.1)
+        peaks[name] = max(peaks.get(name, 0), hwm)
+        out.seek(0), err.seek(0)
+        text = out.read()
+        if p.returncode != 0:
+            sys.exit("compare_torch: %s failed (%d):\n%s%s" % (" ".join(argv), p.returncode, text, err.read()))
+    return text
+
+
+def find(pattern, text, what):
+    """The first group of pattern in a bench's output; a clear error names the bench's
+    missing line instead of a traceback when its format has changed."""
+    m = re.search(pattern, text, re.M)
+    if not m:
+        sys.exit("compare_torch: no %s in the bench output:\n%s" % (what, text))
+    return m.group(1)
+
+
+def parse_vit(out):
+    """bench_vit: seconds of one forward ("forward  X s  (Y s per image)") and its CPU line."""
+    t = float(find(r"^\s*forward\s+([0-9.]+)\s*s\b", out, "forward line"))
+    cpu = find(r"^\s*CPU\s+(.*)$", out, "CPU line")
+    return t, cpu
+
+
+def parse_t5(out):
+    """bench_t5 --precision bf16: the encoder's seconds, and per (rows, mode) the median ms of a
+    step and the max relative difference of its logits to f32 OpenBLAS (None for that mode)."""
+    enc = float(find(r"^\s*encoder\s+\d+\s+tokens\s+([0-9.]+)\s*s\b", out, "encoder line"))
+    cpu = find(r"^\s*CPU\s+(.*)$", out, "CPU line")
+    steps = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 9 or not cells[0].isdigit():
+            continue  # not a row of the step table
+        diff = None if cells[8] == "-" else float(cells[8])
+        steps[(int(cells[0]), cells[1])] = (float(cells[3]), diff)  # median ms
+    if not steps:
+        sys.exit("compare_torch: no step table in bench_t5's output:\n" + out)
+    return enc, steps, cpu
+
+
+def step_figure(steps, rows, mode):
+    """A mode's median ms at `rows`, by the start of its name ("f32 openblas", "bf16")."""
+    for (r, name), v in steps.items():
+        if r == rows and name.startswith(mode):
+            return v
+    sys.exit("compare_torch: bench_t5 printed no '%s' row for %d rows" % (mode, rows))
+
+
+# ------------------------------------------------------------------ torch
+
+def relerr(a, ref):
+    """max |a - ref| / max |ref|: the figure bench_t5 prints for its logits."""
+    a, ref = a.float(), ref.float()
+    return ((a - ref).abs().max() / ref.abs().max()).item()
+
+
+def bf16_twin(model):
+    """The same weights rounded to bf16, as a second module (both stay in memory so that the
+    repetitions can interleave). deepcopy's memo maps each parameter straight to its bf16
+    cast, so no second f32 copy is ever made (at 24 + 24 layers that would be 11.5 GB)."""
+    memo = {id(p): torch.nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False)
+            for p in model.parameters()}
+    return copy.deepcopy(model, memo).to(torch.bfloat16).eval()
+
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def first_step(model, enc):
+    """One decoder step on an empty cache: its logits (the fidelity line's) and each decoder
+    layer's cross-attention keys/values, projected from the encoder output once per request
+    (as ours does when a request starts: t5_decoder_init), never inside a timed step."""
+    logits, past = model.decode(torch.tensor([[3]]), enc)
+    return logits, [ckv for _, ckv in past]
+
+
+def decode_steps(model, enc, cross, beams, steps, vocab):
+    """Seconds per step of `steps` KV-cache decoder steps after one warm-up step, the work
+    bench_t5's time_steps does: a self-attention cache that starts empty, the same token
+    pattern; with beams, the self-attention cache reordered every step by a real permutation
+    (as beam search does). The cross-attention keys/values come from first_step, copied per
+    beam once (as HF's generate holds them: each beam its own rows) and not reordered (every
+    beam of one request holds the same; ours does not copy them, HF's _reorder_cache would:
+    leaving that out favours torch)."""
+    enc_b = enc.expand(beams, -1, -1)  # only its shape is read once the cache is given
+    k0 = cross[0][0]
+    empty = k0.new_zeros(beams, k0.shape[1], 0, k0.shape[3])
+    past = [((empty, empty), (ck.expand(beams, -1, -1, -1).contiguous(), cv.expand(beams, -1, -1, -1).contiguous()))
+            for ck, cv in cross]
+    tok = torch.zeros(beams, 1, dtype=torch.long)
+    total = 0.0
+    for s in range(steps + 1):
+        t0 = time.perf_counter()
+        _, past = model.decode(tok, enc_b, past=past)
+        if beams > 1:
+            src = torch.tensor([(r + s) % beams for r in range(beams)])
+            past = [(tuple(t.index_select(0, src) for t in skv), ckv) for skv, ckv in past]
+        if s > 0:
+            total += time.perf_counter() - t0
+        tok = torch.tensor([[(3 + (s * 7 + r * 13) % 1000) % vocab] for r in range(beams)])
+    return total / steps
+
+
+def gemm_probe(m, k, n, dtype, reps=1):
+    """GFLOP/s of one torch linear [m,k] x [n,k]^T in dtype (after a warm-up): what torch's
+    matmul does with that dtype on this CPU, whatever library it dispatches to."""
+    a, w = torch.randn(m, k).to(dtype), torch.randn(n, k).to(dtype)
+    torch.nn.functional.linear(a, w)
+    t = min(timed(lambda: torch.nn.functional.linear(a, w)) for _ in range(reps))
+    return 2.0 * m * k * n / t / 1e9
+
+
+# ------------------------------------------------------------------ report
+
+def fmt_time(seconds, unit):
+    if seconds is None:
+        return "-"
+    return "%.3f s" % seconds if unit == "s" else "%.1f ms" % (seconds * 1e3)
+
+
+def fmt_range(values, unit):
+    lo, hi = min(values), max(values)
+    return "%.3f-%.3f s" % (lo, hi) if unit == "s" else "%.1f-%.1f ms" % (lo * 1e3, hi * 1e3)
+
+
+def fmt_ratio(torch_s, ours_s):
+    return "-" if torch_s is None or ours_s is None else "%.2fx" % (torch_s / ours_s)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="ours and torch (default: all CPUs)")
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions; medians reported")
+    ap.add_argument("--vit-depth", type=int, default=4, help="ViT-g blocks (LION: 39)")
+    ap.add_argument("--t5-layers", type=int, default=2, help="T5 encoder and decoder layers each (XL: 24)")
+    ap.add_argument("--tokens", type=int, default=40, help="text tokens after the 289 visual ones (329 in all)")
+    ap.add_argument("--steps", type=int, default=8, help="timed decoder steps per timing")
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="the CMake build directory")
+    ap.add_argument("--only", default=",".join(MEASURES), help="measures, of " + ",".join(MEASURES))
+    ap.add_argument("--bf16-reps", type=int, default=None,
+                    help="repetitions that time torch bf16 (default: --reps where the CPU has native bf16, else 1)")
+    ap.add_argument("--tiny", action="store_true", help="tiny widths, for a quick self-test (not a LION figure)")
+    a = ap.parse_args()
+    only = set(a.only.split(","))
+    if not only <= set(MEASURES) or a.reps < 1 or a.threads < 1 or (a.bf16_reps is not None and a.bf16_reps < 1):
+        ap.error("--only takes %s; --reps, --bf16-reps and --threads >= 1" % ",".join(MEASURES))
+    cpu_model, flags = cpu_info()
+    native = sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16"))
+    # Without native bf16, torch 1.13 computes bf16 products in a generic fallback ~50-100x
+    # slower than its f32 (1.4 GFLOP/s at the ViT's MLP shape on the AMD EPYC, 2 threads):
+    # one ViT-g forward of 4 blocks took a minute. Repeating those changes no conclusion and
+    # would triple the run, so they are timed in the first repetition only, unless asked.
+    bf16_reps = a.bf16_reps or (a.reps if native else 1)
+    w = TINY if a.tiny else XL
+    n = a.threads
+    torch.set_num_threads(n)
+    bench_dir = os.path.join(a.build, "tools", "bench")
+    bench_vit, bench_t5 = os.path.join(bench_dir, "bench_vit"), os.path.join(bench_dir, "bench_t5")
+    for b in (bench_vit, bench_t5):
+        if not os.access(b, os.X_OK):
+            sys.exit("compare_torch: %s not built (cmake --build %s)" % (b, a.build))
+    env = dict(os.environ)  # with the OMP_WAIT_POLICY torch got
+    enc_len = VISUAL_TOKENS + a.tokens
+    t_start = time.perf_counter()
+
+    vit_argv = [bench_vit, "--threads", str(n), "--depth", str(a.vit_depth), "--iters", "1",
+                "--dim", str(w["vit_dim"]), "--heads", str(w["vit_heads"]), "--mlp", str(w["vit_mlp"])]
+    # --reps 1: the repetitions are ours to interleave; bf16 also times the bf16-storage step
+    # and prints its logits' difference to f32; a small streaming buffer (its floor unused here)
+    t5_argv = [bench_t5, "--threads", str(n), "--layers", str(a.t5_layers), "--steps", str(a.steps),
+               "--tokens", str(a.tokens), "--reps", "1", "--beams", "1,5", "--precision", "bf16",
+               "--encoder-iters", "1", "--floor-mb", "256", "--d-model", str(w["d_model"]), "--d-ff",
+               str(w["d_ff"]), "--heads", str(w["t5_heads"]), "--vocab", str(w["vocab"])]
+
+    # ---- torch models, f32 and their bf16 twins, random weights
+    torch.manual_seed(0)
+    vit_f = vit_b = t5_f = t5_b = None
+    if "vit" in only:
+        log("building lion_ref EvaViT (%d blocks) in f32 and bf16" % a.vit_depth)
+        vit_f = EvaViT(dict(image_size=224, patch_size=14, dim=w["vit_dim"], depth=a.vit_depth,
+                            heads=w["vit_heads"], mlp_hidden=w["vit_mlp"])).init_weights().eval()
+        vit_b = bf16_twin(vit_f)
+        pixels = torch.randn(1, 3, 224, 224)
+    if only & {"enc", "dec1", "dec5"}:
+        log("building lion_ref T5 (%d + %d layers) in f32 and bf16" % (a.t5_layers, a.t5_layers))
+        t5_f = T5ForConditionalGeneration(dict(
+            vocab_size=w["vocab"], d_model=w["d_model"], d_ff=w["d_ff"], d_kv=D_KV, heads=w["t5_heads"],
+            encoder_layers=a.t5_layers, decoder_layers=a.t5_layers,
+            adapters={"num": 2, "bottleneck": 64})).init_weights().eval()
+        t5_b = bf16_twin(t5_f)
+        x = torch.rand(1, enc_len, w["d_model"]) - 0.5  # the encoder's input embeddings
+
+    # ---- fidelity, torch side (also every torch model's warm-up pass)
+    fid = {}
+    with torch.inference_mode():
+        if vit_f is not None:
+            log("torch: ViT warm-up and bf16 fidelity")
+            fid["vit"] = relerr(vit_b(pixels.bfloat16())[-1], vit_f(pixels)[-1])
+        if t5_f is not None:
+            log("torch: T5 warm-up and bf16 fidelity")
+            enc_f = t5_f.encode(x)
+            fid["enc"] = relerr(t5_b.encode(x.bfloat16()), enc_f)
+            # the step's fidelity alone: both decoders see the f32 encoder output
+            logits_f, cross_f = first_step(t5_f, enc_f)
+            logits_b, cross_b = first_step(t5_b, enc_f.bfloat16())
+            fid["dec1"] = relerr(logits_b, logits_f)
+        probe = (257, w["vit_dim"], w["vit_mlp"])
+        log("torch: GEMM probe %dx%dx%d, f32 and bf16" % probe)
+        gemm = {dt: gemm_probe(*probe, dt) for dt in (torch.float32, torch.bfloat16)}
+
+    # ---- the interleaved repetitions: t[measure][side] = list of seconds
+    sides = ("ours f32", "ours bf16", "torch f32", "torch bf16")
+    t = {m: {s: [] for s in sides} for m in MEASURES}
+    ours_diff, cpu_lines, peaks = {}, {}, {}
+
+    def record(rep, m, side, seconds, what):
+        """One timing, with its progress line."""
+        t[m][side].append(seconds)
+        log("[rep %d/%d %5.0f s] %-11s %-38s %s" % (rep + 1, a.reps, time.perf_counter() - t_start, side, what,
+                                                     fmt_time(seconds, "ms" if seconds < 1 else "s")))
+
+    for rep in range(a.reps):
+        with torch.inference_mode():
+            if "vit" in only:
+                secs, cpu_lines["bench_vit"] = parse_vit(run_bench(vit_argv, env, peaks))
+                record(rep, "vit", "ours f32", secs, "ViT forward (bench_vit)")
+                record(rep, "vit", "torch f32", timed(lambda: vit_f(pixels)), "ViT forward")
+                if rep < bf16_reps:
+                    px = pixels.bfloat16()
+                    record(rep, "vit", "torch bf16", timed(lambda: vit_b(px)), "ViT forward")
+            if not only & {"enc", "dec1", "dec5"}:
+                continue
+            enc_s, steps, cpu_lines["bench_t5"] = parse_t5(run_bench(t5_argv, env, peaks))
+            record(rep, "enc", "ours f32", enc_s, "T5 encoder (bench_t5)")
+            # ours f32 is what the f32 service runs: sgemv for 1 row, matvec_f32 for 2..16 rows
+            for m, rows, f32_mode in (("dec1", 1, "f32 openblas"), ("dec5", 5, "f32 matvec")):
+                ms, _ = step_figure(steps, rows, f32_mode)
+                ms16, ours_diff[m] = step_figure(steps, rows, "bf16")
+                record(rep, m, "ours f32", ms / 1e3, "decode step, %d row(s) (bench_t5)" % rows)
+                record(rep, m, "ours bf16", ms16 / 1e3, "decode step, %d row(s) (bench_t5)" % rows)
+            for side, model, dt, cross in (("torch f32", t5_f, torch.float32, cross_f),
+                                           ("torch bf16", t5_b, torch.bfloat16, cross_b)):
+                if side == "torch bf16" and rep >= bf16_reps:
+                    continue
+                if "enc" in only:
+                    xx = x.to(dt)
+                    record(rep, "enc", side, timed(lambda: model.encode(xx)), "T5 encoder")
+                enc = enc_f.to(dt)
+                for m, beams in (("dec1", 1), ("dec5", 5)):
+                    if m in only:
+                        record(rep, m, side, decode_steps(model, enc, cross, beams, a.steps, w["vocab"]),
+                               "decode step, %d row(s)" % beams)
+
+    # ---- report
+    med = {m: {s: (statistics.median(v) if v else None) for s, v in t[m].items()} for m in MEASURES}
+    print("compare_torch: %s, %d threads each, %d interleaved repetitions (medians; torch bf16: %d), "
+          "random weights%s" % ("TINY widths (not LION figures)" if a.tiny else "LION-FlanT5-XL widths", n, a.reps,
+                                min(bf16_reps, a.reps), "" if a.tiny else ", truncated depth"))
+    print("  CPU             %s (%d logical CPUs); AVX2 %s, AVX-512F %s, native bf16 (avx512_bf16/amx_bf16) %s"
+          % (cpu_model, os.cpu_count(), "yes" if "avx2" in flags else "no", "yes" if "avx512f" in flags else "no",
+             ", ".join(native) if native else "no"))
+    for name, line in sorted(cpu_lines.items()):
+        print("  ours (%s)%s %s" % (name, " " * (9 - len(name)), line))
+    print("  torch           %s; CPU capability %s; oneDNN (MKLDNN) %s, available %s"
+          % (torch.__version__, torch_cpu_capability(), onednn_version(), torch.backends.mkldnn.is_available()))
+    print("  torch GEMM      %dx%dx%d: f32 %.1f GFLOP/s, bf16 %.1f GFLOP/s (%s)"
+          % (probe + (gemm[torch.float32], gemm[torch.bfloat16],
+                      "native bf16 available to oneDNN" if native else
+                      "no native bf16 on this CPU: torch's bf16 is emulated")))
+    print("  both            OMP_WAIT_POLICY=%s" % env["OMP_WAIT_POLICY"])
+    print()
+    titles = {"vit": "EVA ViT-g forward, 1 image, %d blocks" % a.vit_depth,
+              "enc": "FlanT5-XL encoder, %d layers, %d tokens" % (a.t5_layers, enc_len),
+              "dec1": "decoder step, greedy, %d+%d layers" % (a.t5_layers, a.t5_layers),
+              "dec5": "decoder step, 5 beams, %d+%d layers" % (a.t5_layers, a.t5_layers)}
+    print("| measure | ours f32 | ours bf16 | torch f32 | torch bf16 | ours/torch-f32 | ours/torch-bf16 |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for m in MEASURES:
+        if m not in only:
+            continue
+        c, unit = med[m], "s" if m in ("vit", "enc") else "ms"
+        ours_best = c["ours bf16"] if c["ours bf16"] is not None else c["ours f32"]
+        print("| %s | %s | %s | %s | %s | %s | %s |" % (
+            titles[m], fmt_time(c["ours f32"], unit), fmt_time(c["ours bf16"], unit),
+            fmt_time(c["torch f32"], unit), fmt_time(c["torch bf16"], unit),
+            fmt_ratio(c["torch f32"], c["ours f32"]), fmt_ratio(c["torch bf16"], ours_best)))
+    print("| RAM Swin-L forward | not covered: no C bench of our Swin to drive | | | | | |")
+    print()
+    print("ratios: torch time / our time, > 1 = ours faster; ours/torch-bf16 uses our bf16 step where "
+          "bench_t5 has one (decode), our f32 elsewhere (ours has no bf16 ViT or encoder yet)")
+    print("spread (min-max of the repetitions):")
+    for m in MEASURES:
+        unit = "s" if m in ("vit", "enc") else "ms"
+        cells = ["%s %s" % (s, fmt_range(v, unit)) for s, v in t[m].items() if v]
+        if m in only:
+            print("  %-8s %s" % (m, ", ".join(cells)))
+    fids = []
+    if "dec1" in ours_diff:
+        fids.append("ours bf16 decode step logits vs ours f32: %.1e (1 row), %.1e (5 rows)"
+                    % (ours_diff["dec1"], ours_diff["dec5"]))
+    names = {"vit": "ViT output", "enc": "encoder output", "dec1": "decode step logits (same encoder output)"}
+    if fid:
+        fids.append("torch bf16 vs torch f32: " + ", ".join("%s %.1e" % (names[k], v) for k, v in fid.items()))
+    print("fidelity (max |bf16 - f32| / max |f32|): " + "; ".join(fids))
+    rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB -> GB
+    print("peak RSS: this process (torch, both precisions' models) %.2f GB%s; wall %.0f s"
+          % (rss_self, "".join(", %s %.2f GB" % (k, v / 1e9) for k, v in sorted(peaks.items())),
+             time.perf_counter() - t_start))
+
+
+if __name__ == "__main__":
+    main()
