@@ -25,7 +25,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-NEG_INF = torch.finfo(torch.float32).min
+# The mask value: bf16's lowest, finite in f32 and in bf16 alike (float32's lowest rounds to
+# -inf in bf16, and the unmasked entries then become 0 * -inf = NaN); masked scores still
+# vanish in the softmax, so f32 results are unchanged.
+NEG_INF = torch.finfo(torch.bfloat16).min
 
 
 def relative_position_bucket(relative_position, bidirectional=True, num_buckets=32,
