@@ -27,6 +27,19 @@ int llm_stage_open_with(llm_stage *s, const char *model_dir, lion_precision prec
     return llm_stage_open_budget(s, model_dir, precision, (size_t)LLM_DEFAULT_KV_BUDGET_MB << 20, st);
 }
 
+/* model.json's generation defaults over generate_params_default. */
+static void params_from_model(generate_params *p, const generation_config *g) {
+    generate_params_default(p);
+    p->num_beams = g->num_beams;
+    p->max_new_tokens = g->max_new_tokens;
+    p->min_length = g->min_length;
+    p->repetition_penalty = g->repetition_penalty;
+    p->length_penalty = g->length_penalty;
+    p->top_p = g->top_p;
+    p->temperature = g->temperature;
+    p->do_sample = g->do_sample;
+}
+
 /* The shared KV cache of a Pink model: as many sequences of max_positions as the budget
  * holds (none given: LLM_PINK_SLOTS). */
 static int pink_cache_slots(const llm_stage *s) {
@@ -48,18 +61,10 @@ static int open_pink(llm_stage *s, lion_precision precision, lion_status *st) {
     const int slots = pink_cache_slots(s);
     if (decode_batch_init_llama(&s->running, &s->llama, slots, l->max_positions, st)) return -1;
     generate_params *p = &s->defaults;
-    const generation_config *g = &l->generation;
-    generate_params_default(p);
-    p->num_beams = g->num_beams;
+    params_from_model(p, &l->generation);
     /* upstream's 1024 is over what a request may ask (protocol.h); each job is also bounded
      * by the positions its prompt leaves */
-    p->max_new_tokens = g->max_new_tokens < LION_MAX_NEW_TOKENS ? g->max_new_tokens : LION_MAX_NEW_TOKENS;
-    p->min_length = g->min_length;
-    p->repetition_penalty = g->repetition_penalty;
-    p->length_penalty = g->length_penalty;
-    p->top_p = g->top_p;
-    p->temperature = g->temperature;
-    p->do_sample = g->do_sample;
+    if (p->max_new_tokens > LION_MAX_NEW_TOKENS) p->max_new_tokens = LION_MAX_NEW_TOKENS;
     p->eos_id = s->cfg.pink.tokenizer.eos_id;
     p->pad_id = s->cfg.pink.tokenizer.pad_id >= 0 ? s->cfg.pink.tokenizer.pad_id : p->eos_id;
     log_info("llm: %s (Pink), LLaMA dim %d hidden %d, %d layers, %d heads (%d kv), vocab %d, %d positions, adapters %d; "
@@ -113,16 +118,7 @@ int llm_stage_open_budget(llm_stage *s, const char *model_dir, lion_precision pr
         if (!s->embedder.soft_prompt_hint) goto fail;
     }
     generate_params *p = &s->defaults;
-    const generation_config *g = &l->generation;
-    generate_params_default(p);
-    p->num_beams = g->num_beams;
-    p->max_new_tokens = g->max_new_tokens;
-    p->min_length = g->min_length;
-    p->repetition_penalty = g->repetition_penalty;
-    p->length_penalty = g->length_penalty;
-    p->top_p = g->top_p;
-    p->temperature = g->temperature;
-    p->do_sample = g->do_sample;
+    params_from_model(p, &l->generation);
     p->decoder_start_id = l->decoder_start_id;
     p->eos_id = l->eos_id;
     p->pad_id = l->pad_id;
