@@ -551,7 +551,7 @@ int main(int argc, char **argv) {
         printf("  bandwidth       %.1f GB/s best (median %.1f, worst %.1f) of %d streaming reads of %zu MB, "
                "interleaved; the best is used\n", bw / 1e9, bw_median / 1e9, bw_worst / 1e9, n_floors, o.floor_mb);
     printf("  floor           f32 %.1f ms per step\n\n", step_bytes / bw * 1e3);
-    printf("| rows | step median ms | best ms | GB/s of weights | GFLOP/s | floor ms | ratio to floor |\n");
+    printf("| rows | step median ms | best ms | GB/s of weights | GFLOP/s | floor ms | median / floor |\n");
     printf("| --- | --- | --- | --- | --- | --- | --- |\n");
     for (int bi = 0; bi < n_beams; bi++) {
         const int rows = beam_counts[bi];
