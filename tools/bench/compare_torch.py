@@ -33,8 +33,8 @@ Both sides run on the same random weights: torch writes its f32 parameters to a 
 (Pink's key names) that bench_pink maps, as lion-vision and lion-llm map a model, together with
 the inputs and torch's outputs, so that bench_pink also prints how far ours is from torch f32.
 Pink is not in the default run: with LION's models the torch process would hold both families
-in two precisions (~7.5 GB at the default depths, beyond what a shared 23 GB machine should give
-one script next to the benches).
+in two precisions (~8 GB at the default depths: 2.95 GB LION, 4.9 GB Pink), beyond what a shared
+23 GB machine should give one script next to the benches.
 
 Where the CPU has no native bf16 (AVX512_BF16 / AMX), torch's bf16 is an emulation far slower
 than everything else and is timed in the first repetition only (--bf16-reps overrides).
