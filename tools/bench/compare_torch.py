@@ -2,7 +2,8 @@
 """compare_torch.py: our bench binaries and the same model code in PyTorch, side by side.
 
 Issue 13 asks for one run that times each stage three ways on the same machine, at true
-LION-FlanT5-XL widths, with the same thread count:
+LION-FlanT5-XL widths, with the same thread count (issue 18 adds Pink's models: --only pink,
+below):
 
   ours        build/tools/bench/bench_vit and bench_t5 (random weights, our C code),
               their printed figures parsed;
@@ -17,6 +18,23 @@ shared machine slows all three alike rather than whichever ran during the burst.
 
     /usr/bin/python3 tools/bench/compare_torch.py [--threads N] [--reps R] [--bf16-reps K]
         [--vit-depth D] [--t5-layers L] [--tokens T] [--steps S] [--build DIR] [--only LIST] [--tiny]
+        [--clip-layers L] [--llama-layers L] [--prompt P]
+
+--only takes measures (vit, enc, dec1, dec5; clip, prefill, pdec1, pdec5) or the groups lion (the
+default), pink and all. Pink's rows (issue 18) time the same three ways, at true widths (CLIP
+ViT-L/14 with Pink's adapters and mm_projector; LLaMA-2-7B with Pink's adapters), depth truncated
+(--clip-layers run, --llama-layers):
+
+  ours        build/tools/bench/bench_pink, f32 (ours has no bf16 CLIP or LLaMA path yet);
+  torch f32   tools/reference/pink_ref's PinkVision and LlamaForCausalLM (its KV-cache path);
+  torch bf16  their bf16 twins.
+
+Both sides run on the same random weights: torch writes its f32 parameters to a safetensors file
+(Pink's key names) that bench_pink maps, as lion-vision and lion-llm map a model, together with
+the inputs and torch's outputs, so that bench_pink also prints how far ours is from torch f32.
+Pink is not in the default run: with LION's models the torch process would hold both families
+in two precisions (~8 GB at the default depths: 2.95 GB LION, 4.9 GB Pink), beyond what a shared
+23 GB machine should give one script next to the benches.
 
 Where the CPU has no native bf16 (AVX512_BF16 / AMX), torch's bf16 is an emulation far slower
 than everything else and is timed in the first repetition only (--bf16-reps overrides).
@@ -54,15 +72,40 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 import torch  # noqa: E402
 
 from lion_ref.eva_vit import EvaViT  # noqa: E402
+from lion_ref.safetensors_io import StreamWriter, save_file  # noqa: E402
 from lion_ref.t5 import T5ForConditionalGeneration  # noqa: E402
+import pink_ref.llama  # noqa: E402
+from pink_ref.clip import PinkVision  # noqa: E402
+from pink_ref.llama import LlamaForCausalLM  # noqa: E402
 
 
-# LION-FlanT5-XL widths (what our benches build by default) and a tiny set for the test.
-XL = dict(vit_dim=1408, vit_heads=16, vit_mlp=6144, d_model=2048, d_ff=5120, t5_heads=32, vocab=32128)
-TINY = dict(vit_dim=256, vit_heads=4, vit_mlp=1024, d_model=512, d_ff=1024, t5_heads=8, vocab=4096)
+def _rotary_in_dtype(x, cos, sin, _f32=pink_ref.llama.apply_rotary):
+    """pink_ref turns q and k with f32 cos/sin, which promotes a bf16 model's q and k to f32 and
+    then fails at att @ v (bf16 values, f32 weights). HF's LlamaRotaryEmbedding returns cos/sin
+    in the activations' dtype; so does this (f32 results unchanged). pink_ref itself should get
+    the same fix; until then the bf16 rows need it."""
+    return _f32(x, cos.to(x.dtype), sin.to(x.dtype))
+
+
+pink_ref.llama.apply_rotary = _rotary_in_dtype
+
+
+# LION-FlanT5-XL and Pink (CLIP ViT-L/14, LLaMA-2-7B) widths (what our benches build by
+# default) and a tiny set for the test.
+XL = dict(vit_dim=1408, vit_heads=16, vit_mlp=6144, d_model=2048, d_ff=5120, t5_heads=32, vocab=32128,
+          clip_dim=1024, clip_heads=16, clip_mlp=4096, llama_dim=4096, llama_hidden=11008, llama_heads=32,
+          llama_vocab=32000)
+TINY = dict(vit_dim=256, vit_heads=4, vit_mlp=1024, d_model=512, d_ff=1024, t5_heads=8, vocab=4096,
+            clip_dim=128, clip_heads=4, clip_mlp=256, llama_dim=256, llama_hidden=512, llama_heads=4,
+            llama_vocab=1000)
 D_KV = 64           # FlanT5's head width; bench_t5 fixes it too
 VISUAL_TOKENS = 289  # LION's encoder input: 289 visual tokens, then the text tokens
-MEASURES = ("vit", "enc", "dec1", "dec5")
+LION_MEASURES = ("vit", "enc", "dec1", "dec5")
+PINK_MEASURES = ("clip", "prefill", "pdec1", "pdec5")
+MEASURES = LION_MEASURES + PINK_MEASURES
+GROUPS = {"lion": LION_MEASURES, "pink": PINK_MEASURES, "all": MEASURES}
+PINK_PATCHES = 256   # CLIP ViT-L/14 at 224 px: the image rows of Pink's prompt
+PINK_IMAGE_AT = 13   # their first position, as bench_pink puts them (after "<s>[INST] <<SYS>>\nImage:")
 
 
 def log(msg):
@@ -168,6 +211,25 @@ def step_figure(steps, rows, mode):
     sys.exit("compare_torch: bench_t5 printed no '%s' row for %d rows" % (mode, rows))
 
 
+def parse_pink(out):
+    """bench_pink: seconds of the CLIP forward and of the prefill, per rows the step's median ms,
+    floor ms and ratio to the floor, the check against torch f32 (names -> relative difference),
+    and its CPU line."""
+    clip = float(find(r"^\s*clip forward\s+([0-9.]+)\s*s\b", out, "clip forward line"))
+    prefill = float(find(r"^\s*prefill\s+\d+\s+positions\s+([0-9.]+)\s*s\b", out, "prefill line"))
+    cpu = find(r"^\s*CPU\s+(.*)$", out, "CPU line")
+    steps = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[0].isdigit():  # | rows | median | best | GB/s | GFLOP/s | floor | ratio |
+            steps[int(cells[0])] = (float(cells[1]), float(cells[5]), float(cells[6]))
+    if not steps:
+        sys.exit("compare_torch: no step table in bench_pink's output:\n" + out)
+    check = find(r"^\s*check\s+vs \S+ \(max [^)]*\): (.*)$", out, "check line")
+    diffs = {k: float(v) for k, v in re.findall(r"([a-z][a-z0-9() ]*?) ([0-9.]+e[-+][0-9]+)", check)}
+    return clip, prefill, steps, diffs, cpu
+
+
 # ------------------------------------------------------------------ torch
 
 def relerr(a, ref):
@@ -235,6 +297,160 @@ def gemm_probe(m, k, n, dtype, reps=1):
     return 2.0 * m * k * n / t / 1e9
 
 
+# ------------------------------------------------------------------ Pink in torch
+
+def pink_configs(w, clip_layers, llama_layers):
+    """(Pink's config dict, CLIP's) as the released Pink has them, at widths w and truncated
+    depth: clip_select_layer -2 (so the tower gets one layer more than runs), adapters of 8 in
+    attention only and linear on both towers. bench_pink builds the same."""
+    pink = dict(hidden_size=w["llama_dim"], intermediate_size=w["llama_hidden"], num_hidden_layers=llama_layers,
+                num_attention_heads=w["llama_heads"], num_key_value_heads=w["llama_heads"],
+                vocab_size=w["llama_vocab"], rms_norm_eps=1e-5, rope_theta=10000.0, clip_select_layer=-2,
+                adapter_vision_enable=True, adapter_vision_dim=8, adapter_llm_enable=True, adapter_llm_dim=8,
+                adapter_attn=True, adapter_mlp=False, adapter_non_linear=False)
+    clip = dict(hidden_size=w["clip_dim"], intermediate_size=w["clip_mlp"], num_hidden_layers=clip_layers + 1,
+                num_attention_heads=w["clip_heads"], image_size=224, patch_size=14, hidden_act="quick_gelu",
+                layer_norm_eps=1e-5)
+    return pink, clip
+
+
+def pink_prompt_ids(n, vocab):
+    """n ids of no meaning (bos, then a spread over the vocabulary), bench_pink's own pattern:
+    only their count matters; the image rows replace PINK_PATCHES of them."""
+    return torch.tensor([1] + [3 + i * 7919 % (vocab - 3) for i in range(1, n)])
+
+
+def write_pink_weights(path, vision, llm, clip_layers):
+    """Both models' f32 parameters under Pink's key names, one tensor at a time (no second copy
+    in memory). The tower's last layer is left out: Pink reads layer -2, it never runs."""
+    unused = "vision_model.vision_model.encoder.layers.%d." % clip_layers
+    params = [(k, v) for k, v in list(vision.state_dict().items()) + list(llm.state_dict().items())
+              if not k.startswith(unused) and "post_layernorm" not in k]
+    with StreamWriter(path, [(k, v.dtype, v.shape) for k, v in params]) as f:
+        for k, v in params:
+            f.write(k, v)
+
+
+def llama_prefill(model, x):
+    """The prompt's KV cache and the logits of its last position only, as ours computes them:
+    pink_ref's forward would put every position through lm_head (as HF 4.38's does), which at
+    300 positions and 2 layers adds a third to the work of a prefill that needs one row."""
+    past = []
+    for layer in model.model.layers:
+        x, kv = layer(x)
+        past.append(kv)
+    return model.lm_head(model.model.norm(x[:, -1:])).float()[:, -1], past
+
+
+def llama_step_logits(model, past, tokens):
+    """One step's logits [rows, V] from the prompt's cache, one row per token (each row its own
+    copy of the cache, as beams forked from one prompt)."""
+    rows = len(tokens)
+    past = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in past]
+    logits, _ = model(input_ids=torch.tensor(tokens)[:, None], past=past)
+    return logits[:, -1]
+
+
+def llama_steps(model, past, beams, steps, vocab):
+    """Seconds per step of `steps` KV-cache steps after one untimed step, bench_pink's work: the
+    prompt's cache copied per beam once (as decode_batch forks the slots), the same token
+    pattern; with beams the cache reordered after every step by a real permutation, as HF's
+    beam search does it (_reorder_cache: index_select of every layer's keys and values; ours
+    moves slot indices and copies nothing for a permutation). The cache grows by torch.cat each
+    step, as pink_ref's (and HF 4.38's) does."""
+    past = [(k.expand(beams, -1, -1, -1).contiguous(), v.expand(beams, -1, -1, -1).contiguous()) for k, v in past]
+    tok = torch.full((beams, 1), 3 % vocab, dtype=torch.long)
+    total = 0.0
+    for s in range(steps + 1):
+        t0 = time.perf_counter()
+        _, past = model(input_ids=tok, past=past)
+        if beams > 1:
+            src = torch.tensor([(r + s) % beams for r in range(beams)])
+            past = [(k.index_select(0, src), v.index_select(0, src)) for k, v in past]
+        if s > 0:
+            total += time.perf_counter() - t0
+        tok = torch.tensor([[(3 + (s * 7 + r * 13) % 1000) % vocab] for r in range(beams)])
+    return total / steps
+
+
+class PinkSide:
+    """Pink's rows: pink_ref's models in torch, f32 and bf16 twins, on random weights; those
+    weights, the inputs and torch f32's outputs written for bench_pink (--weights, --check); one
+    interleaved repetition of ours, torch f32 and torch bf16 (rep)."""
+
+    def __init__(self, a, w, only, native, tmp, bench):
+        self.only, self.steps, self.vocab = only, a.steps, w["llama_vocab"]
+        # without native bf16 a bf16 prefill is an emulated ~250 GFLOP at the defaults: minutes
+        self.bf16_prefill = bool(native)
+        pink_cfg, clip_cfg = pink_configs(w, a.clip_layers, a.llama_layers)
+        log("building pink_ref PinkVision (%d CLIP layers run) and LLaMA (%d layers) in f32 and bf16"
+            % (a.clip_layers, a.llama_layers))
+        self.vision_f = PinkVision(pink_cfg, clip_cfg).init_weights().eval()
+        self.llm_f = LlamaForCausalLM(pink_cfg).init_weights().eval()
+        self.vision_b, self.llm_b = bf16_twin(self.vision_f), bf16_twin(self.llm_f)
+        weights, io = os.path.join(tmp, "pink.safetensors"), os.path.join(tmp, "pink_io.safetensors")
+        log("writing the f32 weights for bench_pink: %s" % weights)
+        write_pink_weights(weights, self.vision_f, self.llm_f, a.clip_layers)
+
+        # inputs and torch f32's outputs (also the warm-up of every torch model), and torch bf16's
+        # fidelity: its step from the f32 prompt's cache rounded to bf16, so that the step's error
+        # is the step's alone (a bf16 prefill is not run: see bf16_prefill)
+        self.pixels = torch.randn(1, 3, 224, 224)
+        ids = pink_prompt_ids(a.prompt, self.vocab)
+        step_tokens = [(3 + r * 13) % self.vocab for r in range(5)]
+        self.fid = {}
+        with torch.inference_mode():
+            log("torch: Pink warm-up, reference outputs and bf16 fidelity")
+            _, tokens_f = self.vision_f(self.pixels)
+            _, tokens_b = self.vision_b(self.pixels.bfloat16())
+            self.fid["clip"] = relerr(tokens_b, tokens_f)
+            self.x = self.llm_f.embed(ids[None]).clone()  # the image rows replace their ids', as Pink does
+            self.x[:, PINK_IMAGE_AT:PINK_IMAGE_AT + PINK_PATCHES] = tokens_f
+            prefill_logits, self.past_f = llama_prefill(self.llm_f, self.x)
+            self.past_b = [(k.bfloat16(), v.bfloat16()) for k, v in self.past_f]
+            step1 = llama_step_logits(self.llm_f, self.past_f, step_tokens[:1])
+            step5 = llama_step_logits(self.llm_f, self.past_f, step_tokens)
+            self.fid["pdec1"] = relerr(llama_step_logits(self.llm_b, self.past_b, step_tokens[:1]), step1)
+        save_file(dict(pixels=self.pixels, prompt_ids=ids.int(),
+                       image_at=torch.tensor([PINK_IMAGE_AT], dtype=torch.int32), clip_tokens=tokens_f[0],
+                       prefill_logits=prefill_logits[0], step_tokens=torch.tensor(step_tokens, dtype=torch.int32),
+                       step_logits_1=step1, step_logits_5=step5), io)
+        # --reps 1: the repetitions are ours to interleave; a small streaming buffer for the floor
+        self.argv = [bench, "--threads", str(a.threads), "--clip-layers", str(a.clip_layers), "--llama-layers",
+                     str(a.llama_layers), "--steps", str(a.steps), "--reps", "1", "--beams", "1,5",
+                     "--floor-mb", "256", "--weights", weights, "--check", io,
+                     "--clip-dim", str(w["clip_dim"]), "--clip-heads", str(w["clip_heads"]), "--clip-mlp",
+                     str(w["clip_mlp"]), "--dim", str(w["llama_dim"]), "--hidden", str(w["llama_hidden"]),
+                     "--heads", str(w["llama_heads"]), "--vocab", str(self.vocab)]
+        self.ours_diff, self.floors, self.cpu = {}, {}, None
+
+    def rep(self, rep, bf16_reps, record, run):
+        """One repetition: bench_pink (all of ours), then torch f32, then torch bf16 (while
+        rep < bf16_reps). record(rep, measure, side, seconds, what); run(argv) -> stdout."""
+        clip_s, prefill_s, steps, self.ours_diff, self.cpu = parse_pink(run(self.argv))
+        for rows, (ms, floor, ratio) in steps.items():
+            self.floors.setdefault(rows, []).append((floor, ratio))
+        ours = {"clip": clip_s, "prefill": prefill_s, "pdec1": steps[1][0] / 1e3, "pdec5": steps[5][0] / 1e3}
+        what = {"clip": "CLIP ViT-L forward", "prefill": "LLaMA prefill", "pdec1": "LLaMA decode step, 1 row",
+                "pdec5": "LLaMA decode step, 5 rows"}
+        for m in PINK_MEASURES:
+            if m in self.only:
+                record(rep, m, "ours f32", ours[m], what[m] + " (bench_pink)")
+        for side, vision, llm, past, dt in (("torch f32", self.vision_f, self.llm_f, self.past_f, torch.float32),
+                                            ("torch bf16", self.vision_b, self.llm_b, self.past_b, torch.bfloat16)):
+            if side == "torch bf16" and rep >= bf16_reps:
+                continue
+            if "clip" in self.only:
+                px = self.pixels.to(dt)
+                record(rep, "clip", side, timed(lambda: vision(px)), what["clip"])
+            if "prefill" in self.only and (dt == torch.float32 or self.bf16_prefill):
+                x = self.x.to(dt)
+                record(rep, "prefill", side, timed(lambda: llama_prefill(llm, x)), what["prefill"])
+            for m, beams in (("pdec1", 1), ("pdec5", 5)):
+                if m in self.only:
+                    record(rep, m, side, llama_steps(llm, past, beams, self.steps, self.vocab), what[m])
+
+
 # ------------------------------------------------------------------ report
 
 def fmt_time(seconds, unit):
@@ -262,14 +478,25 @@ def main():
     ap.add_argument("--tokens", type=int, default=40, help="text tokens after the 289 visual ones (329 in all)")
     ap.add_argument("--steps", type=int, default=8, help="timed decoder steps per timing")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="the CMake build directory")
-    ap.add_argument("--only", default=",".join(MEASURES), help="measures, of " + ",".join(MEASURES))
+    ap.add_argument("--clip-layers", type=int, default=4, help="Pink's CLIP layers that run (ViT-L: 23 of 24)")
+    ap.add_argument("--llama-layers", type=int, default=2, help="Pink's LLaMA layers (7B: 32)")
+    ap.add_argument("--prompt", type=int, default=300,
+                    help="Pink's prompt positions, %d image rows among them" % PINK_PATCHES)
+    ap.add_argument("--only", default="lion",
+                    help="measures, of %s, or the groups lion, pink, all" % ",".join(MEASURES))
     ap.add_argument("--bf16-reps", type=int, default=None,
                     help="repetitions that time torch bf16 (default: --reps where the CPU has native bf16, else 1)")
     ap.add_argument("--tiny", action="store_true", help="tiny widths, for a quick self-test (not a LION figure)")
     a = ap.parse_args()
-    only = set(a.only.split(","))
+    only = set()
+    for name in a.only.split(","):
+        only |= set(GROUPS.get(name, (name,)))
     if not only <= set(MEASURES) or a.reps < 1 or a.threads < 1 or (a.bf16_reps is not None and a.bf16_reps < 1):
-        ap.error("--only takes %s; --reps, --bf16-reps and --threads >= 1" % ",".join(MEASURES))
+        ap.error("--only takes %s or lion, pink, all; --reps, --bf16-reps and --threads >= 1" % ",".join(MEASURES))
+    if a.prompt < PINK_IMAGE_AT + PINK_PATCHES + 1:
+        ap.error("--prompt must hold the %d image rows after position %d and one text position after them"
+                 % (PINK_PATCHES, PINK_IMAGE_AT))
+    lion, pink = only & set(LION_MEASURES), only & set(PINK_MEASURES)
     cpu_model, flags = cpu_info()
     native = sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16"))
     # Without native bf16, torch 1.13 computes bf16 products in a generic fallback ~50-100x
@@ -281,8 +508,9 @@ def main():
     n = a.threads
     torch.set_num_threads(n)
     bench_dir = os.path.join(a.build, "tools", "bench")
-    bench_vit, bench_t5 = os.path.join(bench_dir, "bench_vit"), os.path.join(bench_dir, "bench_t5")
-    for b in (bench_vit, bench_t5):
+    bench_vit, bench_t5, bench_pink = (os.path.join(bench_dir, b) for b in ("bench_vit", "bench_t5", "bench_pink"))
+    for b in ([bench_vit] if "vit" in only else []) + ([bench_t5] if lion - {"vit"} else []) + \
+            ([bench_pink] if pink else []):
         if not os.access(b, os.X_OK):
             sys.exit("compare_torch: %s not built (cmake --build %s)" % (b, a.build))
     env = dict(os.environ)  # with the OMP_WAIT_POLICY torch got
@@ -330,9 +558,12 @@ def main():
             logits_f, cross_f = first_step(t5_f, enc_f)
             logits_b, cross_b = first_step(t5_b, enc_f.bfloat16())
             fid["dec1"] = relerr(logits_b, logits_f)
-        probe = (257, w["vit_dim"], w["vit_mlp"])
+        probe = (257, w["vit_dim"], w["vit_mlp"]) if lion else (257, w["clip_dim"], w["clip_mlp"])
         log("torch: GEMM probe %dx%dx%d, f32 and bf16" % probe)
         gemm = {dt: gemm_probe(*probe, dt) for dt in (torch.float32, torch.bfloat16)}
+    # Pink's weights go to a file bench_pink maps (2.9 GB at the defaults; removed at the end)
+    tmp = tempfile.TemporaryDirectory(prefix="compare_torch_")
+    pink_side = PinkSide(a, w, only, native, tmp.name, bench_pink) if pink else None
 
     # ---- the interleaved repetitions: t[measure][side] = list of seconds
     sides = ("ours f32", "ours bf16", "torch f32", "torch bf16")
@@ -354,6 +585,8 @@ def main():
                 if rep < bf16_reps:
                     px = pixels.bfloat16()
                     record(rep, "vit", "torch bf16", timed(lambda: vit_b(px)), "ViT forward")
+            if pink_side is not None:
+                pink_side.rep(rep, bf16_reps, record, lambda argv: run_bench(argv, env, peaks))
             if not only & {"enc", "dec1", "dec5"}:
                 continue
             enc_s, steps, cpu_lines["bench_t5"] = parse_t5(run_bench(t5_argv, env, peaks))
@@ -379,12 +612,15 @@ def main():
 
     # ---- report
     med = {m: {s: (statistics.median(v) if v else None) for s, v in t[m].items()} for m in MEASURES}
+    families = " and ".join(f for f, on in (("LION-FlanT5-XL", lion), ("Pink (CLIP ViT-L/14, LLaMA-2-7B)", pink)) if on)
     print("compare_torch: %s, %d threads each, %d interleaved repetitions (medians; torch bf16: %d), "
-          "random weights%s" % ("TINY widths (not LION figures)" if a.tiny else "LION-FlanT5-XL widths", n, a.reps,
-                                min(bf16_reps, a.reps), "" if a.tiny else ", truncated depth"))
+          "random weights%s" % ("TINY widths (not LION or Pink figures)" if a.tiny else families + " widths", n,
+                                a.reps, min(bf16_reps, a.reps), "" if a.tiny else ", truncated depth"))
     print("  CPU             %s (%d logical CPUs); AVX2 %s, AVX-512F %s, native bf16 (avx512_bf16/amx_bf16) %s"
           % (cpu_model, os.cpu_count(), "yes" if "avx2" in flags else "no", "yes" if "avx512f" in flags else "no",
              ", ".join(native) if native else "no"))
+    if pink_side is not None:
+        cpu_lines["bench_pink"] = pink_side.cpu
     for name, line in sorted(cpu_lines.items()):
         print("  ours (%s)%s %s" % (name, " " * (9 - len(name)), line))
     print("  torch           %s; CPU capability %s; oneDNN (MKLDNN) %s, available %s"
@@ -398,25 +634,40 @@ def main():
     titles = {"vit": "EVA ViT-g forward, 1 image, %d blocks" % a.vit_depth,
               "enc": "FlanT5-XL encoder, %d layers, %d tokens" % (a.t5_layers, enc_len),
               "dec1": "decoder step, greedy, %d+%d layers" % (a.t5_layers, a.t5_layers),
-              "dec5": "decoder step, 5 beams, %d+%d layers" % (a.t5_layers, a.t5_layers)}
+              "dec5": "decoder step, 5 beams, %d+%d layers" % (a.t5_layers, a.t5_layers),
+              "clip": "Pink CLIP ViT-L forward, 1 image, %d layers + projector" % a.clip_layers,
+              "prefill": "Pink LLaMA-7B prefill, %d layers, %d positions" % (a.llama_layers, a.prompt),
+              "pdec1": "Pink LLaMA-7B decode step, greedy, %d layers" % a.llama_layers,
+              "pdec5": "Pink LLaMA-7B decode step, 5 beams, %d layers" % a.llama_layers}
+    in_seconds = ("vit", "enc", "clip", "prefill")
     print("| measure | ours f32 | ours bf16 | torch f32 | torch bf16 | ours/torch-f32 | ours/torch-bf16 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for m in MEASURES:
         if m not in only:
             continue
-        c, unit = med[m], "s" if m in ("vit", "enc") else "ms"
+        c, unit = med[m], "s" if m in in_seconds else "ms"
         ours_best = c["ours bf16"] if c["ours bf16"] is not None else c["ours f32"]
         print("| %s | %s | %s | %s | %s | %s | %s |" % (
             titles[m], fmt_time(c["ours f32"], unit), fmt_time(c["ours bf16"], unit),
             fmt_time(c["torch f32"], unit), fmt_time(c["torch bf16"], unit),
             fmt_ratio(c["torch f32"], c["ours f32"]), fmt_ratio(c["torch bf16"], ours_best)))
-    print("| RAM Swin-L forward | not covered: no C bench of our Swin to drive | | | | | |")
+    if lion:
+        print("| RAM Swin-L forward | not covered: no C bench of our Swin to drive | | | | | |")
     print()
     print("ratios: torch time / our time, > 1 = ours faster; ours/torch-bf16 uses our bf16 step where "
-          "bench_t5 has one (decode), our f32 elsewhere (ours has no bf16 ViT or encoder yet)")
+          "bench_t5 has one (LION decode), our f32 elsewhere (ours has no bf16 ViT, encoder, CLIP or LLaMA yet)")
+    if pink_side is not None:
+        notes = ["torch's prefill puts the last position only through lm_head, as ours"]
+        if not pink_side.bf16_prefill:
+            notes.append("torch bf16 prefill not timed without native bf16 (emulated, minutes)")
+        for rows, fr in sorted(pink_side.floors.items()):
+            floor = statistics.median(f for f, _ in fr)
+            notes.append("ours step at %d row(s): %.2fx its f32 streaming floor (%.1f ms)"
+                         % (rows, statistics.median(r for _, r in fr), floor))
+        print("Pink: " + "; ".join(notes))
     print("spread (min-max of the repetitions):")
     for m in MEASURES:
-        unit = "s" if m in ("vit", "enc") else "ms"
+        unit = "s" if m in in_seconds else "ms"
         cells = ["%s %s" % (s, fmt_range(v, unit)) for s, v in t[m].items() if v]
         if m in only:
             print("  %-8s %s" % (m, ", ".join(cells)))
@@ -427,11 +678,21 @@ def main():
     names = {"vit": "ViT output", "enc": "encoder output", "dec1": "decode step logits (same encoder output)"}
     if fid:
         fids.append("torch bf16 vs torch f32: " + ", ".join("%s %.1e" % (names[k], v) for k, v in fid.items()))
-    print("fidelity (max |bf16 - f32| / max |f32|): " + "; ".join(fids))
+    if fids:
+        print("fidelity (max |bf16 - f32| / max |f32|): " + "; ".join(fids))
+    if pink_side is not None:
+        d = pink_side.ours_diff
+        ours = ", ".join("%s %s" % (label, "%.1e" % d[k] if k in d else "missing") for label, k in (
+            ("CLIP tokens", "clip tokens"), ("prefill logits", "prefill logits"),
+            ("step logits 1 row", "step logits 1 row(s)"), ("5 rows", "step logits 5 row(s)")))
+        print("fidelity, Pink (max |a - b| / max |b|): ours f32 vs torch f32 on the same weights and inputs: %s; "
+              "torch bf16 vs torch f32: CLIP tokens %.1e, step logits 1 row %.1e (its prompt cache the f32 one "
+              "rounded to bf16)" % (ours, pink_side.fid["clip"], pink_side.fid["pdec1"]))
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB -> GB
     print("peak RSS: this process (torch, both precisions' models) %.2f GB%s; wall %.0f s"
           % (rss_self, "".join(", %s %.2f GB" % (k, v / 1e9) for k, v in sorted(peaks.items())),
              time.perf_counter() - t_start))
+    tmp.cleanup()
 
 
 if __name__ == "__main__":
