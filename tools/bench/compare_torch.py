@@ -74,20 +74,10 @@ import torch  # noqa: E402
 from lion_ref.eva_vit import EvaViT  # noqa: E402
 from lion_ref.safetensors_io import StreamWriter, save_file  # noqa: E402
 from lion_ref.t5 import T5ForConditionalGeneration  # noqa: E402
-import pink_ref.llama  # noqa: E402
 from pink_ref.clip import PinkVision  # noqa: E402
 from pink_ref.llama import LlamaForCausalLM  # noqa: E402
 
 
-def _rotary_in_dtype(x, cos, sin, _f32=pink_ref.llama.apply_rotary):
-    """pink_ref turns q and k with f32 cos/sin, which promotes a bf16 model's q and k to f32 and
-    then fails at att @ v (bf16 values, f32 weights). HF's LlamaRotaryEmbedding returns cos/sin
-    in the activations' dtype; so does this (f32 results unchanged). pink_ref itself should get
-    the same fix; until then the bf16 rows need it."""
-    return _f32(x, cos.to(x.dtype), sin.to(x.dtype))
-
-
-pink_ref.llama.apply_rotary = _rotary_in_dtype
 
 
 # LION-FlanT5-XL and Pink (CLIP ViT-L/14, LLaMA-2-7B) widths (what our benches build by

@@ -61,7 +61,9 @@ def rotate_half(x):
 
 
 def apply_rotary(x, cos, sin):
-    """x [B, heads, T, head_dim]; cos, sin [T, head_dim]."""
+    """x [B, heads, T, head_dim]; cos, sin [T, head_dim] (f32), used in x's dtype as HF's
+    LlamaRotaryEmbedding returns them (a bf16 model's q and k stay bf16; f32 is unchanged)."""
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return x * cos + rotate_half(x) * sin
 
 
