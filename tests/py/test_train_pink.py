@@ -44,6 +44,8 @@ class TrainPinkSmokeTest(unittest.TestCase):
         return os.path.join(work, "smoke", "model")
 
     def test_exports_a_pink_model_dir(self):
+        for stage in ("stage0", "main", "main2"):
+            self.assertIn("%s done" % stage, self.log)
         self.assertIn("training done", self.log)
         d = self.model_dir(self.whole)
         for f in FILES:
@@ -81,7 +83,7 @@ class TrainPinkSmokeTest(unittest.TestCase):
         log = train(work, "--stop-at", "2")
         self.assertIn("stopped at step 2", log)
         log = train(work)
-        self.assertIn("resumed at step 2", log)
+        self.assertIn("resumed main at step 2", log)
         for f in FILES:
             with open(os.path.join(self.model_dir(work), f), "rb") as a, \
                     open(os.path.join(self.model_dir(self.whole), f), "rb") as b:

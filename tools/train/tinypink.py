@@ -53,6 +53,8 @@ PINK = dict(clip_select_layer=-2, adapter_vision_enable=True, adapter_vision_dim
             adapter_attn=True, adapter_mlp=False, adapter_llm_enable=True, adapter_llm_dim=8,
             adapter_llm_scale=1.0, adapter_non_linear=False, crop_size=world.IMAGE_SIZE)
 IMAGE_TOKENS = (CLIP["image_size"] // CLIP["patch_size"]) ** 2
+POINT_LAYER = 2   # pointer heads read the output of the second LLaMA layer
+POINT_DIM = 64
 # Llama-2-7b-chat-hf's tokenizer_config.json says legacy false; Pink's copy keeps it
 LEGACY = False
 BPE_VOCAB = 560   # pieces incl. 3 specials, 256 byte pieces and the 17 coordinates: whole words
@@ -235,9 +237,22 @@ class TinyPink(nn.Module):
         d = CLIP["hidden_size"]
         # per patch: colour / shape class of the object covering it (0 = background), its box,
         # and whether an object's centre lies in it (one per object: what counting needs)
+        # and per object, its shape and colour from its patches pooled by cover (so that the
+        # object's patches together name its shape, not only the ones at its edges)
         self.aux = nn.ModuleDict({"colour": nn.Linear(d, len(world.COLOURS) + 1),
                                   "shape": nn.Linear(d, len(world.SHAPES) + 1),
-                                  "box": nn.Linear(d, 4), "centre": nn.Linear(d, 1)})
+                                  "box": nn.Linear(d, 4), "centre": nn.Linear(d, 1),
+                                  "obj_shape": nn.Linear(d, len(world.SHAPES)),
+                                  "obj_colour": nn.Linear(d, len(world.COLOURS))})
+        # pointer heads in the LLM (after layer POINT_LAYER): from the hidden state of every
+        # position that predicts an answer token to the image tokens' hidden states, "which
+        # patches show what the question is about" (union of the objects; for relations also the
+        # first- and second-named object apart). Without them the decoder learned to look up an
+        # object by colour but not by shape or by colour and shape together (colour VQA 0.65,
+        # relations at chance, REC 0.17 after 1100 steps).
+        e = LLAMA["hidden_size"]
+        self.point = nn.ModuleDict({k: nn.Linear(e, POINT_DIM) for k in
+                                    ("q", "k", "q_a", "k_a", "q_b", "k_b")})
         self.init_weights()
 
     def init_weights(self):
@@ -271,12 +286,15 @@ class TinyPink(nn.Module):
         return sd
 
     def prefix_cache(self, prefix_embeds):
-        """Runs the shared prompt prefix [B, P, d]; returns every layer's (k, v)."""
-        x, past = prefix_embeds, []
-        for layer in self.llm.model.layers:
+        """Runs the shared prompt prefix [B, P, d]; returns every layer's (k, v) and the hidden
+        states after layer POINT_LAYER."""
+        x, past, mid = prefix_embeds, [], None
+        for i, layer in enumerate(self.llm.model.layers):
             x, kv = layer(x)
             past.append(kv)
-        return past
+            if i + 1 == POINT_LAYER:
+                mid = x
+        return past, mid
 
     def suffix_logits(self, batch, enc):
         """(CLIP features [I,P,dc], logits [Q,S,V] at every suffix position). The prefix (bos,
@@ -287,13 +305,32 @@ class TinyPink(nn.Module):
         x = self.llm.embed(pre)
         at = enc.image_offset
         x = torch.cat([x[:, :at], vtok, x[:, at + IMAGE_TOKENS:]], dim=1)
-        past = self.prefix_cache(x)
+        past, pmid = self.prefix_cache(x)
         idx = batch["img_index"]
         past = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in past]
         h = self.llm.embed(batch["suffix"])
-        for layer, kv in zip(self.llm.model.layers, past):
+        for i, (layer, kv) in enumerate(zip(self.llm.model.layers, past)):
             h, _ = layer(h, kv)
+            if i + 1 == POINT_LAYER:
+                smid = h
+        self._mid = (pmid[:, at:at + IMAGE_TOKENS], smid)   # for point_loss
         return features, self.llm.lm_head(self.llm.model.norm(h)).float()
+
+    def point_loss(self, batch):
+        """BCE of the pointer scores at the answer-predicting positions against the patches of
+        the objects the question is about (and for relations, of each named object)."""
+        img, suf = self._mid
+        img = img[batch["img_index"]]                       # [Q, 64, d]
+        at = (batch["labels"] != -100).float()               # [Q, S]
+        scale = POINT_DIM ** -0.5
+        loss = 0.0
+        for q, k, tgt, rows in (("q", "k", batch["point"], None), ("q_a", "k_a", batch["point_a"], batch["pair"]),
+                                ("q_b", "k_b", batch["point_b"], batch["pair"])):
+            sc = torch.einsum("qsd,qpd->qsp", self.point[q](suf), self.point[k](img)) * scale
+            bce = F.binary_cross_entropy_with_logits(sc, tgt[:, None, :].expand_as(sc), reduction="none").mean(-1)
+            m = at if rows is None else at * rows[:, None]
+            loss = loss + (bce * m).sum() / m.sum().clamp(min=1)
+        return loss
 
     def loss(self, batch, enc):
         """Teacher-forced cross-entropy on the answer tokens (+ eos) and the auxiliary loss.
@@ -310,7 +347,7 @@ class TinyPink(nn.Module):
         # whole-answer teacher-forced accuracy per sequence (progress lines)
         ok = ((logits.argmax(-1) == labels) | (labels == -100)).all(1)
         aux, aux_acc = self.aux_loss(features, batch)
-        return lm, aux, ok, aux_acc
+        return lm, aux + self.point_loss(batch), ok, aux_acc
 
     def aux_loss(self, features, b):
         c = self.aux["colour"](features)
@@ -321,8 +358,14 @@ class TinyPink(nn.Module):
         loss = loss + 4.0 * ((box - b["box"]).abs().sum(-1) * fg).sum() / fg.sum().clamp(min=1)
         cen = self.aux["centre"](features).squeeze(-1)
         loss = loss + F.binary_cross_entropy_with_logits(cen, b["centre"], pos_weight=torch.tensor(8.0))
+        w = b["obj_cover"]                                   # [I, K, P]
+        valid = b["obj_shape"] >= 0
+        pooled = (w @ features) / w.sum(-1).clamp(min=1e-6)[..., None]
+        os_, oc = self.aux["obj_shape"](pooled[valid]), self.aux["obj_colour"](pooled[valid])
+        loss = loss + 2.0 * F.cross_entropy(os_, b["obj_shape"][valid]) + F.cross_entropy(oc, b["obj_colour"][valid])
         with torch.no_grad():
             acc = {"patch_shape": float(((s.argmax(-1) == b["shape"]).float() * fg).sum() / fg.sum().clamp(min=1)),
+                   "obj_shape": float((os_.argmax(-1) == b["obj_shape"][valid]).float().mean()),
                    "count": float(((cen > 0).float().sum(1) == b["centre"].sum(1)).float().mean())}
         return loss, acc
 

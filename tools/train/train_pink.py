@@ -4,12 +4,17 @@
     /usr/bin/python3 tools/train/train_pink.py            # tokenizer, training, export (resumable)
     /usr/bin/python3 tools/train/train_pink.py --smoke    # a few small steps into .train-pink/smoke (~30 s)
 
-One stage, end to end, everything trainable (the tiny CLIP and LLaMA are stand-ins for the
-pretrained towers, so they train with the adapters and mm_projector): teacher forcing on the
-answer tokens (+ eos) of Pink's prompts (tinypink.Encoder), every task mixed in each batch
-(image-level and region-level alike: Pink has no router), plus auxiliary per-patch targets on
-the CLIP features (colour / shape of the covering object, its box, object centres; heads not
-exported), which make the tiny CLIP learn the objects far sooner than the language loss alone.
+Stages (the tiny CLIP and LLaMA are stand-ins for the pretrained towers, so they train too):
+  stage0  CLIP alone on auxiliary dense targets of the CLIP features (per patch: colour / shape
+          of the covering object, its box, object centres; per object: shape and colour of its
+          cover-pooled patches; heads not exported): a stand-in for CLIP's pretraining, so that
+          the language side starts on features that already tell the objects apart.
+  main    end to end, everything trainable (CLIP, adapters, mm_projector, LLaMA): teacher
+          forcing on the answer tokens (+ eos) of Pink's prompts (tinypink.Encoder), every task
+          mixed in each batch (image- and region-level alike: Pink has no router), with the
+          auxiliary loss kept (weight AUX_WEIGHT) so the CLIP features do not drift, and pointer
+          heads in the LLaMA (tinypink.TinyPink.point_loss; not exported).
+  main2   more of main at a lower rate.
 
 Deterministic from --seed: every batch is a function of (seed, step), the world of the scene
 seed. Checkpoints go to --work (default .train-pink/, git-ignored) every --ckpt-every steps;
@@ -41,6 +46,14 @@ WARMUP = 100
 IMG_PER_BATCH = 12
 Q_PER_IMG = 4
 AUX_WEIGHT = 0.5
+# main2: more of main at a lower rate (its accuracies were still rising at its end); a stage of
+# its own so that a finished run resumes into it
+STEPS2 = 1500
+LR2 = 3e-4
+MAIN2_SEEDS = 200_000   # main2's scenes follow main's (main uses step * 12 < 200000)
+STAGE0_STEPS = 400
+STAGE0_LR = 1e-3
+STAGE0_IMAGES = 32
 # sampling weights of the world's tasks (more of the ones that need more: boxes, counting)
 TASK_WEIGHTS = {"caption": 1.0, "vqa_colour": 1.0, "vqa_shape": 1.5, "count": 2.0, "relation": 1.5,
                 "rec": 2.5, "region_caption": 1.0}
@@ -61,26 +74,44 @@ class Batcher:
 
     def dense(self, scenes):
         n = world.IMAGE_SIZE // self.patch
-        cols, shps, boxes, cens = [], [], [], []
+        K = world.MAX_OBJECTS
+        cols, shps, boxes, cens, covers, osh, ocol = [], [], [], [], [], [], []
         for sc in scenes:
             t = sc.patch_targets(self.patch)
             cols.append(torch.tensor(t["colour"]))
             shps.append(torch.tensor(t["shape"]))
             boxes.append(torch.tensor(t["box"]))
             c = torch.zeros(n * n)
-            for o in sc.objects:
+            cov = torch.zeros(K, n * n)
+            cov[:len(sc.objects)] = torch.tensor(t["cover"])
+            s, col = torch.full((K,), -1, dtype=torch.long), torch.full((K,), -1, dtype=torch.long)
+            for k, o in enumerate(sc.objects):
                 cx, cy = world.centre(o)
                 c[min(n - 1, int(cy // self.patch)) * n + min(n - 1, int(cx // self.patch))] = 1.0
+                s[k], col[k] = world.SHAPES.index(o["shape"]), world.COLOURS.index(o["colour"])
             cens.append(c)
+            covers.append(cov)
+            osh.append(s)
+            ocol.append(col)
         return {"colour": torch.stack(cols), "shape": torch.stack(shps), "box": torch.stack(boxes),
-                "centre": torch.stack(cens)}
+                "centre": torch.stack(cens), "obj_cover": torch.stack(covers), "obj_shape": torch.stack(osh),
+                "obj_colour": torch.stack(ocol)}
 
-    def batch(self, step, n_img=IMG_PER_BATCH, q_per_img=Q_PER_IMG):
-        base = TRAIN_SEED_BASE + (self.seed % 1000) * 1_000_000 + step * n_img
+    def stage0(self, step, n_img):
+        """CLIP-only batch (the stand-in for CLIP's pretraining): pixels and dense targets."""
+        base = TRAIN_SEED_BASE + (self.seed % 1000) * 1_000_000 + 500_000 + step * n_img
+        scenes = [world.make_scene(base + i) for i in range(n_img)]
+        b = {"pixels": self.pixels([sc.image for sc in scenes])}
+        b.update(self.dense(scenes))
+        return b
+
+    def batch(self, step, n_img=IMG_PER_BATCH, q_per_img=Q_PER_IMG, offset=0):
+        """Task batch of a step; offset: the stage's own range of scene seeds."""
+        base = TRAIN_SEED_BASE + (self.seed % 1000) * 1_000_000 + offset + step * n_img
         rng = random.Random(base)
         names = list(TASK_WEIGHTS)
         weights = [TASK_WEIGHTS[t] for t in names]
-        scenes, seqs, img_index, tasks = [], [], [], []
+        scenes, seqs, img_index, tasks, objects = [], [], [], [], []
         for i in range(n_img):
             sc = world.make_scene(base + i)
             scenes.append(sc)
@@ -93,6 +124,7 @@ class Batcher:
                 seqs.append(self.enc.sequence(s["question"], s["answer"]))
                 img_index.append(i)
                 tasks.append(s["task"])
+                objects.append(s["objects"])
         P = len(self.enc.prefix)
         S = max(len(ids) for ids, _ in seqs) - P
         suffix = torch.full((len(seqs), S), self.pad, dtype=torch.long)
@@ -108,7 +140,20 @@ class Batcher:
         b = {"pixels": self.pixels([sc.image for sc in scenes]), "img_index": torch.tensor(img_index),
              "suffix": suffix, "labels": labels, "tasks": tasks}
         b.update(self.dense(scenes))
+        b.update(self.pointer(b["obj_cover"], tasks, objects, img_index))
         return b
+
+    def pointer(self, cover, tasks, objects, img_index):
+        """Pointer targets per sequence: the patches (cover >= 0.3) of the objects the question
+        is about; for relations the first- and second-named object's apart (pair = 1)."""
+        Q, P = len(tasks), cover.shape[-1]
+        point, a, b, pair = torch.zeros(Q, P), torch.zeros(Q, P), torch.zeros(Q, P), torch.zeros(Q)
+        for j, (t, objs, i) in enumerate(zip(tasks, objects, img_index)):
+            for k in objs:
+                point[j] = torch.maximum(point[j], (cover[i, k] >= 0.3).float())
+            if t == "relation":
+                a[j], b[j], pair[j] = (cover[i, objs[0]] >= 0.3).float(), (cover[i, objs[1]] >= 0.3).float(), 1.0
+        return {"point": point, "point_a": a, "point_b": b, "pair": pair}
 
 
 def setup(args):
@@ -121,46 +166,79 @@ def setup(args):
     return tok_path, tok, tinypink.Encoder(tok)
 
 
-def train(args, model, enc, steps):
+def run_stage(args, name, model, enc, steps, state):
+    """stage0: CLIP + auxiliary heads on the dense targets alone (a stand-in for CLIP's
+    pretraining: the language side then starts on features that already separate the objects);
+    main: everything, teacher-forced answers + the auxiliary loss. Resumes from state."""
     path = os.path.join(args.work, "main.pt")
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    if name == "stage0":
+        params = list(model.vision.parameters()) + list(model.aux.parameters())
+        lr = args.stage0_lr
+    else:
+        params = list(model.parameters())
+        lr = args.lr if name == "main" else args.lr2
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     start = 0
-    if os.path.exists(path):
-        ck = torch.load(path, map_location="cpu")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        start = ck["step"]
-        print("resumed at step %d of %d" % (start, steps), flush=True)
+    if state.get("stage") == name:
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+        print("resumed %s at step %d of %d" % (name, start, steps), flush=True)
     batcher = Batcher(enc, args.seed)
-    prog = Progress("pink", steps, start, every=args.log_every)
+    prog = Progress(name, steps, start, every=args.log_every)
     hist = {}
     model.train()
     for step in range(start, steps):
         torch.manual_seed(args.seed * 100000 + step)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, args.lr, warmup=min(WARMUP, max(1, steps // 10)))
-        b = batcher.batch(step, args.images, args.questions)
-        lm, aux, ok, aux_acc = model.loss(b, enc)
-        loss = lm + AUX_WEIGHT * aux
+            g["lr"] = lr_at(step, steps, lr, warmup=min(WARMUP, max(1, steps // 10)))
+        if name == "stage0":
+            b = batcher.stage0(step, args.stage0_images)
+            features, _ = model.vision(b["pixels"])
+            loss, aux_acc = model.aux_loss(features, b)
+            info = "aux %.3f patch_shape %.2f obj_shape %.2f centres %.2f" % (
+                loss.item(), aux_acc["patch_shape"], aux_acc["obj_shape"], aux_acc["count"])
+        else:
+            b = batcher.batch(step, args.images, args.questions, MAIN2_SEEDS if name == "main2" else 0)
+            lm, aux, ok, aux_acc = model.loss(b, enc)
+            loss = lm + AUX_WEIGHT * aux
+            for t, o in zip(b["tasks"], ok.tolist()):
+                h = hist.setdefault(t, [])
+                h.append(o)
+                del h[:-200]
+            info = "lm %.3f aux %.3f obj_shape %.2f centres %.2f | %s" % (
+                lm.item(), aux.item(), aux_acc["obj_shape"], aux_acc["count"],
+                " ".join("%s %.2f" % (t, sum(h) / len(h)) for t, h in sorted(hist.items())))
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        for t, o in zip(b["tasks"], ok.tolist()):
-            h = hist.setdefault(t, [])
-            h.append(o)
-            del h[:-200]
-        info = "lm %.3f aux %.3f patch_shape %.2f centres %.2f | %s" % (
-            lm.item(), aux.item(), aux_acc["patch_shape"], aux_acc["count"],
-            " ".join("%s %.2f" % (t, sum(h) / len(h)) for t, h in sorted(hist.items())))
         prog.update(step + 1, info)
-        if (step + 1) % args.ckpt_every == 0 or step + 1 == steps:
-            save_ckpt(path, {"step": step + 1, "model": model.state_dict(), "opt": opt.state_dict()})
-        if args.stop_at and step + 1 >= args.stop_at and step + 1 < steps:
-            save_ckpt(path, {"step": step + 1, "model": model.state_dict(), "opt": opt.state_dict()})
+        stop = args.stop_at and name == "main" and step + 1 >= args.stop_at and step + 1 < steps
+        if (step + 1) % args.ckpt_every == 0 or step + 1 == steps or stop:
+            save_ckpt(path, {"stage": name, "step": step + 1, "done": state.get("done", []),
+                             "model": model.state_dict(), "opt": opt.state_dict()})
+        if stop:
             print("stopped at step %d (rerun to resume)" % (step + 1), flush=True)
             return False
-    print("training done (%s this run)" % fmt_t(time.time() - prog.t0), flush=True)
+    state["done"] = state.get("done", []) + [name]
+    state["stage"], state["step"] = None, 0
+    save_ckpt(path, {"stage": None, "step": 0, "done": state["done"], "model": model.state_dict()})
+    print("%s done (%s this run)" % (name, fmt_t(time.time() - prog.t0)), flush=True)
+    return True
+
+
+def train(args, model, enc):
+    path = os.path.join(args.work, "main.pt")
+    state = {}
+    if os.path.exists(path):
+        state = torch.load(path, map_location="cpu")
+        model.load_state_dict(state["model"])
+    for name, steps in (("stage0", args.stage0_steps), ("main", args.steps), ("main2", args.steps2)):
+        if name in state.get("done", []) or steps <= 0:
+            continue
+        if not run_stage(args, name, model, enc, steps, state):
+            return False
+    print("training done", flush=True)
     return True
 
 
@@ -257,13 +335,18 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "models", "tiny-pink"))
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--lr", type=float, default=LR)
+    ap.add_argument("--steps2", type=int, default=STEPS2, help="steps of main2 (0: none)")
+    ap.add_argument("--lr2", type=float, default=LR2)
+    ap.add_argument("--stage0-steps", type=int, default=STAGE0_STEPS)
+    ap.add_argument("--stage0-lr", type=float, default=STAGE0_LR)
+    ap.add_argument("--stage0-images", type=int, default=STAGE0_IMAGES)
     ap.add_argument("--images", type=int, default=IMG_PER_BATCH, help="images per batch")
     ap.add_argument("--questions", type=int, default=Q_PER_IMG, help="questions per image")
     ap.add_argument("--smoke", action="store_true", help="4 small steps into --work/smoke (a pipeline test)")
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared 2-core machine)")
-    ap.add_argument("--stop-at", type=int, default=0, help="stop (checkpointed) at this step; rerun to resume")
+    ap.add_argument("--stop-at", type=int, default=0, help="stop (checkpointed) at this step of main; rerun to resume")
     ap.add_argument("--export-only", action="store_true", help="export the current checkpoint as it is")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -271,6 +354,7 @@ def main():
         args.work = os.path.join(args.work, "smoke")
         args.out = os.path.join(args.work, "model")
         args.steps, args.images, args.questions = 4, 4, 2
+        args.stage0_steps, args.stage0_images, args.steps2 = 3, 4, 3
         args.ckpt_every, args.log_every = 2, 1
     t0 = time.time()
     tok_path, tok, enc = setup(args)
@@ -278,16 +362,18 @@ def main():
     if args.export_only:
         ck = torch.load(os.path.join(args.work, "main.pt"), map_location="cpu")
         model.load_state_dict(ck["model"])
-        print("exporting the checkpoint of step %d" % ck["step"], flush=True)
-        done, steps_done = True, ck["step"]
+        print("exporting the checkpoint: done %s, in %s at step %s" % (ck["done"], ck["stage"], ck["step"]),
+              flush=True)
+        done, steps_done = True, {"done": ck["done"], "stage": ck["stage"], "step": ck["step"]}
     else:
-        done = train(args, model, enc, args.steps)
-        steps_done = args.steps
+        done = train(args, model, enc)
+        steps_done = {"stage0": args.stage0_steps, "main": args.steps, "main2": args.steps2}
     if not done:
         return
     model.eval()
     export(args, model, tok_path, {
-        "seed": args.seed, "steps": steps_done, "lr": args.lr, "images_per_batch": args.images,
+        "seed": args.seed, "steps": steps_done, "lr": args.lr, "lr2": args.lr2, "stage0_lr": args.stage0_lr,
+        "stage0_images": args.stage0_images, "images_per_batch": args.images,
         "questions_per_image": args.questions, "aux_weight": AUX_WEIGHT, "task_weights": TASK_WEIGHTS,
         "this_run_wall_s": round(time.time() - t0, 1), "threads": args.threads, "torch": torch.__version__})
 
