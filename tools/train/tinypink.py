@@ -9,10 +9,13 @@ with Pink's adapters), under Pink's state-dict names. This file adds what traini
     the pieces (pink_ref.tokenizer.PINK_ADDED_TOKENS);
   * the mapping of the world's LION-style task samples (world.task_samples) to Pink's tasks
     (caption, vqa, rec, region_caption) and their prompts (pink_ref.prompt);
-  * ``TinyPink``: the two reference modules plus auxiliary per-patch heads on the CLIP features
-    (training only, never exported) and a batched teacher-forced loss that runs the prompt
-    prefix every question of an image shares (bos, the system message with the 64 image tokens)
-    once per image and the rest of each sequence on top of its KV cache.
+  * ``TinyPink``: the two reference modules plus training-only heads (never exported): dense
+    per-patch / per-object targets on the CLIP features and pointer heads in the LLaMA; and a
+    batched teacher-forced loss that runs the prompt prefix every question of an image shares
+    (bos, the system message with the 64 image tokens) once per image and the rest of each
+    sequence on top of its KV cache;
+  * ``PinkDir``: a model directory (model.json family "pink") back into the reference modules,
+    with Pink's greedy generation (evaluate_pink.py, the C test's fixture).
 """
 import os
 import re

@@ -2,7 +2,7 @@
 """Train the tiny Pink on the shapes world and export models/tiny-pink/.
 
     /usr/bin/python3 tools/train/train_pink.py            # tokenizer, training, export (resumable)
-    /usr/bin/python3 tools/train/train_pink.py --smoke    # a few small steps into .train-pink/smoke (~30 s)
+    /usr/bin/python3 tools/train/train_pink.py --smoke    # 3-4 small steps per stage into .train-pink/smoke (~15 s)
 
 Stages (the tiny CLIP and LLaMA are stand-ins for the pretrained towers, so they train too):
   stage0  CLIP alone on auxiliary dense targets of the CLIP features (per patch: colour / shape
@@ -342,7 +342,7 @@ def main():
     ap.add_argument("--stage0-images", type=int, default=STAGE0_IMAGES)
     ap.add_argument("--images", type=int, default=IMG_PER_BATCH, help="images per batch")
     ap.add_argument("--questions", type=int, default=Q_PER_IMG, help="questions per image")
-    ap.add_argument("--smoke", action="store_true", help="4 small steps into --work/smoke (a pipeline test)")
+    ap.add_argument("--smoke", action="store_true", help="3-4 small steps per stage into --work/smoke (a pipeline test)")
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared 2-core machine)")
