@@ -34,6 +34,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+import pink_threads  # noqa: E402
+
+pink_threads.limit()   # before torch: BLAS threads too (pink_threads.py)
 import torch  # noqa: E402
 
 import tinypink  # noqa: E402
