@@ -113,7 +113,7 @@ if not os.path.isfile(path):
     sys.exit(0)
 e = json.load(open(path))
 s = e["summary"]
-print("== held-out evaluation of tools/train/evaluate.py (%s): %d scenes never used in training, "
+print("== held-out evaluation (%s): %d scenes never used in training, "
       "PyTorch reference, %d beams" % (path, e["n_scenes"], e.get("generation", {}).get("num_beams", 0)))
 names = [("rec", "REC Acc@IoU0.5"), ("vqa_colour", "VQA colour"), ("vqa_shape", "VQA shape"),
          ("count", "counting"), ("relation", "relation"), ("caption", "caption"),
