@@ -160,9 +160,9 @@ try {
   }, recAnswer);
   check(!near(inside, MAGENTA), `the box is filled: ${inside}`);
   // the second question on this image: the vision stage's feature cache answered it (the
-  // gateway's count grows within a heartbeat or two), and the timings say so: its vision time
-  // near 0 next to the first's, marked as a hit (on a machine this test loads so much that
-  // the hit's time is not clearly below the miss's, the page must not claim a hit).
+  // gateway's count grows within a heartbeat or two), and the timings say so: the answer
+  // carries "cache": {"vision": "hit"} and the page marks it, whatever the times were (on a
+  // loaded machine a hit need not be faster than the miss).
   let hitsAfter = hitsBefore;
   for (let i = 0; i < 40 && !(hitsAfter > hitsBefore); i++) {
     await new Promise((r) => setTimeout(r, 100));
@@ -170,12 +170,8 @@ try {
   }
   check(hitsAfter === hitsBefore + 1, `vision cache hits ${hitsBefore} -> ${hitsAfter} for the second question about the image`);
   const vision = await visionMs();
-  const marked = await page.isVisible('#timings .t-vision .hit');
-  if (vision < Math.max(1, 0.3 * firstVision)) check(marked, `vision ${vision} ms after ${firstVision} ms: the timings show no cache hit`);
-  else {
-    check(!marked, `vision ${vision} ms after ${firstVision} ms is marked as a cache hit`);
-    console.log(`note: vision ${vision} ms on the cache hit, ${firstVision} ms on the miss: a loaded machine; no hit shown`);
-  }
+  check(await page.isVisible('#timings .t-vision .hit'),
+        `vision ${vision} ms after ${firstVision} ms: the timings do not show the cache hit the answer reported`);
   check(await page.$$eval('#tags .tag', (t) => t.length) > 0, 'no tags shown');
   check(await page.$$eval('#history li', (l) => l.length) === 2, 'the history does not list both questions');
   await page.screenshot({ path: path.join(outDir, 'web-page-ask.png') });
