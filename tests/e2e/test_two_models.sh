@@ -20,8 +20,10 @@ for f in "$lion/examples/requests.json" "$pink/examples/requests.json"; do
 done
 work=$(mktemp -d)
 export OMP_WAIT_POLICY=passive
-# a block of 8 of its own, 32000..35999 (the other e2e scripts use 12000..31999)
-port=$((32000 + ($$ % 500) * 8)) base=$((port + 1))
+# a block of 8 of its own, 18000..19999: below the kernel's ephemeral ports (32768..), which an
+# outgoing connection may hold, and apart from the other e2e scripts' blocks (12000..17999,
+# 20000..31999)
+port=$((18000 + ($$ % 250) * 8)) base=$((port + 1))
 
 pids=()
 stop_all() {
@@ -47,11 +49,12 @@ start_worker $lion aggregator 2
 start_worker $lion llm 3
 start_worker $pink vision 0
 start_worker $pink llm 3
-for _ in $(seq 1 300); do
+for _ in $(seq 1 600); do
   curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
   sleep 0.2
 done
-curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || fail "the gateway never had both models ready"
+curl -sf "http://127.0.0.1:$port/readyz" >/dev/null \
+  || fail "the gateway never had both models ready: $(curl -s "http://127.0.0.1:$port/readyz")"
 models=$(curl -sf "http://127.0.0.1:$port/v1/models") || fail "/v1/models did not answer"
 for m in tiny-lion tiny-pink; do
   grep -q "\"id\":\"$m\"" <<<"$models" || fail "/v1/models does not list $m: $models"
