@@ -73,19 +73,13 @@ static int prepare_pink(llm_stage *s, worker_job *job, llm_job *j, lion_status *
 int llm_job_prepare(llm_stage *s, worker_job *job, llm_job *j, lion_status *st) {
     memset(j, 0, sizeof *j);
     j->job = job;
-    if (s->cfg.family == MODEL_FAMILY_PINK) {
-        if (llm_task_params(s, job->task, &j->params, &j->router_idx, st)) return -1;
-        const Lion__GenerationParams *g = job->task->generation;
-        j->seed = g && g->has_seed ? g->seed : llm_request_seed(job->env->request_id);
-        j->stream = job->task->has_stream && job->task->stream && j->params.num_beams == 1;
-        return prepare_pink(s, job, j, st);
-    }
-    const llm_config *l = &s->cfg.llm;
     const Lion__Task *task = job->task;
     if (llm_task_params(s, task, &j->params, &j->router_idx, st)) return -1;
     const Lion__GenerationParams *g = task->generation;
     j->seed = g && g->has_seed ? g->seed : llm_request_seed(job->env->request_id);
     j->stream = task->has_stream && task->stream && j->params.num_beams == 1;
+    if (s->cfg.family == MODEL_FAMILY_PINK) return prepare_pink(s, job, j, st);
+    const llm_config *l = &s->cfg.llm;
     const tensor *v = worker_job_input(job, LION_TENSOR_VISUAL_TOKENS, st);
     if (!v) return -1;
     if (v->dtype != DTYPE_F32 && v->dtype != DTYPE_F16 && v->dtype != DTYPE_BF16)
