@@ -12,7 +12,7 @@ profile=${1:-all}
 # what the binaries link (ldd build/services/lion-*): the runtime image holds these only
 runtime=(
   libzmq5 libprotobuf-c1 libopenblas0-pthread libgomp1 libuv1 libjpeg62-turbo libpng16-16
-  libhttp-parser2.9 libcjson1 libnettle8 libcurl4
+  libhttp-parser2.9 libcjson1 libnettle8 libcurl4 libdnnl2
   # curl: the compose health check of the gateway (GET /healthz)
   curl
 )
@@ -22,6 +22,8 @@ build=(
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
   libopenblas-dev libuv1-dev libjpeg62-turbo-dev libpng-dev
   libhttp-parser-dev libcjson-dev nettle-dev curl libcurl4-openssl-dev
+  # oneDNN: the bf16 matmuls (common/nn/onednn_matmul.c)
+  libdnnl-dev
 )
 # the tests: PyTorch reference checks, the fuzz build, the deployment manifests
 tests=(
