@@ -36,10 +36,16 @@ struct onednn_matmul {
 static dnnl_engine_t engine;
 static dnnl_status_t engine_status = dnnl_success;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
-static void engine_init(void) { engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0); }
 
-/* One stream per thread: CPU streams are cheap and a stream is not for concurrent use. */
-static _Thread_local dnnl_stream_t thread_stream;
+/* One stream per thread (CPU streams are cheap and a stream is not for concurrent use),
+ * destroyed when its thread ends. */
+static pthread_key_t stream_key;
+static void stream_destroy(void *p) { dnnl_stream_destroy(p); }
+static void engine_init(void) {
+    engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0);
+    if (pthread_key_create(&stream_key, stream_destroy) != 0 && engine_status == dnnl_success)
+        engine_status = dnnl_out_of_memory;
+}
 
 static int fail_dnnl(lion_status *st, dnnl_status_t s, const char *what, const onednn_matmul *m) {
     return lion_fail(st, s == dnnl_out_of_memory ? LION_ENOMEM : LION_EINTERNAL,
@@ -48,14 +54,15 @@ static int fail_dnnl(lion_status *st, dnnl_status_t s, const char *what, const o
 }
 
 static dnnl_stream_t stream_here(lion_status *st) {
-    if (!thread_stream) {
-        dnnl_status_t s = dnnl_stream_create(&thread_stream, engine, dnnl_stream_default_flags);
-        if (s != dnnl_success) {
-            fail_dnnl(st, s, "creating a stream", NULL);
-            thread_stream = NULL;
-        }
+    dnnl_stream_t stream = pthread_getspecific(stream_key);
+    if (stream) return stream;
+    dnnl_status_t s = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+    if (s != dnnl_success) {
+        fail_dnnl(st, s, "creating a stream", NULL);
+        return NULL;
     }
-    return thread_stream;
+    pthread_setspecific(stream_key, stream);
+    return stream;
 }
 
 static int eltwise_of(int act, dnnl_alg_kind_t *alg) {
