@@ -45,7 +45,7 @@ static void to_bf16(uint16_t *dst, const void *src, dtype dt, size_t n) {
 /* The bf16 form of l from its plain bf16 [out][in] (borrowed or owned): packed for oneDNN on
  * a native CPU unless it is a step matrix, else kept plain. */
 static int finish_bf16(linear *l, const uint16_t *plain, uint16_t *owned, lion_status *st) {
-    if (!(l->flags & LINEAR_STEP) && cpu_native_bf16() && onednn_bf16_supported()) {
+    if (!(l->flags & LINEAR_STEP) && cpu_native_bf16() && onednn_bf16_native()) {
         l->packed = onednn_matmul_create(plain, l->out, l->in, st);
         free(owned); /* the packed copy is the only one kept */
         return l->packed ? 0 : -1;

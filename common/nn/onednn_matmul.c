@@ -300,3 +300,9 @@ int onednn_bf16_supported(void) {
     pthread_once(&bf16_once, bf16_probe);
     return bf16_ok;
 }
+
+int onednn_bf16_native(void) {
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    const int bf16_isa = (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+    return bf16_isa && onednn_bf16_supported();
+}

@@ -46,7 +46,12 @@ const char *onednn_matmul_impl(const onednn_matmul *m);
 /* The ISA oneDNN dispatches to on this CPU ("avx2", "avx512_core_bf16", "avx512_core_amx"),
  * as dnnl_get_effective_cpu_isa says (ONEDNN_MAX_CPU_ISA can cap it). */
 const char *onednn_isa_name(void);
-/* 1 when oneDNN creates a bf16 matmul here (checked once by creating a small one). */
+/* 1 when oneDNN creates a bf16 matmul here (checked once by creating a small one); on
+ * AVX-512 without BF16 it does, by emulation at a fifth of f32 speed. */
 int onednn_bf16_supported(void);
+/* 1 when oneDNN runs bf16 on the CPU's own bf16 instructions: it dispatches to
+ * avx512_core_bf16 or avx512_core_amx and creates a bf16 matmul. What `--precision auto`
+ * and linear.h's packed form ask for. */
+int onednn_bf16_native(void);
 
 #endif

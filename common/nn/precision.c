@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cpu_features.h"
+#include "onednn_matmul.h"
 
 static const char *const names[PRECISION_COUNT] = {"auto", "f32", "bf16"};
 
@@ -24,7 +25,7 @@ lion_precision precision_resolve(lion_precision asked, int native_bf16, unsigned
     const int has_bf16 = (supported & PRECISION_BIT(PRECISION_BF16)) != 0;
     if (asked == PRECISION_BF16) {
         p = has_bf16 ? PRECISION_BF16 : PRECISION_F32;
-        because = has_bf16 ? (native_bf16 ? "asked" : "asked; no native bf16: bf16 weights widened to f32 in registers")
+        because = has_bf16 ? (native_bf16 ? "asked" : "asked; no native bf16: bf16 weights widened to f32 for the products")
                            : "asked bf16: this stage has no bf16 path";
     } else if (asked == PRECISION_F32) {
         p = PRECISION_F32;
@@ -40,6 +41,7 @@ lion_precision precision_resolve(lion_precision asked, int native_bf16, unsigned
 }
 
 char *precision_describe(char *buf, size_t len, lion_precision p, const char *why) {
-    snprintf(buf, len, "precision %s (%s; kernels %s)", precision_name(p), why ? why : "asked", cpu_isa_name());
+    snprintf(buf, len, "precision %s (%s; kernels %s, onednn %s)", precision_name(p), why ? why : "asked",
+             cpu_isa_name(), onednn_isa_name());
     return buf;
 }

@@ -1,14 +1,16 @@
 /* precision.h - what a stage computes with: --precision auto|f32|bf16 (LION_PRECISION).
  *
  *   f32   every weight f32 in memory, f32 products (OpenBLAS, matvec_f32);
- *   bf16  the weights a stage has a bf16 path for are held in bf16 only (converted once at
- *         load, no f32 copy kept) and read through matvec_bf16: products accumulate in f32
- *         from bf16 weights. So far that is the llm's decoder step (services/llm/t5.h); the
- *         rest of every stage stays f32. On a CPU without native bf16 the weights are widened
- *         in registers (half the bytes read, same f32 FMAs); a native path (AVX512_BF16,
- *         AMX) is not written yet;
- *   auto  bf16 where the CPU executes bf16 natively (cpu_features.h) and the stage has a bf16
- *         path, f32 elsewhere.
+ *   bf16  every weight matrix is held in bf16 only (converted once at load, or used in place
+ *         from a bf16 file; no f32 copy kept) and multiplied as linear.h says: on a CPU where
+ *         oneDNN runs bf16 natively (AVX512_BF16, AMX) in oneDNN's packed layout with x
+ *         rounded to bf16 and f32 accumulation; elsewhere widened to f32 (in registers for a
+ *         few rows, matvec_bf16; in panels before sgemm for many). Norms, softmax, attention,
+ *         biases and embeddings stay f32 everywhere;
+ *   auto  bf16 where the CPU executes bf16 natively (cpu_features.h, and oneDNN dispatches to
+ *         it: onednn_matmul.h) and the stage has a bf16 path, f32 elsewhere: without native
+ *         bf16 the widened products are no faster than f32 for an encoder (only the
+ *         bandwidth-bound decode step gains, by reading half the bytes).
  * A stage without a bf16 path runs f32 whatever is asked (precision_resolve says why). */
 #ifndef LION_PRECISION_H
 #define LION_PRECISION_H
@@ -32,8 +34,9 @@ int precision_from_name(const char *name, lion_precision *out);
  *   "asked bf16: this stage has no bf16 path" */
 lion_precision precision_resolve(lion_precision asked, int native_bf16, unsigned supported, const char **why);
 
-/* The start log line of a stage: "precision f32 (auto: no native bf16; kernels avx2)", into
- * buf. ISA from cpu_isa_name(). Returns buf. */
+/* The start log line of a stage: "precision f32 (auto: no native bf16; kernels avx2, onednn
+ * avx2)", into buf: the CPU's kernels (cpu_isa_name) and the ISA oneDNN dispatches to.
+ * Returns buf. */
 char *precision_describe(char *buf, size_t len, lion_precision p, const char *why);
 
 #endif

@@ -5,6 +5,7 @@
 #include "cpu_features.h"
 #include "log.h"
 #include "model_config.h"
+#include "onednn_matmul.h"
 #include "precision.h"
 #include "threads.h"
 #include "worker_check.h"
@@ -86,7 +87,9 @@ int worker_main(const worker_service *svc, int argc, char **argv) {
     const char *why;
     char line[160];
     const lion_precision asked = cfg.precision;
-    cfg.precision = precision_resolve(asked, cpu_native_bf16(), svc->precisions, &why);
+    /* native: the CPU has bf16 instructions and oneDNN dispatches to them (ONEDNN_MAX_CPU_ISA
+     * may cap it below) */
+    cfg.precision = precision_resolve(asked, cpu_native_bf16() && onednn_bf16_native(), svc->precisions, &why);
     precision_describe(line, sizeof line, cfg.precision, why);
     if (asked == PRECISION_BF16 && cfg.precision != PRECISION_BF16) log_warn("%s", line);
     else log_info("%s", line);
