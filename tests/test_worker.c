@@ -20,6 +20,7 @@
 #include "envelope.h"
 #include "matvec_bf16.h"
 #include "precision.h"
+#include "onednn_matmul.h"
 #include "testing.h"
 #include "worker.h"
 
@@ -608,7 +609,8 @@ static void test_precision(void) {
     char line[160];
     precision_describe(line, sizeof line, PRECISION_F32, "auto: no native bf16");
     char want[160];
-    snprintf(want, sizeof want, "precision f32 (auto: no native bf16; kernels %s)", cpu_isa_name());
+    snprintf(want, sizeof want, "precision f32 (auto: no native bf16; kernels %s, onednn %s)", cpu_isa_name(),
+             onednn_isa_name());
     CHECK_MSG(!strcmp(line, want), "'%s' != '%s'", line, want);
     /* the ISA starts with the matvec kernel; native bf16 is what cpuid says */
     CHECK(!strncmp(cpu_isa_name(), matvec_isa_name(matvec_isa_best()), strlen(matvec_isa_name(matvec_isa_best()))));
