@@ -6,6 +6,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "arena.h"
+#include "onednn_matmul.h"
+#include "tensor.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
@@ -120,4 +124,41 @@ double time_stream(stream_buffer *sb, double min_s) {
 void stream_free(stream_buffer *sb) {
     free(sb->words);
     sb->words = NULL;
+}
+
+double bench_onednn_gflops(int rows, int in, int out, int bf16, const char **impl) {
+    static char name[600];
+    const size_t nw = (size_t)out * in, nx = (size_t)rows * in;
+    float *w = bench_alloc("bench_onednn_gflops", nw * sizeof(float));
+    float *x = bench_alloc("bench_onednn_gflops", nx * sizeof(float));
+    float *y = bench_alloc("bench_onednn_gflops", (size_t)rows * out * sizeof(float));
+    uint16_t *w16 = bench_alloc("bench_onednn_gflops", nw * sizeof(uint16_t));
+    unsigned seed = 1;
+    for (size_t i = 0; i < nw; i++) {
+        w[i] = (float)rand_r(&seed) / RAND_MAX - 0.5f;
+        w16[i] = f32_to_bf16(w[i]);
+    }
+    for (size_t i = 0; i < nx; i++) x[i] = (float)rand_r(&seed) / RAND_MAX - 0.5f;
+    lion_status st;
+    onednn_matmul *m = bf16 ? onednn_matmul_create(w16, out, in, &st) : onednn_matmul_create_f32(w, out, in, &st);
+    double best = 0;
+    if (!m) {
+        snprintf(name, sizeof name, "%s", st.msg);
+    } else {
+        snprintf(name, sizeof name, "%s", onednn_matmul_impl(m));
+        arena a;
+        arena_init(&a, 1 << 20);
+        for (int r = 0; r < 4; r++) { /* the first run creates the primitive: not counted */
+            double t = bench_now();
+            if (onednn_matmul_forward(m, y, x, NULL, rows, 0, 0, &a, &st)) break;
+            t = bench_now() - t;
+            const double g = 2.0 * rows * in * (double)out / t / 1e9;
+            if (r > 0 && g > best) best = g;
+        }
+        arena_free(&a);
+        onednn_matmul_free(m);
+    }
+    if (impl) *impl = name;
+    free(w), free(x), free(y), free(w16);
+    return best;
 }

@@ -24,4 +24,10 @@ void stream_init(stream_buffer *sb, size_t mb); /* first touch by the thread tha
 double time_stream(stream_buffer *sb, double min_s); /* GB/s over at least min_s */
 void stream_free(stream_buffer *sb);
 
+/* oneDNN's own matmul rate at x [rows, in] times W^T [out, in] on random data, in bf16 when bf16
+ * is set, else f32: GFLOP/s, best of a few runs (the ceiling a stage's bf16 products are measured
+ * against, in the same process). *impl (may be NULL) gets oneDNN's implementation name, or why it
+ * cannot; returns 0 then. */
+double bench_onednn_gflops(int rows, int in, int out, int bf16, const char **impl);
+
 #endif
