@@ -68,7 +68,7 @@ static void check_variant(const char *what, const model_config *cfg, agg_case *c
                           arena *a) {
     lion_status st;
     aggregate_model m;
-    if (aggregate_load(&m, cfg, &c->w, &st)) {
+    if (aggregate_load(&m, cfg, &c->w, PRECISION_F32, &st)) {
         CHECK_MSG(0, "%s: load: %s", what, st.msg);
         return;
     }
@@ -119,7 +119,7 @@ static void test_tiny(arena *a) {
     weights fw;
     if (weights_open(&fw, testing_fixture("agg_tiny_fusion.safetensors"), "", &st) == 0) {
         aggregate_model m;
-        CHECK_MSG(aggregate_load(&m, &cfg, &fw, &st) == 0, "%s", st.msg);
+        CHECK_MSG(aggregate_load(&m, &cfg, &fw, PRECISION_F32, &st) == 0, "%s", st.msg);
         float *got = calloc((size_t)c.batch * (nv - nq) * cfg.llm.d_model, sizeof(float));
         aggregate_request no_text[8];
         memcpy(no_text, c.reqs, sizeof no_text);
@@ -131,7 +131,7 @@ static void test_tiny(arena *a) {
         free(got);
         aggregate_free(&m);
         cfg.visual_input = VISUAL_INPUT_ALL;
-        CHECK(aggregate_load(&m, &cfg, &fw, &st) == -1);
+        CHECK(aggregate_load(&m, &cfg, &fw, PRECISION_F32, &st) == -1);
         CHECK_CONTAINS(st.msg, "query_tokens");
         weights_close(&fw);
     } else {
@@ -180,7 +180,7 @@ static void test_errors(arena *a) {
         return;
     }
     aggregate_model m;
-    if (aggregate_load(&m, &cfg, &c.w, &st)) {
+    if (aggregate_load(&m, &cfg, &c.w, PRECISION_F32, &st)) {
         CHECK_MSG(0, "%s", st.msg);
         return;
     }
@@ -275,27 +275,27 @@ static void test_errors(arena *a) {
     /* weights that do not fit the config name the tensor and its shapes */
     model_config wrong = cfg;
     wrong.aggregator.qformer.layers = 3;
-    CHECK(aggregate_load(&m, &wrong, &c.w, &st) == -1);
+    CHECK(aggregate_load(&m, &wrong, &c.w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "Qformer.bert.encoder.layer.2.attention.self.query.weight");
     wrong = cfg;
     wrong.llm.d_model = 48;
-    CHECK(aggregate_load(&m, &wrong, &c.w, &st) == -1);
+    CHECK(aggregate_load(&m, &wrong, &c.w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "t5_proj.weight");
     wrong.visual_input = VISUAL_INPUT_AGGREGATOR;
-    CHECK(aggregate_load(&m, &wrong, &c.w, &st) == -1);
+    CHECK(aggregate_load(&m, &wrong, &c.w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "adapter_proj.2.weight");
     wrong = cfg;
     wrong.aggregator.fusion.intermediate = 64;
-    CHECK(aggregate_load(&m, &wrong, &c.w, &st) == -1);
+    CHECK(aggregate_load(&m, &wrong, &c.w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "fusion_adapter.blocks.0.intermediate.dense.weight");
     wrong = cfg;
     wrong.aggregator.fusion.blocks = 3;
     wrong.aggregator.fusion.cross_layers[2] = 1;
-    CHECK(aggregate_load(&m, &wrong, &c.w, &st) == -1);
+    CHECK(aggregate_load(&m, &wrong, &c.w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "fusion_adapter.blocks.2.");
     wrong = cfg;
     wrong.aggregator.qformer.heads = 3;
-    CHECK(aggregate_load(&m, &wrong, &c.w, &st) == -1);
+    CHECK(aggregate_load(&m, &wrong, &c.w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "3 heads do not divide width 16");
     model_config_free(&cfg);
     case_close(&c);

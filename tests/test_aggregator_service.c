@@ -74,20 +74,24 @@ static int send_job(fake_gateway *g, const char *id, int k, job_inputs *in, int 
     return send_job_text(g, id, k, in, out_dtype, NULL);
 }
 
+/* Relative error allowed to a bf16 worker against the f32 reference. */
+#define BF16_TOL 4e-3
+
 static int call(fake_gateway *g, const char *id, int k, job_inputs *in, int out_dtype, envelope_msg *reply) {
     if (send_job(g, id, k, in, out_dtype)) return -1;
     return fake_gateway_recv(g, reply, 60000);
 }
 
-/* The reply's visual tokens against request k's reference. */
-static void check_visual(const envelope_msg *m, int k, int out_dtype) {
+/* The reply's visual tokens against request k's reference, within tol relative (< 0: the
+ * default for the output dtype). Returns the relative error (-1 when not compared). */
+static double check_visual_tol(const envelope_msg *m, int k, int out_dtype, double tol) {
     char key[32];
     snprintf(key, sizeof key, "%d.visual", k);
     CHECK_MSG(m->env->kind == LION__KIND__RESULT, "%s: %s", m->env->request_id,
               m->env->error ? m->env->error->message : "not a RESULT");
     int i = envelope_msg_find(m, "visual_tokens");
     CHECK_MSG(i >= 0, "%s: no visual_tokens", m->env->request_id);
-    if (i < 0) return;
+    if (i < 0) return -1;
     tensor want;
     lion_status st;
     CHECK(safetensors_get(requests, key, &want, &st) == 0);
@@ -96,13 +100,17 @@ static void check_visual(const envelope_msg *m, int k, int out_dtype) {
     CHECK_EQ_INT(got->ndim, 2);
     CHECK_EQ_INT(got->shape[0], want.shape[0]);
     CHECK_EQ_INT(got->shape[1], want.shape[1]);
-    if (tensor_numel(got) != tensor_numel(&want)) return;
+    if (tensor_numel(got) != tensor_numel(&want)) return -1;
     size_t n = (size_t)tensor_numel(got);
     float *f = malloc(n * sizeof(float));
     CHECK(convert_to_f32(f, got->data, got->dtype, n, &st) == 0);
-    CHECK_CLOSE(f, (const float *)want.data, n, out_dtype == DTYPE_F16 ? 2e-3 : 1e-4, key);
+    const double e = testing_rel_err(f, (const float *)want.data, n);
+    CHECK_CLOSE(f, (const float *)want.data, n, tol >= 0 ? tol : out_dtype == DTYPE_F16 ? 2e-3 : 1e-4, key);
     free(f);
+    return e;
 }
+
+static void check_visual(const envelope_msg *m, int k, int out_dtype) { check_visual_tol(m, k, out_dtype, -1); }
 
 static void check_error(const envelope_msg *m, const char *id, const char *needle) {
     CHECK(strcmp(m->env->request_id, id) == 0);
@@ -291,6 +299,30 @@ static void test_big_batch(const char *bin, const char *model) {
     free(slow_text);
 }
 
+/* --precision bf16: the worker opens the stage with bf16 matrices and answers a job with the
+ * reference's tokens to bf16's precision (measured 1.1e-3 relative here on the tiny model;
+ * bound about 3x; tests/test_aggregator_bf16.c checks LION-XL's widths). */
+static void test_bf16(const char *bin, const char *model) {
+    const char *argv[] = {bin, "--model", model, "--threads", "1", "--replica", "aggregator-bf16",
+                          "--precision", "bf16", NULL};
+    fake_gateway g;
+    if (fake_gateway_start(&g, argv, 30000) != 0) {
+        CHECK_MSG(0, "aggregator service with --precision bf16 did not start");
+        fake_gateway_stop(&g);
+        return;
+    }
+    envelope_msg m;
+    job_inputs in;
+    inputs_of(&in, 0);
+    if (call(&g, "req-bf16", 0, &in, -1, &m) == 0) {
+        printf("bf16: visual tokens within %.3g of the f32 reference\n", check_visual_tol(&m, 0, -1, BF16_TOL));
+        envelope_msg_close(&m);
+    } else {
+        CHECK_MSG(0, "bf16: no answer");
+    }
+    CHECK_EQ_INT(fake_gateway_stop(&g), 0);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "%s", testing_fixture("aggregator_service"));
     lion_status st;
@@ -356,6 +388,7 @@ int main(void) {
     CHECK_EQ_INT(fake_gateway_stop(&g), 0);
 
     test_big_batch(bin, model);
+    test_bf16(bin, model);
     safetensors_close(requests);
     for (int k = 0; k < N_REQUESTS; k++) free(instructions[k]);
     return testing_finish();

@@ -79,13 +79,13 @@ static void check_dir(const char *vi) {
     ram_config rc;
     ram_model ram;
     ram_config_from_model(&rc, &cfg.tagger);
-    CHECK_MSG(weights_open(&w, cfg.tagger.file, "", &st) == 0 && ram_load(&ram, &rc, &w, &st) == 0,
+    CHECK_MSG(weights_open(&w, cfg.tagger.file, "", &st) == 0 && ram_load(&ram, &rc, &w, PRECISION_F32, &st) == 0,
               "%s tagger: %s", vi, st.msg);
     ram_free(&ram);
     weights_close(&w);
 
     aggregate_model agg;
-    CHECK_MSG(weights_open(&w, cfg.aggregator.file, "", &st) == 0 && aggregate_load(&agg, &cfg, &w, &st) == 0,
+    CHECK_MSG(weights_open(&w, cfg.aggregator.file, "", &st) == 0 && aggregate_load(&agg, &cfg, &w, PRECISION_F32, &st) == 0,
               "%s aggregator: %s", vi, st.msg);
     aggregate_free(&agg);
     weights_close(&w);

@@ -76,7 +76,7 @@ static ram_config config_of(const fixture *f, int image, int embed, int n_stages
 static void run_case(const char *name, const ram_config *cfg_in, fixture *f) {
     lion_status st;
     ram_model m;
-    if (ram_load(&m, cfg_in, &f->w, &st)) {
+    if (ram_load(&m, cfg_in, &f->w, PRECISION_F32, &st)) {
         CHECK_MSG(0, "%s: %s", name, st.msg);
         return;
     }
@@ -135,7 +135,7 @@ static void run_case(const char *name, const ram_config *cfg_in, fixture *f) {
 static void test_select(const ram_config *cfg, fixture *f) {
     lion_status st;
     ram_model m;
-    if (ram_load(&m, cfg, &f->w, &st)) {
+    if (ram_load(&m, cfg, &f->w, PRECISION_F32, &st)) {
         CHECK_MSG(0, "%s", st.msg);
         return;
     }
@@ -198,63 +198,63 @@ static void test_load_errors(const ram_config *good, fixture *f) {
     ram_model m;
     ram_config c = *good;
     c.swin.depths[3] = 3; /* the file has 2 blocks in the last stage */
-    CHECK(ram_load(&m, &c, &f->w, &st) == -1);
+    CHECK(ram_load(&m, &c, &f->w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "visual_encoder.layers.3.blocks.2.norm1.weight");
     c = *good;
     c.swin.heads[1] = 3; /* 64 wide */
-    CHECK(ram_load(&m, &c, &f->w, &st) == -1);
+    CHECK(ram_load(&m, &c, &f->w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "stage 1: depth 2, heads 3 do not fit width 64");
     c = *good;
     c.swin.window = 3;
-    CHECK(ram_load(&m, &c, &f->w, &st) == -1);
+    CHECK(ram_load(&m, &c, &f->w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "window 3 does not divide the 16x16 grid");
     c = *good;
     c.swin.image_size = 66;
-    CHECK(ram_load(&m, &c, &f->w, &st) == -1);
+    CHECK(ram_load(&m, &c, &f->w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "patch_size 4 does not divide image_size 66");
     c = *good;
     c.swin.mlp_ratio = 2.0f;
-    CHECK(ram_load(&m, &c, &f->w, &st) == -1);
+    CHECK(ram_load(&m, &c, &f->w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "visual_encoder.layers.0.blocks.0.mlp.fc1.weight");
     c = *good;
     c.head_intermediate = 64;
-    CHECK(ram_load(&m, &c, &f->w, &st) == -1);
+    CHECK(ram_load(&m, &c, &f->w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "tagging_head.encoder.layer.0.intermediate.dense.weight");
     c = *good;
     c.head_layers = 3;
-    CHECK(ram_load(&m, &c, &f->w, &st) == -1);
+    CHECK(ram_load(&m, &c, &f->w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "tagging_head.encoder.layer.2.crossattention");
     c = *good;
     c.num_tags = 49;
-    CHECK(ram_load(&m, &c, &f->w, &st) == -1);
+    CHECK(ram_load(&m, &c, &f->w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "label_embed");
     c = *good;
     c.embed_out = 48; /* as wide as the head: wordvec_proj is then optional, but it is there at 40 */
-    CHECK(ram_load(&m, &c, &f->w, &st) == -1);
+    CHECK(ram_load(&m, &c, &f->w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "tagging_head.encoder.layer.0.crossattention.self.key.weight");
     c = *good;
     int bad_delete[] = {3, 50};
     c.delete_tags = bad_delete;
     c.n_delete_tags = 2;
-    CHECK(ram_load(&m, &c, &f->w, &st) == -1);
+    CHECK(ram_load(&m, &c, &f->w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "delete_tags[1] = 50 is not a tag index (0..49)");
     c = *good;
     float th[50];
     memcpy(th, good->thresholds, sizeof th);
     th[7] = 1.5f;
     c.thresholds = th;
-    CHECK(ram_load(&m, &c, &f->w, &st) == -1);
+    CHECK(ram_load(&m, &c, &f->w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "threshold 7 (1.5) is not in [0, 1]");
     c = *good;
     c.tags = NULL;
-    CHECK(ram_load(&m, &c, &f->w, &st) == -1);
+    CHECK(ram_load(&m, &c, &f->w, PRECISION_F32, &st) == -1);
     CHECK_CONTAINS(st.msg, "tag names and thresholds are required");
 
     /* a file without the head */
     weights w;
     if (weights_open(&w, testing_fixture("tagger_tiny.safetensors"), "nothing.", &st) == 0) {
         c = *good;
-        CHECK(ram_load(&m, &c, &w, &st) == -1);
+        CHECK(ram_load(&m, &c, &w, PRECISION_F32, &st) == -1);
         CHECK_CONTAINS(st.msg, "nothing.visual_encoder.patch_embed.proj.weight");
         weights_close(&w);
     }

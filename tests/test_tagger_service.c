@@ -473,6 +473,50 @@ static void test_cache_off(const char *bin, const char *model, const test_image 
     CHECK_EQ_INT(fake_gateway_stop(&g), 0);
 }
 
+/* --precision bf16: the worker opens RAM with bf16 matrices and answers a job: a RESULT with
+ * the prompt string, its top-5 scores near the f32 reference's (sigmoid scores within 3e-3,
+ * measured 7.3e-4 here; tests/test_tagger_bf16.c measures Swin-L's widths). Tag decisions may flip next to a
+ * threshold: they are printed, not asserted. */
+static void test_bf16(const char *bin, const char *model, const test_image *images, const cJSON *expected) {
+    const char *argv[] = {bin, "--model", model, "--threads", "1", "--replica", "tagger-bf16", "--cache-mb", "0",
+                          "--precision", "bf16", NULL};
+    fake_gateway g;
+    if (fake_gateway_start(&g, argv, 30000) != 0) {
+        CHECK_MSG(0, "tagger service with --precision bf16 did not start");
+        fake_gateway_stop(&g);
+        return;
+    }
+    const test_image *b = &images[1];
+    envelope_msg m;
+    CHECK(send_image(&g, "bf16-b", b->bytes, b->len, 5, &m) == 0);
+    const cJSON *want = cJSON_GetObjectItem(expected, b->name);
+    CHECK_MSG(m.env && m.env->kind == LION__KIND__RESULT && m.env->result, "bf16: a RESULT (%s)",
+              m.env && m.env->error ? m.env->error->message : "");
+    if (want && m.env && m.env->result) {
+        const Lion__Result *r = m.env->result;
+        CHECK_EQ_INT((int)r->n_sequences, 1);
+        CHECK_EQ_INT((int)r->n_top_tags, 5);
+        const cJSON *top = cJSON_GetObjectItem(want, "top");
+        double worst = 0;
+        for (size_t i = 0; i < r->n_top_tags && (int)i < cJSON_GetArraySize(top); i++) {
+            const cJSON *w = cJSON_GetArrayItem(top, (int)i);
+            /* the same tag at rank i, unless two scores swapped places (then compared by name) */
+            for (int j = 0; j < cJSON_GetArraySize(top); j++) {
+                const cJSON *wj = cJSON_GetArrayItem(top, j);
+                if (strcmp(cJSON_GetArrayItem(wj, 0)->valuestring, r->top_tags[i]->name) == 0) w = wj;
+            }
+            double d = fabs(r->top_tags[i]->score - cJSON_GetArrayItem(w, 1)->valuedouble);
+            if (d > worst) worst = d;
+        }
+        CHECK_MSG(worst <= 3e-3, "bf16: a top-5 score %.4g from the reference", worst);
+        printf("bf16: %zu tags kept (reference %d), top-5 scores within %.3g, prompt '%s'\n", r->n_tags,
+               cJSON_GetArraySize(cJSON_GetObjectItem(want, "tags")), worst,
+               r->n_sequences ? r->sequences[0]->text : "");
+    }
+    envelope_msg_close(&m);
+    CHECK_EQ_INT(fake_gateway_stop(&g), 0);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "%s", testing_fixture("tagger_service"));
     const char *bin_dir = getenv("LION_BIN_DIR");
@@ -563,6 +607,7 @@ int main(void) {
     test_big_batch(bin, model, images, expected);
     test_cache(bin, model, images, expected);
     test_cache_off(bin, model, images, expected);
+    test_bf16(bin, model, images, expected);
     cJSON_Delete(expected);
     free(json), free(a), free(b), free(c), free(trunc);
     return testing_finish();

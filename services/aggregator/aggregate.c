@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-int aggregate_load(aggregate_model *m, const model_config *cfg, weights *w, lion_status *st) {
+int aggregate_load(aggregate_model *m, const model_config *cfg, weights *w, lion_precision p, lion_status *st) {
     memset(m, 0, sizeof *m);
     const aggregator_config *a = &cfg->aggregator;
     const vision_config *v = &cfg->vision;
@@ -19,14 +19,14 @@ int aggregate_load(aggregate_model *m, const model_config *cfg, weights *w, lion
     m->d_model = cfg->llm.d_model;
     m->hidden_layer = a->fusion.hidden_layer;
     if (m->use_qformer) {
-        if (qformer_load(&m->qformer, &a->qformer, a->vision_width, m->d_model, w, st)) {
+        if (qformer_load(&m->qformer, &a->qformer, a->vision_width, m->d_model, w, p, st)) {
             memset(m, 0, sizeof *m);
             return -1;
         }
         m->num_visual += a->qformer.num_query_tokens;
     }
     if (m->use_fusion) {
-        if (fusion_load(&m->fusion, &a->fusion, a->vision_width, a->proj_hidden, m->d_model, w, st)) {
+        if (fusion_load(&m->fusion, &a->fusion, a->vision_width, a->proj_hidden, m->d_model, w, p, st)) {
             aggregate_free(m);
             return -1;
         }
@@ -39,6 +39,15 @@ void aggregate_free(aggregate_model *m) {
     if (m->use_qformer) qformer_free(&m->qformer);
     if (m->use_fusion) fusion_free(&m->fusion);
     memset(m, 0, sizeof *m);
+}
+
+size_t aggregate_matrix_bytes(const aggregate_model *m) {
+    return (m->use_qformer ? qformer_matrix_bytes(&m->qformer) : 0) +
+           (m->use_fusion ? fusion_matrix_bytes(&m->fusion) : 0);
+}
+
+const linear *aggregate_first_matrix(const aggregate_model *m) {
+    return m->use_qformer ? &m->qformer.layers[0].self_attn.query : &m->fusion.proj1;
 }
 
 /* Request's tensor of ViT layer `layer`, checked for shape and dtype; NULL with st filled. */

@@ -11,7 +11,9 @@
 
 #include "arena.h"
 #include "fusion.h"
+#include "linear.h"
 #include "model_config.h"
+#include "precision.h"
 #include "qformer.h"
 #include "status.h"
 #include "tensor.h"
@@ -41,10 +43,14 @@ typedef struct aggregate_request {
 } aggregate_request;
 
 /* Binds the branches cfg->visual_input uses from the aggregator stage file (w opened without
- * a prefix), with the dimensions of cfg (aggregator, vision image/patch size, llm.d_model).
- * On failure m holds nothing to free. */
-int aggregate_load(aggregate_model *m, const model_config *cfg, weights *w, lion_status *st);
+ * a prefix), with the dimensions of cfg (aggregator, vision image/patch size, llm.d_model);
+ * their matrices in precision p (f32 or bf16). On failure m holds nothing to free. */
+int aggregate_load(aggregate_model *m, const model_config *cfg, weights *w, lion_precision p, lion_status *st);
 void aggregate_free(aggregate_model *m);
+/* The bytes the branches' matrices take in their form (linear_bytes), and one of them (the
+ * Q-Former's first query, else the fusion's) to name the form in logs. */
+size_t aggregate_matrix_bytes(const aggregate_model *m);
+const linear *aggregate_first_matrix(const aggregate_model *m);
 
 /* Checks one request against the model: every ViT layer the branches read present, with the
  * shape [vision_tokens, vision_width] and a floating dtype; the instruction present (Q-Former

@@ -8,7 +8,8 @@
 #include "protocol.h"
 #include "stage_io.h"
 
-int aggregator_stage_open(aggregator_stage *s, const char *model_dir, int max_batch, lion_status *st) {
+int aggregator_stage_open(aggregator_stage *s, const char *model_dir, int max_batch, lion_precision p,
+                          lion_status *st) {
     memset(s, 0, sizeof *s);
     arena_init(&s->scratch, 0);
     if (model_config_load(&s->cfg, model_dir, st)) return -1;
@@ -17,7 +18,7 @@ int aggregator_stage_open(aggregator_stage *s, const char *model_dir, int max_ba
         aggregator_stage_close(s);
         return -1;
     }
-    if (aggregate_load(&s->model, &s->cfg, &s->w, st)) {
+    if (aggregate_load(&s->model, &s->cfg, &s->w, p, st)) {
         aggregator_stage_close(s);
         return -1;
     }
@@ -36,9 +37,15 @@ int aggregator_stage_open(aggregator_stage *s, const char *model_dir, int max_ba
         aggregator_stage_close(s);
         return lion_fail(st, LION_ENOMEM, "aggregator: out of memory for batch %d", max_batch);
     }
-    log_info("aggregator: %s, visual_input %s, %d visual tokens of %d, reads ViT layer %d%s, %.1f MB f32 weights",
+    /* bytes_f32 counts what weights_get handed out in f32: in bf16 the biases, LayerNorms and
+     * embedding tables; the matrices are counted apart, in their form */
+    const size_t matrices = aggregate_matrix_bytes(&s->model);
+    log_info("aggregator: %s, visual_input %s, %d visual tokens of %d, reads ViT layer %d%s, matrices %s %.1f MB "
+             "(%s), other weights %.1f MB f32",
              s->cfg.name, visual_input_name(s->model.visual_input), s->model.num_visual, s->model.d_model,
-             s->model.hidden_layer, s->model.use_fusion ? " and the fusion cross layers" : "", s->w.bytes_f32 / 1e6);
+             s->model.hidden_layer, s->model.use_fusion ? " and the fusion cross layers" : "", precision_name(p),
+             matrices / 1e6, linear_form(aggregate_first_matrix(&s->model)),
+             (double)(s->w.bytes_f32 - (p == PRECISION_F32 ? matrices : 0)) / 1e6);
     return 0;
 }
 

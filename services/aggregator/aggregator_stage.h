@@ -12,6 +12,7 @@
 #include "aggregate.h"
 #include "arena.h"
 #include "model_config.h"
+#include "precision.h"
 #include "weights.h"
 #include "wordpiece.h"
 #include "worker.h"
@@ -30,8 +31,11 @@ typedef struct aggregator_stage {
     int *good;               /* [max_batch]: the job of each request */
 } aggregator_stage;
 
-/* Sizes the batch buffers for max_batch jobs per process call (<= 0: 1). */
-int aggregator_stage_open(aggregator_stage *s, const char *model_dir, int max_batch, lion_status *st);
+/* Sizes the batch buffers for max_batch jobs per process call (<= 0: 1). The matrices in
+ * precision p (f32 or bf16, resolved: worker_main's cfg->precision); the log line says their
+ * form and bytes. */
+int aggregator_stage_open(aggregator_stage *s, const char *model_dir, int max_batch, lion_precision p,
+                          lion_status *st);
 void aggregator_stage_close(aggregator_stage *s);
 
 /* worker_process_fn: ctx is the aggregator_stage. */

@@ -10,7 +10,7 @@
 #define LN_ADAPTER_EPS 1e-5f
 
 int fusion_load(fusion_model *m, const fusion_config *cfg, int width, int proj_hidden, int d_model, weights *w,
-                lion_status *st) {
+                lion_precision p, lion_status *st) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     m->width = width;
@@ -21,27 +21,29 @@ int fusion_load(fusion_model *m, const fusion_config *cfg, int width, int proj_h
         proj_hidden <= 0 || d_model <= 0)
         return lion_fail(st, LION_EINVAL, "fusion: %d blocks (at most %d), every dimension positive", c->blocks,
                          MODEL_MAX_INTERMEDIATE);
-    const int64_t s_w[] = {width}, s_p1[] = {proj_hidden, width}, s_ph[] = {proj_hidden},
-                  s_p2[] = {d_model, proj_hidden}, s_d[] = {d_model};
+    const int64_t s_w[] = {width}, s_ph[] = {proj_hidden}, s_d[] = {d_model};
     if (!(m->ln_w = weights_get(w, st, 1, s_w, "ln_adapter.weight")) ||
         !(m->ln_b = weights_get(w, st, 1, s_w, "ln_adapter.bias")) ||
-        !(m->proj1_w = weights_get(w, st, 2, s_p1, "adapter_proj.0.weight")) ||
+        linear_bind(&m->proj1, w, p, 0, proj_hidden, width, st, "adapter_proj.0.weight") ||
         !(m->proj1_b = weights_get(w, st, 1, s_ph, "adapter_proj.0.bias")) ||
-        !(m->proj2_w = weights_get(w, st, 2, s_p2, "adapter_proj.2.weight")) ||
+        linear_bind(&m->proj2, w, p, 0, d_model, proj_hidden, st, "adapter_proj.2.weight") ||
         !(m->proj2_b = weights_get(w, st, 1, s_d, "adapter_proj.2.bias")))
-        return -1;
+        goto fail;
     m->blocks = calloc((size_t)c->blocks, sizeof *m->blocks);
-    if (!m->blocks) return lion_fail(st, LION_ENOMEM, "fusion: out of memory");
+    if (!m->blocks) {
+        lion_fail(st, LION_ENOMEM, "fusion: out of memory");
+        goto fail;
+    }
     for (int i = 0; i < c->blocks; i++) {
         fusion_block *b = &m->blocks[i];
-        char p[96], p2[96];
-        snprintf(p, sizeof p, "fusion_adapter.blocks.%d.attention", i);
-        if (bert_attention_load(&b->self_attn, w, p, width, c->heads, width, c->ln_eps, st)) goto fail;
-        snprintf(p, sizeof p, "fusion_adapter.blocks.%d.crossattention", i);
-        if (bert_attention_load(&b->cross_attn, w, p, width, c->heads, width, c->ln_eps, st)) goto fail;
-        snprintf(p, sizeof p, "fusion_adapter.blocks.%d.intermediate", i);
-        snprintf(p2, sizeof p2, "fusion_adapter.blocks.%d.output", i);
-        if (bert_ffn_load(&b->ffn, w, p, p2, width, c->intermediate, c->ln_eps, st)) goto fail;
+        char name[96], name2[96];
+        snprintf(name, sizeof name, "fusion_adapter.blocks.%d.attention", i);
+        if (bert_attention_load(&b->self_attn, w, name, width, c->heads, width, c->ln_eps, p, st)) goto fail;
+        snprintf(name, sizeof name, "fusion_adapter.blocks.%d.crossattention", i);
+        if (bert_attention_load(&b->cross_attn, w, name, width, c->heads, width, c->ln_eps, p, st)) goto fail;
+        snprintf(name, sizeof name, "fusion_adapter.blocks.%d.intermediate", i);
+        snprintf(name2, sizeof name2, "fusion_adapter.blocks.%d.output", i);
+        if (bert_ffn_load(&b->ffn, w, name, name2, width, c->intermediate, c->ln_eps, p, st)) goto fail;
     }
     return 0;
 fail:
@@ -50,8 +52,23 @@ fail:
 }
 
 void fusion_free(fusion_model *m) {
+    for (int i = 0; m->blocks && i < m->cfg.blocks; i++) {
+        bert_attention_free(&m->blocks[i].self_attn);
+        bert_attention_free(&m->blocks[i].cross_attn);
+        bert_ffn_free(&m->blocks[i].ffn);
+    }
     free(m->blocks);
+    linear_free(&m->proj1);
+    linear_free(&m->proj2);
     memset(m, 0, sizeof *m);
+}
+
+size_t fusion_matrix_bytes(const fusion_model *m) {
+    size_t n = linear_bytes(&m->proj1) + linear_bytes(&m->proj2);
+    for (int i = 0; m->blocks && i < m->cfg.blocks; i++)
+        n += bert_attention_bytes(&m->blocks[i].self_attn) + bert_attention_bytes(&m->blocks[i].cross_attn) +
+             bert_ffn_bytes(&m->blocks[i].ffn);
+    return n;
 }
 
 int fusion_forward(const fusion_model *m, const float *hidden, const float *const *cross, int batch, int tokens,
@@ -81,9 +98,10 @@ int fusion_forward(const fusion_model *m, const float *hidden, const float *cons
         }
     }
     layernorm_forward(x, x, m->ln_w, m->ln_b, (int)rows, w, LN_ADAPTER_EPS);
-    linear_forward(mid, x, m->proj1_w, m->proj1_b, (int)rows, w, m->proj_hidden);
-    gelu_forward(mid, rows * m->proj_hidden);
-    linear_forward(out, mid, m->proj2_w, m->proj2_b, (int)rows, m->proj_hidden, m->d_model);
+    /* GELU as a post-op: in f32 the same linear_forward + gelu_forward as before, to the bit */
+    const linear_post gelu = {LINEAR_ACT(ACT_GELU), 0};
+    int rc = linear_forward_post(&m->proj1, mid, x, m->proj1_b, (int)rows, &gelu, scratch, st) ||
+             linear_apply(&m->proj2, out, mid, m->proj2_b, (int)rows, scratch, st);
     arena_restore(scratch, mark);
-    return 0;
+    return rc ? -1 : 0;
 }

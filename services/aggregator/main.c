@@ -3,7 +3,10 @@
  * (services/aggregator/aggregator_stage.h).
  *
  *   lion-aggregator --gateway tcp://127.0.0.1:5553 [--model models/tiny-lion] [--threads N]
- *                   [worker options, see --help] */
+ *                   [--precision auto|f32|bf16] [worker options, see --help]
+ *
+ * --precision bf16 holds the Q-Former's and the fusion adapter's matrices in bf16
+ * (services/aggregator/aggregate.h); auto does so only on CPUs with native bf16. */
 #include <stdlib.h>
 
 #include "aggregator_stage.h"
@@ -12,7 +15,7 @@
 static void *aggregator_open(const worker_config *cfg, lion_status *st) {
     aggregator_stage *s = malloc(sizeof *s);
     if (!s) lion_fail(st, LION_ENOMEM, "aggregator: out of memory");
-    else if (aggregator_stage_open(s, cfg->model_dir, cfg->max_batch, st)) s = (free(s), NULL);
+    else if (aggregator_stage_open(s, cfg->model_dir, cfg->max_batch, cfg->precision, st)) s = (free(s), NULL);
     return s;
 }
 
@@ -23,6 +26,7 @@ static void aggregator_close(void *s) {
 
 int main(int argc, char **argv) {
     const worker_service svc = {.name = "aggregator", .stage = LION__STAGE__AGGREGATOR, .open = aggregator_open,
-                                .close = aggregator_close, .process = aggregator_stage_process};
+                                .close = aggregator_close, .process = aggregator_stage_process,
+                                .precisions = PRECISION_BIT(PRECISION_BF16)};
     return worker_main(&svc, argc, argv);
 }

@@ -10,7 +10,7 @@
 #define LN_VISION_EPS 1e-5f
 
 int qformer_load(qformer_model *m, const qformer_config *cfg, int vision_width, int d_model, weights *w,
-                 lion_status *st) {
+                 lion_precision p, lion_status *st) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     m->cfg.vocab = NULL;
@@ -22,7 +22,7 @@ int qformer_load(qformer_model *m, const qformer_config *cfg, int vision_width, 
         return lion_fail(st, LION_EINVAL, "qformer: every dimension must be positive");
     const int64_t h = c->hidden, s_query[] = {1, c->num_query_tokens, h}, s_w[] = {vision_width},
                   s_word[] = {c->vocab_size, h}, s_pos[] = {c->max_position, h}, s_h[] = {h},
-                  s_proj[] = {d_model, h}, s_d[] = {d_model};
+                  s_d[] = {d_model};
     if (!(m->query_tokens = weights_get(w, st, 3, s_query, "query_tokens")) ||
         !(m->ln_vision_w = weights_get(w, st, 1, s_w, "ln_vision.weight")) ||
         !(m->ln_vision_b = weights_get(w, st, 1, s_w, "ln_vision.bias")) ||
@@ -30,27 +30,32 @@ int qformer_load(qformer_model *m, const qformer_config *cfg, int vision_width, 
         !(m->pos_emb = weights_get(w, st, 2, s_pos, "Qformer.bert.embeddings.position_embeddings.weight")) ||
         !(m->emb_ln_w = weights_get(w, st, 1, s_h, "Qformer.bert.embeddings.LayerNorm.weight")) ||
         !(m->emb_ln_b = weights_get(w, st, 1, s_h, "Qformer.bert.embeddings.LayerNorm.bias")) ||
-        !(m->proj_w = weights_get(w, st, 2, s_proj, "t5_proj.weight")) ||
-        !(m->proj_b = weights_get(w, st, 1, s_d, "t5_proj.bias")))
+        linear_bind(&m->proj, w, p, 0, d_model, c->hidden, st, "t5_proj.weight") ||
+        !(m->proj_b = weights_get(w, st, 1, s_d, "t5_proj.bias"))) {
+        linear_free(&m->proj);
         return -1;
+    }
     m->layers = calloc((size_t)c->layers, sizeof *m->layers);
-    if (!m->layers) return lion_fail(st, LION_ENOMEM, "qformer: out of memory");
+    if (!m->layers) {
+        linear_free(&m->proj);
+        return lion_fail(st, LION_ENOMEM, "qformer: out of memory");
+    }
     for (int i = 0; i < c->layers; i++) {
         qformer_layer *l = &m->layers[i];
-        char p[96], p2[96];
-        snprintf(p, sizeof p, "Qformer.bert.encoder.layer.%d.attention", i);
-        if (bert_attention_load(&l->self_attn, w, p, c->hidden, c->heads, c->hidden, c->ln_eps, st)) goto fail;
+        char name[96], name2[96];
+        snprintf(name, sizeof name, "Qformer.bert.encoder.layer.%d.attention", i);
+        if (bert_attention_load(&l->self_attn, w, name, c->hidden, c->heads, c->hidden, c->ln_eps, p, st)) goto fail;
         l->has_cross = i % c->cross_attention_freq == 0;
-        snprintf(p, sizeof p, "Qformer.bert.encoder.layer.%d.crossattention", i);
+        snprintf(name, sizeof name, "Qformer.bert.encoder.layer.%d.crossattention", i);
         if (l->has_cross &&
-            bert_attention_load(&l->cross_attn, w, p, c->hidden, c->heads, vision_width, c->ln_eps, st))
+            bert_attention_load(&l->cross_attn, w, name, c->hidden, c->heads, vision_width, c->ln_eps, p, st))
             goto fail;
-        snprintf(p, sizeof p, "Qformer.bert.encoder.layer.%d.intermediate", i);
-        snprintf(p2, sizeof p2, "Qformer.bert.encoder.layer.%d.output", i);
-        if (bert_ffn_load(&l->ffn_text, w, p, p2, c->hidden, c->intermediate, c->ln_eps, st)) goto fail;
-        snprintf(p, sizeof p, "Qformer.bert.encoder.layer.%d.intermediate_query", i);
-        snprintf(p2, sizeof p2, "Qformer.bert.encoder.layer.%d.output_query", i);
-        if (bert_ffn_load(&l->ffn_query, w, p, p2, c->hidden, c->intermediate, c->ln_eps, st)) goto fail;
+        snprintf(name, sizeof name, "Qformer.bert.encoder.layer.%d.intermediate", i);
+        snprintf(name2, sizeof name2, "Qformer.bert.encoder.layer.%d.output", i);
+        if (bert_ffn_load(&l->ffn_text, w, name, name2, c->hidden, c->intermediate, c->ln_eps, p, st)) goto fail;
+        snprintf(name, sizeof name, "Qformer.bert.encoder.layer.%d.intermediate_query", i);
+        snprintf(name2, sizeof name2, "Qformer.bert.encoder.layer.%d.output_query", i);
+        if (bert_ffn_load(&l->ffn_query, w, name, name2, c->hidden, c->intermediate, c->ln_eps, p, st)) goto fail;
     }
     return 0;
 fail:
@@ -59,8 +64,26 @@ fail:
 }
 
 void qformer_free(qformer_model *m) {
+    for (int i = 0; m->layers && i < m->cfg.layers; i++) {
+        qformer_layer *l = &m->layers[i];
+        bert_attention_free(&l->self_attn);
+        bert_attention_free(&l->cross_attn);
+        bert_ffn_free(&l->ffn_text);
+        bert_ffn_free(&l->ffn_query);
+    }
     free(m->layers);
+    linear_free(&m->proj);
     memset(m, 0, sizeof *m);
+}
+
+size_t qformer_matrix_bytes(const qformer_model *m) {
+    size_t n = linear_bytes(&m->proj);
+    for (int i = 0; m->layers && i < m->cfg.layers; i++) {
+        const qformer_layer *l = &m->layers[i];
+        n += bert_attention_bytes(&l->self_attn) + bert_ffn_bytes(&l->ffn_text) + bert_ffn_bytes(&l->ffn_query);
+        if (l->has_cross) n += bert_attention_bytes(&l->cross_attn);
+    }
+    return n;
 }
 
 /* Rows [first, first + count) of every batch of a [batch, len, h] buffer to or from a packed
@@ -134,7 +157,7 @@ int qformer_forward(const qformer_model *m, const float *image, int batch, int t
         }
     }
     rows_gather(part, x, batch, len, 0, nq, h);
-    linear_forward(out, part, m->proj_w, m->proj_b, batch * nq, h, m->d_model);
+    if (linear_apply(&m->proj, out, part, m->proj_b, batch * nq, scratch, st)) goto fail;
     arena_restore(scratch, mark);
     return 0;
 oom:

@@ -2,7 +2,10 @@
  * jobs with RAM's tags and LION's tag prompt string (services/tagger/tagger_stage.h).
  *
  *   lion-tagger --gateway tcp://127.0.0.1:5552 [--model models/tiny-lion] [--threads N]
- *               [--cache-mb 64] [worker options, see --help] */
+ *               [--precision auto|f32|bf16] [--cache-mb 64] [worker options, see --help]
+ *
+ * --precision bf16 holds RAM's matrices (Swin-L, image_proj, the tagging head) in bf16
+ * (services/tagger/ram.h); auto does so only on CPUs with native bf16. */
 #include <stdlib.h>
 
 #include "log.h"
@@ -36,7 +39,7 @@ static const args_option tagger_args[] = {
 static void *tagger_open(const worker_config *cfg, lion_status *st) {
     tagger_stage *s = malloc(sizeof *s);
     if (!s) lion_fail(st, LION_ENOMEM, "tagger: out of memory");
-    else if (tagger_stage_open(s, cfg->model_dir, cfg->max_batch, options.cache_mb << 20, st)) s = (free(s), NULL);
+    else if (tagger_stage_open(s, cfg->model_dir, cfg->max_batch, options.cache_mb << 20, cfg->precision, st)) s = (free(s), NULL);
     return s;
 }
 
@@ -55,6 +58,7 @@ int main(int argc, char **argv) {
     const worker_service svc = {.name = "tagger", .stage = LION__STAGE__TAGGER, .open = tagger_open,
                                 .close = tagger_close, .process = tagger_stage_process,
                                 .cache_stats = tagger_stage_cache_stats,
-                                .options = ARGS_TABLE(tagger_args, &options)};
+                                .options = ARGS_TABLE(tagger_args, &options),
+                                .precisions = PRECISION_BIT(PRECISION_BF16)};
     return worker_main(&svc, argc, argv);
 }

@@ -77,24 +77,27 @@ static int label_queries_compute(ram_model *m, weights *w, lion_status *st) {
     else memcpy(m->labels, embed, (size_t)n * hid * sizeof(float));
     relu_forward(m->labels, (size_t)n * hid);
     const tagging_layer *l0 = &m->head.layer[0];
-    linear_forward(m->first_query, m->labels, l0->cross.query_w, l0->cross.query_b, (int)n, (int)hid, (int)hid);
-    return 0;
+    arena a; /* the bf16 product's panels */
+    arena_init(&a, 0);
+    int rc = linear_apply(&l0->cross.query, m->first_query, m->labels, l0->cross.query_b, (int)n, &a, st);
+    arena_free(&a);
+    return rc;
 }
 
-int ram_load(ram_model *m, const ram_config *c, weights *w, lion_status *st) {
+int ram_load(ram_model *m, const ram_config *c, weights *w, lion_precision p, lion_status *st) {
     memset(m, 0, sizeof *m);
     m->cfg = *c;
     if (c->embed_out <= 0) return lion_fail(st, LION_EINVAL, "ram: embed_out %d must be positive", c->embed_out);
-    if (tag_list_copy(m, c, st) || swin_load(&m->swin, &c->swin, w, "visual_encoder.", st) ||
+    if (tag_list_copy(m, c, st) || swin_load(&m->swin, &c->swin, w, "visual_encoder.", p, st) ||
         tagging_head_load(&m->head, w, "tagging_head.", c->head_hidden, c->head_heads, c->head_layers,
-                          c->head_intermediate, c->embed_out, c->head_ln_eps, st))
+                          c->head_intermediate, c->embed_out, c->head_ln_eps, p, st))
         goto fail;
-    const int64_t eo = c->embed_out, hid = c->head_hidden;
-    int64_t s_img[] = {eo, m->swin.width}, s_eo[] = {eo}, s_fc[] = {1, hid}, s_one[] = {1};
-    if (!(m->image_proj_w = weights_get(w, st, 2, s_img, "image_proj.weight")) ||
+    const int64_t eo = c->embed_out;
+    int64_t s_eo[] = {eo}, s_one[] = {1};
+    if (linear_bind(&m->image_proj, w, p, 0, c->embed_out, m->swin.width, st, "image_proj.weight") ||
         !(m->image_proj_b = weights_get(w, st, 1, s_eo, "image_proj.bias")) ||
-        !(m->fc_w = weights_get(w, st, 2, s_fc, "fc.weight")) || !(m->fc_b = weights_get(w, st, 1, s_one, "fc.bias")) ||
-        label_queries_compute(m, w, st))
+        linear_bind(&m->fc, w, p, 0, 1, c->head_hidden, st, "fc.weight") ||
+        !(m->fc_b = weights_get(w, st, 1, s_one, "fc.bias")) || label_queries_compute(m, w, st))
         goto fail;
     return 0;
 fail:
@@ -105,6 +108,8 @@ fail:
 void ram_free(ram_model *m) {
     swin_free(&m->swin);
     tagging_head_free(&m->head);
+    linear_free(&m->image_proj);
+    linear_free(&m->fc);
     if (m->tags)
         for (int i = 0; i < m->cfg.num_tags; i++) free(m->tags[i]);
     free(m->tags);
@@ -114,6 +119,11 @@ void ram_free(ram_model *m) {
     free(m->labels);
     free(m->first_query);
     memset(m, 0, sizeof *m);
+}
+
+size_t ram_matrix_bytes(const ram_model *m) {
+    return swin_matrix_bytes(&m->swin) + tagging_head_matrix_bytes(&m->head) + linear_bytes(&m->image_proj) +
+           linear_bytes(&m->fc);
 }
 
 static int pixels_check(const ram_model *m, const tensor *p, lion_status *st) {
@@ -142,13 +152,13 @@ int ram_logits(const ram_model *m, const tensor *pixels, float *logits, arena *a
         return lion_fail(st, LION_ENOMEM, "ram: out of scratch memory for batch %d", batch);
     }
     if (swin_forward(&m->swin, pixels->data, batch, vis, a, st)) goto fail;
-    linear_forward(img, vis, m->image_proj_w, m->image_proj_b, batch * t, m->swin.width, c->embed_out);
+    if (linear_apply(&m->image_proj, img, vis, m->image_proj_b, batch * t, a, st)) goto fail;
     /* one image at a time: the head's activations scale with the tag count, not the batch */
     for (int b = 0; b < batch; b++) {
         memcpy(x, m->labels, (size_t)n * hid * sizeof(float));
         if (tagging_head_forward(&m->head, x, n, img + (size_t)b * t * c->embed_out, t, m->first_query, a, st))
             goto fail;
-        linear_forward(logits + (size_t)b * n, x, m->fc_w, m->fc_b, n, hid, 1);
+        if (linear_apply(&m->fc, logits + (size_t)b * n, x, m->fc_b, n, a, st)) goto fail;
     }
     arena_restore(a, mark);
     return 0;

@@ -4,14 +4,21 @@
  * once at load: they do not depend on the image) -> tagging head cross-attending to the
  * image tokens -> fc -> sigmoid. A tag is kept when its score is strictly above its class
  * threshold and it is not in delete_tags; the kept tags, in RAM's class order, become the
- * string LION puts in its prompt: RAM's " | " join with " |" replaced by "," ("dog, man, pet"). */
+ * string LION puts in its prompt: RAM's " | " join with " |" replaced by "," ("dog, man, pet").
+ *
+ * Precision: every matrix a forward multiplies by (Swin's, image_proj, the head's, fc) is a
+ * linear (linear.h) in the precision ram_load is given. label_embed and wordvec_proj are read
+ * once at load, in f32, to make the label queries; layer 0's query projection of them is made
+ * at load with that layer's own matrix, in the model's precision, as a forward would. */
 #ifndef LION_RAM_H
 #define LION_RAM_H
 
 #include <stdint.h>
 
 #include "arena.h"
+#include "linear.h"
 #include "model_config.h"
+#include "precision.h"
 #include "status.h"
 #include "swin.h"
 #include "tagging_head.h"
@@ -34,7 +41,8 @@ typedef struct ram_model {
     ram_config cfg; /* its tags/thresholds/delete_tags point at the model's own copies */
     swin_model swin;
     tagging_head head;
-    const float *image_proj_w, *image_proj_b, *fc_w, *fc_b;
+    linear image_proj, fc; /* [embed_out, swin width], [1, head_hidden] */
+    const float *image_proj_b, *fc_b;
     float *labels;      /* owned [num_tags, head_hidden]: the label queries */
     float *first_query; /* owned [num_tags, head_hidden]: layer 0's query projection of labels */
     char **tags;
@@ -62,9 +70,12 @@ void ram_config_from_model(ram_config *rc, const tagger_config *tc);
 
 /* Binds visual_encoder.*, image_proj.*, label_embed, wordvec_proj.* (Identity when absent and
  * head_hidden == embed_out, as RAM builds it), tagging_head.*, fc.*; checks every shape and
- * the tag list, thresholds and delete_tags. */
-int ram_load(ram_model *m, const ram_config *cfg, weights *w, lion_status *st);
+ * the tag list, thresholds and delete_tags. The matrices in precision p (f32 or bf16). */
+int ram_load(ram_model *m, const ram_config *cfg, weights *w, lion_precision p, lion_status *st);
 void ram_free(ram_model *m);
+/* The bytes the model's matrices take in their form (linear_bytes): what the precision
+ * halves. */
+size_t ram_matrix_bytes(const ram_model *m);
 
 /* pixels: F32 [batch, 3, image_size, image_size], normalised (anything else is an error
  * naming the shape). logits: [batch, num_tags]. */

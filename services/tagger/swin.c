@@ -78,24 +78,23 @@ static int config_check(const swin_config *c, lion_status *st) {
 }
 
 static int block_load(swin_block *b, weights *w, const char *prefix, int s, int k, int dim, int heads, int window,
-                      int hidden, lion_status *st) {
+                      int hidden, lion_precision p, lion_status *st) {
     const int64_t d = dim, side = 2 * window - 1, n = (int64_t)window * window;
-    int64_t s_vec[] = {d}, s_qkv[] = {3 * d, d}, s_qkvb[] = {3 * d}, s_sq[] = {d, d}, s_fc1[] = {hidden, d},
-            s_h[] = {hidden}, s_fc2[] = {d, hidden}, s_table[] = {side * side, heads};
+    int64_t s_vec[] = {d}, s_qkvb[] = {3 * d}, s_h[] = {hidden}, s_table[] = {side * side, heads};
     const float *table;
     if (!(b->norm1_w = weights_get(w, st, 1, s_vec, "%slayers.%d.blocks.%d.norm1.weight", prefix, s, k)) ||
         !(b->norm1_b = weights_get(w, st, 1, s_vec, "%slayers.%d.blocks.%d.norm1.bias", prefix, s, k)) ||
         !(table = weights_get(w, st, 2, s_table, "%slayers.%d.blocks.%d.attn.relative_position_bias_table", prefix,
                               s, k)) ||
-        !(b->qkv_w = weights_get(w, st, 2, s_qkv, "%slayers.%d.blocks.%d.attn.qkv.weight", prefix, s, k)) ||
+        linear_bind(&b->qkv, w, p, 0, 3 * dim, dim, st, "%slayers.%d.blocks.%d.attn.qkv.weight", prefix, s, k) ||
         !(b->qkv_b = weights_get(w, st, 1, s_qkvb, "%slayers.%d.blocks.%d.attn.qkv.bias", prefix, s, k)) ||
-        !(b->proj_w = weights_get(w, st, 2, s_sq, "%slayers.%d.blocks.%d.attn.proj.weight", prefix, s, k)) ||
+        linear_bind(&b->proj, w, p, 0, dim, dim, st, "%slayers.%d.blocks.%d.attn.proj.weight", prefix, s, k) ||
         !(b->proj_b = weights_get(w, st, 1, s_vec, "%slayers.%d.blocks.%d.attn.proj.bias", prefix, s, k)) ||
         !(b->norm2_w = weights_get(w, st, 1, s_vec, "%slayers.%d.blocks.%d.norm2.weight", prefix, s, k)) ||
         !(b->norm2_b = weights_get(w, st, 1, s_vec, "%slayers.%d.blocks.%d.norm2.bias", prefix, s, k)) ||
-        !(b->fc1_w = weights_get(w, st, 2, s_fc1, "%slayers.%d.blocks.%d.mlp.fc1.weight", prefix, s, k)) ||
+        linear_bind(&b->fc1, w, p, 0, hidden, dim, st, "%slayers.%d.blocks.%d.mlp.fc1.weight", prefix, s, k) ||
         !(b->fc1_b = weights_get(w, st, 1, s_h, "%slayers.%d.blocks.%d.mlp.fc1.bias", prefix, s, k)) ||
-        !(b->fc2_w = weights_get(w, st, 2, s_fc2, "%slayers.%d.blocks.%d.mlp.fc2.weight", prefix, s, k)) ||
+        linear_bind(&b->fc2, w, p, 0, dim, hidden, st, "%slayers.%d.blocks.%d.mlp.fc2.weight", prefix, s, k) ||
         !(b->fc2_b = weights_get(w, st, 1, s_vec, "%slayers.%d.blocks.%d.mlp.fc2.bias", prefix, s, k)))
         return -1;
     b->position_bias = malloc((size_t)heads * n * n * sizeof(float));
@@ -104,8 +103,16 @@ static int block_load(swin_block *b, weights *w, const char *prefix, int s, int 
     return 0;
 }
 
+static void block_free(swin_block *b) {
+    linear_free(&b->qkv);
+    linear_free(&b->proj);
+    linear_free(&b->fc1);
+    linear_free(&b->fc2);
+    free(b->position_bias);
+}
+
 static int stage_load(swin_stage *sg, const swin_config *c, weights *w, const char *prefix, int s, int grid,
-                      lion_status *st) {
+                      lion_precision p, lion_status *st) {
     sg->dim = c->embed_dim << s;
     sg->heads = c->heads[s];
     sg->depth = c->depths[s];
@@ -129,25 +136,28 @@ static int stage_load(swin_stage *sg, const swin_config *c, weights *w, const ch
     }
     for (int k = 0; k < sg->depth; k++) {
         sg->blocks[k].shift = k % 2 ? shift : 0;
-        if (block_load(&sg->blocks[k], w, prefix, s, k, sg->dim, sg->heads, sg->window, sg->mlp_hidden, st))
+        if (block_load(&sg->blocks[k], w, prefix, s, k, sg->dim, sg->heads, sg->window, sg->mlp_hidden, p, st))
             return -1;
     }
     if (s < c->n_stages - 1) {
-        int64_t s_norm[] = {4 * (int64_t)sg->dim}, s_red[] = {2 * (int64_t)sg->dim, 4 * (int64_t)sg->dim};
+        int64_t s_norm[] = {4 * (int64_t)sg->dim};
+        sg->has_merge = 1;
         if (!(sg->merge_norm_w = weights_get(w, st, 1, s_norm, "%slayers.%d.downsample.norm.weight", prefix, s)) ||
             !(sg->merge_norm_b = weights_get(w, st, 1, s_norm, "%slayers.%d.downsample.norm.bias", prefix, s)) ||
-            !(sg->merge_w = weights_get(w, st, 2, s_red, "%slayers.%d.downsample.reduction.weight", prefix, s)))
+            linear_bind(&sg->merge, w, p, 0, 2 * sg->dim, 4 * sg->dim, st, "%slayers.%d.downsample.reduction.weight",
+                        prefix, s))
             return -1;
     }
     return 0;
 }
 
-int swin_load(swin_model *m, const swin_config *c, weights *w, const char *prefix, lion_status *st) {
+int swin_load(swin_model *m, const swin_config *c, weights *w, const char *prefix, lion_precision p,
+              lion_status *st) {
     memset(m, 0, sizeof *m);
     if (config_check(c, st)) return -1;
     m->cfg = *c;
-    const int64_t e = c->embed_dim, p = c->patch_size;
-    int64_t s_patch[] = {e, 3, p, p}, s_vec[] = {e};
+    const int64_t e = c->embed_dim, ps = c->patch_size;
+    int64_t s_patch[] = {e, 3, ps, ps}, s_vec[] = {e};
     if (!(m->patch_w = weights_get(w, st, 4, s_patch, "%spatch_embed.proj.weight", prefix)) ||
         !(m->patch_b = weights_get(w, st, 1, s_vec, "%spatch_embed.proj.bias", prefix)) ||
         !(m->patch_norm_w = weights_get(w, st, 1, s_vec, "%spatch_embed.norm.weight", prefix)) ||
@@ -157,7 +167,7 @@ int swin_load(swin_model *m, const swin_config *c, weights *w, const char *prefi
     if (!m->stages) return lion_fail(st, LION_ENOMEM, "swin: out of memory");
     int grid = c->image_size / c->patch_size;
     for (int s = 0; s < c->n_stages; s++) {
-        if (stage_load(&m->stages[s], c, w, prefix, s, grid, st)) {
+        if (stage_load(&m->stages[s], c, w, prefix, s, grid, p, st)) {
             swin_free(m);
             return -1;
         }
@@ -179,8 +189,9 @@ void swin_free(swin_model *m) {
         for (int s = 0; s < m->cfg.n_stages; s++) {
             swin_stage *sg = &m->stages[s];
             if (sg->blocks)
-                for (int k = 0; k < sg->depth; k++) free(sg->blocks[k].position_bias);
+                for (int k = 0; k < sg->depth; k++) block_free(&sg->blocks[k]);
             free(sg->blocks);
+            linear_free(&sg->merge);
             free(sg->order_plain);
             free(sg->order_shifted);
             free(sg->shift_mask);
@@ -189,9 +200,25 @@ void swin_free(swin_model *m) {
     memset(m, 0, sizeof *m);
 }
 
-/* x [batch * cells, dim] in grid order, updated in place. h, win, qkv, ff: scratch. */
+size_t swin_matrix_bytes(const swin_model *m) {
+    size_t n = 0;
+    for (int s = 0; m->stages && s < m->cfg.n_stages; s++) {
+        const swin_stage *sg = &m->stages[s];
+        for (int k = 0; k < sg->depth; k++) {
+            const swin_block *b = &sg->blocks[k];
+            n += linear_bytes(&b->qkv) + linear_bytes(&b->proj) + linear_bytes(&b->fc1) + linear_bytes(&b->fc2);
+        }
+        if (sg->has_merge) n += linear_bytes(&sg->merge);
+    }
+    return n;
+}
+
+const linear *swin_first_matrix(const swin_model *m) { return &m->stages[0].blocks[0].qkv; }
+
+/* x [batch * cells, dim] in grid order, updated in place. h, win, qkv, ff: scratch. -1: out
+ * of scratch, or a product failed (st filled). */
 static int block_forward(const swin_stage *sg, const swin_block *bl, float *x, int batch, float *h, float *win,
-                         float *qkv, float *ff, float eps, arena *a) {
+                         float *qkv, float *ff, float eps, arena *a, lion_status *st) {
     const int d = sg->dim, cells = sg->grid * sg->grid, rows = batch * cells, hd = d / sg->heads;
     const int n = sg->window * sg->window;
     const int *order = bl->shift ? sg->order_shifted : sg->order_plain;
@@ -202,15 +229,17 @@ static int block_forward(const swin_stage *sg, const swin_block *bl, float *x, i
         int b = r / cells, t = r % cells;
         memcpy(win + (size_t)r * d, h + ((size_t)b * cells + order[t]) * d, (size_t)d * sizeof(float));
     }
-    linear_forward(qkv, win, bl->qkv_w, bl->qkv_b, rows, d, 3 * d);
+    if (linear_apply(&bl->qkv, qkv, win, bl->qkv_b, rows, a, st)) return -1;
     attention_args at = {.batch = batch * sg->windows, .heads = sg->heads, .head_dim = hd, .q_len = n, .k_len = n,
                          .q = qkv, .k = qkv + d, .v = qkv + 2 * d, .out = win,
                          .q_stride = 3 * d, .k_stride = 3 * d, .v_stride = 3 * d, .out_stride = d,
                          .scale = 1.0f / sqrtf((float)hd),
                          .bias = bl->position_bias, .bias_batch_stride = 0,
                          .window_mask = bl->shift ? sg->shift_mask : NULL, .window_count = sg->windows};
-    if (attention_forward(&at, a)) return -1;
-    linear_forward(h, win, bl->proj_w, bl->proj_b, rows, d, d);
+    if (attention_forward(&at, a))
+        return lion_fail(st, LION_ENOMEM, "swin: out of scratch memory for the window attention");
+    /* not accumulated into x as a post-op: the rows are in window order, x in grid order */
+    if (linear_apply(&bl->proj, h, win, bl->proj_b, rows, a, st)) return -1;
     /* window reverse and roll back: the same map, scattered; each cell is hit once */
     #pragma omp parallel for if ((size_t)rows * d > 65536)
     for (int r = 0; r < rows; r++) {
@@ -218,15 +247,18 @@ static int block_forward(const swin_stage *sg, const swin_block *bl, float *x, i
         add_forward(x + ((size_t)b * cells + order[t]) * d, h + (size_t)r * d, (size_t)d);
     }
     layernorm_forward(h, x, bl->norm2_w, bl->norm2_b, rows, d, eps);
-    linear_forward(ff, h, bl->fc1_w, bl->fc1_b, rows, d, sg->mlp_hidden);
-    gelu_forward(ff, (size_t)rows * sg->mlp_hidden);
-    linear_forward(h, ff, bl->fc2_w, bl->fc2_b, rows, sg->mlp_hidden, d);
-    add_forward(x, h, (size_t)rows * d);
+    /* GELU and the residual add as post-ops: in f32 the same linear_forward, gelu_forward and
+     * add_forward as before, to the bit; fused into the product where oneDNN runs it */
+    const linear_post gelu = {LINEAR_ACT(ACT_GELU), 0}, residual = {0, 1};
+    if (linear_forward_post(&bl->fc1, ff, h, bl->fc1_b, rows, &gelu, a, st) ||
+        linear_forward_post(&bl->fc2, x, ff, bl->fc2_b, rows, &residual, a, st))
+        return -1;
     return 0;
 }
 
 /* x [batch, g, g, C] -> [batch, g/2, g/2, 2C] into out; cat is scratch of x's size. */
-static void merge_forward(const swin_stage *sg, const float *x, float *out, float *cat, int batch, float eps) {
+static int merge_forward(const swin_stage *sg, const float *x, float *out, float *cat, int batch, float eps, arena *a,
+                         lion_status *st) {
     const int g = sg->grid, half = g / 2, c = sg->dim, rows = batch * half * half;
     /* upstream's concat order: (even row, even col), (odd, even), (even, odd), (odd, odd) */
     static const int dy[4] = {0, 1, 0, 1}, dx[4] = {0, 0, 1, 1};
@@ -239,7 +271,7 @@ static void merge_forward(const swin_stage *sg, const float *x, float *out, floa
         }
     }
     layernorm_forward(cat, cat, sg->merge_norm_w, sg->merge_norm_b, rows, 4 * c, eps);
-    linear_forward(out, cat, sg->merge_w, NULL, rows, 4 * c, 2 * c);
+    return linear_apply(&sg->merge, out, cat, NULL, rows, a, st);
 }
 
 int swin_forward(const swin_model *m, const float *pixels, int batch, float *out, arena *a, lion_status *st) {
@@ -263,9 +295,9 @@ int swin_forward(const swin_model *m, const float *pixels, int batch, float *out
     for (int s = 0; s < c->n_stages; s++) {
         const swin_stage *sg = &m->stages[s];
         for (int k = 0; k < sg->depth; k++)
-            if (block_forward(sg, &sg->blocks[k], x, batch, h, win, qkv, ff, c->ln_eps, a)) goto oom;
-        if (sg->merge_w) {
-            merge_forward(sg, x, win, h, batch, c->ln_eps);
+            if (block_forward(sg, &sg->blocks[k], x, batch, h, win, qkv, ff, c->ln_eps, a, st)) goto fail;
+        if (sg->has_merge) {
+            if (merge_forward(sg, x, win, h, batch, c->ln_eps, a, st)) goto fail;
             float *t = x;
             x = win;
             win = t;
@@ -287,6 +319,8 @@ int swin_forward(const swin_model *m, const float *pixels, int batch, float *out
     arena_restore(a, mark);
     return 0;
 oom:
+    lion_fail(st, LION_ENOMEM, "swin: out of scratch memory for batch %d", batch);
+fail:
     arena_restore(a, mark);
-    return lion_fail(st, LION_ENOMEM, "swin: out of scratch memory for batch %d", batch);
+    return -1;
 }

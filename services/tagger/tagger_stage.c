@@ -8,14 +8,15 @@
 #include "protocol.h"
 #include "stage_io.h"
 
-int tagger_stage_open(tagger_stage *s, const char *model_dir, int max_batch, size_t cache_bytes, lion_status *st) {
+int tagger_stage_open(tagger_stage *s, const char *model_dir, int max_batch, size_t cache_bytes, lion_precision p,
+                      lion_status *st) {
     memset(s, 0, sizeof *s);
     if (model_config_load(&s->cfg, model_dir, st)) return -1;
     const tagger_config *t = &s->cfg.tagger;
     ram_config rc;
     ram_config_from_model(&rc, t);
     /* the stage file holds RAM's own key names (visual_encoder., tagging_head., ...) */
-    if (weights_open(&s->w, t->file, "", st) || ram_load(&s->ram, &rc, &s->w, st)) {
+    if (weights_open(&s->w, t->file, "", st) || ram_load(&s->ram, &rc, &s->w, p, st)) {
         tagger_stage_close(s);
         return -1;
     }
@@ -39,9 +40,13 @@ int tagger_stage_open(tagger_stage *s, const char *model_dir, int max_batch, siz
     if (cache_bytes)
         snprintf(cache, sizeof cache, "%zu MB (%zu bytes per image: %zu images)", cache_bytes >> 20, per_image,
                  cache_bytes / per_image);
-    log_info("tagger: %s, Swin %dx%d/%d embed %d, %d stages, %d tags, %.1f MB f32 weights, tag cache %s", s->cfg.name,
-             t->image_size, t->image_size, t->patch_size, t->embed_dim, t->n_stages, t->num_tags, s->w.bytes_f32 / 1e6,
-             cache);
+    /* bytes_f32 counts what weights_get handed out in f32: in bf16 the biases, LayerNorms,
+     * tables and label embeddings; the matrices are counted apart, in their form */
+    log_info("tagger: %s, Swin %dx%d/%d embed %d, %d stages, %d tags, matrices %s %.1f MB (%s), other weights "
+             "%.1f MB f32, tag cache %s",
+             s->cfg.name, t->image_size, t->image_size, t->patch_size, t->embed_dim, t->n_stages, t->num_tags,
+             precision_name(p), ram_matrix_bytes(&s->ram) / 1e6, linear_form(swin_first_matrix(&s->ram.swin)),
+             (double)(s->w.bytes_f32 - (p == PRECISION_F32 ? ram_matrix_bytes(&s->ram) : 0)) / 1e6, cache);
     return 0;
 }
 

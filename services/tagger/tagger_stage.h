@@ -27,6 +27,7 @@
 #include "feature_cache.h"
 #include "image.h"
 #include "model_config.h"
+#include "precision.h"
 #include "ram.h"
 #include "weights.h"
 #include "worker.h"
@@ -50,8 +51,10 @@ typedef struct tagger_stage {
 } tagger_stage;
 
 /* Sizes the batch buffers for max_batch jobs per process call (<= 0: 1) and the tag cache
- * for cache_bytes of logits (0: no cache). */
-int tagger_stage_open(tagger_stage *s, const char *model_dir, int max_batch, size_t cache_bytes, lion_status *st);
+ * for cache_bytes of logits (0: no cache). RAM's matrices in precision p (f32 or bf16,
+ * resolved: worker_main's cfg->precision); the log line says their form and bytes. */
+int tagger_stage_open(tagger_stage *s, const char *model_dir, int max_batch, size_t cache_bytes, lion_precision p,
+                      lion_status *st);
 void tagger_stage_close(tagger_stage *s);
 
 /* worker_process_fn: ctx is the tagger_stage. */

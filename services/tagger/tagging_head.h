@@ -24,14 +24,18 @@ typedef struct tagging_head {
     tagging_layer *layer;
 } tagging_head;
 
-/* Binds prefix + "encoder.layer.N.*" for N < layers; kv_width is the image embedding width. */
+/* Binds prefix + "encoder.layer.N.*" for N < layers; kv_width is the image embedding width.
+ * The matrices in precision p (f32 or bf16). */
 int tagging_head_load(tagging_head *t, weights *w, const char *prefix, int hidden, int heads, int layers,
-                      int intermediate, int kv_width, float ln_eps, lion_status *st);
+                      int intermediate, int kv_width, float ln_eps, lion_precision p, lion_status *st);
 void tagging_head_free(tagging_head *t);
+/* The bytes its matrices take in their form (linear_bytes). */
+size_t tagging_head_matrix_bytes(const tagging_head *t);
 
 /* One image. x: [q_len, hidden] queries, updated in place to the head's output.
  * image: [k_len, kv_width]. first_query: layer 0's query projection of x when the caller
- * has it already (it does not depend on the image), or NULL. -1 only when scratch runs out. */
+ * has it already (it does not depend on the image), or NULL. -1 when scratch runs out or a
+ * bf16 product fails. */
 int tagging_head_forward(const tagging_head *t, float *x, int q_len, const float *image, int k_len,
                          const float *first_query, arena *a, lion_status *st);
 

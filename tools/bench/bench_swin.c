@@ -1,0 +1,239 @@
+/* bench_swin: RAM's Swin-L forward at its true widths (384/4, embed 192, window 12, heads
+ * 6/12/24/48, depths 2-2-18-2) on random weights, in f32 or bf16 (services/tagger/swin.h).
+ *
+ *   bench_swin [--precision f32|bf16] [--threads N] [--iters K] [--depths 2,2,18,2]
+ *
+ * The weights go through a safetensors file in /tmp (swin_load binds what a stage file holds;
+ * 0.8 GB of f32 at the full depths, removed once mapped), so the bf16 run converts and
+ * releases them exactly as lion-tagger --precision bf16 does. Prints the CPU and the ISA
+ * OpenBLAS's kernels and oneDNN dispatch to, the form of the matrices (linear_form) and their
+ * bytes, seconds per image and GFLOP/s. --depths truncates the stages for quick runs (the
+ * widths stay Swin-L's). */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "bench_util.h"
+#include "cpu_features.h"
+#include "onednn_matmul.h"
+#include "swin.h"
+#include "threads.h"
+
+#define MAX_TENSORS 1024
+
+typedef struct bench_options {
+    int threads, iters;
+    const char *precision, *depths;
+} bench_options;
+
+static const args_option bench_options_table[] = {
+    {.name = "--precision", .metavar = "P", .kind = ARG_STRING, ARGS_AT(bench_options, precision),
+     .help = "f32 or bf16 (the matrices' form; the rest stays f32)"},
+    {.name = "--threads", .metavar = "N", .kind = ARG_INT, ARGS_AT(bench_options, threads), .min = 1, .max = 1024,
+     .help = "compute threads", .deflt = "OpenMP's"},
+    {.name = "--iters", .metavar = "K", .kind = ARG_INT, ARGS_AT(bench_options, iters), .min = 1, .max = 1000000,
+     .help = "timed forwards after the warm-up"},
+    {.name = "--depths", .metavar = "D,D,D,D", .kind = ARG_STRING, ARGS_AT(bench_options, depths),
+     .help = "blocks per stage (RAM's Swin-L: 2,2,18,2)"},
+};
+
+static const bench_options defaults = {.iters = 2, .precision = "f32", .depths = "2,2,18,2"};
+
+static void usage(FILE *out) {
+    bench_options d = defaults;
+    args_table table = ARGS_TABLE(bench_options_table, &d);
+    fprintf(out, "usage: bench_swin [options]\n");
+    args_usage(out, &table, 1);
+}
+
+/* The file being written: names and random f32 data (a 64-bit LCG: rand_r would take a
+ * while over 200M weights). */
+typedef struct weight_list {
+    int n;
+    char names[MAX_TENSORS][160];
+    tensor t[MAX_TENSORS];
+    uint64_t seed;
+} weight_list;
+
+/* Uniform in [base - scale, base + scale]. */
+static void add(weight_list *l, float base, float scale, int ndim, const int64_t *shape, const char *name) {
+    snprintf(l->names[l->n], sizeof l->names[l->n], "%s", name);
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    float *d = bench_alloc("bench_swin", (size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) {
+        l->seed = l->seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        d[i] = base + scale * ((float)(l->seed >> 40) / (float)(1 << 24) * 2.0f - 1.0f);
+    }
+    l->t[l->n++] = tensor_view(DTYPE_F32, d, ndim, shape);
+}
+
+#define V(...) ((const int64_t[]){__VA_ARGS__})
+/* std 0.02, Swin's init */
+#define W_SCALE 0.0346f
+
+static void add_fmt(weight_list *l, float base, float scale, int ndim, const int64_t *shape, const char *prefix,
+                    const char *leaf) {
+    char name[160];
+    snprintf(name, sizeof name, "%s%s", prefix, leaf);
+    add(l, base, scale, ndim, shape, name);
+}
+
+/* Swin's keys for c, written to path. */
+static int write_swin(const char *path, const swin_config *c, lion_status *st) {
+    weight_list *l = calloc(1, sizeof *l);
+    if (!l) return lion_fail(st, LION_ENOMEM, "out of memory");
+    l->seed = 42;
+    const int e = c->embed_dim;
+    add(l, 0, W_SCALE, 4, V(e, 3, c->patch_size, c->patch_size), "patch_embed.proj.weight");
+    add(l, 0, W_SCALE, 1, V(e), "patch_embed.proj.bias");
+    add(l, 1, 0.1f, 1, V(e), "patch_embed.norm.weight");
+    add(l, 0, 0.02f, 1, V(e), "patch_embed.norm.bias");
+    int grid = c->image_size / c->patch_size;
+    for (int s = 0; s < c->n_stages; s++) {
+        const int d = e << s, win = grid <= c->window ? grid : c->window, hidden = (int)(d * c->mlp_ratio);
+        char p[96];
+        for (int k = 0; k < c->depths[s]; k++) {
+            snprintf(p, sizeof p, "layers.%d.blocks.%d.", s, k);
+            add_fmt(l, 1, 0.1f, 1, V(d), p, "norm1.weight");
+            add_fmt(l, 0, 0.02f, 1, V(d), p, "norm1.bias");
+            add_fmt(l, 0, W_SCALE, 2, V((2 * win - 1) * (2 * win - 1), c->heads[s]), p,
+                    "attn.relative_position_bias_table");
+            add_fmt(l, 0, W_SCALE, 2, V(3 * d, d), p, "attn.qkv.weight");
+            add_fmt(l, 0, W_SCALE, 1, V(3 * d), p, "attn.qkv.bias");
+            add_fmt(l, 0, W_SCALE, 2, V(d, d), p, "attn.proj.weight");
+            add_fmt(l, 0, W_SCALE, 1, V(d), p, "attn.proj.bias");
+            add_fmt(l, 1, 0.1f, 1, V(d), p, "norm2.weight");
+            add_fmt(l, 0, 0.02f, 1, V(d), p, "norm2.bias");
+            add_fmt(l, 0, W_SCALE, 2, V(hidden, d), p, "mlp.fc1.weight");
+            add_fmt(l, 0, W_SCALE, 1, V(hidden), p, "mlp.fc1.bias");
+            add_fmt(l, 0, W_SCALE, 2, V(d, hidden), p, "mlp.fc2.weight");
+            add_fmt(l, 0, W_SCALE, 1, V(d), p, "mlp.fc2.bias");
+        }
+        if (s < c->n_stages - 1) {
+            snprintf(p, sizeof p, "layers.%d.downsample.", s);
+            add_fmt(l, 1, 0.1f, 1, V(4 * d), p, "norm.weight");
+            add_fmt(l, 0, 0.02f, 1, V(4 * d), p, "norm.bias");
+            add_fmt(l, 0, W_SCALE, 2, V(2 * d, 4 * d), p, "reduction.weight");
+            grid /= 2;
+        }
+    }
+    add(l, 1, 0.1f, 1, V(e << (c->n_stages - 1)), "norm.weight");
+    add(l, 0, 0.02f, 1, V(e << (c->n_stages - 1)), "norm.bias");
+    safetensors_item *items = calloc((size_t)l->n, sizeof *items);
+    for (int i = 0; i < l->n; i++) items[i] = (safetensors_item){l->names[i], &l->t[i]};
+    int rc = items ? safetensors_write(path, items, (size_t)l->n, NULL, 0, st)
+                   : lion_fail(st, LION_ENOMEM, "out of memory");
+    for (int i = 0; i < l->n; i++) free(l->t[i].data);
+    free(items);
+    free(l);
+    return rc;
+}
+
+/* FLOPs of one image: the linears (qkv, proj, fc1, fc2, merges, patch embedding) and the
+ * window attention's two products. */
+static double swin_flops(const swin_config *c) {
+    double f = 2.0 * (c->image_size / c->patch_size) * (c->image_size / c->patch_size) * c->embed_dim * 3 *
+               c->patch_size * c->patch_size;
+    int grid = c->image_size / c->patch_size;
+    for (int s = 0; s < c->n_stages; s++) {
+        const double d = (double)(c->embed_dim << s), rows = (double)grid * grid, h = d * c->mlp_ratio;
+        const double n = grid <= c->window ? rows : (double)c->window * c->window;
+        f += c->depths[s] * (2.0 * rows * (4 * d * d + 2 * d * h) + 2.0 * 2 * rows * n * d);
+        if (s < c->n_stages - 1) {
+            f += 2.0 * (rows / 4) * (4 * d) * (2 * d);
+            grid /= 2;
+        }
+    }
+    return f;
+}
+
+int main(int argc, char **argv) {
+    bench_options o = defaults;
+    args_table table = ARGS_TABLE(bench_options_table, &o);
+    args_parsed parsed;
+    lion_status st;
+    int rc = args_parse(&table, 1, 0, argc, argv, &parsed, &st);
+    if (rc != 0) fprintf(stderr, "bench_swin: %s\n", st.msg);
+    if (rc != 0 || parsed.help) {
+        usage(rc != 0 ? stderr : stdout);
+        return rc != 0 ? 2 : 0;
+    }
+    lion_precision p;
+    if (precision_from_name(o.precision, &p) || (p != PRECISION_F32 && p != PRECISION_BF16)) {
+        fprintf(stderr, "bench_swin: --precision %s: expected f32 or bf16\n", o.precision);
+        return 2;
+    }
+    swin_config c = {.image_size = 384, .patch_size = 4, .embed_dim = 192, .n_stages = 4, .heads = {6, 12, 24, 48},
+                     .window = 12, .mlp_ratio = 4.0f, .ln_eps = 1e-5f};
+    const char *d = o.depths;
+    for (int s = 0; s < 4; s++) {
+        char *end;
+        long v = strtol(d, &end, 10);
+        if (end == d || v < 1 || v > 64 || (s < 3 && *end != ',') || (s == 3 && *end)) {
+            fprintf(stderr, "bench_swin: --depths %s: expected four block counts 1..64, e.g. 2,2,18,2\n", o.depths);
+            return 2;
+        }
+        c.depths[s] = (int)v;
+        d = end + (s < 3);
+    }
+    threads_init(o.threads);
+
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/bench_swin_%d.safetensors", (int)getpid());
+    weights w;
+    swin_model m;
+    double t_load = bench_now();
+    if (write_swin(path, &c, &st) || weights_open(&w, path, "", &st)) {
+        fprintf(stderr, "bench_swin: %s\n", st.msg);
+        unlink(path);
+        return 1;
+    }
+    unlink(path); /* the mapping stays */
+    if (swin_load(&m, &c, &w, "", p, &st)) {
+        fprintf(stderr, "bench_swin: %s\n", st.msg);
+        return 1;
+    }
+    t_load = bench_now() - t_load;
+
+    const size_t npx = (size_t)3 * c.image_size * c.image_size;
+    float *pixels = bench_alloc("bench_swin", npx * sizeof(float));
+    for (size_t i = 0; i < npx; i++) pixels[i] = (float)((i * 2654435761u) % 4001) / 1000.0f - 2.0f;
+    float *out = bench_alloc("bench_swin", (size_t)m.tokens * m.width * sizeof(float));
+    arena a;
+    arena_init(&a, 0);
+    if (swin_forward(&m, pixels, 1, out, &a, &st)) { /* warm-up: page in, grow the arena */
+        fprintf(stderr, "bench_swin: %s\n", st.msg);
+        return 1;
+    }
+    double t = bench_now();
+    for (int r = 0; r < o.iters; r++)
+        if (swin_forward(&m, pixels, 1, out, &a, &st)) {
+            fprintf(stderr, "bench_swin: %s\n", st.msg);
+            return 1;
+        }
+    t = (bench_now() - t) / o.iters;
+    const double flops = swin_flops(&c);
+    char cpu[256];
+    bench_cpu_model(cpu, sizeof cpu);
+    printf("bench_swin: Swin-L 384/4 embed 192 window 12, depths %d-%d-%d-%d, threads %d\n", c.depths[0],
+           c.depths[1], c.depths[2], c.depths[3], threads_count());
+    printf("  CPU            %s; isa %s, native bf16 %s; oneDNN isa %s\n", cpu, cpu_isa_name(),
+           cpu_native_bf16() ? "yes" : "no", onednn_isa_name());
+    printf("  precision      %s; matrices %s\n", precision_name(p), linear_form(swin_first_matrix(&m)));
+    printf("  weights        %.1f MB matrices, %.1f MB other f32 (write + load %.1f s)\n",
+           swin_matrix_bytes(&m) / 1e6,
+           (double)(w.bytes_f32 - (p == PRECISION_F32 ? swin_matrix_bytes(&m) : 0)) / 1e6, t_load);
+    printf("  forward        %.3f s per image (%d iters)\n", t, o.iters);
+    printf("  compute        %.1f GFLOP/s over %.1f GFLOP\n", flops / t / 1e9, flops / 1e9);
+    printf("  arena peak     %.1f MB\n", a.peak / 1e6);
+    arena_free(&a);
+    swin_free(&m);
+    weights_close(&w);
+    free(pixels);
+    free(out);
+    return 0;
+}
