@@ -183,8 +183,11 @@ static void test_vit_g(const char *dir) {
     const size_t per = (size_t)n * d;
     float *pixels = random_pixels((size_t)3 * c.image_size * c.image_size, 5);
     float *ref[2], *o32[2], *o16[2];
-    for (int k = 0; k < 2; k++)
-        ref[k] = malloc(per * sizeof(float)), o32[k] = malloc(per * sizeof(float)), o16[k] = malloc(per * sizeof(float));
+    for (int k = 0; k < 2; k++) {
+        ref[k] = malloc(per * sizeof(float));
+        o32[k] = malloc(per * sizeof(float));
+        o16[k] = malloc(per * sizeof(float));
+    }
     const int layers[] = {0, 1};
     arena a;
     arena_init(&a, 0);

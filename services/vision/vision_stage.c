@@ -18,7 +18,8 @@ static int open_lion(vision_stage *s, lion_status *st) {
     const vision_config *v = &s->cfg.vision;
     vit_config vc;
     vit_config_from_model(&vc, v);
-    if (weights_open(&s->w, v->file, "visual_encoder.", st) || vit_load_with(&s->vit, &vc, &s->w, s->precision, st)) return -1;
+    if (weights_open(&s->w, v->file, "visual_encoder.", st) || vit_load_with(&s->vit, &vc, &s->w, s->precision, st))
+        return -1;
     s->image_size = v->image_size;
     s->filter = v->resize == RESIZE_BILINEAR ? IMAGE_FILTER_BILINEAR : IMAGE_FILTER_BICUBIC;
     s->mean = v->mean, s->std = v->std;

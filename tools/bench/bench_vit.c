@@ -7,9 +7,10 @@
  * Prints seconds per image, achieved GFLOP/s, and the ratio to a large square sgemm
  * measured in the same process (the ceiling for a GEMM-bound forward). --precision bf16
  * holds the blocks' matrices in bf16 as lion-vision --precision bf16 does (vit.h); the header
- * names the form they took (linear_form) and oneDNN's ISA, and the weights line their bytes. --dim, --heads and
- * --mlp shrink the widths (the image stays 224/14, 257 tokens): only for quick runs of the
- * tools that drive this bench (tools/bench/compare_torch.py --tiny), not a LION figure. */
+ * names the form they took (linear_form) and oneDNN's ISA, the weights line their bytes.
+ * --dim, --heads and --mlp shrink the widths (the image stays 224/14, 257 tokens): only for
+ * quick runs of the tools that drive this bench (tools/bench/compare_torch.py --tiny), not a
+ * LION figure. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,7 +173,8 @@ int main(int argc, char **argv) {
         printf("  widths         dim %zu, heads %d, mlp %zu (not ViT-g's)\n", d, o.heads, h);
     printf("  CPU            %s; isa %s, native bf16 %s; OpenBLAS core %s\n", cpu, cpu_isa_name(),
            cpu_native_bf16() ? "yes" : "no", openblas_get_corename());
-    printf("  weights        %.1f MB of block matrices (%s)\n", vit_matrix_bytes(&m) / 1e6, precision_name(o.precision));
+    printf("  weights        %.1f MB of block matrices (%s)\n", vit_matrix_bytes(&m) / 1e6,
+           precision_name(o.precision));
     printf("  forward        %.3f s  (%.3f s per image)\n", t, t / batch);
     printf("  compute        %.1f GFLOP/s over %.1f GFLOP\n", flops / t / 1e9, flops / 1e9);
     printf("  sgemm 2048^3   %.1f GFLOP/s (this process, same threads)\n", peak);
