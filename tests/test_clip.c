@@ -94,17 +94,18 @@ static void run_case(const char *name, clip_config cfg, int batch, int check_wro
             if (layers && t) {
                 memcpy(layers, m.layer, (size_t)m.run * sizeof *layers);
                 wrong.layer = layers;
-                layers[0].q_w = m.layer[0].k_w, layers[0].k_w = m.layer[0].q_w;
+                /* shallow copies of the f32 Linears (views of the file): never freed */
+                layers[0].q = m.layer[0].k, layers[0].k = m.layer[0].q;
                 double e_swap = forward_error(&wrong, pixels, batch, want_f, want_t, feat, tok, &a);
                 layers[0] = m.layer[0];
                 for (int i = 0; i < d; i++)
-                    for (int j = 0; j < d; j++) t[(size_t)i * d + j] = m.layer[0].o_w[(size_t)j * d + i];
-                layers[0].o_w = t;
+                    for (int j = 0; j < d; j++) t[(size_t)i * d + j] = m.layer[0].o.w[(size_t)j * d + i];
+                CHECK(linear_from_f32(&layers[0].o, t, d, d, PRECISION_F32, 0, &st) == 0);
                 double e_trans = forward_error(&wrong, pixels, batch, want_f, want_t, feat, tok, &a);
                 layers[0] = m.layer[0];
                 double e_adapter = 0;
                 if (cfg.adapter_dim && cfg.adapter_attn) {
-                    layers[m.run - 1].adapter_attn.down_w = NULL; /* the last layer's adapter skipped */
+                    layers[m.run - 1].adapter_attn.down_b = NULL; /* the last layer's adapter skipped */
                     e_adapter = forward_error(&wrong, pixels, batch, want_f, want_t, feat, tok, &a);
                     CHECK_MSG(e_adapter > 100 * TOL, "%s: a missing adapter passes (%.3g)", name, e_adapter);
                 }

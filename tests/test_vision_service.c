@@ -1,7 +1,8 @@
 /* The vision service as a separate process over ZeroMQ: it answers jobs with the
  * reference's ViT outputs (PIL preprocessing + EVA ViT, <= 1e-4 relative), in f32 and f16,
  * serves a repeated image from its feature cache, answers bad images and malformed frames
- * with errors and stays up, runs batches over 64, and exits cleanly on SIGTERM. */
+ * with errors and stays up, runs batches over 64, and exits cleanly on SIGTERM. Started with
+ * --precision bf16 (the ViT's matrices in bf16), it answers within bf16's error. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -43,8 +44,11 @@ static int send_image(fake_gateway *g, const char *id, const unsigned char *byte
     return rc;
 }
 
-static void check_layers(envelope_msg *m, safetensors_file *expected, const char *image, int f16) {
+/* Checks the job's three block outputs against the reference within tol (relative); returns
+ * the largest error. */
+static double check_layers_within(envelope_msg *m, safetensors_file *expected, const char *image, int f16, double tol) {
     static const int layers[] = {1, 2, 3};
+    double worst = 0;
     for (int k = 0; k < 3; k++) {
         char name[64], key[96];
         snprintf(name, sizeof name, "vit_layer_%d", layers[k]);
@@ -63,9 +67,16 @@ static void check_layers(envelope_msg *m, safetensors_file *expected, const char
         size_t n = (size_t)tensor_numel(got);
         float *f = malloc(n * sizeof(float));
         convert_to_f32(f, got->data, got->dtype, n, &st);
-        CHECK_CLOSE(f, (const float *)want.data, n, f16 ? 2e-3 : 1e-4, key);
+        const double e = testing_rel_err(f, (const float *)want.data, n);
+        if (e > worst) worst = e;
+        CHECK_CLOSE(f, (const float *)want.data, n, tol, key);
         free(f);
     }
+    return worst;
+}
+
+static void check_layers(envelope_msg *m, safetensors_file *expected, const char *image, int f16) {
+    check_layers_within(m, expected, image, f16, f16 ? 2e-3 : 1e-4);
 }
 
 /* The finish time of the worker's trace hop. The worker takes it once per process call
@@ -167,6 +178,35 @@ static void test_big_batch(const char *bin, const char *model, const test_image 
     free(slow);
 }
 
+/* The worker started with --precision bf16 answers a job within bf16's error of the f32
+ * reference. Measured 1.6e-4 on the fixture's tiny ViT (dim 32: short products, and the
+ * embeddings dominate the residual stream); the bound allows about 3x. */
+#define BF16_TOL 5e-4
+
+static void test_bf16(const char *bin, const char *model, const unsigned char *img, size_t len,
+                      safetensors_file *expected) {
+    const char *argv[] = {bin, "--model", model, "--threads", "1", "--replica", "vision-bf16", "--precision", "bf16",
+                          "--cache-mb", "0", NULL};
+    fake_gateway g;
+    if (fake_gateway_start(&g, argv, 30000) != 0) {
+        CHECK_MSG(0, "vision service with --precision bf16 did not start");
+        fake_gateway_stop(&g);
+        return;
+    }
+    envelope_msg m;
+    CHECK(send_image(&g, "req-bf16", img, len, -1, &m) == 0);
+    CHECK_MSG(m.env && m.env->kind == LION__KIND__RESULT, "bf16: %s",
+              m.env && m.env->error ? m.env->error->message : "no result");
+    if (m.env && m.env->kind == LION__KIND__RESULT) {
+        const double e = check_layers_within(&m, expected, "a.png", 0, BF16_TOL);
+        printf("--precision bf16: relative error %.2e against the f32 reference (bound %.1e)\n", e, BF16_TOL);
+        /* f32 meets the reference to ~1e-6 here: more says the matrices were rounded */
+        CHECK_MSG(e > 1e-5, "--precision bf16 answered as f32 does (%.3g): were the matrices rounded?", e);
+    }
+    envelope_msg_close(&m);
+    CHECK_EQ_INT(fake_gateway_stop(&g), 0);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "%s", testing_fixture("vision_service"));
     const char *bin_dir = getenv("LION_BIN_DIR");
@@ -242,6 +282,7 @@ int main(void) {
 
     const test_image images[2] = {{"a.png", a, len_a}, {"b.jpg", b, len_b}};
     test_big_batch(bin, model, images, expected);
+    test_bf16(bin, model, a, len_a, expected);
     free(a), free(b), free(trunc);
     safetensors_close(expected);
     return testing_finish();

@@ -14,48 +14,56 @@ int clip_layers_run(int layers, int select_layer) {
 }
 
 /* An AdapterLayer of layer i: "adapter_attn" or "adapter_mlp". */
-static int load_adapter(clip_adapter *ad, weights *w, lion_status *st, int i, const char *which, int64_t d,
-                        int64_t bn) {
-    int64_t s_down[] = {bn, d}, s_bn[] = {bn}, s_up[] = {d, bn}, s_d[] = {d};
-    if (!(ad->down_w = weights_get(w, st, 2, s_down, TOWER "encoder.layers.%d.%s.tune_adapter_a.weight", i, which)) ||
+static int load_adapter(clip_adapter *ad, weights *w, lion_precision p, lion_status *st, int i, const char *which,
+                        int d, int bn) {
+    int64_t s_bn[] = {bn}, s_d[] = {d};
+    if (linear_bind(&ad->down, w, p, 0, bn, d, st, TOWER "encoder.layers.%d.%s.tune_adapter_a.weight", i, which) ||
         !(ad->down_b = weights_get(w, st, 1, s_bn, TOWER "encoder.layers.%d.%s.tune_adapter_a.bias", i, which)) ||
-        !(ad->up_w = weights_get(w, st, 2, s_up, TOWER "encoder.layers.%d.%s.tune_adapter_b.weight", i, which)) ||
+        linear_bind(&ad->up, w, p, 0, d, bn, st, TOWER "encoder.layers.%d.%s.tune_adapter_b.weight", i, which) ||
         !(ad->up_b = weights_get(w, st, 1, s_d, TOWER "encoder.layers.%d.%s.tune_adapter_b.bias", i, which)))
         return -1;
     return 0;
 }
 
-static int load_layer(clip_layer *l, const clip_config *c, weights *w, lion_status *st, int i) {
-    const int64_t d = c->dim, f = c->mlp_hidden;
-    int64_t s_d[] = {d}, s_dd[] = {d, d}, s_fc1[] = {f, d}, s_f[] = {f}, s_fc2[] = {d, f};
+static int load_layer(clip_layer *l, const clip_config *c, weights *w, lion_precision p, lion_status *st, int i) {
+    const int d = c->dim, f = c->mlp_hidden;
+    int64_t s_d[] = {d}, s_f[] = {f};
 #define GET(field, nd, shape, name) \
     if (!(l->field = weights_get(w, st, nd, shape, TOWER "encoder.layers.%d." name, i))) return -1
+#define BIND(field, out, in, name) \
+    if (linear_bind(&l->field, w, p, 0, out, in, st, TOWER "encoder.layers.%d." name, i)) return -1
     GET(ln1_w, 1, s_d, "layer_norm1.weight");
     GET(ln1_b, 1, s_d, "layer_norm1.bias");
-    GET(q_w, 2, s_dd, "self_attn.q_proj.weight");
+    BIND(q, d, d, "self_attn.q_proj.weight");
     GET(q_b, 1, s_d, "self_attn.q_proj.bias");
-    GET(k_w, 2, s_dd, "self_attn.k_proj.weight");
+    BIND(k, d, d, "self_attn.k_proj.weight");
     GET(k_b, 1, s_d, "self_attn.k_proj.bias");
-    GET(v_w, 2, s_dd, "self_attn.v_proj.weight");
+    BIND(v, d, d, "self_attn.v_proj.weight");
     GET(v_b, 1, s_d, "self_attn.v_proj.bias");
-    GET(o_w, 2, s_dd, "self_attn.out_proj.weight");
+    BIND(o, d, d, "self_attn.out_proj.weight");
     GET(o_b, 1, s_d, "self_attn.out_proj.bias");
     GET(ln2_w, 1, s_d, "layer_norm2.weight");
     GET(ln2_b, 1, s_d, "layer_norm2.bias");
-    GET(fc1_w, 2, s_fc1, "mlp.fc1.weight");
+    BIND(fc1, f, d, "mlp.fc1.weight");
     GET(fc1_b, 1, s_f, "mlp.fc1.bias");
-    GET(fc2_w, 2, s_fc2, "mlp.fc2.weight");
+    BIND(fc2, d, f, "mlp.fc2.weight");
     GET(fc2_b, 1, s_d, "mlp.fc2.bias");
+#undef BIND
 #undef GET
     /* upstream keeps the adapters of every layer up to the selected one: all layers that run */
     if (c->adapter_dim > 0) {
-        if (c->adapter_attn && load_adapter(&l->adapter_attn, w, st, i, "adapter_attn", d, c->adapter_dim)) return -1;
-        if (c->adapter_mlp && load_adapter(&l->adapter_mlp, w, st, i, "adapter_mlp", d, c->adapter_dim)) return -1;
+        if (c->adapter_attn && load_adapter(&l->adapter_attn, w, p, st, i, "adapter_attn", d, c->adapter_dim))
+            return -1;
+        if (c->adapter_mlp && load_adapter(&l->adapter_mlp, w, p, st, i, "adapter_mlp", d, c->adapter_dim)) return -1;
     }
     return 0;
 }
 
 int clip_load(clip_model *m, const clip_config *c, weights *w, lion_status *st) {
+    return clip_load_with(m, c, w, PRECISION_F32, st);
+}
+
+int clip_load_with(clip_model *m, const clip_config *c, weights *w, lion_precision precision, lion_status *st) {
     memset(m, 0, sizeof *m);
     if (c->patch_size <= 0 || c->image_size <= 0 || c->image_size % c->patch_size || c->heads <= 0 || c->dim <= 0 ||
         c->dim % c->heads || c->mlp_hidden <= 0 || c->layers < 0 || c->adapter_dim < 0 || c->proj_dim < 0)
@@ -78,32 +86,75 @@ int clip_load(clip_model *m, const clip_config *c, weights *w, lion_status *st) 
         !(m->pre_ln_w = weights_get(w, st, 1, s_d, TOWER "pre_layrnorm.weight")) ||
         !(m->pre_ln_b = weights_get(w, st, 1, s_d, TOWER "pre_layrnorm.bias")))
         return -1;
-    if (c->proj_dim > 0) {
-        int64_t s_proj[] = {c->proj_dim, d}, s_pb[] = {c->proj_dim};
-        if (!(m->proj_w = weights_get(w, st, 2, s_proj, "mm_projector.weight")) ||
-            !(m->proj_b = weights_get(w, st, 1, s_pb, "mm_projector.bias")))
-            return -1;
-    }
     m->layer = calloc(run > 0 ? (size_t)run : 1, sizeof *m->layer);
     if (!m->layer) return lion_fail(st, LION_ENOMEM, "clip: out of memory");
+    if (c->proj_dim > 0) {
+        int64_t s_pb[] = {c->proj_dim};
+        if (linear_bind(&m->proj, w, precision, 0, c->proj_dim, c->dim, st, "mm_projector.weight") ||
+            !(m->proj_b = weights_get(w, st, 1, s_pb, "mm_projector.bias"))) {
+            clip_free(m);
+            return -1;
+        }
+    }
     for (int i = 0; i < run; i++)
-        if (load_layer(&m->layer[i], c, w, st, i)) {
+        if (load_layer(&m->layer[i], c, w, precision, st, i)) {
             clip_free(m);
             return -1;
         }
     return 0;
 }
 
+static void free_adapter(clip_adapter *ad) {
+    linear_free(&ad->down);
+    linear_free(&ad->up);
+}
+
 void clip_free(clip_model *m) {
+    for (int i = 0; m->layer && i < m->run; i++) {
+        clip_layer *l = &m->layer[i];
+        linear_free(&l->q), linear_free(&l->k), linear_free(&l->v), linear_free(&l->o);
+        linear_free(&l->fc1), linear_free(&l->fc2);
+        free_adapter(&l->adapter_attn), free_adapter(&l->adapter_mlp);
+    }
     free(m->layer);
+    linear_free(&m->proj);
     memset(m, 0, sizeof *m);
+}
+
+static size_t adapter_bytes(const clip_adapter *ad) { return linear_bytes(&ad->down) + linear_bytes(&ad->up); }
+
+size_t clip_matrix_bytes(const clip_model *m) {
+    size_t n = linear_bytes(&m->proj);
+    for (int i = 0; m->layer && i < m->run; i++) {
+        const clip_layer *l = &m->layer[i];
+        n += linear_bytes(&l->q) + linear_bytes(&l->k) + linear_bytes(&l->v) + linear_bytes(&l->o) +
+             linear_bytes(&l->fc1) + linear_bytes(&l->fc2) + adapter_bytes(&l->adapter_attn) +
+             adapter_bytes(&l->adapter_mlp);
+    }
+    return n;
+}
+
+/* Pink's AdapterLayer in place on h (always linear in CLIP): h += up(down h + down_b) + up_b,
+ * the up product added into h as a post-op (in f32 the same product and add as ops.h's
+ * adapter_forward). No adapter here: nothing. */
+static int adapter(const clip_adapter *ad, float *h, int rows, int bn, arena *a, lion_status *st) {
+    if (!ad->down_b) return 0;
+    arena_mark mark = arena_save(a);
+    float *down = arena_floats(a, (size_t)rows * bn);
+    const linear_post residual = {0, 1};
+    int rc = -1;
+    if (!down) lion_fail(st, LION_ENOMEM, "clip: out of scratch memory for an adapter");
+    else if (!linear_apply(&ad->down, down, h, ad->down_b, rows, a, st))
+        rc = linear_forward_post(&ad->up, h, down, ad->up_b, rows, &residual, a, st);
+    arena_restore(a, mark);
+    return rc;
 }
 
 int clip_forward(const clip_model *m, const float *pixels, int batch, float *features, float *tokens, arena *a,
                  lion_status *st) {
     const clip_config *c = &m->cfg;
     if (batch <= 0) return lion_fail(st, LION_EINVAL, "clip: batch %d must be positive", batch);
-    if (tokens && !m->proj_w) return lion_fail(st, LION_EINVAL, "clip: tokens asked of a model without mm_projector");
+    if (tokens && !m->proj_b) return lion_fail(st, LION_EINVAL, "clip: tokens asked of a model without mm_projector");
     const int d = c->dim, n = m->tokens, rows = batch * n, hd = d / c->heads, f = c->mlp_hidden;
     const size_t nd = (size_t)rows * d;
     arena_mark mark = arena_save(a);
@@ -123,44 +174,44 @@ int clip_forward(const clip_model *m, const float *pixels, int batch, float *fea
     }
     layernorm_forward(x, x, m->pre_ln_w, m->pre_ln_b, rows, d, c->ln_eps);
 
+    /* out_proj and fc2 add into the residual stream x as a post-op (in f32 linear.c runs the
+     * same product and add as separate calls would); quick_gelu has no post-op */
+    const linear_post residual = {0, 1}, gelu = {c->quick_gelu ? 0 : LINEAR_ACT(ACT_GELU), 0};
     for (int i = 0; i < m->run; i++) {
         const clip_layer *l = &m->layer[i];
         layernorm_forward(h, x, l->ln1_w, l->ln1_b, rows, d, c->ln_eps);
-        const clip_adapter *ad = &l->adapter_attn;
-        if (ad->down_w && adapter_forward(h, rows, d, c->adapter_dim, ad->down_w, ad->down_b, ad->up_w, ad->up_b, 0, a))
-            goto oom;
-        linear_forward(q, h, l->q_w, l->q_b, rows, d, d);
-        linear_forward(k, h, l->k_w, l->k_b, rows, d, d);
-        linear_forward(v, h, l->v_w, l->v_b, rows, d, d);
+        if (adapter(&l->adapter_attn, h, rows, c->adapter_dim, a, st) ||
+            linear_apply(&l->q, q, h, l->q_b, rows, a, st) || linear_apply(&l->k, k, h, l->k_b, rows, a, st) ||
+            linear_apply(&l->v, v, h, l->v_b, rows, a, st))
+            goto fail;
         /* HF scales q (bias included) by head_dim^-0.5; scaling the scores is the same product */
         attention_args at = {.batch = batch, .heads = c->heads, .head_dim = hd, .q_len = n, .k_len = n,
                              .q = q, .k = k, .v = v, .out = h, .q_stride = d, .k_stride = d, .v_stride = d,
                              .out_stride = d, .scale = 1.0f / sqrtf((float)hd)};
         if (attention_forward(&at, a)) goto oom;
-        linear_forward(q, h, l->o_w, l->o_b, rows, d, d); /* q reused as scratch */
-        add_forward(x, q, nd);
+        if (linear_forward_post(&l->o, x, h, l->o_b, rows, &residual, a, st)) goto fail;
 
         layernorm_forward(h, x, l->ln2_w, l->ln2_b, rows, d, c->ln_eps);
-        ad = &l->adapter_mlp;
-        if (ad->down_w && adapter_forward(h, rows, d, c->adapter_dim, ad->down_w, ad->down_b, ad->up_w, ad->up_b, 0, a))
-            goto oom;
-        linear_forward(ff, h, l->fc1_w, l->fc1_b, rows, d, f);
+        if (adapter(&l->adapter_mlp, h, rows, c->adapter_dim, a, st) ||
+            linear_forward_post(&l->fc1, ff, h, l->fc1_b, rows, &gelu, a, st))
+            goto fail;
         if (c->quick_gelu) quick_gelu_forward(ff, (size_t)rows * f);
-        else gelu_forward(ff, (size_t)rows * f);
-        linear_forward(h, ff, l->fc2_w, l->fc2_b, rows, f, d);
-        add_forward(x, h, nd);
+        if (linear_forward_post(&l->fc2, x, ff, l->fc2_b, rows, &residual, a, st)) goto fail;
     }
 
     /* Pink drops the class token: rows 1..n-1 of every image, contiguous in x */
     for (int b = 0; b < batch; b++) {
         const float *src = x + ((size_t)b * n + 1) * d;
         if (features) memcpy(features + (size_t)b * m->patches * d, src, (size_t)m->patches * d * sizeof(float));
-        if (tokens)
-            linear_forward(tokens + (size_t)b * m->patches * c->proj_dim, src, m->proj_w, m->proj_b, m->patches, d,
-                           c->proj_dim);
+        if (tokens && linear_apply(&m->proj, tokens + (size_t)b * m->patches * c->proj_dim, src, m->proj_b,
+                                   m->patches, a, st))
+            goto fail;
     }
     arena_restore(a, mark);
     return 0;
+fail:
+    arena_restore(a, mark);
+    return -1;
 oom:
     arena_restore(a, mark);
     return lion_fail(st, LION_ENOMEM, "clip: out of scratch memory for batch %d", batch);

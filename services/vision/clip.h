@@ -13,11 +13,19 @@
  * the class token and projects each patch to the LLM width with mm_projector. So only the
  * layers up to the selected one run, and only they are bound: a file may omit the rest (Pink
  * deletes their adapters; their CLIP weights are never read). post_layernorm (pooled output
- * only) is not used. */
+ * only) is not used.
+ *
+ * Precision (common/nn/precision.h): every matrix of the layers that run (q/k/v/out, fc1,
+ * fc2, the adapters' down and up) and mm_projector is a linear.h Linear bound in the precision
+ * given at load; in bf16 they are held in bf16 only. The patch embedding (a 4-D conv weight,
+ * under 1% of the FLOPs), biases, LayerNorms, quick_gelu and attention stay f32. In f32 the
+ * forward is the plain OpenBLAS one, bit for bit. */
 #ifndef LION_CLIP_H
 #define LION_CLIP_H
 
 #include "arena.h"
+#include "linear.h"
+#include "precision.h"
 #include "status.h"
 #include "weights.h"
 
@@ -33,14 +41,16 @@ typedef struct clip_config {
 } clip_config;
 
 /* Pink's AdapterLayer: tune_adapter_a (down) and tune_adapter_b (up), both with bias. NULL
- * down_w: no adapter here. */
+ * down_b: no adapter here. */
 typedef struct clip_adapter {
-    const float *down_w, *down_b, *up_w, *up_b;
+    linear down, up; /* [adapter_dim, dim], [dim, adapter_dim] */
+    const float *down_b, *up_b;
 } clip_adapter;
 
 typedef struct clip_layer {
-    const float *ln1_w, *ln1_b, *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b;
-    const float *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    const float *ln1_w, *ln1_b, *q_b, *k_b, *v_b, *o_b;
+    const float *ln2_w, *ln2_b, *fc1_b, *fc2_b;
+    linear q, k, v, o, fc1, fc2; /* [dim, dim] x 4, [mlp, dim], [dim, mlp] */
     clip_adapter adapter_attn, adapter_mlp;
 } clip_layer;
 
@@ -50,8 +60,9 @@ typedef struct clip_model {
     int patches; /* tokens - 1: the rows Pink keeps */
     int run;     /* layers the selected hidden state needs */
     const float *class_emb, *patch_w, *pos_emb, *pre_ln_w, *pre_ln_b;
-    const float *proj_w, *proj_b; /* mm_projector, NULL when proj_dim is 0 */
-    clip_layer *layer;            /* run of them */
+    linear proj;          /* mm_projector [proj_dim, dim] */
+    const float *proj_b;  /* its bias; NULL when proj_dim is 0 (no projector) */
+    clip_layer *layer;    /* run of them */
 } clip_model;
 
 /* The encoder layers hidden_states[select_layer] needs (HF tuple indexing over layers + 1
@@ -60,9 +71,16 @@ int clip_layers_run(int layers, int select_layer);
 
 /* Binds the weights by Pink's names under w's prefix (normally none):
  * vision_model.vision_model.{embeddings,pre_layrnorm,encoder.layers.N}.*,
- * ...layers.N.adapter_{attn,mlp}.tune_adapter_{a,b}.*, mm_projector.*; checks every shape. */
+ * ...layers.N.adapter_{attn,mlp}.tune_adapter_{a,b}.*, mm_projector.*; checks every shape.
+ * The matrices in f32. */
 int clip_load(clip_model *m, const clip_config *cfg, weights *w, lion_status *st);
+/* The same in a precision (PRECISION_F32 or PRECISION_BF16; resolve auto first). */
+int clip_load_with(clip_model *m, const clip_config *cfg, weights *w, lion_precision precision, lion_status *st);
+/* Frees what the model owns (bf16 matrices, layers; not w). */
 void clip_free(clip_model *m);
+
+/* The bytes the matrices take in their form (linear_bytes summed, mm_projector included). */
+size_t clip_matrix_bytes(const clip_model *m);
 
 /* pixels [batch, 3, image_size, image_size], normalised. features (may be NULL) gets the
  * selected hidden state without the class token, [batch, patches, dim]; tokens (may be NULL;

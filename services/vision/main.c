@@ -2,7 +2,10 @@
  * jobs with EVA ViT block outputs (services/vision/vision_stage.h).
  *
  *   lion-vision --gateway tcp://127.0.0.1:5551 [--model models/tiny-lion] [--threads N]
- *               [--cache-mb 512] [worker options, see --help] */
+ *               [--precision auto|f32|bf16] [--cache-mb 512] [worker options, see --help]
+ *
+ * --precision bf16 holds the image encoder's matrices in bf16 (vit.h, clip.h); auto does so
+ * only on CPUs with native bf16. */
 #include <stdlib.h>
 
 #include "log.h"
@@ -29,7 +32,7 @@ static const args_option vision_args[] = {
 static void *vision_open(const worker_config *cfg, lion_status *st) {
     vision_stage *s = malloc(sizeof *s);
     if (!s) lion_fail(st, LION_ENOMEM, "vision: out of memory");
-    else if (vision_stage_open(s, cfg->model_dir, cfg->max_batch, options.cache_mb << 20, st))
+    else if (vision_stage_open_with(s, cfg->model_dir, cfg->max_batch, options.cache_mb << 20, cfg->precision, st))
         s = (free(s), NULL);
     return s;
 }
@@ -47,6 +50,7 @@ int main(int argc, char **argv) {
     const worker_service svc = {.name = "vision", .stage = LION__STAGE__VISION, .open = vision_open,
                                 .close = vision_close, .process = vision_stage_process,
                                 .cache_stats = vision_stage_cache_stats,
-                                .options = ARGS_TABLE(vision_args, &options)};
+                                .options = ARGS_TABLE(vision_args, &options),
+                                .precisions = PRECISION_BIT(PRECISION_BF16)};
     return worker_main(&svc, argc, argv);
 }

@@ -18,7 +18,8 @@ static int open_lion(vision_stage *s, lion_status *st) {
     const vision_config *v = &s->cfg.vision;
     vit_config vc;
     vit_config_from_model(&vc, v);
-    if (weights_open(&s->w, v->file, "visual_encoder.", st) || vit_load(&s->vit, &vc, &s->w, st)) return -1;
+    if (weights_open(&s->w, v->file, "visual_encoder.", st) || vit_load_with(&s->vit, &vc, &s->w, s->precision, st))
+        return -1;
     s->image_size = v->image_size;
     s->filter = v->resize == RESIZE_BILINEAR ? IMAGE_FILTER_BILINEAR : IMAGE_FILTER_BICUBIC;
     s->mean = v->mean, s->std = v->std;
@@ -31,7 +32,7 @@ static int open_pink(vision_stage *s, lion_status *st) {
     const pink_vision_config *v = &s->cfg.pink.vision;
     clip_config cc;
     pink_clip_config(v, &cc);
-    if (weights_open(&s->w, v->file, "", st) || clip_load(&s->clip, &cc, &s->w, st)) return -1;
+    if (weights_open(&s->w, v->file, "", st) || clip_load_with(&s->clip, &cc, &s->w, s->precision, st)) return -1;
     s->image_size = v->image_size;
     s->filter = v->resize == RESIZE_BILINEAR ? IMAGE_FILTER_BILINEAR : IMAGE_FILTER_BICUBIC;
     s->mean = v->mean, s->std = v->std;
@@ -40,7 +41,13 @@ static int open_pink(vision_stage *s, lion_status *st) {
 }
 
 int vision_stage_open(vision_stage *s, const char *model_dir, int max_batch, size_t cache_bytes, lion_status *st) {
+    return vision_stage_open_with(s, model_dir, max_batch, cache_bytes, PRECISION_F32, st);
+}
+
+int vision_stage_open_with(vision_stage *s, const char *model_dir, int max_batch, size_t cache_bytes,
+                           lion_precision precision, lion_status *st) {
     memset(s, 0, sizeof *s);
+    s->precision = precision;
     if (model_config_load(&s->cfg, model_dir, st)) return -1;
     const int pink = s->cfg.family == MODEL_FAMILY_PINK;
     if (pink ? open_pink(s, st) : open_lion(s, st)) {
@@ -60,6 +67,11 @@ int vision_stage_open(vision_stage *s, const char *model_dir, int max_batch, siz
         vision_stage_close(s);
         return lion_fail(st, LION_ENOMEM, "vision: out of memory for batch %d", s->max_batch);
     }
+    /* which form the matrices took (one stands for all: they are bound alike) and what they
+     * hold; bytes_f32 counts the f32 rest plus, in f32, the matrices themselves */
+    const linear *one = pink ? (s->clip.run ? &s->clip.layer[0].fc1 : &s->clip.proj)
+                             : (s->vit.cfg.depth ? &s->vit.blocks[0].fc1 : NULL);
+    const size_t matrix_bytes = pink ? clip_matrix_bytes(&s->clip) : vit_matrix_bytes(&s->vit);
     if (pink) {
         const pink_vision_config *v = &s->cfg.pink.vision;
         log_info("vision: %s (Pink), CLIP %dx%d/%d dim %d, %d of %d layers run, %d tokens of %d, %.1f MB f32 "
@@ -72,6 +84,8 @@ int vision_stage_open(vision_stage *s, const char *model_dir, int max_batch, siz
                  s->cfg.name, v->image_size, v->image_size, v->patch_size, v->dim, v->depth, v->n_intermediate,
                  s->w.bytes_f32 / 1e6, cache_bytes >> 20);
     }
+    log_info("vision: matrices %s, %s, %.1f MB", precision_name(precision), one ? linear_form(one) : "none",
+             matrix_bytes / 1e6);
     return 0;
 }
 

@@ -8,7 +8,10 @@
  *     LION_TENSOR_VIT_LAYER_PREFIX "<index>" [tokens, dim], for the aggregator;
  *   Pink (family "pink"): the CLIP ViT with Pink's adapters and mm_projector (clip.h);
  *     LION_TENSOR_VISUAL_TOKENS [patches, llm dim], for the llm directly.
- * The same image bytes again are answered from the feature cache without running it. */
+ * The same image bytes again are answered from the feature cache without running it.
+ *
+ * Precision (common/nn/precision.h): in bf16 the encoder's matrices are held in bf16 only
+ * (vit.h, clip.h); the rest of the stage is f32 in both. */
 #ifndef LION_VISION_STAGE_H
 #define LION_VISION_STAGE_H
 
@@ -22,6 +25,7 @@
 
 typedef struct vision_stage {
     model_config cfg;
+    lion_precision precision; /* what the encoder's matrices were bound in */
     weights w;
     vit_model vit;   /* family lion */
     clip_model clip; /* family pink */
@@ -41,8 +45,11 @@ typedef struct vision_stage {
     _Atomic uint64_t cache_hits, cache_misses; /* copies the heartbeat thread may read */
 } vision_stage;
 
-/* Sizes the batch buffers for max_batch jobs per process call (<= 0: 1). */
+/* Sizes the batch buffers for max_batch jobs per process call (<= 0: 1). f32. */
 int vision_stage_open(vision_stage *s, const char *model_dir, int max_batch, size_t cache_bytes, lion_status *st);
+/* The same in a precision (PRECISION_F32 or PRECISION_BF16; resolve auto first). */
+int vision_stage_open_with(vision_stage *s, const char *model_dir, int max_batch, size_t cache_bytes,
+                           lion_precision precision, lion_status *st);
 void vision_stage_close(vision_stage *s);
 
 /* worker_process_fn: ctx is the vision_stage. */

@@ -18,6 +18,10 @@ void vit_config_from_model(vit_config *out, const vision_config *v) {
 }
 
 int vit_load(vit_model *m, const vit_config *c, weights *w, lion_status *st) {
+    return vit_load_with(m, c, w, PRECISION_F32, st);
+}
+
+int vit_load_with(vit_model *m, const vit_config *c, weights *w, lion_precision precision, lion_status *st) {
     memset(m, 0, sizeof *m);
     m->cfg = *c;
     if (c->patch_size <= 0 || c->image_size % c->patch_size || c->heads <= 0 || c->dim % c->heads)
@@ -32,23 +36,23 @@ int vit_load(vit_model *m, const vit_config *c, weights *w, lion_status *st) {
     if (!(m->pos_embed = weights_get(w, st, 3, s_pos, "pos_embed"))) return -1;
     m->blocks = calloc((size_t)c->depth, sizeof *m->blocks);
     if (!m->blocks) return lion_fail(st, LION_ENOMEM, "vit: out of memory");
-    int64_t s_qkv[] = {3 * d, d}, s_sq[] = {d, d}, s_fc1[] = {c->mlp_hidden, d}, s_h[] = {c->mlp_hidden},
-            s_fc2[] = {d, c->mlp_hidden};
+    const int dim = c->dim, hidden = c->mlp_hidden;
+    int64_t s_h[] = {hidden};
     for (int i = 0; i < c->depth; i++) {
         vit_block *b = &m->blocks[i];
         const float *q_bias, *v_bias;
         if (!(b->norm1_w = weights_get(w, st, 1, s_vec, "blocks.%d.norm1.weight", i)) ||
             !(b->norm1_b = weights_get(w, st, 1, s_vec, "blocks.%d.norm1.bias", i)) ||
-            !(b->qkv_w = weights_get(w, st, 2, s_qkv, "blocks.%d.attn.qkv.weight", i)) ||
+            linear_bind(&b->qkv, w, precision, 0, 3 * dim, dim, st, "blocks.%d.attn.qkv.weight", i) ||
             !(q_bias = weights_get(w, st, 1, s_vec, "blocks.%d.attn.q_bias", i)) ||
             !(v_bias = weights_get(w, st, 1, s_vec, "blocks.%d.attn.v_bias", i)) ||
-            !(b->proj_w = weights_get(w, st, 2, s_sq, "blocks.%d.attn.proj.weight", i)) ||
+            linear_bind(&b->proj, w, precision, 0, dim, dim, st, "blocks.%d.attn.proj.weight", i) ||
             !(b->proj_b = weights_get(w, st, 1, s_vec, "blocks.%d.attn.proj.bias", i)) ||
             !(b->norm2_w = weights_get(w, st, 1, s_vec, "blocks.%d.norm2.weight", i)) ||
             !(b->norm2_b = weights_get(w, st, 1, s_vec, "blocks.%d.norm2.bias", i)) ||
-            !(b->fc1_w = weights_get(w, st, 2, s_fc1, "blocks.%d.mlp.fc1.weight", i)) ||
+            linear_bind(&b->fc1, w, precision, 0, hidden, dim, st, "blocks.%d.mlp.fc1.weight", i) ||
             !(b->fc1_b = weights_get(w, st, 1, s_h, "blocks.%d.mlp.fc1.bias", i)) ||
-            !(b->fc2_w = weights_get(w, st, 2, s_fc2, "blocks.%d.mlp.fc2.weight", i)) ||
+            linear_bind(&b->fc2, w, precision, 0, dim, hidden, st, "blocks.%d.mlp.fc2.weight", i) ||
             !(b->fc2_b = weights_get(w, st, 1, s_vec, "blocks.%d.mlp.fc2.bias", i))) {
             vit_free(m);
             return -1;
@@ -66,9 +70,22 @@ int vit_load(vit_model *m, const vit_config *c, weights *w, lion_status *st) {
 
 void vit_free(vit_model *m) {
     if (m->blocks)
-        for (int i = 0; i < m->cfg.depth; i++) free(m->blocks[i].qkv_b);
+        for (int i = 0; i < m->cfg.depth; i++) {
+            vit_block *b = &m->blocks[i];
+            linear_free(&b->qkv), linear_free(&b->proj), linear_free(&b->fc1), linear_free(&b->fc2);
+            free(b->qkv_b);
+        }
     free(m->blocks);
     memset(m, 0, sizeof *m);
+}
+
+size_t vit_matrix_bytes(const vit_model *m) {
+    size_t n = 0;
+    for (int i = 0; m->blocks && i < m->cfg.depth; i++) {
+        const vit_block *b = &m->blocks[i];
+        n += linear_bytes(&b->qkv) + linear_bytes(&b->proj) + linear_bytes(&b->fc1) + linear_bytes(&b->fc2);
+    }
+    return n;
 }
 
 int vit_forward(const vit_model *m, const float *pixels, int batch, const int *layers, int n_out, float **outs,
@@ -98,27 +115,31 @@ int vit_forward(const vit_model *m, const float *pixels, int batch, const int *l
         add_forward(xb, m->pos_embed, (size_t)n * d);
     }
 
+    /* proj and fc2 add into the residual stream x as a post-op, fc1 applies GELU as one: in
+     * f32 linear.c runs the same product, activation and add as separate calls would */
+    const linear_post gelu = {LINEAR_ACT(ACT_GELU), 0}, residual = {0, 1};
     for (int i = 0; i <= last; i++) {
         const vit_block *bl = &m->blocks[i];
         layernorm_forward(h, x, bl->norm1_w, bl->norm1_b, rows, d, c->ln_eps);
-        linear_forward(qkv, h, bl->qkv_w, bl->qkv_b, rows, d, 3 * d);
+        if (linear_apply(&bl->qkv, qkv, h, bl->qkv_b, rows, a, st)) goto fail;
         attention_args at = {.batch = batch, .heads = c->heads, .head_dim = hd, .q_len = n, .k_len = n,
                              .q = qkv, .k = qkv + d, .v = qkv + 2 * d, .out = h,
                              .q_stride = 3 * d, .k_stride = 3 * d, .v_stride = 3 * d, .out_stride = d,
                              .scale = 1.0f / sqrtf((float)hd)};
         if (attention_forward(&at, a)) goto oom;
-        linear_forward(qkv, h, bl->proj_w, bl->proj_b, rows, d, d); /* qkv reused as scratch */
-        add_forward(x, qkv, (size_t)rows * d);
+        if (linear_forward_post(&bl->proj, x, h, bl->proj_b, rows, &residual, a, st)) goto fail;
         layernorm_forward(h, x, bl->norm2_w, bl->norm2_b, rows, d, c->ln_eps);
-        linear_forward(ff, h, bl->fc1_w, bl->fc1_b, rows, d, c->mlp_hidden);
-        gelu_forward(ff, (size_t)rows * c->mlp_hidden);
-        linear_forward(h, ff, bl->fc2_w, bl->fc2_b, rows, c->mlp_hidden, d);
-        add_forward(x, h, (size_t)rows * d);
+        if (linear_forward_post(&bl->fc1, ff, h, bl->fc1_b, rows, &gelu, a, st) ||
+            linear_forward_post(&bl->fc2, x, ff, bl->fc2_b, rows, &residual, a, st))
+            goto fail;
         for (int k = 0; k < n_out; k++)
             if (layers[k] == i) memcpy(outs[k], x, (size_t)rows * d * sizeof(float));
     }
     arena_restore(a, mark);
     return 0;
+fail:
+    arena_restore(a, mark);
+    return -1;
 oom:
     arena_restore(a, mark);
     return lion_fail(st, LION_ENOMEM, "vit: out of scratch memory for batch %d", batch);

@@ -93,6 +93,12 @@ static float *constant_floats(size_t n, float v) {
     return p;
 }
 
+/* An f32 Linear of random weights (clip.h holds its matrices as linear.h Linears). */
+static void random_linear(linear *l, size_t out, size_t in, uint64_t *s) {
+    lion_status st;
+    if (linear_from_f32(l, random_floats(out * in, 0.05f, s), (int)out, (int)in, PRECISION_F32, 0, &st)) die(st.msg);
+}
+
 /* Scales keep the activations O(1) over a few layers (no overflow, no denormals): a product
  * over K inputs of O(1) with weights of std 0.05/sqrt(12) grows by ~0.014 sqrt(K). */
 static void random_clip(clip_model *m, const clip_config *c, uint64_t *s) {
@@ -108,7 +114,7 @@ static void random_clip(clip_model *m, const clip_config *c, uint64_t *s) {
     m->pos_emb = random_floats((size_t)m->tokens * d, 0.2f, s);
     m->pre_ln_w = constant_floats(d, 1.0f);
     m->pre_ln_b = random_floats(d, 0.1f, s);
-    m->proj_w = random_floats((size_t)c->proj_dim * d, 0.05f, s);
+    random_linear(&m->proj, (size_t)c->proj_dim, d, s);
     m->proj_b = random_floats((size_t)c->proj_dim, 0.1f, s);
     clip_layer *layers = calloc((size_t)m->run, sizeof *layers);
     if (!layers) die("out of memory");
@@ -117,16 +123,16 @@ static void random_clip(clip_model *m, const clip_config *c, uint64_t *s) {
         l->ln1_w = l->ln2_w = constant_floats(d, 1.0f);
         l->ln1_b = random_floats(d, 0.1f, s);
         l->ln2_b = random_floats(d, 0.1f, s);
-        l->q_w = random_floats(d * d, 0.05f, s), l->q_b = random_floats(d, 0.1f, s);
-        l->k_w = random_floats(d * d, 0.05f, s), l->k_b = random_floats(d, 0.1f, s);
-        l->v_w = random_floats(d * d, 0.05f, s), l->v_b = random_floats(d, 0.1f, s);
-        l->o_w = random_floats(d * d, 0.05f, s), l->o_b = random_floats(d, 0.1f, s);
-        l->fc1_w = random_floats(f * d, 0.05f, s), l->fc1_b = random_floats(f, 0.1f, s);
-        l->fc2_w = random_floats(d * f, 0.05f, s), l->fc2_b = random_floats(d, 0.1f, s);
+        random_linear(&l->q, d, d, s), l->q_b = random_floats(d, 0.1f, s);
+        random_linear(&l->k, d, d, s), l->k_b = random_floats(d, 0.1f, s);
+        random_linear(&l->v, d, d, s), l->v_b = random_floats(d, 0.1f, s);
+        random_linear(&l->o, d, d, s), l->o_b = random_floats(d, 0.1f, s);
+        random_linear(&l->fc1, f, d, s), l->fc1_b = random_floats(f, 0.1f, s);
+        random_linear(&l->fc2, d, f, s), l->fc2_b = random_floats(d, 0.1f, s);
         if (bn && c->adapter_attn) {
             clip_adapter *ad = &l->adapter_attn;
-            ad->down_w = random_floats(bn * d, 0.05f, s), ad->down_b = random_floats(bn, 0.1f, s);
-            ad->up_w = random_floats(d * bn, 0.05f, s), ad->up_b = random_floats(d, 0.1f, s);
+            random_linear(&ad->down, bn, d, s), ad->down_b = random_floats(bn, 0.1f, s);
+            random_linear(&ad->up, d, bn, s), ad->up_b = random_floats(d, 0.1f, s);
         }
     }
     m->layer = layers;

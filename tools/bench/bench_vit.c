@@ -1,12 +1,16 @@
 /* bench_vit: EVA ViT-g forward at true LION sizes (224/14, 1408, 16 heads, MLP 6144,
  * 39 blocks) on random weights, and the GEMM rate it reaches against OpenBLAS's own peak.
  *
- *   bench_vit [--threads N] [--batch B] [--depth D] [--iters K] [--dim C] [--heads H] [--mlp M]
+ *   bench_vit [--threads N] [--batch B] [--depth D] [--iters K] [--precision f32|bf16]
+ *             [--dim C] [--heads H] [--mlp M]
  *
  * Prints seconds per image, achieved GFLOP/s, and the ratio to a large square sgemm
- * measured in the same process (the ceiling for a GEMM-bound forward). --dim, --heads and
- * --mlp shrink the widths (the image stays 224/14, 257 tokens): only for quick runs of the
- * tools that drive this bench (tools/bench/compare_torch.py --tiny), not a LION figure. */
+ * measured in the same process (the ceiling for a GEMM-bound forward). --precision bf16
+ * holds the blocks' matrices in bf16 as lion-vision --precision bf16 does (vit.h); the header
+ * names the form they took (linear_form) and oneDNN's ISA, the weights line their bytes.
+ * --dim, --heads and --mlp shrink the widths (the image stays 224/14, 257 tokens): only for
+ * quick runs of the tools that drive this bench (tools/bench/compare_torch.py --tiny), not a
+ * LION figure. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +20,7 @@
 #include "bench_util.h"
 #include "args.h"
 #include "cpu_features.h"
+#include "onednn_matmul.h"
 #include "threads.h"
 #include "vit.h"
 
@@ -46,7 +51,29 @@ static double sgemm_peak(int n) {
 
 typedef struct bench_options {
     int threads, batch, depth, iters, dim, heads, mlp;
+    lion_precision precision;
 } bench_options;
+
+static int set_precision(const args_option *opt, void *base, const char *name, const char *text, lion_status *st) {
+    (void)opt;
+    lion_precision p;
+    if (precision_from_name(text, &p) || p == PRECISION_AUTO)
+        return lion_fail(st, LION_EINVAL, "%s: '%s' is not f32 or bf16", name, text);
+    ((bench_options *)base)->precision = p;
+    return 0;
+}
+
+/* A block matrix of random weights in precision p. In bf16 the f32 array is dropped once
+ * converted, as lion-vision releases the file's f32 pages: the process holds what it would. */
+static void random_linear(linear *l, size_t out, size_t in, lion_precision p, unsigned *seed) {
+    lion_status st;
+    float *w = random_floats(out * in, 0.04f, seed);
+    if (linear_from_f32(l, w, (int)out, (int)in, p, 0, &st)) {
+        fprintf(stderr, "bench_vit: %s\n", st.msg);
+        exit(1);
+    }
+    if (p != PRECISION_F32) free(w);
+}
 
 static const args_option bench_options_table[] = {
     {.name = "--threads", .metavar = "N", .kind = ARG_INT, ARGS_AT(bench_options, threads), .min = 1, .max = 1024,
@@ -58,6 +85,8 @@ static const args_option bench_options_table[] = {
      .help = "ViT blocks (LION: 39)"},
     {.name = "--iters", .metavar = "K", .kind = ARG_INT, ARGS_AT(bench_options, iters), .min = 1, .max = 1000000,
      .help = "timed forwards after the warm-up"},
+    {.name = "--precision", .metavar = "f32|bf16", .kind = ARG_CUSTOM, .set = set_precision, .deflt = "f32",
+     .help = "bf16: the blocks' matrices held in bf16 (vit.h)"},
     {.name = "--dim", .metavar = "C", .kind = ARG_INT, ARGS_AT(bench_options, dim), .min = 16, .max = 8192,
      .help = "width (ViT-g: 1408; a multiple of --heads)"},
     {.name = "--heads", .metavar = "H", .kind = ARG_INT, ARGS_AT(bench_options, heads), .min = 1, .max = 256,
@@ -66,7 +95,8 @@ static const args_option bench_options_table[] = {
      .help = "MLP hidden width (ViT-g: 6144)"},
 };
 
-static const bench_options defaults = {.batch = 1, .depth = 39, .iters = 2, .dim = 1408, .heads = 16, .mlp = 6144};
+static const bench_options defaults = {.batch = 1, .depth = 39, .iters = 2, .dim = 1408, .heads = 16, .mlp = 6144,
+                                       .precision = PRECISION_F32};
 
 static void usage(FILE *out) {
     bench_options d = defaults;
@@ -107,13 +137,13 @@ int main(int argc, char **argv) {
         vit_block *b = &m.blocks[i];
         b->norm1_w = b->norm2_w = ones;
         b->norm1_b = b->norm2_b = random_floats(d, 0.02f, &seed);
-        b->qkv_w = random_floats(3 * d * d, 0.04f, &seed);
+        random_linear(&b->qkv, 3 * d, d, o.precision, &seed);
         b->qkv_b = random_floats(3 * d, 0.02f, &seed);
-        b->proj_w = random_floats(d * d, 0.04f, &seed);
+        random_linear(&b->proj, d, d, o.precision, &seed);
         b->proj_b = random_floats(d, 0.02f, &seed);
-        b->fc1_w = random_floats(h * d, 0.04f, &seed);
+        random_linear(&b->fc1, h, d, o.precision, &seed);
         b->fc1_b = random_floats(h, 0.02f, &seed);
-        b->fc2_w = random_floats(d * h, 0.04f, &seed);
+        random_linear(&b->fc2, d, h, o.precision, &seed);
         b->fc2_b = random_floats(d, 0.02f, &seed);
     }
     float *pixels = random_floats((size_t)batch * 3 * 224 * 224, 2.0f, &seed);
@@ -137,11 +167,14 @@ int main(int argc, char **argv) {
     double peak = sgemm_peak(2048);
     char cpu[256];
     bench_cpu_model(cpu, sizeof cpu);
-    printf("bench_vit: EVA ViT-g depth %d, batch %d, threads %d\n", depth, batch, threads_count());
+    printf("bench_vit: EVA ViT-g depth %d, batch %d, threads %d; precision %s, matrices %s; oneDNN isa %s\n", depth,
+           batch, threads_count(), precision_name(o.precision), linear_form(&m.blocks[0].fc1), onednn_isa_name());
     if (d != 1408 || h != 6144 || o.heads != 16)
         printf("  widths         dim %zu, heads %d, mlp %zu (not ViT-g's)\n", d, o.heads, h);
     printf("  CPU            %s; isa %s, native bf16 %s; OpenBLAS core %s\n", cpu, cpu_isa_name(),
            cpu_native_bf16() ? "yes" : "no", openblas_get_corename());
+    printf("  weights        %.1f MB of block matrices (%s)\n", vit_matrix_bytes(&m) / 1e6,
+           precision_name(o.precision));
     printf("  forward        %.3f s  (%.3f s per image)\n", t, t / batch);
     printf("  compute        %.1f GFLOP/s over %.1f GFLOP\n", flops / t / 1e9, flops / 1e9);
     printf("  sgemm 2048^3   %.1f GFLOP/s (this process, same threads)\n", peak);
