@@ -15,7 +15,7 @@ import unittest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("LION_BUILD_DIR", os.path.join(ROOT, "build"))
 SCRIPT = os.path.join(ROOT, "tools", "bench", "compare_torch.py")
-MEASURES = ("EVA ViT-g forward", "FlanT5-XL encoder", "decoder step, greedy", "decoder step, 5 beams")
+MEASURES = ("EVA ViT-g forward", "RAM Swin-L forward", "FlanT5-XL encoder", "decoder step, greedy", "decoder step, 5 beams")
 PINK_MEASURES = ("Pink CLIP ViT-L forward", "Pink LLaMA-7B prefill", "Pink LLaMA-7B decode step, greedy",
                  "Pink LLaMA-7B decode step, 5 beams")
 
@@ -29,17 +29,17 @@ def time_value(cell):
 
 
 @unittest.skipUnless(all(os.access(os.path.join(BUILD, "tools", "bench", b), os.X_OK)
-                         for b in ("bench_vit", "bench_t5", "bench_pink")),
-                     "bench_vit / bench_t5 / bench_pink not built in " + BUILD)
+                         for b in ("bench_vit", "bench_swin", "bench_t5", "bench_pink")),
+                     "bench_vit / bench_swin / bench_t5 / bench_pink not built in " + BUILD)
 class CompareTorchTest(unittest.TestCase):
     def test_tiny_run(self):
         r = subprocess.run([sys.executable, SCRIPT, "--tiny", "--build", BUILD, "--threads", "2", "--reps", "1",
-                            "--vit-depth", "1", "--t5-layers", "1", "--tokens", "1", "--steps", "2",
+                            "--vit-depth", "1", "--swin-depths", "1,1,1,1", "--t5-layers", "1", "--tokens", "1", "--steps", "2",
                             "--only", "all", "--clip-layers", "1", "--llama-layers", "1", "--prompt", "270"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         out = r.stdout
-        for line in ("CPU ", "ours (bench_t5)", "ours (bench_vit)", "ours (bench_pink)", "torch GEMM"):
+        for line in ("CPU ", "ours (bench_t5)", "ours (bench_vit)", "ours (bench_swin)", "ours (bench_pink)", "torch GEMM"):
             self.assertIn(line, out)
         self.assertIn("[rep 1/1", r.stderr)  # the progress lines
         rows = {}
@@ -55,18 +55,17 @@ class CompareTorchTest(unittest.TestCase):
             bf16_timed = not name.startswith("Pink LLaMA-7B prefill") or torch_bf16 != "-"
             for cell in (ours_f32, torch_f32) + ((torch_bf16,) if bf16_timed else ()):
                 self.assertGreater(time_value(cell), 0, out)
-            if name.startswith("decoder"):
-                self.assertGreater(time_value(ours_bf16), 0, out)  # bench_t5's bf16 step
+            if name.startswith(("decoder", "EVA", "RAM")):
+                self.assertGreater(time_value(ours_bf16), 0, out)  # our bf16 path
             if name.startswith("Pink"):
                 self.assertEqual(ours_bf16, "-", out)  # no bf16 CLIP or LLaMA of ours yet
             for ratio in (r_f32,) + ((r_bf16,) if bf16_timed else ()):
                 m = re.fullmatch(r"([0-9.]+)x", ratio)
                 self.assertTrue(m and float(m.group(1)) > 0, "ratio %r in:\n%s" % (ratio, out))
-        self.assertTrue(any(t.startswith("RAM Swin-L") for t in rows), "the Swin row says it is not covered")
         fid = re.search(r"^fidelity \(.*$", out, re.M)
         self.assertTrue(fid, out)
         values = [float(v) for v in re.findall(r"\d\.\de[-+]\d\d", fid.group(0))]
-        self.assertEqual(len(values), 5, fid.group(0))  # ours 1 and 5 rows; torch ViT, encoder, step
+        self.assertEqual(len(values), 6, fid.group(0))  # ours 1 and 5 rows; torch ViT, Swin, encoder, step
         for v in values:
             self.assertTrue(0 < v < 0.2, fid.group(0))  # bf16 rounding, not NaN or garbage
         # Pink: ours f32 vs torch f32 on the weights torch wrote (CLIP tokens, prefill, steps of 1

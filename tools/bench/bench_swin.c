@@ -25,7 +25,7 @@
 #define MAX_TENSORS 1024
 
 typedef struct bench_options {
-    int threads, iters;
+    int threads, iters, image, embed;
     const char *precision, *depths;
 } bench_options;
 
@@ -38,9 +38,16 @@ static const args_option bench_options_table[] = {
      .help = "timed forwards after the warm-up"},
     {.name = "--depths", .metavar = "D,D,D,D", .kind = ARG_STRING, ARGS_AT(bench_options, depths),
      .help = "blocks per stage (RAM's Swin-L: 2,2,18,2)"},
+    /* smaller widths only for quick runs of the tools that drive this bench (compare_torch.py
+     * --tiny): not a RAM figure */
+    {.name = "--image", .metavar = "PX", .kind = ARG_INT, ARGS_AT(bench_options, image), .min = 96, .max = 1536,
+     .help = "image side, a multiple of 96 (RAM: 384)"},
+    {.name = "--embed-dim", .metavar = "C", .kind = ARG_INT, ARGS_AT(bench_options, embed), .min = 8, .max = 1024,
+     .help = "stage 1 width, heads scaled to keep 32 per head (RAM: 192)"},
 };
 
-static const bench_options defaults = {.iters = 2, .precision = "f32", .depths = "2,2,18,2"};
+static const bench_options defaults = {.iters = 2, .image = 384, .embed = 192, .precision = "f32",
+                                       .depths = "2,2,18,2"};
 
 static void usage(FILE *out) {
     bench_options d = defaults;
@@ -167,8 +174,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_swin: --precision %s: expected f32 or bf16\n", o.precision);
         return 2;
     }
-    swin_config c = {.image_size = 384, .patch_size = 4, .embed_dim = 192, .n_stages = 4, .heads = {6, 12, 24, 48},
-                     .window = 12, .mlp_ratio = 4.0f, .ln_eps = 1e-5f};
+    if (o.image % 96 || o.embed % 8) {
+        fprintf(stderr, "bench_swin: --image must be a multiple of 96 and --embed-dim of 8\n");
+        return 2;
+    }
+    const int h0 = o.embed / 32 > 0 ? o.embed / 32 : 1; /* 192 / 32 = RAM's 6 heads in stage 1 */
+    swin_config c = {.image_size = o.image, .patch_size = 4, .embed_dim = o.embed, .n_stages = 4,
+                     .heads = {h0, 2 * h0, 4 * h0, 8 * h0}, .window = 12, .mlp_ratio = 4.0f, .ln_eps = 1e-5f};
     const char *d = o.depths;
     for (int s = 0; s < 4; s++) {
         char *end;
@@ -219,8 +231,9 @@ int main(int argc, char **argv) {
     const double flops = swin_flops(&c);
     char cpu[256];
     bench_cpu_model(cpu, sizeof cpu);
-    printf("bench_swin: Swin-L 384/4 embed 192 window 12, depths %d-%d-%d-%d, threads %d\n", c.depths[0],
-           c.depths[1], c.depths[2], c.depths[3], threads_count());
+    printf("bench_swin: Swin-L %d/4 embed %d window 12, depths %d-%d-%d-%d, threads %d%s\n", c.image_size,
+           c.embed_dim, c.depths[0], c.depths[1], c.depths[2], c.depths[3], threads_count(),
+           c.image_size == 384 && c.embed_dim == 192 ? "" : " (NOT RAM's widths)");
     printf("  CPU            %s; isa %s, native bf16 %s; oneDNN isa %s\n", cpu, cpu_isa_name(),
            cpu_native_bf16() ? "yes" : "no", onednn_isa_name());
     printf("  precision      %s; matrices %s\n", precision_name(p), linear_form(swin_first_matrix(&m)));

@@ -5,8 +5,8 @@ Issue 13 asks for one run that times each stage three ways on the same machine, 
 LION-FlanT5-XL widths, with the same thread count (issue 18 adds Pink's models: --only pink,
 below):
 
-  ours        build/tools/bench/bench_vit and bench_t5 (random weights, our C code),
-              their printed figures parsed;
+  ours        build/tools/bench/bench_vit, bench_swin and bench_t5 (random weights, our C
+              code) in f32 and bf16, their printed figures parsed;
   torch f32   tools/reference/lion_ref's EvaViT / T5ForConditionalGeneration, random weights;
   torch bf16  the same module objects' twins cast to bfloat16 (upstream LION runs its T5 in
               bf16 on the hardware it was built for), under torch.inference_mode().
@@ -44,8 +44,10 @@ say nothing about LION. Prints the CPU, the ISA our kernels used, torch's build,
 markdown table (the speed ratios are torch time / our time: > 1 means ours is faster) and the
 bf16 fidelity of both sides.
 
-RAM's Swin-L is not covered: lion_ref has it (ram.py) but there is no C bench of our
-Swin forward to drive.
+RAM's Swin-L (--swin-depths, default 2,2,2,2 of RAM's 2,2,18,2) is timed the same way:
+bench_swin against lion_ref's SwinTransformer. Ours runs both precisions (bench_* --precision
+f32 and bf16; bf16 = every weight matrix bf16, oneDNN where the CPU runs bf16 natively, widened
+to f32 elsewhere).
 """
 import argparse
 import copy
@@ -72,6 +74,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 import torch  # noqa: E402
 
 from lion_ref.eva_vit import EvaViT  # noqa: E402
+from lion_ref.ram import SwinTransformer  # noqa: E402
 from lion_ref.safetensors_io import StreamWriter, save_file  # noqa: E402
 from lion_ref.t5 import T5ForConditionalGeneration  # noqa: E402
 from pink_ref.clip import PinkVision  # noqa: E402
@@ -82,15 +85,15 @@ from pink_ref.llama import LlamaForCausalLM  # noqa: E402
 
 # LION-FlanT5-XL and Pink (CLIP ViT-L/14, LLaMA-2-7B) widths (what our benches build by
 # default) and a tiny set for the test.
-XL = dict(vit_dim=1408, vit_heads=16, vit_mlp=6144, d_model=2048, d_ff=5120, t5_heads=32, vocab=32128,
+XL = dict(vit_dim=1408, vit_heads=16, vit_mlp=6144, swin_image=384, swin_embed=192, d_model=2048, d_ff=5120, t5_heads=32, vocab=32128,
           clip_dim=1024, clip_heads=16, clip_mlp=4096, llama_dim=4096, llama_hidden=11008, llama_heads=32,
           llama_vocab=32000)
-TINY = dict(vit_dim=256, vit_heads=4, vit_mlp=1024, d_model=512, d_ff=1024, t5_heads=8, vocab=4096,
+TINY = dict(vit_dim=256, vit_heads=4, vit_mlp=1024, swin_image=96, swin_embed=32, d_model=512, d_ff=1024, t5_heads=8, vocab=4096,
             clip_dim=128, clip_heads=4, clip_mlp=256, llama_dim=256, llama_hidden=512, llama_heads=4,
             llama_vocab=1000)
 D_KV = 64           # FlanT5's head width; bench_t5 fixes it too
 VISUAL_TOKENS = 289  # LION's encoder input: 289 visual tokens, then the text tokens
-LION_MEASURES = ("vit", "enc", "dec1", "dec5")
+LION_MEASURES = ("vit", "swin", "enc", "dec1", "dec5")
 PINK_MEASURES = ("clip", "prefill", "pdec1", "pdec5")
 MEASURES = LION_MEASURES + PINK_MEASURES
 GROUPS = {"lion": LION_MEASURES, "pink": PINK_MEASURES, "all": MEASURES}
@@ -172,6 +175,13 @@ def find(pattern, text, what):
 def parse_vit(out):
     """bench_vit: seconds of one forward ("forward  X s  (Y s per image)") and its CPU line."""
     t = float(find(r"^\s*forward\s+([0-9.]+)\s*s\b", out, "forward line"))
+    cpu = find(r"^\s*CPU\s+(.*)$", out, "CPU line")
+    return t, cpu
+
+
+def parse_swin(out):
+    """bench_swin: seconds per image ("forward  X s per image") and its CPU line."""
+    t = float(find(r"^\s*forward\s+([0-9.]+)\s*s per image", out, "forward line"))
     cpu = find(r"^\s*CPU\s+(.*)$", out, "CPU line")
     return t, cpu
 
@@ -464,6 +474,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="ours and torch (default: all CPUs)")
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions; medians reported")
     ap.add_argument("--vit-depth", type=int, default=4, help="ViT-g blocks (LION: 39)")
+    ap.add_argument("--swin-depths", default="2,2,2,2", help="RAM Swin-L blocks per stage (RAM: 2,2,18,2)")
     ap.add_argument("--t5-layers", type=int, default=2, help="T5 encoder and decoder layers each (XL: 24)")
     ap.add_argument("--tokens", type=int, default=40, help="text tokens after the 289 visual ones (329 in all)")
     ap.add_argument("--steps", type=int, default=8, help="timed decoder steps per timing")
@@ -498,8 +509,10 @@ def main():
     n = a.threads
     torch.set_num_threads(n)
     bench_dir = os.path.join(a.build, "tools", "bench")
-    bench_vit, bench_t5, bench_pink = (os.path.join(bench_dir, b) for b in ("bench_vit", "bench_t5", "bench_pink"))
-    for b in ([bench_vit] if "vit" in only else []) + ([bench_t5] if lion - {"vit"} else []) + \
+    bench_vit, bench_swin, bench_t5, bench_pink = (os.path.join(bench_dir, b) for b in (
+        "bench_vit", "bench_swin", "bench_t5", "bench_pink"))
+    for b in ([bench_vit] if "vit" in only else []) + ([bench_swin] if "swin" in only else []) + \
+            ([bench_t5] if lion - {"vit", "swin"} else []) + \
             ([bench_pink] if pink else []):
         if not os.access(b, os.X_OK):
             sys.exit("compare_torch: %s not built (cmake --build %s)" % (b, a.build))
@@ -509,6 +522,9 @@ def main():
 
     vit_argv = [bench_vit, "--threads", str(n), "--depth", str(a.vit_depth), "--iters", "1",
                 "--dim", str(w["vit_dim"]), "--heads", str(w["vit_heads"]), "--mlp", str(w["vit_mlp"])]
+    swin_depths = [int(d) for d in a.swin_depths.split(",")]
+    swin_argv = [bench_swin, "--threads", str(n), "--depths", a.swin_depths, "--iters", "1",
+                 "--image", str(w["swin_image"]), "--embed-dim", str(w["swin_embed"])]
     # --reps 1: the repetitions are ours to interleave; bf16 also times the bf16-storage step
     # and prints its logits' difference to f32; a small streaming buffer (its floor unused here)
     t5_argv = [bench_t5, "--threads", str(n), "--layers", str(a.t5_layers), "--steps", str(a.steps),
@@ -518,13 +534,20 @@ def main():
 
     # ---- torch models, f32 and their bf16 twins, random weights
     torch.manual_seed(0)
-    vit_f = vit_b = t5_f = t5_b = None
+    vit_f = vit_b = swin_f = swin_b = t5_f = t5_b = None
     if "vit" in only:
         log("building lion_ref EvaViT (%d blocks) in f32 and bf16" % a.vit_depth)
         vit_f = EvaViT(dict(image_size=224, patch_size=14, dim=w["vit_dim"], depth=a.vit_depth,
                             heads=w["vit_heads"], mlp_hidden=w["vit_mlp"])).init_weights().eval()
         vit_b = bf16_twin(vit_f)
         pixels = torch.randn(1, 3, 224, 224)
+    if "swin" in only:
+        log("building lion_ref SwinTransformer (depths %s) in f32 and bf16" % a.swin_depths)
+        h0 = max(w["swin_embed"] // 32, 1)  # as bench_swin: RAM's 6, 12, 24, 48 heads at embed 192
+        swin_f = SwinTransformer(w["swin_image"], 4, w["swin_embed"], swin_depths, [h0, 2 * h0, 4 * h0, 8 * h0],
+                                 12).eval()
+        swin_b = bf16_twin(swin_f)
+        swin_px = torch.randn(1, 3, w["swin_image"], w["swin_image"])
     if only & {"enc", "dec1", "dec5"}:
         log("building lion_ref T5 (%d + %d layers) in f32 and bf16" % (a.t5_layers, a.t5_layers))
         t5_f = T5ForConditionalGeneration(dict(
@@ -540,6 +563,9 @@ def main():
         if vit_f is not None:
             log("torch: ViT warm-up and bf16 fidelity")
             fid["vit"] = relerr(vit_b(pixels.bfloat16())[-1], vit_f(pixels)[-1])
+        if swin_f is not None:
+            log("torch: Swin warm-up and bf16 fidelity")
+            fid["swin"] = relerr(swin_b(swin_px.bfloat16()), swin_f(swin_px))
         if t5_f is not None:
             log("torch: T5 warm-up and bf16 fidelity")
             enc_f = t5_f.encode(x)
@@ -571,10 +597,20 @@ def main():
             if "vit" in only:
                 secs, cpu_lines["bench_vit"] = parse_vit(run_bench(vit_argv, env, peaks))
                 record(rep, "vit", "ours f32", secs, "ViT forward (bench_vit)")
+                secs, _ = parse_vit(run_bench(vit_argv + ["--precision", "bf16"], env, peaks))
+                record(rep, "vit", "ours bf16", secs, "ViT forward (bench_vit)")
                 record(rep, "vit", "torch f32", timed(lambda: vit_f(pixels)), "ViT forward")
                 if rep < bf16_reps:
                     px = pixels.bfloat16()
                     record(rep, "vit", "torch bf16", timed(lambda: vit_b(px)), "ViT forward")
+            if "swin" in only:
+                for prec in ("f32", "bf16"):
+                    secs, cpu_lines["bench_swin"] = parse_swin(run_bench(swin_argv + ["--precision", prec], env, peaks))
+                    record(rep, "swin", "ours " + prec, secs, "Swin forward (bench_swin)")
+                record(rep, "swin", "torch f32", timed(lambda: swin_f(swin_px)), "Swin forward")
+                if rep < bf16_reps:
+                    spx = swin_px.bfloat16()
+                    record(rep, "swin", "torch bf16", timed(lambda: swin_b(spx)), "Swin forward")
             if pink_side is not None:
                 pink_side.rep(rep, bf16_reps, record, lambda argv: run_bench(argv, env, peaks))
             if not only & {"enc", "dec1", "dec5"}:
@@ -622,6 +658,7 @@ def main():
     print("  both            OMP_WAIT_POLICY=%s" % env["OMP_WAIT_POLICY"])
     print()
     titles = {"vit": "EVA ViT-g forward, 1 image, %d blocks" % a.vit_depth,
+              "swin": "RAM Swin-L forward, 1 image, depths %s" % a.swin_depths,
               "enc": "FlanT5-XL encoder, %d layers, %d tokens" % (a.t5_layers, enc_len),
               "dec1": "decoder step, greedy, %d+%d layers" % (a.t5_layers, a.t5_layers),
               "dec5": "decoder step, 5 beams, %d+%d layers" % (a.t5_layers, a.t5_layers),
@@ -629,23 +666,20 @@ def main():
               "prefill": "Pink LLaMA-7B prefill, %d layers, %d positions" % (a.llama_layers, a.prompt),
               "pdec1": "Pink LLaMA-7B decode step, greedy, %d layers" % a.llama_layers,
               "pdec5": "Pink LLaMA-7B decode step, 5 beams, %d layers" % a.llama_layers}
-    in_seconds = ("vit", "enc", "clip", "prefill")
-    print("| measure | ours f32 | ours bf16 | torch f32 | torch bf16 | ours/torch-f32 | ours/torch-bf16 |")
+    in_seconds = ("vit", "swin", "enc", "clip", "prefill")
+    print("| measure | ours f32 | ours bf16 | torch f32 | torch bf16 | ours f32/torch f32 | ours best/torch bf16 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for m in MEASURES:
         if m not in only:
             continue
         c, unit = med[m], "s" if m in in_seconds else "ms"
-        ours_best = c["ours bf16"] if c["ours bf16"] is not None else c["ours f32"]
+        ours_best = min(v for v in (c["ours f32"], c["ours bf16"]) if v is not None)
         print("| %s | %s | %s | %s | %s | %s | %s |" % (
             titles[m], fmt_time(c["ours f32"], unit), fmt_time(c["ours bf16"], unit),
             fmt_time(c["torch f32"], unit), fmt_time(c["torch bf16"], unit),
             fmt_ratio(c["torch f32"], c["ours f32"]), fmt_ratio(c["torch bf16"], ours_best)))
-    if lion:
-        print("| RAM Swin-L forward | not covered: no C bench of our Swin to drive | | | | | |")
     print()
-    print("ratios: torch time / our time, > 1 = ours faster; ours/torch-bf16 uses our bf16 step where "
-          "bench_t5 has one (LION decode), our f32 elsewhere (ours has no bf16 ViT, encoder, CLIP or LLaMA yet)")
+    print("ratios: torch time / our time, > 1 = ours faster; 'ours best' is the faster of our two precisions")
     if pink_side is not None:
         notes = ["torch's prefill puts the last position only through lm_head, as ours"]
         if not pink_side.bf16_prefill:
@@ -665,7 +699,7 @@ def main():
     if "dec1" in ours_diff:
         fids.append("ours bf16 decode step logits vs ours f32: %.1e (1 row), %.1e (5 rows)"
                     % (ours_diff["dec1"], ours_diff["dec5"]))
-    names = {"vit": "ViT output", "enc": "encoder output", "dec1": "decode step logits (same encoder output)"}
+    names = {"vit": "ViT output", "swin": "Swin output", "enc": "encoder output", "dec1": "decode step logits (same encoder output)"}
     if fid:
         fids.append("torch bf16 vs torch f32: " + ", ".join("%s %.1e" % (names[k], v) for k, v in fid.items()))
     if fids:
