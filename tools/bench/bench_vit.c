@@ -179,6 +179,20 @@ int main(int argc, char **argv) {
     printf("  compute        %.1f GFLOP/s over %.1f GFLOP\n", flops / t / 1e9, flops / 1e9);
     printf("  sgemm 2048^3   %.1f GFLOP/s (this process, same threads)\n", peak);
     printf("  ratio          %.2f of sgemm peak\n", flops / t / 1e9 / peak);
+    /* oneDNN's own rate at the ViT's shapes, in the precision the products ran (bf16 where
+     * oneDNN runs it natively; f32 otherwise, for the record) */
+    const int bf16 = o.precision == PRECISION_BF16 && onednn_bf16_native();
+    const int shapes[4][2] = {{(int)d, 3 * (int)d}, {(int)d, (int)d}, {(int)d, (int)h}, {(int)h, (int)d}};
+    double onednn_s = 0;
+    const char *impl = "";
+    for (int k = 0; k < 4; k++) {
+        const double g = bench_onednn_gflops((int)tokens * batch, shapes[k][0], shapes[k][1], bf16, &impl);
+        onednn_s += g > 0 ? 2.0 * tokens * batch * shapes[k][0] * (double)shapes[k][1] / (g * 1e9) : 0;
+    }
+    const double block_gemm = 2.0 * tokens * batch * d * (3 * d + d + 2 * h);
+    if (onednn_s > 0)
+        printf("  onednn %s     %.1f GFLOP/s over the block's 4 matmul shapes (%s); forward at %.2f of it\n",
+               bf16 ? "bf16" : "f32 ", block_gemm / onednn_s / 1e9, impl, flops / t / 1e9 / (block_gemm / onednn_s / 1e9));
     printf("  arena peak     %.1f MB\n", a.peak / 1e6);
     return 0;
 }
