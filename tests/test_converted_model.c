@@ -218,11 +218,11 @@ static void check_llm(const char *vi) {
     const int inner = s.t5.cfg.heads * s.t5.cfg.d_kv;
     CHECK_MSG(inner == d, "%s: the fixture's attention is not square (heads * d_kv %d, d_model %d)", vi, inner, d);
     if (have_x && want_enc[1] && inner == d) {
-        const float *orig = att->q;
+        const linear orig = att->q;
         float *tq = malloc((size_t)d * d * sizeof(float));
         for (int i = 0; i < d; i++)
-            for (int j = 0; j < d; j++) tq[(size_t)i * d + j] = orig[(size_t)j * d + i];
-        att->q = tq;
+            for (int j = 0; j < d; j++) tq[(size_t)i * d + j] = orig.w[(size_t)j * d + i];
+        CHECK(linear_from_f32(&att->q, tq, d, d, PRECISION_F32, 0, &st) == 0);
         CHECK(run_t5(&s.t5, b.embeds, len, 1, tokens, enc, logits, &a, &st) == 0);
         att->q = orig;
         free(tq);

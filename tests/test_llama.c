@@ -216,8 +216,9 @@ static void run_case(const char *name, llama_config cfg, int len0, int len1, int
             double e_swap = prefill_error(&wrong, &fx, x, &a);
             layers[0] = m->layer[0];
             for (int i = 0; i < n; i++)
-                for (int j = 0; j < n; j++) t[(size_t)i * n + j] = m->layer[0].wo[(size_t)j * n + i];
-            layers[0].wo = t;
+                for (int j = 0; j < n; j++) t[(size_t)i * n + j] = m->layer[0].wo.w[(size_t)j * n + i];
+            lion_status unused;
+            linear_from_f32(&layers[0].wo, t, d, n, PRECISION_F32, LINEAR_STEP, &unused);
             double e_trans = prefill_error(&wrong, &fx, x, &a);
             double e_right = prefill_error(m, &fx, x, &a);
             printf("%s: prefill error %.2e; with q/k swapped %.2e, with o_proj transposed %.2e\n", name, e_right,

@@ -8,7 +8,8 @@
  * answers the same, and a streamed job's PARTIAL ids add up to its RESULT's; the LION forms
  * of the other tasks are read as Pink's tasks (they answer, with the prompt length of that
  * task); a job with visual tokens of the wrong shape or a region out of [0, 1] fails alone,
- * naming what was wrong.
+ * naming what was wrong. With --precision bf16 (the LLaMA's matrices in bf16) it answers the REC
+ * job too.
  * vision: a PNG answered with `visual_tokens` [image tokens, llm dim] equal to image_preprocess
  * + clip_forward run here on the same bytes, and from its cache the second time. */
 #include <stdio.h>
@@ -164,6 +165,45 @@ static void test_llm(const int32_t *prompt, int n_prompt, const int32_t *want, i
     CHECK_EQ_INT(fake_gateway_stop(&g), 0);
 }
 
+/* The llm service on the Pink model with --precision bf16 (every LLaMA matrix bf16, llama.h):
+ * it starts and answers the REC job with a RESULT of the prompt's length. Its tokens need not
+ * be f32's (bf16 rounds every weight); how many of the reference's it matches is printed. */
+static void test_llm_bf16(int n_prompt, const int32_t *want, int steps) {
+    const char *bin_dir = getenv("LION_BIN_DIR");
+    char bin[4096];
+    snprintf(bin, sizeof bin, "%s/lion-llm", bin_dir ? bin_dir : "build/services");
+    const char *argv[] = {bin, "--model", model_dir, "--threads", "1", "--precision", "bf16", "--replica",
+                          "pink-llm-bf16-test", NULL};
+    fake_gateway g;
+    if (fake_gateway_start(&g, argv, 30000) != 0) {
+        CHECK_MSG(0, "the llm service did not start on the Pink model in bf16");
+        fake_gateway_stop(&g);
+        return;
+    }
+    tensor t;
+    envelope_msg m;
+    Lion__Envelope *job = job_new("bf16", REC, 1, steps, 0, vision_tokens, P, E, &t);
+    envelope_tensor et = {LION_TENSOR_VISUAL_TOKENS, &t, NULL};
+    if (fake_gateway_call(&g, job, &et, 1, &m, 30000) == 0) {
+        CHECK_MSG(m.env->kind == LION__KIND__RESULT, "bf16: %s",
+                  m.env->error && m.env->error->message ? m.env->error->message : "not a result");
+        const Lion__Result *r = m.env->result;
+        CHECK(r && r->prompt_tokens == (uint32_t)n_prompt && r->n_sequences >= 1 &&
+              r->sequences[0]->n_token_ids >= 2);
+        if (r && r->n_sequences >= 1) {
+            const Lion__Sequence *s = r->sequences[0];
+            int same = 0;
+            while (same + 1 < (int)s->n_token_ids && same < steps && s->token_ids[same + 1] == want[same]) same++;
+            printf("pink llm in bf16: %zu ids, the first %d of them the f32 reference's\n", s->n_token_ids - 1, same);
+        }
+        envelope_msg_close(&m);
+    } else {
+        CHECK_MSG(0, "bf16: no answer");
+    }
+    envelope_free(job);
+    CHECK_EQ_INT(fake_gateway_stop(&g), 0);
+}
+
 /* The vision service's tokens for a PNG against clip_forward on the same preprocessing. */
 static void test_vision(void) {
     lion_status st;
@@ -256,6 +296,7 @@ int main(void) {
     const int eos = cfg.pink.tokenizer.eos_id;
     model_config_free(&cfg);
     test_llm(ids.data, (int)tensor_numel(&ids), tk.data, (int)tensor_numel(&tk), eos);
+    test_llm_bf16((int)tensor_numel(&ids), tk.data, (int)tensor_numel(&tk));
     test_vision();
     safetensors_close(io);
     return testing_finish();

@@ -20,22 +20,22 @@ static int load_adapter(llama_adapter *ad, weights *w, lion_status *st, int i, c
     return 0;
 }
 
+/* Every matrix is LINEAR_STEP: held once, read by prefill and step alike (llama.h). */
 static int load_layer(llama_layer *l, const llama_model *m, weights *w, lion_status *st, int i) {
     const llama_config *c = &m->cfg;
-    const int64_t d = c->dim, f = c->hidden, qd = m->q_dim, kvd = m->kv_dim;
-    int64_t s_d[] = {d}, s_q[] = {qd, d}, s_kv[] = {kvd, d}, s_o[] = {d, qd}, s_up[] = {f, d}, s_down[] = {d, f};
-#define GET(field, nd, shape, name) \
-    if (!(l->field = weights_get(w, st, nd, shape, "model.layers.%d." name, i))) return -1
-    GET(attn_norm, 1, s_d, "input_layernorm.weight");
-    GET(wq, 2, s_q, "self_attn.q_proj.weight");
-    GET(wk, 2, s_kv, "self_attn.k_proj.weight");
-    GET(wv, 2, s_kv, "self_attn.v_proj.weight");
-    GET(wo, 2, s_o, "self_attn.o_proj.weight");
-    GET(ffn_norm, 1, s_d, "post_attention_layernorm.weight");
-    GET(w_gate, 2, s_up, "mlp.gate_proj.weight");
-    GET(w_up, 2, s_up, "mlp.up_proj.weight");
-    GET(w_down, 2, s_down, "mlp.down_proj.weight");
-#undef GET
+    const lion_precision p = m->precision;
+    const int d = c->dim, f = c->hidden, qd = m->q_dim, kvd = m->kv_dim;
+    int64_t s_d[] = {d};
+    if (!(l->attn_norm = weights_get(w, st, 1, s_d, "model.layers.%d.input_layernorm.weight", i)) ||
+        linear_bind(&l->wq, w, p, LINEAR_STEP, qd, d, st, "model.layers.%d.self_attn.q_proj.weight", i) ||
+        linear_bind(&l->wk, w, p, LINEAR_STEP, kvd, d, st, "model.layers.%d.self_attn.k_proj.weight", i) ||
+        linear_bind(&l->wv, w, p, LINEAR_STEP, kvd, d, st, "model.layers.%d.self_attn.v_proj.weight", i) ||
+        linear_bind(&l->wo, w, p, LINEAR_STEP, d, qd, st, "model.layers.%d.self_attn.o_proj.weight", i) ||
+        !(l->ffn_norm = weights_get(w, st, 1, s_d, "model.layers.%d.post_attention_layernorm.weight", i)) ||
+        linear_bind(&l->w_gate, w, p, LINEAR_STEP, f, d, st, "model.layers.%d.mlp.gate_proj.weight", i) ||
+        linear_bind(&l->w_up, w, p, LINEAR_STEP, f, d, st, "model.layers.%d.mlp.up_proj.weight", i) ||
+        linear_bind(&l->w_down, w, p, LINEAR_STEP, d, f, st, "model.layers.%d.mlp.down_proj.weight", i))
+        return -1;
     if (c->adapter_dim > 0) {
         if (c->adapter_attn && load_adapter(&l->adapter_attn, w, st, i, "adapter_attn", d, c->adapter_dim)) return -1;
         if (c->adapter_mlp && load_adapter(&l->adapter_mlp, w, st, i, "adapter_mlp", d, c->adapter_dim)) return -1;
@@ -44,7 +44,13 @@ static int load_layer(llama_layer *l, const llama_model *m, weights *w, lion_sta
 }
 
 int llama_load(llama_model *m, const llama_config *c, weights *w, lion_status *st) {
+    return llama_load_with(m, c, w, PRECISION_F32, st);
+}
+
+int llama_load_with(llama_model *m, const llama_config *c, weights *w, lion_precision precision, lion_status *st) {
     memset(m, 0, sizeof *m);
+    if (precision != PRECISION_F32 && precision != PRECISION_BF16)
+        return lion_fail(st, LION_EINVAL, "llama: precision %s: load with f32 or bf16", precision_name(precision));
     if (c->dim <= 0 || c->hidden <= 0 || c->layers <= 0 || c->heads <= 0 || c->kv_heads <= 0 || c->vocab_size <= 0)
         return lion_fail(st, LION_EINVAL, "llama: dimensions must be positive (dim %d, hidden %d, layers %d, heads %d, "
                          "kv_heads %d, vocab %d)", c->dim, c->hidden, c->layers, c->heads, c->kv_heads, c->vocab_size);
@@ -55,16 +61,20 @@ int llama_load(llama_model *m, const llama_config *c, weights *w, lion_status *s
         return lion_fail(st, LION_EINVAL, "llama: adapter_dim %d, rope_theta %g, rms_eps %g out of range",
                          c->adapter_dim, c->rope_theta, c->rms_eps);
     m->cfg = *c;
+    m->precision = precision;
     m->head_dim = c->dim / c->heads;
     m->q_dim = c->heads * m->head_dim;
     m->kv_dim = c->kv_heads * m->head_dim;
     int64_t s_emb[] = {c->vocab_size, c->dim}, s_d[] = {c->dim};
     if (!(m->embed = weights_get(w, st, 2, s_emb, "model.embed_tokens.weight")) ||
         !(m->norm = weights_get(w, st, 1, s_d, "model.norm.weight")) ||
-        !(m->lm_head = weights_get(w, st, 2, s_emb, "lm_head.weight")))
+        linear_bind(&m->lm_head, w, precision, LINEAR_STEP, c->vocab_size, c->dim, st, "lm_head.weight"))
         return -1;
     m->layer = calloc((size_t)c->layers, sizeof *m->layer);
-    if (!m->layer) return lion_fail(st, LION_ENOMEM, "llama: out of memory");
+    if (!m->layer) {
+        llama_free(m);
+        return lion_fail(st, LION_ENOMEM, "llama: out of memory");
+    }
     for (int i = 0; i < c->layers; i++)
         if (load_layer(&m->layer[i], m, w, st, i)) {
             llama_free(m);
@@ -73,7 +83,43 @@ int llama_load(llama_model *m, const llama_config *c, weights *w, lion_status *s
     return 0;
 }
 
+/* Every matrix of the model, for the loops below: the layers' seven, then lm_head. */
+static int n_matrices(const llama_model *m) {
+    return m->layer ? 7 * m->cfg.layers + 1 : 1;
+}
+
+static linear *matrix(llama_model *m, int k) {
+    if (k == 7 * m->cfg.layers || !m->layer) return &m->lm_head;
+    llama_layer *l = &m->layer[k / 7];
+    linear *all[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+    return all[k % 7];
+}
+
+int llama_to_bf16(llama_model *m, lion_status *st) {
+    for (int k = 0; k < n_matrices(m); k++) {
+        linear *l = matrix(m, k), b;
+        if (l->precision != PRECISION_F32) continue;
+        if (linear_from_f32(&b, l->w, l->out, l->in, PRECISION_BF16, LINEAR_STEP, st)) return -1;
+        linear_free(l); /* an f32 linear owns nothing: this only clears it */
+        *l = b;
+    }
+    m->precision = PRECISION_BF16;
+    return 0;
+}
+
+size_t llama_matrix_bytes(const llama_model *m, size_t *released) {
+    size_t bytes = 0, given = 0;
+    for (int k = 0; k < n_matrices(m); k++) {
+        const linear *l = matrix((llama_model *)m, k);
+        bytes += linear_bytes(l);
+        given += l->released_bytes;
+    }
+    if (released) *released = given;
+    return bytes;
+}
+
 void llama_free(llama_model *m) {
+    for (int k = 0; k < n_matrices(m); k++) linear_free(matrix(m, k));
     free(m->layer);
     memset(m, 0, sizeof *m);
 }
@@ -136,11 +182,22 @@ int llama_embed(const llama_model *m, const int32_t *ids, int n, float *out, lio
     return 0;
 }
 
-/* y = x W^T: a few rows (decode steps) read W once for all of them through matvec_f32; one row
- * is sgemv's, many rows (a prompt) sgemm's (linear_forward picks). */
-static void product(float *y, const float *x, const float *w, int rows, int in, int out) {
-    if (rows >= 2 && rows <= LLAMA_MATVEC_MAX_ROWS) matvec_f32(y, x, w, NULL, rows, in, out);
-    else linear_forward(y, x, w, NULL, rows, in, out);
+/* y = x W^T. f32: a few rows (decode steps) read W once for all of them through matvec_f32;
+ * one row is sgemv's, many rows (a prompt) sgemm's (linear_forward picks). bf16: a step's rows
+ * (step set) all go through matvec_bf16 (the matrices are LINEAR_STEP, so linear_apply does
+ * that with any number of rows); a prefill's products are multiplied as a matrix without
+ * LINEAR_STEP would be: matvec_bf16 up to its row limit, panels widened to f32 and sgemm
+ * beyond (llama.h). 0, or -1 with st filled (scratch). */
+static int product(const linear *l, float *y, const float *x, int rows, int step, arena *a, lion_status *st) {
+    if (l->precision == PRECISION_F32) {
+        if (rows >= 2 && rows <= LLAMA_MATVEC_MAX_ROWS) matvec_f32(y, x, l->w, NULL, rows, l->in, l->out);
+        else linear_forward(y, x, l->w, NULL, rows, l->in, l->out);
+        return 0;
+    }
+    if (step) return linear_apply(l, y, x, NULL, rows, a, st);
+    linear many = *l; /* the same bf16 weights, not copied: only the flag differs */
+    many.flags &= ~LINEAR_STEP;
+    return linear_apply(&many, y, x, NULL, rows, a, st);
 }
 
 static int adapter(const llama_adapter *ad, float *h, int rows, const llama_config *c, int silu, arena *a) {
@@ -164,6 +221,9 @@ int llama_forward(const llama_model *m, llama_cache *c, int seqs, const int *slo
                              slots[s], c->len[slots[s]], c->capacity, n[s]);
         rows += n[s];
     }
+    /* one new position per sequence: a decode step (product) */
+    int step = 1;
+    for (int s = 0; s < seqs; s++) step &= n[s] == 1;
     const int d = cfg->dim, f = cfg->hidden, hd = m->head_dim, qd = m->q_dim, kvd = m->kv_dim;
     const int rep = cfg->heads / cfg->kv_heads;
     arena_mark mark = arena_save(a);
@@ -182,9 +242,9 @@ int llama_forward(const llama_model *m, llama_cache *c, int seqs, const int *slo
         const llama_layer *l = &m->layer[i];
         rmsnorm_forward(xn, h, l->attn_norm, rows, d, cfg->rms_eps);
         if (adapter(&l->adapter_attn, xn, rows, cfg, cfg->adapter_silu, a)) goto oom;
-        product(q, xn, l->wq, rows, d, qd);
-        product(k, xn, l->wk, rows, d, kvd);
-        product(v, xn, l->wv, rows, d, kvd);
+        if (product(&l->wq, q, xn, rows, step, a, st) || product(&l->wk, k, xn, rows, step, a, st) ||
+            product(&l->wv, v, xn, rows, step, a, st))
+            goto fail;
         rope_forward(q, rows, qd, cfg->heads, hd, pos, cfg->rope_theta);
         rope_forward(k, rows, kvd, cfg->kv_heads, hd, pos, cfg->rope_theta);
         for (int s = 0, r0 = 0; s < seqs; r0 += n[s], s++) {
@@ -204,16 +264,16 @@ int llama_forward(const llama_model *m, llama_cache *c, int seqs, const int *slo
                 if (attention_forward(&at, a)) goto oom;
             }
         }
-        product(xn, att, l->wo, rows, qd, d);
+        if (product(&l->wo, xn, att, rows, step, a, st)) goto fail;
         add_forward(h, xn, (size_t)rows * d);
 
         rmsnorm_forward(xn, h, l->ffn_norm, rows, d, cfg->rms_eps);
         if (adapter(&l->adapter_mlp, xn, rows, cfg, 0, a)) goto oom;
-        product(g, xn, l->w_gate, rows, d, f);
+        if (product(&l->w_gate, g, xn, rows, step, a, st)) goto fail;
         silu_forward(g, (size_t)rows * f);
-        product(u, xn, l->w_up, rows, d, f);
+        if (product(&l->w_up, u, xn, rows, step, a, st)) goto fail;
         mul_forward(g, g, u, (size_t)rows * f);
-        product(xn, g, l->w_down, rows, f, d);
+        if (product(&l->w_down, xn, g, rows, step, a, st)) goto fail;
         add_forward(h, xn, (size_t)rows * d);
     }
     for (int s = 0; s < seqs; s++) c->len[slots[s]] += n[s];
@@ -224,12 +284,15 @@ int llama_forward(const llama_model *m, llama_cache *c, int seqs, const int *slo
         memcpy(xn + (size_t)s * d, h + (size_t)(r - 1) * d, (size_t)d * sizeof(float));
     }
     rmsnorm_forward(xn, xn, m->norm, seqs, d, cfg->rms_eps);
-    product(logits, xn, m->lm_head, seqs, d, cfg->vocab_size);
+    /* lm_head reads one row per sequence: a step's form whatever the call was */
+    if (product(&m->lm_head, logits, xn, seqs, 1, a, st)) goto fail;
     arena_restore(a, mark);
     return 0;
 oom:
+    lion_fail(st, LION_ENOMEM, "llama: out of scratch memory for %d rows", rows);
+fail:
     arena_restore(a, mark);
-    return lion_fail(st, LION_ENOMEM, "llama: out of scratch memory for %d rows", rows);
+    return -1;
 }
 
 int llama_step(const llama_model *m, llama_cache *c, int seqs, const int *slots, const int32_t *tokens, float *logits,

@@ -18,15 +18,29 @@
  * the last new position of each sequence goes through lm_head: the logits that pick its next
  * token.
  *
- * f32 only for now: every weight f32 (weights_get widens f16/bf16 files once at load);
- * products on OpenBLAS, those of 2..LLAMA_MATVEC_MAX_ROWS rows on matvec_f32, which reads W
- * once for all rows. */
+ * Precision (common/nn/precision.h): every matrix (q/k/v/o, gate/up/down, lm_head) is a
+ * `linear` (common/nn/linear.h) in the precision the model is loaded with; the embedding, the
+ * norms and the adapters stay f32 in both.
+ *   f32   products on OpenBLAS, those of 2..LLAMA_MATVEC_MAX_ROWS rows on matvec_f32, which
+ *         reads W once for all rows.
+ *   bf16  every matrix held in bf16 only (converted once at load, the f32 file pages released;
+ *         a bf16 file used in place). Unlike T5, whose encoder and decoder have weights of their
+ *         own, prefill and decode read the same matrices, and a matrix is held in one form
+ *         only: all are LINEAR_STEP, plain bf16 on every CPU (never oneDNN's packed form). The
+ *         decode step is the bandwidth-bound hot path, and there a row's result must not depend
+ *         on the rows beside it: a step's products (llama_step, or any llama_forward appending
+ *         one position per sequence) go through matvec_bf16 with all rows at once. A prefill's
+ *         products of more than LLAMA_MATVEC_MAX_ROWS rows go through panels of W widened to
+ *         f32 and sgemm (linear.h's many-row bf16 path, on every CPU): about f32's speed, half
+ *         its memory. */
 #ifndef LION_LLAMA_H
 #define LION_LLAMA_H
 
 #include <stdint.h>
 
 #include "arena.h"
+#include "linear.h"
+#include "precision.h"
 #include "status.h"
 #include "weights.h"
 
@@ -51,8 +65,9 @@ typedef struct llama_adapter {
 } llama_adapter;
 
 typedef struct llama_layer {
-    const float *attn_norm, *wq, *wk, *wv, *wo;
-    const float *ffn_norm, *w_gate, *w_up, *w_down;
+    const float *attn_norm, *ffn_norm;
+    linear wq, wk, wv, wo;      /* [q_dim, dim], [kv_dim, dim] x 2, [dim, q_dim] */
+    linear w_gate, w_up, w_down; /* [hidden, dim] x 2, [dim, hidden] */
     llama_adapter adapter_attn, adapter_mlp;
 } llama_layer;
 
@@ -61,8 +76,9 @@ typedef struct llama_model {
     int head_dim, q_dim, kv_dim; /* dim/heads, heads*head_dim, kv_heads*head_dim */
     const float *embed;          /* [vocab, dim] */
     const float *norm;           /* [dim] */
-    const float *lm_head;        /* [vocab, dim] */
+    linear lm_head;              /* [vocab, dim] */
     llama_layer *layer;
+    lion_precision precision;    /* of every matrix */
 } llama_model;
 
 /* Products of 2..this many rows go to matvec_f32 (one pass over W for all rows); 1 row stays on
@@ -72,8 +88,18 @@ typedef struct llama_model {
 /* Binds the weights by their HF names under w's prefix (normally none): model.embed_tokens.weight,
  * model.layers.N.{input_layernorm,self_attn.{q,k,v,o}_proj,post_attention_layernorm,
  * mlp.{gate,up,down}_proj}.weight, model.layers.N.adapter_{attn,mlp}.tune_adapter_{a,b}.*,
- * model.norm.weight, lm_head.weight; checks every shape. */
+ * model.norm.weight, lm_head.weight; checks every shape. In f32. */
 int llama_load(llama_model *m, const llama_config *cfg, weights *w, lion_status *st);
+/* The same in a precision (PRECISION_F32 or PRECISION_BF16; AUTO is refused: resolve it first). */
+int llama_load_with(llama_model *m, const llama_config *cfg, weights *w, lion_precision precision, lion_status *st);
+/* For a model built in memory (benchmarks, tests) whose matrices are f32 linears over the
+ * caller's arrays (linear_from_f32): replaces every one by an owned bf16 copy, as
+ * llama_load_with holds them (the caller still owns, and may free, the f32 arrays). */
+int llama_to_bf16(llama_model *m, lion_status *st);
+/* The bytes of every matrix in its form (linear_bytes), and of the file pages released after
+ * conversions (either may be NULL). */
+size_t llama_matrix_bytes(const llama_model *m, size_t *released);
+/* Frees the layer table and every linear's own copy (never the caller's f32 arrays). */
 void llama_free(llama_model *m);
 
 /* The KV cache of `slots` sequences of up to `capacity` positions each. Keys are stored after

@@ -52,10 +52,10 @@ static int pink_cache_slots(const llm_stage *s) {
 /* A Pink model: its LLaMA, the LLaMA tokenizer with Pink's added tokens, generation defaults. */
 static int open_pink(llm_stage *s, lion_precision precision, lion_status *st) {
     const pink_llm_config *l = &s->cfg.pink.llm;
-    if (precision != PRECISION_F32) log_warn("llm: a Pink model runs in f32 (no bf16 path yet)");
     llama_config lc;
     pink_llama_config(l, &lc);
-    if (weights_open(&s->w, model_config_stage_file(&s->cfg, "llm"), "", st) || llama_load(&s->llama, &lc, &s->w, st) ||
+    if (weights_open(&s->w, model_config_stage_file(&s->cfg, "llm"), "", st) ||
+        llama_load_with(&s->llama, &lc, &s->w, precision, st) ||
         pink_tokenizer_load(&s->cfg.pink.tokenizer, l->vocab_size, &s->ltok, st))
         return -1;
     const int slots = pink_cache_slots(s);
@@ -67,10 +67,14 @@ static int open_pink(llm_stage *s, lion_precision precision, lion_status *st) {
     if (p->max_new_tokens > LION_MAX_NEW_TOKENS) p->max_new_tokens = LION_MAX_NEW_TOKENS;
     p->eos_id = s->cfg.pink.tokenizer.eos_id;
     p->pad_id = s->cfg.pink.tokenizer.pad_id >= 0 ? s->cfg.pink.tokenizer.pad_id : p->eos_id;
+    size_t released;
+    const size_t matrices = llama_matrix_bytes(&s->llama, &released);
     log_info("llm: %s (Pink), LLaMA dim %d hidden %d, %d layers, %d heads (%d kv), vocab %d, %d positions, adapters %d; "
-             "%.1f MB f32 weights; KV cache of %d sequences (%.1f MB); defaults %d beams, %d new tokens",
+             "matrices %.1f MB in %s (%s), %.1f MB of file pages released, %.1f MB of tensors held f32; KV cache of "
+             "%d sequences (%.1f MB); defaults %d beams, %d new tokens",
              s->cfg.name, l->dim, l->hidden, l->layers, l->heads, l->kv_heads, l->vocab_size, l->max_positions,
-             l->adapter_dim, s->w.bytes_f32 / 1e6, slots,
+             l->adapter_dim, matrices / 1e6, precision_name(s->llama.precision), linear_form(&s->llama.lm_head),
+             released / 1e6, s->w.bytes_f32 / 1e6, slots,
              slots * decode_llama_slot_bytes(&s->llama, l->max_positions) / 1e6, p->num_beams, p->max_new_tokens);
     return 0;
 }
@@ -126,11 +130,15 @@ int llm_stage_open_budget(llm_stage *s, const char *model_dir, lion_precision pr
              "defaults %d beams, %d new tokens",
              s->cfg.name, l->d_model, l->d_ff, l->encoder_layers, l->decoder_layers, l->vocab_size, l->adapters_num,
              s->w.bytes_f32 / 1e6, p->num_beams, p->max_new_tokens);
-    if (s->t5.step_bf16)
-        log_info("llm: decoder step in bf16: %.1f MB of bf16 matrices (%.1f MB converted at load, the rest used in "
-                 "place), %.1f MB of file pages released after conversion; encoder, cross-attention keys/values, adapters and "
-                 "embeddings f32",
-                 s->t5.step_bf16_bytes / 1e6, s->t5.bf16_owned_bytes / 1e6, s->t5.released_bytes / 1e6);
+    if (s->t5.precision == PRECISION_BF16) {
+        t5_weight_bytes b;
+        t5_weight_bytes_of(&s->t5, &b);
+        log_info("llm: matrices in bf16: encoder %.1f MB (%s), cross-attention keys/values %.1f MB, decoder step "
+                 "%.1f MB (%s); %.1f MB converted or packed at load, the rest used in place; %.1f MB of file pages "
+                 "released; adapters, norms and embeddings f32",
+                 b.encoder / 1e6, linear_form(&s->t5.encoder.layers[0].ff.wi_0), b.cross_kv / 1e6, b.step / 1e6,
+                 linear_form(&s->t5.decoder.layers[0].ff.wi_0), b.owned / 1e6, b.released / 1e6);
+    }
     return 0;
 fail:
     llm_stage_close(s);

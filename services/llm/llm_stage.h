@@ -86,8 +86,8 @@ typedef struct llm_stage {
  * which the prompt token limit is sized for), or a Pink model's LLaMA, tokenizer and prompt
  * (family "pink": the stage then answers Pink's jobs, llm_job.h). */
 int llm_stage_open(llm_stage *s, const char *model_dir, lion_status *st);
-/* The same with a precision (PRECISION_F32 or PRECISION_BF16: the decoder step's matrices in
- * bf16, t5.h; a Pink model is f32 only) and the decoding-state budget in bytes (0: none; a
+/* The same with a precision (PRECISION_F32 or PRECISION_BF16: every matrix of the T5, t5.h, or
+ * of the LLaMA, llama.h, held and multiplied in bf16) and the decoding-state budget in bytes (0: none; a
  * Pink model's shared KV cache is sized from it); llm_stage_open is f32 with the default. */
 int llm_stage_open_with(llm_stage *s, const char *model_dir, lion_precision precision, lion_status *st);
 int llm_stage_open_budget(llm_stage *s, const char *model_dir, lion_precision precision, size_t kv_budget,

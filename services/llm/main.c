@@ -6,8 +6,8 @@
  *            [--precision auto|f32|bf16] [--kv-budget-mb 4096] [--prefill-tokens 1024]
  *            [worker options, see --help]
  *
- * --precision bf16 holds the decoder step's matrices in bf16 (services/llm/t5.h); auto does
- * so only on CPUs with native bf16. --capacity (jobs held, default 32 here) bounds what the
+ * --precision bf16 holds every matrix of the model in bf16 (services/llm/t5.h, llama.h); auto
+ * does so only on CPUs with native bf16. --capacity (jobs held, default 32 here) bounds what the
  * gateway sends; --kv-budget-mb bounds the decoding state of the jobs decoding at once (the
  * others wait, held, until it has room); --prefill-tokens bounds the encoder work done
  * between two decoder steps, and so how much a newcomer slows the jobs decoding. */

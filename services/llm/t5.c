@@ -1,7 +1,6 @@
 #include "t5.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,30 +30,17 @@ void t5_config_from_llm(t5_config *out, const llm_config *l) {
     out->tie_word_embeddings = l->tie_word_embeddings;
 }
 
-/* Binds weights for one model: f32 through weights_get, or the decoder step's matrices as
- * bf16 when bf16 is set. */
+/* Binds the weights of one model in its precision. */
 typedef struct loader {
     t5_model *m;
     weights *w;
-    int bf16;
+    lion_precision precision;
 } loader;
-
-/* Keeps a converted bf16 matrix for t5_free. */
-static int own_bf16(t5_model *m, uint16_t *p, size_t n, lion_status *st) {
-    uint16_t **grown = realloc(m->bf16_owned, (size_t)(m->n_bf16_owned + 1) * sizeof *grown);
-    if (!grown) {
-        free(p);
-        return lion_fail(st, LION_ENOMEM, "t5: out of memory");
-    }
-    m->bf16_owned = grown;
-    m->bf16_owned[m->n_bf16_owned++] = p;
-    m->bf16_owned_bytes += n * sizeof *p;
-    return 0;
-}
 
 /* Gives the whole pages inside [p, p + bytes) of a read-only file mapping back to the kernel:
  * they leave the process's RSS and are read from the file again should anyone touch them
- * (nothing here does). Returns the bytes released. */
+ * (nothing here does). Returns the bytes released. linear.c does this for the matrices; its
+ * copy is private, so the other tensors have this one. */
 static size_t release_mapped(const void *p, size_t bytes) {
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     const uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), e = ((uintptr_t)p + bytes) & ~(page - 1);
@@ -62,89 +48,34 @@ static size_t release_mapped(const void *p, size_t bytes) {
     return e - a;
 }
 
-static void f32_to_bf16_array(uint16_t *dst, const float *src, size_t n) {
-#pragma omp parallel for schedule(static) if (n >= ((size_t)1 << 20))
-    for (size_t i = 0; i < n; i++) dst[i] = f32_to_bf16(src[i]);
-}
-
 /* After weights_get made an f32 copy of a tensor stored f16 or bf16, the file pages it read
- * are not needed any more (an f32 tensor is used in place: its pages stay). */
+ * are not needed any more (an f32 tensor is used in place: its pages stay). The matrices are
+ * linears, which do the same for themselves. */
 static void release_converted(loader *ld, const char *name) {
     char full[sizeof ld->w->prefix + 512];
     snprintf(full, sizeof full, "%s%s", ld->w->prefix, name);
     tensor view;
     lion_status ignored;
     if (safetensors_get(ld->w->file, full, &view, &ignored) == 0 && view.dtype != DTYPE_F32)
-        ld->m->released_bytes += release_mapped(view.data, tensor_nbytes(&view));
+        ld->m->tensors_released += release_mapped(view.data, tensor_nbytes(&view));
 }
 
-/* One matrix [rows, cols] of the decoder step as bf16: a view of a bf16 tensor of the file, or
- * a conversion of its f32 / f16 tensor (whose mapped pages are then released). */
-static int bind_bf16(loader *ld, const uint16_t **out, int64_t rows, int64_t cols, const char *name,
-                     lion_status *st) {
-    char full[sizeof ld->w->prefix + 512];
-    snprintf(full, sizeof full, "%s%s", ld->w->prefix, name);
-    int64_t shape[] = {rows, cols};
-    tensor view;
-    if (safetensors_get_checked(ld->w->file, full, SAFETENSORS_ANY_DTYPE, 2, shape, &view, st)) return -1;
-    const size_t n = (size_t)rows * (size_t)cols;
-    ld->m->step_bf16_bytes += n * sizeof(uint16_t);
-    if (view.dtype == DTYPE_BF16) {
-        *out = view.data;
-        return 0;
-    }
-    if (view.dtype != DTYPE_F32 && view.dtype != DTYPE_F16)
-        return lion_fail(st, LION_EFORMAT, "%s: tensor '%s': dtype %s, expected F32, F16 or BF16",
-                         safetensors_path(ld->w->file), full, dtype_name(view.dtype));
-    uint16_t *b = malloc(n * sizeof *b);
-    if (!b) return lion_fail(st, LION_ENOMEM, "t5: out of memory converting '%s' to bf16", full);
-    if (view.dtype == DTYPE_F32) {
-        f32_to_bf16_array(b, view.data, n);
-    } else {
-        const uint16_t *h = view.data;
-#pragma omp parallel for schedule(static) if (n >= ((size_t)1 << 20))
-        for (size_t i = 0; i < n; i++) b[i] = f32_to_bf16(f16_to_f32(h[i]));
-    }
-    ld->m->released_bytes += release_mapped(view.data, tensor_nbytes(&view));
-    if (own_bf16(ld->m, b, n, st)) return -1;
-    *out = b;
-    return 0;
-}
-
-/* A matrix of the model: as bf16 into *b16 when the loader binds the decoder step in bf16 and
- * step says this is one of its matrices, else f32 into *f32. */
-static int get_matrix(loader *ld, int step, const float **f32, const uint16_t **b16, int64_t rows, int64_t cols,
-                      lion_status *st, const char *fmt, ...) __attribute__((format(printf, 8, 9)));
-static int get_matrix(loader *ld, int step, const float **f32, const uint16_t **b16, int64_t rows, int64_t cols,
-                      lion_status *st, const char *fmt, ...) {
-    char name[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    if (step && ld->bf16) return bind_bf16(ld, b16, rows, cols, name, st);
-    int64_t shape[] = {rows, cols};
-    if (!(*f32 = weights_get(ld->w, st, 2, shape, "%s", name))) return -1;
-    release_converted(ld, name);
-    return 0;
-}
-
-/* In the decoder, the step reads q and o of both attentions and k, v of the self-attention;
- * the cross-attention's k and v are projected once per request (t5_decoder_init). */
+/* In the decoder, the step reads q and o of both attentions and k, v of the self-attention
+ * (LINEAR_STEP); the cross-attention's k and v are projected once per request, over all its
+ * encoder positions, as the encoder's matrices are (t5_cross_init). */
 static int load_attention(loader *ld, t5_attention *at, lion_status *st, const char *stack, int i, int sub,
-                          const char *kind, int64_t d, int64_t inner, int decoder) {
-    weights *w = ld->w;
-    const int self = sub == 0;
+                          const char *kind, int d, int inner, int decoder) {
+    const int self = sub == 0, qo = decoder ? LINEAR_STEP : 0, kv = decoder && self ? LINEAR_STEP : 0;
     int64_t s_vec[] = {d};
-    if (!(at->norm = weights_get(w, st, 1, s_vec, "%s.block.%d.layer.%d.layer_norm.weight", stack, i, sub)) ||
-        get_matrix(ld, decoder, &at->q, &at->q16, inner, d, st, "%s.block.%d.layer.%d.%s.q.weight", stack, i, sub,
-                   kind) ||
-        get_matrix(ld, decoder && self, &at->k, &at->k16, inner, d, st, "%s.block.%d.layer.%d.%s.k.weight", stack, i,
-                   sub, kind) ||
-        get_matrix(ld, decoder && self, &at->v, &at->v16, inner, d, st, "%s.block.%d.layer.%d.%s.v.weight", stack, i,
-                   sub, kind) ||
-        get_matrix(ld, decoder, &at->o, &at->o16, d, inner, st, "%s.block.%d.layer.%d.%s.o.weight", stack, i, sub,
-                   kind))
+    if (!(at->norm = weights_get(ld->w, st, 1, s_vec, "%s.block.%d.layer.%d.layer_norm.weight", stack, i, sub)) ||
+        linear_bind(&at->q, ld->w, ld->precision, qo, inner, d, st, "%s.block.%d.layer.%d.%s.q.weight", stack, i, sub,
+                    kind) ||
+        linear_bind(&at->k, ld->w, ld->precision, kv, inner, d, st, "%s.block.%d.layer.%d.%s.k.weight", stack, i, sub,
+                    kind) ||
+        linear_bind(&at->v, ld->w, ld->precision, kv, inner, d, st, "%s.block.%d.layer.%d.%s.v.weight", stack, i, sub,
+                    kind) ||
+        linear_bind(&at->o, ld->w, ld->precision, qo, d, inner, st, "%s.block.%d.layer.%d.%s.o.weight", stack, i, sub,
+                    kind))
         return -1;
     return 0;
 }
@@ -152,15 +83,16 @@ static int load_attention(loader *ld, t5_attention *at, lion_status *st, const c
 static int load_ff(loader *ld, t5_ff *ff, const t5_config *c, lion_status *st, const char *stack, int i, int sub,
                    int decoder) {
     weights *w = ld->w;
-    const int64_t d = c->d_model, f = c->d_ff, bn = c->adapter_bottleneck;
+    const int d = c->d_model, f = c->d_ff, flags = decoder ? LINEAR_STEP : 0;
+    const int64_t bn = c->adapter_bottleneck;
     int64_t s_vec[] = {d};
     if (!(ff->norm = weights_get(w, st, 1, s_vec, "%s.block.%d.layer.%d.layer_norm.weight", stack, i, sub)) ||
-        get_matrix(ld, decoder, &ff->wi_0, &ff->wi_0_16, f, d, st, "%s.block.%d.layer.%d.DenseReluDense.wi_0.weight",
-                   stack, i, sub) ||
-        get_matrix(ld, decoder, &ff->wi_1, &ff->wi_1_16, f, d, st, "%s.block.%d.layer.%d.DenseReluDense.wi_1.weight",
-                   stack, i, sub) ||
-        get_matrix(ld, decoder, &ff->wo, &ff->wo_16, d, f, st, "%s.block.%d.layer.%d.DenseReluDense.wo.weight", stack,
-                   i, sub))
+        linear_bind(&ff->wi_0, w, ld->precision, flags, f, d, st, "%s.block.%d.layer.%d.DenseReluDense.wi_0.weight",
+                    stack, i, sub) ||
+        linear_bind(&ff->wi_1, w, ld->precision, flags, f, d, st, "%s.block.%d.layer.%d.DenseReluDense.wi_1.weight",
+                    stack, i, sub) ||
+        linear_bind(&ff->wo, w, ld->precision, flags, d, f, st, "%s.block.%d.layer.%d.DenseReluDense.wo.weight", stack,
+                    i, sub))
         return -1;
     int64_t s_one[] = {1}, s_down[] = {bn, d}, s_bn[] = {bn}, s_up[] = {d, bn}, s_ratio[] = {2, d};
     for (int k = 0; k < c->adapters; k++) {
@@ -189,7 +121,7 @@ static int load_ff(loader *ld, t5_ff *ff, const t5_config *c, lion_status *st, c
 static int load_stack(loader *ld, t5_stack *s, const t5_config *c, lion_status *st, int is_decoder) {
     weights *w = ld->w;
     const char *name = is_decoder ? "decoder" : "encoder";
-    const int64_t d = c->d_model, inner = (int64_t)c->heads * c->d_kv;
+    const int d = c->d_model, inner = c->heads * c->d_kv;
     s->n_layers = is_decoder ? c->decoder_layers : c->encoder_layers;
     s->layers = calloc((size_t)s->n_layers, sizeof *s->layers);
     if (!s->layers) return lion_fail(st, LION_ENOMEM, "t5: out of memory");
@@ -229,15 +161,19 @@ int t5_load_with(t5_model *m, const t5_config *c, weights *w, lion_precision pre
     if (c->ff_act != ACT_GELU && c->ff_act != ACT_GELU_TANH && c->ff_act != ACT_RELU)
         return lion_fail(st, LION_EINVAL, "t5: unknown ff activation %d", (int)c->ff_act);
     m->cfg = *c;
+    m->precision = precision;
     m->step_bf16 = precision == PRECISION_BF16;
     m->step_matvec_f32 = 1;
-    loader ld = {m, w, m->step_bf16};
+    loader ld = {m, w, precision};
     int64_t s_emb[] = {c->vocab_size, c->d_model};
     if (!(m->shared = weights_get(w, st, 2, s_emb, "shared.weight"))) return -1;
     release_converted(&ld, "shared.weight");
-    int rc = 0;
-    if (c->tie_word_embeddings) m->lm_head = m->shared; /* the f32 embedding table, in any precision */
-    else rc = get_matrix(&ld, 1, &m->lm_head, &m->lm_head16, c->vocab_size, c->d_model, st, "lm_head.weight");
+    int rc;
+    /* a tied lm_head is the f32 embedding table, in any precision */
+    if (c->tie_word_embeddings)
+        rc = linear_from_f32(&m->lm_head, m->shared, c->vocab_size, c->d_model, PRECISION_F32, LINEAR_STEP, st);
+    else
+        rc = linear_bind(&m->lm_head, w, precision, LINEAR_STEP, c->vocab_size, c->d_model, st, "lm_head.weight");
     if (rc || load_stack(&ld, &m->encoder, c, st, 0) || load_stack(&ld, &m->decoder, c, st, 1)) {
         t5_free(m);
         return -1;
@@ -245,42 +181,82 @@ int t5_load_with(t5_model *m, const t5_config *c, weights *w, lion_precision pre
     return 0;
 }
 
-/* Replaces *f32 by an owned bf16 copy in *b16. */
-static int to_bf16(t5_model *m, const float **f32, const uint16_t **b16, size_t n, lion_status *st) {
-    if (!*f32) return 0; /* already bf16 */
-    uint16_t *b = malloc(n * sizeof *b);
-    if (!b) return lion_fail(st, LION_ENOMEM, "t5: out of memory converting the decoder to bf16");
-    f32_to_bf16_array(b, *f32, n);
-    if (own_bf16(m, b, n, st)) return -1;
-    m->step_bf16_bytes += n * sizeof *b;
-    *b16 = b;
-    *f32 = NULL;
+/* Calls fn on every matrix of the model with what kind it is: STEP_MATRIX, a matrix of the
+ * decoder step; ENCODER_MATRIX, of the encoder; CROSS_KV, a cross-attention key/value
+ * projection. A tied lm_head (a view of the embedding table) is not one. */
+enum { STEP_MATRIX, ENCODER_MATRIX, CROSS_KV };
+typedef int (*matrix_fn)(linear *l, int kind, void *arg, lion_status *st);
+
+static int each_matrix(t5_model *m, matrix_fn fn, void *arg, lion_status *st) {
+    for (int s = 0; s < 2; s++) {
+        const t5_stack *stack = s ? &m->decoder : &m->encoder;
+        const int kind = s ? STEP_MATRIX : ENCODER_MATRIX;
+        for (int i = 0; stack->layers && i < stack->n_layers; i++) {
+            t5_layer *l = &stack->layers[i];
+            if (fn(&l->self.q, kind, arg, st) || fn(&l->self.k, kind, arg, st) || fn(&l->self.v, kind, arg, st) ||
+                fn(&l->self.o, kind, arg, st) || fn(&l->ff.wi_0, kind, arg, st) || fn(&l->ff.wi_1, kind, arg, st) ||
+                fn(&l->ff.wo, kind, arg, st))
+                return -1;
+            if (s && (fn(&l->cross.q, kind, arg, st) || fn(&l->cross.o, kind, arg, st) ||
+                      fn(&l->cross.k, CROSS_KV, arg, st) || fn(&l->cross.v, CROSS_KV, arg, st)))
+                return -1;
+        }
+    }
+    if (!m->cfg.tie_word_embeddings && fn(&m->lm_head, STEP_MATRIX, arg, st)) return -1;
+    return 0;
+}
+
+static int count_bytes(linear *l, int kind, void *arg, lion_status *st) {
+    t5_weight_bytes *b = arg;
+    const size_t n = linear_bytes(l);
+    *(kind == STEP_MATRIX ? &b->step : kind == ENCODER_MATRIX ? &b->encoder : &b->cross_kv) += n;
+    if (l->w16_owned || l->packed) b->owned += n;
+    b->released += l->released_bytes;
+    return 0;
+}
+
+void t5_weight_bytes_of(const t5_model *m, t5_weight_bytes *out) {
+    memset(out, 0, sizeof *out);
+    out->released = m->tensors_released;
+    each_matrix((t5_model *)m, count_bytes, out, NULL); /* count_bytes changes nothing */
+}
+
+/* The bf16 form of an f32 linear (one already bf16 stays): what linear_bind makes of it. */
+static int to_bf16(linear *l, int kind, void *arg, lion_status *st) {
+    const int step_only = *(const int *)arg;
+    if (l->precision != PRECISION_F32 || (step_only && kind != STEP_MATRIX)) return 0;
+    linear b;
+    if (linear_from_f32(&b, l->w, l->out, l->in, PRECISION_BF16, kind == STEP_MATRIX ? LINEAR_STEP : 0, st))
+        return -1;
+    linear_free(l); /* an f32 linear owns nothing: this only clears it */
+    *l = b;
     return 0;
 }
 
 int t5_decoder_to_bf16(t5_model *m, lion_status *st) {
-    const t5_config *c = &m->cfg;
-    const size_t d = (size_t)c->d_model, inner = (size_t)c->heads * c->d_kv, f = (size_t)c->d_ff;
-    for (int i = 0; i < m->decoder.n_layers; i++) {
-        t5_layer *l = &m->decoder.layers[i];
-        if (to_bf16(m, &l->self.q, &l->self.q16, inner * d, st) || to_bf16(m, &l->self.k, &l->self.k16, inner * d, st) ||
-            to_bf16(m, &l->self.v, &l->self.v16, inner * d, st) || to_bf16(m, &l->self.o, &l->self.o16, d * inner, st) ||
-            to_bf16(m, &l->cross.q, &l->cross.q16, inner * d, st) ||
-            to_bf16(m, &l->cross.o, &l->cross.o16, d * inner, st) ||
-            to_bf16(m, &l->ff.wi_0, &l->ff.wi_0_16, f * d, st) || to_bf16(m, &l->ff.wi_1, &l->ff.wi_1_16, f * d, st) ||
-            to_bf16(m, &l->ff.wo, &l->ff.wo_16, d * f, st))
-            return -1;
-    }
-    if (m->lm_head != m->shared && to_bf16(m, &m->lm_head, &m->lm_head16, (size_t)c->vocab_size * d, st)) return -1;
+    const int step_only = 1;
+    if (each_matrix(m, to_bf16, (void *)&step_only, st)) return -1;
     m->step_bf16 = 1;
     return 0;
 }
 
+int t5_to_bf16(t5_model *m, lion_status *st) {
+    const int step_only = 0;
+    if (each_matrix(m, to_bf16, (void *)&step_only, st)) return -1;
+    m->step_bf16 = 1;
+    m->precision = PRECISION_BF16;
+    return 0;
+}
+
+static int free_matrix(linear *l, int kind, void *arg, lion_status *st) {
+    linear_free(l);
+    return 0;
+}
+
 void t5_free(t5_model *m) {
+    each_matrix(m, free_matrix, NULL, NULL);
     free(m->encoder.layers);
     free(m->decoder.layers);
-    for (int i = 0; i < m->n_bf16_owned; i++) free(m->bf16_owned[i]);
-    free(m->bf16_owned);
     memset(m, 0, sizeof *m);
 }
 
@@ -318,21 +294,25 @@ static void position_bias(float *bias, const float *table, const t5_config *c, i
 
 /* ------------------------------------------------------------------ sub-layers */
 
-/* y = x W^T for a product of the decoder step (step set) or of the encoder: W is f32 (w) or
- * bf16 (w16). bf16 goes to matvec_bf16 with every row at once; f32 to OpenBLAS, or in the
- * step with 2..T5_MATVEC_MAX_ROWS rows to matvec_f32 when the model says so. */
-static void product(const t5_model *m, int step, float *y, const float *x, const float *w, const uint16_t *w16,
-                    int rows, int in, int out) {
-    if (w16) matvec_bf16(y, x, w16, NULL, rows, in, out);
-    else if (step && m->step_matvec_f32 && rows >= 2 && rows <= T5_MATVEC_MAX_ROWS)
-        matvec_f32(y, x, w, NULL, rows, in, out);
-    else linear_forward(y, x, w, NULL, rows, in, out);
+/* y = x W^T. An f32 matrix of the decoder step (LINEAR_STEP) with 2..T5_MATVEC_MAX_ROWS rows
+ * goes to matvec_f32 when the model says so (one pass over W for all rows; linear.h's f32 form
+ * has only OpenBLAS); everything else is linear_apply's: f32 on OpenBLAS (sgemv for one row),
+ * bf16 step matrices on matvec_bf16 with every row at once, the encoder's bf16 matrices in
+ * the form linear.h chose for many rows. Scratch from a; 0, or -1 with st filled. */
+static int product(const t5_model *m, const linear *l, float *y, const float *x, int rows, arena *a,
+                   lion_status *st) {
+    if (l->precision == PRECISION_F32 && (l->flags & LINEAR_STEP) && m->step_matvec_f32 && rows >= 2 &&
+        rows <= T5_MATVEC_MAX_ROWS) {
+        matvec_f32(y, x, l->w, NULL, rows, l->in, l->out);
+        return 0;
+    }
+    return linear_apply(l, y, x, NULL, rows, a, st);
 }
 
-/* h += FF(RMSNorm(h)) + router(h), for rows of h (step: the decoder step's). Row r takes
- * route routes[r], or router_idx for every row when routes is NULL. */
+/* h += FF(RMSNorm(h)) + router(h), for rows of h. Row r takes route routes[r], or router_idx
+ * for every row when routes is NULL. 0, or -1 with st filled. */
 static int ff_forward(const t5_model *m, const t5_ff *ff, float *h, int rows, int router_idx, const int *routes,
-                      int step, arena *a) {
+                      arena *a, lion_status *st) {
     const t5_config *c = &m->cfg;
     const int d = c->d_model, f = c->d_ff, bn = c->adapter_bottleneck;
     const size_t nd = (size_t)rows * d;
@@ -343,7 +323,7 @@ static int ff_forward(const t5_model *m, const t5_ff *ff, float *h, int rows, in
     float *down = c->adapters ? arena_floats(a, (size_t)rows * bn) : NULL;
     if (!x || !g || !u || (c->adapters && (!route || !one || !down))) {
         arena_restore(a, mark);
-        return -1;
+        return lion_fail(st, LION_ENOMEM, "t5: out of scratch memory for the FF of %d rows", rows);
     }
     /* the router reads the un-normalised h, so it runs before h changes */
     for (int k = 0; k < c->adapters; k++) {
@@ -364,15 +344,21 @@ static int ff_forward(const t5_model *m, const t5_ff *ff, float *h, int rows, in
         }
     }
     rmsnorm_forward(x, h, ff->norm, rows, d, c->ln_eps);
-    product(m, step, g, x, ff->wi_0, ff->wi_0_16, rows, d, f);
-    activation_forward(g, (size_t)rows * f, c->ff_act);
-    product(m, step, u, x, ff->wi_1, ff->wi_1_16, rows, d, f);
-    mul_forward(g, g, u, (size_t)rows * f);
-    product(m, step, x, g, ff->wo, ff->wo_16, rows, f, d);
-    add_forward(h, x, nd);
-    if (route) add_forward(h, route, nd);
+    int rc = product(m, &ff->wi_0, g, x, rows, a, st);
+    if (!rc) {
+        activation_forward(g, (size_t)rows * f, c->ff_act);
+        rc = product(m, &ff->wi_1, u, x, rows, a, st);
+    }
+    if (!rc) {
+        mul_forward(g, g, u, (size_t)rows * f);
+        rc = product(m, &ff->wo, x, g, rows, a, st);
+    }
+    if (!rc) {
+        add_forward(h, x, nd);
+        if (route) add_forward(h, route, nd);
+    }
     arena_restore(a, mark);
-    return 0;
+    return rc;
 }
 
 /* ------------------------------------------------------------------ encoder */
@@ -403,24 +389,26 @@ int t5_encode(const t5_model *m, const float *in, const uint8_t *key_mask, int b
     for (int i = 0; i < m->encoder.n_layers; i++) {
         const t5_layer *l = &m->encoder.layers[i];
         rmsnorm_forward(x, h, l->self.norm, rows, d, c->ln_eps);
-        linear_forward(q, x, l->self.q, NULL, rows, d, inner);
-        linear_forward(k, x, l->self.k, NULL, rows, d, inner);
-        linear_forward(v, x, l->self.v, NULL, rows, d, inner);
+        if (product(m, &l->self.q, q, x, rows, a, st) || product(m, &l->self.k, k, x, rows, a, st) ||
+            product(m, &l->self.v, v, x, rows, a, st))
+            goto fail;
         attention_args at = {.batch = batch, .heads = c->heads, .head_dim = c->d_kv, .q_len = len, .k_len = len,
                              .q = q, .k = k, .v = v, .out = att, .q_stride = inner, .k_stride = inner,
                              .v_stride = inner, .out_stride = inner, .scale = 1.0f, .key_mask = key_mask,
                              .bias = bias, .bias_batch_stride = 0};
         if (attention_forward(&at, a)) goto oom;
-        linear_forward(x, att, l->self.o, NULL, rows, inner, d);
+        if (product(m, &l->self.o, x, att, rows, a, st)) goto fail;
         add_forward(h, x, (size_t)rows * d);
-        if (ff_forward(m, &l->ff, h, rows, router_idx, NULL, 0, a)) goto oom;
+        if (ff_forward(m, &l->ff, h, rows, router_idx, NULL, a, st)) goto fail;
     }
     rmsnorm_forward(out, h, m->encoder.final_norm, rows, d, c->ln_eps);
     arena_restore(a, mark);
     return 0;
 oom:
+    lion_fail(st, LION_ENOMEM, "t5_encode: out of scratch memory for batch %d x %d tokens", batch, len);
+fail:
     arena_restore(a, mark);
-    return lion_fail(st, LION_ENOMEM, "t5_encode: out of scratch memory for batch %d x %d tokens", batch, len);
+    return -1;
 }
 
 /* ------------------------------------------------------------------ decoder */
@@ -451,7 +439,7 @@ int t5_cross_init(t5_cross *x, const t5_model *m, const float *enc, const uint8_
     int any = 0;
     for (int j = 0; j < enc_len; j++) any |= !mask || mask[j];
     if (!any) return lion_fail(st, LION_EINVAL, "t5_decoder: no unmasked encoder token");
-    const int layers = m->decoder.n_layers, d = c->d_model, inner = c->heads * c->d_kv;
+    const int layers = m->decoder.n_layers, inner = c->heads * c->d_kv;
     *x = (t5_cross){.layers = layers, .enc_len = enc_len, .inner = inner, .router_idx = router_idx};
     const size_t per = (size_t)enc_len * inner;
     x->mask = malloc((size_t)enc_len);
@@ -462,12 +450,19 @@ int t5_cross_init(t5_cross *x, const t5_model *m, const float *enc, const uint8_
         return lion_fail(st, LION_ENOMEM, "t5_decoder: out of memory for %d encoder positions", enc_len);
     }
     for (int j = 0; j < enc_len; j++) x->mask[j] = !mask || mask[j];
-    for (int i = 0; i < layers; i++) {
+    /* scratch of bf16 products (widened panels, rounded x): this entry point has no arena of
+     * its caller's, and one panel per request is nothing next to the products; f32 takes none */
+    arena a;
+    arena_init(&a, 0);
+    int rc = 0;
+    for (int i = 0; i < layers && !rc; i++) {
         const t5_attention *at = &m->decoder.layers[i].cross;
-        linear_forward(x->k + i * per, enc, at->k, NULL, enc_len, d, inner);
-        linear_forward(x->v + i * per, enc, at->v, NULL, enc_len, d, inner);
+        rc = product(m, &at->k, x->k + i * per, enc, enc_len, &a, st) ||
+             product(m, &at->v, x->v + i * per, enc, enc_len, &a, st);
     }
-    return 0;
+    arena_free(&a);
+    if (rc) t5_cross_free(x);
+    return rc ? -1 : 0;
 }
 
 size_t t5_seq_bytes(const t5_model *m, int capacity) {
@@ -581,9 +576,9 @@ int t5_step(const t5_model *m, t5_seq *const *seqs, int n, const int32_t *tokens
     for (int i = 0; i < m->decoder.n_layers; i++) {
         const t5_layer *l = &m->decoder.layers[i];
         rmsnorm_forward(x, h, l->self.norm, n, d, c->ln_eps);
-        product(m, 1, q, x, l->self.q, l->self.q16, n, d, inner);
-        product(m, 1, kv, x, l->self.k, l->self.k16, n, d, inner);
-        product(m, 1, kv + (size_t)n * inner, x, l->self.v, l->self.v16, n, d, inner);
+        if (product(m, &l->self.q, q, x, n, a, st) || product(m, &l->self.k, kv, x, n, a, st) ||
+            product(m, &l->self.v, kv + (size_t)n * inner, x, n, a, st))
+            goto fail;
         for (int r = 0; r < n; r++) {
             t5_seq *s = seqs[r];
             const size_t at = ((size_t)i * s->capacity + s->len) * inner;
@@ -599,12 +594,12 @@ int t5_step(const t5_model *m, t5_seq *const *seqs, int n, const int32_t *tokens
                             inner, H, c->d_kv, 1.0f, bias + (size_t)r * H * max_k, (size_t)sq->len + 1, NULL,
                             scores + (size_t)r * max_scores);
         }
-        product(m, 1, x, att, l->self.o, l->self.o16, n, inner, d);
+        if (product(m, &l->self.o, x, att, n, a, st)) goto fail;
         add_forward(h, x, (size_t)n * d);
 
         /* cross-attention: each row to its request's encoder output */
         rmsnorm_forward(x, h, l->cross.norm, n, d, c->ln_eps);
-        product(m, 1, q, x, l->cross.q, l->cross.q16, n, d, inner);
+        if (product(m, &l->cross.q, q, x, n, a, st)) goto fail;
 #pragma omp parallel for schedule(static) if ((size_t)n * max_enc * inner > 65536)
         for (int r = 0; r < n; r++) {
             const t5_cross *xc = seqs[r]->cross;
@@ -612,23 +607,25 @@ int t5_step(const t5_model *m, t5_seq *const *seqs, int n, const int32_t *tokens
             attention_query(att + (size_t)r * inner, q + (size_t)r * inner, xc->k + layer, xc->v + layer, xc->enc_len,
                             inner, H, c->d_kv, 1.0f, NULL, 0, xc->mask, scores + (size_t)r * max_scores);
         }
-        product(m, 1, x, att, l->cross.o, l->cross.o16, n, inner, d);
+        if (product(m, &l->cross.o, x, att, n, a, st)) goto fail;
         add_forward(h, x, (size_t)n * d);
 
-        if (ff_forward(m, &l->ff, h, n, 0, routes, 1, a)) goto oom;
+        if (ff_forward(m, &l->ff, h, n, 0, routes, a, st)) goto fail;
     }
     rmsnorm_forward(x, h, m->decoder.final_norm, n, d, c->ln_eps);
     if (c->tie_word_embeddings) {
         const float s = 1.0f / sqrtf((float)d);
         for (size_t j = 0; j < (size_t)n * d; j++) x[j] *= s;
     }
-    product(m, 1, logits, x, m->lm_head, m->lm_head16, n, d, c->vocab_size);
+    if (product(m, &m->lm_head, logits, x, n, a, st)) goto fail;
     for (int r = 0; r < n; r++) seqs[r]->len++;
     arena_restore(a, mark);
     return 0;
 oom:
+    lion_fail(st, LION_ENOMEM, "t5_decoder: out of scratch memory for %d rows", n);
+fail:
     arena_restore(a, mark);
-    return lion_fail(st, LION_ENOMEM, "t5_decoder: out of scratch memory for %d rows", n);
+    return -1;
 }
 
 /* ------------------------------------------------------------------ a fixed batch */

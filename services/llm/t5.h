@@ -12,19 +12,25 @@
  * projected from the encoder output once, self-attention keys/values are appended per step,
  * and beam search reorders the cache rows.
  *
- * Precision (common/nn/precision.h). f32: every weight f32, products on OpenBLAS. bf16: the
- * matrices a decoder step reads (self-attention q/k/v/o, cross-attention q/o, FF
- * wi_0/wi_1/wo, lm_head) are held in bf16 only, converted once at load (a bf16 file is used
- * in place from its mapping; the f32 pages of an f32 file are released after conversion;
- * an f16 file's are never widened to f32), and every step's product with them goes through
- * matvec_bf16 with all rows of the step (all beams of all requests) in one pass over W:
- * f32 accumulation of bf16 weights widened in registers. The encoder, the cross-attention
- * keys/values (projected once per request), the adapters, the norms and the embeddings stay
- * f32; so does a tied lm_head (it is the f32 embedding table).
+ * Precision (common/nn/precision.h). Every matrix is a `linear` (common/nn/linear.h) in the
+ * precision the model is loaded with; the embeddings, norms, relative position biases, adapters
+ * (bottleneck 64) and router ratios stay f32 in both. f32: every matrix f32, products on
+ * OpenBLAS (and, in the decoder step, matvec_f32 for 2..T5_MATVEC_MAX_ROWS rows). bf16: every
+ * matrix held in bf16 only (converted once at load, no f32 copy kept: a bf16 file is used in
+ * place, the f32 pages of an f32 file are released after conversion, an f16 file's are never
+ * widened to f32), in two kinds:
+ *   - the matrices of the decoder step (self-attention q/k/v/o, cross-attention q/o, FF
+ *     wi_0/wi_1/wo, an untied lm_head) are LINEAR_STEP: plain bf16 on every CPU, every step's
+ *     product through matvec_bf16 with all rows of the step (all beams of all requests) in one
+ *     pass over W, each row's result independent of the rows beside it;
+ *   - the encoder's matrices and the cross-attention key/value projections (run once per
+ *     request over all its encoder positions) are multiplied in the form linear.h picks for
+ *     many rows: oneDNN's packed bf16 on CPUs with native bf16, else panels of W widened to f32
+ *     and sgemm (about f32's speed, half its memory).
+ * A tied lm_head is the f32 embedding table in both precisions.
  *
- * In both precisions, a matrix (or the embedding table) stored f16 or bf16 that weights_get
- * widens to an f32 copy has its mapped file pages released after the copy: the worker then
- * holds each weight once, not twice. */
+ * In both precisions, a tensor stored f16 or bf16 that is widened to an f32 copy has its mapped
+ * file pages released after the copy: the worker then holds each weight once, not twice. */
 #ifndef LION_T5_H
 #define LION_T5_H
 
@@ -32,6 +38,7 @@
 #include <stdint.h>
 
 #include "arena.h"
+#include "linear.h"
 #include "model_config.h"
 #include "precision.h"
 #include "status.h"
@@ -55,16 +62,14 @@ typedef struct t5_adapter {
     const float *scale, *down_w, *down_b, *up_w, *up_b;
 } t5_adapter;
 
-/* A matrix of the decoder step is either f32 (the f32 pointer) or bf16 (the _16 pointer, the
- * f32 one then NULL): never both. */
 typedef struct t5_attention {
-    const float *norm, *q, *k, *v, *o;
-    const uint16_t *q16, *k16, *v16, *o16; /* decoder in bf16: self q/k/v/o, cross q/o */
+    const float *norm;
+    linear q, k, v, o; /* [inner, d_model] but o [d_model, inner] */
 } t5_attention;
 
 typedef struct t5_ff {
-    const float *norm, *wi_0, *wi_1, *wo;
-    const uint16_t *wi_0_16, *wi_1_16, *wo_16; /* decoder in bf16 */
+    const float *norm;
+    linear wi_0, wi_1, wo;
     t5_adapter adapters[2];
     const float *router_ratio1, *router_ratio2; /* [2, d_model] each, with 2 adapters */
 } t5_ff;
@@ -83,24 +88,32 @@ typedef struct t5_stack {
 
 typedef struct t5_model {
     t5_config cfg;
-    const float *shared;  /* [vocab, d_model] */
-    const float *lm_head; /* [vocab, d_model]; == shared when tied; NULL when lm_head16 */
-    const uint16_t *lm_head16;
+    const float *shared; /* [vocab, d_model] */
+    linear lm_head;      /* [vocab, d_model], LINEAR_STEP; tied: an f32 view of shared */
     t5_stack encoder, decoder;
+    lion_precision precision; /* of the encoder's matrices and the cross-attention k/v */
     int step_bf16;            /* the decoder step's matrices are bf16 (t5_load_with, t5_decoder_to_bf16) */
-    size_t step_bf16_bytes;   /* their bytes: what a step reads of them */
-    size_t bf16_owned_bytes;  /* of those, converted at load (the rest are views of a bf16 file) */
-    size_t released_bytes;    /* file pages given back after conversion (madvise): of f32 matrices
-                                 made bf16, and of f16/bf16 tensors weights_get made f32 */
-    uint16_t **bf16_owned;    /* the converted matrices, freed by t5_free */
-    int n_bf16_owned;
+    size_t tensors_released;  /* file pages of f16/bf16 tensors other than the matrices, given back
+                                 after weights_get widened them (the matrices count their own) */
     /* f32 decoder step: products of 2..T5_MATVEC_MAX_ROWS rows on matvec_f32 instead of
      * OpenBLAS (1 row stays on sgemv). Set by t5_load*; benchmarks may change it. */
     int step_matvec_f32;
 } t5_model;
 
+/* The bytes of the model's matrices in the forms they are held in (linear_bytes): for logs,
+ * benchmarks and tests. */
+typedef struct t5_weight_bytes {
+    size_t encoder;  /* the encoder's matrices */
+    size_t cross_kv; /* the cross-attention key/value projections */
+    size_t step;     /* the decoder step's: self q/k/v/o, cross q/o, FF, an untied lm_head */
+    size_t owned;    /* of those three, copies made at load (converted to bf16, or packed for
+                        oneDNN); the others are views of the file or of the caller's arrays */
+    size_t released; /* file pages given back after a conversion, every tensor's */
+} t5_weight_bytes;
+void t5_weight_bytes_of(const t5_model *m, t5_weight_bytes *out);
+
 /* The most rows (beams x requests) a decoder-step product sends to matvec_f32. bf16
- * matrices go to matvec_bf16 with any number of rows (there is no f32 copy). */
+ * step matrices go to matvec_bf16 with any number of rows (there is no f32 copy). */
 #define T5_MATVEC_MAX_ROWS 16
 
 /* The T5 dimensions of model.json's llm section. */
@@ -110,13 +123,17 @@ void t5_config_from_llm(t5_config *out, const llm_config *l);
  * shared.weight, encoder.block.N.layer.M..., lm_head.weight) and checks every shape. */
 int t5_load(t5_model *m, const t5_config *cfg, weights *w, lion_status *st);
 /* The same with a precision (PRECISION_F32 or PRECISION_BF16; AUTO is refused: resolve it
- * first). bf16 binds the decoder step's matrices as bf16 without ever making f32 copies of
- * them (see the top of this file); their f32 pointers stay NULL. */
+ * first). bf16 binds every matrix as bf16 without ever making f32 copies of them (see the top
+ * of this file). */
 int t5_load_with(t5_model *m, const t5_config *cfg, weights *w, lion_precision precision, lion_status *st);
-/* For a model built in memory (benchmarks, tests): converts its decoder step's f32 matrices
- * to owned bf16 copies and sets their f32 pointers to NULL (the caller still owns, and may
- * free, the f32 arrays). A tied lm_head stays f32. */
+/* For a model built in memory (benchmarks, tests), whose matrices are f32 linears over the
+ * caller's arrays (linear_from_f32): replaces them by owned bf16 copies (the caller still owns,
+ * and may free, the f32 arrays; t5_free frees the copies). t5_decoder_to_bf16 converts the
+ * decoder step's matrices only (LINEAR_STEP); t5_to_bf16 every matrix, as t5_load_with holds
+ * them in bf16. A tied lm_head stays f32. Matrices already bf16 are left as they are. */
 int t5_decoder_to_bf16(t5_model *m, lion_status *st);
+int t5_to_bf16(t5_model *m, lion_status *st);
+/* Frees the layer tables and every linear's own copy (never the caller's f32 arrays). */
 void t5_free(t5_model *m);
 
 /* T5's bucket of relative_position = key_pos - query_pos (HF/Mesh-TF maths, including its

@@ -1,4 +1,5 @@
-/* bench_pink: Pink's two models at true widths with truncated depth, in f32:
+/* bench_pink: Pink's two models at true widths with truncated depth (CLIP in f32, the LLaMA in
+ * --precision f32 or bf16):
  *   - the image encoder (services/vision/clip.h): CLIP ViT-L/14 (224 px, width 1024, 16 heads,
  *     MLP 4096, quick_gelu, features of layer -2) with Pink's adapters (dim 8, attention) and
  *     mm_projector to the LLM width, one image forward;
@@ -8,7 +9,7 @@
  *     one decode step at 1 row (greedy) and 5 rows (5 beams) on the slotted KV cache.
  *
  *   bench_pink [--threads N] [--clip-layers L] [--llama-layers L] [--prompt P] [--steps S]
- *              [--beams LIST] [--reps R] [--bandwidth GBS] [--floor-mb MB]
+ *              [--beams LIST] [--reps R] [--bandwidth GBS] [--floor-mb MB] [--precision f32|bf16]
  *              [--weights FILE [--check FILE]]
  *              [--clip-dim C --clip-heads H --clip-mlp M --dim D --hidden F --heads H --vocab V]
  *
@@ -36,7 +37,11 @@
  * The step must read every weight of the decoder layers and lm_head once: its floor is those
  * bytes over the memory bandwidth, measured in this process with the same threads (streaming
  * reads of --floor-mb MB interleaved with the steps, the best seen used, so ratios are upper
- * bounds), unless --bandwidth gives it. */
+ * bounds), unless --bandwidth gives it.
+ *
+ * --precision bf16 holds the LLaMA's matrices in bf16 only (llama_to_bf16, as lion-llm
+ * --precision bf16 holds them; services/llm/llama.h): the prefill's products on panels widened
+ * to f32 + sgemm, the steps' on matvec_bf16; a step then reads half the matrices' bytes. */
 #include <cblas.h>
 #include <math.h>
 #include <stdint.h>
@@ -49,8 +54,10 @@
 #include "bench_util.h"
 #include "clip.h"
 #include "cpu_features.h"
+#include "linear.h"
 #include "llama.h"
 #include "matvec_bf16.h"
+#include "onednn_matmul.h"
 #include "safetensors.h"
 #include "threads.h"
 #include "weights.h"
@@ -138,6 +145,13 @@ static void random_clip(clip_model *m, const clip_config *c, uint64_t *s) {
     m->layer = layers;
 }
 
+/* An f32 LINEAR_STEP linear (llama.h) over a new random array. */
+static void random_linear(linear *l, int out, int in, uint64_t *s) {
+    lion_status st;
+    if (linear_from_f32(l, random_floats((size_t)out * in, 0.05f, s), out, in, PRECISION_F32, LINEAR_STEP, &st))
+        die(st.msg);
+}
+
 static void random_llama(llama_model *m, const llama_config *c, uint64_t *s) {
     memset(m, 0, sizeof *m);
     m->cfg = *c;
@@ -147,20 +161,21 @@ static void random_llama(llama_model *m, const llama_config *c, uint64_t *s) {
     const size_t d = c->dim, f = c->hidden, qd = m->q_dim, kvd = m->kv_dim, bn = c->adapter_dim;
     m->embed = random_floats((size_t)c->vocab_size * d, 1.0f, s);
     m->norm = constant_floats(d, 1.0f);
-    m->lm_head = random_floats((size_t)c->vocab_size * d, 0.05f, s);
+    m->precision = PRECISION_F32;
+    random_linear(&m->lm_head, c->vocab_size, c->dim, s);
     llama_layer *layers = calloc((size_t)c->layers, sizeof *layers);
     if (!layers) die("out of memory");
     for (int i = 0; i < c->layers; i++) {
         llama_layer *l = &layers[i];
         l->attn_norm = constant_floats(d, 1.0f);
         l->ffn_norm = constant_floats(d, 1.0f);
-        l->wq = random_floats(qd * d, 0.05f, s);
-        l->wk = random_floats(kvd * d, 0.05f, s);
-        l->wv = random_floats(kvd * d, 0.05f, s);
-        l->wo = random_floats(d * qd, 0.05f, s);
-        l->w_gate = random_floats(f * d, 0.05f, s);
-        l->w_up = random_floats(f * d, 0.05f, s);
-        l->w_down = random_floats(d * f, 0.05f, s);
+        random_linear(&l->wq, (int)qd, (int)d, s);
+        random_linear(&l->wk, (int)kvd, (int)d, s);
+        random_linear(&l->wv, (int)kvd, (int)d, s);
+        random_linear(&l->wo, (int)d, (int)qd, s);
+        random_linear(&l->w_gate, (int)f, (int)d, s);
+        random_linear(&l->w_up, (int)f, (int)d, s);
+        random_linear(&l->w_down, (int)d, (int)f, s);
         if (bn && c->adapter_attn) {
             llama_adapter *ad = &l->adapter_attn;
             ad->down_w = random_floats(bn * d, 0.05f, s), ad->down_b = random_floats(bn, 0.1f, s);
@@ -196,16 +211,23 @@ static double llama_layer_matrix_elems(const llama_model *m) {
 }
 
 /* Bytes of weights a decode step reads whatever its rows: every layer's matrices, norms and
- * adapters, the final norm and lm_head (the embedding's few rows aside). */
-static double llama_step_bytes(const llama_model *m) {
+ * adapters, the final norm and lm_head (the embedding's few rows aside), with the matrices'
+ * elements of matrix_bytes each (4 in f32, 2 in bf16) and the rest f32. */
+static double llama_step_bytes(const llama_model *m, double matrix_bytes) {
     const llama_config *c = &m->cfg;
     const double d = c->dim, ad = (double)c->adapter_dim * (c->adapter_attn + c->adapter_mlp);
-    const double per_layer = llama_layer_matrix_elems(m) + 2 * d + ad * (2 * d + 1) + (c->adapter_attn + c->adapter_mlp) * d;
-    return 4.0 * (c->layers * per_layer + d + (double)c->vocab_size * d);
+    const double others = 2 * d + ad * (2 * d + 1) + (c->adapter_attn + c->adapter_mlp) * d;
+    return matrix_bytes * (c->layers * llama_layer_matrix_elems(m) + (double)c->vocab_size * d) +
+           4.0 * (c->layers * others + d);
 }
 
 static double llama_elems(const llama_model *m) {
-    return llama_step_bytes(m) / 4 + (double)m->cfg.vocab_size * m->cfg.dim; /* + the embedding */
+    return llama_step_bytes(m, 4) / 4 + (double)m->cfg.vocab_size * m->cfg.dim; /* + the embedding */
+}
+
+/* Elements of the matrices: what bf16 holds in half the bytes. */
+static double llama_matrix_elems(const llama_model *m) {
+    return m->cfg.layers * llama_layer_matrix_elems(m) + (double)m->cfg.vocab_size * m->cfg.dim;
 }
 
 /* FLOPs of appending n positions after `past` cached ones to one sequence, lm_head on the last. */
@@ -289,7 +311,16 @@ typedef struct bench_options {
     double bandwidth;
     size_t floor_mb;
     const char *beams, *weights, *check;
+    lion_precision precision; /* the LLaMA's */
 } bench_options;
+
+static int set_precision(const args_option *opt, void *base, const char *name, const char *text, lion_status *st) {
+    lion_precision p;
+    if (precision_from_name(text, &p) || p == PRECISION_AUTO)
+        return lion_fail(st, LION_EINVAL, "%s: '%s' is not f32 or bf16", name, text);
+    ((bench_options *)base)->precision = p;
+    return 0;
+}
 
 static const args_option bench_options_table[] = {
     {.name = "--threads", .metavar = "N", .kind = ARG_INT, ARGS_AT(bench_options, threads), .min = 1, .max = 1024,
@@ -312,6 +343,8 @@ static const args_option bench_options_table[] = {
      .max = 65536, .help = "size of the streaming read that measures the bandwidth"},
     {.name = "--weights", .metavar = "FILE", .kind = ARG_STRING, ARGS_AT(bench_options, weights),
      .help = "Pink's weights (safetensors, Pink's key names), mapped, instead of random ones"},
+    {.name = "--precision", .metavar = "f32|bf16", .kind = ARG_CUSTOM, .set = set_precision, .deflt = "f32",
+     .help = "the LLaMA's matrices: bf16 holds them in bf16 only (CLIP stays f32)"},
     {.name = "--check", .metavar = "FILE", .kind = ARG_STRING, ARGS_AT(bench_options, check),
      .help = "inputs and a reference's outputs on --weights: print our max relative difference"},
     {.name = "--clip-dim", .metavar = "C", .kind = ARG_INT, ARGS_AT(bench_options, clip_dim), .min = 8, .max = 8192,
@@ -332,7 +365,8 @@ static const args_option bench_options_table[] = {
 
 static const bench_options defaults = {.clip_layers = 4, .llama_layers = 2, .prompt = 300, .steps = 8, .reps = 3,
                                        .floor_mb = 1024, .beams = "1,5", .clip_dim = 1024, .clip_heads = 16,
-                                       .clip_mlp = 4096, .dim = 4096, .hidden = 11008, .heads = 32, .vocab = 32000};
+                                       .clip_mlp = 4096, .dim = 4096, .hidden = 11008, .heads = 32, .vocab = 32000,
+                                       .precision = PRECISION_F32};
 
 static void usage(FILE *out) {
     bench_options d = defaults;
@@ -437,6 +471,7 @@ int main(int argc, char **argv) {
         /* refuse rather than push a shared machine into swap or the OOM killer */
         llama_model shape = {.cfg = lc, .q_dim = o.dim, .kv_dim = o.dim};
         const double need = 4.0 * (clip_elems(&cc, run) + llama_elems(&shape)) +
+                            (o.precision == PRECISION_BF16 ? 2.0 * llama_matrix_elems(&shape) : 0) +
                             2.0 * 4 * lc.layers * max_rows * capacity * o.dim + o.floor_mb * 1048576.0;
         const double avail = (double)sysconf(_SC_AVPHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
         if (need > 0.85 * avail) {
@@ -447,6 +482,14 @@ int main(int argc, char **argv) {
         random_clip(&cm, &cc, &seed);
         random_llama(&lm, &lc, &seed);
         t_fill = bench_now() - t0;
+    }
+    /* bf16: the f32 matrices bound or filled above, converted as lion-llm --precision bf16 holds
+     * them (a file's f32 pages then stay mapped: lion-llm's llama_load_with would release them) */
+    double t_convert = 0;
+    if (o.precision == PRECISION_BF16) {
+        t0 = bench_now();
+        if (llama_to_bf16(&lm, &st)) die(st.msg);
+        t_convert = bench_now() - t0;
     }
     llama_cache cache;
     if (llama_cache_init(&cache, &lm, max_rows, (int)capacity, &st)) die(st.msg);
@@ -524,13 +567,14 @@ int main(int argc, char **argv) {
     /* ---- report */
     char cpu[256];
     bench_cpu_model(cpu, sizeof cpu);
-    const double step_bytes = llama_step_bytes(&lm);
+    const double step_bytes = llama_step_bytes(&lm, lm.precision == PRECISION_BF16 ? 2 : 4);
     const double kv_row = 2.0 * 4 * lc.layers * (prompt + o.steps / 2.0) * lm.kv_dim;
     const double f_clip = clip_flops(&cc, run), f_prefill = llama_flops(&lm, 0, prompt);
     const double clip_med = median_of(t_clip, o.reps), clip_best = t_clip[0];
     const double pre_med = median_of(t_prefill, o.reps), pre_best = t_prefill[0];
     printf("bench_pink: Pink, CLIP ViT-L/14 %d of %d layers run + mm_projector, LLaMA-2-7B %d layers, adapters 8 in "
-           "attention; f32; threads %d\n", run, cc.layers, lc.layers, threads_count());
+           "attention; CLIP f32, LLaMA %s; threads %d\n", run, cc.layers, lc.layers, precision_name(lm.precision),
+           threads_count());
     if (o.clip_dim != 1024 || o.clip_heads != 16 || o.clip_mlp != 4096 || o.dim != 4096 || o.hidden != 11008 ||
         o.heads != 32 || o.vocab != 32000)
         printf("  widths          CLIP dim %d, heads %d, mlp %d; LLaMA dim %d, hidden %d, heads %d, vocab %d "
@@ -543,6 +587,8 @@ int main(int argc, char **argv) {
     else
         printf("  weights         random in memory: f32 %.2f GB (CLIP %.3f GB, LLaMA %.3f GB), filled in %.1f s\n",
                total_bytes / 1e9, 4 * clip_elems(&cc, run) / 1e9, 4 * llama_elems(&lm) / 1e9, t_fill);
+    printf("  llama matrices  %s, %.3f GB (converted in %.1f s); oneDNN isa %s\n", linear_form(&lm.layer[0].w_up),
+           llama_matrix_bytes(&lm, NULL) / 1e9, t_convert, onednn_isa_name());
     printf("  timings         median (best) of %d, interleaved\n", o.reps);
     printf("  clip forward    %.3f s  (best %.3f s; %.1f GFLOP/s over %.1f GFLOP; 1 image, %d tokens)\n", clip_med,
            clip_best, f_clip / clip_med / 1e9, f_clip / 1e9, cm.tokens);
@@ -550,13 +596,13 @@ int main(int argc, char **argv) {
            f_clip / clip_med / 1e9 / peak);
     printf("  prefill %d positions  %.3f s  (best %.3f s; %.1f GFLOP/s over %.1f GFLOP; image rows at %d..%d)\n",
            prompt, pre_med, pre_best, f_prefill / pre_med / 1e9, f_prefill / 1e9, image_at, image_at + patches - 1);
-    printf("  step reads      f32 %.3f GB of weights; also %.1f MB of KV cache per row (f32, not in the floor)\n",
-           step_bytes / 1e9, kv_row / 1e6);
+    printf("  step reads      %s %.3f GB of weights; also %.1f MB of KV cache per row (f32, not in the floor)\n",
+           precision_name(lm.precision), step_bytes / 1e9, kv_row / 1e6);
     if (o.bandwidth > 0) printf("  bandwidth       %.1f GB/s (given)\n", bw / 1e9);
     else
         printf("  bandwidth       %.1f GB/s best (median %.1f, worst %.1f) of %d streaming reads of %zu MB, "
                "interleaved; the best is used\n", bw / 1e9, bw_median / 1e9, bw_worst / 1e9, n_floors, o.floor_mb);
-    printf("  floor           f32 %.1f ms per step\n\n", step_bytes / bw * 1e3);
+    printf("  floor           %s %.1f ms per step\n\n", precision_name(lm.precision), step_bytes / bw * 1e3);
     printf("| rows | step median ms | best ms | GB/s of weights | GFLOP/s | floor ms | median / floor |\n");
     printf("| --- | --- | --- | --- | --- | --- | --- |\n");
     for (int bi = 0; bi < n_beams; bi++) {

@@ -24,19 +24,23 @@
  * Each beam count (--beams, default 1,5) is timed as
  *   f32 openblas   f32 weights, products on OpenBLAS (sgemv for 1 row, sgemm for more);
  *   f32 matvec     f32 weights, 2..16-row products on matvec_f32 (1 row: as above);
- *   bf16           with --precision bf16: the decoder step's matrices in bf16 only
- *                  (t5_decoder_to_bf16; services/llm/t5.h), products on matvec_bf16;
+ *   bf16           with --precision bf16: every matrix in bf16 only (t5_to_bf16, as
+ *                  lion-llm --precision bf16 holds them; services/llm/t5.h), the step's
+ *                  products on matvec_bf16;
  * --reps times each, all interleaved (a busy neighbour slows them alike); best and median
- * printed. With --precision bf16 the end also gives the RSS of the weights in both modes:
- * after filling (all f32) and after the decoder step's f32 matrices are freed (bf16).
+ * printed. With --precision bf16 the encoder is timed in both precisions (its bf16 products
+ * on widened panels + sgemm, or oneDNN where bf16 is native), and the end gives the RSS of
+ * the weights in both modes: after filling (all f32) and after the f32 matrices are freed
+ * (bf16).
  *
  *   bench_t5 --model DIR [--precision f32|bf16] [--threads N] [--beams LIST] ...
  *
  * instead loads a model directory's llm as lion-llm does (llm_stage_open_with: the file
- * mapped, f32 tensors used in place, in bf16 the step's matrices converted or used in place
- * and the f32 pages released) and times that model in that one precision (the f32 openblas
+ * mapped, f32 tensors used in place, in bf16 every matrix converted or used in place and
+ * the f32 pages released) and times that model in that one precision (the f32 openblas
  * mode is skipped with bf16), with the process's RSS after loading and after the first steps
  * (every weight page touched): the RSS of an llm worker's weights. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,8 +52,10 @@
 #include "args.h"
 #include "bench_util.h"
 #include "cpu_features.h"
+#include "linear.h"
 #include "llm_stage.h"
 #include "matvec_bf16.h"
+#include "onednn_matmul.h"
 #include "t5.h"
 #include "threads.h"
 
@@ -81,20 +87,30 @@ static float *constant_floats(size_t n, float v) {
     return p;
 }
 
-static void random_attention(t5_attention *at, size_t d, size_t inner, uint64_t *s) {
-    at->norm = constant_floats(d, 1.0f);
-    at->q = random_floats(inner * d, 0.05f, s);
-    at->k = random_floats(inner * d, 0.05f, s);
-    at->v = random_floats(inner * d, 0.05f, s);
-    at->o = random_floats(d * inner, 0.05f, s);
+/* An f32 linear over a new random array (the bench owns the array: free_matrices). */
+static void random_linear(linear *l, int out, int in, int flags, uint64_t *s) {
+    lion_status st;
+    if (linear_from_f32(l, random_floats((size_t)out * in, 0.05f, s), out, in, PRECISION_F32, flags, &st)) {
+        fprintf(stderr, "bench_t5: %s\n", st.msg);
+        exit(1);
+    }
 }
 
-static void random_ff(t5_ff *ff, const t5_config *c, uint64_t *s) {
-    size_t d = c->d_model, f = c->d_ff, bn = c->adapter_bottleneck;
+/* qo: the flags of q and o, kv: of k and v (LINEAR_STEP for the decoder step's). */
+static void random_attention(t5_attention *at, int d, int inner, int qo, int kv, uint64_t *s) {
+    at->norm = constant_floats((size_t)d, 1.0f);
+    random_linear(&at->q, inner, d, qo, s);
+    random_linear(&at->k, inner, d, kv, s);
+    random_linear(&at->v, inner, d, kv, s);
+    random_linear(&at->o, d, inner, qo, s);
+}
+
+static void random_ff(t5_ff *ff, const t5_config *c, int flags, uint64_t *s) {
+    size_t d = c->d_model, bn = c->adapter_bottleneck;
     ff->norm = constant_floats(d, 1.0f);
-    ff->wi_0 = random_floats(f * d, 0.05f, s);
-    ff->wi_1 = random_floats(f * d, 0.05f, s);
-    ff->wo = random_floats(d * f, 0.05f, s);
+    random_linear(&ff->wi_0, c->d_ff, c->d_model, flags, s);
+    random_linear(&ff->wi_1, c->d_ff, c->d_model, flags, s);
+    random_linear(&ff->wo, c->d_model, c->d_ff, flags, s);
     for (int k = 0; k < c->adapters; k++) {
         t5_adapter *ad = &ff->adapters[k];
         ad->scale = constant_floats(1, 0.1f);
@@ -108,14 +124,14 @@ static void random_ff(t5_ff *ff, const t5_config *c, uint64_t *s) {
 }
 
 static void random_stack(t5_stack *st, const t5_config *c, int layers, int decoder, uint64_t *s) {
-    size_t inner = (size_t)c->heads * c->d_kv;
+    const int inner = c->heads * c->d_kv, step = decoder ? LINEAR_STEP : 0;
     st->n_layers = layers;
     st->layers = calloc((size_t)layers, sizeof *st->layers);
     if (!st->layers) exit(1);
     for (int i = 0; i < layers; i++) {
-        random_attention(&st->layers[i].self, c->d_model, inner, s);
-        if (decoder) random_attention(&st->layers[i].cross, c->d_model, inner, s);
-        random_ff(&st->layers[i].ff, c, s);
+        random_attention(&st->layers[i].self, c->d_model, inner, step, step, s);
+        if (decoder) random_attention(&st->layers[i].cross, c->d_model, inner, LINEAR_STEP, 0, s);
+        random_ff(&st->layers[i].ff, c, step, s);
     }
     st->rel_bias = random_floats((size_t)c->rel_buckets * c->heads, 1.0f, s);
     st->final_norm = constant_floats(c->d_model, 1.0f);
@@ -134,6 +150,28 @@ static double step_other_elems(const t5_config *c) {
     double d = c->d_model, bn = c->adapter_bottleneck;
     double adapters = c->adapters * (2 * d * bn + bn + d + 1) + (c->adapters > 1 ? 4 * d : 0);
     return c->decoder_layers * (adapters + 3 * d) + d;
+}
+
+/* Elements of every matrix of the model (what bf16 holds in half the bytes). */
+static double matrix_elems(const t5_config *c) {
+    double d = c->d_model, inner = (double)c->heads * c->d_kv, f = c->d_ff;
+    return c->encoder_layers * (4 * d * inner + 3 * d * f) + c->decoder_layers * (8 * d * inner + 3 * d * f) +
+           (double)c->vocab_size * d;
+}
+
+/* Frees the bench's f32 arrays under the matrices of a model made by random_stack (the models
+ * converted from it keep their own bf16 copies). */
+static void free_matrices(t5_model *m) {
+    for (int s = 0; s < 2; s++) {
+        t5_stack *st = s ? &m->decoder : &m->encoder;
+        for (int i = 0; i < st->n_layers; i++) {
+            t5_layer *l = &st->layers[i];
+            linear *all[] = {&l->self.q, &l->self.k, &l->self.v, &l->self.o, &l->cross.q, &l->cross.k,
+                             &l->cross.v, &l->cross.o, &l->ff.wi_0, &l->ff.wi_1, &l->ff.wo};
+            for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) free((void *)all[k]->w), all[k]->w = NULL;
+        }
+    }
+    free((void *)m->lm_head.w), m->lm_head.w = NULL;
 }
 
 /* Elements of every weight of the model (what "the llm's weights" are). */
@@ -183,6 +221,17 @@ static double time_steps(const t5_model *m, const float *enc, int enc_len, int b
     free(logits);
     t5_decoder_free(&dec);
     return t / steps;
+}
+
+/* Max |a - b| / max |b|. */
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double e = fabs((double)a[i] - b[i]), v = fabs((double)b[i]);
+        if (e > diff) diff = e;
+        if (v > scale) scale = v;
+    }
+    return scale > 0 ? diff / scale : diff;
 }
 
 /* Max |a - b| / max |b| of one step's logits: how far a mode's step is from f32 OpenBLAS. */
@@ -263,7 +312,7 @@ static const args_option bench_options_table[] = {
     {.name = "--reps", .metavar = "R", .kind = ARG_INT, ARGS_AT(bench_options, reps), .min = 1, .max = MAX_REPS,
      .help = "timings of each figure (interleaved); best and median printed"},
     {.name = "--precision", .metavar = "f32|bf16", .kind = ARG_CUSTOM, .set = set_precision, .deflt = "f32",
-     .help = "bf16: also time the decoder step with its matrices in bf16, and give the RSS of both"},
+     .help = "bf16: also time the encoder and the decoder step with every matrix in bf16, and give the RSS of both"},
     {.name = "--bandwidth", .metavar = "GBS", .kind = ARG_DOUBLE, ARGS_AT(bench_options, bandwidth), .fmin = 0.1,
      .fmax = 100000, .help = "memory bandwidth in GB/s for the floor", .deflt = "measured"},
     {.name = "--modes", .metavar = "LIST", .kind = ARG_STRING, ARGS_AT(bench_options, modes), .min = 1, .max = 64,
@@ -326,7 +375,7 @@ static int bench_model(const bench_options *o, const int *beam_counts, int n_bea
     const double t_load = bench_now() - t0, rss_load = rss_bytes() - rss0;
     t5_model *m = &s.t5;
     const t5_config c = m->cfg;
-    const int bf16 = m->step_bf16, enc_len = 289 + o->tokens;
+    const int bf16 = m->precision == PRECISION_BF16, enc_len = 289 + o->tokens;
     uint64_t seed = 0x9e3779b97f4a7c15ull;
     float *x = random_floats((size_t)enc_len * c.d_model, 1.0f, &seed);
     float *enc = bench_alloc("bench_t5", (size_t)enc_len * c.d_model * sizeof(float));
@@ -370,11 +419,17 @@ static int bench_model(const bench_options *o, const int *beam_counts, int n_bea
     printf("bench_t5 --model %s: d_model %d, d_ff %d, %d + %d layers, vocab %d; precision %s; threads %d\n", o->model,
            c.d_model, c.d_ff, c.encoder_layers, c.decoder_layers, c.vocab_size, precision_name(o->precision),
            threads_count());
-    printf("  CPU             %s; isa %s, native bf16 %s\n", cpu, cpu_isa_name(), cpu_native_bf16() ? "yes" : "no");
-    printf("  loaded in %.2f s: f32 weights %.3f GB (mapped or converted); bf16 matrices %.3f GB (%.3f GB converted, "
-           "the rest used in place); %.3f GB of file pages released after conversion\n",
-           t_load, s.w.bytes_f32 / 1e9, m->step_bf16_bytes / 1e9, m->bf16_owned_bytes / 1e9,
-           m->released_bytes / 1e9);
+    t5_weight_bytes wb;
+    t5_weight_bytes_of(m, &wb);
+    printf("  CPU             %s; isa %s, native bf16 %s; oneDNN isa %s\n", cpu, cpu_isa_name(),
+           cpu_native_bf16() ? "yes" : "no", onednn_isa_name());
+    printf("  matrices        encoder %s, decoder step %s\n", linear_form(&m->encoder.layers[0].ff.wi_0),
+           linear_form(&m->decoder.layers[0].ff.wi_0));
+    printf("  loaded in %.2f s: f32 tensors %.3f GB (mapped or converted); matrices in their forms: encoder %.3f GB, "
+           "cross k/v %.3f GB, decoder step %.3f GB (%.3f GB converted or packed, the rest used in place); %.3f GB "
+           "of file pages released after conversion\n",
+           t_load, s.w.bytes_f32 / 1e9, wb.encoder / 1e9, wb.cross_kv / 1e9, wb.step / 1e9, wb.owned / 1e9,
+           wb.released / 1e9);
     printf("  encoder %d tokens %.3f s\n", enc_len, t_enc);
     printf("  RSS             after load %.3f GB; serving (every page touched) %.3f GB\n", rss_load / 1e9,
            rss_serving / 1e9);
@@ -420,7 +475,7 @@ int main(int argc, char **argv) {
     t5_config c = {o.d_model, o.d_ff, 64, o.heads, layers, layers, o.vocab, 32, 128, 1e-6f, ACT_GELU, 2, 64, 0};
     /* refuse rather than push a shared machine into swap or the OOM killer */
     const double weights_f32 = 4.0 * model_elems(&c), matrices = step_matrix_elems(&c), others = step_other_elems(&c);
-    const double need = weights_f32 + (bf16 ? 2.0 * matrices : 0) + (o.bandwidth > 0 ? 0 : o.floor_mb * 1048576.0);
+    const double need = weights_f32 + (bf16 ? 2.0 * matrix_elems(&c) : 0) + (o.bandwidth > 0 ? 0 : o.floor_mb * 1048576.0);
     const double avail = (double)sysconf(_SC_AVPHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
     if (need > 0.85 * avail) {
         fprintf(stderr, "bench_t5: %d + %d layers need %.1f GB, %.1f GB is free; use fewer --layers\n", layers, layers,
@@ -430,52 +485,63 @@ int main(int argc, char **argv) {
     threads_init(o.threads);
     const double rss0 = rss_bytes();
     uint64_t seed = 0x9e3779b97f4a7c15ull;
-    t5_model m = {.cfg = c};
+    t5_model m = {.cfg = c, .precision = PRECISION_F32};
     double t0 = bench_now();
     m.shared = random_floats((size_t)c.vocab_size * c.d_model, 1.0f, &seed);
-    m.lm_head = random_floats((size_t)c.vocab_size * c.d_model, 0.05f, &seed);
+    random_linear(&m.lm_head, c.vocab_size, c.d_model, LINEAR_STEP, &seed);
     random_stack(&m.encoder, &c, layers, 0, &seed);
     random_stack(&m.decoder, &c, layers, 1, &seed);
     const double t_fill = bench_now() - t0, rss_f32 = rss_bytes() - rss0;
 
-    const int enc_len = 289 + text_tokens;
-    float *x = random_floats((size_t)enc_len * c.d_model, 1.0f, &seed);
-    float *enc = bench_alloc("bench_t5", (size_t)enc_len * c.d_model * sizeof(float));
-    arena a;
-    arena_init(&a, 0);
-    /* one cold pass, or a warm-up pass and the median of --encoder-iters passes */
-    double t_encs[101];
-    const int enc_passes = o.encoder_iters > 0 ? 1 + o.encoder_iters : 1;
-    for (int i = 0; i < enc_passes; i++) {
+    /* the three models share every f32 array; the bf16 one has its own layer tables and bf16
+     * copies of every matrix (t5_to_bf16) */
+    t5_model mv = m, mb = m;
+    mv.step_matvec_f32 = 1;
+    if (bf16) {
+        const size_t ne = (size_t)layers * sizeof(t5_layer);
+        mb.encoder.layers = bench_alloc("bench_t5", ne);
+        mb.decoder.layers = bench_alloc("bench_t5", ne);
+        memcpy(mb.encoder.layers, m.encoder.layers, ne);
+        memcpy(mb.decoder.layers, m.decoder.layers, ne);
         t0 = bench_now();
-        if (t5_encode(&m, x, NULL, 1, enc_len, 1, enc, &a, &st)) {
+        if (t5_to_bf16(&mb, &st)) {
             fprintf(stderr, "bench_t5: %s\n", st.msg);
             return 1;
         }
-        t_encs[i] = bench_now() - t0;
-        arena_reset(&a);
+        printf("bench_t5: every matrix converted to bf16 in %.1f s\n", bench_now() - t0);
     }
+
+    const int enc_len = 289 + text_tokens;
+    float *x = random_floats((size_t)enc_len * c.d_model, 1.0f, &seed);
+    float *enc = bench_alloc("bench_t5", (size_t)enc_len * c.d_model * sizeof(float));
+    float *enc_b = bf16 ? bench_alloc("bench_t5", (size_t)enc_len * c.d_model * sizeof(float)) : NULL;
+    arena a;
+    arena_init(&a, 0);
+    /* one cold pass, or a warm-up pass and the median of --encoder-iters passes; with bf16 the
+     * two precisions alternate (a busy neighbour slows them alike) */
+    double t_encs[2][101];
+    const int enc_passes = o.encoder_iters > 0 ? 1 + o.encoder_iters : 1;
+    for (int i = 0; i < enc_passes; i++)
+        for (int p = 0; p < 1 + bf16; p++) {
+            t0 = bench_now();
+            if (t5_encode(p ? &mb : &m, x, NULL, 1, enc_len, 1, p ? enc_b : enc, &a, &st)) {
+                fprintf(stderr, "bench_t5: %s\n", st.msg);
+                return 1;
+            }
+            t_encs[p][i] = bench_now() - t0;
+            arena_reset(&a);
+        }
     const int timed = enc_passes > 1 ? enc_passes - 1 : 1;
-    bench_sort(t_encs + enc_passes - timed, timed);
-    const double t_enc = t_encs[enc_passes - timed + timed / 2];
+    double t_enc[2] = {0, 0};
+    for (int p = 0; p < 1 + bf16; p++) {
+        bench_sort(t_encs[p] + enc_passes - timed, timed);
+        t_enc[p] = t_encs[p][enc_passes - timed + timed / 2];
+    }
+    const double enc_diff = bf16 ? rel_diff(enc_b, enc, (size_t)enc_len * c.d_model) : 0;
     const double inner = (double)c.heads * c.d_kv;
     const double enc_flops = layers * (2.0 * enc_len * (4 * c.d_model * inner + 3.0 * c.d_model * c.d_ff) +
                                        4.0 * enc_len * (double)enc_len * inner);
 
-    /* the three models share every array but the decoder layers' table */
-    t5_model mv = m, mb = m;
-    mv.step_matvec_f32 = 1;
-    if (bf16) {
-        mb.decoder.layers = bench_alloc("bench_t5", (size_t)layers * sizeof *mb.decoder.layers);
-        memcpy(mb.decoder.layers, m.decoder.layers, (size_t)layers * sizeof *mb.decoder.layers);
-        mb.bf16_owned = NULL, mb.n_bf16_owned = 0;
-        t0 = bench_now();
-        if (t5_decoder_to_bf16(&mb, &st)) {
-            fprintf(stderr, "bench_t5: %s\n", st.msg);
-            return 1;
-        }
-        printf("bench_t5: decoder step converted to bf16 in %.1f s\n", bench_now() - t0);
-    }
     const t5_model *models[N_MODES] = {&m, &mv, bf16 ? &mb : NULL};
     static const char *const mode_words[N_MODES] = {"openblas", "matvec", "bf16"};
     for (int mo = 0; o.modes && mo < N_MODES; mo++)
@@ -505,16 +571,10 @@ int main(int argc, char **argv) {
         stream_free(&sb);
     }
 
-    /* the bf16 mode's RSS: the decoder step's f32 matrices freed, as a bf16 llm worker never has them */
+    /* the bf16 mode's RSS: the f32 matrices freed, as a bf16 llm worker never has them */
     double rss_bf16 = 0;
     if (bf16) {
-        for (int i = 0; i < layers; i++) {
-            t5_layer *l = &m.decoder.layers[i];
-            free((void *)l->self.q), free((void *)l->self.k), free((void *)l->self.v), free((void *)l->self.o);
-            free((void *)l->cross.q), free((void *)l->cross.o);
-            free((void *)l->ff.wi_0), free((void *)l->ff.wi_1), free((void *)l->ff.wo);
-        }
-        free((void *)m.lm_head);
+        free_matrices(&m);
         rss_bf16 = rss_bytes() - rss0;
     }
 
@@ -527,10 +587,17 @@ int main(int argc, char **argv) {
     if (c.d_model != 2048 || c.d_ff != 5120 || c.heads != 32 || c.vocab_size != 32128)
         printf("  widths          d_model %d, d_ff %d, heads %d of 64, vocab %d (not FlanT5-XL's)\n", c.d_model, c.d_ff,
                c.heads, c.vocab_size);
-    printf("  CPU             %s; isa %s, native bf16 %s; matvec kernel %s\n", cpu, cpu_isa_name(),
-           cpu_native_bf16() ? "yes" : "no", matvec_kernel_name());
-    printf("  encoder %d tokens      %.3f s  (%.1f GFLOP/s)%s\n", enc_len, t_enc, enc_flops / t_enc / 1e9,
+    printf("  CPU             %s; isa %s, native bf16 %s; matvec kernel %s; oneDNN isa %s\n", cpu, cpu_isa_name(),
+           cpu_native_bf16() ? "yes" : "no", matvec_kernel_name(), onednn_isa_name());
+    if (bf16)
+        printf("  bf16 matrices   encoder %s, decoder step %s\n", linear_form(&mb.encoder.layers[0].ff.wi_0),
+               linear_form(&mb.decoder.layers[0].ff.wi_0));
+    printf("  encoder %d tokens      f32 %.3f s  (%.1f GFLOP/s)%s\n", enc_len, t_enc[0], enc_flops / t_enc[0] / 1e9,
            o.encoder_iters > 0 ? "  median after a warm-up" : "");
+    if (bf16)
+        printf("  encoder %d tokens      bf16 %.3f s  (%.1f GFLOP/s, %.2fx f32's time); output vs f32 max rel diff "
+               "%.1e\n",
+               enc_len, t_enc[1], enc_flops / t_enc[1] / 1e9, t_enc[1] / t_enc[0], enc_diff);
     printf("  weights read per step   f32 %.3f GB; bf16 %.3f GB (%.3f GB bf16 matrices + %.4f GB f32 adapters, norms)\n",
            bytes_f32 / 1e9, bytes_bf16 / 1e9, 2.0 * matrices / 1e9, 4.0 * others / 1e9);
     printf("  also read per step      %.1f MB of cross-attention keys/values per request (f32, not in the floors)\n",
@@ -564,12 +631,19 @@ int main(int argc, char **argv) {
     }
     if (bf16) {
         const double all_bf16 = 2.0 * model_elems(&c);
-        const double worker_bf16 = weights_f32 - 2.0 * matrices; /* what a bf16 llm worker holds */
-        printf("\n  weights RSS             f32 mode %.2f GB; bf16 mode %.2f GB (expected %.2f: the step's matrices "
-               "bf16, the rest f32)\n",
+        const double worker_bf16 = weights_f32 - 2.0 * matrix_elems(&c); /* what a bf16 llm worker holds */
+        t5_weight_bytes wf, wb;
+        t5_weight_bytes_of(&m, &wf);
+        t5_weight_bytes_of(&mb, &wb);
+        printf("\n  matrices (linear_bytes) f32 %.2f GB (encoder %.2f, cross k/v %.2f, step %.2f); bf16 %.2f GB "
+               "(encoder %.2f, cross k/v %.2f, step %.2f)\n",
+               (wf.encoder + wf.cross_kv + wf.step) / 1e9, wf.encoder / 1e9, wf.cross_kv / 1e9, wf.step / 1e9,
+               (wb.encoder + wb.cross_kv + wb.step) / 1e9, wb.encoder / 1e9, wb.cross_kv / 1e9, wb.step / 1e9);
+        printf("  weights RSS             f32 mode %.2f GB; bf16 mode %.2f GB (expected %.2f: every matrix bf16, "
+               "the rest f32)\n",
                rss_f32 / 1e9, rss_bf16 / 1e9, worker_bf16 / 1e9);
-        printf("  every weight in bf16    %.2f GB: bf16-mode RSS / that = %.2f (encoder, cross k/v projections, "
-               "adapters and embeddings are still f32)\n",
+        printf("  every weight in bf16    %.2f GB: bf16-mode RSS / that = %.2f (adapters, norms and embeddings are "
+               "still f32)\n",
                all_bf16 / 1e9, rss_bf16 / all_bf16);
     }
     printf("  arena peak              %.1f MB\n", a.peak / 1e6);
