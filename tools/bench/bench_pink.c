@@ -100,15 +100,18 @@ static float *constant_floats(size_t n, float v) {
     return p;
 }
 
-/* An f32 Linear of random weights (clip.h holds its matrices as linear.h Linears). */
-static void random_linear(linear *l, size_t out, size_t in, uint64_t *s) {
+/* A Linear of random weights in precision p (clip.h holds its matrices as linear.h Linears);
+ * a bf16 one keeps only its bf16 copy. */
+static void random_linear(linear *l, size_t out, size_t in, lion_precision p, uint64_t *s) {
     lion_status st;
-    if (linear_from_f32(l, random_floats(out * in, 0.05f, s), (int)out, (int)in, PRECISION_F32, 0, &st)) die(st.msg);
+    float *w = random_floats(out * in, 0.05f, s);
+    if (linear_from_f32(l, w, (int)out, (int)in, p, 0, &st)) die(st.msg);
+    if (p != PRECISION_F32) free(w);
 }
 
 /* Scales keep the activations O(1) over a few layers (no overflow, no denormals): a product
  * over K inputs of O(1) with weights of std 0.05/sqrt(12) grows by ~0.014 sqrt(K). */
-static void random_clip(clip_model *m, const clip_config *c, uint64_t *s) {
+static void random_clip(clip_model *m, const clip_config *c, lion_precision prec, uint64_t *s) {
     memset(m, 0, sizeof *m);
     m->cfg = *c;
     m->run = clip_layers_run(c->layers, c->select_layer);
@@ -121,7 +124,7 @@ static void random_clip(clip_model *m, const clip_config *c, uint64_t *s) {
     m->pos_emb = random_floats((size_t)m->tokens * d, 0.2f, s);
     m->pre_ln_w = constant_floats(d, 1.0f);
     m->pre_ln_b = random_floats(d, 0.1f, s);
-    random_linear(&m->proj, (size_t)c->proj_dim, d, s);
+    random_linear(&m->proj, (size_t)c->proj_dim, d, prec, s);
     m->proj_b = random_floats((size_t)c->proj_dim, 0.1f, s);
     clip_layer *layers = calloc((size_t)m->run, sizeof *layers);
     if (!layers) die("out of memory");
@@ -130,23 +133,23 @@ static void random_clip(clip_model *m, const clip_config *c, uint64_t *s) {
         l->ln1_w = l->ln2_w = constant_floats(d, 1.0f);
         l->ln1_b = random_floats(d, 0.1f, s);
         l->ln2_b = random_floats(d, 0.1f, s);
-        random_linear(&l->q, d, d, s), l->q_b = random_floats(d, 0.1f, s);
-        random_linear(&l->k, d, d, s), l->k_b = random_floats(d, 0.1f, s);
-        random_linear(&l->v, d, d, s), l->v_b = random_floats(d, 0.1f, s);
-        random_linear(&l->o, d, d, s), l->o_b = random_floats(d, 0.1f, s);
-        random_linear(&l->fc1, f, d, s), l->fc1_b = random_floats(f, 0.1f, s);
-        random_linear(&l->fc2, d, f, s), l->fc2_b = random_floats(d, 0.1f, s);
+        random_linear(&l->q, d, d, prec, s), l->q_b = random_floats(d, 0.1f, s);
+        random_linear(&l->k, d, d, prec, s), l->k_b = random_floats(d, 0.1f, s);
+        random_linear(&l->v, d, d, prec, s), l->v_b = random_floats(d, 0.1f, s);
+        random_linear(&l->o, d, d, prec, s), l->o_b = random_floats(d, 0.1f, s);
+        random_linear(&l->fc1, f, d, prec, s), l->fc1_b = random_floats(f, 0.1f, s);
+        random_linear(&l->fc2, d, f, prec, s), l->fc2_b = random_floats(d, 0.1f, s);
         if (bn && c->adapter_attn) {
             clip_adapter *ad = &l->adapter_attn;
-            random_linear(&ad->down, bn, d, s), ad->down_b = random_floats(bn, 0.1f, s);
-            random_linear(&ad->up, d, bn, s), ad->up_b = random_floats(d, 0.1f, s);
+            random_linear(&ad->down, bn, d, prec, s), ad->down_b = random_floats(bn, 0.1f, s);
+            random_linear(&ad->up, d, bn, prec, s), ad->up_b = random_floats(d, 0.1f, s);
         }
     }
     m->layer = layers;
 }
 
 /* An f32 LINEAR_STEP linear (llama.h) over a new random array. */
-static void random_linear(linear *l, int out, int in, uint64_t *s) {
+static void random_step_linear(linear *l, int out, int in, uint64_t *s) {
     lion_status st;
     if (linear_from_f32(l, random_floats((size_t)out * in, 0.05f, s), out, in, PRECISION_F32, LINEAR_STEP, &st))
         die(st.msg);
@@ -162,20 +165,20 @@ static void random_llama(llama_model *m, const llama_config *c, uint64_t *s) {
     m->embed = random_floats((size_t)c->vocab_size * d, 1.0f, s);
     m->norm = constant_floats(d, 1.0f);
     m->precision = PRECISION_F32;
-    random_linear(&m->lm_head, c->vocab_size, c->dim, s);
+    random_step_linear(&m->lm_head, c->vocab_size, c->dim, s);
     llama_layer *layers = calloc((size_t)c->layers, sizeof *layers);
     if (!layers) die("out of memory");
     for (int i = 0; i < c->layers; i++) {
         llama_layer *l = &layers[i];
         l->attn_norm = constant_floats(d, 1.0f);
         l->ffn_norm = constant_floats(d, 1.0f);
-        random_linear(&l->wq, (int)qd, (int)d, s);
-        random_linear(&l->wk, (int)kvd, (int)d, s);
-        random_linear(&l->wv, (int)kvd, (int)d, s);
-        random_linear(&l->wo, (int)d, (int)qd, s);
-        random_linear(&l->w_gate, (int)f, (int)d, s);
-        random_linear(&l->w_up, (int)f, (int)d, s);
-        random_linear(&l->w_down, (int)d, (int)f, s);
+        random_step_linear(&l->wq, (int)qd, (int)d, s);
+        random_step_linear(&l->wk, (int)kvd, (int)d, s);
+        random_step_linear(&l->wv, (int)kvd, (int)d, s);
+        random_step_linear(&l->wo, (int)d, (int)qd, s);
+        random_step_linear(&l->w_gate, (int)f, (int)d, s);
+        random_step_linear(&l->w_up, (int)f, (int)d, s);
+        random_step_linear(&l->w_down, (int)d, (int)f, s);
         if (bn && c->adapter_attn) {
             llama_adapter *ad = &l->adapter_attn;
             ad->down_w = random_floats(bn * d, 0.05f, s), ad->down_b = random_floats(bn, 0.1f, s);
@@ -464,7 +467,8 @@ int main(int argc, char **argv) {
     const size_t capacity = (size_t)prompt + o.steps + 2; /* + the untimed step and the check's */
     double t0 = bench_now(), t_fill;
     if (o.weights) {
-        if (weights_open(&w, o.weights, "", &st) || clip_load(&cm, &cc, &w, &st) || llama_load(&lm, &lc, &w, &st))
+        if (weights_open(&w, o.weights, "", &st) || clip_load_with(&cm, &cc, &w, o.precision, &st) ||
+            llama_load_with(&lm, &lc, &w, o.precision, &st))
             die(st.msg);
         t_fill = bench_now() - t0;
     } else {
@@ -479,14 +483,14 @@ int main(int argc, char **argv) {
                     avail / 1e9);
             return 1;
         }
-        random_clip(&cm, &cc, &seed);
+        random_clip(&cm, &cc, o.precision, &seed);
         random_llama(&lm, &lc, &seed);
         t_fill = bench_now() - t0;
     }
-    /* bf16: the f32 matrices bound or filled above, converted as lion-llm --precision bf16 holds
-     * them (a file's f32 pages then stay mapped: lion-llm's llama_load_with would release them) */
+    /* bf16, random weights: the f32 matrices filled above, converted as lion-llm --precision
+     * bf16 holds them (a file is bound in bf16 directly, as lion-vision and lion-llm bind it) */
     double t_convert = 0;
-    if (o.precision == PRECISION_BF16) {
+    if (o.precision == PRECISION_BF16 && !o.weights) {
         t0 = bench_now();
         if (llama_to_bf16(&lm, &st)) die(st.msg);
         t_convert = bench_now() - t0;
@@ -573,7 +577,7 @@ int main(int argc, char **argv) {
     const double clip_med = median_of(t_clip, o.reps), clip_best = t_clip[0];
     const double pre_med = median_of(t_prefill, o.reps), pre_best = t_prefill[0];
     printf("bench_pink: Pink, CLIP ViT-L/14 %d of %d layers run + mm_projector, LLaMA-2-7B %d layers, adapters 8 in "
-           "attention; CLIP f32, LLaMA %s; threads %d\n", run, cc.layers, lc.layers, precision_name(lm.precision),
+           "attention; CLIP and LLaMA %s; threads %d\n", run, cc.layers, lc.layers, precision_name(lm.precision),
            threads_count());
     if (o.clip_dim != 1024 || o.clip_heads != 16 || o.clip_mlp != 4096 || o.dim != 4096 || o.hidden != 11008 ||
         o.heads != 32 || o.vocab != 32000)

@@ -25,7 +25,7 @@ default), pink and all. Pink's rows (issue 18) time the same three ways, at true
 ViT-L/14 with Pink's adapters and mm_projector; LLaMA-2-7B with Pink's adapters), depth truncated
 (--clip-layers run, --llama-layers):
 
-  ours        build/tools/bench/bench_pink, f32 (ours has no bf16 CLIP or LLaMA path yet);
+  ours        build/tools/bench/bench_pink, f32 and bf16;
   torch f32   tools/reference/pink_ref's PinkVision and LlamaForCausalLM (its KV-cache path);
   torch bf16  their bf16 twins.
 
@@ -187,9 +187,11 @@ def parse_swin(out):
 
 
 def parse_t5(out):
-    """bench_t5 --precision bf16: the encoder's seconds, and per (rows, mode) the median ms of a
-    step and the max relative difference of its logits to f32 OpenBLAS (None for that mode)."""
-    enc = float(find(r"^\s*encoder\s+\d+\s+tokens\s+([0-9.]+)\s*s\b", out, "encoder line"))
+    """bench_t5 --precision bf16: the encoder's seconds in f32 and in bf16, and per (rows, mode)
+    the median ms of a step and the max relative difference of its logits to f32 OpenBLAS (None
+    for that mode)."""
+    enc = {p: float(find(r"^\s*encoder\s+\d+\s+tokens\s+%s\s+([0-9.]+)\s*s\b" % p, out, "%s encoder line" % p))
+           for p in ("f32", "bf16")}
     cpu = find(r"^\s*CPU\s+(.*)$", out, "CPU line")
     steps = {}
     for line in out.splitlines():
@@ -422,7 +424,7 @@ class PinkSide:
                      "--clip-dim", str(w["clip_dim"]), "--clip-heads", str(w["clip_heads"]), "--clip-mlp",
                      str(w["clip_mlp"]), "--dim", str(w["llama_dim"]), "--hidden", str(w["llama_hidden"]),
                      "--heads", str(w["llama_heads"]), "--vocab", str(self.vocab)]
-        self.ours_diff, self.floors, self.cpu = {}, {}, None
+        self.ours_diff, self.ours_bf16_diff, self.floors, self.cpu = {}, {}, {}, None
 
     def rep(self, rep, bf16_reps, record, run):
         """One repetition: bench_pink (all of ours), then torch f32, then torch bf16 (while
@@ -436,6 +438,11 @@ class PinkSide:
         for m in PINK_MEASURES:
             if m in self.only:
                 record(rep, m, "ours f32", ours[m], what[m] + " (bench_pink)")
+        clip_s, prefill_s, steps, self.ours_bf16_diff, _ = parse_pink(run(self.argv + ["--precision", "bf16"]))
+        ours = {"clip": clip_s, "prefill": prefill_s, "pdec1": steps[1][0] / 1e3, "pdec5": steps[5][0] / 1e3}
+        for m in PINK_MEASURES:
+            if m in self.only:
+                record(rep, m, "ours bf16", ours[m], what[m] + " (bench_pink)")
         for side, vision, llm, past, dt in (("torch f32", self.vision_f, self.llm_f, self.past_f, torch.float32),
                                             ("torch bf16", self.vision_b, self.llm_b, self.past_b, torch.bfloat16)):
             if side == "torch bf16" and rep >= bf16_reps:
@@ -616,7 +623,8 @@ def main():
             if not only & {"enc", "dec1", "dec5"}:
                 continue
             enc_s, steps, cpu_lines["bench_t5"] = parse_t5(run_bench(t5_argv, env, peaks))
-            record(rep, "enc", "ours f32", enc_s, "T5 encoder (bench_t5)")
+            record(rep, "enc", "ours f32", enc_s["f32"], "T5 encoder (bench_t5)")
+            record(rep, "enc", "ours bf16", enc_s["bf16"], "T5 encoder (bench_t5)")
             # ours f32 is what the f32 service runs: sgemv for 1 row, matvec_f32 for 2..16 rows
             for m, rows, f32_mode in (("dec1", 1, "f32 openblas"), ("dec5", 5, "f32 matvec")):
                 ms, _ = step_figure(steps, rows, f32_mode)
@@ -709,9 +717,13 @@ def main():
         ours = ", ".join("%s %s" % (label, "%.1e" % d[k] if k in d else "missing") for label, k in (
             ("CLIP tokens", "clip tokens"), ("prefill logits", "prefill logits"),
             ("step logits 1 row", "step logits 1 row(s)"), ("5 rows", "step logits 5 row(s)")))
+        d = pink_side.ours_bf16_diff
+        ours16 = ", ".join("%s %s" % (label, "%.1e" % d[k] if k in d else "missing") for label, k in (
+            ("CLIP tokens", "clip tokens"), ("prefill logits", "prefill logits")))
         print("fidelity, Pink (max |a - b| / max |b|): ours f32 vs torch f32 on the same weights and inputs: %s; "
               "torch bf16 vs torch f32: CLIP tokens %.1e, step logits 1 row %.1e (its prompt cache the f32 one "
-              "rounded to bf16)" % (ours, pink_side.fid["clip"], pink_side.fid["pdec1"]))
+              "rounded to bf16); ours bf16 vs torch f32: %s" % (ours, pink_side.fid["clip"], pink_side.fid["pdec1"],
+                                                                ours16))
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB -> GB
     print("peak RSS: this process (torch, both precisions' models) %.2f GB%s; wall %.0f s"
           % (rss_self, "".join(", %s %.2f GB" % (k, v / 1e9) for k, v in sorted(peaks.items())),
