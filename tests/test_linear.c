@@ -266,8 +266,8 @@ int main(void) {
     /* f32 is OpenBLAS (sgemv / sgemm) */
     check_forms(PRECISION_F32, 0, 1, 300, 130, 1e-5);
     check_forms(PRECISION_F32, 0, 37, 300, 130, 1e-5);
-    /* bf16: matvec for 1..16 rows, widened panels beyond (two panels: 512 rows of 4096 fill 8 MB) */
-    const int rows[] = {1, 5, 16, 17, 64, 257};
+    /* bf16: matvec for 1..32 rows, widened panels beyond (two panels: 512 rows of 4096 fill 8 MB) */
+    const int rows[] = {1, 5, 32, 33, 64, 257};
     for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) check_forms(PRECISION_BF16, 0, rows[i], 300, 130, 1e-5);
     check_forms(PRECISION_BF16, 0, 40, 1408, 520, 1e-5);
     check_forms(PRECISION_BF16, 0, 20, 4096, 600, 1e-5);

@@ -14,8 +14,10 @@
 #include "ops.h"
 
 /* Up to this many rows, a bf16 product streams W once through matvec_bf16; beyond it the
- * product is compute-bound and sgemm on widened panels does better (bench_matvec). */
-#define LINEAR_MATVEC_MAX_ROWS 16
+ * product is compute-bound and sgemm on widened panels does better. Measured (2 threads, EPYC
+ * Zen 3, ViT-g / T5-XL / LLaMA-7B shapes): matvec_bf16 at or below the panels up to 32 rows,
+ * mixed at 48, 1.3-2.5x slower from 64. */
+#define LINEAR_MATVEC_MAX_ROWS 32
 /* One widened panel of W: at least LINEAR_PANEL_MIN_ROWS rows of W, else as many as fit in
  * LINEAR_PANEL_BYTES of f32. sgemm packs all of x again for every panel, so narrow panels of a
  * wide matrix cost: 85-row panels (2 MB at in = 6144) ran 1.3-1.9x slower than f32 sgemm,

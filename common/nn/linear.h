@@ -11,7 +11,7 @@
  *                       reordered once at bind: x rounded to bf16 into the product, f32
  *                       accumulation, f32 out (onednn_matmul.h). Not for LINEAR_STEP.
  *   bf16, otherwise     bf16 [out][in] only (a view of a bf16 file, else converted once; the
- *   and LINEAR_STEP     f32 file pages are released): 1..16 rows (and any rows of a
+ *   and LINEAR_STEP     f32 file pages are released): 1..32 rows (and any rows of a
  *                       LINEAR_STEP matrix) through matvec_bf16 (W widened in registers,
  *                       one pass over W for all rows); more rows of any other matrix through
  *                       panels of W widened to f32 into scratch, each multiplied by sgemm.
