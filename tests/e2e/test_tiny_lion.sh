@@ -11,10 +11,12 @@
 #      and tags exactly (tools/train/eval_c_pipeline.py);
 #   6. lion-batch over the examples repeated (140 ids) loses and doubles nothing when the
 #      gateway is killed and restarted mid-run, nor when lion-batch is killed and resumed.
-#   7. the llm worker in --precision bf16 (its decoder step's weights held in bf16): the same
+#   7. all four workers in --precision bf16 (every weight matrix held in bf16 only): the same
 #      evaluation within 1 accuracy point per task of the reference with >= 97% of the
-#      answers identical, and /metrics shows lion_worker_info with its precision.
+#      answers identical, and /metrics shows lion_worker_info with their precision.
 # Loopback only; ports from this process id. Needs $LION_BUILD_DIR (ctest sets it).
+# LION_E2E_RECORD_BF16="note" also writes step 7's figures into models/tiny-lion/eval.json
+# (c_pipeline_bf16) with that note: for whoever changes the bf16 path, never in CI.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${LION_BUILD_DIR:?LION_BUILD_DIR must name the build tree}
@@ -204,32 +206,45 @@ grep -E "^lion-batch: --resume" "$work/many2r.log"
 check_many "$work/many2.jsonl" "$work/many2r.log" "lion-batch kill -9 + --resume"
 echo "lion-batch through failures: $((SECONDS - many_started)) s"
 
-# the llm worker replaced by one in --precision bf16 (services/llm/t5.h); the other stages'
-# caches hold the evaluation's scenes by now
+# every worker replaced by one in --precision bf16 (common/nn/linear.h): fresh feature caches,
+# so every stage computes the evaluation in bf16
 bf16_started=$SECONDS
-kill -TERM "${pids[4]}"
-wait "${pids[4]}" 2>/dev/null || true
-"$build"/services/lion-llm --gateway "tcp://127.0.0.1:$((base + 3))" --model "$model" --threads 1 --max-batch 4 \
-  --precision bf16 --replica llm-bf16 >"$work/llm_bf16.log" 2>&1 &
-pids[4]=$!
-info='lion_worker_info{stage="llm",replica="llm-bf16",precision="bf16",isa="'
+for i in 1 2 3 4; do kill -TERM "${pids[$i]}"; done
+for i in 1 2 3 4; do wait "${pids[$i]}" 2>/dev/null || true; done
+p=$base
+i=1
+for svc in vision tagger aggregator llm; do
+  "$build"/services/lion-$svc --gateway "tcp://127.0.0.1:$p" --model "$model" --threads 1 --max-batch 4 \
+    --precision bf16 --replica $svc-bf16 >"$work/${svc}_bf16.log" 2>&1 &
+  pids[$i]=$!
+  p=$((p + 1)) i=$((i + 1))
+done
 for _ in $(seq 1 300); do
   metrics=$(curl -sf "http://127.0.0.1:$port/metrics" || true)
-  grep -qF "$info" <<<"$metrics" && grep -q '^lion_workers{stage="llm",model="tiny-lion"} 1$' <<<"$metrics" && break
+  n=0
+  for svc in vision tagger aggregator llm; do
+    grep -qF "lion_worker_info{stage=\"$svc\",replica=\"$svc-bf16\",precision=\"bf16\",isa=\"" <<<"$metrics" &&
+      grep -q "^lion_workers{stage=\"$svc\",model=\"tiny-lion\"} 1$" <<<"$metrics" && n=$((n + 1))
+  done
+  [ $n = 4 ] && break
   sleep 0.1
 done
-grep -F "$info" <<<"$metrics" || fail "/metrics never showed the bf16 llm worker's lion_worker_info"
+for svc in vision tagger aggregator llm; do
+  grep -F "lion_worker_info{stage=\"$svc\",replica=\"$svc-bf16\",precision=\"bf16\"" <<<"$metrics" \
+    || fail "/metrics never showed the bf16 $svc worker's lion_worker_info"
+  grep -q "precision bf16 (asked" "$work/${svc}_bf16.log" || fail "the bf16 $svc worker did not log its precision"
+done
 grep -q '^lion_build_info{version="[^"]*",schema="2"} 1$' <<<"$metrics" || fail "/metrics has no lion_build_info"
-grep -q "precision bf16 (asked" "$work/llm_bf16.log" || fail "the bf16 llm worker did not log its precision"
 "$build"/tools/batch/lion-batch --gateway "http://127.0.0.1:$port" --concurrency 8 --progress none \
   --out "$work/eval_bf16_answers.jsonl" "$work/eval/requests.json" 2>"$work/eval_bf16_batch.log" \
-  || fail "lion-batch on the evaluation, bf16 llm: $(tail -n 2 "$work/eval_bf16_batch.log")"
+  || fail "lion-batch on the evaluation, bf16 workers: $(tail -n 2 "$work/eval_bf16_batch.log")"
 /usr/bin/python3 tools/train/eval_c_pipeline.py compare "$work/eval" "$work/eval_bf16_answers.jsonl" \
-  --max-points 1 --min-identical 0.97 >"$work/eval_bf16_compare.txt" \
-  || { cat "$work/eval_bf16_compare.txt"; fail "the bf16 llm's evaluation is not within 1 point / 97% identical"; }
-echo "bf16 llm worker:"
+  --max-points 1 --min-identical 0.97 ${LION_E2E_RECORD_BF16:+--record c_pipeline_bf16 --note "$LION_E2E_RECORD_BF16"} \
+  >"$work/eval_bf16_compare.txt" \
+  || { cat "$work/eval_bf16_compare.txt"; fail "the bf16 pipeline's evaluation is not within 1 point / 97% identical"; }
+echo "bf16 workers:"
 grep -E "points|identical answers" "$work/eval_bf16_compare.txt" || true
-echo "bf16 llm evaluation: $((SECONDS - bf16_started)) s"
+echo "bf16 evaluation: $((SECONDS - bf16_started)) s"
 # continuous batching's figures: time to first token / per output token of every llm
 # answer, and the replica's running rows and decoding-state budget from its heartbeats
 metrics=$(curl -sf "http://127.0.0.1:$port/metrics") || fail "/metrics did not answer"
