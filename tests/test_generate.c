@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "generate.h"
+#include "search.h"
 #include "testing.h"
 #include "threads.h"
 
@@ -270,6 +271,60 @@ static void test_errors(void) {
     CHECK(r.ids == NULL && r.lengths == NULL);
 }
 
+/* One greedy step of a search on fixed logits: the id it picks. */
+static int greedy_pick(search *s, const float *logits_in) {
+    float logits[V];
+    memcpy(logits, logits_in, sizeof logits);
+    int src[1];
+    lion_status st;
+    CHECK_MSG(search_advance(s, logits, src, &scratch, &st) == 0, "%s", st.msg);
+    int n;
+    const int32_t *ids = search_ids(s, &n);
+    return ids[n - 1];
+}
+
+/* A decoder-only model's prompt (search_set_prompt) is part of HF's input_ids: the repetition
+ * penalty covers its ids and min_length counts them (HF 4.42: RepetitionPenaltyLogitsProcessor
+ * gathers over input_ids; MinLengthLogitsProcessor compares input_ids.shape[-1]). */
+static void test_decoder_only_prompt(void) {
+    generate_params p;
+    generate_params_default(&p);
+    p.num_beams = 1, p.max_new_tokens = 4, p.repetition_penalty = 2.0f, p.min_length = 0;
+    p.decoder_start_id = 9, p.eos_id = 2;
+    float logits[V];
+    for (int i = 0; i < V; i++) logits[i] = 0.1f;
+    logits[40] = 3.0f; /* the best, but in the prompt: 3 / 2 = 1.5 */
+    logits[41] = 2.0f; /* second, not in the prompt */
+    const int32_t prompt[] = {1, 40, 7, 40};
+    lion_status st;
+    search *with, *without;
+    CHECK(search_create(&with, &p, V, 1, &st) == 0 && search_set_prompt(with, prompt, 4, &st) == 0);
+    CHECK(search_create(&without, &p, V, 1, &st) == 0);
+    CHECK_EQ_INT(greedy_pick(with, logits), 41);
+    CHECK_EQ_INT(greedy_pick(without, logits), 40);
+    search_free(with);
+    search_free(without);
+    /* min_length over HF's input_ids, prompt + start id + generated: 4 + 1 < 6 forbids eos at
+     * the first step only (then 4 + 1 + 1 = 6); without the prompt 1 + 1 < 6 still forbids it */
+    p.repetition_penalty = 1.0f, p.min_length = 6;
+    for (int i = 0; i < V; i++) logits[i] = 0.1f;
+    logits[p.eos_id] = 5.0f, logits[41] = 1.0f;
+    CHECK(search_create(&with, &p, V, 1, &st) == 0 && search_set_prompt(with, prompt, 4, &st) == 0);
+    CHECK_EQ_INT(greedy_pick(with, logits), 41);
+    CHECK_EQ_INT(greedy_pick(with, logits), p.eos_id);
+    CHECK(search_finished(with));
+    search_free(with);
+    CHECK(search_create(&without, &p, V, 1, &st) == 0);
+    CHECK_EQ_INT(greedy_pick(without, logits), 41);
+    CHECK_EQ_INT(greedy_pick(without, logits), 41);
+    search_free(without);
+    /* an id outside the vocabulary is refused, naming it */
+    const int32_t bad[] = {3, V};
+    CHECK(search_create(&with, &p, V, 1, &st) == 0);
+    CHECK(search_set_prompt(with, bad, 2, &st) != 0 && strstr(st.msg, "outside the vocabulary"));
+    search_free(with);
+}
+
 int main(void) {
     threads_init(2);
     lion_status st;
@@ -291,6 +346,7 @@ int main(void) {
     test_sampling();
     test_hooks();
     test_errors();
+    test_decoder_only_prompt();
     arena_free(&scratch);
     t5_free(&model);
     safetensors_close(io);

@@ -202,8 +202,8 @@ static int reorder_slots(decode_batch *b, decode_request *r, const int *src, are
     return rc;
 }
 
-int decode_batch_add_llama(decode_batch *b, const float *x, int n, const generate_params *p, uint64_t seed, void *user,
-                           arena *a, lion_status *st) {
+int decode_batch_add_llama(decode_batch *b, const float *x, const int32_t *ids, int n, const generate_params *p,
+                           uint64_t seed, void *user, arena *a, lion_status *st) {
     if (generate_params_check(p, b->lm->cfg.vocab_size, st) || room_for_one(b, st)) return -1;
     if (n < 1 || n + p->max_new_tokens > b->cache.capacity)
         return lion_fail(st, LION_ETOOBIG, "decode batch: a prompt of %d positions and %d new tokens do not fit %d",
@@ -221,6 +221,7 @@ int decode_batch_add_llama(decode_batch *b, const float *x, int n, const generat
     }
     for (int j = 0; j < r->beams; j++) r->slot[j] = b->free_slot[--b->n_free];
     int rc = search_create(&r->search, p, b->lm->cfg.vocab_size, seed, st);
+    if (!rc && ids) rc = search_set_prompt(r->search, ids, n - 1, st);
     if (!rc && n > 1) {
         /* every position but the last, whose token the first step feeds; its logits are not needed */
         arena_mark mark = arena_save(a);

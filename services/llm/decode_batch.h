@@ -89,8 +89,11 @@ size_t decode_llama_slot_bytes(const llama_model *lm, int capacity);
 int decode_batch_has_slots(const decode_batch *b, int beams);
 /* A new LLaMA request: prompt embeddings x [n, dim], of which the first n - 1 are prefilled
  * into its beams' slots now; its search starts from p->decoder_start_id, the prompt's last
- * id, which the next step feeds. n + max_new_tokens must fit the cache's capacity. */
-int decode_batch_add_llama(decode_batch *b, const float *x, int n, const generate_params *p, uint64_t seed, void *user,
+ * id, which the next step feeds. ids [n] (NULL: none) are the prompt's ids, as HF's
+ * input_ids (image positions hold the image token): the repetition penalty and min_length
+ * cover them (search_set_prompt). n + max_new_tokens must fit the cache's capacity. */
+int decode_batch_add_llama(decode_batch *b, const float *x, const int32_t *ids, int n, const generate_params *p,
+                           uint64_t seed, void *user,
                            arena *a, lion_status *st);
 
 #endif

@@ -137,7 +137,7 @@ fail:
 /* A Pink job joins: its prompt is prefilled into its beams' slots of the shared cache. */
 static void prefill_and_join(llm_stage *s, llm_job *j) {
     lion_status st;
-    if (decode_batch_add_llama(&s->running, j->embeds, j->n_ids, &j->params, j->seed, j, &s->scratch, &st)) {
+    if (decode_batch_add_llama(&s->running, j->embeds, j->ids, j->n_ids, &j->params, j->seed, j, &s->scratch, &st)) {
         worker_job_fail(j->job, st.code, "%s", st.msg);
         job_finish(j);
     }

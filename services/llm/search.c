@@ -6,22 +6,24 @@
 
 /* ------------------------------------------------------------------ logits processors */
 
-/* HF RepetitionPenaltyLogitsProcessor: every token present in seq (once, however often it
- * occurs) gets score < 0 ? score * penalty : score / penalty. seen is a V-byte scratch. */
-static void repetition_penalty_apply(float *scores, const int32_t *seq, int n, float penalty, uint8_t *seen) {
+/* HF RepetitionPenaltyLogitsProcessor: every token present in the context (once, however
+ * often it occurs) gets score < 0 ? score * penalty : score / penalty. The context is HF's
+ * input_ids: the prompt before the start id (a decoder-only model's; empty for T5, whose
+ * decoder input_ids start at the start id) and then seq. seen is a V-byte scratch, all zero. */
+static void repetition_penalty_apply(float *scores, const int32_t *prompt, int n_prompt, const int32_t *seq, int n,
+                                     float penalty, uint8_t *seen) {
     if (penalty == 1.0f) return;
-    for (int i = 0; i < n; i++) {
-        int t = seq[i];
-        if (seen[t]) continue;
-        seen[t] = 1;
-        scores[t] = scores[t] < 0 ? scores[t] * penalty : scores[t] / penalty;
+    for (int part = 0; part < 2; part++) {
+        const int32_t *ids = part ? seq : prompt;
+        for (int i = 0, m = part ? n : n_prompt; i < m; i++) {
+            int t = ids[i];
+            if (seen[t]) continue;
+            seen[t] = 1;
+            scores[t] = scores[t] < 0 ? scores[t] * penalty : scores[t] / penalty;
+        }
     }
+    for (int i = 0; i < n_prompt; i++) seen[prompt[i]] = 0;
     for (int i = 0; i < n; i++) seen[seq[i]] = 0;
-}
-
-static void process_logits(float *scores, const int32_t *seq, int n, const generate_params *p, uint8_t *seen) {
-    repetition_penalty_apply(scores, seq, n, p->repetition_penalty, seen);
-    if (n < p->min_length) scores[p->eos_id] = -INFINITY;
 }
 
 static void log_softmax_row(float *x, int n) {
@@ -165,6 +167,8 @@ static void candidate_insert(candidate *c, int *n, int k, float score, int index
 
 struct search {
     generate_params p;
+    int32_t *prompt; /* a decoder-only model's prompt before the start id (search_set_prompt) */
+    int n_prompt;
     int V, nb, max_len, k; /* k: beam candidates kept, 2 * num_beams */
     int cur;               /* ids per sequence so far (the start id included) */
     int finished;
@@ -181,8 +185,18 @@ struct search {
     beam_hyps hyps;
 };
 
+/* The processors of HF generate on one sequence's logits: the penalty over its input_ids,
+ * then min_length, which HF counts over input_ids too (the prompt of a decoder-only model
+ * included). */
+static void process_logits(const search *s, float *scores, const int32_t *seq, int n, uint8_t *seen) {
+    const generate_params *p = &s->p;
+    repetition_penalty_apply(scores, s->prompt, s->n_prompt, seq, n, p->repetition_penalty, seen);
+    if (s->n_prompt + n < p->min_length) scores[p->eos_id] = -INFINITY;
+}
+
 void search_free(search *s) {
     if (!s) return;
+    free(s->prompt);
     free(s->seq);
     free(s->seqs);
     free(s->spare);
@@ -236,6 +250,21 @@ int search_create(search **out, const generate_params *p, int vocab, uint64_t se
     return 0;
 }
 
+int search_set_prompt(search *s, const int32_t *ids, int n, lion_status *st) {
+    free(s->prompt);
+    s->prompt = NULL, s->n_prompt = 0;
+    if (n <= 0) return 0;
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= s->V)
+            return lion_fail(st, LION_EINVAL, "generate: prompt id %d at %d outside the vocabulary of %d", ids[i], i,
+                             s->V);
+    if (!(s->prompt = malloc((size_t)n * sizeof *s->prompt)))
+        return lion_fail(st, LION_ENOMEM, "generate: out of memory for a prompt of %d ids", n);
+    memcpy(s->prompt, ids, (size_t)n * sizeof *ids);
+    s->n_prompt = n;
+    return 0;
+}
+
 int search_rows(const search *s) { return s->finished ? 0 : s->nb; }
 
 int search_finished(const search *s) { return s->finished; }
@@ -263,7 +292,7 @@ static int advance_single(search *s, float *logits, arena *a, lion_status *st) {
         return lion_fail(st, LION_ENOMEM, "generate: out of scratch memory");
     }
     memset(seen, 0, (size_t)V);
-    process_logits(logits, s->seq, s->cur, p, seen);
+    process_logits(s, logits, s->seq, s->cur, seen);
     const int next = p->do_sample ? sample_row(logits, V, p, &s->rng, order, probs) : argmax_row(logits, V);
     arena_restore(a, mark);
     s->seq[s->cur++] = next;
@@ -283,7 +312,7 @@ static int advance_beams(search *s, float *logits, int *src, arena *a, lion_stat
     for (int j = 0; j < nb; j++) {
         float *sc = logits + (size_t)j * V;
         log_softmax_row(sc, V);
-        process_logits(sc, s->seqs + (size_t)j * L, cur, p, seen);
+        process_logits(s, sc, s->seqs + (size_t)j * L, cur, seen);
         for (int t = 0; t < V; t++) candidate_insert(s->cand, &n, s->k, sc[t] + s->beam_score[j], j * V + t);
     }
     int kept = 0;

@@ -23,6 +23,12 @@ typedef struct search search;
 int search_create(search **out, const generate_params *p, int vocab, uint64_t seed, lion_status *st);
 void search_free(search *s);
 
+/* For a decoder-only model (LLaMA): its prompt's ids before the start id (ids[0..n); the
+ * start id, p->decoder_start_id, is the prompt's last). HF generate's input_ids hold them, so
+ * the repetition penalty covers them and min_length counts them; T5's decoder has none. 0, or
+ * -1 with st filled (an id outside the vocabulary, out of memory). */
+int search_set_prompt(search *s, const int32_t *ids, int n, lion_status *st);
+
 /* Decoder rows to run for the next step: num_beams (1 for greedy and sampling), 0 once the
  * search has finished. */
 int search_rows(const search *s);
