@@ -8,7 +8,6 @@
  * errors of the Q-Former tokens and the aggregator tokens, asserts bounds, and checks that
  * the bf16 matrices take half the f32 bytes. */
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 #include "aggregate.h"
 #include "testing.h"
 #include "threads.h"
+#include "weight_builder.h"
 
 /* Measured here (AVX2, no native bf16: widened bf16 panels + sgemm, x kept f32): Q-Former
  * tokens 2.1e-3, aggregator tokens 2.7e-3 relative (max |diff| over max |f32|). bf16 keeps 8
@@ -26,7 +26,6 @@
 #define QFORMER_BOUND 7e-3
 #define FUSION_BOUND 8e-3
 
-#define MAX_TENSORS 128
 #define W 1408
 #define TOKENS 257
 #define D_MODEL 2048
@@ -34,50 +33,15 @@
 #define MAX_POS 64
 #define BATCH 2
 
-/* The weight file being built: names, shapes and random data. */
-typedef struct weight_list {
-    int n;
-    char names[MAX_TENSORS][128];
-    tensor t[MAX_TENSORS];
-    uint64_t seed;
-} weight_list;
-
-/* Uniform in [-scale, scale]: a 64-bit LCG's top bits (rand_r would take seconds here). */
-static float uniform(uint64_t *s, float scale) {
-    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
-    return scale * ((float)(*s >> 40) / (float)(1 << 24) * 2.0f - 1.0f);
-}
-
-/* value: the constant, or NAN for uniform in [-scale, scale]. */
-static void add(weight_list *l, float value, float scale, int ndim, const int64_t *shape, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static void add(weight_list *l, float value, float scale, int ndim, const int64_t *shape, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(l->names[l->n], sizeof l->names[l->n], fmt, ap);
-    va_end(ap);
-    tensor *t = &l->t[l->n++];
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    float *d = malloc((size_t)n * sizeof(float));
-    for (int64_t i = 0; i < n; i++) d[i] = isnan(value) ? uniform(&l->seed, scale) : value;
-    *t = tensor_view(DTYPE_F32, d, ndim, shape);
-}
-
 #define V(...) ((const int64_t[]){__VA_ARGS__})
 /* A Linear's weight and bias; std 0.02 as Swin's and BERT's init (uniform of that std). */
 #define W_SCALE 0.0346f
-static void add_linear(weight_list *l, int out, int in, int bias, const char *name) {
-    add(l, NAN, W_SCALE, 2, V(out, in), "%s.weight", name);
-    if (bias) add(l, NAN, W_SCALE, 1, V(out), "%s.bias", name);
+static void add_linear(weight_builder *l, int out, int in, int bias, const char *name) {
+    weight_builder_linear(l, out, in, bias, W_SCALE, "%s", name);
 }
-static void add_norm(weight_list *l, int n, const char *name) {
-    add(l, NAN, 0.1f, 1, V(n), "%s.weight", name);
-    for (int64_t i = 0; i < n; i++) ((float *)l->t[l->n - 1].data)[i] += 1.0f; /* about 1 */
-    add(l, NAN, 0.02f, 1, V(n), "%s.bias", name);
-}
+static void add_norm(weight_builder *l, int n, const char *name) { weight_builder_norm(l, n, "%s", name); }
 
-static void add_attention(weight_list *l, const char *p, int hidden, int kv) {
+static void add_attention(weight_builder *l, const char *p, int hidden, int kv) {
     char n[320];
     const char *parts[] = {"query", "key", "value"};
     for (int i = 0; i < 3; i++) {
@@ -90,7 +54,7 @@ static void add_attention(weight_list *l, const char *p, int hidden, int kv) {
     add_norm(l, hidden, n);
 }
 
-static void add_ffn(weight_list *l, const char *inter, const char *out, int hidden, int mid) {
+static void add_ffn(weight_builder *l, const char *inter, const char *out, int hidden, int mid) {
     char n[320];
     snprintf(n, sizeof n, "%s.dense", inter);
     add_linear(l, mid, hidden, 1, n);
@@ -102,16 +66,16 @@ static void add_ffn(weight_list *l, const char *inter, const char *out, int hidd
 
 /* The aggregator stage file's keys for cfg, random, written to path. */
 static int write_aggregator(const char *path, const model_config *cfg, lion_status *st) {
-    weight_list *l = calloc(1, sizeof *l);
-    l->seed = 20240612;
+    weight_builder *l = weight_builder_new(20240612);
+    if (!l) return lion_fail(st, LION_ENOMEM, "out of memory");
     const qformer_config *q = &cfg->aggregator.qformer;
     const fusion_config *f = &cfg->aggregator.fusion;
     const int h = q->hidden;
     char n[256], n2[256];
-    add(l, NAN, W_SCALE, 3, V(1, q->num_query_tokens, h), "query_tokens");
+    weight_builder_add(l, 0, W_SCALE, 3, V(1, q->num_query_tokens, h), "query_tokens");
     add_norm(l, W, "ln_vision");
-    add(l, NAN, W_SCALE, 2, V(q->vocab_size, h), "Qformer.bert.embeddings.word_embeddings.weight");
-    add(l, NAN, W_SCALE, 2, V(q->max_position, h), "Qformer.bert.embeddings.position_embeddings.weight");
+    weight_builder_add(l, 0, W_SCALE, 2, V(q->vocab_size, h), "Qformer.bert.embeddings.word_embeddings.weight");
+    weight_builder_add(l, 0, W_SCALE, 2, V(q->max_position, h), "Qformer.bert.embeddings.position_embeddings.weight");
     add_norm(l, h, "Qformer.bert.embeddings.LayerNorm");
     for (int i = 0; i < q->layers; i++) {
         snprintf(n, sizeof n, "Qformer.bert.encoder.layer.%d.attention", i), add_attention(l, n, h, h);
@@ -135,11 +99,8 @@ static int write_aggregator(const char *path, const model_config *cfg, lion_stat
     add_norm(l, W, "ln_adapter");
     add_linear(l, cfg->aggregator.proj_hidden, W, 1, "adapter_proj.0");
     add_linear(l, D_MODEL, cfg->aggregator.proj_hidden, 1, "adapter_proj.2");
-    safetensors_item items[MAX_TENSORS];
-    for (int i = 0; i < l->n; i++) items[i] = (safetensors_item){l->names[i], &l->t[i]};
-    int rc = safetensors_write(path, items, (size_t)l->n, NULL, 0, st);
-    for (int i = 0; i < l->n; i++) free(l->t[i].data);
-    free(l);
+    int rc = weight_builder_write(l, path, st);
+    weight_builder_free(l);
     return rc;
 }
 
@@ -192,7 +153,7 @@ int main(void) {
     uint64_t seed = 11;
     const size_t per = (size_t)TOKENS * W;
     float *vit = malloc(sizeof(float) * per * 2 * BATCH);
-    for (size_t i = 0; i < per * 2 * BATCH; i++) vit[i] = uniform(&seed, 1.7f);
+    for (size_t i = 0; i < per * 2 * BATCH; i++) vit[i] = weight_builder_uniform(&seed, 1.7f);
     int layers[2] = {38, 28};
     tensor outs[BATCH][2];
     int32_t ids[BATCH][MAX_POS];

@@ -7,7 +7,6 @@
  * decisions that flip (printed, not asserted: random weights put many scores next to the
  * threshold); checks that the bf16 matrices take half the f32 bytes. */
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 #include "ram.h"
 #include "testing.h"
 #include "threads.h"
+#include "weight_builder.h"
 
 /* Measured here (AVX2, no native bf16: widened bf16 panels + sgemm, x kept f32): Swin output
  * 3.4e-3, logits 2.6e-3 relative (max |diff| over max |f32|); with depths 2-1-1-1 and 512
@@ -31,52 +31,16 @@
 #define N_TAGS 256
 
 static double now_s(void) { return clock_mono_us() / 1e6; }
-#define MAX_TENSORS 256
-
-/* The weight file being built: names, shapes and random data. */
-typedef struct weight_list {
-    int n;
-    char names[MAX_TENSORS][128];
-    tensor t[MAX_TENSORS];
-    uint64_t seed;
-} weight_list;
-
-/* Uniform in [-scale, scale]: a 64-bit LCG's top bits (rand_r would take seconds here). */
-static float uniform(uint64_t *s, float scale) {
-    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
-    return scale * ((float)(*s >> 40) / (float)(1 << 24) * 2.0f - 1.0f);
-}
-
-/* value: the constant, or NAN for uniform in [-scale, scale]. */
-static void add(weight_list *l, float value, float scale, int ndim, const int64_t *shape, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static void add(weight_list *l, float value, float scale, int ndim, const int64_t *shape, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(l->names[l->n], sizeof l->names[l->n], fmt, ap);
-    va_end(ap);
-    tensor *t = &l->t[l->n++];
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    float *d = malloc((size_t)n * sizeof(float));
-    for (int64_t i = 0; i < n; i++) d[i] = isnan(value) ? uniform(&l->seed, scale) : value;
-    *t = tensor_view(DTYPE_F32, d, ndim, shape);
-}
 
 #define V(...) ((const int64_t[]){__VA_ARGS__})
 /* A Linear's weight and bias; std 0.02 as Swin's and BERT's init (uniform of that std). */
 #define W_SCALE 0.0346f
-static void add_linear(weight_list *l, int out, int in, int bias, const char *name) {
-    add(l, NAN, W_SCALE, 2, V(out, in), "%s.weight", name);
-    if (bias) add(l, NAN, W_SCALE, 1, V(out), "%s.bias", name);
+static void add_linear(weight_builder *l, int out, int in, int bias, const char *name) {
+    weight_builder_linear(l, out, in, bias, W_SCALE, "%s", name);
 }
-static void add_norm(weight_list *l, int n, const char *name) {
-    add(l, NAN, 0.1f, 1, V(n), "%s.weight", name);
-    for (int64_t i = 0; i < n; i++) ((float *)l->t[l->n - 1].data)[i] += 1.0f; /* about 1 */
-    add(l, NAN, 0.02f, 1, V(n), "%s.bias", name);
-}
+static void add_norm(weight_builder *l, int n, const char *name) { weight_builder_norm(l, n, "%s", name); }
 
-static void add_bert(weight_list *l, const char *p, int hidden, int kv, int inter) {
+static void add_bert(weight_builder *l, const char *p, int hidden, int kv, int inter) {
     char n[320];
     const char *parts[] = {"query", "key", "value"};
     for (int i = 0; i < 3; i++) {
@@ -97,13 +61,14 @@ static void add_bert(weight_list *l, const char *p, int hidden, int kv, int inte
 
 /* RAM's keys for cfg, random, written to path. */
 static int write_ram(const char *path, const ram_config *c, lion_status *st) {
-    weight_list *l = calloc(1, sizeof *l);
-    l->seed = 20240611;
+    weight_builder *l = weight_builder_new(20240611);
+    if (!l) return lion_fail(st, LION_ENOMEM, "out of memory");
     const swin_config *s = &c->swin;
     char n[256];
     const int e = s->embed_dim;
-    add(l, NAN, W_SCALE, 4, V(e, 3, s->patch_size, s->patch_size), "visual_encoder.patch_embed.proj.weight");
-    add(l, NAN, W_SCALE, 1, V(e), "visual_encoder.patch_embed.proj.bias");
+    weight_builder_add(l, 0, W_SCALE, 4, V(e, 3, s->patch_size, s->patch_size),
+                       "visual_encoder.patch_embed.proj.weight");
+    weight_builder_add(l, 0, W_SCALE, 1, V(e), "visual_encoder.patch_embed.proj.bias");
     add_norm(l, e, "visual_encoder.patch_embed.norm");
     int grid = s->image_size / s->patch_size;
     for (int i = 0; i < s->n_stages; i++) {
@@ -112,8 +77,8 @@ static int write_ram(const char *path, const ram_config *c, lion_status *st) {
             char b[128];
             snprintf(b, sizeof b, "visual_encoder.layers.%d.blocks.%d", i, k);
             snprintf(n, sizeof n, "%s.norm1", b), add_norm(l, d, n);
-            add(l, NAN, W_SCALE, 2, V((2 * win - 1) * (2 * win - 1), s->heads[i]),
-                "%s.attn.relative_position_bias_table", b);
+            weight_builder_add(l, 0, W_SCALE, 2, V((2 * win - 1) * (2 * win - 1), s->heads[i]),
+                               "%s.attn.relative_position_bias_table", b);
             snprintf(n, sizeof n, "%s.attn.qkv", b), add_linear(l, 3 * d, d, 1, n);
             snprintf(n, sizeof n, "%s.attn.proj", b), add_linear(l, d, d, 1, n);
             snprintf(n, sizeof n, "%s.norm2", b), add_norm(l, d, n);
@@ -129,18 +94,15 @@ static int write_ram(const char *path, const ram_config *c, lion_status *st) {
     const int width = e << (s->n_stages - 1);
     add_norm(l, width, "visual_encoder.norm");
     add_linear(l, c->embed_out, width, 1, "image_proj");
-    add(l, NAN, 1.0f, 2, V(c->num_tags, c->embed_out), "label_embed");
+    weight_builder_add(l, 0, 1.0f, 2, V(c->num_tags, c->embed_out), "label_embed");
     add_linear(l, c->head_hidden, c->embed_out, 1, "wordvec_proj");
     for (int i = 0; i < c->head_layers; i++) {
         snprintf(n, sizeof n, "tagging_head.encoder.layer.%d", i);
         add_bert(l, n, c->head_hidden, c->embed_out, c->head_intermediate);
     }
     add_linear(l, 1, c->head_hidden, 1, "fc");
-    safetensors_item items[MAX_TENSORS];
-    for (int i = 0; i < l->n; i++) items[i] = (safetensors_item){l->names[i], &l->t[i]};
-    int rc = safetensors_write(path, items, (size_t)l->n, NULL, 0, st);
-    for (int i = 0; i < l->n; i++) free(l->t[i].data);
-    free(l);
+    int rc = weight_builder_write(l, path, st);
+    weight_builder_free(l);
     return rc;
 }
 
@@ -206,7 +168,7 @@ int main(void) {
     const size_t npx = (size_t)3 * s * s;
     float *px = malloc(npx * sizeof(float));
     uint64_t seed = 7;
-    for (size_t i = 0; i < npx; i++) px[i] = uniform(&seed, 2.0f);
+    for (size_t i = 0; i < npx; i++) px[i] = weight_builder_uniform(&seed, 2.0f);
     const size_t nvis = (size_t)m32.swin.tokens * m32.swin.width;
     float *v32 = malloc(nvis * sizeof(float)), *v16 = malloc(nvis * sizeof(float));
     float *l32 = malloc(N_TAGS * sizeof(float)), *l16 = malloc(N_TAGS * sizeof(float));

@@ -21,8 +21,7 @@
 #include "onednn_matmul.h"
 #include "swin.h"
 #include "threads.h"
-
-#define MAX_TENSORS 1024
+#include "weight_builder.h"
 
 typedef struct bench_options {
     int threads, iters, image, embed;
@@ -56,87 +55,43 @@ static void usage(FILE *out) {
     args_usage(out, &table, 1);
 }
 
-/* The file being written: names and random f32 data (a 64-bit LCG: rand_r would take a
- * while over 200M weights). */
-typedef struct weight_list {
-    int n;
-    char names[MAX_TENSORS][160];
-    tensor t[MAX_TENSORS];
-    uint64_t seed;
-} weight_list;
-
-/* Uniform in [base - scale, base + scale]. */
-static void add(weight_list *l, float base, float scale, int ndim, const int64_t *shape, const char *name) {
-    snprintf(l->names[l->n], sizeof l->names[l->n], "%s", name);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    float *d = bench_alloc("bench_swin", (size_t)n * sizeof(float));
-    for (int64_t i = 0; i < n; i++) {
-        l->seed = l->seed * 6364136223846793005ULL + 1442695040888963407ULL;
-        d[i] = base + scale * ((float)(l->seed >> 40) / (float)(1 << 24) * 2.0f - 1.0f);
-    }
-    l->t[l->n++] = tensor_view(DTYPE_F32, d, ndim, shape);
-}
-
 #define V(...) ((const int64_t[]){__VA_ARGS__})
 /* std 0.02, Swin's init */
 #define W_SCALE 0.0346f
 
-static void add_fmt(weight_list *l, float base, float scale, int ndim, const int64_t *shape, const char *prefix,
-                    const char *leaf) {
-    char name[160];
-    snprintf(name, sizeof name, "%s%s", prefix, leaf);
-    add(l, base, scale, ndim, shape, name);
-}
-
 /* Swin's keys for c, written to path. */
 static int write_swin(const char *path, const swin_config *c, lion_status *st) {
-    weight_list *l = calloc(1, sizeof *l);
+    weight_builder *l = weight_builder_new(42);
     if (!l) return lion_fail(st, LION_ENOMEM, "out of memory");
-    l->seed = 42;
     const int e = c->embed_dim;
-    add(l, 0, W_SCALE, 4, V(e, 3, c->patch_size, c->patch_size), "patch_embed.proj.weight");
-    add(l, 0, W_SCALE, 1, V(e), "patch_embed.proj.bias");
-    add(l, 1, 0.1f, 1, V(e), "patch_embed.norm.weight");
-    add(l, 0, 0.02f, 1, V(e), "patch_embed.norm.bias");
+    weight_builder_add(l, 0, W_SCALE, 4, V(e, 3, c->patch_size, c->patch_size), "patch_embed.proj.weight");
+    weight_builder_add(l, 0, W_SCALE, 1, V(e), "patch_embed.proj.bias");
+    weight_builder_norm(l, e, "patch_embed.norm");
     int grid = c->image_size / c->patch_size;
     for (int s = 0; s < c->n_stages; s++) {
         const int d = e << s, win = grid <= c->window ? grid : c->window, hidden = (int)(d * c->mlp_ratio);
         char p[96];
         for (int k = 0; k < c->depths[s]; k++) {
             snprintf(p, sizeof p, "layers.%d.blocks.%d.", s, k);
-            add_fmt(l, 1, 0.1f, 1, V(d), p, "norm1.weight");
-            add_fmt(l, 0, 0.02f, 1, V(d), p, "norm1.bias");
-            add_fmt(l, 0, W_SCALE, 2, V((2 * win - 1) * (2 * win - 1), c->heads[s]), p,
-                    "attn.relative_position_bias_table");
-            add_fmt(l, 0, W_SCALE, 2, V(3 * d, d), p, "attn.qkv.weight");
-            add_fmt(l, 0, W_SCALE, 1, V(3 * d), p, "attn.qkv.bias");
-            add_fmt(l, 0, W_SCALE, 2, V(d, d), p, "attn.proj.weight");
-            add_fmt(l, 0, W_SCALE, 1, V(d), p, "attn.proj.bias");
-            add_fmt(l, 1, 0.1f, 1, V(d), p, "norm2.weight");
-            add_fmt(l, 0, 0.02f, 1, V(d), p, "norm2.bias");
-            add_fmt(l, 0, W_SCALE, 2, V(hidden, d), p, "mlp.fc1.weight");
-            add_fmt(l, 0, W_SCALE, 1, V(hidden), p, "mlp.fc1.bias");
-            add_fmt(l, 0, W_SCALE, 2, V(d, hidden), p, "mlp.fc2.weight");
-            add_fmt(l, 0, W_SCALE, 1, V(d), p, "mlp.fc2.bias");
+            weight_builder_norm(l, d, "%snorm1", p);
+            weight_builder_add(l, 0, W_SCALE, 2, V((2 * win - 1) * (2 * win - 1), c->heads[s]),
+                               "%sattn.relative_position_bias_table", p);
+            weight_builder_linear(l, 3 * d, d, 1, W_SCALE, "%sattn.qkv", p);
+            weight_builder_linear(l, d, d, 1, W_SCALE, "%sattn.proj", p);
+            weight_builder_norm(l, d, "%snorm2", p);
+            weight_builder_linear(l, hidden, d, 1, W_SCALE, "%smlp.fc1", p);
+            weight_builder_linear(l, d, hidden, 1, W_SCALE, "%smlp.fc2", p);
         }
         if (s < c->n_stages - 1) {
             snprintf(p, sizeof p, "layers.%d.downsample.", s);
-            add_fmt(l, 1, 0.1f, 1, V(4 * d), p, "norm.weight");
-            add_fmt(l, 0, 0.02f, 1, V(4 * d), p, "norm.bias");
-            add_fmt(l, 0, W_SCALE, 2, V(2 * d, 4 * d), p, "reduction.weight");
+            weight_builder_norm(l, 4 * d, "%snorm", p);
+            weight_builder_linear(l, 2 * d, 4 * d, 0, W_SCALE, "%sreduction", p);
             grid /= 2;
         }
     }
-    add(l, 1, 0.1f, 1, V(e << (c->n_stages - 1)), "norm.weight");
-    add(l, 0, 0.02f, 1, V(e << (c->n_stages - 1)), "norm.bias");
-    safetensors_item *items = calloc((size_t)l->n, sizeof *items);
-    for (int i = 0; i < l->n; i++) items[i] = (safetensors_item){l->names[i], &l->t[i]};
-    int rc = items ? safetensors_write(path, items, (size_t)l->n, NULL, 0, st)
-                   : lion_fail(st, LION_ENOMEM, "out of memory");
-    for (int i = 0; i < l->n; i++) free(l->t[i].data);
-    free(items);
-    free(l);
+    weight_builder_norm(l, e << (c->n_stages - 1), "norm");
+    int rc = weight_builder_write(l, path, st);
+    weight_builder_free(l);
     return rc;
 }
 
