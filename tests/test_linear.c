@@ -224,6 +224,23 @@ static void check_onednn_f32(void) {
     CHECK(testing_rel_err(y1, want, (size_t)64 * out) <= 1e-5);
     CHECK(testing_rel_err(y2, want, (size_t)9 * out) <= 1e-5);
     onednn_matmul_free(m);
+    /* a matmul that wants another layout than the packed one: the weights reordered per call */
+    onednn_matmul_test_force_reorder(1);
+    m = onednn_matmul_create_f32(w, out, in, &st);
+    CHECK_MSG(m != NULL, "onednn f32: %s", st.msg);
+    for (int rows = 3; m && rows <= 64; rows += 30) { /* x, y1: 64 rows */
+        for (int mode = 0; mode < 3; mode++) {
+            fill(y1, (size_t)rows * out, 59, 1.0f);
+            memcpy(want, y1, sizeof(float) * rows * out);
+            reference(want, x, w, b, rows, in, out, 0, 0, mode == 1, mode == 2);
+            int rc = onednn_matmul_forward(m, y1, x, b, rows, mode == 1 ? LINEAR_ACT(ACT_GELU) : 0, mode == 2, &a, &st);
+            CHECK_MSG(rc == 0, "onednn f32, reordered weights, rows %d: %s", rows, st.msg);
+            CHECK_MSG(testing_rel_err(y1, want, (size_t)rows * out) <= 1e-5, "reordered weights, rows %d mode %d", rows,
+                      mode);
+        }
+    }
+    onednn_matmul_test_force_reorder(0);
+    onednn_matmul_free(m);
     arena_free(&a);
     free(x), free(y1), free(y2), free(want), free(w), free(b);
 }

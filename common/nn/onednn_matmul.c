@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "model_config.h" /* enum activation */
 #include "tensor.h"       /* f32_to_bf16 */
 
@@ -15,13 +16,26 @@
 #define MATMUL_CACHE 16
 /* The row count the weights are packed for. oneDNN's matmuls choose their weight layout by
  * the shapes of the weights and the ISA; other row counts reuse it (their primitives are
- * created with this exact layout). */
+ * created with this exact layout). Should a row count's matmul refuse that layout, its plan
+ * reorders the packed weights into the layout it wants, into scratch, at every call: correct,
+ * slower, and said once in the log (matmul_plan.reorder). */
 #define PACK_ROWS 256
+
+/* How one (rows, post-ops, bias) runs: the matmul, and when it wants the weights in another
+ * layout than the packed one, the reorder into it. */
+typedef struct matmul_plan {
+    dnnl_primitive_t prim, reorder; /* reorder NULL: the packed weights as they are */
+    dnnl_memory_desc_t want_md;      /* the weights' layout the matmul wants, with reorder */
+} matmul_plan;
 
 typedef struct matmul_entry {
     int rows, act, accumulate, bias;
-    dnnl_primitive_t prim;
+    matmul_plan plan; /* plan.prim NULL: a free entry */
 } matmul_entry;
+
+/* Tests: every plan made as if the matmul refused the packed layout. */
+static int force_reorder;
+void onednn_matmul_test_force_reorder(int on) { force_reorder = on; }
 
 struct onednn_matmul {
     int out, in;
@@ -175,10 +189,15 @@ onednn_matmul *onednn_matmul_create_f32(const float *w, int out, int in, lion_st
     return create(w, dnnl_f32, out, in, st);
 }
 
+static void plan_destroy(matmul_plan *p) {
+    if (p->prim) dnnl_primitive_destroy(p->prim);
+    if (p->reorder) dnnl_primitive_destroy(p->reorder);
+    memset(p, 0, sizeof *p);
+}
+
 void onednn_matmul_free(onednn_matmul *m) {
     if (!m) return;
-    for (int i = 0; i < MATMUL_CACHE; i++)
-        if (m->cache[i].prim) dnnl_primitive_destroy(m->cache[i].prim);
+    for (int i = 0; i < MATMUL_CACHE; i++) plan_destroy(&m->cache[i].plan);
     if (m->w_mem) dnnl_memory_destroy(m->w_mem);
     pthread_mutex_destroy(&m->lock);
     free(m);
@@ -188,38 +207,63 @@ size_t onednn_matmul_weight_bytes(const onednn_matmul *m) { return dnnl_memory_d
 
 const char *onednn_matmul_impl(const onednn_matmul *m) { return m->impl; }
 
-/* The cached primitive for this call's shape and post-ops, created on first use. With the
- * cache full, a primitive just for this call (*temporary set: the caller destroys it):
- * nothing cached is ever destroyed while another thread may be running it. */
-static dnnl_primitive_t primitive_for(onednn_matmul *m, int rows, int act, int accumulate, int bias, int *temporary,
-                                      lion_status *st) {
+/* A plan for a call's shape and post-ops: the matmul on the packed layout, or (when it refuses
+ * that layout) on the one it chooses, with a reorder of the packed weights into it. */
+static dnnl_status_t plan_create(matmul_plan *p, onednn_matmul *m, int rows, int act, int accumulate, int bias) {
+    memset(p, 0, sizeof *p);
+    dnnl_primitive_desc_t pd = NULL, reorder_pd = NULL;
+    dnnl_status_t s = force_reorder ? dnnl_unimplemented : matmul_pd(&pd, m, &m->w_md, rows, act, accumulate, bias);
+    if (s == dnnl_success) {
+        s = dnnl_primitive_create(&p->prim, pd);
+        dnnl_primitive_desc_destroy(pd);
+        return s;
+    }
+    dnnl_memory_desc_t any_md;
+    dnnl_dims_t w_dims = {m->in, m->out};
+    if ((s = dnnl_memory_desc_init_by_tag(&any_md, 2, w_dims, m->dt, dnnl_format_tag_any)) != dnnl_success ||
+        (s = matmul_pd(&pd, m, &any_md, rows, act, accumulate, bias)) != dnnl_success)
+        return s;
+    p->want_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    if ((s = dnnl_primitive_create(&p->prim, pd)) == dnnl_success &&
+        (s = dnnl_reorder_primitive_desc_create(&reorder_pd, &m->w_md, engine, &p->want_md, engine, NULL)) ==
+            dnnl_success)
+        s = dnnl_primitive_create(&p->reorder, reorder_pd);
+    if (reorder_pd) dnnl_primitive_desc_destroy(reorder_pd);
+    dnnl_primitive_desc_destroy(pd);
+    if (s != dnnl_success) plan_destroy(p);
+    else if (!force_reorder)
+        log_warn("onednn: the [%d, %d] matrix's matmul for %d rows wants another weight layout than it was packed "
+                 "in: its weights are reordered at every such call (slower)", m->out, m->in, rows);
+    return s;
+}
+
+/* The cached plan for this call's shape and post-ops, made on first use. With the cache
+ * full, a plan just for this call (*temporary set: the caller destroys it): nothing cached is
+ * ever destroyed while another thread may be running it. */
+static int plan_for(matmul_plan *out, onednn_matmul *m, int rows, int act, int accumulate, int bias, int *temporary,
+                    lion_status *st) {
     *temporary = 0;
     pthread_mutex_lock(&m->lock);
     matmul_entry *slot = NULL;
     for (int i = 0; i < MATMUL_CACHE; i++) {
         matmul_entry *e = &m->cache[i];
-        if (e->prim && e->rows == rows && e->act == act && e->accumulate == accumulate && e->bias == bias) {
-            dnnl_primitive_t prim = e->prim;
+        if (e->plan.prim && e->rows == rows && e->act == act && e->accumulate == accumulate && e->bias == bias) {
+            *out = e->plan;
             pthread_mutex_unlock(&m->lock);
-            return prim;
+            return 0;
         }
-        if (!e->prim && !slot) slot = e;
+        if (!e->plan.prim && !slot) slot = e;
     }
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_primitive_t prim = NULL;
-    dnnl_status_t s = matmul_pd(&pd, m, &m->w_md, rows, act, accumulate, bias);
-    if (s == dnnl_success) s = dnnl_primitive_create(&prim, pd);
-    if (pd) dnnl_primitive_desc_destroy(pd);
-    if (s == dnnl_success && slot) *slot = (matmul_entry){rows, act, accumulate, bias, prim};
+    dnnl_status_t s = plan_create(out, m, rows, act, accumulate, bias);
+    if (s == dnnl_success && slot) *slot = (matmul_entry){rows, act, accumulate, bias, *out};
     pthread_mutex_unlock(&m->lock);
     if (s != dnnl_success) {
         char what[64];
         snprintf(what, sizeof what, "creating the matmul for %d rows", rows);
-        fail_dnnl(st, s, what, m);
-        return NULL;
+        return fail_dnnl(st, s, what, m);
     }
     *temporary = slot == NULL;
-    return prim;
+    return 0;
 }
 
 int onednn_matmul_forward(onednn_matmul *m, float *y, const float *x, const float *b, int rows, int act,
@@ -229,10 +273,11 @@ int onednn_matmul_forward(onednn_matmul *m, float *y, const float *x, const floa
     if (act && eltwise_of(act, &alg))
         return lion_fail(st, LION_EINVAL, "onednn: activation %d has no post-op here", act - 1);
     int temporary;
-    dnnl_primitive_t prim = primitive_for(m, rows, act, accumulate, b != NULL, &temporary, st);
-    dnnl_stream_t stream = prim ? stream_here(st) : NULL;
+    matmul_plan plan;
+    if (plan_for(&plan, m, rows, act, accumulate, b != NULL, &temporary, st)) return -1;
+    dnnl_stream_t stream = stream_here(st);
     if (!stream) {
-        if (prim && temporary) dnnl_primitive_destroy(prim);
+        if (temporary) plan_destroy(&plan);
         return -1;
     }
     arena_mark mark = arena_save(a);
@@ -248,25 +293,42 @@ int onednn_matmul_forward(onednn_matmul *m, float *y, const float *x, const floa
         for (size_t i = 0; i < n; i++) xb[i] = f32_to_bf16(x[i]);
         src = xb;
     }
+    dnnl_memory_t w_mem = m->w_mem, reordered = NULL;
+    dnnl_status_t s = dnnl_success;
+    if (plan.reorder) {
+        void *buf = arena_alloc(a, dnnl_memory_desc_get_size(&plan.want_md));
+        if (!buf) {
+            if (temporary) plan_destroy(&plan);
+            arena_restore(a, mark);
+            return lion_fail(st, LION_ENOMEM, "onednn: out of scratch memory for the reordered weights");
+        }
+        dnnl_exec_arg_t rargs[] = {{DNNL_ARG_FROM, m->w_mem}, {DNNL_ARG_TO, NULL}};
+        if ((s = dnnl_memory_create(&reordered, &plan.want_md, engine, buf)) == dnnl_success) {
+            rargs[1].memory = reordered;
+            s = dnnl_primitive_execute(plan.reorder, stream, 2, rargs);
+        }
+        w_mem = reordered;
+    }
     dnnl_memory_desc_t src_md, dst_md, b_md;
     dnnl_dims_t src_dims = {rows, m->in}, dst_dims = {rows, m->out}, b_dims = {1, m->out};
     dnnl_memory_t src_mem = NULL, dst_mem = NULL, b_mem = NULL;
-    dnnl_status_t s;
-    if ((s = dnnl_memory_desc_init_by_tag(&src_md, 2, src_dims, m->dt, dnnl_ab)) != dnnl_success ||
+    if (s != dnnl_success || (s = dnnl_memory_desc_init_by_tag(&src_md, 2, src_dims, m->dt, dnnl_ab)) != dnnl_success ||
         (s = dnnl_memory_desc_init_by_tag(&dst_md, 2, dst_dims, dnnl_f32, dnnl_ab)) != dnnl_success ||
         (s = dnnl_memory_desc_init_by_tag(&b_md, 2, b_dims, dnnl_f32, dnnl_ab)) != dnnl_success ||
         (s = dnnl_memory_create(&src_mem, &src_md, engine, (void *)src)) != dnnl_success ||
         (s = dnnl_memory_create(&dst_mem, &dst_md, engine, y)) != dnnl_success ||
         (b && (s = dnnl_memory_create(&b_mem, &b_md, engine, (void *)b)) != dnnl_success))
         goto done;
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, m->w_mem}, {DNNL_ARG_DST, dst_mem},
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, dst_mem},
                                {DNNL_ARG_BIAS, b_mem}};
-    if ((s = dnnl_primitive_execute(prim, stream, b ? 4 : 3, args)) == dnnl_success) s = dnnl_stream_wait(stream);
+    if ((s = dnnl_primitive_execute(plan.prim, stream, b ? 4 : 3, args)) == dnnl_success)
+        s = dnnl_stream_wait(stream);
 done:
     if (src_mem) dnnl_memory_destroy(src_mem);
     if (dst_mem) dnnl_memory_destroy(dst_mem);
     if (b_mem) dnnl_memory_destroy(b_mem);
-    if (temporary) dnnl_primitive_destroy(prim);
+    if (reordered) dnnl_memory_destroy(reordered);
+    if (temporary) plan_destroy(&plan);
     arena_restore(a, mark);
     return s == dnnl_success ? 0 : fail_dnnl(st, s, "running the matmul", m);
 }

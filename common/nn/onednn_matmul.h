@@ -37,6 +37,10 @@ void onednn_matmul_free(onednn_matmul *m);
 int onednn_matmul_forward(onednn_matmul *m, float *y, const float *x, const float *b, int rows, int act,
                           int accumulate, arena *a, lion_status *st);
 
+/* Tests: from now on, every new (rows, post-ops) plan is made as if oneDNN refused the
+ * packed layout for it (the weights reordered into the layout it chooses at every call). */
+void onednn_matmul_test_force_reorder(int on);
+
 /* The packed weights' bytes. */
 size_t onednn_matmul_weight_bytes(const onednn_matmul *m);
 /* oneDNN's name of the implementation it picked for this matrix, e.g.
