@@ -266,63 +266,77 @@ static int plan_for(matmul_plan *out, onednn_matmul *m, int rows, int act, int a
     return 0;
 }
 
+/* The row count a product runs with: up to 16 rows as they are; beyond, rounded up to a
+ * multiple of ROW_BUCKET (the extra rows zero, their outputs dropped). A T5 encoder's prompt
+ * lengths vary by request: without buckets nearly every request would create primitives for
+ * its own length (JIT code, milliseconds each) for every matrix. */
+#define ROW_BUCKET 32
+static int bucket_rows(int rows) { return rows <= 16 ? rows : (rows + ROW_BUCKET - 1) / ROW_BUCKET * ROW_BUCKET; }
+
 int onednn_matmul_forward(onednn_matmul *m, float *y, const float *x, const float *b, int rows, int act,
                           int accumulate, arena *a, lion_status *st) {
     if (rows <= 0) return 0;
     dnnl_alg_kind_t alg;
     if (act && eltwise_of(act, &alg))
         return lion_fail(st, LION_EINVAL, "onednn: activation %d has no post-op here", act - 1);
+    const int run = bucket_rows(rows);
     int temporary;
     matmul_plan plan;
-    if (plan_for(&plan, m, rows, act, accumulate, b != NULL, &temporary, st)) return -1;
+    if (plan_for(&plan, m, run, act, accumulate, b != NULL, &temporary, st)) return -1;
     dnnl_stream_t stream = stream_here(st);
     if (!stream) {
         if (temporary) plan_destroy(&plan);
         return -1;
     }
     arena_mark mark = arena_save(a);
-    const void *src = x;
-    if (m->dt == dnnl_bf16) {
-        const size_t n = (size_t)rows * m->in;
-        uint16_t *xb = arena_alloc(a, n * sizeof *xb);
-        if (!xb) {
-            arena_restore(a, mark);
-            return lion_fail(st, LION_ENOMEM, "onednn: out of scratch memory for [%d, %d] in bf16", rows, m->in);
-        }
-#pragma omp parallel for schedule(static) if (n >= 65536)
-        for (size_t i = 0; i < n; i++) xb[i] = f32_to_bf16(x[i]);
-        src = xb;
+    const size_t n_in = (size_t)rows * m->in, pad_in = (size_t)(run - rows) * m->in;
+    const size_t n_out = (size_t)rows * m->out;
+    const size_t elt = m->dt == dnnl_bf16 ? sizeof(uint16_t) : sizeof(float);
+    /* x as the product takes it (bf16, or f32 padded), and y padded: in scratch when needed */
+    void *src = m->dt == dnnl_bf16 || run > rows ? arena_alloc(a, (n_in + pad_in) * elt) : (void *)x;
+    float *dst = run > rows ? arena_floats(a, (size_t)run * m->out) : y;
+    size_t reorder_bytes = plan.reorder ? dnnl_memory_desc_get_size(&plan.want_md) : 0;
+    void *w_buf = plan.reorder ? arena_alloc(a, reorder_bytes) : NULL;
+    if (!src || !dst || (plan.reorder && !w_buf)) {
+        if (temporary) plan_destroy(&plan);
+        arena_restore(a, mark);
+        return lion_fail(st, LION_ENOMEM, "onednn: out of scratch memory for a product of %d rows", rows);
     }
-    dnnl_memory_t w_mem = m->w_mem, reordered = NULL;
+    if (m->dt == dnnl_bf16) {
+        uint16_t *xb = src;
+#pragma omp parallel for schedule(static) if (n_in >= 65536)
+        for (size_t i = 0; i < n_in; i++) xb[i] = f32_to_bf16(x[i]);
+        memset(xb + n_in, 0, pad_in * elt);
+    } else if (src != x) {
+        memcpy(src, x, n_in * elt);
+        memset((float *)src + n_in, 0, pad_in * elt);
+    }
+    if (dst != y && accumulate) memcpy(dst, y, n_out * sizeof(float)); /* the sum post-op reads it */
+
+    dnnl_memory_t w_mem = m->w_mem, reordered = NULL, src_mem = NULL, dst_mem = NULL, b_mem = NULL;
+    dnnl_memory_desc_t src_md, dst_md, b_md;
+    dnnl_dims_t src_dims = {run, m->in}, dst_dims = {run, m->out}, b_dims = {1, m->out};
     dnnl_status_t s = dnnl_success;
     if (plan.reorder) {
-        void *buf = arena_alloc(a, dnnl_memory_desc_get_size(&plan.want_md));
-        if (!buf) {
-            if (temporary) plan_destroy(&plan);
-            arena_restore(a, mark);
-            return lion_fail(st, LION_ENOMEM, "onednn: out of scratch memory for the reordered weights");
-        }
         dnnl_exec_arg_t rargs[] = {{DNNL_ARG_FROM, m->w_mem}, {DNNL_ARG_TO, NULL}};
-        if ((s = dnnl_memory_create(&reordered, &plan.want_md, engine, buf)) == dnnl_success) {
+        if ((s = dnnl_memory_create(&reordered, &plan.want_md, engine, w_buf)) == dnnl_success) {
             rargs[1].memory = reordered;
             s = dnnl_primitive_execute(plan.reorder, stream, 2, rargs);
         }
         w_mem = reordered;
     }
-    dnnl_memory_desc_t src_md, dst_md, b_md;
-    dnnl_dims_t src_dims = {rows, m->in}, dst_dims = {rows, m->out}, b_dims = {1, m->out};
-    dnnl_memory_t src_mem = NULL, dst_mem = NULL, b_mem = NULL;
     if (s != dnnl_success || (s = dnnl_memory_desc_init_by_tag(&src_md, 2, src_dims, m->dt, dnnl_ab)) != dnnl_success ||
         (s = dnnl_memory_desc_init_by_tag(&dst_md, 2, dst_dims, dnnl_f32, dnnl_ab)) != dnnl_success ||
         (s = dnnl_memory_desc_init_by_tag(&b_md, 2, b_dims, dnnl_f32, dnnl_ab)) != dnnl_success ||
-        (s = dnnl_memory_create(&src_mem, &src_md, engine, (void *)src)) != dnnl_success ||
-        (s = dnnl_memory_create(&dst_mem, &dst_md, engine, y)) != dnnl_success ||
+        (s = dnnl_memory_create(&src_mem, &src_md, engine, src)) != dnnl_success ||
+        (s = dnnl_memory_create(&dst_mem, &dst_md, engine, dst)) != dnnl_success ||
         (b && (s = dnnl_memory_create(&b_mem, &b_md, engine, (void *)b)) != dnnl_success))
         goto done;
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, dst_mem},
                                {DNNL_ARG_BIAS, b_mem}};
     if ((s = dnnl_primitive_execute(plan.prim, stream, b ? 4 : 3, args)) == dnnl_success)
         s = dnnl_stream_wait(stream);
+    if (s == dnnl_success && dst != y) memcpy(y, dst, n_out * sizeof(float));
 done:
     if (src_mem) dnnl_memory_destroy(src_mem);
     if (dst_mem) dnnl_memory_destroy(dst_mem);

@@ -4,9 +4,10 @@
  *
  * Built once per matrix: the weights are reordered from [out][in] into the layout a matmul
  * primitive asks for with format_tag_any (on AMX a blocked, VNNI-interleaved bf16 layout) and
- * nothing else of them is kept. Primitives are created per (rows, post-ops, bias) on first use
- * and kept in a small cache in the matrix (oneDNN's own primitive cache sits behind it), so a
- * steady run creates none. x is rounded to the weights' data type on the way in (bf16: round
+ * nothing else of them is kept. Primitives are created per (row bucket, post-ops, bias) on
+ * first use and kept in a small cache in the matrix (oneDNN's own primitive cache sits behind
+ * it), so a steady run creates none: more than 16 rows run padded with zero rows to a
+ * multiple of 32, so that prompts of varying length share primitives. x is rounded to the weights' data type on the way in (bf16: round
  * to nearest even, into scratch); accumulation and y are f32; bias, an activation and a
  * residual add are post-ops of the same primitive.
  *
