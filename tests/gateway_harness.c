@@ -256,14 +256,26 @@ int stop_all(void) {
     return rc;
 }
 
+/* A port the kernel gives for bind(0), closed again: free now. The kernel may give the same
+ * port to the next bind(0) as well (a gateway once got one endpoint twice and refused to
+ * start), so the ports handed out lately in this process are not handed out again. */
 int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
+    static int recent[256], n_recent;
+    for (int tries = 0;; tries++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof a;
+        bind(fd, (struct sockaddr *)&a, sizeof a);
+        getsockname(fd, (struct sockaddr *)&a, &len);
+        close(fd);
+        const int port = ntohs(a.sin_port);
+        int seen = 0;
+        for (int i = 0; i < n_recent && i < 256; i++) seen |= recent[i] == port;
+        if (!seen || tries >= 100) {
+            recent[n_recent++ % 256] = port;
+            return port;
+        }
+    }
 }
 
 /* ---------------------------------------------------------------------------------------- */
