@@ -60,8 +60,8 @@ static const args_option worker_options[] = {
      .help = "connect to a gateway on another machine without CURVE"},
     {.name = "--precision", .env = "LION_PRECISION", .metavar = "auto|f32|bf16", .kind = ARG_CUSTOM,
      .set = set_precision, .deflt = "auto",
-     .help = "weights the stage computes with: bf16 where it has a bf16 path (the llm's decoder step), "
-             "auto = bf16 only on CPUs with native bf16"},
+     .help = "what the weight matrices are held and multiplied in: bf16 halves their memory (oneDNN where the "
+             "CPU runs bf16 natively, widened to f32 elsewhere); auto = bf16 only on CPUs with native bf16"},
     {.name = "--ready-file", .env = "LION_READY_FILE", .metavar = "FILE", .kind = ARG_STRING,
      ARGS_AT(worker_config, ready_file), .min = 1, .max = 4096,
      .help = "written once the model is open, removed at exit (an exec readiness probe: test -e FILE)"},
