@@ -38,7 +38,7 @@ typedef struct bench_options {
 static bench_options opt = {.model = "models/tiny-lion", .llm = "build/services/lion-llm", .precision = "f32",
                             .threads = 2, .requests = 16, .tokens = 64, .beams = 5, .visual_tokens = 73, .repeat = 3};
 
-static const args_option bench_args[] = {
+static const args_option bench_llm_options[] = {
     {.name = "--model", .metavar = "DIR", .kind = ARG_STRING, ARGS_AT(bench_options, model), .help = "model directory"},
     {.name = "--llm", .metavar = "PATH", .kind = ARG_STRING, ARGS_AT(bench_options, llm), .help = "lion-llm binary"},
     {.name = "--precision", .metavar = "f32|bf16", .kind = ARG_STRING, ARGS_AT(bench_options, precision),
@@ -222,7 +222,7 @@ static int bench_mode(fake_gateway *g, int beams) {
 }
 
 int main(int argc, char **argv) {
-    args_table table = ARGS_TABLE(bench_args, &opt);
+    args_table table = ARGS_TABLE(bench_llm_options, &opt);
     args_parsed parsed;
     lion_status st;
     if (args_parse(&table, 1, 0, argc, argv, &parsed, &st)) {

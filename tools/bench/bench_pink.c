@@ -317,14 +317,6 @@ typedef struct bench_options {
     lion_precision precision; /* the LLaMA's */
 } bench_options;
 
-static int set_precision(const args_option *opt, void *base, const char *name, const char *text, lion_status *st) {
-    lion_precision p;
-    if (precision_from_name(text, &p) || p == PRECISION_AUTO)
-        return lion_fail(st, LION_EINVAL, "%s: '%s' is not f32 or bf16", name, text);
-    ((bench_options *)base)->precision = p;
-    return 0;
-}
-
 static const args_option bench_options_table[] = {
     {.name = "--threads", .metavar = "N", .kind = ARG_INT, ARGS_AT(bench_options, threads), .min = 1, .max = 1024,
      .help = "compute threads", .deflt = "OpenMP's"},
@@ -346,8 +338,9 @@ static const args_option bench_options_table[] = {
      .max = 65536, .help = "size of the streaming read that measures the bandwidth"},
     {.name = "--weights", .metavar = "FILE", .kind = ARG_STRING, ARGS_AT(bench_options, weights),
      .help = "Pink's weights (safetensors, Pink's key names), mapped, instead of random ones"},
-    {.name = "--precision", .metavar = "f32|bf16", .kind = ARG_CUSTOM, .set = set_precision, .deflt = "f32",
-     .help = "the LLaMA's matrices: bf16 holds them in bf16 only (CLIP stays f32)"},
+    {.name = "--precision", .metavar = "f32|bf16", .kind = ARG_CUSTOM, .set = bench_set_precision,
+     ARGS_AT(bench_options, precision), .deflt = "f32",
+     .help = "CLIP and LLaMA matrices: bf16 holds them in bf16 only"},
     {.name = "--check", .metavar = "FILE", .kind = ARG_STRING, ARGS_AT(bench_options, check),
      .help = "inputs and a reference's outputs on --weights: print our max relative difference"},
     {.name = "--clip-dim", .metavar = "C", .kind = ARG_INT, ARGS_AT(bench_options, clip_dim), .min = 8, .max = 8192,
@@ -371,13 +364,6 @@ static const bench_options defaults = {.clip_layers = 4, .llama_layers = 2, .pro
                                        .clip_mlp = 4096, .dim = 4096, .hidden = 11008, .heads = 32, .vocab = 32000,
                                        .precision = PRECISION_F32};
 
-static void usage(FILE *out) {
-    bench_options d = defaults;
-    args_table table = ARGS_TABLE(bench_options_table, &d);
-    fprintf(out, "usage: bench_pink [options]\n");
-    args_usage(out, &table, 1);
-}
-
 static int parse_beams(const char *text, int *out) {
     int n = 0;
     for (const char *p = text; *p;) {
@@ -396,16 +382,11 @@ static double median_of(double *v, int n) {
 }
 
 int main(int argc, char **argv) {
-    bench_options o = defaults;
-    args_table table = ARGS_TABLE(bench_options_table, &o);
-    args_parsed parsed;
+    bench_options o = defaults, defaults_copy = defaults;
+    args_table table = ARGS_TABLE(bench_options_table, &o), dflt = ARGS_TABLE(bench_options_table, &defaults_copy);
+    const int exit_code = bench_args("bench_pink", &table, &dflt, argc, argv);
+    if (exit_code >= 0) return exit_code;
     lion_status st;
-    int rc = args_parse(&table, 1, 0, argc, argv, &parsed, &st);
-    if (rc != 0) fprintf(stderr, "bench_pink: %s\n", st.msg);
-    if (rc != 0 || parsed.help) {
-        usage(rc != 0 ? stderr : stdout);
-        return rc != 0 ? 2 : 0;
-    }
     int beam_counts[MAX_BEAM_COUNTS];
     const int n_beams = parse_beams(o.beams, beam_counts);
     if (n_beams <= 0) {

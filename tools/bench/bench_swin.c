@@ -25,11 +25,13 @@
 
 typedef struct bench_options {
     int threads, iters, image, embed;
-    const char *precision, *depths;
+    lion_precision precision;
+    const char *depths;
 } bench_options;
 
 static const args_option bench_options_table[] = {
-    {.name = "--precision", .metavar = "P", .kind = ARG_STRING, ARGS_AT(bench_options, precision),
+    {.name = "--precision", .metavar = "P", .kind = ARG_CUSTOM, .set = bench_set_precision, .deflt = "f32",
+     ARGS_AT(bench_options, precision),
      .help = "f32 or bf16 (the matrices' form; the rest stays f32)"},
     {.name = "--threads", .metavar = "N", .kind = ARG_INT, ARGS_AT(bench_options, threads), .min = 1, .max = 1024,
      .help = "compute threads", .deflt = "OpenMP's"},
@@ -45,15 +47,8 @@ static const args_option bench_options_table[] = {
      .help = "stage 1 width, heads scaled to keep 32 per head (RAM: 192)"},
 };
 
-static const bench_options defaults = {.iters = 2, .image = 384, .embed = 192, .precision = "f32",
+static const bench_options defaults = {.iters = 2, .image = 384, .embed = 192, .precision = PRECISION_F32,
                                        .depths = "2,2,18,2"};
-
-static void usage(FILE *out) {
-    bench_options d = defaults;
-    args_table table = ARGS_TABLE(bench_options_table, &d);
-    fprintf(out, "usage: bench_swin [options]\n");
-    args_usage(out, &table, 1);
-}
 
 #define V(...) ((const int64_t[]){__VA_ARGS__})
 /* std 0.02, Swin's init */
@@ -114,21 +109,12 @@ static double swin_flops(const swin_config *c) {
 }
 
 int main(int argc, char **argv) {
-    bench_options o = defaults;
-    args_table table = ARGS_TABLE(bench_options_table, &o);
-    args_parsed parsed;
+    bench_options o = defaults, defaults_copy = defaults;
+    args_table table = ARGS_TABLE(bench_options_table, &o), dflt = ARGS_TABLE(bench_options_table, &defaults_copy);
+    const int exit_code = bench_args("bench_swin", &table, &dflt, argc, argv);
+    if (exit_code >= 0) return exit_code;
     lion_status st;
-    int rc = args_parse(&table, 1, 0, argc, argv, &parsed, &st);
-    if (rc != 0) fprintf(stderr, "bench_swin: %s\n", st.msg);
-    if (rc != 0 || parsed.help) {
-        usage(rc != 0 ? stderr : stdout);
-        return rc != 0 ? 2 : 0;
-    }
-    lion_precision p;
-    if (precision_from_name(o.precision, &p) || (p != PRECISION_F32 && p != PRECISION_BF16)) {
-        fprintf(stderr, "bench_swin: --precision %s: expected f32 or bf16\n", o.precision);
-        return 2;
-    }
+    const lion_precision p = o.precision;
     if (o.image % 96 || o.embed % 8) {
         fprintf(stderr, "bench_swin: --image must be a multiple of 96 and --embed-dim of 8\n");
         return 2;

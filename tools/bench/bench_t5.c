@@ -290,14 +290,6 @@ typedef struct bench_options {
     lion_precision precision;
 } bench_options;
 
-static int set_precision(const args_option *opt, void *base, const char *name, const char *text, lion_status *st) {
-    lion_precision p;
-    if (precision_from_name(text, &p) || p == PRECISION_AUTO)
-        return lion_fail(st, LION_EINVAL, "%s: '%s' is not f32 or bf16", name, text);
-    ((bench_options *)base)->precision = p;
-    return 0;
-}
-
 static const args_option bench_options_table[] = {
     {.name = "--threads", .metavar = "N", .kind = ARG_INT, ARGS_AT(bench_options, threads), .min = 1, .max = 1024,
      .help = "compute threads", .deflt = "OpenMP's"},
@@ -311,7 +303,8 @@ static const args_option bench_options_table[] = {
      .help = "rows of the decoder steps timed, comma-separated, each 1..16"},
     {.name = "--reps", .metavar = "R", .kind = ARG_INT, ARGS_AT(bench_options, reps), .min = 1, .max = MAX_REPS,
      .help = "timings of each figure (interleaved); best and median printed"},
-    {.name = "--precision", .metavar = "f32|bf16", .kind = ARG_CUSTOM, .set = set_precision, .deflt = "f32",
+    {.name = "--precision", .metavar = "f32|bf16", .kind = ARG_CUSTOM, .set = bench_set_precision,
+     ARGS_AT(bench_options, precision), .deflt = "f32",
      .help = "bf16: also time the encoder and the decoder step with every matrix in bf16, and give the RSS of both"},
     {.name = "--bandwidth", .metavar = "GBS", .kind = ARG_DOUBLE, ARGS_AT(bench_options, bandwidth), .fmin = 0.1,
      .fmax = 100000, .help = "memory bandwidth in GB/s for the floor", .deflt = "measured"},
@@ -337,13 +330,6 @@ static const args_option bench_options_table[] = {
 static const bench_options defaults = {.layers = 24, .steps = 8, .tokens = 40, .reps = 3, .floor_mb = 1024,
                                        .beams = "1,5", .precision = PRECISION_F32,
                                        .d_model = 2048, .d_ff = 5120, .heads = 32, .vocab = 32128};
-
-static void usage(FILE *out) {
-    bench_options d = defaults;
-    args_table table = ARGS_TABLE(bench_options_table, &d);
-    fprintf(out, "usage: bench_t5 [options]\n");
-    args_usage(out, &table, 1);
-}
 
 static int parse_beams(const char *text, int *out) {
     int n = 0;
@@ -454,16 +440,11 @@ static int bench_model(const bench_options *o, const int *beam_counts, int n_bea
 }
 
 int main(int argc, char **argv) {
-    bench_options o = defaults;
-    args_table table = ARGS_TABLE(bench_options_table, &o);
-    args_parsed parsed;
+    bench_options o = defaults, defaults_copy = defaults;
+    args_table table = ARGS_TABLE(bench_options_table, &o), dflt = ARGS_TABLE(bench_options_table, &defaults_copy);
+    const int exit_code = bench_args("bench_t5", &table, &dflt, argc, argv);
+    if (exit_code >= 0) return exit_code;
     lion_status st;
-    int rc = args_parse(&table, 1, 0, argc, argv, &parsed, &st);
-    if (rc != 0) fprintf(stderr, "bench_t5: %s\n", st.msg);
-    if (rc != 0 || parsed.help) {
-        usage(rc != 0 ? stderr : stdout);
-        return rc != 0 ? 2 : 0;
-    }
     int beam_counts[MAX_BEAM_COUNTS];
     const int n_beams = parse_beams(o.beams, beam_counts);
     if (n_beams <= 0) {

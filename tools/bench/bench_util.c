@@ -8,6 +8,7 @@
 
 #include "arena.h"
 #include "onednn_matmul.h"
+#include "precision.h"
 #include "tensor.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -161,4 +162,24 @@ double bench_onednn_gflops(int rows, int in, int out, int bf16, const char **imp
     if (impl) *impl = name;
     free(w), free(x), free(y), free(w16);
     return best;
+}
+
+int bench_args(const char *name, const args_table *t, const args_table *dflt, int argc, char **argv) {
+    args_parsed parsed;
+    lion_status st;
+    const int rc = args_parse(t, 1, 0, argc, argv, &parsed, &st);
+    if (rc == 0 && !parsed.help) return -1;
+    if (rc != 0) fprintf(stderr, "%s: %s\n", name, st.msg);
+    FILE *out = rc != 0 ? stderr : stdout;
+    fprintf(out, "usage: %s [options]\n", name);
+    args_usage(out, dflt, 1);
+    return rc != 0 ? 2 : 0;
+}
+
+int bench_set_precision(const args_option *opt, void *base, const char *name, const char *text, lion_status *st) {
+    lion_precision p;
+    if (precision_from_name(text, &p) || p == PRECISION_AUTO)
+        return lion_fail(st, LION_EINVAL, "%s: '%s' is not f32 or bf16", name, text);
+    *(lion_precision *)args_field(opt, base) = p;
+    return 0;
 }

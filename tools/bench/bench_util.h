@@ -7,6 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "args.h"
+#include "status.h"
+
 double bench_now(void);                       /* seconds, monotonic */
 void *bench_alloc(const char *who, size_t n); /* 64-byte aligned; exits when out of memory */
 void bench_cpu_model(char *buf, size_t len);  /* /proc/cpuinfo's model name */
@@ -29,5 +32,12 @@ void stream_free(stream_buffer *sb);
  * against, in the same process). *impl (may be NULL) gets oneDNN's implementation name, or why it
  * cannot; returns 0 then. */
 double bench_onednn_gflops(int rows, int in, int out, int bf16, const char **impl);
+
+/* A bench's command line, parsed into t's struct. Returns -1 when the bench should run, else
+ * its exit code: 0 after --help, 2 after a bad option (said on stderr); both print the usage,
+ * from dflt (the same table over a struct holding the defaults). */
+int bench_args(const char *name, const args_table *t, const args_table *dflt, int argc, char **argv);
+/* ARG_CUSTOM setter of a lion_precision field (ARGS_AT): "f32" or "bf16". */
+int bench_set_precision(const args_option *opt, void *base, const char *name, const char *text, lion_status *st);
 
 #endif

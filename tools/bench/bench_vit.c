@@ -54,15 +54,6 @@ typedef struct bench_options {
     lion_precision precision;
 } bench_options;
 
-static int set_precision(const args_option *opt, void *base, const char *name, const char *text, lion_status *st) {
-    (void)opt;
-    lion_precision p;
-    if (precision_from_name(text, &p) || p == PRECISION_AUTO)
-        return lion_fail(st, LION_EINVAL, "%s: '%s' is not f32 or bf16", name, text);
-    ((bench_options *)base)->precision = p;
-    return 0;
-}
-
 /* A block matrix of random weights in precision p. In bf16 the f32 array is dropped once
  * converted, as lion-vision releases the file's f32 pages: the process holds what it would. */
 static void random_linear(linear *l, size_t out, size_t in, lion_precision p, unsigned *seed) {
@@ -85,7 +76,8 @@ static const args_option bench_options_table[] = {
      .help = "ViT blocks (LION: 39)"},
     {.name = "--iters", .metavar = "K", .kind = ARG_INT, ARGS_AT(bench_options, iters), .min = 1, .max = 1000000,
      .help = "timed forwards after the warm-up"},
-    {.name = "--precision", .metavar = "f32|bf16", .kind = ARG_CUSTOM, .set = set_precision, .deflt = "f32",
+    {.name = "--precision", .metavar = "f32|bf16", .kind = ARG_CUSTOM, .set = bench_set_precision,
+     ARGS_AT(bench_options, precision), .deflt = "f32",
      .help = "bf16: the blocks' matrices held in bf16 (vit.h)"},
     {.name = "--dim", .metavar = "C", .kind = ARG_INT, ARGS_AT(bench_options, dim), .min = 16, .max = 8192,
      .help = "width (ViT-g: 1408; a multiple of --heads)"},
@@ -98,24 +90,12 @@ static const args_option bench_options_table[] = {
 static const bench_options defaults = {.batch = 1, .depth = 39, .iters = 2, .dim = 1408, .heads = 16, .mlp = 6144,
                                        .precision = PRECISION_F32};
 
-static void usage(FILE *out) {
-    bench_options d = defaults;
-    args_table table = ARGS_TABLE(bench_options_table, &d);
-    fprintf(out, "usage: bench_vit [options]\n");
-    args_usage(out, &table, 1);
-}
-
 int main(int argc, char **argv) {
-    bench_options o = defaults;
-    args_table table = ARGS_TABLE(bench_options_table, &o);
-    args_parsed parsed;
+    bench_options o = defaults, defaults_copy = defaults;
+    args_table table = ARGS_TABLE(bench_options_table, &o), dflt = ARGS_TABLE(bench_options_table, &defaults_copy);
+    const int exit_code = bench_args("bench_vit", &table, &dflt, argc, argv);
+    if (exit_code >= 0) return exit_code;
     lion_status st;
-    int rc = args_parse(&table, 1, 0, argc, argv, &parsed, &st);
-    if (rc != 0) fprintf(stderr, "bench_vit: %s\n", st.msg);
-    if (rc != 0 || parsed.help) {
-        usage(rc != 0 ? stderr : stdout);
-        return rc != 0 ? 2 : 0;
-    }
     int threads = o.threads, batch = o.batch, depth = o.depth, iters = o.iters;
     if (o.dim % o.heads) {
         fprintf(stderr, "bench_vit: --dim %d is not a multiple of --heads %d\n", o.dim, o.heads);
