@@ -75,7 +75,8 @@ class CompareTorchTest(unittest.TestCase):
             self.assertTrue(0 <= v < 1e-4, fid.group(0))  # f32 against f32: the same model
         for v in values[4:]:
             self.assertTrue(0 < v < 0.2, fid.group(0))
-        self.assertRegex(out, r"ours step at 1 row\(s\): [0-9.]+x its f32 streaming floor")
+        self.assertRegex(out, r"ours f32 step at 1 row\(s\): [0-9.]+x its f32 streaming floor")
+        self.assertRegex(out, r"ours bf16 step at 1 row\(s\): [0-9.]+x its bf16 streaming floor")
 
 
 if __name__ == "__main__":

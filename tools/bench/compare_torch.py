@@ -424,14 +424,15 @@ class PinkSide:
                      "--clip-dim", str(w["clip_dim"]), "--clip-heads", str(w["clip_heads"]), "--clip-mlp",
                      str(w["clip_mlp"]), "--dim", str(w["llama_dim"]), "--hidden", str(w["llama_hidden"]),
                      "--heads", str(w["llama_heads"]), "--vocab", str(self.vocab)]
-        self.ours_diff, self.ours_bf16_diff, self.floors, self.cpu = {}, {}, {}, None
+        self.ours_diff, self.ours_bf16_diff, self.cpu = {}, {}, None
+        self.floors = {"f32": {}, "bf16": {}}  # per precision, rows -> [(floor ms, step / floor)]
 
     def rep(self, rep, bf16_reps, record, run):
         """One repetition: bench_pink (all of ours), then torch f32, then torch bf16 (while
         rep < bf16_reps). record(rep, measure, side, seconds, what); run(argv) -> stdout."""
         clip_s, prefill_s, steps, self.ours_diff, self.cpu = parse_pink(run(self.argv))
         for rows, (ms, floor, ratio) in steps.items():
-            self.floors.setdefault(rows, []).append((floor, ratio))
+            self.floors["f32"].setdefault(rows, []).append((floor, ratio))
         ours = {"clip": clip_s, "prefill": prefill_s, "pdec1": steps[1][0] / 1e3, "pdec5": steps[5][0] / 1e3}
         what = {"clip": "CLIP ViT-L forward", "prefill": "LLaMA prefill", "pdec1": "LLaMA decode step, 1 row",
                 "pdec5": "LLaMA decode step, 5 rows"}
@@ -439,6 +440,8 @@ class PinkSide:
             if m in self.only:
                 record(rep, m, "ours f32", ours[m], what[m] + " (bench_pink)")
         clip_s, prefill_s, steps, self.ours_bf16_diff, _ = parse_pink(run(self.argv + ["--precision", "bf16"]))
+        for rows, (ms, floor, ratio) in steps.items():
+            self.floors["bf16"].setdefault(rows, []).append((floor, ratio))
         ours = {"clip": clip_s, "prefill": prefill_s, "pdec1": steps[1][0] / 1e3, "pdec5": steps[5][0] / 1e3}
         for m in PINK_MEASURES:
             if m in self.only:
@@ -692,10 +695,11 @@ def main():
         notes = ["torch's prefill puts the last position only through lm_head, as ours"]
         if not pink_side.bf16_prefill:
             notes.append("torch bf16 prefill not timed without native bf16 (emulated, minutes)")
-        for rows, fr in sorted(pink_side.floors.items()):
-            floor = statistics.median(f for f, _ in fr)
-            notes.append("ours step at %d row(s): %.2fx its f32 streaming floor (%.1f ms)"
-                         % (rows, statistics.median(r for _, r in fr), floor))
+        for prec in ("f32", "bf16"):
+            for rows, fr in sorted(pink_side.floors[prec].items()):
+                floor = statistics.median(f for f, _ in fr)
+                notes.append("ours %s step at %d row(s): %.2fx its %s streaming floor (%.1f ms)"
+                             % (prec, rows, statistics.median(r for _, r in fr), prec, floor))
         print("Pink: " + "; ".join(notes))
     print("spread (min-max of the repetitions):")
     for m in MEASURES:
