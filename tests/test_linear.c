@@ -60,7 +60,7 @@ static void check_forms(lion_precision p, int flags, int rows, int in, int out, 
     const int bf16 = p == PRECISION_BF16, round_x = l.packed != NULL;
     for (int mode = 0; mode < 3; mode++) {
         /* 0: y = xW^T + b; 1: gelu; 2: y += xW^T + b (residual) */
-        linear_post post = {mode == 1 ? LINEAR_ACT(ACT_GELU) : 0, mode == 2};
+        linear_post post = {.act = mode == 1 ? LINEAR_ACT(ACT_GELU) : 0, .accumulate = mode == 2};
         fill(y, (size_t)rows * out, 17, 1.0f);
         memcpy(want, y, sizeof(float) * rows * out);
         reference(want, x, w, b, rows, in, out, round_x, bf16, mode == 1, mode == 2);

@@ -116,7 +116,7 @@ int bert_ffn_forward(const bert_ffn *f, float *x, int rows, arena *scratch, lion
         return lion_fail(st, LION_ENOMEM, "bert ffn: out of scratch memory for %d rows", rows);
     }
     /* GELU as a post-op: in f32 the same linear_forward + gelu_forward as before, to the bit */
-    const linear_post gelu = {LINEAR_ACT(ACT_GELU), 0};
+    const linear_post gelu = {.act = LINEAR_ACT(ACT_GELU)};
     int rc = linear_forward_post(&f->in, inner, x, f->in_b, rows, &gelu, scratch, st) ||
              linear_apply(&f->out, y, inner, f->out_b, rows, scratch, st);
     if (!rc) {

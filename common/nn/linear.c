@@ -168,7 +168,7 @@ static int widened_product(const linear *l, float *y, const float *x, int rows, 
 int linear_forward_post(const linear *l, float *y, const float *x, const float *b, int rows, const linear_post *post,
                         arena *a, lion_status *st) {
     if (rows <= 0 || l->out <= 0) return 0;
-    const linear_post none = {0, 0};
+    const linear_post none = {0};
     if (!post) post = &none;
     if (l->packed) return onednn_matmul_forward(l->packed, y, x, b, rows, post->act, post->accumulate, a, st);
 
@@ -183,7 +183,7 @@ int linear_forward_post(const linear *l, float *y, const float *x, const float *
     int rc = 0;
     if (l->precision == PRECISION_F32) {
         linear_forward(dst, x, l->w, b, rows, l->in, l->out);
-    } else if (rows <= LINEAR_MATVEC_MAX_ROWS || (l->flags & LINEAR_STEP)) {
+    } else if (rows <= LINEAR_MATVEC_MAX_ROWS || ((l->flags & LINEAR_STEP) && !post->prefill)) {
         matvec_bf16(dst, x, l->w16, b, rows, l->in, l->out);
     } else {
         rc = widened_product(l, dst, x, rows, a, st);

@@ -19,7 +19,8 @@
  *
  * LINEAR_STEP marks a matrix read by a decoder step (a few rows, bandwidth-bound, and a row's
  * result must not depend on the rows beside it): it stays plain bf16 on matvec_bf16 on every
- * CPU, whose rows are bit-identical to one-row products.
+ * CPU, whose rows are bit-identical to one-row products; a product marked prefill (linear_post)
+ * of such a matrix takes the many-row path instead.
  *
  * No matrix is ever held twice: the f32 view is dropped (its file pages released) when a bf16
  * form is made. */
@@ -53,6 +54,9 @@ typedef struct linear {
 typedef struct linear_post {
     int act;        /* 0: none; else 1 + an activation (model_config.h): LINEAR_ACT(ACT_GELU) */
     int accumulate; /* 1: y += x W^T + b, after the activation (a residual add); 0: y = ... */
+    /* 1: the rows are one sequence's positions (a LLaMA prefill), not a step's requests: a
+     * LINEAR_STEP matrix then takes the many-row path (widened panels beyond 32 rows) too */
+    int prefill;
 } linear_post;
 #define LINEAR_ACT(a) (1 + (int)(a))
 

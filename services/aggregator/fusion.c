@@ -99,7 +99,7 @@ int fusion_forward(const fusion_model *m, const float *hidden, const float *cons
     }
     layernorm_forward(x, x, m->ln_w, m->ln_b, (int)rows, w, LN_ADAPTER_EPS);
     /* GELU as a post-op: in f32 the same linear_forward + gelu_forward as before, to the bit */
-    const linear_post gelu = {LINEAR_ACT(ACT_GELU), 0};
+    const linear_post gelu = {.act = LINEAR_ACT(ACT_GELU)};
     int rc = linear_forward_post(&m->proj1, mid, x, m->proj1_b, (int)rows, &gelu, scratch, st) ||
              linear_apply(&m->proj2, out, mid, m->proj2_b, (int)rows, scratch, st);
     arena_restore(scratch, mark);

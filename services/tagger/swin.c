@@ -249,7 +249,7 @@ static int block_forward(const swin_stage *sg, const swin_block *bl, float *x, i
     layernorm_forward(h, x, bl->norm2_w, bl->norm2_b, rows, d, eps);
     /* GELU and the residual add as post-ops: in f32 the same linear_forward, gelu_forward and
      * add_forward as before, to the bit; fused into the product where oneDNN runs it */
-    const linear_post gelu = {LINEAR_ACT(ACT_GELU), 0}, residual = {0, 1};
+    const linear_post gelu = {.act = LINEAR_ACT(ACT_GELU)}, residual = {.accumulate = 1};
     if (linear_forward_post(&bl->fc1, ff, h, bl->fc1_b, rows, &gelu, a, st) ||
         linear_forward_post(&bl->fc2, x, ff, bl->fc2_b, rows, &residual, a, st))
         return -1;

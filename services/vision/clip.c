@@ -141,7 +141,7 @@ static int adapter(const clip_adapter *ad, float *h, int rows, int bn, arena *a,
     if (!ad->down_b) return 0;
     arena_mark mark = arena_save(a);
     float *down = arena_floats(a, (size_t)rows * bn);
-    const linear_post residual = {0, 1};
+    const linear_post residual = {.accumulate = 1};
     int rc = -1;
     if (!down) lion_fail(st, LION_ENOMEM, "clip: out of scratch memory for an adapter");
     else if (!linear_apply(&ad->down, down, h, ad->down_b, rows, a, st))
@@ -176,7 +176,7 @@ int clip_forward(const clip_model *m, const float *pixels, int batch, float *fea
 
     /* out_proj and fc2 add into the residual stream x as a post-op (in f32 linear.c runs the
      * same product and add as separate calls would); quick_gelu has no post-op */
-    const linear_post residual = {0, 1}, gelu = {c->quick_gelu ? 0 : LINEAR_ACT(ACT_GELU), 0};
+    const linear_post residual = {.accumulate = 1}, gelu = {.act = c->quick_gelu ? 0 : LINEAR_ACT(ACT_GELU)};
     for (int i = 0; i < m->run; i++) {
         const clip_layer *l = &m->layer[i];
         layernorm_forward(h, x, l->ln1_w, l->ln1_b, rows, d, c->ln_eps);

@@ -117,7 +117,7 @@ int vit_forward(const vit_model *m, const float *pixels, int batch, const int *l
 
     /* proj and fc2 add into the residual stream x as a post-op, fc1 applies GELU as one: in
      * f32 linear.c runs the same product, activation and add as separate calls would */
-    const linear_post gelu = {LINEAR_ACT(ACT_GELU), 0}, residual = {0, 1};
+    const linear_post gelu = {.act = LINEAR_ACT(ACT_GELU)}, residual = {.accumulate = 1};
     for (int i = 0; i <= last; i++) {
         const vit_block *bl = &m->blocks[i];
         layernorm_forward(h, x, bl->norm1_w, bl->norm1_b, rows, d, c->ln_eps);
