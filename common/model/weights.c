@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 int weights_open(weights *w, const char *path, const char *prefix, lion_status *st) {
     memset(w, 0, sizeof *w);
@@ -62,4 +64,20 @@ int weights_has(const weights *w, const char *fmt, ...) {
     full_name(w, name, sizeof name, fmt, ap);
     va_end(ap);
     return safetensors_has(w->file, name);
+}
+
+size_t weights_release_pages(const void *p, size_t bytes) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), e = ((uintptr_t)p + bytes) & ~(page - 1);
+    if (e <= a || madvise((void *)a, e - a, MADV_DONTNEED) != 0) return 0;
+    return e - a;
+}
+
+size_t weights_release_converted(weights *w, const char *name) {
+    char full[sizeof w->prefix + 512];
+    snprintf(full, sizeof full, "%s%s", w->prefix, name);
+    tensor view;
+    lion_status ignored;
+    if (safetensors_get(w->file, full, &view, &ignored) != 0 || view.dtype == DTYPE_F32) return 0;
+    return weights_release_pages(view.data, tensor_nbytes(&view));
 }

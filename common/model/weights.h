@@ -30,6 +30,16 @@ void weights_close(weights *w);
 const float *weights_get(weights *w, lion_status *st, int ndim, const int64_t *shape, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
+/* Gives the whole pages inside [p, p + bytes) of a read-only file mapping back to the kernel
+ * (madvise MADV_DONTNEED): they leave the process's RSS and are read from the file again
+ * should anyone touch them. For tensors whose data now lives elsewhere (converted at load).
+ * Returns the bytes released. */
+size_t weights_release_pages(const void *p, size_t bytes);
+/* After weights_get made an f32 copy of tensor prefix+name (stored f16 or bf16), its file
+ * pages are not read again: released. An f32 tensor is used in place and keeps them. Returns
+ * the bytes released. */
+size_t weights_release_converted(weights *w, const char *name);
+
 /* 1 if prefix+name exists (for optional parameters). */
 int weights_has(const weights *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

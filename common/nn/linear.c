@@ -5,8 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "cpu_features.h"
 #include "matvec_bf16.h"
@@ -24,16 +22,6 @@
  * 256-768 rows 1.0-1.1x (2 threads, EPYC Zen 3; ViT-g, Swin-L and T5-XL shapes). */
 #define LINEAR_PANEL_BYTES ((size_t)8 << 20)
 #define LINEAR_PANEL_MIN_ROWS 256
-
-/* Gives the whole pages inside [p, p + bytes) of a read-only file mapping back to the kernel:
- * they leave the process's RSS and are read from the file again should anyone touch them
- * (nothing does once the bf16 form exists). Returns the bytes released. */
-static size_t release_mapped(const void *p, size_t bytes) {
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    const uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), e = ((uintptr_t)p + bytes) & ~(page - 1);
-    if (e <= a || madvise((void *)a, e - a, MADV_DONTNEED) != 0) return 0;
-    return e - a;
-}
 
 static void to_bf16(uint16_t *dst, const void *src, dtype dt, size_t n) {
     if (dt == DTYPE_F32) {
@@ -74,12 +62,7 @@ int linear_bind(linear *l, weights *w, lion_precision p, int flags, int out, int
     int64_t shape[] = {out, in};
     if (p == PRECISION_F32) {
         if (!(l->w = weights_get(w, st, 2, shape, "%s", name))) return -1;
-        /* weights_get made an f32 copy of an f16/bf16 tensor: its file pages are not read again */
-        snprintf(full, sizeof full, "%s%s", w->prefix, name);
-        tensor view;
-        lion_status ignored;
-        if (safetensors_get(w->file, full, &view, &ignored) == 0 && view.dtype != DTYPE_F32)
-            l->released_bytes = release_mapped(view.data, tensor_nbytes(&view));
+        l->released_bytes = weights_release_converted(w, name);
         return 0;
     }
     snprintf(full, sizeof full, "%s%s", w->prefix, name);
@@ -87,7 +70,7 @@ int linear_bind(linear *l, weights *w, lion_precision p, int flags, int out, int
     if (safetensors_get_checked(w->file, full, SAFETENSORS_ANY_DTYPE, 2, shape, &view, st)) return -1;
     if (view.dtype == DTYPE_BF16) {
         if (finish_bf16(l, view.data, NULL, st)) return -1;
-        if (l->packed) l->released_bytes = release_mapped(view.data, tensor_nbytes(&view));
+        if (l->packed) l->released_bytes = weights_release_pages(view.data, tensor_nbytes(&view));
         return 0;
     }
     if (view.dtype != DTYPE_F32 && view.dtype != DTYPE_F16)
@@ -97,7 +80,7 @@ int linear_bind(linear *l, weights *w, lion_precision p, int flags, int out, int
     uint16_t *b = malloc(n * sizeof *b);
     if (!b) return lion_fail(st, LION_ENOMEM, "linear: out of memory converting '%s' to bf16", full);
     to_bf16(b, view.data, view.dtype, n);
-    l->released_bytes = release_mapped(view.data, tensor_nbytes(&view));
+    l->released_bytes = weights_release_pages(view.data, tensor_nbytes(&view));
     return finish_bf16(l, b, b, st);
 }
 

@@ -4,8 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "matvec_bf16.h"
 #include "ops.h"
@@ -37,27 +35,11 @@ typedef struct loader {
     lion_precision precision;
 } loader;
 
-/* Gives the whole pages inside [p, p + bytes) of a read-only file mapping back to the kernel:
- * they leave the process's RSS and are read from the file again should anyone touch them
- * (nothing here does). Returns the bytes released. linear.c does this for the matrices; its
- * copy is private, so the other tensors have this one. */
-static size_t release_mapped(const void *p, size_t bytes) {
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    const uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), e = ((uintptr_t)p + bytes) & ~(page - 1);
-    if (e <= a || madvise((void *)a, e - a, MADV_DONTNEED) != 0) return 0;
-    return e - a;
-}
-
 /* After weights_get made an f32 copy of a tensor stored f16 or bf16, the file pages it read
  * are not needed any more (an f32 tensor is used in place: its pages stay). The matrices are
  * linears, which do the same for themselves. */
 static void release_converted(loader *ld, const char *name) {
-    char full[sizeof ld->w->prefix + 512];
-    snprintf(full, sizeof full, "%s%s", ld->w->prefix, name);
-    tensor view;
-    lion_status ignored;
-    if (safetensors_get(ld->w->file, full, &view, &ignored) == 0 && view.dtype != DTYPE_F32)
-        ld->m->tensors_released += release_mapped(view.data, tensor_nbytes(&view));
+    ld->m->tensors_released += weights_release_converted(ld->w, name);
 }
 
 /* In the decoder, the step reads q and o of both attentions and k, v of the self-attention
