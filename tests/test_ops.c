@@ -1,5 +1,6 @@
 /* The tensor-core ops against PyTorch (fixtures/gen_ops.py) and against naive loops. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -193,6 +194,46 @@ static void test_attention(void) {
     run_attention(&w, get("attn_window.out"), "shifted-window attention");
 }
 
+/* attention_query (the decode step's per-row attention) against the naive loops: head dims
+ * in whole vectors (8, 24, 32, 64, 128: the vector path) and not (36: the scalar path), key
+ * counts around the 8-key blocks, keys and values in rows wider than the heads (a cache's
+ * layout, unaligned), position bias per head, masked keys, one fully masked query. */
+static void test_attention_query(void) {
+    static const int dims[] = {8, 24, 32, 36, 64, 128}, lens[] = {1, 7, 8, 9, 17, 40};
+    uint64_t seed = 7;
+    for (size_t di = 0; di < sizeof dims / sizeof *dims; di++)
+        for (size_t li = 0; li < sizeof lens / sizeof *lens; li++)
+            for (int variant = 0; variant < 3; variant++) {
+                const int D = dims[di], L = lens[li], H = 3, stride = H * D + 5;
+                float *q = fresh((size_t)H * D), *k = fresh((size_t)L * stride + 1), *v = fresh((size_t)L * stride + 1);
+                float *bias = fresh((size_t)H * L), *got = fresh((size_t)H * D), *want = fresh((size_t)H * D);
+                float *scores = fresh((size_t)L);
+                uint8_t *mask = calloc((size_t)L, 1);
+                if (!mask) exit(2);
+                float *all[] = {q, k + 1, v + 1, bias};
+                size_t counts[] = {(size_t)H * D, (size_t)L * stride, (size_t)L * stride, (size_t)H * L};
+                for (int a = 0; a < 4; a++)
+                    for (size_t i = 0; i < counts[a]; i++) {
+                        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+                        all[a][i] = (float)((int)(seed >> 40) % 2001 - 1000) / 400.0f;
+                    }
+                /* variant 0: no bias, no mask; 1: bias, every third key masked; 2: all masked */
+                for (int j = 0; j < L; j++) mask[j] = variant == 0 || (variant == 1 && j % 3 != 1);
+                const float scale = 1.0f / sqrtf((float)D);
+                attention_query(got, q, k + 1, v + 1, L, stride, H, D, scale, variant == 1 ? bias : NULL, (size_t)L,
+                                variant ? mask : NULL, scores);
+                attention_args a = {.batch = 1, .heads = H, .head_dim = D, .q_len = 1, .k_len = L, .q = q, .k = k + 1,
+                                    .v = v + 1, .q_stride = H * D, .k_stride = stride, .v_stride = stride,
+                                    .out_stride = H * D, .scale = scale, .out = want,
+                                    .bias = variant == 1 ? bias : NULL, .key_mask = variant ? mask : NULL};
+                naive_attention(&a);
+                char what[96];
+                snprintf(what, sizeof what, "attention_query head_dim %d, %d keys, variant %d", D, L, variant);
+                CHECK_CLOSE(got, want, (size_t)H * D, 1e-5, what);
+                free(q), free(k), free(v), free(bias), free(got), free(want), free(scores), free(mask);
+            }
+}
+
 static void test_patch_embed(void) {
     const int dim = 32, np = 2 * 3;
     float *y = fresh((size_t)np * dim);
@@ -254,6 +295,7 @@ int main(void) {
     test_norms();
     test_elementwise();
     test_attention();
+    test_attention_query();
     test_patch_embed();
     test_arena();
     test_dtypes();
