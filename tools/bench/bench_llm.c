@@ -12,6 +12,14 @@
  * for greedy and for --beams beams. Time to first token is the worker's first_token_us
  * (Result) less the moment the job was sent, both on this machine's clock.
  *
+ * Then the ceilings of this machine: the least time the --requests jobs' work can take here,
+ * from their multiply-adds (counted from the model's widths and each job's prompt_tokens) at
+ * the f32 rate of a large sgemm in this process on the worker's thread count (no kernel here
+ * multiplies faster), and per decoder step at least the time to read its weights once at the
+ * streaming bandwidth measured here (when they do not fit the last-level cache); and the
+ * ratios to one job's measured tokens/s that these floors allow. A ratio the machine cannot
+ * reach is then told apart from one the code misses.
+ *
  *   bench_llm --model models/tiny-lion [--threads 2] [--requests 16] [--tokens 64] [--beams 5]
  *             [--visual-tokens 73] [--repeat 3] [--precision f32|bf16] [--llm build/services/lion-llm]
  *
@@ -28,7 +36,11 @@
 #include "envelope.h"
 #include "fake_gateway.h"
 #include "model_config.h"
+#include "onednn_matmul.h"
 #include "protocol.h"
+#include "threads.h"
+
+#include <unistd.h>
 
 typedef struct bench_options {
     const char *model, *llm, *precision;
@@ -58,6 +70,8 @@ static const args_option bench_llm_options[] = {
 };
 
 static int d_model;
+static const llm_config *llm;
+static double peak_gflops, stream_gbs; /* stream_gbs 0: the step's weights stay in the cache */
 static float *visual; /* [visual_tokens, d_model], the same for every job: the work does not depend on it */
 
 /* A caption job generating exactly tokens tokens with beams beams. */
@@ -89,7 +103,7 @@ static int send_job(fake_gateway *g, const char *id, int beams, int tokens, int 
 
 typedef struct answer {
     int64_t sent_us, first_token_us, done_us;
-    uint32_t tokens;
+    uint32_t tokens, prompt_tokens;
     int answered, streamed;
 } answer;
 
@@ -117,6 +131,7 @@ static int wait_answers(fake_gateway *g, answer *answers, int n, int until_strea
             answers[i].done_us = clock_unix_us();
             answers[i].first_token_us = m.env->result->first_token_us;
             answers[i].tokens = m.env->result->sequences[0]->generated_tokens;
+            answers[i].prompt_tokens = m.env->result->prompt_tokens;
         } else {
             fprintf(stderr, "bench_llm: %s: %s\n", id,
                     m.env->error && m.env->error->message ? m.env->error->message : "not a result");
@@ -154,7 +169,7 @@ static int run_alone(fake_gateway *g, int beams, double *seconds, double *ttft, 
 /* --requests jobs at once: wall seconds until the last answer; the time per token after its
  * first of the job that joined the running batch last (no other job's encoder pass falls
  * after its first token, so its steps are decoding only, with the others beside it). */
-static int run_together(fake_gateway *g, int beams, double *seconds, double *tpot) {
+static int run_together(fake_gateway *g, int beams, double *seconds, double *tpot, int *prompt_tokens) {
     answer *a = calloc((size_t)opt.requests, sizeof *a);
     if (!a) return -1;
     char id[16];
@@ -172,6 +187,9 @@ static int run_together(fake_gateway *g, int beams, double *seconds, double *tpo
     for (int i = 1; i < opt.requests; i++)
         if (a[i].first_token_us > a[last_in].first_token_us) last_in = i;
     *tpot = tpot_of(&a[last_in]);
+    *prompt_tokens = (int)a[0].prompt_tokens;
+    for (int i = 1; i < opt.requests; i++) /* the prompts are alike; the floor counts the longest */
+        if ((int)a[i].prompt_tokens > *prompt_tokens) *prompt_tokens = (int)a[i].prompt_tokens;
     free(a);
     return rc;
 }
@@ -202,10 +220,97 @@ static int run_newcomer(fake_gateway *g, int beams, double *ttft) {
     return rc;
 }
 
+/* ------------------------------------------------------------------ floors */
+
+/* Multiply-adds of the T5 layers per token: the projections of one attention (q, k, v, o),
+ * the gated FF, the adapters. */
+static double attention_macs(void) { return 4.0 * llm->d_model * llm->heads * llm->d_kv; }
+static double ff_macs(void) {
+    return 3.0 * llm->d_model * llm->d_ff + 2.0 * llm->adapters_num * llm->d_model * llm->adapters_bottleneck;
+}
+
+/* A job's encoder pass over enc tokens: the encoder layers (attention over all enc keys) and
+ * every decoder layer's cross-attention keys and values of them. */
+static double prefill_macs(int enc) {
+    const double inner = (double)llm->heads * llm->d_kv;
+    return (double)enc * (llm->encoder_layers * (attention_macs() + ff_macs() + 2.0 * enc * inner) +
+                          llm->decoder_layers * 2.0 * llm->d_model * inner);
+}
+
+/* One decoder step of one row at position pos (pos + 1 keys of its own, enc encoder keys). */
+static double step_macs(int enc, int pos) {
+    const double inner = (double)llm->heads * llm->d_kv;
+    return llm->decoder_layers * (attention_macs() + 2.0 * llm->d_model * inner + ff_macs() +
+                                  2.0 * (pos + 1 + enc) * inner) +
+           (double)llm->d_model * llm->vocab_size;
+}
+
+/* The bytes of weights one step reads: every decoder matrix and the lm_head. */
+static double step_weight_bytes(void) {
+    const double inner = (double)llm->heads * llm->d_kv;
+    const double weights = llm->decoder_layers * (attention_macs() + 2.0 * llm->d_model * inner + ff_macs()) +
+                           (double)llm->d_model * llm->vocab_size;
+    return weights * (strcmp(opt.precision, "bf16") == 0 ? 2.0 : 4.0);
+}
+
+/* Seconds a step of rows rows (at the middle position of the answer) takes at least here. */
+static double step_floor(int rows, int enc) {
+    const double compute = rows * step_macs(enc, opt.tokens / 2) * 2.0 / (peak_gflops * 1e9);
+    const double memory = stream_gbs > 0 ? step_weight_bytes() / (stream_gbs * 1e9) : 0.0;
+    return compute > memory ? compute : memory;
+}
+
+/* The ceilings of one mode: what the floors allow against one job's measured figures. */
+static void print_ceilings(const char *what, int beams, int enc, double one_tokens_per_s, double alone_tpot) {
+    const int rows = opt.requests * beams;
+    double decode = 0;
+    for (int t = 0; t < opt.tokens; t++) decode += rows * step_macs(enc, t) * 2.0;
+    const double prefill = opt.requests * prefill_macs(enc) * 2.0;
+    const double floor_s = prefill / (peak_gflops * 1e9) + opt.tokens * step_floor(rows, enc);
+    const double floor_step = step_floor(rows, enc);
+    printf("%s, this machine's ceilings (%d encoder tokens per job): %d at once >= %.3f s (prefills %.1f GFLOP, "
+           "steps %.1f GFLOP) = at most %.2fx one job's tokens/s; decoding, a step of %d rows >= %.2f ms = at most "
+           "%.2fx\n",
+           what, enc, opt.requests, floor_s, prefill / 1e9, decode / 1e9,
+           (double)opt.requests * opt.tokens / floor_s / one_tokens_per_s, rows, floor_step * 1e3,
+           opt.requests * alone_tpot / floor_step);
+}
+
+/* The rates the floors divide by, measured before the worker starts (nothing else running):
+ * a large sgemm on the worker's thread count (oneDNN's bf16 matmul for a bf16 worker on a
+ * CPU with native bf16), and a streaming read when a step's weights exceed the last-level
+ * cache. */
+static void measure_rates(void) {
+    threads_init(opt.threads);
+    const char *impl = NULL;
+    peak_gflops = strcmp(opt.precision, "bf16") == 0 && onednn_bf16_native()
+                      ? bench_onednn_gflops(2048, 2048, 2048, 1, &impl)
+                      : bench_sgemm_gflops(2048);
+    if (!impl) impl = "OpenBLAS sgemm";
+    const long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    stream_gbs = 0;
+    if (llc <= 0 || step_weight_bytes() > (double)llc) {
+        stream_buffer sb;
+        stream_init(&sb, 1024);
+        for (int r = 0; r < 4; r++) {
+            const double gbs = time_stream(&sb, 0.1);
+            if (gbs > stream_gbs) stream_gbs = gbs;
+        }
+        stream_free(&sb);
+    }
+    printf("bench_llm: rates for the ceilings: %s %.1f GFLOP/s at 2048^3 on %d threads; ", impl, peak_gflops,
+           opt.threads);
+    if (stream_gbs > 0) printf("streaming read %.1f GB/s (best of 4 of 1 GB)", stream_gbs);
+    else printf("a step's %.1f MB of weights fit the %.0f MB last-level cache (no bandwidth floor)",
+                step_weight_bytes() / 1e6, llc / 1e6);
+    printf("; a step reads %.1f MB of weights\n", step_weight_bytes() / 1e6);
+}
+
 static int bench_mode(fake_gateway *g, int beams) {
     double alone_s, alone_ttft, alone_tpot, together_s, together_tpot, newcomer_ttft;
-    if (run_alone(g, beams, &alone_s, &alone_ttft, &alone_tpot) || run_together(g, beams, &together_s, &together_tpot) ||
-        run_newcomer(g, beams, &newcomer_ttft))
+    int enc = 0;
+    if (run_alone(g, beams, &alone_s, &alone_ttft, &alone_tpot) ||
+        run_together(g, beams, &together_s, &together_tpot, &enc) || run_newcomer(g, beams, &newcomer_ttft))
         return -1;
     const double one = opt.tokens / alone_s, all = (double)opt.requests * opt.tokens / together_s;
     char what[32];
@@ -218,6 +323,7 @@ static int bench_mode(fake_gateway *g, int beams) {
            opt.requests * alone_tpot / together_tpot);
     printf("%s, newcomer beside %d decoding: first token %.1f ms = %.2fx alone\n", what, opt.requests - 1,
            newcomer_ttft * 1e3, newcomer_ttft / alone_ttft);
+    print_ceilings(what, beams, enc, one, alone_tpot);
     return 0;
 }
 
@@ -239,7 +345,15 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_llm: %s\n", st.msg);
         return 1;
     }
+    if (cfg.family != MODEL_FAMILY_LION) {
+        fprintf(stderr, "bench_llm: %s is a %s model; bench_llm times LION's T5 (Pink: bench_pink)\n", opt.model,
+                model_family_name(cfg.family));
+        model_config_free(&cfg);
+        return 2;
+    }
     d_model = cfg.llm.d_model;
+    llm = &cfg.llm;
+    measure_rates();
     visual = malloc((size_t)opt.visual_tokens * d_model * sizeof *visual);
     uint64_t seed = 42;
     for (size_t i = 0; visual && i < (size_t)opt.visual_tokens * d_model; i++) {

@@ -261,18 +261,6 @@ static const void *io_get(safetensors_file *io, const char *name, int dt, int nd
 
 /* ------------------------------------------------------------------ timing */
 
-static double sgemm_peak(int n) {
-    float *a = calloc((size_t)n * n, 4), *b = calloc((size_t)n * n, 4), *c = calloc((size_t)n * n, 4);
-    if (!a || !b || !c) die("out of memory");
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    const int reps = 3;
-    double t = bench_now();
-    for (int r = 0; r < reps; r++) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    t = bench_now() - t;
-    free(a), free(b), free(c);
-    return 2.0 * n * n * (double)n * reps / t / 1e9;
-}
-
 /* Every slot of the first `rows` back to the prompt's length: the positions after it are then
  * overwritten by the next steps, and each timing starts from the same cache. Only a bench
  * rewinds a cache; the service resets or copies slots (llama_cache_reset, llama_cache_copy). */
@@ -547,7 +535,7 @@ int main(int argc, char **argv) {
         bw = floors[n_floors - 1] * 1e9, bw_median = floors[n_floors / 2] * 1e9, bw_worst = floors[0] * 1e9;
         stream_free(&sb);
     }
-    const double peak = sgemm_peak(2048);
+    const double peak = bench_sgemm_gflops(2048);
 
     /* ---- report */
     char cpu[256];

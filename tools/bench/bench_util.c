@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <cblas.h>
+
 #include "arena.h"
 #include "onednn_matmul.h"
 #include "precision.h"
@@ -125,6 +127,21 @@ double time_stream(stream_buffer *sb, double min_s) {
 void stream_free(stream_buffer *sb) {
     free(sb->words);
     sb->words = NULL;
+}
+
+double bench_sgemm_gflops(int n) {
+    float *a = calloc((size_t)n * n, 4), *b = calloc((size_t)n * n, 4), *c = calloc((size_t)n * n, 4);
+    if (!a || !b || !c) {
+        fprintf(stderr, "bench: out of memory for a %d^3 sgemm\n", n);
+        exit(1);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+    const int reps = 3;
+    double t = bench_now();
+    for (int r = 0; r < reps; r++) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+    t = bench_now() - t;
+    free(a), free(b), free(c);
+    return 2.0 * n * n * (double)n * reps / t / 1e9;
 }
 
 double bench_onednn_gflops(int rows, int in, int out, int bf16, const char **impl) {

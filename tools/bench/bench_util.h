@@ -27,6 +27,12 @@ void stream_init(stream_buffer *sb, size_t mb); /* first touch by the thread tha
 double time_stream(stream_buffer *sb, double min_s); /* GB/s over at least min_s */
 void stream_free(stream_buffer *sb);
 
+/* OpenBLAS's f32 rate on a square n x n x n product (zeros: the rate does not depend on the
+ * data), on the threads OpenBLAS has now: GFLOP/s over 3 runs after one untimed. The machine's
+ * f32 compute ceiling as this process sees it: a stage's rate is quoted as a fraction of it,
+ * and a FLOP count divided by it is the least time that work can take here. */
+double bench_sgemm_gflops(int n);
+
 /* oneDNN's own matmul rate at x [rows, in] times W^T [out, in] on random data, in bf16 when bf16
  * is set, else f32: GFLOP/s, best of a few runs (the ceiling a stage's bf16 products are measured
  * against, in the same process). *impl (may be NULL) gets oneDNN's implementation name, or why it

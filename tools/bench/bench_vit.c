@@ -38,17 +38,6 @@ static float *random_floats(size_t n, float scale, unsigned *seed) {
     return p;
 }
 
-static double sgemm_peak(int n) {
-    float *a = calloc((size_t)n * n, 4), *b = calloc((size_t)n * n, 4), *c = calloc((size_t)n * n, 4);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    double t = bench_now();
-    int reps = 3;
-    for (int r = 0; r < reps; r++) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    t = bench_now() - t;
-    free(a), free(b), free(c);
-    return 2.0 * n * n * (double)n * reps / t / 1e9;
-}
-
 typedef struct bench_options {
     int threads, batch, depth, iters, dim, heads, mlp;
     lion_precision precision;
@@ -144,7 +133,7 @@ int main(int argc, char **argv) {
     double t = bench_now();
     for (int r = 0; r < iters; r++) vit_forward(&m, pixels, batch, layers, 3, outs, &a, &st);
     t = (bench_now() - t) / iters;
-    double peak = sgemm_peak(2048);
+    double peak = bench_sgemm_gflops(2048);
     char cpu[256];
     bench_cpu_model(cpu, sizeof cpu);
     printf("bench_vit: EVA ViT-g depth %d, batch %d, threads %d; precision %s, matrices %s; oneDNN isa %s\n", depth,
