@@ -521,6 +521,11 @@ int t5_seqs_reorder(t5_seq **seqs, int n, const int *src, arena *a, lion_status 
     return 0;
 }
 
+/* A step's attention runs its rows on the OpenMP team only above this many floats of keys
+ * (rows x keys x inner): waking the team costs more than it saves below, on these 2-core VMs
+ * tens of microseconds, against ~1 us of attention per 1000 keys' floats. */
+#define T5_ATTENTION_PARALLEL_MIN ((size_t)1 << 20)
+
 int t5_step(const t5_model *m, t5_seq *const *seqs, int n, const int32_t *tokens, float *logits, arena *a,
             lion_status *st) {
     const t5_config *c = &m->cfg;
@@ -568,7 +573,7 @@ int t5_step(const t5_model *m, t5_seq *const *seqs, int n, const int32_t *tokens
             memcpy(s->v + at, kv + ((size_t)n + r) * inner, inner * sizeof(float));
         }
         /* each row attends to its own cache (rows in parallel when there is work enough) */
-#pragma omp parallel for schedule(static) if ((size_t)n * max_k * inner > 65536)
+#pragma omp parallel for schedule(static) if ((size_t)n * max_k * inner > T5_ATTENTION_PARALLEL_MIN)
         for (int r = 0; r < n; r++) {
             const t5_seq *sq = seqs[r];
             const size_t layer = (size_t)i * sq->capacity * inner;
@@ -582,7 +587,7 @@ int t5_step(const t5_model *m, t5_seq *const *seqs, int n, const int32_t *tokens
         /* cross-attention: each row to its request's encoder output */
         rmsnorm_forward(x, h, l->cross.norm, n, d, c->ln_eps);
         if (product(m, &l->cross.q, q, x, n, a, st)) goto fail;
-#pragma omp parallel for schedule(static) if ((size_t)n * max_enc * inner > 65536)
+#pragma omp parallel for schedule(static) if ((size_t)n * max_enc * inner > T5_ATTENTION_PARALLEL_MIN)
         for (int r = 0; r < n; r++) {
             const t5_cross *xc = seqs[r]->cross;
             const size_t layer = (size_t)i * xc->enc_len * inner;
