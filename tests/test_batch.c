@@ -175,6 +175,30 @@ static void check_jsonl_run(const char *dir, const char *batch, const char *url,
     check_drawn(dir, meta);
 }
 
+/* --params: --images with one generation field for all: every answer stops at 1 token. */
+static void check_params_run(const char *dir, const char *batch, const char *url) {
+    char cmd[16384], path[4400];
+    snprintf(cmd, sizeof cmd,
+             "%s --gateway %s --progress none --images '%s/img_*.png' --instruction 'what is in the image' "
+             "--params '{\"max_new_tokens\":1,\"num_beams\":1}' --out %s/params.jsonl 2> %s/params.txt",
+             batch, url, dir, dir, dir);
+    CHECK_EQ_INT(run(cmd), 0);
+    snprintf(path, sizeof path, "%s/params.jsonl", dir);
+    char *text = read_text(path);
+    int lines = 0, one_token = 0;
+    for (char *line = text ? strtok(text, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *status = cJSON_GetObjectItemCaseSensitive(o, "status");
+        const cJSON *tokens = cJSON_GetObjectItemCaseSensitive(o, "generated_tokens");
+        lines++;
+        one_token += cJSON_IsNumber(status) && status->valueint == 200 && cJSON_IsNumber(tokens) && tokens->valueint == 1;
+        cJSON_Delete(o);
+    }
+    CHECK_MSG(lines >= 2 && one_token == lines, "--params max_new_tokens 1: %d of %d answers have 1 token", one_token,
+              lines);
+    free(text);
+}
+
 static void check_examples_run(const char *dir, const char *batch, const char *url) {
     char cmd[16384], path[4400];
     snprintf(cmd, sizeof cmd, "%s --gateway %s --check --progress plain %s/requests.json > %s/ex.jsonl 2> %s/ex.txt",
@@ -220,6 +244,18 @@ static void check_errors(const char *dir, const char *batch, int dead_port) {
     err = read_text(path);
     CHECK_CONTAINS(err, "bad.jsonl:2: missing 'instruction'");
     free(err);
+    /* --params: an object of fields the input does not give each request */
+    static const char *const params[][2] = {{"'[1]'", "--params: not a JSON object"},
+                                            {"'{\"image\":\"x.png\"}'", "--params: 'image' is given per request"},
+                                            {"'{\"model\":\"m\"}'", "(or by --model)"}};
+    for (int i = 0; i < 3; i++) {
+        snprintf(cmd, sizeof cmd, "%s --params %s %s/requests.json 2> %s/params_bad.txt", batch, params[i][0], dir, dir);
+        CHECK_EQ_INT(run(cmd), 2);
+        snprintf(path, sizeof path, "%s/params_bad.txt", dir);
+        err = read_text(path);
+        CHECK_CONTAINS(err, params[i][1]);
+        free(err);
+    }
 }
 
 /* A gateway with no workers answers 503 + Retry-After: retried --retries times, then reported. */
@@ -716,6 +752,7 @@ static void run_real_workers(void) {
     if (ok) {
         check_jsonl_run(dir, batch, url, meta);
         check_examples_run(dir, batch, url);
+        check_params_run(dir, batch, url);
     }
     stop_all();
     check_retries(dir, batch, gw);

@@ -119,6 +119,33 @@ int batch_requests_set_model(batch_requests *r, const char *model, lion_status *
     return 0;
 }
 
+/* The fields --params cannot set: lion-batch's own, and those the input gives each request. */
+static int is_per_request(const char *name) {
+    return is_local(name) || !strcmp(name, "instruction") || !strcmp(name, "task") || !strcmp(name, "model");
+}
+
+int batch_requests_set_params(batch_requests *r, const char *json, lion_status *st) {
+    cJSON *params = cJSON_Parse(json);
+    int rc = 0;
+    if (!cJSON_IsObject(params))
+        rc = lion_fail(st, LION_EINVAL, "--params: not a JSON object: %.80s", json);
+    for (const cJSON *f = params ? params->child : NULL; rc == 0 && f; f = f->next)
+        if (is_per_request(f->string))
+            rc = lion_fail(st, LION_EINVAL, "--params: '%s' is given per request (%s), not by --params", f->string,
+                           !strcmp(f->string, "model") ? "or by --model" : "by the input");
+    for (size_t i = 0; rc == 0 && i < r->n; i++)
+        for (const cJSON *f = params->child; rc == 0 && f; f = f->next) {
+            if (cJSON_GetObjectItemCaseSensitive(r->items[i].body, f->string)) continue; /* the request's own */
+            cJSON *copy = cJSON_Duplicate(f, 1);
+            if (!copy || !cJSON_AddItemToObject(r->items[i].body, f->string, copy)) {
+                cJSON_Delete(copy);
+                rc = lion_fail(st, LION_ENOMEM, "--params: no memory");
+            }
+        }
+    cJSON_Delete(params);
+    return rc;
+}
+
 static void request_free(batch_request *r) {
     free(r->id);
     free(r->image_path);

@@ -40,6 +40,11 @@ int batch_requests_from_images(const char *dir_or_glob, const char *instruction,
                                batch_requests *out, lion_status *st);
 /* --model: every request without a "model" of its own asks for this one. */
 int batch_requests_set_model(batch_requests *r, const char *model, lion_status *st);
+/* --params: json, an object of /v1/generate fields (generation parameters: "max_new_tokens",
+ * "num_beams", ...), added to every request that does not set them itself. Fields that come
+ * with each request (id, image, instruction, task, model, expected, ...) are refused; the
+ * rest the gateway checks, and its 400 names a field it does not take. */
+int batch_requests_set_params(batch_requests *r, const char *json, lion_status *st);
 /* The index of the request with this id, -1 when there is none. */
 long batch_requests_find(const batch_requests *r, const char *id);
 void batch_requests_free(batch_requests *r);

@@ -24,6 +24,7 @@ typedef struct batch_options {
     const char *requests;               /* the requests file, NULL with --images */
     const char *images, *instruction, *task;
     const char *model; /* --model: the gateway's model for requests that name none */
+    const char *params; /* --params: a JSON object of fields for requests that lack them */
     const char *out, *draw_dir;         /* out NULL: stdout */
     int concurrency, retries, timeout_ms, max_retry_wait_ms, check, resume;
     progress_mode progress;

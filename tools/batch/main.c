@@ -79,6 +79,8 @@ static const args_option batch_options_table[] = {
      .help = "with --images: image_level or region_level", .deflt = "image_level"},
     {.name = "--model", .env = "LION_BATCH_MODEL", .metavar = "NAME", .kind = ARG_STRING, ARGS_AT(batch_options, model),
      .min = 1, .max = 256, .help = "the model of requests that name none (the gateway's default when not given)"},
+    {.name = "--params", .metavar = "JSON", .kind = ARG_STRING, ARGS_AT(batch_options, params),
+     .help = "fields for every request that lacks them, e.g. '{\"max_new_tokens\":16,\"num_beams\":1}'"},
     {.name = "--check", .kind = ARG_FLAG, ARGS_AT(batch_options, check),
      .help = "compare with \"expected\"; per-task accuracy, exit 1 on any failure"},
     {.name = "--draw", .metavar = "DIR", .kind = ARG_STRING, ARGS_AT(batch_options, draw_dir),
@@ -103,7 +105,7 @@ static const batch_options option_defaults = {.task = "image_level", .concurrenc
 static void usage(FILE *out) {
     fprintf(out,
             "usage: lion-batch [options] REQUESTS\n"
-            "       lion-batch [options] --images DIR|GLOB --instruction TEXT [--task ROUTE]\n"
+            "       lion-batch [options] --images DIR|GLOB --instruction TEXT [--task ROUTE] [--params JSON]\n"
             "  REQUESTS                  requests.json ({\"requests\": [...]}, tools/train/evaluate.py) or JSONL,\n"
             "                            one {\"id\",\"image\",\"instruction\",\"task\",\"tags\"?,...} per line\n");
     batch_options defaults = option_defaults;
@@ -205,6 +207,7 @@ int main(int argc, char **argv) {
     int rc = o.images ? batch_requests_from_images(o.images, o.instruction, o.task, &reqs, &st)
                       : batch_requests_load(o.requests, &reqs, &st);
     if (rc == 0 && o.model && (rc = batch_requests_set_model(&reqs, o.model, &st)) != 0) batch_requests_free(&reqs);
+    if (rc == 0 && o.params && (rc = batch_requests_set_params(&reqs, o.params, &st)) != 0) batch_requests_free(&reqs);
     if (rc != 0) {
         fprintf(stderr, "lion-batch: %s\n", st.msg);
         options_free(&o);
