@@ -1,6 +1,7 @@
 /* bench_util.h - what every benchmark measures besides its own subject: the clock, the CPU
- * model, and the memory-bandwidth floor (a streaming read measured in the same process, so
- * that a bandwidth-bound figure is a ratio to what this machine does right now). */
+ * model, the memory-bandwidth floor and the compute ceiling (a streaming read and a large
+ * sgemm measured in the same process, so that a figure is a ratio to what this machine does
+ * right now). */
 #ifndef LION_BENCH_UTIL_H
 #define LION_BENCH_UTIL_H
 
