@@ -212,6 +212,16 @@ static void check_examples_run(const char *dir, const char *batch, const char *u
     free(err);
 }
 
+/* lion-batch ARGS refuses to run: exit 2 and message on stderr (kept in err_path). */
+static void check_refused(const char *batch, const char *args, const char *err_path, const char *message) {
+    char cmd[16384];
+    snprintf(cmd, sizeof cmd, "%s %s 2> %s", batch, args, err_path);
+    CHECK_MSG(run(cmd) == 2, "lion-batch %s: not refused with exit 2", args);
+    char *err = read_text(err_path);
+    CHECK_CONTAINS(err, message);
+    free(err);
+}
+
 static void check_errors(const char *dir, const char *batch, int dead_port) {
     char cmd[16384], path[4400];
     /* nobody listens: each request retried, then a transport error; exit 1 */
@@ -238,23 +248,16 @@ static void check_errors(const char *dir, const char *batch, int dead_port) {
     FILE *f = fopen(path, "w");
     fputs("{\"id\":1,\"image\":\"img_0.png\",\"instruction\":\"hi\"}\n{\"id\":2,\"image\":\"img_0.png\"}\n", f);
     fclose(f);
-    snprintf(cmd, sizeof cmd, "%s %s 2> %s/bad.txt", batch, path, dir);
-    CHECK_EQ_INT(run(cmd), 2);
-    snprintf(path, sizeof path, "%s/bad.txt", dir);
-    err = read_text(path);
-    CHECK_CONTAINS(err, "bad.jsonl:2: missing 'instruction'");
-    free(err);
+    char err_path[4400];
+    snprintf(err_path, sizeof err_path, "%s/refused.txt", dir);
+    check_refused(batch, path, err_path, "bad.jsonl:2: missing 'instruction'");
     /* --params: an object of fields the input does not give each request */
     static const char *const params[][2] = {{"'[1]'", "--params: not a JSON object"},
                                             {"'{\"image\":\"x.png\"}'", "--params: 'image' is given per request"},
                                             {"'{\"model\":\"m\"}'", "(or by --model)"}};
     for (int i = 0; i < 3; i++) {
-        snprintf(cmd, sizeof cmd, "%s --params %s %s/requests.json 2> %s/params_bad.txt", batch, params[i][0], dir, dir);
-        CHECK_EQ_INT(run(cmd), 2);
-        snprintf(path, sizeof path, "%s/params_bad.txt", dir);
-        err = read_text(path);
-        CHECK_CONTAINS(err, params[i][1]);
-        free(err);
+        snprintf(cmd, sizeof cmd, "--params %s %s/requests.json", params[i][0], dir);
+        check_refused(batch, cmd, err_path, params[i][1]);
     }
 }
 
@@ -654,16 +657,10 @@ static void scenario_images(stub_pipeline *p) {
     check_out_complete("--images GLOB --task region_level", out, 1, names, "find the dog", "region");
 
     /* mistakes are named */
-    snprintf(cmd, sizeof cmd, "%s --images %s 2> %s", batch_bin, dir, err);
-    CHECK_EQ_INT(run(cmd), 2);
-    text = read_text(err);
-    CHECK_CONTAINS(text, "--images needs --instruction");
-    free(text);
-    snprintf(cmd, sizeof cmd, "%s --images '%s/*.gif' --instruction x 2> %s", batch_bin, dir, err);
-    CHECK_EQ_INT(run(cmd), 2);
-    text = read_text(err);
-    CHECK_CONTAINS(text, "no file matches it");
-    free(text);
+    snprintf(cmd, sizeof cmd, "--images %s", dir);
+    check_refused(batch_bin, cmd, err, "--images needs --instruction");
+    snprintf(cmd, sizeof cmd, "--images '%s/*.gif' --instruction x", dir);
+    check_refused(batch_bin, cmd, err, "no file matches it");
 }
 
 /* Two gateways, one of them dead (nobody listens on its port), given both ways (a repeated
