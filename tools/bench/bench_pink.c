@@ -78,33 +78,11 @@ static void die(const char *what) {
 
 /* ------------------------------------------------------------------ random weights */
 
-static size_t total_bytes;
-
-/* Uniform in [-scale/2, scale/2) from a xorshift: rand_r is too slow for gigabytes. */
-static float *random_floats(size_t n, float scale, uint64_t *state) {
-    float *p = bench_alloc("bench_pink", n * sizeof(float));
-    total_bytes += n * sizeof(float);
-    uint64_t x = *state;
-    for (size_t i = 0; i < n; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        p[i] = scale * ((float)(x >> 40) / (float)(1 << 24) - 0.5f);
-    }
-    *state = x;
-    return p;
-}
-
-static float *constant_floats(size_t n, float v) {
-    float *p = bench_alloc("bench_pink", n * sizeof(float));
-    total_bytes += n * sizeof(float);
-    for (size_t i = 0; i < n; i++) p[i] = v;
-    return p;
-}
-
 /* A Linear of random weights in precision p (clip.h holds its matrices as linear.h Linears);
  * a bf16 one keeps only its bf16 copy. */
 static void random_linear(linear *l, size_t out, size_t in, lion_precision p, uint64_t *s) {
     lion_status st;
-    float *w = random_floats(out * in, 0.05f, s);
+    float *w = bench_random_floats(out * in, 0.05f, s);
     if (linear_from_f32(l, w, (int)out, (int)in, p, 0, &st)) die(st.msg);
     if (p != PRECISION_F32) free(w);
 }
@@ -119,30 +97,30 @@ static void random_clip(clip_model *m, const clip_config *c, lion_precision prec
     const size_t bn = c->adapter_dim;
     m->tokens = (int)(1 + g * g);
     m->patches = m->tokens - 1;
-    m->class_emb = random_floats(d, 0.2f, s);
-    m->patch_w = random_floats(d * 3 * p * p, 0.05f, s);
-    m->pos_emb = random_floats((size_t)m->tokens * d, 0.2f, s);
-    m->pre_ln_w = constant_floats(d, 1.0f);
-    m->pre_ln_b = random_floats(d, 0.1f, s);
+    m->class_emb = bench_random_floats(d, 0.2f, s);
+    m->patch_w = bench_random_floats(d * 3 * p * p, 0.05f, s);
+    m->pos_emb = bench_random_floats((size_t)m->tokens * d, 0.2f, s);
+    m->pre_ln_w = bench_constant_floats(d, 1.0f);
+    m->pre_ln_b = bench_random_floats(d, 0.1f, s);
     random_linear(&m->proj, (size_t)c->proj_dim, d, prec, s);
-    m->proj_b = random_floats((size_t)c->proj_dim, 0.1f, s);
+    m->proj_b = bench_random_floats((size_t)c->proj_dim, 0.1f, s);
     clip_layer *layers = calloc((size_t)m->run, sizeof *layers);
     if (!layers) die("out of memory");
     for (int i = 0; i < m->run; i++) {
         clip_layer *l = &layers[i];
-        l->ln1_w = l->ln2_w = constant_floats(d, 1.0f);
-        l->ln1_b = random_floats(d, 0.1f, s);
-        l->ln2_b = random_floats(d, 0.1f, s);
-        random_linear(&l->q, d, d, prec, s), l->q_b = random_floats(d, 0.1f, s);
-        random_linear(&l->k, d, d, prec, s), l->k_b = random_floats(d, 0.1f, s);
-        random_linear(&l->v, d, d, prec, s), l->v_b = random_floats(d, 0.1f, s);
-        random_linear(&l->o, d, d, prec, s), l->o_b = random_floats(d, 0.1f, s);
-        random_linear(&l->fc1, f, d, prec, s), l->fc1_b = random_floats(f, 0.1f, s);
-        random_linear(&l->fc2, d, f, prec, s), l->fc2_b = random_floats(d, 0.1f, s);
+        l->ln1_w = l->ln2_w = bench_constant_floats(d, 1.0f);
+        l->ln1_b = bench_random_floats(d, 0.1f, s);
+        l->ln2_b = bench_random_floats(d, 0.1f, s);
+        random_linear(&l->q, d, d, prec, s), l->q_b = bench_random_floats(d, 0.1f, s);
+        random_linear(&l->k, d, d, prec, s), l->k_b = bench_random_floats(d, 0.1f, s);
+        random_linear(&l->v, d, d, prec, s), l->v_b = bench_random_floats(d, 0.1f, s);
+        random_linear(&l->o, d, d, prec, s), l->o_b = bench_random_floats(d, 0.1f, s);
+        random_linear(&l->fc1, f, d, prec, s), l->fc1_b = bench_random_floats(f, 0.1f, s);
+        random_linear(&l->fc2, d, f, prec, s), l->fc2_b = bench_random_floats(d, 0.1f, s);
         if (bn && c->adapter_attn) {
             clip_adapter *ad = &l->adapter_attn;
-            random_linear(&ad->down, bn, d, prec, s), ad->down_b = random_floats(bn, 0.1f, s);
-            random_linear(&ad->up, d, bn, prec, s), ad->up_b = random_floats(d, 0.1f, s);
+            random_linear(&ad->down, bn, d, prec, s), ad->down_b = bench_random_floats(bn, 0.1f, s);
+            random_linear(&ad->up, d, bn, prec, s), ad->up_b = bench_random_floats(d, 0.1f, s);
         }
     }
     m->layer = layers;
@@ -151,7 +129,7 @@ static void random_clip(clip_model *m, const clip_config *c, lion_precision prec
 /* An f32 LINEAR_STEP linear (llama.h) over a new random array. */
 static void random_step_linear(linear *l, int out, int in, uint64_t *s) {
     lion_status st;
-    if (linear_from_f32(l, random_floats((size_t)out * in, 0.05f, s), out, in, PRECISION_F32, LINEAR_STEP, &st))
+    if (linear_from_f32(l, bench_random_floats((size_t)out * in, 0.05f, s), out, in, PRECISION_F32, LINEAR_STEP, &st))
         die(st.msg);
 }
 
@@ -162,16 +140,16 @@ static void random_llama(llama_model *m, const llama_config *c, uint64_t *s) {
     m->q_dim = c->heads * m->head_dim;
     m->kv_dim = c->kv_heads * m->head_dim;
     const size_t d = c->dim, f = c->hidden, qd = m->q_dim, kvd = m->kv_dim, bn = c->adapter_dim;
-    m->embed = random_floats((size_t)c->vocab_size * d, 1.0f, s);
-    m->norm = constant_floats(d, 1.0f);
+    m->embed = bench_random_floats((size_t)c->vocab_size * d, 1.0f, s);
+    m->norm = bench_constant_floats(d, 1.0f);
     m->precision = PRECISION_F32;
     random_step_linear(&m->lm_head, c->vocab_size, c->dim, s);
     llama_layer *layers = calloc((size_t)c->layers, sizeof *layers);
     if (!layers) die("out of memory");
     for (int i = 0; i < c->layers; i++) {
         llama_layer *l = &layers[i];
-        l->attn_norm = constant_floats(d, 1.0f);
-        l->ffn_norm = constant_floats(d, 1.0f);
+        l->attn_norm = bench_constant_floats(d, 1.0f);
+        l->ffn_norm = bench_constant_floats(d, 1.0f);
         random_step_linear(&l->wq, (int)qd, (int)d, s);
         random_step_linear(&l->wk, (int)kvd, (int)d, s);
         random_step_linear(&l->wv, (int)kvd, (int)d, s);
@@ -181,8 +159,8 @@ static void random_llama(llama_model *m, const llama_config *c, uint64_t *s) {
         random_step_linear(&l->w_down, (int)d, (int)f, s);
         if (bn && c->adapter_attn) {
             llama_adapter *ad = &l->adapter_attn;
-            ad->down_w = random_floats(bn * d, 0.05f, s), ad->down_b = random_floats(bn, 0.1f, s);
-            ad->up_w = random_floats(d * bn, 0.05f, s), ad->up_b = random_floats(d, 0.1f, s);
+            ad->down_w = bench_random_floats(bn * d, 0.05f, s), ad->down_b = bench_random_floats(bn, 0.1f, s);
+            ad->up_w = bench_random_floats(d * bn, 0.05f, s), ad->up_b = bench_random_floats(d, 0.1f, s);
         }
     }
     m->layer = layers;
@@ -420,7 +398,7 @@ int main(int argc, char **argv) {
         ids = bench_alloc("bench_pink", (size_t)prompt * sizeof *ids);
         for (int i = 0; i < prompt; i++) ids[i] = i == 0 ? 1 : (int32_t)(3 + (int64_t)i * 7919 % (o.vocab - 3));
         if (prompt < IMAGE_AT + patches + 1) image_at = prompt > patches ? prompt - patches - 1 : 0;
-        pixels = random_floats((size_t)3 * 224 * 224, 2.0f, &seed);
+        pixels = bench_random_floats((size_t)3 * 224 * 224, 2.0f, &seed);
     }
     if (image_at < 0 || image_at + patches >= prompt) {
         fprintf(stderr, "bench_pink: a prompt of %d positions cannot hold %d image rows at %d and a text position "
@@ -559,7 +537,7 @@ int main(int argc, char **argv) {
                w.bytes_f32 / 1e9, 4 * clip_elems(&cc, run) / 1e9, 4 * llama_elems(&lm) / 1e9, t_fill);
     else
         printf("  weights         random in memory: f32 %.2f GB (CLIP %.3f GB, LLaMA %.3f GB), filled in %.1f s\n",
-               total_bytes / 1e9, 4 * clip_elems(&cc, run) / 1e9, 4 * llama_elems(&lm) / 1e9, t_fill);
+               bench_floats_bytes() / 1e9, 4 * clip_elems(&cc, run) / 1e9, 4 * llama_elems(&lm) / 1e9, t_fill);
     printf("  llama matrices  %s, %.3f GB (converted in %.1f s); oneDNN isa %s\n", linear_form(&lm.layer[0].w_up),
            llama_matrix_bytes(&lm, NULL) / 1e9, t_convert, onednn_isa_name());
     printf("  timings         median (best) of %d, interleaved\n", o.reps);

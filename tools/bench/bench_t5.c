@@ -48,7 +48,6 @@
 #include <time.h>
 #include <unistd.h>
 
-
 #include "args.h"
 #include "bench_util.h"
 #include "cpu_features.h"
@@ -63,34 +62,10 @@
 #define MAX_BEAMS 16 /* rows of a timed step: matvec's design range */
 #define MAX_REPS 32
 
-
-static size_t total_bytes;
-
-
-/* Uniform in [-scale/2, scale/2), from a xorshift: filling 11 GB with rand_r is too slow. */
-static float *random_floats(size_t n, float scale, uint64_t *state) {
-    float *p = bench_alloc("bench_t5", n * sizeof(float));
-    total_bytes += n * sizeof(float);
-    uint64_t x = *state;
-    for (size_t i = 0; i < n; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        p[i] = scale * ((float)(x >> 40) / (float)(1 << 24) - 0.5f);
-    }
-    *state = x;
-    return p;
-}
-
-static float *constant_floats(size_t n, float v) {
-    float *p = bench_alloc("bench_t5", n * sizeof(float));
-    total_bytes += n * sizeof(float);
-    for (size_t i = 0; i < n; i++) p[i] = v;
-    return p;
-}
-
 /* An f32 linear over a new random array (the bench owns the array: free_matrices). */
 static void random_linear(linear *l, int out, int in, int flags, uint64_t *s) {
     lion_status st;
-    if (linear_from_f32(l, random_floats((size_t)out * in, 0.05f, s), out, in, PRECISION_F32, flags, &st)) {
+    if (linear_from_f32(l, bench_random_floats((size_t)out * in, 0.05f, s), out, in, PRECISION_F32, flags, &st)) {
         fprintf(stderr, "bench_t5: %s\n", st.msg);
         exit(1);
     }
@@ -98,7 +73,7 @@ static void random_linear(linear *l, int out, int in, int flags, uint64_t *s) {
 
 /* qo: the flags of q and o, kv: of k and v (LINEAR_STEP for the decoder step's). */
 static void random_attention(t5_attention *at, int d, int inner, int qo, int kv, uint64_t *s) {
-    at->norm = constant_floats((size_t)d, 1.0f);
+    at->norm = bench_constant_floats((size_t)d, 1.0f);
     random_linear(&at->q, inner, d, qo, s);
     random_linear(&at->k, inner, d, kv, s);
     random_linear(&at->v, inner, d, kv, s);
@@ -107,20 +82,20 @@ static void random_attention(t5_attention *at, int d, int inner, int qo, int kv,
 
 static void random_ff(t5_ff *ff, const t5_config *c, int flags, uint64_t *s) {
     size_t d = c->d_model, bn = c->adapter_bottleneck;
-    ff->norm = constant_floats(d, 1.0f);
+    ff->norm = bench_constant_floats(d, 1.0f);
     random_linear(&ff->wi_0, c->d_ff, c->d_model, flags, s);
     random_linear(&ff->wi_1, c->d_ff, c->d_model, flags, s);
     random_linear(&ff->wo, c->d_model, c->d_ff, flags, s);
     for (int k = 0; k < c->adapters; k++) {
         t5_adapter *ad = &ff->adapters[k];
-        ad->scale = constant_floats(1, 0.1f);
-        ad->down_w = random_floats(bn * d, 0.05f, s);
-        ad->down_b = constant_floats(bn, 0.0f);
-        ad->up_w = random_floats(d * bn, 0.05f, s);
-        ad->up_b = constant_floats(d, 0.0f);
+        ad->scale = bench_constant_floats(1, 0.1f);
+        ad->down_w = bench_random_floats(bn * d, 0.05f, s);
+        ad->down_b = bench_constant_floats(bn, 0.0f);
+        ad->up_w = bench_random_floats(d * bn, 0.05f, s);
+        ad->up_b = bench_constant_floats(d, 0.0f);
     }
-    ff->router_ratio1 = constant_floats(2 * d, 0.5f);
-    ff->router_ratio2 = constant_floats(2 * d, 0.5f);
+    ff->router_ratio1 = bench_constant_floats(2 * d, 0.5f);
+    ff->router_ratio2 = bench_constant_floats(2 * d, 0.5f);
 }
 
 static void random_stack(t5_stack *st, const t5_config *c, int layers, int decoder, uint64_t *s) {
@@ -133,8 +108,8 @@ static void random_stack(t5_stack *st, const t5_config *c, int layers, int decod
         if (decoder) random_attention(&st->layers[i].cross, c->d_model, inner, LINEAR_STEP, 0, s);
         random_ff(&st->layers[i].ff, c, step, s);
     }
-    st->rel_bias = random_floats((size_t)c->rel_buckets * c->heads, 1.0f, s);
-    st->final_norm = constant_floats(c->d_model, 1.0f);
+    st->rel_bias = bench_random_floats((size_t)c->rel_buckets * c->heads, 1.0f, s);
+    st->final_norm = bench_constant_floats(c->d_model, 1.0f);
 }
 
 /* Weights one decoder step reads, in elements: the matrices that go bf16 with --precision
@@ -183,7 +158,6 @@ static double model_elems(const t5_config *c) {
 }
 
 /* ------------------------------------------------------------------ the floor (as bench_matvec) */
-
 
 /* ------------------------------------------------------------------ steps */
 
@@ -275,8 +249,6 @@ static double rss_bytes(void) {
     return kb * 1024;
 }
 
-
-
 /* ------------------------------------------------------------------ options */
 
 typedef struct bench_options {
@@ -363,7 +335,7 @@ static int bench_model(const bench_options *o, const int *beam_counts, int n_bea
     const t5_config c = m->cfg;
     const int bf16 = m->precision == PRECISION_BF16, enc_len = 289 + o->tokens;
     uint64_t seed = 0x9e3779b97f4a7c15ull;
-    float *x = random_floats((size_t)enc_len * c.d_model, 1.0f, &seed);
+    float *x = bench_random_floats((size_t)enc_len * c.d_model, 1.0f, &seed);
     float *enc = bench_alloc("bench_t5", (size_t)enc_len * c.d_model * sizeof(float));
     arena a;
     arena_init(&a, 0);
@@ -468,7 +440,7 @@ int main(int argc, char **argv) {
     uint64_t seed = 0x9e3779b97f4a7c15ull;
     t5_model m = {.cfg = c, .precision = PRECISION_F32};
     double t0 = bench_now();
-    m.shared = random_floats((size_t)c.vocab_size * c.d_model, 1.0f, &seed);
+    m.shared = bench_random_floats((size_t)c.vocab_size * c.d_model, 1.0f, &seed);
     random_linear(&m.lm_head, c.vocab_size, c.d_model, LINEAR_STEP, &seed);
     random_stack(&m.encoder, &c, layers, 0, &seed);
     random_stack(&m.decoder, &c, layers, 1, &seed);
@@ -493,7 +465,7 @@ int main(int argc, char **argv) {
     }
 
     const int enc_len = 289 + text_tokens;
-    float *x = random_floats((size_t)enc_len * c.d_model, 1.0f, &seed);
+    float *x = bench_random_floats((size_t)enc_len * c.d_model, 1.0f, &seed);
     float *enc = bench_alloc("bench_t5", (size_t)enc_len * c.d_model * sizeof(float));
     float *enc_b = bf16 ? bench_alloc("bench_t5", (size_t)enc_len * c.d_model * sizeof(float)) : NULL;
     arena a;

@@ -129,6 +129,29 @@ void stream_free(stream_buffer *sb) {
     sb->words = NULL;
 }
 
+static size_t floats_bytes;
+
+float *bench_random_floats(size_t n, float scale, uint64_t *state) {
+    float *p = bench_alloc("random weights", n * sizeof(float));
+    floats_bytes += n * sizeof(float);
+    uint64_t x = *state;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        p[i] = scale * ((float)(x >> 40) / (float)(1 << 24) - 0.5f);
+    }
+    *state = x;
+    return p;
+}
+
+float *bench_constant_floats(size_t n, float v) {
+    float *p = bench_alloc("constant weights", n * sizeof(float));
+    floats_bytes += n * sizeof(float);
+    for (size_t i = 0; i < n; i++) p[i] = v;
+    return p;
+}
+
+size_t bench_floats_bytes(void) { return floats_bytes; }
+
 double bench_sgemm_gflops(int n) {
     float *a = calloc((size_t)n * n, 4), *b = calloc((size_t)n * n, 4), *c = calloc((size_t)n * n, 4);
     if (!a || !b || !c) {
