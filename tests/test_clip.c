@@ -18,16 +18,6 @@
 
 #define TOL 1e-4
 
-static const float *io_floats(safetensors_file *io, const char *key, size_t n) {
-    lion_status st;
-    tensor t;
-    if (safetensors_get(io, key, &t, &st) || t.dtype != DTYPE_F32 || (size_t)tensor_numel(&t) != n) {
-        testing_fail(__FILE__, __LINE__, "fixture tensor %s missing or of the wrong size", key);
-        return NULL;
-    }
-    return t.data;
-}
-
 /* Worst relative error of features and tokens of m on the fixture's pixels (INFINITY on failure). */
 static double forward_error(const clip_model *m, const float *pixels, int batch, const float *want_f,
                             const float *want_t, float *feat, float *tok, arena *a) {
@@ -65,8 +55,8 @@ static void run_case(const char *name, clip_config cfg, int batch, int check_wro
     }
     const int d = cfg.dim, P = m.patches, S = cfg.image_size;
     const size_t nf = (size_t)batch * P * d, nt = (size_t)batch * P * cfg.proj_dim;
-    const float *pixels = io_floats(io, "pixels", (size_t)batch * 3 * S * S);
-    const float *want_f = io_floats(io, "features", nf), *want_t = io_floats(io, "tokens", nt);
+    const float *pixels = testing_floats(io, "pixels", (size_t)batch * 3 * S * S);
+    const float *want_f = testing_floats(io, "features", nf), *want_t = testing_floats(io, "tokens", nt);
     float *feat = malloc(nf * sizeof(float)), *tok = malloc(nt * sizeof(float));
     arena a;
     arena_init(&a, 0);

@@ -22,33 +22,6 @@
 
 #define TOL 1e-4
 
-static const float *io_floats(safetensors_file *io, const char *key, size_t n) {
-    lion_status st;
-    tensor t;
-    if (safetensors_get(io, key, &t, &st) || t.dtype != DTYPE_F32 || (size_t)tensor_numel(&t) != n) {
-        testing_fail(__FILE__, __LINE__, "fixture tensor %s missing or of the wrong size", key);
-        return NULL;
-    }
-    return t.data;
-}
-
-static const int32_t *io_ints(safetensors_file *io, const char *key, size_t n) {
-    lion_status st;
-    tensor t;
-    if (safetensors_get(io, key, &t, &st) || t.dtype != DTYPE_I32 || (size_t)tensor_numel(&t) != n) {
-        testing_fail(__FILE__, __LINE__, "fixture tensor %s missing or of the wrong size", key);
-        return NULL;
-    }
-    return t.data;
-}
-
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
 typedef struct fixture {
     weights w;
     safetensors_file *io;
@@ -78,12 +51,12 @@ static int fixture_open(fixture *fx, const char *name, const llama_config *cfg, 
     }
     const size_t V = (size_t)cfg->vocab_size;
     fx->lens[0] = len0, fx->lens[1] = len1, fx->steps = steps;
-    fx->prompt0 = io_floats(fx->io, "prompt_embeds_0", (size_t)len0 * cfg->dim);
-    fx->prompt1 = io_ints(fx->io, "prompt_ids_1", (size_t)len1);
-    fx->tokens[0] = io_ints(fx->io, "tokens_0", (size_t)steps);
-    fx->tokens[1] = io_ints(fx->io, "tokens_1", (size_t)steps);
-    fx->logits[0] = io_floats(fx->io, "logits_0", (size_t)steps * V);
-    fx->logits[1] = io_floats(fx->io, "logits_1", (size_t)steps * V);
+    fx->prompt0 = testing_floats(fx->io, "prompt_embeds_0", (size_t)len0 * cfg->dim);
+    fx->prompt1 = testing_ints(fx->io, "prompt_ids_1", (size_t)len1);
+    fx->tokens[0] = testing_ints(fx->io, "tokens_0", (size_t)steps);
+    fx->tokens[1] = testing_ints(fx->io, "tokens_1", (size_t)steps);
+    fx->logits[0] = testing_floats(fx->io, "logits_0", (size_t)steps * V);
+    fx->logits[1] = testing_floats(fx->io, "logits_1", (size_t)steps * V);
     if (!fx->prompt0 || !fx->prompt1 || !fx->tokens[0] || !fx->tokens[1] || !fx->logits[0] || !fx->logits[1]) {
         llama_free(&fx->m);
         safetensors_close(fx->io);
@@ -158,7 +131,7 @@ static void run_case(const char *name, llama_config cfg, int len0, int len1, int
             worst = fmax(worst, e);
             snprintf(what, sizeof what, "%s sequence %d, %s %d", name, q, s ? "step" : "prefill", s);
             CHECK_CLOSE(logits + (size_t)q * V, want, V, TOL, what);
-            next[q] = argmax(logits + (size_t)q * V, V);
+            next[q] = testing_argmax(logits + (size_t)q * V, V);
             if (next[q] != fx.tokens[q][s]) {
                 same_tokens = 0;
                 testing_fail(__FILE__, __LINE__, "%s sequence %d: greedy token %d is %d, the reference's %d", name, q,

@@ -24,23 +24,6 @@
 #define TOL 1e-4
 #define REC_TEXT "the red dog"
 
-static const void *io_get(safetensors_file *io, const char *key, int dtype, size_t n) {
-    lion_status st;
-    tensor t;
-    if (safetensors_get(io, key, &t, &st) || (int)t.dtype != dtype || (size_t)tensor_numel(&t) != n) {
-        testing_fail(__FILE__, __LINE__, "fixture tensor %s missing or of the wrong size", key);
-        return NULL;
-    }
-    return t.data;
-}
-
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
 int main(void) {
     lion_status st = {0};
     model_config cfg;
@@ -85,9 +68,9 @@ int main(void) {
 
     /* vision: features and tokens */
     const int P = cm.patches, D = cc.dim, E = lc.dim, V = lc.vocab_size;
-    const float *pixels = io_get(io, "pixels", DTYPE_F32, (size_t)3 * cc.image_size * cc.image_size);
-    const float *want_f = io_get(io, "features", DTYPE_F32, (size_t)P * D);
-    const float *want_t = io_get(io, "vision_tokens", DTYPE_F32, (size_t)P * E);
+    const float *pixels = testing_tensor(io, "pixels", DTYPE_F32, (size_t)3 * cc.image_size * cc.image_size);
+    const float *want_f = testing_tensor(io, "features", DTYPE_F32, (size_t)P * D);
+    const float *want_t = testing_tensor(io, "vision_tokens", DTYPE_F32, (size_t)P * E);
     features = malloc((size_t)P * D * sizeof *features);
     vtokens = malloc((size_t)P * E * sizeof *vtokens);
     if (!pixels || !want_f || !want_t) goto out;
@@ -99,7 +82,7 @@ int main(void) {
     CHECK_MSG(pink_prompt_build(&pk->prompt, tok, PINK_TASK_REC, REC_TEXT, NULL, (size_t)pk->llm.max_positions, &pp,
                                 &st) == 0,
               "pink_prompt_build: %s", st.msg);
-    const int32_t *off = io_get(io, "image_offset", DTYPE_I32, 1);
+    const int32_t *off = testing_tensor(io, "image_offset", DTYPE_I32, 1);
     tensor ids_t;
     if (!off || safetensors_get(io, "ids", &ids_t, &st)) goto out;
     size_t n_ids = (size_t)tensor_numel(&ids_t);
@@ -114,7 +97,7 @@ int main(void) {
     if (safetensors_get(io, "tokens", &tk, &st)) goto out;
     const int steps = (int)tensor_numel(&tk);
     const int32_t *want_tokens = tk.data;
-    const float *want_logits = io_get(io, "logits", DTYPE_F32, (size_t)steps * V);
+    const float *want_logits = testing_tensor(io, "logits", DTYPE_F32, (size_t)steps * V);
     x = malloc(n_ids * E * sizeof *x);
     logits = malloc((size_t)V * sizeof *logits);
     if (!want_logits || !x || !logits || llama_cache_init(&cache, &lm, 1, (int)n_ids + steps, &st) ||
@@ -132,7 +115,7 @@ int main(void) {
         snprintf(what, sizeof what, "logits of step %d", s);
         CHECK_CLOSE(logits, want_logits + (size_t)s * V, V, TOL, what);
         worst = fmax(worst, testing_rel_err(logits, want_logits + (size_t)s * V, V));
-        int32_t next = argmax(logits, V);
+        int32_t next = testing_argmax(logits, V);
         if (next != want_tokens[s]) {
             same = 0;
             testing_fail(__FILE__, __LINE__, "greedy token %d is %d, the reference's %d", s, (int)next,

@@ -42,16 +42,6 @@ static void test_buckets(void) {
     safetensors_close(f);
 }
 
-static const float *io_floats(safetensors_file *io, const char *key, size_t n) {
-    lion_status st;
-    tensor t;
-    if (safetensors_get(io, key, &t, &st) || t.dtype != DTYPE_F32 || (size_t)tensor_numel(&t) != n) {
-        testing_fail(__FILE__, __LINE__, "fixture tensor %s missing or of the wrong size", key);
-        return NULL;
-    }
-    return t.data;
-}
-
 static void run_case(const char *name, t5_config cfg, int batch, int len, int steps) {
     char path[4096], io_path[4096];
     snprintf(path, sizeof path, "%s.safetensors", testing_fixture(name));
@@ -77,7 +67,7 @@ static void run_case(const char *name, t5_config cfg, int batch, int len, int st
     }
     const int d = cfg.d_model, V = cfg.vocab_size;
     const size_t n_enc = (size_t)batch * len * d;
-    const float *x = io_floats(io, "inputs_embeds", n_enc);
+    const float *x = testing_floats(io, "inputs_embeds", n_enc);
     tensor tmask, ttok;
     CHECK(safetensors_get(io, "key_mask", &tmask, &st) == 0 && tensor_numel(&tmask) == batch * len);
     CHECK(safetensors_get(io, "tokens", &ttok, &st) == 0 && tensor_numel(&ttok) == batch * steps);
@@ -89,9 +79,9 @@ static void run_case(const char *name, t5_config cfg, int batch, int len, int st
     for (int r = 0; r < 2 && x; r++) {
         char key[32], what[96];
         snprintf(key, sizeof key, "enc_%d", r);
-        const float *want_enc = io_floats(io, key, n_enc);
+        const float *want_enc = testing_floats(io, key, n_enc);
         snprintf(key, sizeof key, "logits_%d", r);
-        const float *want_logits = io_floats(io, key, (size_t)steps * batch * V);
+        const float *want_logits = testing_floats(io, key, (size_t)steps * batch * V);
         if (!want_enc || !want_logits) continue;
         CHECK_MSG(t5_encode(&m, x, mask, batch, len, r, enc, &a, &st) == 0, "%s", st.msg);
         snprintf(what, sizeof what, "%s encoder, router %d", name, r);
@@ -158,7 +148,7 @@ static void bf16_steps(const t5_model *mf, const t5_model *mb, safetensors_file 
     lion_status st;
     const int d = mf->cfg.d_model, V = mf->cfg.vocab_size;
     const size_t n_enc = (size_t)batch * len * d;
-    const float *x = io_floats(io, "inputs_embeds", n_enc);
+    const float *x = testing_floats(io, "inputs_embeds", n_enc);
     tensor tmask, ttok;
     if (!x || safetensors_get(io, "key_mask", &tmask, &st) || safetensors_get(io, "tokens", &ttok, &st)) {
         CHECK_MSG(0, "fixture inputs missing");
@@ -172,7 +162,7 @@ static void bf16_steps(const t5_model *mf, const t5_model *mb, safetensors_file 
     for (int r = 0; r < 2; r++) {
         char key[32];
         snprintf(key, sizeof key, "logits_%d", r);
-        const float *want = ref ? io_floats(io, key, (size_t)steps * batch * V) : NULL;
+        const float *want = ref ? testing_floats(io, key, (size_t)steps * batch * V) : NULL;
         CHECK_MSG(t5_encode(mf, x, tmask.data, batch, len, r, enc, &a, &st) == 0, "%s", st.msg);
         CHECK_MSG(t5_encode(mb, x, tmask.data, batch, len, r, enc_b, &a, &st) == 0, "%s", st.msg);
         fig->enc_vs_f32 = fmax(fig->enc_vs_f32, testing_rel_err(enc_b, enc, n_enc));
@@ -404,7 +394,7 @@ static void test_beam_cache(lion_precision precision) {
     t5_model m;
     CHECK_MSG(t5_load_with(&m, &cfg, &w, precision, &st) == 0, "%s", st.msg);
     const int batch = 3, len = 40, beams = 2, V = 128;
-    const float *enc = io_floats(io, "enc_1", (size_t)batch * len * 32);
+    const float *enc = testing_floats(io, "enc_1", (size_t)batch * len * 32);
     tensor tmask;
     CHECK(safetensors_get(io, "key_mask", &tmask, &st) == 0);
     arena a;

@@ -111,23 +111,6 @@ static request *read_requests(const char *path, size_t *count) {
     return rs;
 }
 
-static const void *io_get(safetensors_file *io, const char *key, int dtype, size_t n) {
-    lion_status st;
-    tensor t;
-    if (safetensors_get(io, key, &t, &st) || (int)t.dtype != dtype || (size_t)tensor_numel(&t) != n) {
-        testing_fail(__FILE__, __LINE__, "fixture tensor %s missing or of the wrong size", key);
-        return NULL;
-    }
-    return t.data;
-}
-
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
 int main(void) {
     lion_status st = {0};
     model_config cfg;
@@ -186,8 +169,8 @@ int main(void) {
     if (safetensors_get(io, "pixels", &pt, &st)) goto out;
     const int ref_scenes = (int)(tensor_numel(&pt) / img);
     const float *want_pix = pt.data;
-    const float *want_f = io_get(io, "features", DTYPE_F32, (size_t)ref_scenes * P * D);
-    const float *want_t = io_get(io, "vision_tokens", DTYPE_F32, (size_t)ref_scenes * P * E);
+    const float *want_f = testing_tensor(io, "features", DTYPE_F32, (size_t)ref_scenes * P * D);
+    const float *want_t = testing_tensor(io, "vision_tokens", DTYPE_F32, (size_t)ref_scenes * P * E);
     if (!want_f || !want_t) goto out;
 
     const int capacity = pk->llm.max_positions;
@@ -253,7 +236,7 @@ int main(void) {
         if (k >= 0) {
             char key[32];
             snprintf(key, sizeof key, "logits_%d", k);
-            want_logits = io_get(io, key, DTYPE_F32, (r->n_answer + 1) * (size_t)V);
+            want_logits = testing_tensor(io, key, DTYPE_F32, (r->n_answer + 1) * (size_t)V);
         }
         /* prefill with the image spliced in, then greedy steps */
         llama_cache_reset(&cache, 0);
@@ -277,7 +260,7 @@ int main(void) {
                 worst_logits = fmax(worst_logits, testing_rel_err(logits, want_logits + (size_t)s * V, V));
                 logit_steps++;
             }
-            int32_t next = argmax(logits, V);
+            int32_t next = testing_argmax(logits, V);
             if (next == pk->tokenizer.eos_id) break;
             got[n_got++] = next;
             rc = llama_step(&lm, &cache, 1, &slot, &next, logits, &a, &st);

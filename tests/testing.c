@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "safetensors.h"
+
 int testing_passed, testing_failed;
 
 void testing_fail(const char *file, int line, const char *fmt, ...) {
@@ -85,4 +87,21 @@ unsigned char *testing_read_file(const char *path, size_t *len) {
     fclose(f);
     *len = (size_t)n;
     return buf;
+}
+
+const void *testing_tensor_at(const char *file, int line, safetensors_file *f, const char *key, int dtype, size_t n) {
+    lion_status st;
+    tensor t;
+    if (!f || safetensors_get(f, key, &t, &st) || (int)t.dtype != dtype || (size_t)tensor_numel(&t) != n) {
+        testing_fail(file, line, "fixture tensor %s missing, or not %zu values of dtype %d", key, n, dtype);
+        return NULL;
+    }
+    return t.data;
+}
+
+int testing_argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
 }

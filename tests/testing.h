@@ -35,6 +35,16 @@ unsigned char *testing_read_file(const char *path, size_t *len);
 /* max |a-b| / max(max|b|, tiny): the relative error the issues state tolerances in. */
 double testing_rel_err(const float *a, const float *b, size_t n);
 double testing_max_abs_err(const float *a, const float *b, size_t n);
+/* A fixture tensor: key's data when it holds exactly n values of dtype (a tensor.h DTYPE_*),
+ * else a failed check at the caller's line naming the key, and NULL. */
+struct safetensors_file;
+const void *testing_tensor_at(const char *file, int line, struct safetensors_file *f, const char *key, int dtype,
+                              size_t n);
+#define testing_tensor(f, key, dtype, n) testing_tensor_at(__FILE__, __LINE__, (f), (key), (dtype), (n))
+#define testing_floats(f, key, n) ((const float *)testing_tensor((f), (key), DTYPE_F32, (n)))
+#define testing_ints(f, key, n) ((const int32_t *)testing_tensor((f), (key), DTYPE_I32, (n)))
+/* The index of x's largest value (the first of equal ones): a greedy token. */
+int testing_argmax(const float *x, int n);
 
 #define CHECK(cond)                                                                 \
     do {                                                                            \
