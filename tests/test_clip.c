@@ -31,21 +31,11 @@ static double forward_error(const clip_model *m, const float *pixels, int batch,
 }
 
 static void run_case(const char *name, clip_config cfg, int batch, int check_wrong) {
-    char path[4096], io_path[4096], what[128];
-    snprintf(path, sizeof path, "%s.safetensors", testing_fixture(name));
-    snprintf(io_path, sizeof io_path, "%s_io.safetensors", testing_fixture(name));
+    char what[128];
     lion_status st;
     weights w;
     safetensors_file *io;
-    if (weights_open(&w, path, "", &st)) {
-        CHECK_MSG(0, "%s", st.msg);
-        return;
-    }
-    if (safetensors_open(&io, io_path, &st)) {
-        CHECK_MSG(0, "%s", st.msg);
-        weights_close(&w);
-        return;
-    }
+    if (testing_open_model(name, "", &w, &io)) return;
     clip_model m;
     if (clip_load(&m, &cfg, &w, &st)) {
         CHECK_MSG(0, "%s: %s", name, st.msg);

@@ -34,18 +34,12 @@ typedef struct fixture {
 } fixture;
 
 static int fixture_open(fixture *fx, const char *name, const llama_config *cfg, int len0, int len1, int steps) {
-    char path[4096], io_path[4096];
-    snprintf(path, sizeof path, "%s.safetensors", testing_fixture(name));
-    snprintf(io_path, sizeof io_path, "%s_io.safetensors", testing_fixture(name));
     lion_status st;
     memset(fx, 0, sizeof *fx);
-    if (weights_open(&fx->w, path, "", &st)) {
-        CHECK_MSG(0, "%s", st.msg);
-        return -1;
-    }
-    if (safetensors_open(&fx->io, io_path, &st) || llama_load(&fx->m, cfg, &fx->w, &st)) {
+    if (testing_open_model(name, "", &fx->w, &fx->io)) return -1;
+    if (llama_load(&fx->m, cfg, &fx->w, &st)) {
         CHECK_MSG(0, "%s: %s", name, st.msg);
-        if (fx->io) safetensors_close(fx->io);
+        safetensors_close(fx->io);
         weights_close(&fx->w);
         return -1;
     }

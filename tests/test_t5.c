@@ -43,21 +43,10 @@ static void test_buckets(void) {
 }
 
 static void run_case(const char *name, t5_config cfg, int batch, int len, int steps) {
-    char path[4096], io_path[4096];
-    snprintf(path, sizeof path, "%s.safetensors", testing_fixture(name));
-    snprintf(io_path, sizeof io_path, "%s_io.safetensors", testing_fixture(name));
     lion_status st;
     weights w;
     safetensors_file *io;
-    if (weights_open(&w, path, "t5_model.", &st)) {
-        CHECK_MSG(0, "%s", st.msg);
-        return;
-    }
-    if (safetensors_open(&io, io_path, &st)) {
-        CHECK_MSG(0, "%s", st.msg);
-        weights_close(&w);
-        return;
-    }
+    if (testing_open_model(name, "t5_model.", &w, &io)) return;
     t5_model m;
     if (t5_load(&m, &cfg, &w, &st)) {
         CHECK_MSG(0, "%s: %s", name, st.msg);
@@ -305,21 +294,10 @@ static int many_bf16(const linear *l) {
  * nothing, so bf16 matches the reference as f32 does (but for x, which oneDNN rounds to bf16
  * on a native CPU); at XL widths the rounding is then checked on perturbed weights. */
 static void bf16_case(const char *name, t5_config cfg, int batch, int len, int steps, int bf16_file) {
-    char path[4096], io_path[4096];
-    snprintf(path, sizeof path, "%s.safetensors", testing_fixture(name));
-    snprintf(io_path, sizeof io_path, "%s_io.safetensors", testing_fixture(name));
     lion_status st;
     weights w;
     safetensors_file *io;
-    if (weights_open(&w, path, "t5_model.", &st)) {
-        CHECK_MSG(0, "%s", st.msg);
-        return;
-    }
-    if (safetensors_open(&io, io_path, &st)) {
-        CHECK_MSG(0, "%s", st.msg);
-        weights_close(&w);
-        return;
-    }
+    if (testing_open_model(name, "t5_model.", &w, &io)) return;
     t5_model mf, mb;
     CHECK(t5_load_with(&mb, &cfg, &w, PRECISION_AUTO, &st) == -1);
     CHECK_CONTAINS(st.msg, "precision auto");

@@ -20,19 +20,12 @@ typedef struct fixture {
 } fixture;
 
 static int fixture_open(fixture *f, const char *name) {
-    char path[4096];
     lion_status st;
     memset(f, 0, sizeof *f);
-    snprintf(path, sizeof path, "%s", testing_fixture(name));
-    strncat(path, ".safetensors", sizeof path - strlen(path) - 1);
-    if (weights_open(&f->w, path, "", &st)) {
+    if (testing_open_model(name, "", &f->w, &f->io)) return -1;
+    if (safetensors_get(f->io, "thresholds", &f->thresholds, &st)) {
         CHECK_MSG(0, "%s", st.msg);
-        return -1;
-    }
-    snprintf(path, sizeof path, "%s", testing_fixture(name));
-    strncat(path, "_io.safetensors", sizeof path - strlen(path) - 1);
-    if (safetensors_open(&f->io, path, &st) || safetensors_get(f->io, "thresholds", &f->thresholds, &st)) {
-        CHECK_MSG(0, "%s", st.msg);
+        safetensors_close(f->io);
         weights_close(&f->w);
         return -1;
     }

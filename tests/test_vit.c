@@ -11,19 +11,11 @@
 
 static void run_case(const char *name, int image, int patch, int dim, int depth, int heads, int mlp, int batch,
                      const int *layers, int n_out) {
-    char path[4096], io_path[4096], key[32];
-    snprintf(path, sizeof path, "%s", testing_fixture(name));
-    strncat(path, ".safetensors", sizeof path - strlen(path) - 1);
-    snprintf(io_path, sizeof io_path, "%s", testing_fixture(name));
-    strncat(io_path, "_io.safetensors", sizeof io_path - strlen(io_path) - 1);
-
+    char key[32];
     lion_status st;
     weights w;
     safetensors_file *io;
-    if (weights_open(&w, path, "visual_encoder.", &st) || safetensors_open(&io, io_path, &st)) {
-        CHECK_MSG(0, "%s", st.msg);
-        return;
-    }
+    if (testing_open_model(name, "visual_encoder.", &w, &io)) return;
     vit_config cfg = {image, patch, dim, depth, heads, mlp, 1e-6f};
     vit_model m;
     CHECK_MSG(vit_load(&m, &cfg, &w, &st) == 0, "%s: %s", name, st.msg);

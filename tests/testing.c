@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "safetensors.h"
+#include "weights.h"
 
 int testing_passed, testing_failed;
 
@@ -104,4 +105,26 @@ int testing_argmax(const float *x, int n) {
     for (int i = 1; i < n; i++)
         if (x[i] > x[b]) b = i;
     return b;
+}
+
+int testing_open_model(const char *name, const char *prefix, weights *w, safetensors_file **io) {
+    char path[4200], io_path[4200];
+    lion_status st;
+    const char *base = testing_fixture(name);
+    const int n = snprintf(path, sizeof path, "%s.safetensors", base);
+    const int n_io = snprintf(io_path, sizeof io_path, "%s_io.safetensors", base);
+    if (n < 0 || n_io < 0 || (size_t)n >= sizeof path || (size_t)n_io >= sizeof io_path) {
+        testing_fail(__FILE__, __LINE__, "fixture %s: path too long", name);
+        return -1;
+    }
+    if (weights_open(w, path, prefix, &st)) {
+        testing_fail(__FILE__, __LINE__, "%s", st.msg);
+        return -1;
+    }
+    if (safetensors_open(io, io_path, &st)) {
+        testing_fail(__FILE__, __LINE__, "%s", st.msg);
+        weights_close(w);
+        return -1;
+    }
+    return 0;
 }

@@ -43,6 +43,11 @@ const void *testing_tensor_at(const char *file, int line, struct safetensors_fil
 #define testing_tensor(f, key, dtype, n) testing_tensor_at(__FILE__, __LINE__, (f), (key), (dtype), (n))
 #define testing_floats(f, key, n) ((const float *)testing_tensor((f), (key), DTYPE_F32, (n)))
 #define testing_ints(f, key, n) ((const int32_t *)testing_tensor((f), (key), DTYPE_I32, (n)))
+/* A model fixture of gen_X.py: <name>.safetensors opened as weights (keys under prefix) and
+ * <name>_io.safetensors (the inputs and the reference's outputs), both in the fixtures folder.
+ * 0, or -1 after a failed check naming the file, with neither left open. */
+struct weights;
+int testing_open_model(const char *name, const char *prefix, struct weights *w, struct safetensors_file **io);
 /* The index of x's largest value (the first of equal ones): a greedy token. */
 int testing_argmax(const float *x, int n);
 
