@@ -18,66 +18,6 @@ static const char *const PINK_ADDED[] = {"<im_patch>", "<des>", "</des>", "<loc>
                                          "<cls>", "</cls>", "<qes>", "</qes>", "<opt>", "</opt>"};
 #define N_PINK_ADDED (sizeof PINK_ADDED / sizeof PINK_ADDED[0])
 
-struct test_case {
-    char *text, *decoded;
-    int32_t *ids;
-    size_t n_ids;
-};
-
-static int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-}
-
-static char *unhex(const char *h, size_t n) {
-    char *s = malloc(n / 2 + 1);
-    for (size_t i = 0; i + 1 < n; i += 2) s[i / 2] = (char)(hex_value(h[i]) * 16 + hex_value(h[i + 1]));
-    s[n / 2] = '\0';
-    return s;
-}
-
-/* "hex(text) TAB ids TAB hex(decoded)" lines. */
-static struct test_case *read_cases(const char *name, size_t *n_cases) {
-    FILE *f = fopen(testing_fixture(name), "r");
-    *n_cases = 0;
-    if (!f) return NULL;
-    size_t cap = 0;
-    struct test_case *cases = NULL;
-    char *line = NULL;
-    size_t line_cap = 0;
-    while (getline(&line, &line_cap, f) > 0) {
-        char *t1 = strchr(line, '\t'), *t2 = t1 ? strchr(t1 + 1, '\t') : NULL;
-        if (!t2) continue;
-        if (*n_cases == cap) {
-            cap = cap ? 2 * cap : 256;
-            cases = realloc(cases, cap * sizeof *cases);
-        }
-        struct test_case *c = &cases[(*n_cases)++];
-        c->text = unhex(line, (size_t)(t1 - line));
-        c->decoded = unhex(t2 + 1, strcspn(t2 + 1, "\n"));
-        c->ids = malloc(MAX_IDS * sizeof *c->ids);
-        c->n_ids = 0;
-        for (char *p = t1 + 1, *end; p < t2 && c->n_ids < MAX_IDS; p = end) {
-            long v = strtol(p, &end, 10);
-            if (end == p) break;
-            c->ids[c->n_ids++] = (int32_t)v;
-        }
-    }
-    free(line);
-    fclose(f);
-    return cases;
-}
-
-static void free_cases(struct test_case *cases, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        free(cases[i].text);
-        free(cases[i].decoded);
-        free(cases[i].ids);
-    }
-    free(cases);
-}
-
 static void print_ids(const char *label, const int32_t *ids, size_t n) {
     fprintf(stderr, "    %s:", label);
     for (size_t i = 0; i < n && i < 60; i++) fprintf(stderr, " %d", ids[i]);
@@ -99,12 +39,12 @@ static void test_spm_model(const char *model) {
     CHECK_EQ_INT(spm_is_bpe(tok), 1);
     size_t n_cases;
     snprintf(name, sizeof name, "bpe/%s_cases.txt", model);
-    struct test_case *cases = read_cases(name, &n_cases);
+    testing_text_case *cases = testing_read_text_cases(name, MAX_IDS, &n_cases);
     CHECK_MSG(n_cases > 3000, "%s: only %zu cases", name, n_cases);
     int32_t *ids = malloc(MAX_IDS * sizeof *ids);
     size_t bad_ids = 0, bad_text = 0, bytes_seen = 0;
     for (size_t i = 0; i < n_cases; i++) {
-        struct test_case *c = &cases[i];
+        testing_text_case *c = &cases[i];
         size_t n = 0;
         int rc = spm_encode(tok, c->text, ids, MAX_IDS, &n, &st);
         if (rc || !same_ids(ids, n, c->ids, c->n_ids)) {
@@ -134,10 +74,10 @@ static void test_spm_model(const char *model) {
     CHECK_MSG(bad_text == 0, "%s: %zu of %zu cases decode differently", model, bad_text, n_cases);
     /* the byte-fallback models must have exercised it */
     if (strcmp(model, "nfkc") != 0) CHECK_MSG(bytes_seen > 1000, "%s: only %zu byte pieces", model, bytes_seen);
-    free_cases(cases, n_cases);
+    testing_free_text_cases(cases, n_cases);
 
     snprintf(name, sizeof name, "bpe/%s_decode.txt", model);
-    cases = read_cases(name, &n_cases);
+    cases = testing_read_text_cases(name, MAX_IDS, &n_cases);
     CHECK_MSG(n_cases == 1000, "%s: %zu decode cases", name, n_cases);
     bad_text = 0;
     for (size_t i = 0; i < n_cases; i++) {
@@ -153,7 +93,7 @@ static void test_spm_model(const char *model) {
         free(text);
     }
     CHECK_MSG(bad_text == 0, "%s: %zu of %zu id sequences decode differently", model, bad_text, n_cases);
-    free_cases(cases, n_cases);
+    testing_free_text_cases(cases, n_cases);
     free(ids);
     spm_free(tok);
 }
@@ -174,12 +114,12 @@ static void test_hf_layer(const char *file, int legacy) {
     CHECK_MSG(t != NULL, "llama_tok_load: %s", st.msg);
     if (!t) return;
     size_t n_cases;
-    struct test_case *cases = read_cases(file, &n_cases);
+    testing_text_case *cases = testing_read_text_cases(file, MAX_IDS, &n_cases);
     CHECK_MSG(n_cases > 2000, "%s: only %zu cases", file, n_cases);
     int32_t *ids = malloc(MAX_IDS * sizeof *ids);
     size_t bad_ids = 0, bad_text = 0, added_seen = 0;
     for (size_t i = 0; i < n_cases; i++) {
-        struct test_case *c = &cases[i];
+        testing_text_case *c = &cases[i];
         size_t n = 0;
         int rc = llama_tok_encode(t, c->text, ids, MAX_IDS, &n, &st);
         if (rc || !same_ids(ids, n, c->ids, c->n_ids)) {
@@ -204,10 +144,10 @@ static void test_hf_layer(const char *file, int legacy) {
     CHECK_MSG(bad_ids == 0, "%s: %zu of %zu cases encode differently", file, bad_ids, n_cases);
     CHECK_MSG(bad_text == 0, "%s: %zu of %zu cases decode differently", file, bad_text, n_cases);
     CHECK_MSG(added_seen > 500, "%s: only %zu added tokens in the ids", file, added_seen);
-    free_cases(cases, n_cases);
+    testing_free_text_cases(cases, n_cases);
 
     if (!legacy) {
-        cases = read_cases("bpe/llama_hf_decode.txt", &n_cases);
+        cases = testing_read_text_cases("bpe/llama_hf_decode.txt", MAX_IDS, &n_cases);
         CHECK_EQ_INT(n_cases, 1000);
         bad_text = 0;
         for (size_t i = 0; i < n_cases; i++) {
@@ -221,7 +161,7 @@ static void test_hf_layer(const char *file, int legacy) {
             free(text);
         }
         CHECK_MSG(bad_text == 0, "llama_hf_decode: %zu of %zu id sequences decode differently", bad_text, n_cases);
-        free_cases(cases, n_cases);
+        testing_free_text_cases(cases, n_cases);
     }
     free(ids);
     llama_tok_free(t);

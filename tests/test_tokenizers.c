@@ -13,70 +13,6 @@
 #define MAX_IDS 4096
 #define MAX_MISMATCHES_SHOWN 5
 
-struct test_case {
-    char *text, *decoded;
-    int32_t *ids;
-    size_t n_ids;
-};
-
-static int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-}
-
-static char *unhex(const char *h, size_t n) {
-    char *s = malloc(n / 2 + 1);
-    for (size_t i = 0; i + 1 < n; i += 2) s[i / 2] = (char)(hex_value(h[i]) * 16 + hex_value(h[i + 1]));
-    s[n / 2] = '\0';
-    return s;
-}
-
-/* Reads "hex(text) TAB ids TAB hex(decoded)" lines. */
-static struct test_case *read_cases(const char *name, size_t *n_cases) {
-    FILE *f = fopen(testing_fixture(name), "r");
-    *n_cases = 0;
-    if (!f) return NULL;
-    size_t cap = 0;
-    struct test_case *cases = NULL;
-    char *line = NULL;
-    size_t line_cap = 0;
-    while (getline(&line, &line_cap, f) > 0) {
-        char *t1 = strchr(line, '\t'), *t2 = t1 ? strchr(t1 + 1, '\t') : NULL;
-        if (!t2) continue;
-        if (*n_cases == cap) {
-            cap = cap ? 2 * cap : 256;
-            cases = realloc(cases, cap * sizeof *cases);
-        }
-        struct test_case *c = &cases[(*n_cases)++];
-        c->text = unhex(line, (size_t)(t1 - line));
-        size_t dl = strcspn(t2 + 1, "\n");
-        c->decoded = unhex(t2 + 1, dl);
-        c->ids = malloc(MAX_IDS * sizeof *c->ids);
-        c->n_ids = 0;
-        char *p = t1 + 1;
-        while (p < t2) {
-            char *end;
-            long v = strtol(p, &end, 10);
-            if (end == p) break;
-            c->ids[c->n_ids++] = (int32_t)v;
-            p = end;
-        }
-    }
-    free(line);
-    fclose(f);
-    return cases;
-}
-
-static void free_cases(struct test_case *cases, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        free(cases[i].text);
-        free(cases[i].decoded);
-        free(cases[i].ids);
-    }
-    free(cases);
-}
-
 static void print_ids(const char *label, const int32_t *ids, size_t n) {
     fprintf(stderr, "    %s:", label);
     for (size_t i = 0; i < n && i < 60; i++) fprintf(stderr, " %d", ids[i]);
@@ -92,12 +28,12 @@ static void test_t5_model(const char *model) {
     CHECK_MSG(spm_load(testing_fixture(path), &tok, &st) == 0, "spm_load %s: %s", model, st.msg);
     if (!tok) return;
     size_t n_cases;
-    struct test_case *cases = read_cases(cases_name, &n_cases);
+    testing_text_case *cases = testing_read_text_cases(cases_name, MAX_IDS, &n_cases);
     CHECK_MSG(n_cases > 3000, "%s: only %zu cases", cases_name, n_cases);
     int32_t *ids = malloc(MAX_IDS * sizeof *ids);
     size_t id_mismatch = 0, decode_mismatch = 0;
     for (size_t i = 0; i < n_cases; i++) {
-        struct test_case *c = &cases[i];
+        testing_text_case *c = &cases[i];
         size_t n = 0;
         int rc = t5_tokenize(tok, c->text, ids, MAX_IDS, &n, &st);
         if (rc != 0 || n != c->n_ids || memcmp(ids, c->ids, n * sizeof *ids) != 0) {
@@ -176,7 +112,7 @@ static void test_t5_model(const char *model) {
     free(mixed);
 
     free(ids);
-    free_cases(cases, n_cases);
+    testing_free_text_cases(cases, n_cases);
     spm_free(tok);
 }
 
@@ -315,12 +251,12 @@ static void test_bert(void) {
     CHECK_MSG(wordpiece_load(testing_fixture("tokenizers/vocab.txt"), &tok, &st) == 0, "wordpiece_load: %s", st.msg);
     if (!tok) return;
     size_t n_cases;
-    struct test_case *cases = read_cases("tokenizers/bert_cases.txt", &n_cases);
+    testing_text_case *cases = testing_read_text_cases("tokenizers/bert_cases.txt", MAX_IDS, &n_cases);
     CHECK_MSG(n_cases > 3000, "bert: only %zu cases", n_cases);
     int32_t ids[BERT_MAX_LENGTH], mask[BERT_MAX_LENGTH];
     size_t mismatch = 0, truncated = 0;
     for (size_t i = 0; i < n_cases; i++) {
-        struct test_case *c = &cases[i];
+        testing_text_case *c = &cases[i];
         size_t n = 0;
         int rc = bert_encode(tok, c->text, BERT_MAX_LENGTH, ids, mask, &n, &st);
         int ok = rc == 0 && n == c->n_ids && memcmp(ids, c->ids, n * sizeof *ids) == 0;
@@ -363,7 +299,7 @@ static void test_bert(void) {
     CHECK_EQ_INT(st.code, LION_ETOOBIG);
     CHECK_EQ_INT(n, 3);
 
-    free_cases(cases, n_cases);
+    testing_free_text_cases(cases, n_cases);
     wordpiece_free(tok);
 
     CHECK(wordpiece_load("/nonexistent/vocab.txt", &tok, &st) == -1);

@@ -128,3 +128,58 @@ int testing_open_model(const char *name, const char *prefix, weights *w, safeten
     }
     return 0;
 }
+
+static int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+static char *unhex(const char *h, size_t n) {
+    char *s = malloc(n / 2 + 1);
+    if (!s) return NULL;
+    for (size_t i = 0; i + 1 < n; i += 2) s[i / 2] = (char)(hex_value(h[i]) * 16 + hex_value(h[i + 1]));
+    s[n / 2] = '\0';
+    return s;
+}
+
+testing_text_case *testing_read_text_cases(const char *fixture_name, size_t max_ids, size_t *n) {
+    FILE *f = fopen(testing_fixture(fixture_name), "r");
+    *n = 0;
+    if (!f) return NULL;
+    size_t cap = 0, line_cap = 0;
+    testing_text_case *cases = NULL;
+    char *line = NULL;
+    while (getline(&line, &line_cap, f) > 0) {
+        char *t1 = strchr(line, '\t'), *t2 = t1 ? strchr(t1 + 1, '\t') : NULL;
+        if (!t2) continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 256;
+            testing_text_case *grown = realloc(cases, cap * sizeof *cases);
+            if (!grown) break;
+            cases = grown;
+        }
+        testing_text_case *c = &cases[(*n)++];
+        c->text = unhex(line, (size_t)(t1 - line));
+        c->decoded = unhex(t2 + 1, strcspn(t2 + 1, "\n"));
+        c->ids = malloc((max_ids ? max_ids : 1) * sizeof *c->ids);
+        c->n_ids = 0;
+        for (char *p = t1 + 1, *end; c->ids && p < t2 && c->n_ids < max_ids; p = end) {
+            long v = strtol(p, &end, 10);
+            if (end == p) break;
+            c->ids[c->n_ids++] = (int32_t)v;
+        }
+    }
+    free(line);
+    fclose(f);
+    return cases;
+}
+
+void testing_free_text_cases(testing_text_case *cases, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        free(cases[i].text);
+        free(cases[i].decoded);
+        free(cases[i].ids);
+    }
+    free(cases);
+}

@@ -15,6 +15,7 @@
 #define LION_TESTING_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 extern int testing_passed, testing_failed;
@@ -48,6 +49,16 @@ const void *testing_tensor_at(const char *file, int line, struct safetensors_fil
  * 0, or -1 after a failed check naming the file, with neither left open. */
 struct weights;
 int testing_open_model(const char *name, const char *prefix, struct weights *w, struct safetensors_file **io);
+/* Tokenizer cases of a fixture (gen_tokenizers.py, gen_bpe.py): one "hex(text) TAB ids TAB
+ * hex(decoded)" line each, the ids a reference tokenizer gave (at most max_ids kept). NULL
+ * with *n 0 when the file cannot be read; free with testing_free_text_cases. */
+typedef struct testing_text_case {
+    char *text, *decoded;
+    int32_t *ids;
+    size_t n_ids;
+} testing_text_case;
+testing_text_case *testing_read_text_cases(const char *fixture_name, size_t max_ids, size_t *n);
+void testing_free_text_cases(testing_text_case *cases, size_t n);
 /* The index of x's largest value (the first of equal ones): a greedy token. */
 int testing_argmax(const float *x, int n);
 
