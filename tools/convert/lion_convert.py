@@ -684,10 +684,6 @@ def stage_of(k):
 def write(cfg, exp, plan, sources, spm_p, vocab_p, out, dtype):
     from lion_ref.lion import STAGES
     tdt = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise ConvertError("cannot create %s (%s)" % (out, e))
     entries = {s: [] for s in STAGES}
     dest = {}                     # (source id, name) -> [(stage, out name, out dtype)]
     for k in exp:                 # state_dict order: the layout the reference writer gives
@@ -697,15 +693,30 @@ def write(cfg, exp, plan, sources, spm_p, vocab_p, out, dtype):
         odt = tdt if info.dtype.is_floating_point else info.dtype
         entries[s].append((oname, odt, info.shape))
         dest.setdefault((id(src), name), []).append((s, oname, odt))
-    total = sum(torch.empty((), dtype=dt).element_size() * _numel(sh)
-                for s in STAGES for _, dt, sh in entries[s])
     paths = {s: os.path.join(out, cfg[s]["file"]) for s in STAGES}
+    write_model(out, cfg, paths, entries, dest, sources,
+                lambda s: {"format": "lion-model", "stage": s, "dtype": dtype},
+                [(spm_p, "spiece.model"), (vocab_p, "vocab.txt")])
+
+
+def write_model(out, cfg, paths, entries, dest, sources, meta_of, copies):
+    """Writes a model directory: one safetensors file per stage (paths[stage], its tensors
+    entries[stage] = [(name, dtype, shape)] in that order, header metadata meta_of(stage)),
+    filled by streaming each source's tensors once (dest[(id(source), its name)] = [(stage,
+    out name, out dtype)]), each file written as FILE.part and renamed when whole (all of them
+    removed on any failure); then copies [(path, name in out)] and model.json (cfg)."""
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise ConvertError("cannot create %s (%s)" % (out, e))
+    stages = list(paths)
+    total = sum(torch.empty((), dtype=dt).element_size() * _numel(sh)
+                for s in stages for _, dt, sh in entries[s])
     writers = {}
     try:
-        for s in STAGES:
+        for s in stages:
             try:
-                writers[s] = StreamWriter(paths[s] + ".part", entries[s],
-                                          {"format": "lion-model", "stage": s, "dtype": dtype})
+                writers[s] = StreamWriter(paths[s] + ".part", entries[s], meta_of(s))
             except OSError as e:
                 raise ConvertError("cannot write %s (%s)" % (paths[s] + ".part", e))
         bar = Progress(total, "writing")
@@ -731,7 +742,7 @@ def write(cfg, exp, plan, sources, spm_p, vocab_p, out, dtype):
                 raise ConvertError(str(e))
             finally:
                 src.close()
-        for s in STAGES:
+        for s in stages:
             writers[s].close()
             os.replace(paths[s] + ".part", paths[s])
             log("wrote %s (%d tensors, %.1f MB)" % (paths[s], len(entries[s]), os.path.getsize(paths[s]) / 1e6))
@@ -744,8 +755,8 @@ def write(cfg, exp, plan, sources, spm_p, vocab_p, out, dtype):
                 pass
         raise
     try:
-        shutil.copyfile(spm_p, os.path.join(out, "spiece.model"))
-        shutil.copyfile(vocab_p, os.path.join(out, "vocab.txt"))
+        for path, name in copies:
+            shutil.copyfile(path, os.path.join(out, name))
         with open(os.path.join(out, "model.json"), "w", encoding="utf-8") as f:
             json.dump(cfg, f, indent=1)
     except OSError as e:

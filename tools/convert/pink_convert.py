@@ -39,10 +39,7 @@ lines. Every failure is one line, ``pink-convert: error: <file>: ...`` naming th
 the expected and found shapes where there is one, and exit status 2.
 """
 import argparse
-import json
-import math
 import os
-import shutil
 import sys
 import time
 
@@ -54,8 +51,7 @@ import torch  # noqa: E402
 
 import lion_convert as lc  # noqa: E402
 from ckpt_reader import CkptError, fmt_shape  # noqa: E402
-from lion_convert import ConvertError, Progress, need, open_pth, read_json, shape_error  # noqa: E402
-from lion_ref.safetensors_io import StreamWriter  # noqa: E402
+from lion_convert import ConvertError, need, open_pth, read_json, shape_error  # noqa: E402
 from pink_ref import prompt as pink_prompt  # noqa: E402
 from pink_ref.config import llama_config, pink_options, vision_config  # noqa: E402
 
@@ -357,10 +353,6 @@ def source_name(key, a):
 
 def write(cfg, plan, exp_v, exp_l, sources, tok_p, out, dtype):
     tdt = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise ConvertError("cannot create %s (%s)" % (out, e))
     stages = {"vision": exp_v, "llm": exp_l}
     paths = {s: os.path.join(out, cfg["pink"][s]["file"]) for s in stages}
     entries = {s: [(k, tdt, shp) for k, shp in exp.items()] for s, exp in stages.items()}
@@ -368,58 +360,10 @@ def write(cfg, plan, exp_v, exp_l, sources, tok_p, out, dtype):
     for s, exp in stages.items():
         for k in exp:
             src, name = plan[k]
-            dest.setdefault((id(src), name), []).append((s, k))
-    total = sum(torch.empty((), dtype=tdt).element_size() * lc._numel(shp) for s in entries for _, _, shp in entries[s])
-    writers = {}
-    try:
-        for s in stages:
-            try:
-                writers[s] = StreamWriter(paths[s] + ".part", entries[s],
-                                          {"format": "lion-model", "family": "pink", "stage": s, "dtype": dtype})
-            except OSError as e:
-                raise ConvertError("cannot write %s (%s)" % (paths[s] + ".part", e))
-        bar = Progress(total, "writing")
-        for src in sources:
-            names = [n for n in src.infos if (id(src), n) in dest]
-            if not names:
-                continue
-            log("converting %d tensors from %s" % (len(names), src.path))
-            try:
-                src.open()
-                for n in src.order(names):
-                    t = src.get(n)
-                    for s, k in dest[(id(src), n)]:
-                        c = t.to(tdt) if t.dtype != tdt else t
-                        try:
-                            writers[s].write(k, c)
-                        except OSError as e:
-                            raise ConvertError("cannot write %s (%s)" % (paths[s] + ".part", e))
-                        bar.update(c.numel() * c.element_size())
-                        del c
-                    del t
-            except CkptError as e:
-                raise ConvertError(str(e))
-            finally:
-                src.close()
-        for s in stages:
-            writers[s].close()
-            os.replace(paths[s] + ".part", paths[s])
-            log("wrote %s (%d tensors, %.1f MB)" % (paths[s], len(entries[s]), os.path.getsize(paths[s]) / 1e6))
-    except BaseException:
-        for s, w in writers.items():
-            w.abort()
-            try:
-                os.remove(paths[s] + ".part")
-            except OSError:
-                pass
-        raise
-    try:
-        shutil.copyfile(tok_p, os.path.join(out, "tokenizer.model"))
-        with open(os.path.join(out, "model.json"), "w", encoding="utf-8") as f:
-            json.dump(cfg, f, indent=1)
-    except OSError as e:
-        raise ConvertError("cannot write into %s (%s)" % (out, e))
-    log("wrote %s" % os.path.join(out, "model.json"))
+            dest.setdefault((id(src), name), []).append((s, k, tdt))
+    lc.write_model(out, cfg, paths, entries, dest, sources,
+                   lambda s: {"format": "lion-model", "family": "pink", "stage": s, "dtype": dtype},
+                   [(tok_p, "tokenizer.model")])
 
 
 # ------------------------------------------------------------------ main
