@@ -100,11 +100,18 @@ def print_summary(summary, secs):
     print("(%.1f s)" % secs)
 
 
-def write_examples(model_dir, records, out_dir, per_task=1):
-    """A few held-out scenes the model answers correctly, one request per task."""
+LION_EXAMPLES_NOTE = ("instruction = the question only; the server adds the RAM tag prompt. "
+                      "category selects the adapter (region_level: router idx 0, image_level: 1). "
+                      "reference_* = what lion_ref produced with the model's generation defaults.")
+
+
+def write_examples(model_dir, records, out_dir, per_task=1, tasks=None, with_tags=True, note=LION_EXAMPLES_NOTE):
+    """A few held-out scenes the model answers correctly, one request per task (of tasks:
+    default every task but tags), in lion-batch's format (the model's examples/requests.json);
+    with_tags adds the reference's tags. evaluate_pink.py writes tiny-pink's with it."""
     os.makedirs(out_dir, exist_ok=True)
     chosen, used = [], set()
-    for t in ORDER[:-1]:
+    for t in ORDER[:-1] if tasks is None else tasks:
         k = 0
         for r in records:
             # a different scene per task, with more than one object where possible
@@ -120,16 +127,15 @@ def write_examples(model_dir, records, out_dir, per_task=1):
         fn = "scene_%d.png" % (r["seed"] - EVAL_SEED_BASE)
         if not os.path.exists(os.path.join(out_dir, fn)):
             world.make_scene(r["seed"]).image.save(os.path.join(out_dir, fn))
-        reqs.append({"id": j, "image": fn, "task": r["task"], "category": r["category"],
-                     "instruction": r["question"], "expected": r["expected"],
-                     "reference_answer": r["answer"], "reference_tags": r["tags"],
-                     "match": "iou>=0.5" if r["task"] == "rec" else "exact"})
+        q = {"id": j, "image": fn, "task": r["task"], "category": r["category"],
+             "instruction": r["question"], "expected": r["expected"], "reference_answer": r["answer"]}
+        if with_tags:
+            q["reference_tags"] = r["tags"]
+        q["match"] = "iou>=0.5" if r["task"] == "rec" else "exact"
+        reqs.append(q)
     with open(os.path.join(out_dir, "requests.json"), "w") as f:
-        json.dump({"model": os.path.basename(os.path.normpath(model_dir)),
-                   "note": "instruction = the question only; the server adds the RAM tag prompt. "
-                           "category selects the adapter (region_level: router idx 0, image_level: 1). "
-                           "reference_* = what lion_ref produced with the model's generation defaults.",
-                   "requests": reqs}, f, indent=1)
+        json.dump({"model": os.path.basename(os.path.normpath(model_dir)), "note": note, "requests": reqs},
+                  f, indent=1)
     return reqs
 
 

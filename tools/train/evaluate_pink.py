@@ -41,6 +41,7 @@ import torch  # noqa: E402
 
 import tinypink  # noqa: E402
 import world  # noqa: E402
+import evaluate as lion_evaluate  # noqa: E402
 from evaluate import CHANCE, EVAL_SEED_BASE, TARGETS, category_of  # noqa: E402  (the tiny LION's)
 
 ORDER = ["rec", "vqa_colour", "vqa_shape", "count", "relation", "caption", "region_caption"]
@@ -82,39 +83,18 @@ def print_summary(summary, secs):
     print("(%.1f s)" % secs)
 
 
+PINK_EXAMPLES_NOTE = ("instruction = a LION-style request; the llm stage maps it to Pink's task and "
+                      "prompt (caption; vqa with the question; rec with the expression; region_caption "
+                      "with the box). Pink has no tagger and no router: category only names the task "
+                      "kind. reference_answer = what pink_ref produced with the model's generation "
+                      "defaults (greedy).")
+
+
 def write_examples(model_dir, records, out_dir, per_task=1):
     """A few held-out scenes the model answers correctly, one request per task, in lion-batch's
     format (the tiny LION's examples/requests.json): LION-style instructions."""
-    os.makedirs(out_dir, exist_ok=True)
-    chosen, used = [], set()
-    for t in ORDER:
-        k = 0
-        for r in records:
-            # a different scene per task, with more than one object where possible
-            if (r["task"] == t and r["correct"] and r["seed"] not in used
-                    and len(world.make_scene(r["seed"]).objects) >= 2):
-                chosen.append(r)
-                used.add(r["seed"])
-                k += 1
-                if k >= per_task:
-                    break
-    reqs = []
-    for j, r in enumerate(chosen):
-        fn = "scene_%d.png" % (r["seed"] - EVAL_SEED_BASE)
-        if not os.path.exists(os.path.join(out_dir, fn)):
-            world.make_scene(r["seed"]).image.save(os.path.join(out_dir, fn))
-        reqs.append({"id": j, "image": fn, "task": r["task"], "category": r["category"],
-                     "instruction": r["question"], "expected": r["expected"], "reference_answer": r["answer"],
-                     "match": "iou>=0.5" if r["task"] == "rec" else "exact"})
-    with open(os.path.join(out_dir, "requests.json"), "w") as f:
-        json.dump({"model": os.path.basename(os.path.normpath(model_dir)),
-                   "note": "instruction = a LION-style request; the llm stage maps it to Pink's task and "
-                           "prompt (caption; vqa with the question; rec with the expression; region_caption "
-                           "with the box). Pink has no tagger and no router: category only names the task "
-                           "kind. reference_answer = what pink_ref produced with the model's generation "
-                           "defaults (greedy).",
-                   "requests": reqs}, f, indent=1)
-    return reqs
+    return lion_evaluate.write_examples(model_dir, records, out_dir, per_task, tasks=ORDER, with_tags=False,
+                                        note=PINK_EXAMPLES_NOTE)
 
 
 def main():
