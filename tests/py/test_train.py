@@ -4,10 +4,7 @@ it runs every stage and exports a model directory that lion_ref loads, and it is
 reproducible: a run stopped at a stage boundary and resumed (as after an interruption)
 exports files byte-identical to an uninterrupted run's."""
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -16,31 +13,16 @@ TRAIN = os.path.join(ROOT, "tools", "train", "train.py")
 sys.path.insert(0, os.path.join(ROOT, "tools", "reference"))
 sys.path.insert(0, os.path.join(ROOT, "tools", "train"))
 
+import smoke_training  # noqa: E402  (tests/py)
+
 FILES = ["model.json", "vision.safetensors", "tagger.safetensors", "aggregator.safetensors",
          "llm.safetensors", "spiece.model", "vocab.txt"]
 
 
-def train(work, *extra):
-    r = subprocess.run([sys.executable, TRAIN, "--smoke", "--work", work, *extra],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
-    if r.returncode != 0:
-        raise AssertionError("train.py %s failed:\n%s" % (" ".join(extra), r.stdout[-3000:]))
-    return r.stdout
-
-
-class TrainSmokeTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="tinytrain_")
-        cls.whole = os.path.join(cls.tmp, "whole")
-        cls.log = train(cls.whole)
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-
-    def model_dir(self, work):
-        return os.path.join(work, "smoke", "model")
+class TrainSmokeTest(smoke_training.SmokeTraining):
+    SCRIPT = TRAIN
+    PREFIX = "tinytrain_"
+    TIMEOUT = 600
 
     def test_every_stage_runs_and_exports(self):
         import train
@@ -62,10 +44,10 @@ class TrainSmokeTest(unittest.TestCase):
 
     def test_resumed_run_is_identical(self):
         work = os.path.join(self.tmp, "resumed")
-        log = train(work, "--stop-after", "stage2")
+        log = self.train(work, "--stop-after", "stage2")
         self.assertIn("stopped after stage2", log)
         self.assertFalse(os.path.exists(self.model_dir(work)))
-        log = train(work)
+        log = self.train(work)
         self.assertIn("resumed: done ['stage0', 'stage0b', 'stage1', 'stage2']", log)
         self.assertNotIn("stage1 done", log)
         for f in FILES:

@@ -8,9 +8,7 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
-import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -18,30 +16,15 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 TRAIN = os.path.join(ROOT, "tools", "train", "train_pink.py")
 sys.path.insert(0, os.path.join(ROOT, "tools", "train"))
 
+import smoke_training  # noqa: E402  (tests/py)
+
 FILES = ["model.json", "vision.safetensors", "llm.safetensors", "tokenizer.model"]
 
 
-def train(work, *extra):
-    r = subprocess.run([sys.executable, TRAIN, "--smoke", "--work", work, *extra],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
-    if r.returncode != 0:
-        raise AssertionError("train_pink.py %s failed:\n%s" % (" ".join(extra), r.stdout[-3000:]))
-    return r.stdout
-
-
-class TrainPinkSmokeTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="tinypink_")
-        cls.whole = os.path.join(cls.tmp, "whole")
-        cls.log = train(cls.whole)
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-
-    def model_dir(self, work):
-        return os.path.join(work, "smoke", "model")
+class TrainPinkSmokeTest(smoke_training.SmokeTraining):
+    SCRIPT = TRAIN
+    PREFIX = "tinypink_"
+    TIMEOUT = 300
 
     def test_exports_a_pink_model_dir(self):
         for stage in ("stage0", "main", "main2"):
@@ -80,9 +63,9 @@ class TrainPinkSmokeTest(unittest.TestCase):
         os.makedirs(os.path.join(work, "smoke"))
         shutil.copyfile(os.path.join(self.whole, "smoke", "tokenizer.model"),
                         os.path.join(work, "smoke", "tokenizer.model"))
-        log = train(work, "--stop-at", "2")
+        log = self.train(work, "--stop-at", "2")
         self.assertIn("stopped at step 2", log)
-        log = train(work)
+        log = self.train(work)
         self.assertIn("resumed main at step 2", log)
         for f in FILES:
             with open(os.path.join(self.model_dir(work), f), "rb") as a, \
