@@ -12,6 +12,7 @@
 #include "gateway_impl.h"
 #include "image.h"
 #include "log.h"
+#include "openai_chat.h"
 
 void api_respond_json(http_conn *c, int status, cJSON *root, int retry_after_s) {
     char *text = cJSON_PrintUnformatted(root);
@@ -373,79 +374,6 @@ fail:
     respond_status(gw, c, &st);
 }
 
-/* A user message's text part joins the instruction (parts of one message are joined by a space). */
-static int chat_add_text(char **instruction, const char *text, lion_status *st) {
-    size_t have = *instruction ? strlen(*instruction) : 0, add = strlen(text);
-    char *joined = realloc(*instruction, have + add + 2);
-    if (!joined) return lion_fail(st, LION_ENOMEM, "out of memory");
-    if (have) joined[have++] = ' ';
-    memcpy(joined + have, text, add + 1);
-    *instruction = joined;
-    return 0;
-}
-
-/* One content part of message `index`: text (kept when the message is the user's) or the
- * request's one image_url (a data URI). */
-static int chat_read_part(const cJSON *part, int index, int user, char **instruction, const char **image_url,
-                          lion_status *st) {
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
-    if (!cJSON_IsString(type)) return lion_fail(st, LION_EINVAL, "message %d: a content part without a 'type'", index);
-    if (!strcmp(type->valuestring, "text")) {
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
-        if (!cJSON_IsString(t))
-            return lion_fail(st, LION_EINVAL, "message %d: a text part without a 'text' string", index);
-        return user ? chat_add_text(instruction, t->valuestring, st) : 0;
-    }
-    if (strcmp(type->valuestring, "image_url") != 0)
-        return lion_fail(st, LION_EINVAL, "message %d: unsupported content part type \"%.32s\"", index,
-                         type->valuestring);
-    const cJSON *iu = cJSON_GetObjectItemCaseSensitive(part, "image_url");
-    const cJSON *url = cJSON_IsObject(iu) ? cJSON_GetObjectItemCaseSensitive(iu, "url") : iu;
-    if (!cJSON_IsString(url))
-        return lion_fail(st, LION_EINVAL, "message %d: an image_url part without a 'url' string", index);
-    if (*image_url) return lion_fail(st, LION_EINVAL, "more than one image: LION answers about one image per request");
-    if (strncmp(url->valuestring, "data:", 5) != 0)
-        return lion_fail(st, LION_EINVAL,
-                         "image_url must be a data URI (data:image/png;base64,...): the gateway fetches no URLs");
-    *image_url = url->valuestring;
-    return 0;
-}
-
-/* The instruction (the text of the last user message, malloc'd) and the image's data URI (a
- * view into root) of an OpenAI chat request's messages. */
-static int chat_read_messages(const cJSON *root, char **instruction, const char **image_url, lion_status *st) {
-    *instruction = NULL;
-    *image_url = NULL;
-    const cJSON *messages = cJSON_GetObjectItemCaseSensitive(root, "messages");
-    if (!cJSON_IsArray(messages) || cJSON_GetArraySize(messages) == 0)
-        return lion_fail(st, LION_EINVAL, "missing 'messages' (a non-empty array)");
-    int index = 0;
-    const cJSON *msg;
-    cJSON_ArrayForEach(msg, messages) {
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(msg, "role");
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
-        if (!cJSON_IsString(role) || !(cJSON_IsString(content) || cJSON_IsArray(content)))
-            return lion_fail(st, LION_EINVAL, "message %d needs a 'role' string and a 'content' string or array", index);
-        const int user = !strcmp(role->valuestring, "user");
-        if (user) { /* the last user message is the instruction */
-            free(*instruction);
-            *instruction = NULL;
-        }
-        if (cJSON_IsString(content)) {
-            if (user && !(*instruction = strdup(content->valuestring))) return lion_fail(st, LION_ENOMEM, "out of memory");
-        } else {
-            const cJSON *part;
-            cJSON_ArrayForEach(part, content) {
-                if (chat_read_part(part, index, user, instruction, image_url, st) != 0) return -1;
-            }
-        }
-        index++;
-    }
-    if (!*image_url) return lion_fail(st, LION_EINVAL, "no image: add an image_url content part with a data URI");
-    if (!*instruction) return lion_fail(st, LION_EINVAL, "no user message with text");
-    return 0;
-}
-
 /* The task type: "lion_task" when given, else region-level for a served model named with
  * "-region" (region), else image-level. */
 static int chat_task_type(const cJSON *root, int region, Lion__Task *task, lion_status *st) {
@@ -455,42 +383,6 @@ static int chat_task_type(const cJSON *root, int region, Lion__Task *task, lion_
     if (!lt) return 0;
     if (!cJSON_IsString(lt)) return lion_fail(st, LION_EINVAL, "'lion_task' must be a string");
     return parse_task_type(lt->valuestring, &task->task_type, st);
-}
-
-/* OpenAI fields this server does not do are refused by name, never ignored; fields with a
- * value that changes nothing (text output, no penalties, no log-probabilities) are taken. */
-static int chat_refuse_unsupported(const cJSON *root, lion_status *st) {
-    static const char *const never[] = {"tools", "tool_choice", "functions", "function_call", "logit_bias", "stop",
-                                        "audio", "prediction", "parallel_tool_calls", "web_search_options"};
-    for (size_t i = 0; i < sizeof never / sizeof never[0]; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, never[i]);
-        if (v && !cJSON_IsNull(v)) return lion_fail(st, LION_EINVAL, "'%s' is not supported by this server", never[i]);
-    }
-    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(root, "response_format");
-    if (rf && !cJSON_IsNull(rf)) {
-        const cJSON *type = cJSON_GetObjectItemCaseSensitive(rf, "type");
-        if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") != 0)
-            return lion_fail(st, LION_EINVAL, "'response_format': only {\"type\": \"text\"} is supported");
-    }
-    const cJSON *lp = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
-    if (cJSON_IsTrue(lp)) return lion_fail(st, LION_EINVAL, "'logprobs' is not supported by this server");
-    const cJSON *tlp = cJSON_GetObjectItemCaseSensitive(root, "top_logprobs");
-    if (tlp && !cJSON_IsNull(tlp) && !(cJSON_IsNumber(tlp) && tlp->valuedouble == 0))
-        return lion_fail(st, LION_EINVAL, "'top_logprobs' is not supported by this server");
-    static const char *const penalties[] = {"presence_penalty", "frequency_penalty"};
-    for (size_t i = 0; i < 2; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, penalties[i]);
-        if (v && !cJSON_IsNull(v) && !(cJSON_IsNumber(v) && v->valuedouble == 0))
-            return lion_fail(st, LION_EINVAL, "'%s' is not supported (use repetition_penalty)", penalties[i]);
-    }
-    const cJSON *modalities = cJSON_GetObjectItemCaseSensitive(root, "modalities");
-    if (modalities && !cJSON_IsNull(modalities)) {
-        const cJSON *m0 = cJSON_GetArrayItem(modalities, 0);
-        if (!cJSON_IsArray(modalities) || cJSON_GetArraySize(modalities) != 1 || !cJSON_IsString(m0) ||
-            strcmp(m0->valuestring, "text") != 0)
-            return lion_fail(st, LION_EINVAL, "'modalities': only [\"text\"] is supported");
-    }
-    return 0;
 }
 
 /* OpenAI chat: the image is the one image_url part (a data URI), the instruction the text
@@ -506,9 +398,9 @@ static void handle_chat(gateway *gw, http_conn *c, cJSON *root, const multipart_
     int deadline = 0, stream = 0, include_usage = 0, model, region;
     if (!task) goto fail;
     if (request_model(gw, c, root, &model, &region)) goto refused;
-    if (chat_refuse_unsupported(root, &st)) goto fail;
+    if (openai_chat_refuse_unsupported(root, &st)) goto fail;
     if (read_stream_flags(root, 1, &stream, &include_usage, &st)) goto fail;
-    if (chat_read_messages(root, &instruction, &image_url, &st)) goto fail;
+    if (openai_chat_read_messages(root, &instruction, &image_url, &st)) goto fail;
     if (set_instruction(gw, task, instruction, &st)) goto fail;
     if (chat_task_type(root, region, task, &st)) goto fail;
     if (parse_tags(gw, cJSON_GetObjectItemCaseSensitive(root, "lion_tags"), task, &st)) goto fail;
