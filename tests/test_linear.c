@@ -177,6 +177,24 @@ static void *run_matmul(void *p) {
     return NULL;
 }
 
+/* The f32 matmul m (weights w, bias b) on rows of x in each post-op set (none, GELU, residual
+ * add onto y filled from y_seed) against the reference, within 1e-5. */
+static void check_onednn_modes(onednn_matmul *m, const float *x, const float *w, const float *b, int rows, int in,
+                               int out, unsigned y_seed, const char *what, arena *a) {
+    float *y = malloc(sizeof(float) * rows * out), *want = malloc(sizeof(float) * rows * out);
+    lion_status st;
+    for (int mode = 0; mode < 3; mode++) {
+        fill(y, (size_t)rows * out, y_seed, 1.0f);
+        memcpy(want, y, sizeof(float) * rows * out);
+        reference(want, x, w, b, rows, in, out, 0, 0, mode == 1, mode == 2);
+        int rc = onednn_matmul_forward(m, y, x, b, rows, mode == 1 ? LINEAR_ACT(ACT_GELU) : 0, mode == 2, a, &st);
+        CHECK_MSG(rc == 0, "%s rows %d: %s", what, rows, st.msg);
+        double err = testing_rel_err(y, want, (size_t)rows * out);
+        CHECK_MSG(err <= 1e-5, "%s rows %d mode %d: rel err %.3g", what, rows, mode, err);
+    }
+    free(y), free(want);
+}
+
 /* oneDNN's matmul in f32 (any CPU): packing, the primitive cache (more shapes than it holds),
  * post-ops, several threads on one matrix. */
 static void check_onednn_f32(void) {
@@ -195,19 +213,10 @@ static void check_onednn_f32(void) {
     arena a;
     arena_init(&a, 1 << 20);
     for (int rows = 1; rows <= 301; rows += 15) { /* 12 row buckets x 3 post-op sets: more than the cache holds */
-        float *x = malloc(sizeof(float) * rows * in), *y = malloc(sizeof(float) * rows * out),
-              *want = malloc(sizeof(float) * rows * out);
+        float *x = malloc(sizeof(float) * rows * in);
         fill(x, (size_t)rows * in, 37 + rows, 1.0f);
-        for (int mode = 0; mode < 3; mode++) {
-            fill(y, (size_t)rows * out, 41, 1.0f);
-            memcpy(want, y, sizeof(float) * rows * out);
-            reference(want, x, w, b, rows, in, out, 0, 0, mode == 1, mode == 2);
-            int rc = onednn_matmul_forward(m, y, x, b, rows, mode == 1 ? LINEAR_ACT(ACT_GELU) : 0, mode == 2, &a, &st);
-            CHECK_MSG(rc == 0, "onednn f32 rows %d: %s", rows, st.msg);
-            double err = testing_rel_err(y, want, (size_t)rows * out);
-            CHECK_MSG(err <= 1e-5, "onednn f32 rows %d mode %d: rel err %.3g", rows, mode, err);
-        }
-        free(x), free(y), free(want);
+        check_onednn_modes(m, x, w, b, rows, in, out, 41, "onednn f32", &a);
+        free(x);
     }
     /* two threads, different row counts, same matrix */
     float *x = malloc(sizeof(float) * 64 * in), *y1 = malloc(sizeof(float) * 64 * out),
@@ -228,17 +237,8 @@ static void check_onednn_f32(void) {
     onednn_matmul_test_force_reorder(1);
     m = onednn_matmul_create_f32(w, out, in, &st);
     CHECK_MSG(m != NULL, "onednn f32: %s", st.msg);
-    for (int rows = 3; m && rows <= 64; rows += 30) { /* x, y1: 64 rows */
-        for (int mode = 0; mode < 3; mode++) {
-            fill(y1, (size_t)rows * out, 59, 1.0f);
-            memcpy(want, y1, sizeof(float) * rows * out);
-            reference(want, x, w, b, rows, in, out, 0, 0, mode == 1, mode == 2);
-            int rc = onednn_matmul_forward(m, y1, x, b, rows, mode == 1 ? LINEAR_ACT(ACT_GELU) : 0, mode == 2, &a, &st);
-            CHECK_MSG(rc == 0, "onednn f32, reordered weights, rows %d: %s", rows, st.msg);
-            CHECK_MSG(testing_rel_err(y1, want, (size_t)rows * out) <= 1e-5, "reordered weights, rows %d mode %d", rows,
-                      mode);
-        }
-    }
+    for (int rows = 3; m && rows <= 64; rows += 30) /* x: 64 rows */
+        check_onednn_modes(m, x, w, b, rows, in, out, 59, "onednn f32, reordered weights", &a);
     onednn_matmul_test_force_reorder(0);
     onednn_matmul_free(m);
     arena_free(&a);
