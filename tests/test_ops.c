@@ -8,6 +8,7 @@
 #include "ops.h"
 #include "safetensors.h"
 #include "testing.h"
+#include "weight_builder.h"
 #include "threads.h"
 
 static safetensors_file *fx;
@@ -213,10 +214,7 @@ static void test_attention_query(void) {
                 float *all[] = {q, k + 1, v + 1, bias};
                 size_t counts[] = {(size_t)H * D, (size_t)L * stride, (size_t)L * stride, (size_t)H * L};
                 for (int a = 0; a < 4; a++)
-                    for (size_t i = 0; i < counts[a]; i++) {
-                        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-                        all[a][i] = (float)((int)(seed >> 40) % 2001 - 1000) / 400.0f;
-                    }
+                    for (size_t i = 0; i < counts[a]; i++) all[a][i] = weight_builder_uniform(&seed, 2.5f);
                 /* variant 0: no bias, no mask; 1: bias, every third key masked; 2: all masked */
                 for (int j = 0; j < L; j++) mask[j] = variant == 0 || (variant == 1 && j % 3 != 1);
                 const float scale = 1.0f / sqrtf((float)D);

@@ -26,6 +26,10 @@ static inline float draw(uint64_t *s, float scale) {
 
 float weight_builder_uniform(uint64_t *state, float scale) { return draw(state, scale); }
 
+void weight_builder_fill(float *p, size_t n, float scale, uint64_t *state) {
+    for (size_t i = 0; i < n; i++) p[i] = draw(state, scale);
+}
+
 weight_builder *weight_builder_new(uint64_t seed) {
     weight_builder *b = calloc(1, sizeof *b);
     if (b) b->seed = seed;
@@ -62,7 +66,7 @@ static int vadd(weight_builder *b, float base, float scale, int ndim, const int6
     vsnprintf(name, (size_t)len + 1, fmt, ap);
     /* base 0 stores the draw itself (not 0 + it), as the users did before this builder */
     if (base == 0.0f)
-        for (int64_t i = 0; i < n; i++) d[i] = draw(&b->seed, scale);
+        weight_builder_fill(d, (size_t)n, scale, &b->seed);
     else
         for (int64_t i = 0; i < n; i++) d[i] = base + draw(&b->seed, scale);
     b->name[b->n] = name;

@@ -18,6 +18,7 @@
 #ifndef LION_WEIGHT_BUILDER_H
 #define LION_WEIGHT_BUILDER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "status.h"
@@ -30,6 +31,8 @@ weight_builder *weight_builder_new(uint64_t seed);
 /* One step of the builder's generator on *state: uniform in [-scale, scale], as
  * scale * (top 24 bits / 2^24 * 2 - 1). For inputs drawn the same way as the weights. */
 float weight_builder_uniform(uint64_t *state, float scale);
+/* n of them into p, in order (the same numbers as n calls; for benches that fill gigabytes). */
+void weight_builder_fill(float *p, size_t n, float scale, uint64_t *state);
 
 /* A tensor of this shape named by the printf format, each element base + uniform in
  * [-scale, scale] from the builder's generator (base 0: exactly the uniform draw). */

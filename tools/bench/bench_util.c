@@ -12,6 +12,7 @@
 #include "onednn_matmul.h"
 #include "precision.h"
 #include "tensor.h"
+#include "weight_builder.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -134,12 +135,7 @@ static size_t floats_bytes;
 float *bench_random_floats(size_t n, float scale, uint64_t *state) {
     float *p = bench_alloc("random weights", n * sizeof(float));
     floats_bytes += n * sizeof(float);
-    uint64_t x = *state;
-    for (size_t i = 0; i < n; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        p[i] = scale * ((float)(x >> 40) / (float)(1 << 24) - 0.5f);
-    }
-    *state = x;
+    weight_builder_fill(p, n, 0.5f * scale, state);
     return p;
 }
 

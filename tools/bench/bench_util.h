@@ -16,8 +16,8 @@ void *bench_alloc(const char *who, size_t n); /* 64-byte aligned; exits when out
 void bench_cpu_model(char *buf, size_t len);  /* /proc/cpuinfo's model name */
 void bench_sort(double *v, int n);            /* ascending */
 
-/* Random-weight arrays for benches of true model widths (gigabytes: a xorshift, not rand_r).
- * bench_random_floats: uniform in [-scale/2, scale/2), continuing the generator's *state;
+/* Random-weight arrays for benches of true model widths (gigabytes: weight_builder's generator,
+ * not rand_r). bench_random_floats: uniform in [-scale/2, scale/2], continuing *state;
  * bench_constant_floats: n copies of v. Both exit when out of memory (bench_alloc), and both
  * count what they allocate in bench_floats_bytes(). */
 float *bench_random_floats(size_t n, float scale, uint64_t *state);
