@@ -237,25 +237,24 @@ static double prefill_macs(int enc) {
                           llm->decoder_layers * 2.0 * llm->d_model * inner);
 }
 
-/* One decoder step of one row at position pos (pos + 1 keys of its own, enc encoder keys). */
-static double step_macs(int enc, int pos) {
-    const double inner = (double)llm->heads * llm->d_kv;
-    return llm->decoder_layers * (attention_macs() + 2.0 * llm->d_model * inner + ff_macs() +
-                                  2.0 * (pos + 1 + enc) * inner) +
+/* The weights a decoder step multiplies each row by (and reads once for all rows): every
+ * decoder layer's self-attention, cross q and o, FF and adapters, and the lm_head. */
+static double step_weights(void) {
+    return llm->decoder_layers * (attention_macs() + 2.0 * llm->d_model * llm->heads * llm->d_kv + ff_macs()) +
            (double)llm->d_model * llm->vocab_size;
 }
 
-/* The bytes of weights one step reads: every decoder matrix and the lm_head. */
-static double step_weight_bytes(void) {
-    const double inner = (double)llm->heads * llm->d_kv;
-    const double weights = llm->decoder_layers * (attention_macs() + 2.0 * llm->d_model * inner + ff_macs()) +
-                           (double)llm->d_model * llm->vocab_size;
-    return weights * (strcmp(opt.precision, "bf16") == 0 ? 2.0 : 4.0);
+/* One decoder step of one row at position pos: its weights, and attention over its pos + 1
+ * keys and the enc encoder keys in every layer. */
+static double step_macs(int enc, int pos) {
+    return step_weights() + llm->decoder_layers * 2.0 * (pos + 1 + enc) * llm->heads * llm->d_kv;
 }
 
-/* Seconds a step of rows rows (at the middle position of the answer) takes at least here. */
-static double step_floor(int rows, int enc) {
-    const double compute = rows * step_macs(enc, opt.tokens / 2) * 2.0 / (peak_gflops * 1e9);
+static double step_weight_bytes(void) { return step_weights() * (strcmp(opt.precision, "bf16") == 0 ? 2.0 : 4.0); }
+
+/* Seconds a step of rows rows at position pos takes at least here. */
+static double step_floor(int rows, int enc, int pos) {
+    const double compute = rows * step_macs(enc, pos) * 2.0 / (peak_gflops * 1e9);
     const double memory = stream_gbs > 0 ? step_weight_bytes() / (stream_gbs * 1e9) : 0.0;
     return compute > memory ? compute : memory;
 }
@@ -263,11 +262,14 @@ static double step_floor(int rows, int enc) {
 /* The ceilings of one mode: what the floors allow against one job's measured figures. */
 static void print_ceilings(const char *what, int beams, int enc, double one_tokens_per_s, double alone_tpot) {
     const int rows = opt.requests * beams;
-    double decode = 0;
-    for (int t = 0; t < opt.tokens; t++) decode += rows * step_macs(enc, t) * 2.0;
+    double decode = 0, floor_steps = 0;
+    for (int t = 0; t < opt.tokens; t++) {
+        decode += rows * step_macs(enc, t) * 2.0;
+        floor_steps += step_floor(rows, enc, t);
+    }
     const double prefill = opt.requests * prefill_macs(enc) * 2.0;
-    const double floor_s = prefill / (peak_gflops * 1e9) + opt.tokens * step_floor(rows, enc);
-    const double floor_step = step_floor(rows, enc);
+    const double floor_s = prefill / (peak_gflops * 1e9) + floor_steps;
+    const double floor_step = floor_steps / opt.tokens; /* the decode phase's mean step */
     printf("%s, this machine's ceilings (%d encoder tokens per job): %d at once >= %.3f s (prefills %.1f GFLOP, "
            "steps %.1f GFLOP) = at most %.2fx one job's tokens/s; decoding, a step of %d rows >= %.2f ms = at most "
            "%.2fx\n",
