@@ -7,9 +7,9 @@
  * nothing else of them is kept. Primitives are created per (row bucket, post-ops, bias) on
  * first use and kept in a small cache in the matrix (oneDNN's own primitive cache sits behind
  * it), so a steady run creates none: more than 16 rows run padded with zero rows to a
- * multiple of 32, so that prompts of varying length share primitives. x is rounded to the weights' data type on the way in (bf16: round
- * to nearest even, into scratch); accumulation and y are f32; bias, an activation and a
- * residual add are post-ops of the same primitive.
+ * multiple of 32, so that prompts of varying length share primitives. x is rounded to the
+ * weights' data type on the way in (bf16: round to nearest even, into scratch); accumulation
+ * and y are f32; bias, an activation and a residual add are post-ops of the same primitive.
  *
  * The same code runs with f32 weights (onednn_matmul_create_f32): that is how the suite
  * checks this file on CPUs without native bf16 (oneDNN refuses bf16 matmul below AVX-512

@@ -272,7 +272,8 @@ void attention_query(float *out, const float *q, const float *k, const float *v,
 #if ATTENTION_QUERY_VECTOR
         if (vector)
             for (; j + 8 <= k_len; j += 8)
-                scores_8keys(scores + j, qh, kh + (size_t)j * stride, (size_t)stride, head_dim, scale, bh ? bh + j : NULL);
+                scores_8keys(scores + j, qh, kh + (size_t)j * stride, (size_t)stride, head_dim, scale,
+                             bh ? bh + j : NULL);
 #endif
         for (; j < k_len; j++)
             scores[j] = dot_product(qh, kh + (size_t)j * stride, head_dim) * scale + (bh ? bh[j] : 0.0f);

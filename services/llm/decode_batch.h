@@ -93,7 +93,6 @@ int decode_batch_has_slots(const decode_batch *b, int beams);
  * input_ids (image positions hold the image token): the repetition penalty and min_length
  * cover them (search_set_prompt). n + max_new_tokens must fit the cache's capacity. */
 int decode_batch_add_llama(decode_batch *b, const float *x, const int32_t *ids, int n, const generate_params *p,
-                           uint64_t seed, void *user,
-                           arena *a, lion_status *st);
+                           uint64_t seed, void *user, arena *a, lion_status *st);
 
 #endif

@@ -185,8 +185,9 @@ int llama_embed(const llama_model *m, const int32_t *ids, int n, float *out, lio
 /* y = x W^T. f32: a few rows (decode steps) read W once for all of them through matvec_f32;
  * one row is sgemv's, many rows (a prompt) sgemm's (linear_forward picks). bf16: a step's rows
  * (step set) all go through matvec_bf16 (the matrices are LINEAR_STEP, so linear.c does that
- * with any number of rows); a prefill's products are marked so (linear_post.prefill): matvec_bf16
- * up to its row limit, panels widened to f32 and sgemm beyond (llama.h). 0, or -1 with st filled (scratch). */
+ * with any number of rows); a prefill's products are marked so (linear_post.prefill):
+ * matvec_bf16 up to its row limit, panels widened to f32 and sgemm beyond (llama.h). 0, or -1
+ * with st filled (scratch). */
 static int product(const linear *l, float *y, const float *x, int rows, int step, arena *a, lion_status *st) {
     if (l->precision == PRECISION_F32) {
         if (rows >= 2 && rows <= LLAMA_MATVEC_MAX_ROWS) matvec_f32(y, x, l->w, NULL, rows, l->in, l->out);
