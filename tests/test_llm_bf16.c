@@ -26,6 +26,7 @@
 #include "llama.h"
 #include "t5.h"
 #include "testing.h"
+#include "weight_builder.h"
 #include "threads.h"
 
 /* Bounds on testing_rel_err of bf16 against f32. bf16 keeps 8 bits of mantissa: each weight
@@ -41,16 +42,10 @@
 
 static uint64_t seed = 0x9e3779b97f4a7c15ull;
 
-/* Uniform in [-scale, scale): xorshift, fast enough for a few hundred million. */
+/* Uniform in [-scale, scale] (weight_builder's generator, continuing seed). */
 static float *random_floats(size_t n, float scale) {
     float *p = malloc(n * sizeof *p);
-    if (!p) return NULL;
-    uint64_t x = seed;
-    for (size_t i = 0; i < n; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        p[i] = scale * (2.0f * ((float)(x >> 40) / (float)(1 << 24)) - 1.0f);
-    }
-    seed = x;
+    if (p) weight_builder_fill(p, n, scale, &seed);
     return p;
 }
 
